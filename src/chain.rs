@@ -1,0 +1,157 @@
+//! Sequential composition: the output of one layer is the input of the next.
+
+use rand::Rng;
+
+use crate::layer::Layer;
+
+/// Two layers in sequence, `first` then `then`. It compiles only if `then` reads exactly the
+/// tensor `first` writes (same element type, channels and sizes).
+///
+/// Longer chains nest to the left: [`sequential!`](crate::sequential)`[A, B, C]` is
+/// `Chain<Chain<A, B>, C>`, so the last layer is always `then` at the top and everything
+/// before it is `first` (a classifier's logits are `first`'s output, see [`crate::LeNet5`]).
+/// A chain is itself a [`Layer`], so chains compose like layers.
+///
+/// ```
+/// use constnet::{Chain, Layer, Linear, Relu, zeroed_box};
+/// type Mlp = Chain<Chain<Linear<f32, 4, 8>, Relu<[f32; 8]>>, Linear<f32, 8, 2>>;
+/// let net = zeroed_box::<Mlp>();
+/// let mut ws = zeroed_box::<<Mlp as Layer>::Workspace>();
+/// let mut y = [1.0f32; 2];
+/// net.forward(&[1.0; 4], &mut y, &mut ws);
+/// assert_eq!(y, [0.0, 0.0]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Chain<A, B> {
+    /// The earlier layer(s).
+    pub first: A,
+    /// The later layer.
+    pub then: B,
+}
+
+/// What a [`Chain`] keeps between its passes: both layers' workspaces, the intermediate
+/// activation and, during backward, its gradient.
+pub struct ChainWorkspace<A: Layer, B: Layer<Input = A::Output>> {
+    /// Workspace of the first layer(s).
+    pub first: A::Workspace,
+    /// Output of `first` (= input of `then`) from the latest forward pass.
+    pub mid: A::Output,
+    /// Gradient with respect to `mid` from the latest backward pass.
+    pub mid_grad: A::Output,
+    /// Workspace of the later layer.
+    pub then: B::Workspace,
+}
+
+impl<A, B> Layer for Chain<A, B>
+where
+    A: Layer,
+    B: Layer<Scalar = A::Scalar, Input = A::Output>,
+{
+    type Scalar = A::Scalar;
+    type Input = A::Input;
+    type Output = B::Output;
+    type Workspace = ChainWorkspace<A, B>;
+    const CHECK: () = {
+        let ((), ()) = (A::CHECK, B::CHECK);
+    };
+    const PARAM_TENSORS: usize = A::PARAM_TENSORS + B::PARAM_TENSORS;
+
+    fn forward(&self, input: &A::Input, output: &mut B::Output, ws: &mut Self::Workspace) {
+        self.first.forward(input, &mut ws.mid, &mut ws.first);
+        self.then.forward(&ws.mid, output, &mut ws.then);
+    }
+
+    fn backward(
+        &self,
+        input: &A::Input,
+        ws: &mut Self::Workspace,
+        grad_output: &B::Output,
+        grad_input: Option<&mut A::Input>,
+        grads: &mut Self,
+    ) {
+        let ChainWorkspace {
+            first,
+            mid,
+            mid_grad,
+            then,
+        } = ws;
+        self.then
+            .backward(mid, then, grad_output, Some(mid_grad), &mut grads.then);
+        self.first
+            .backward(input, first, mid_grad, grad_input, &mut grads.first);
+    }
+
+    fn param(&self, i: usize) -> &[A::Scalar] {
+        if i < A::PARAM_TENSORS {
+            self.first.param(i)
+        } else {
+            self.then.param(i - A::PARAM_TENSORS)
+        }
+    }
+
+    fn param_mut(&mut self, i: usize) -> &mut [A::Scalar] {
+        if i < A::PARAM_TENSORS {
+            self.first.param_mut(i)
+        } else {
+            self.then.param_mut(i - A::PARAM_TENSORS)
+        }
+    }
+
+    fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
+        self.first.init(rng);
+        self.then.init(rng);
+    }
+}
+
+/// The type of layers applied in sequence: `sequential![A, B, C]` is
+/// `Chain<Chain<A, B>, C>`. Each layer must read the tensor the previous one writes.
+///
+/// ```
+/// use constnet::{sequential, Conv2d, Layer, MaxPool2d, Relu, Maps};
+/// // The article's Figure 16: two conv+ReLU before one pool.
+/// type Block = sequential![
+///     Conv2d<f32, 1, 4, 3, 1, 1, 8, 8, 8, 8>, Relu<Maps<f32, 4, 8, 8>>,
+///     Conv2d<f32, 4, 4, 3, 1, 1, 8, 8, 8, 8>, Relu<Maps<f32, 4, 8, 8>>,
+///     MaxPool2d<f32, 4, 8, 8, 2, 2, 4, 4>,
+/// ];
+/// const _: () = <Block as Layer>::CHECK;
+/// ```
+#[macro_export]
+macro_rules! sequential {
+    ($only:ty $(,)?) => { $only };
+    ($a:ty, $b:ty $(, $rest:ty)* $(,)?) => {
+        $crate::sequential![$crate::Chain<$a, $b> $(, $rest)*]
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Linear, Relu, zeroed_box};
+
+    type Mlp = crate::sequential![Linear<f64, 2, 3>, Relu<[f64; 3]>, Linear<f64, 3, 1>];
+
+    #[test]
+    fn parameters_are_listed_in_layer_order() {
+        let mut net = zeroed_box::<Mlp>();
+        assert_eq!(Mlp::PARAM_TENSORS, 4);
+        assert_eq!(net.param_count(), 6 + 3 + 3 + 1);
+        net.param_mut(3)[0] = 4.0;
+        assert_eq!(net.then.bias, [4.0]);
+        net.param_mut(1)[2] = 5.0;
+        assert_eq!(net.first.first.bias, [0.0, 0.0, 5.0]);
+    }
+
+    #[test]
+    fn forward_keeps_intermediate_activations() {
+        let mut net = zeroed_box::<Mlp>();
+        net.first.first.weight = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]];
+        net.then.weight = [[1.0, 1.0, 1.0]];
+        let mut ws = zeroed_box::<<Mlp as Layer>::Workspace>();
+        let mut y = [0.0];
+        net.forward(&[2.0, 3.0], &mut y, &mut ws);
+        assert_eq!(ws.first.mid, [2.0, 3.0, -2.0]);
+        assert_eq!(ws.mid, [2.0, 3.0, 0.0]);
+        assert_eq!(y, [5.0]);
+    }
+}

@@ -1,0 +1,98 @@
+//! The one trait every layer and every chain of layers implements.
+
+use num_traits::Zero;
+use rand::Rng;
+
+use crate::scalar::Scalar;
+use crate::tensor::Tensor;
+use crate::zeroed::Zeroable;
+
+/// A differentiable map from one fixed-size tensor to another.
+///
+/// The shapes are in the types: [`Layer::Input`] and [`Layer::Output`] are nested arrays, and
+/// a chain `Chain<A, B>` requires `B: Layer<Input = A::Output>`, so layers whose shapes do not
+/// fit together are an ordinary type error. Rules between a layer's own const parameters
+/// (for example a convolution's output size) are checked by [`Layer::CHECK`], which every
+/// pass forces at compile time; write `const _: () = <MyNet as Layer>::CHECK;` to have
+/// `cargo check` and the IDE report them as well.
+///
+/// The gradient of a layer's parameters has the layer's own type (`grads: &mut Self`), so a
+/// network's gradients, momentum buffers and Adam moments are each one more network-shaped
+/// value. Parameters are reached as a list of flat tensors ([`Layer::param`]).
+///
+/// None of the methods allocate.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a constnet layer",
+    note = "layers are `Conv2d`, `MaxPool2d`, `Relu`, `Flatten`, `Linear`, `Softmax` and chains of them"
+)]
+pub trait Layer: Zeroable + Send + Sync + 'static {
+    /// The element type (`f32` or `f64`).
+    type Scalar: Scalar;
+    /// The tensor this layer reads.
+    type Input: Tensor<Scalar = Self::Scalar>;
+    /// The tensor this layer writes.
+    type Output: Tensor<Scalar = Self::Scalar>;
+    /// What the forward pass keeps for the backward pass (and scratch space), fixed-size.
+    type Workspace: Zeroable + Send + Sync + 'static;
+
+    /// Compile-time shape rules of this layer (and of every layer in a chain). Evaluating it
+    /// fails compilation, with a message naming the layer and the formula, if they do not hold.
+    const CHECK: ();
+    /// How many parameter tensors the layer has (weights and biases count one each).
+    const PARAM_TENSORS: usize;
+
+    /// Computes `output` from `input`, storing in `ws` what [`Layer::backward`] needs.
+    fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace);
+
+    /// Back-propagates `grad_output` (∂E/∂output) through the layer.
+    ///
+    /// `input` and `ws` must be those of the latest [`Layer::forward`]. Parameter gradients are
+    /// *added* to `grads` (so a mini-batch sums per-sample gradients); the input gradient, if
+    /// asked for, is *written* to `grad_input`. Pass `None` to skip it (the first layer of a
+    /// network rarely needs it).
+    fn backward(
+        &self,
+        input: &Self::Input,
+        ws: &mut Self::Workspace,
+        grad_output: &Self::Output,
+        grad_input: Option<&mut Self::Input>,
+        grads: &mut Self,
+    );
+
+    /// Parameter tensor `i` (`i < PARAM_TENSORS`), flat. Panics if `i` is out of range.
+    fn param(&self, i: usize) -> &[Self::Scalar];
+    /// Parameter tensor `i` (`i < PARAM_TENSORS`), flat and mutable. Panics if out of range.
+    fn param_mut(&mut self, i: usize) -> &mut [Self::Scalar];
+
+    /// Draws fresh random parameters (see each layer for the scheme; biases start at zero).
+    fn init<R: Rng + ?Sized>(&mut self, rng: &mut R);
+
+    /// Number of scalar parameters.
+    fn param_count(&self) -> usize {
+        (0..Self::PARAM_TENSORS).map(|i| self.param(i).len()).sum()
+    }
+
+    /// Sets every parameter to zero (used on gradient buffers before a mini-batch).
+    fn zero_params(&mut self) {
+        for i in 0..Self::PARAM_TENSORS {
+            self.param_mut(i).fill(Self::Scalar::zero());
+        }
+    }
+}
+
+/// Panics with a clear message on a parameter index that does not exist.
+#[cold]
+#[track_caller]
+pub(crate) fn no_such_param(layer: &str, i: usize) -> ! {
+    panic!("{layer} has no parameter tensor {i}")
+}
+
+/// He (Kaiming) uniform initialisation, suited to layers followed by ReLU: every value drawn
+/// from U(−b, b) with b = √(6 / fan_in), which gives the weights variance 2 / fan_in.
+pub(crate) fn he_uniform<T: Scalar, R: Rng + ?Sized>(values: &mut [T], fan_in: usize, rng: &mut R) {
+    use rand::RngExt;
+    let bound = num_traits::Float::sqrt(6.0 / fan_in as f64);
+    for v in values {
+        *v = T::from_f64(rng.random_range(-bound..bound));
+    }
+}

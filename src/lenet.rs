@@ -1,0 +1,240 @@
+//! The article's network, LeNet-5, as one type, and what a classifier can do.
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "alloc")]
+use alloc::boxed::Box;
+
+use crate::chain::{Chain, ChainWorkspace};
+use crate::layer::Layer;
+use crate::loss::{Loss, cross_entropy_with_logits, half_sse, one_hot};
+use crate::scalar::Scalar;
+use crate::softmax::Softmax;
+use crate::tensor::{Maps, argmax};
+use crate::{Conv2d, Flatten, Linear, MaxPool2d, Relu, sequential};
+
+/// LeNet-5 as in the article: a 1×32×32 digit to 10 class probabilities.
+///
+/// ```text
+/// 1×32×32 → Conv 6@5×5 → ReLU → MaxPool 2×2/2 → Conv 16@5×5 → ReLU → MaxPool 2×2/2
+///         → Flatten 400 → Linear 120 → ReLU → Linear 100 → ReLU → Linear 10 → Softmax
+/// ```
+///
+/// It weighs 61,706 parameters (241 KiB in `f32`); build it on the heap with
+/// [`LeNet5::new_boxed`]. Its parameter tensors are, in order, PyTorch's `conv1.weight`,
+/// `conv1.bias`, `conv2.weight`, `conv2.bias`, `fc1.weight`, `fc1.bias`, `fc2.*`, `fc3.*`
+/// in the same layouts ([`Layer::param`]).
+///
+/// ```
+/// use constnet::{LeNet5, Layer};
+/// use rand::SeedableRng;
+///
+/// let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(7));
+/// let mut ws = LeNet5::<f32>::workspace();
+/// let mut image = [[[0.0f32; 32]; 32]; 1];
+/// image[0][16][10..22].fill(1.0); // a horizontal stroke
+/// let probs = net.probabilities(&image, &mut ws);
+/// assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+/// let class = net.classify(&image, &mut ws);
+/// assert!(class < 10);
+/// ```
+pub type LeNet5<T> = sequential![
+    Conv2d<T, 1, 6, 5, 1, 0, 32, 32, 28, 28>,   // C1: 6 filters 5×5 → 6@28×28
+    Relu<Maps<T, 6, 28, 28>>,
+    MaxPool2d<T, 6, 28, 28, 2, 2, 14, 14>,      // S2: 2×2 stride 2 → 6@14×14
+    Conv2d<T, 6, 16, 5, 1, 0, 14, 14, 10, 10>,  // C3: 16 filters 5×5 → 16@10×10
+    Relu<Maps<T, 16, 10, 10>>,
+    MaxPool2d<T, 16, 10, 10, 2, 2, 5, 5>,       // S4: 2×2 stride 2 → 16@5×5
+    Flatten<T, 16, 5, 5, 400>,                  // 400
+    Linear<T, 400, 120>,                        // F5: 120
+    Relu<[T; 120]>,
+    Linear<T, 120, 100>,                        // F6: 100
+    Relu<[T; 100]>,
+    Linear<T, 100, 10>,                         // output: 10 logits
+    Softmax<T, 10>,                             // class probabilities
+];
+
+/// LeNet-5's input: one 32×32 grey image (a 28×28 MNIST digit padded by 2).
+pub type Image<T> = Maps<T, 1, 32, 32>;
+
+/// Every activation of one LeNet-5 forward pass, borrowed from its workspace (for pictures
+/// of the network, and for checking it against other frameworks).
+#[derive(Clone, Copy, Debug)]
+pub struct LeNet5Activations<'a, T> {
+    /// First convolution, before ReLU: 6@28×28.
+    pub conv1: &'a Maps<T, 6, 28, 28>,
+    /// After the first ReLU.
+    pub relu1: &'a Maps<T, 6, 28, 28>,
+    /// After the first max-pool: 6@14×14.
+    pub pool1: &'a Maps<T, 6, 14, 14>,
+    /// Second convolution, before ReLU: 16@10×10.
+    pub conv2: &'a Maps<T, 16, 10, 10>,
+    /// After the second ReLU.
+    pub relu2: &'a Maps<T, 16, 10, 10>,
+    /// After the second max-pool: 16@5×5.
+    pub pool2: &'a Maps<T, 16, 5, 5>,
+    /// The pooled maps as one vector.
+    pub flat: &'a [T; 400],
+    /// First fully connected layer, before ReLU.
+    pub fc1: &'a [T; 120],
+    /// After its ReLU.
+    pub relu3: &'a [T; 120],
+    /// Second fully connected layer, before ReLU.
+    pub fc2: &'a [T; 100],
+    /// After its ReLU.
+    pub relu4: &'a [T; 100],
+    /// Output layer: one logit per class.
+    pub logits: &'a [T; 10],
+    /// Softmax of the logits.
+    pub probs: &'a [T; 10],
+}
+
+impl<T: Scalar> LeNet5<T> {
+    /// A LeNet-5 with He-uniform weights drawn from `rng` (biases zero), built directly on
+    /// the heap.
+    #[cfg(feature = "alloc")]
+    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
+        let mut net = crate::zeroed_box::<Self>();
+        net.init(rng);
+        net
+    }
+
+    /// A zeroed workspace for LeNet-5's passes, on the heap (≈ 75 KB in `f32`).
+    #[cfg(feature = "alloc")]
+    pub fn workspace() -> Box<<Self as Layer>::Workspace> {
+        crate::zeroed_box()
+    }
+
+    /// The activations of the latest forward pass that used `ws`.
+    pub fn activations(ws: &<Self as Layer>::Workspace) -> LeNet5Activations<'_, T> {
+        let l11 = &ws.first; // … → ReLU after fc2
+        let l9 = &l11.first.first; // … → ReLU after fc1
+        let l7 = &l9.first.first; // … → Flatten
+        let l6 = &l7.first; // … → pool2
+        let l4 = &l6.first.first; // … → conv2
+        let l2 = &l4.first.first; // conv1 → ReLU
+        LeNet5Activations {
+            conv1: &l2.first.mid,
+            relu1: &l4.first.first.mid,
+            pool1: &l4.first.mid,
+            conv2: &l6.first.first.mid,
+            relu2: &l6.first.mid,
+            pool2: &l7.first.mid,
+            flat: &l7.mid,
+            fc1: &l9.first.mid,
+            relu3: &l9.mid,
+            fc2: &l11.first.mid,
+            relu4: &l11.mid,
+            logits: &ws.mid,
+            probs: &ws.then,
+        }
+    }
+}
+
+/// What every network that ends in a softmax can do: classify, and back-propagate a loss.
+impl<B, T, const N: usize> Chain<B, Softmax<T, N>>
+where
+    T: Scalar,
+    B: Layer<Scalar = T, Output = [T; N]>,
+{
+    /// Forward pass; returns the class probabilities.
+    pub fn probabilities(
+        &self,
+        input: &B::Input,
+        ws: &mut ChainWorkspace<B, Softmax<T, N>>,
+    ) -> [T; N] {
+        let mut probs = [T::zero(); N];
+        self.forward(input, &mut probs, ws);
+        probs
+    }
+
+    /// Forward pass; returns the most probable class.
+    pub fn classify(&self, input: &B::Input, ws: &mut ChainWorkspace<B, Softmax<T, N>>) -> usize {
+        argmax(&self.probabilities(input, ws))
+    }
+
+    /// Forward pass, `loss` against class `label`, and backward pass: adds this sample's
+    /// parameter gradients to `grads`, writes the input gradient if asked, and returns the
+    /// loss. Cross-entropy is fused with the softmax (gradient `p − onehot` straight to the
+    /// logits); the half-SSE goes back through the softmax. Panics if `label >= N`.
+    pub fn backprop(
+        &self,
+        input: &B::Input,
+        label: usize,
+        loss: Loss,
+        ws: &mut ChainWorkspace<B, Softmax<T, N>>,
+        grads: &mut Self,
+        grad_input: Option<&mut B::Input>,
+    ) -> T {
+        assert!(
+            label < N,
+            "backprop: label {label} is not below the class count {N}"
+        );
+        let ChainWorkspace {
+            first,
+            mid: logits,
+            mid_grad,
+            then: probs,
+        } = ws;
+        self.first.forward(input, logits, first);
+        crate::softmax::softmax(logits, probs);
+        let value = match loss {
+            Loss::CrossEntropy => cross_entropy_with_logits(logits, label, mid_grad),
+            Loss::HalfSse => {
+                let mut grad_probs = [T::zero(); N];
+                let e = half_sse(probs, &one_hot(label), &mut grad_probs);
+                self.then
+                    .backward(logits, probs, &grad_probs, Some(mid_grad), &mut grads.then);
+                e
+            }
+        };
+        self.first
+            .backward(input, first, mid_grad, grad_input, &mut grads.first);
+        value
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn lenet_has_the_articles_parameter_count() {
+        let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(1));
+        // conv1 6·25+6, conv2 16·150+16, fc1 400·120+120, fc2 120·100+100, fc3 100·10+10
+        assert_eq!(net.param_count(), 156 + 2416 + 48120 + 12100 + 1010);
+        assert_eq!(<LeNet5<f32> as Layer>::PARAM_TENSORS, 10);
+    }
+
+    #[test]
+    fn activations_are_the_layers_outputs() {
+        let net = LeNet5::<f64>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(2));
+        let mut ws = LeNet5::<f64>::workspace();
+        let mut image = [[[0.0; 32]; 32]; 1];
+        for (i, v) in image[0].iter_mut().flatten().enumerate() {
+            *v = ((i * 37) % 11) as f64 / 10.0;
+        }
+        let probs = net.probabilities(&image, &mut ws);
+        let a = LeNet5::<f64>::activations(&ws);
+        // relu1 = max(conv1, 0); pool1 = 2×2 max of relu1
+        assert_eq!(a.relu1[3][5][7], a.conv1[3][5][7].max(0.0));
+        let m = a.relu1[2][6][8]
+            .max(a.relu1[2][6][9])
+            .max(a.relu1[2][7][8])
+            .max(a.relu1[2][7][9]);
+        assert_eq!(a.pool1[2][3][4], m);
+        assert_eq!(a.flat[25 * 3 + 5 * 2 + 1], a.pool2[3][2][1]);
+        assert_eq!(a.relu4[9], a.fc2[9].max(0.0));
+        assert_eq!(a.probs, &probs);
+        // logits are fc3 of relu4
+        let fc3 = &net.first.then;
+        let z0 = fc3.bias[0]
+            + fc3.weight[0]
+                .iter()
+                .zip(a.relu4)
+                .map(|(w, x)| w * x)
+                .sum::<f64>();
+        assert!((z0 - a.logits[0]).abs() < 1e-12);
+    }
+}

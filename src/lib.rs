@@ -1,0 +1,82 @@
+//! # constnet
+//!
+//! Convolutional networks whose every tensor shape is a const generic parameter.
+//!
+//! * **Shapes are types.** [`Conv2d`], [`MaxPool2d`], [`Relu`], [`Flatten`], [`Linear`] and
+//!   [`Softmax`] carry their channels, kernel, stride, padding and sizes as const parameters;
+//!   tensors are plain nested arrays. A network whose shapes do not fit together does not
+//!   compile, on stable Rust: layer-to-layer agreement is type equality, and each layer's own
+//!   formula (a convolution's output size, a flatten's length) is a compile-time assertion
+//!   that names the layer and the formula.
+//! * **No heap in the hot path.** [`Layer::forward`], [`Layer::backward`] and [`Sgd::step`]
+//!   work on fixed-size arrays and never allocate. Without the default `std` feature the crate
+//!   is `no_std` and needs no allocator.
+//! * **Correct by property.** Every layer's gradients are checked against finite differences,
+//!   and LeNet-5 against PyTorch's numbers.
+//!
+//! ```
+//! use constnet::{Layer, LeNet5, Loss, Sgd};
+//! use rand::SeedableRng;
+//!
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! let mut net = LeNet5::<f32>::new_boxed(&mut rng);
+//! let mut grads = constnet::zeroed_box::<LeNet5<f32>>();
+//! let mut ws = LeNet5::<f32>::workspace();
+//!
+//! let mut image = [[[0.0f32; 32]; 32]; 1];
+//! image[0][8..24].iter_mut().for_each(|row| row[15] = 1.0); // a "1"
+//! let before = net.backprop(&image, 1, Loss::CrossEntropy, &mut ws, &mut grads, None);
+//! for _ in 0..20 {
+//!     grads.zero_params();
+//!     net.backprop(&image, 1, Loss::CrossEntropy, &mut ws, &mut grads, None);
+//!     Sgd { lr: 0.01 }.step(&mut *net, &grads);
+//! }
+//! let after = net.backprop(&image, 1, Loss::CrossEntropy, &mut ws, &mut grads, None);
+//! assert!(after < before);
+//! assert_eq!(net.classify(&image, &mut ws), 1);
+//! ```
+//!
+//! ## Shape errors
+//! A mistake in a layer's own numbers is reported by the build with the layer and formula:
+//!
+//! ```text
+//! error[E0080]: evaluation panicked: Conv2d: output height OH must equal (H + 2·P − K) / S + 1
+//! ```
+//!
+//! `cargo check` sees it too once the network is named in a constant:
+//! `const _: () = <MyNet as constnet::Layer>::CHECK;`. See [`shape_errors`] for each mistake.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(missing_docs)]
+
+pub mod chain;
+pub mod conv2d;
+pub mod flatten;
+pub mod layer;
+pub mod lenet;
+pub mod linear;
+pub mod loss;
+pub mod maxpool2d;
+pub mod optim;
+pub mod relu;
+pub mod scalar;
+pub mod shape_errors;
+pub mod softmax;
+pub mod tensor;
+pub mod zeroed;
+
+pub use chain::{Chain, ChainWorkspace};
+pub use conv2d::{Conv2d, conv_out};
+pub use flatten::Flatten;
+pub use layer::Layer;
+pub use lenet::{Image, LeNet5, LeNet5Activations};
+pub use linear::Linear;
+pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot};
+pub use maxpool2d::MaxPool2d;
+pub use optim::Sgd;
+pub use relu::Relu;
+pub use scalar::Scalar;
+pub use softmax::Softmax;
+pub use tensor::{Maps, Tensor, argmax};
+pub use zeroed::Zeroable;
+#[cfg(feature = "alloc")]
+pub use zeroed::zeroed_box;

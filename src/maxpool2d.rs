@@ -1,0 +1,200 @@
+//! 2-D max pooling.
+
+use core::marker::PhantomData;
+
+use rand::Rng;
+
+use crate::layer::{Layer, no_such_param};
+use crate::scalar::Scalar;
+use crate::tensor::Maps;
+
+/// Max pooling over `K`×`K` windows with stride `S`, from `C`×`H`×`W` to `C`×`OH`×`OW`.
+///
+/// `OH` and `OW` must equal `(H − K) / S + 1` with the division exact (every pixel is covered;
+/// a window that does not divide the map does not compile). The forward pass records which
+/// input won each window; the backward pass routes the gradient there (the first maximum on
+/// ties, like PyTorch).
+///
+/// ```
+/// use constnet::{Layer, MaxPool2d};
+/// let pool = MaxPool2d::<f32, 1, 4, 4, 2, 2, 2, 2>::new();
+/// let x = [[[1.0, 2.0, 0.0, 0.0], [3.0, 4.0, 0.0, 9.0], [0.0; 4], [0.0, 0.0, 0.0, -1.0]]];
+/// let mut y = [[[0.0; 2]; 2]; 1];
+/// pool.forward(&x, &mut y, &mut [[[0; 2]; 2]; 1]);
+/// assert_eq!(y, [[[4.0, 9.0], [0.0, 0.0]]]);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MaxPool2d<
+    T,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+>(PhantomData<T>);
+
+impl<
+    T: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+> MaxPool2d<T, C, H, W, K, S, OH, OW>
+{
+    /// The shape rules; evaluated at compile time by every pass and by [`Layer::CHECK`].
+    pub const SHAPE_OK: () = {
+        assert!(
+            K > 0 && S > 0,
+            "MaxPool2d: window K and stride S must be at least 1"
+        );
+        assert!(
+            K <= H && K <= W,
+            "MaxPool2d: window K is larger than the map"
+        );
+        assert!(K * K <= u32::MAX as usize, "MaxPool2d: window too large");
+        assert!(
+            (H - K).is_multiple_of(S) && (W - K).is_multiple_of(S),
+            "MaxPool2d: the window does not tile the map: stride S must divide (H − K) and (W − K) exactly"
+        );
+        assert!(
+            OH == (H - K) / S + 1,
+            "MaxPool2d: output height OH must equal (H − K) / S + 1"
+        );
+        assert!(
+            OW == (W - K) / S + 1,
+            "MaxPool2d: output width OW must equal (W − K) / S + 1"
+        );
+    };
+
+    /// The pooling layer (it has no parameters).
+    pub const fn new() -> Self {
+        const { Self::SHAPE_OK };
+        Self(PhantomData)
+    }
+}
+
+impl<
+    T: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+> Layer for MaxPool2d<T, C, H, W, K, S, OH, OW>
+{
+    type Scalar = T;
+    type Input = Maps<T, C, H, W>;
+    type Output = Maps<T, C, OH, OW>;
+    /// For every output, the winning tap `i·K + j` inside its window.
+    type Workspace = [[[u32; OW]; OH]; C];
+    const CHECK: () = Self::SHAPE_OK;
+    const PARAM_TENSORS: usize = 0;
+
+    fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace) {
+        const { Self::SHAPE_OK };
+        for c in 0..C {
+            for y in 0..OH {
+                for x in 0..OW {
+                    let mut best = input[c][y * S][x * S];
+                    let mut at = 0;
+                    for i in 0..K {
+                        for j in 0..K {
+                            let v = input[c][y * S + i][x * S + j];
+                            if v > best {
+                                best = v;
+                                at = i * K + j;
+                            }
+                        }
+                    }
+                    output[c][y][x] = best;
+                    ws[c][y][x] = at as u32;
+                }
+            }
+        }
+    }
+
+    fn backward(
+        &self,
+        _input: &Self::Input,
+        ws: &mut Self::Workspace,
+        grad_output: &Self::Output,
+        grad_input: Option<&mut Self::Input>,
+        _grads: &mut Self,
+    ) {
+        const { Self::SHAPE_OK };
+        let Some(gi) = grad_input else { return };
+        *gi = [[[T::zero(); W]; H]; C];
+        for c in 0..C {
+            for y in 0..OH {
+                for x in 0..OW {
+                    let at = ws[c][y][x] as usize;
+                    let (r, s) = (y * S + at / K, x * S + at % K);
+                    gi[c][r][s] = gi[c][r][s] + grad_output[c][y][x];
+                }
+            }
+        }
+    }
+
+    fn param(&self, i: usize) -> &[T] {
+        no_such_param("MaxPool2d", i)
+    }
+    fn param_mut(&mut self, i: usize) -> &mut [T] {
+        no_such_param("MaxPool2d", i)
+    }
+    fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backward_routes_to_the_winner_and_first_on_ties() {
+        let pool = MaxPool2d::<f64, 1, 2, 4, 2, 2, 1, 2>::new();
+        let x = [[[1.0, 5.0, 7.0, 7.0], [2.0, 3.0, 7.0, 0.0]]];
+        let mut y = [[[0.0; 2]; 1]; 1];
+        let mut ws = [[[0; 2]; 1]; 1];
+        pool.forward(&x, &mut y, &mut ws);
+        assert_eq!(y, [[[5.0, 7.0]]]);
+        let mut gx = [[[9.0; 4]; 2]; 1];
+        pool.backward(
+            &x,
+            &mut ws,
+            &[[[10.0, 20.0]]],
+            Some(&mut gx),
+            &mut MaxPool2d::new(),
+        );
+        assert_eq!(gx, [[[0.0, 10.0, 20.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]);
+    }
+
+    #[test]
+    fn overlapping_windows_add_their_gradients() {
+        // 3-wide window, stride 1: the centre max wins both windows.
+        let pool = MaxPool2d::<f64, 1, 3, 4, 3, 1, 1, 2>::new();
+        let x = [[
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 9.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0],
+        ]];
+        let mut y = [[[0.0; 2]; 1]; 1];
+        let mut ws = [[[0; 2]; 1]; 1];
+        pool.forward(&x, &mut y, &mut ws);
+        let mut gx = [[[0.0; 4]; 3]; 1];
+        pool.backward(
+            &x,
+            &mut ws,
+            &[[[1.0, 2.0]]],
+            Some(&mut gx),
+            &mut MaxPool2d::new(),
+        );
+        assert_eq!(gx[0][1][2], 3.0);
+        assert_eq!(gx.iter().flatten().flatten().sum::<f64>(), 3.0);
+    }
+}

@@ -1,0 +1,97 @@
+//! Rectified linear unit, `max(x, 0)`, over any tensor.
+
+use core::marker::PhantomData;
+
+use rand::Rng;
+
+use crate::layer::{Layer, no_such_param};
+use crate::tensor::Tensor;
+
+/// `y = max(x, 0)` element-wise over the tensor type `X` (for example `Maps<f32, 6, 28, 28>`
+/// or `[f32; 120]`). Its derivative is taken as 0 at `x = 0`, like PyTorch.
+///
+/// ```
+/// use constnet::{Layer, Relu};
+/// let mut y = [0.0f32; 3];
+/// Relu::<[f32; 3]>::new().forward(&[-1.0, 0.0, 2.5], &mut y, &mut ());
+/// assert_eq!(y, [0.0, 0.0, 2.5]);
+/// ```
+#[derive(Debug, Default, PartialEq)]
+pub struct Relu<X>(PhantomData<X>);
+
+impl<X> Relu<X> {
+    /// The activation (it has no parameters).
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<X> Clone for Relu<X> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<X> Copy for Relu<X> {}
+
+impl<X: Tensor> Layer for Relu<X> {
+    type Scalar = X::Scalar;
+    type Input = X;
+    type Output = X;
+    type Workspace = ();
+    const CHECK: () = ();
+    const PARAM_TENSORS: usize = 0;
+
+    fn forward(&self, input: &X, output: &mut X, _ws: &mut ()) {
+        let zero = <X::Scalar as num_traits::Zero>::zero();
+        for (y, &x) in output.flat_mut().iter_mut().zip(input.flat()) {
+            *y = if x > zero { x } else { zero };
+        }
+    }
+
+    fn backward(
+        &self,
+        input: &X,
+        _ws: &mut (),
+        grad_output: &X,
+        grad_input: Option<&mut X>,
+        _grads: &mut Self,
+    ) {
+        let Some(gi) = grad_input else { return };
+        let zero = <X::Scalar as num_traits::Zero>::zero();
+        for ((gi, &g), &x) in gi
+            .flat_mut()
+            .iter_mut()
+            .zip(grad_output.flat())
+            .zip(input.flat())
+        {
+            *gi = if x > zero { g } else { zero };
+        }
+    }
+
+    fn param(&self, i: usize) -> &[X::Scalar] {
+        no_such_param("Relu", i)
+    }
+    fn param_mut(&mut self, i: usize) -> &mut [X::Scalar] {
+        no_such_param("Relu", i)
+    }
+    fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gradient_passes_only_where_input_is_positive() {
+        let x = [[-2.0f64, 3.0], [0.0, 1e-300]];
+        let mut gx = [[7.0; 2]; 2];
+        Relu::new().backward(
+            &x,
+            &mut (),
+            &[[1.0, 2.0], [3.0, 4.0]],
+            Some(&mut gx),
+            &mut Relu::new(),
+        );
+        assert_eq!(gx, [[0.0, 2.0], [0.0, 4.0]]);
+    }
+}

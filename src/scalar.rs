@@ -1,0 +1,46 @@
+//! The element types a network computes in.
+
+use core::fmt::Debug;
+use num_traits::Float;
+
+use crate::zeroed::Zeroable;
+
+/// A floating-point element type: `f32` or `f64`.
+///
+/// All arithmetic goes through [`num_traits::Float`], which uses `std` when the `std` feature
+/// is on and `libm` otherwise, so the same layer code runs on servers and in firmware.
+/// The trait is sealed: its all-zero bit pattern must be the number zero (see
+/// [`Zeroable`]), which holds for IEEE-754 floats.
+pub trait Scalar:
+    Float + Zeroable + Debug + Default + Send + Sync + 'static + sealed::Sealed
+{
+    /// Converts an `f64` (a constant, or a number from a random generator) to this type,
+    /// rounding to nearest.
+    fn from_f64(x: f64) -> Self;
+    /// Widens (or keeps) this value as an `f64`.
+    fn to_f64(self) -> f64;
+}
+
+impl Scalar for f32 {
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Scalar for f64 {
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}

@@ -1,0 +1,1 @@
+//! Shape errors (filled below).

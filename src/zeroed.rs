@@ -1,0 +1,100 @@
+//! Building values from zeroed memory, so big networks never pass through the stack.
+//!
+//! This is the crate's only `unsafe` module. A `LeNet5<f64>` holds ~62,000 parameters
+//! (≈ 0.5 MB) and its gradients as many again: returned by value from a constructor, a debug
+//! build copies such values through several stack frames and overflows small thread stacks.
+//! [`zeroed_box`] allocates the memory already zeroed and never materialises the value on the
+//! stack; `tests/stack.rs` runs a whole training step in a thread with a 2 MiB stack.
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "alloc")]
+use alloc::boxed::Box;
+
+use crate::chain::{Chain, ChainWorkspace};
+use crate::conv2d::Conv2d;
+use crate::flatten::Flatten;
+use crate::layer::Layer;
+use crate::linear::Linear;
+use crate::maxpool2d::MaxPool2d;
+use crate::relu::Relu;
+use crate::scalar::Scalar;
+use crate::softmax::Softmax;
+
+/// Types for which the all-zero bit pattern is a valid value (numbers equal to zero, empty
+/// markers, and structs and arrays made only of such fields).
+///
+/// # Safety
+/// Implement it only for types whose every field is itself `Zeroable` and which have no
+/// invariant that zero breaks (no references, no `NonZero`, no enums without a zero variant).
+pub unsafe trait Zeroable: Sized {
+    /// The all-zero value, built in place (for small values; use [`zeroed_box`] for big ones).
+    fn zeroed() -> Self {
+        // SAFETY: the trait's contract is that all-zero bytes are a valid `Self`.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// Allocates a `Z` on the heap with every byte zero, without building it on the stack first.
+///
+/// ```
+/// use constnet::{zeroed_box, LeNet5};
+/// let net = zeroed_box::<LeNet5<f64>>(); // ~0.5 MB, straight onto the heap
+/// # let _ = net;
+/// ```
+#[cfg(feature = "alloc")]
+pub fn zeroed_box<Z: Zeroable>() -> Box<Z> {
+    let boxed = Box::<Z>::new_zeroed();
+    // SAFETY: the memory is zeroed, and all-zero bytes are a valid `Z` by `Zeroable`'s contract.
+    unsafe { boxed.assume_init() }
+}
+
+// SAFETY (all impls below): IEEE-754 +0.0 and integer 0 are all-zero bytes; arrays, tuples and
+// the listed structs consist only of `Zeroable` fields (struct fields are listed beside each).
+unsafe impl Zeroable for f32 {}
+unsafe impl Zeroable for f64 {}
+unsafe impl Zeroable for u8 {}
+unsafe impl Zeroable for u32 {}
+unsafe impl Zeroable for () {}
+unsafe impl<Z: Zeroable, const N: usize> Zeroable for [Z; N] {}
+unsafe impl<A: Zeroable, B: Zeroable> Zeroable for (A, B) {}
+// Conv2d { weight: [[[[T; K]; K]; CI]; CO], bias: [T; CO] }
+unsafe impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+> Zeroable for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
+{
+}
+// Linear { weight: [[T; IN]; OUT], bias: [T; OUT] }
+unsafe impl<T: Scalar, const IN: usize, const OUT: usize> Zeroable for Linear<T, IN, OUT> {}
+// MaxPool2d, Relu, Flatten, Softmax: only PhantomData (zero-sized).
+unsafe impl<
+    T: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+> Zeroable for MaxPool2d<T, C, H, W, K, S, OH, OW>
+{
+}
+unsafe impl<X> Zeroable for Relu<X> {}
+unsafe impl<T: Scalar, const C: usize, const H: usize, const W: usize, const N: usize> Zeroable
+    for Flatten<T, C, H, W, N>
+{
+}
+unsafe impl<T: Scalar, const N: usize> Zeroable for Softmax<T, N> {}
+// Chain { first: A, then: B }
+unsafe impl<A: Zeroable, B: Zeroable> Zeroable for Chain<A, B> {}
+// ChainWorkspace { first: A::Workspace, mid: A::Output, mid_grad: A::Output, then: B::Workspace }
+unsafe impl<A: Layer, B: Layer<Input = A::Output>> Zeroable for ChainWorkspace<A, B> {}
