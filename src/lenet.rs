@@ -20,7 +20,7 @@ use crate::{Conv2d, Flatten, Linear, MaxPool2d, Relu, sequential};
 ///         → Flatten 400 → Linear 120 → ReLU → Linear 100 → ReLU → Linear 10 → Softmax
 /// ```
 ///
-/// It weighs 61,706 parameters (241 KiB in `f32`); build it on the heap with
+/// It has 63,802 parameters (249 KiB in `f32`, 498 KiB in `f64`); build it on the heap with
 /// [`LeNet5::new_boxed`]. Its parameter tensors are, in order, PyTorch's `conv1.weight`,
 /// `conv1.bias`, `conv2.weight`, `conv2.bias`, `fc1.weight`, `fc1.bias`, `fc2.*`, `fc3.*`
 /// in the same layouts ([`Layer::param`]).
@@ -99,7 +99,8 @@ impl<T: Scalar> LeNet5<T> {
         net
     }
 
-    /// A zeroed workspace for LeNet-5's passes, on the heap (≈ 75 KB in `f32`).
+    /// A zeroed workspace for LeNet-5's passes, on the heap (124 KiB in `f32`: every activation,
+    /// its gradient, and the pools' winning positions).
     #[cfg(feature = "alloc")]
     pub fn workspace() -> Box<<Self as Layer>::Workspace> {
         crate::zeroed_box()

@@ -1,0 +1,102 @@
+//! Forward, backward and the update of `LeNet5` never touch the heap.
+//!
+//! A counting global allocator records every allocation made by the current thread; the
+//! networks, workspaces and gradient buffers are built first (one allocation each), then many
+//! passes run and the count must stay exactly zero.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use constnet::{Layer, LeNet5, Loss, Scalar, Sgd, zeroed_box};
+use rand::SeedableRng;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn passes_allocate_nothing<T: Scalar>() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut net = LeNet5::<T>::new_boxed(&mut rng);
+    let mut grads = zeroed_box::<LeNet5<T>>();
+    let mut ws = LeNet5::<T>::workspace();
+    let mut image = Box::new([[[T::zero(); 32]; 32]; 1]);
+    let mut grad_image = Box::new([[[T::zero(); 32]; 32]; 1]);
+    let mut probs = [T::zero(); 10];
+    let sgd = Sgd {
+        lr: T::from_f64(0.01),
+    };
+
+    let before = allocations();
+    let mut loss_sum = T::zero();
+    for step in 0..50 {
+        for (i, v) in image[0].iter_mut().flatten().enumerate() {
+            *v = T::from_f64(((i * 31 + step * 7) % 17) as f64 / 16.0);
+        }
+        net.forward(&image, &mut probs, &mut ws);
+        grads.zero_params();
+        let loss = if step % 2 == 0 {
+            Loss::CrossEntropy
+        } else {
+            Loss::HalfSse
+        };
+        loss_sum = loss_sum + net.backprop(&image, step % 10, loss, &mut ws, &mut grads, None);
+        net.backprop(&image, 3, loss, &mut ws, &mut grads, Some(&mut grad_image));
+        sgd.step(&mut *net, &grads);
+        let _ = net.classify(&image, &mut ws);
+        let _ = LeNet5::<T>::activations(&ws);
+    }
+    let after = allocations();
+
+    assert!(loss_sum.is_finite());
+    assert_eq!(
+        after - before,
+        0,
+        "forward/backward/update allocated {} times",
+        after - before
+    );
+    // The counter works: building a network is one allocation.
+    let _another = zeroed_box::<LeNet5<T>>();
+    assert_eq!(allocations() - after, 1);
+}
+
+#[test]
+fn lenet5_f32_forward_backward_update_allocate_nothing() {
+    passes_allocate_nothing::<f32>();
+}
+
+#[test]
+fn lenet5_f64_forward_backward_update_allocate_nothing() {
+    passes_allocate_nothing::<f64>();
+}
