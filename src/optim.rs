@@ -1,4 +1,8 @@
-//! Parameter updates from accumulated gradients.
+//! Parameter updates from accumulated gradients: plain SGD, SGD with momentum, Adam, and
+//! learning-rate schedules. None of them allocate: their state is one or two more
+//! network-shaped values ([`OptimizerState`]), built once.
+
+use num_traits::Float;
 
 use crate::layer::Layer;
 use crate::scalar::Scalar;
@@ -27,5 +31,202 @@ impl<T: Scalar> Sgd<T> {
                 *w = *w - self.lr * g;
             }
         }
+    }
+}
+
+/// An update rule and its hyper-parameters (the learning rate is passed to each step, so a
+/// [`Schedule`] can change it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    /// SGD with momentum, as PyTorch's `SGD(momentum, weight_decay)`:
+    /// `g ← ∂E/∂w + λw;  v ← μv + g;  w ← w − lr·v`.
+    Sgd {
+        /// Momentum μ (0 for plain SGD).
+        momentum: f64,
+        /// L2 weight decay λ.
+        weight_decay: f64,
+    },
+    /// Adam (Kingma & Ba), as PyTorch's `Adam(betas, eps, weight_decay)`:
+    /// `g ← ∂E/∂w + λw;  m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
+    ///  w ← w − lr · m̂ / (√v̂ + ε)` with bias-corrected `m̂`, `v̂`.
+    Adam {
+        /// β₁, the decay of the first moment.
+        beta1: f64,
+        /// β₂, the decay of the second moment.
+        beta2: f64,
+        /// ε, added to the denominator.
+        eps: f64,
+        /// L2 weight decay λ.
+        weight_decay: f64,
+    },
+}
+
+impl Optimizer {
+    /// SGD with momentum 0.9 and no weight decay.
+    pub const SGD_MOMENTUM: Self = Self::Sgd {
+        momentum: 0.9,
+        weight_decay: 0.0,
+    };
+    /// Adam with PyTorch's defaults (β₁ 0.9, β₂ 0.999, ε 1e-8, no weight decay).
+    pub const ADAM: Self = Self::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+}
+
+/// What an [`Optimizer`] remembers between steps: two network-shaped buffers (momentum, or
+/// Adam's moments) and the step count. Build it zeroed (`zeroed_box::<OptimizerState<L>>()`).
+#[derive(Debug)]
+pub struct OptimizerState<L> {
+    /// SGD's velocity, or Adam's first moment.
+    pub first: L,
+    /// Adam's second moment (unused by SGD).
+    pub second: L,
+    /// Number of steps taken.
+    pub steps: u64,
+}
+
+impl<L: Layer> OptimizerState<L> {
+    /// Updates `net` from the gradient sum `grads` of a mini-batch: the gradient used is
+    /// `grads · scale` (pass `1 / batch size` to average), with learning rate `lr`.
+    pub fn step(&mut self, opt: &Optimizer, lr: f64, scale: f64, net: &mut L, grads: &L) {
+        self.steps += 1;
+        let s = L::Scalar::from_f64;
+        let (lr, scale) = (s(lr), s(scale));
+        match *opt {
+            Optimizer::Sgd {
+                momentum,
+                weight_decay,
+            } => {
+                let (mu, wd) = (s(momentum), s(weight_decay));
+                for i in 0..L::PARAM_TENSORS {
+                    let w = net.param_mut(i);
+                    let v = self.first.param_mut(i);
+                    for ((w, v), &g) in w.iter_mut().zip(v).zip(grads.param(i)) {
+                        let g = g * scale + wd * *w;
+                        *v = mu * *v + g;
+                        *w = *w - lr * *v;
+                    }
+                }
+            }
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let t = self.steps as i32;
+                let correction1 = s(1.0 - Float::powi(beta1, t));
+                let correction2 = s(1.0 - Float::powi(beta2, t));
+                let (b1, b2, eps, wd) = (s(beta1), s(beta2), s(eps), s(weight_decay));
+                let one = <L::Scalar as num_traits::One>::one();
+                for i in 0..L::PARAM_TENSORS {
+                    let w = net.param_mut(i);
+                    let m = self.first.param_mut(i);
+                    let v = self.second.param_mut(i);
+                    for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(grads.param(i)) {
+                        let g = g * scale + wd * *w;
+                        *m = b1 * *m + (one - b1) * g;
+                        *v = b2 * *v + (one - b2) * g * g;
+                        let m_hat = *m / correction1;
+                        let v_hat = *v / correction2;
+                        *w = *w - lr * m_hat / (v_hat.sqrt() + eps);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How the learning rate changes over training.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Schedule {
+    /// The base rate throughout.
+    #[default]
+    Constant,
+    /// Multiply the rate by `gamma` after every `every` epochs.
+    Step {
+        /// Epochs between decays.
+        every: usize,
+        /// Factor applied at each decay.
+        gamma: f64,
+    },
+    /// Cosine annealing from the base rate to zero over the whole run, updated every batch.
+    Cosine,
+}
+
+impl Schedule {
+    /// Learning rate for batch `batch` of `batches_per_epoch` in epoch `epoch` (from 0) of
+    /// `epochs`, starting from `base`.
+    ///
+    /// ```
+    /// use constnet::Schedule;
+    /// assert_eq!(Schedule::Step { every: 2, gamma: 0.1 }.rate(1.0, 3, 0, 5, 10), 0.1);
+    /// assert_eq!(Schedule::Cosine.rate(1.0, 0, 0, 10, 10), 1.0);
+    /// assert!((Schedule::Cosine.rate(1.0, 5, 0, 10, 10) - 0.5).abs() < 1e-12);
+    /// ```
+    pub fn rate(
+        &self,
+        base: f64,
+        epoch: usize,
+        batch: usize,
+        batches_per_epoch: usize,
+        epochs: usize,
+    ) -> f64 {
+        match *self {
+            Schedule::Constant => base,
+            Schedule::Step { every, gamma } => {
+                base * Float::powi(gamma, (epoch / every.max(1)) as i32)
+            }
+            Schedule::Cosine => {
+                let total = (epochs * batches_per_epoch).max(1) as f64;
+                let done = (epoch * batches_per_epoch + batch) as f64;
+                let cos = Float::cos(core::f64::consts::PI * done / total);
+                base * 0.5 * (1.0 + cos)
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+    use crate::{Linear, zeroed_box};
+
+    type One = Linear<f64, 1, 1>;
+
+    #[test]
+    fn sgd_momentum_follows_pytorch_recurrence() {
+        let mut net = zeroed_box::<One>();
+        net.weight = [[1.0]];
+        let mut grads = zeroed_box::<One>();
+        grads.weight = [[4.0]]; // a batch of 2 summing to 4: mean 2
+        let mut st = zeroed_box::<OptimizerState<One>>();
+        let opt = Optimizer::Sgd {
+            momentum: 0.5,
+            weight_decay: 0.1,
+        };
+        st.step(&opt, 0.1, 0.5, &mut net, &grads);
+        // g = 2 + 0.1·1 = 2.1; v = 2.1; w = 1 − 0.21 = 0.79
+        assert!((net.weight[0][0] - 0.79).abs() < 1e-15);
+        st.step(&opt, 0.1, 0.5, &mut net, &grads);
+        // g = 2 + 0.079 = 2.079; v = 1.05 + 2.079 = 3.129; w = 0.79 − 0.3129
+        assert!((net.weight[0][0] - (0.79 - 0.3129)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn adam_first_step_moves_each_weight_by_lr() {
+        // With bias correction, Adam's first step is lr · g / (|g| + ε) ≈ lr · sign(g).
+        let mut net = zeroed_box::<Linear<f64, 2, 1>>();
+        let mut grads = zeroed_box::<Linear<f64, 2, 1>>();
+        grads.weight = [[3.0, -0.001]];
+        let mut st = zeroed_box::<OptimizerState<Linear<f64, 2, 1>>>();
+        st.step(&Optimizer::ADAM, 0.01, 1.0, &mut net, &grads);
+        assert!((net.weight[0][0] + 0.01).abs() < 1e-9);
+        assert!((net.weight[0][1] - 0.01).abs() < 1e-7);
+        assert_eq!(net.bias, [0.0]); // zero gradient, zero step
+        assert_eq!(st.steps, 1);
     }
 }

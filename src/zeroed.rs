@@ -17,6 +17,7 @@ use crate::flatten::Flatten;
 use crate::layer::Layer;
 use crate::linear::Linear;
 use crate::maxpool2d::MaxPool2d;
+use crate::optim::OptimizerState;
 use crate::relu::Relu;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
@@ -55,6 +56,7 @@ unsafe impl Zeroable for f32 {}
 unsafe impl Zeroable for f64 {}
 unsafe impl Zeroable for u8 {}
 unsafe impl Zeroable for u32 {}
+unsafe impl Zeroable for u64 {}
 unsafe impl Zeroable for () {}
 unsafe impl<Z: Zeroable, const N: usize> Zeroable for [Z; N] {}
 unsafe impl<A: Zeroable, B: Zeroable> Zeroable for (A, B) {}
@@ -94,6 +96,8 @@ unsafe impl<T: Scalar, const C: usize, const H: usize, const W: usize, const N: 
 {
 }
 unsafe impl<T: Scalar, const N: usize> Zeroable for Softmax<T, N> {}
+// OptimizerState { first: L, second: L, steps: u64 }
+unsafe impl<L: Zeroable> Zeroable for OptimizerState<L> {}
 // Chain { first: A, then: B }
 unsafe impl<A: Zeroable, B: Zeroable> Zeroable for Chain<A, B> {}
 // ChainWorkspace { first: A::Workspace, mid: A::Output, mid_grad: A::Output, then: B::Workspace }
