@@ -56,6 +56,8 @@ pub mod lenet;
 pub mod linear;
 pub mod loss;
 pub mod maxpool2d;
+#[cfg(feature = "std")]
+pub mod mnist;
 pub mod optim;
 pub mod relu;
 pub mod scalar;
