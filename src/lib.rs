@@ -59,11 +59,16 @@ pub mod maxpool2d;
 #[cfg(feature = "std")]
 pub mod mnist;
 pub mod optim;
+#[cfg(feature = "safetensors")]
+pub mod pytorch;
 pub mod relu;
 pub mod scalar;
 pub mod shape_errors;
 pub mod softmax;
 pub mod tensor;
+#[cfg(feature = "std")]
+pub mod train;
+pub mod weights;
 pub mod zeroed;
 
 pub use chain::{Chain, ChainWorkspace};
@@ -74,7 +79,7 @@ pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;
 pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot};
 pub use maxpool2d::MaxPool2d;
-pub use optim::Sgd;
+pub use optim::{Optimizer, OptimizerState, Schedule, Sgd};
 pub use relu::Relu;
 pub use scalar::Scalar;
 pub use softmax::Softmax;

@@ -1,0 +1,322 @@
+//! PyTorch interop: LeNet-5 `state_dict`s saved as safetensors, in and out.
+//!
+//! PyTorch side (the names and layouts constnet expects):
+//!
+//! ```text
+//! class LeNet5(nn.Module):           # conv1, conv2, fc1, fc2, fc3 as in the article
+//!     ...
+//! from safetensors.torch import save_file
+//! save_file(model.state_dict(), "lenet.safetensors")
+//! ```
+//!
+//! Tensors: `conv1.weight` [6,1,5,5], `conv1.bias` [6], `conv2.weight` [16,6,5,5],
+//! `conv2.bias` [16], `fc1.weight` [120,400], `fc1.bias` [120], `fc2.weight` [100,120],
+//! `fc2.bias` [100], `fc3.weight` [10,100], `fc3.bias` [10]; dtype F32 or F64.
+
+use std::fmt;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::layer::Layer;
+use crate::lenet::LeNet5;
+use crate::scalar::Scalar;
+
+/// LeNet-5's parameter tensors as PyTorch names them, with their shapes, in
+/// [`Layer::param`] order.
+pub const LENET5_TENSORS: [(&str, &[usize]); 10] = [
+    ("conv1.weight", &[6, 1, 5, 5]),
+    ("conv1.bias", &[6]),
+    ("conv2.weight", &[16, 6, 5, 5]),
+    ("conv2.bias", &[16]),
+    ("fc1.weight", &[120, 400]),
+    ("fc1.bias", &[120]),
+    ("fc2.weight", &[100, 120]),
+    ("fc2.bias", &[100]),
+    ("fc3.weight", &[10, 100]),
+    ("fc3.bias", &[10]),
+];
+
+/// Why a safetensors file could not be loaded (or written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SafetensorsError {
+    /// The bytes are not a valid safetensors file.
+    Invalid(String),
+    /// A tensor the network needs is not in the file.
+    Missing {
+        /// Its name.
+        tensor: String,
+    },
+    /// The file has a tensor the network does not.
+    Unexpected {
+        /// Its name.
+        tensor: String,
+    },
+    /// A tensor has another shape than the network's.
+    Shape {
+        /// Its name.
+        tensor: String,
+        /// Shape in the file.
+        found: Vec<usize>,
+        /// Shape the network needs.
+        expected: Vec<usize>,
+    },
+    /// A tensor's element type is not F32 or F64.
+    Dtype {
+        /// Its name.
+        tensor: String,
+        /// The element type in the file.
+        found: String,
+    },
+}
+
+impl fmt::Display for SafetensorsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Invalid(e) => write!(f, "not a valid safetensors file: {e}"),
+            Self::Missing { tensor } => write!(f, "tensor `{tensor}` is missing"),
+            Self::Unexpected { tensor } => {
+                write!(f, "tensor `{tensor}` is not a parameter of this network")
+            }
+            Self::Shape {
+                tensor,
+                found,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "tensor `{tensor}` has shape {found:?}, the network needs {expected:?}"
+                )
+            }
+            Self::Dtype { tensor, found } => {
+                write!(
+                    f,
+                    "tensor `{tensor}` has dtype {found}; only F32 and F64 can be loaded"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SafetensorsError {}
+
+/// Loads named tensors into `net`'s parameter tensors, `spec[i]` giving the name and shape
+/// of [`Layer::param`]`(i)`. Every tensor is checked before any parameter is written, so on
+/// error `net` is unchanged.
+///
+/// # Errors
+/// A missing or unexpected tensor, a wrong shape or dtype (each naming the tensor), or bytes
+/// that are not safetensors.
+pub fn load_named<L: Layer>(
+    net: &mut L,
+    bytes: &[u8],
+    spec: &[(&str, &[usize])],
+) -> Result<(), SafetensorsError> {
+    assert_eq!(
+        spec.len(),
+        L::PARAM_TENSORS,
+        "one name per parameter tensor"
+    );
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| SafetensorsError::Invalid(e.to_string()))?;
+    let mut views = Vec::with_capacity(spec.len());
+    for (i, &(name, shape)) in spec.iter().enumerate() {
+        debug_assert_eq!(shape.iter().product::<usize>(), net.param(i).len());
+        let view = st.tensor(name).map_err(|_| SafetensorsError::Missing {
+            tensor: name.to_string(),
+        })?;
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::F64) {
+            return Err(SafetensorsError::Dtype {
+                tensor: name.to_string(),
+                found: format!("{:?}", view.dtype()),
+            });
+        }
+        if view.shape() != shape {
+            return Err(SafetensorsError::Shape {
+                tensor: name.to_string(),
+                found: view.shape().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        views.push(view);
+    }
+    let mut names = st.names();
+    names.sort();
+    if let Some(extra) = names
+        .into_iter()
+        .find(|n| !spec.iter().any(|(s, _)| s == n))
+    {
+        return Err(SafetensorsError::Unexpected {
+            tensor: extra.to_string(),
+        });
+    }
+    for (i, view) in views.iter().enumerate() {
+        let data = view.data();
+        let out = net.param_mut(i);
+        match view.dtype() {
+            Dtype::F32 => {
+                for (w, b) in out.iter_mut().zip(data.chunks_exact(4)) {
+                    *w = L::Scalar::from_f64(f64::from(f32::from_le_bytes([
+                        b[0], b[1], b[2], b[3],
+                    ])));
+                }
+            }
+            _ => {
+                for (w, b) in out.iter_mut().zip(data.chunks_exact(8)) {
+                    let b: [u8; 8] = b.try_into().expect("chunks of 8");
+                    *w = L::Scalar::from_f64(f64::from_le_bytes(b));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serialises `net`'s parameter tensors under the names and shapes of `spec`, in the
+/// network's own element type (F32 or F64).
+pub fn save_named<L: Layer>(
+    net: &L,
+    spec: &[(&str, &[usize])],
+) -> Result<Vec<u8>, SafetensorsError> {
+    assert_eq!(
+        spec.len(),
+        L::PARAM_TENSORS,
+        "one name per parameter tensor"
+    );
+    let wide = core::mem::size_of::<L::Scalar>() == 8;
+    let data: Vec<Vec<u8>> = (0..L::PARAM_TENSORS)
+        .map(|i| {
+            net.param(i)
+                .iter()
+                .flat_map(|&w| {
+                    if wide {
+                        w.to_f64().to_le_bytes().to_vec()
+                    } else {
+                        (w.to_f64() as f32).to_le_bytes().to_vec()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let dtype = if wide { Dtype::F64 } else { Dtype::F32 };
+    let views = spec
+        .iter()
+        .zip(&data)
+        .map(|(&(name, shape), bytes)| {
+            TensorView::new(dtype, shape.to_vec(), bytes)
+                .map(|v| (name, v))
+                .map_err(|e| SafetensorsError::Invalid(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, None).map_err(|e| SafetensorsError::Invalid(e.to_string()))
+}
+
+impl<T: Scalar> LeNet5<T> {
+    /// Loads a PyTorch LeNet-5 `state_dict` saved with `safetensors` (see the
+    /// [module docs](crate::pytorch) for names and shapes). On error the network is unchanged.
+    ///
+    /// ```
+    /// use constnet::LeNet5;
+    /// let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pytorch-lenet-mnist10k/lenet.safetensors"))?;
+    /// let mut net = constnet::zeroed_box::<LeNet5<f32>>();
+    /// net.load_safetensors(&bytes)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load_safetensors(&mut self, bytes: &[u8]) -> Result<(), SafetensorsError> {
+        load_named(self, bytes, &LENET5_TENSORS)
+    }
+
+    /// The network as a PyTorch-compatible `state_dict` in safetensors bytes.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, SafetensorsError> {
+        save_named(self, &LENET5_TENSORS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zeroed_box;
+    use rand::SeedableRng;
+
+    #[test]
+    fn round_trip_is_exact() {
+        let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(1));
+        let bytes = net.to_safetensors().unwrap();
+        let mut back = zeroed_box::<LeNet5<f32>>();
+        back.load_safetensors(&bytes).unwrap();
+        assert_eq!(net, back);
+        // f64 weights load into f32 and back.
+        let mut wide = zeroed_box::<LeNet5<f64>>();
+        wide.load_safetensors(&bytes).unwrap();
+        for i in 0..LeNet5::<f32>::PARAM_TENSORS {
+            let narrowed: Vec<f32> = wide.param(i).iter().map(|&w| w as f32).collect();
+            assert_eq!(narrowed, net.param(i));
+        }
+    }
+
+    fn with(tensors: &[(&str, Dtype, Vec<usize>)]) -> Vec<u8> {
+        let data: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, d, s)| vec![0u8; s.iter().product::<usize>() * d.bitsize() / 8])
+            .collect();
+        let views: Vec<_> = tensors
+            .iter()
+            .zip(&data)
+            .map(|((n, d, s), b)| (*n, TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    fn lenet_tensors() -> Vec<(&'static str, Dtype, Vec<usize>)> {
+        LENET5_TENSORS
+            .iter()
+            .map(|(n, s)| (*n, Dtype::F32, s.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn every_defect_names_its_tensor() {
+        let mut net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(2));
+        let before = net.clone();
+
+        let mut t = lenet_tensors();
+        t.remove(4);
+        let e = net.load_safetensors(&with(&t)).unwrap_err();
+        assert_eq!(
+            e,
+            SafetensorsError::Missing {
+                tensor: "fc1.weight".into()
+            }
+        );
+
+        let mut t = lenet_tensors();
+        t.push(("fc4.weight", Dtype::F32, vec![2, 2]));
+        let e = net.load_safetensors(&with(&t)).unwrap_err();
+        assert_eq!(
+            e,
+            SafetensorsError::Unexpected {
+                tensor: "fc4.weight".into()
+            }
+        );
+
+        let mut t = lenet_tensors();
+        t[2].2 = vec![16, 6, 3, 3];
+        let e = net.load_safetensors(&with(&t)).unwrap_err();
+        assert!(
+            matches!(&e, SafetensorsError::Shape { tensor, .. } if tensor == "conv2.weight"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("[16, 6, 3, 3]"));
+
+        let mut t = lenet_tensors();
+        t[9].1 = Dtype::F16;
+        let e = net.load_safetensors(&with(&t)).unwrap_err();
+        assert!(
+            matches!(&e, SafetensorsError::Dtype { tensor, .. } if tensor == "fc3.bias"),
+            "{e}"
+        );
+
+        let e = net.load_safetensors(b"not safetensors").unwrap_err();
+        assert!(matches!(e, SafetensorsError::Invalid(_)));
+        assert_eq!(net, before);
+    }
+}

@@ -1,0 +1,421 @@
+//! The training driver: shuffled mini-batches, data-parallel threads with a fixed-order
+//! reduction, learning-rate schedules, divergence detection, and evaluation.
+//!
+//! Results depend only on the configuration (seed, thread count, …), never on timing: each
+//! thread takes a fixed contiguous slice of the batch, sums its samples' gradients in order,
+//! and the per-thread sums are added in thread order.
+
+use std::fmt;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use crate::chain::{Chain, ChainWorkspace};
+use crate::layer::Layer;
+use crate::lenet::Image;
+use crate::loss::Loss;
+use crate::mnist::Dataset;
+use crate::optim::{Optimizer, OptimizerState, Schedule};
+use crate::scalar::Scalar;
+use crate::softmax::Softmax;
+use crate::tensor::argmax;
+use crate::zeroed::zeroed_box;
+
+/// Number of classes of the digit data sets.
+pub const CLASSES: usize = 10;
+
+/// A classifier of 32×32 images into [`CLASSES`] classes, ending in a softmax (for
+/// example [`LeNet5`](crate::LeNet5)).
+pub type Classifier<B, T> = Chain<B, Softmax<T, CLASSES>>;
+
+/// How to train.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Images per mini-batch (the last batch of an epoch may be smaller).
+    pub batch: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Update rule.
+    pub optimizer: Optimizer,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Error to minimise.
+    pub loss: Loss,
+    /// Seed of the initial weights, the shuffles and the augmentation.
+    pub seed: u64,
+    /// Worker threads per batch (1 = no extra threads).
+    pub threads: usize,
+    /// Random translation of each training image by up to this many pixels in each
+    /// direction (0 = none). The 2-pixel zero border of 32×32 inputs allows up to 2.
+    pub shift: usize,
+}
+
+impl Default for TrainConfig {
+    /// The defaults of `cargo run --release --example train`: Adam at 1e-3 with cosine
+    /// decay, batch 32, 15 epochs, cross-entropy, ±2-pixel shifts, one thread.
+    fn default() -> Self {
+        Self {
+            epochs: 15,
+            batch: 32,
+            lr: 1e-3,
+            optimizer: Optimizer::ADAM,
+            schedule: Schedule::Cosine,
+            loss: Loss::CrossEntropy,
+            seed: 1,
+            threads: 1,
+            shift: 2,
+        }
+    }
+}
+
+/// Training stopped because the loss stopped being a finite number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Diverged {
+    /// Epoch (from 1).
+    pub epoch: usize,
+    /// Batch within the epoch (from 1).
+    pub batch: usize,
+    /// The mean loss of that batch (NaN or infinite).
+    pub loss: f64,
+    /// The learning rate in use.
+    pub lr: f64,
+}
+
+impl fmt::Display for Diverged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "training diverged: the loss became {} at epoch {}, batch {} (learning rate {}); \
+             the weights were not updated with it. Try a lower learning rate (--lr).",
+            self.loss, self.epoch, self.batch, self.lr
+        )
+    }
+}
+
+impl std::error::Error for Diverged {}
+
+/// Progress within an epoch, reported after every batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// Epoch (from 1).
+    pub epoch: usize,
+    /// Images done in this epoch.
+    pub images: usize,
+    /// Images in the epoch.
+    pub total: usize,
+    /// Mean loss over the images done in this epoch.
+    pub loss: f64,
+    /// Training accuracy over the images done in this epoch.
+    pub accuracy: f64,
+    /// Images per second in this epoch so far.
+    pub images_per_second: f64,
+}
+
+/// Accuracy and confusion matrix on a data set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evaluation {
+    /// Correctly classified images.
+    pub correct: usize,
+    /// Images evaluated.
+    pub total: usize,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: [[u32; CLASSES]; CLASSES],
+}
+
+impl Evaluation {
+    /// Fraction correct, in `[0, 1]`.
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.total.max(1) as f64
+    }
+}
+
+impl fmt::Display for Evaluation {
+    /// The confusion matrix, true classes in rows.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "true\\pred")?;
+        for c in 0..CLASSES {
+            write!(f, "{c:>6}")?;
+        }
+        writeln!(f)?;
+        for (t, row) in self.confusion.iter().enumerate() {
+            write!(f, "{t:>9}")?;
+            for n in row {
+                write!(f, "{n:>6}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// One worker's buffers: gradients and workspace, each allocated once.
+struct Worker<N: Layer> {
+    grads: Box<N>,
+    ws: Box<N::Workspace>,
+}
+
+/// Trains a classifier: owns the network, its optimizer state and per-thread buffers.
+///
+/// ```no_run
+/// use constnet::train::{TrainConfig, Trainer};
+/// use constnet::LeNet5;
+/// let (train, test) = constnet::mnist::load_dir("data/mnist-10k")?;
+/// let config = TrainConfig { epochs: 2, ..TrainConfig::default() };
+/// let mut trainer = Trainer::<_, f32>::new(LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(config.seed)), config);
+/// # use rand::SeedableRng;
+/// for epoch in 1..=config.epochs {
+///     trainer.train_epoch(&train, epoch, |_| {})?;
+///     println!("test accuracy {:.2}%", 100.0 * trainer.evaluate(&test).accuracy());
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Trainer<B, T>
+where
+    T: Scalar,
+    B: Layer<Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
+    /// The network being trained.
+    pub net: Box<Classifier<B, T>>,
+    /// The configuration it was created with.
+    pub config: TrainConfig,
+    state: Box<OptimizerState<Classifier<B, T>>>,
+    workers: Vec<Worker<Classifier<B, T>>>,
+    step: usize,
+}
+
+impl<B, T> Trainer<B, T>
+where
+    T: Scalar,
+    B: Layer<Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
+    /// A trainer for `net` (already initialised) with `config`.
+    pub fn new(net: Box<Classifier<B, T>>, config: TrainConfig) -> Self {
+        let workers = (0..config.threads.max(1))
+            .map(|_| Worker {
+                grads: zeroed_box(),
+                ws: zeroed_box(),
+            })
+            .collect();
+        Self {
+            net,
+            config,
+            state: zeroed_box(),
+            workers,
+            step: 0,
+        }
+    }
+
+    /// One pass over `data` in a seeded random order. `progress` is called after each batch.
+    ///
+    /// # Errors
+    /// [`Diverged`] if a batch's loss is not finite; that batch's update is not applied.
+    pub fn train_epoch(
+        &mut self,
+        data: &Dataset,
+        epoch: usize,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<(), Diverged> {
+        let c = self.config;
+        let batch = c.batch.max(1);
+        let mut order: Vec<u32> = (0..data.len() as u32).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(c.seed, epoch as u64, 0));
+        order.shuffle(&mut rng);
+        let batches = data.len().div_ceil(batch);
+        let start = Instant::now();
+        let (mut loss_sum, mut correct) = (0.0, 0usize);
+        for (b, indices) in order.chunks(batch).enumerate() {
+            let lr = c.schedule.rate(c.lr, epoch - 1, b, batches, c.epochs);
+            let (loss, right) = self.accumulate(data, indices, epoch);
+            let mean = loss / indices.len() as f64;
+            if !mean.is_finite() {
+                return Err(Diverged {
+                    epoch,
+                    batch: b + 1,
+                    loss: mean,
+                    lr,
+                });
+            }
+            let (first, rest) = self.workers.split_first_mut().expect("at least one worker");
+            for w in rest.iter() {
+                add_params(&mut *first.grads, &*w.grads);
+            }
+            let scale = 1.0 / indices.len() as f64;
+            self.state
+                .step(&c.optimizer, lr, scale, &mut *self.net, &first.grads);
+            self.step += 1;
+            loss_sum += loss;
+            correct += right;
+            let images = (b * batch + indices.len()).min(data.len());
+            progress(&Progress {
+                epoch,
+                images,
+                total: data.len(),
+                loss: loss_sum / images as f64,
+                accuracy: correct as f64 / images as f64,
+                images_per_second: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            });
+        }
+        Ok(())
+    }
+
+    /// Forward and backward over one batch, split over the workers; returns the summed loss
+    /// and the number of correct predictions. Each worker's gradients hold its part's sum.
+    fn accumulate(&mut self, data: &Dataset, indices: &[u32], epoch: usize) -> (f64, usize) {
+        let (net, c) = (&*self.net, self.config);
+        let per = indices.len().div_ceil(self.workers.len());
+        let run = |w: &mut Worker<Classifier<B, T>>, part: &[u32]| {
+            w.grads.zero_params();
+            let mut image = [[[T::zero(); 32]; 32]; 1];
+            let (mut loss, mut right) = (0.0, 0);
+            for &i in part {
+                let i = i as usize;
+                let (dy, dx) = shift_for(c.seed, epoch, i, c.shift);
+                shifted_image(data.pixels(i), dy, dx, &mut image);
+                let label = data.label(i);
+                loss += net
+                    .backprop(&image, label, c.loss, &mut w.ws, &mut w.grads, None)
+                    .to_f64();
+                right += usize::from(argmax(&w.ws.then) == label);
+            }
+            (loss, right)
+        };
+        if self.workers.len() == 1 {
+            return run(&mut self.workers[0], indices);
+        }
+        let mut parts = indices.chunks(per.max(1));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .workers
+                .iter_mut()
+                .map(|w| {
+                    let part = parts.next().unwrap_or(&[]);
+                    s.spawn(move || run(w, part))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("worker panicked"))
+                .fold((0.0, 0), |(l, r), (l2, r2)| (l + l2, r + r2))
+        })
+    }
+
+    /// Accuracy and confusion matrix of the current network on `data` (no augmentation).
+    pub fn evaluate(&mut self, data: &Dataset) -> Evaluation {
+        let ws = &mut self.workers[0].ws;
+        evaluate_with(&self.net, data, ws)
+    }
+}
+
+/// Accuracy and confusion matrix of `net` on `data`, using workspace `ws`.
+pub fn evaluate_with<B, T>(
+    net: &Classifier<B, T>,
+    data: &Dataset,
+    ws: &mut ChainWorkspace<B, Softmax<T, CLASSES>>,
+) -> Evaluation
+where
+    T: Scalar,
+    B: Layer<Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
+    let mut e = Evaluation {
+        correct: 0,
+        total: data.len(),
+        confusion: [[0; CLASSES]; CLASSES],
+    };
+    let mut image = [[[T::zero(); 32]; 32]; 1];
+    for i in 0..data.len() {
+        data.write_image(i, &mut image);
+        let predicted = net.classify(&image, ws);
+        let label = data.label(i);
+        e.confusion[label][predicted] += 1;
+        e.correct += usize::from(predicted == label);
+    }
+    e
+}
+
+/// Adds every parameter of `other` to `sum`.
+fn add_params<L: Layer>(sum: &mut L, other: &L) {
+    for i in 0..L::PARAM_TENSORS {
+        for (s, &o) in sum.param_mut(i).iter_mut().zip(other.param(i)) {
+            *s = *s + o;
+        }
+    }
+}
+
+/// SplitMix64 of three words: a reproducible per-(seed, epoch, image) random number that
+/// does not depend on which thread asks.
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The translation of image `index` in epoch `epoch`: each of (dy, dx) in `-max..=max`.
+fn shift_for(seed: u64, epoch: usize, index: usize, max: usize) -> (isize, isize) {
+    if max == 0 {
+        return (0, 0);
+    }
+    let r = mix(seed, epoch as u64 + 1, index as u64 + 1);
+    let span = 2 * max as u64 + 1;
+    (
+        (r % span) as isize - max as isize,
+        ((r >> 32) % span) as isize - max as isize,
+    )
+}
+
+/// Writes a 28×28 digit into a 32×32 input at offset (2 + dy, 2 + dx), scaled to [0, 1];
+/// pixels shifted past the edge are dropped, the rest of the input is zero.
+pub fn shifted_image<T: Scalar>(pixels: &[u8; 784], dy: isize, dx: isize, out: &mut Image<T>) {
+    *out = [[[T::zero(); 32]; 32]; 1];
+    for (r, row) in pixels.chunks_exact(28).enumerate() {
+        let y = 2 + r as isize + dy;
+        if !(0..32).contains(&y) {
+            continue;
+        }
+        for (c, &p) in row.iter().enumerate() {
+            let x = 2 + c as isize + dx;
+            if (0..32).contains(&x) {
+                out[0][y as usize][x as usize] = T::from_f64(f64::from(p) / 255.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unshifted_image_is_the_padded_digit() {
+        let mut pixels = [0u8; 784];
+        pixels[0] = 255;
+        pixels[783] = 51;
+        let mut a = [[[0.0f32; 32]; 32]; 1];
+        shifted_image(&pixels, 0, 0, &mut a);
+        assert_eq!(a[0][2][2], 1.0);
+        assert_eq!(a[0][29][29], 0.2);
+        shifted_image(&pixels, -2, 2, &mut a);
+        assert_eq!(a[0][0][4], 1.0);
+        assert_eq!(a[0][27][31], 0.2);
+        assert_eq!(a[0].iter().flatten().filter(|&&v| v != 0.0).count(), 2);
+    }
+
+    #[test]
+    fn shifts_cover_the_range_and_repeat() {
+        let shifts: Vec<_> = (0..500).map(|i| shift_for(3, 1, i, 2)).collect();
+        assert!(
+            shifts
+                .iter()
+                .all(|&(y, x)| (-2..=2).contains(&y) && (-2..=2).contains(&x))
+        );
+        for v in -2..=2 {
+            assert!(shifts.iter().any(|&(y, _)| y == v) && shifts.iter().any(|&(_, x)| x == v));
+        }
+        assert_eq!(shift_for(3, 1, 7, 2), shift_for(3, 1, 7, 2));
+        assert_eq!(shift_for(3, 1, 7, 0), (0, 0));
+    }
+}

@@ -1,0 +1,664 @@
+//! constnet's own weights format: self-describing, checksummed, loadable with no allocation.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic  b"CONSTNET"
+//!      8     4  format version, u32 little-endian (currently 1)
+//!     12     1  scalar width in bytes: 4 (f32) or 8 (f64)
+//!     13     3  reserved, zero
+//!     16     4  D = architecture descriptor length in bytes, u32 LE
+//!     20     4  P = number of parameters (scalars), u32 LE
+//!     24     D  architecture descriptor, UTF-8, e.g.
+//!               "Conv2d(1,6,5,1,0,32,32,28,28) > Relu(4704) > MaxPool2d(6,28,28,2,2,14,14) > …"
+//!   24+D     Z  zero padding so the parameters start at a multiple of 8
+//!      …  P·w   parameters, little-endian, in `Layer::param` order (PyTorch layouts)
+//!      …     4  CRC-32 (IEEE) of every byte before it, u32 LE
+//! ```
+//!
+//! [`load_weights`] checks everything (size, magic, version, scalar width, descriptor,
+//! parameter count, checksum) *before* it writes a single parameter, so a bad file leaves the
+//! network as it was. It reads from a `&[u8]`, so firmware can `include_bytes!` a file.
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "alloc")]
+use alloc::{string::String, vec::Vec};
+use core::fmt::{self, Write};
+
+use crate::chain::Chain;
+use crate::layer::Layer;
+use crate::scalar::Scalar;
+use crate::tensor::Tensor;
+use crate::{Conv2d, Flatten, Linear, MaxPool2d, Relu, Softmax};
+
+/// The file's first 8 bytes.
+pub const MAGIC: [u8; 8] = *b"CONSTNET";
+/// The format version this crate writes and reads.
+pub const VERSION: u32 = 1;
+const HEADER: usize = 24;
+
+/// A layer (or network) that can write a description of its shapes, stored in weight files
+/// so that weights never load into a network of another shape.
+pub trait Describe {
+    /// Writes the description, e.g. `Linear(400,120)`; chains join theirs with ` > `.
+    fn describe(out: &mut dyn Write) -> fmt::Result;
+}
+
+impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+> Describe for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
+{
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "Conv2d({CI},{CO},{K},{S},{P},{H},{W},{OH},{OW})")
+    }
+}
+
+impl<
+    T: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+> Describe for MaxPool2d<T, C, H, W, K, S, OH, OW>
+{
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "MaxPool2d({C},{H},{W},{K},{S},{OH},{OW})")
+    }
+}
+
+impl<X: Tensor> Describe for Relu<X> {
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "Relu({})", X::LEN)
+    }
+}
+
+impl<T: Scalar, const C: usize, const H: usize, const W: usize, const N: usize> Describe
+    for Flatten<T, C, H, W, N>
+{
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "Flatten({C},{H},{W},{N})")
+    }
+}
+
+impl<T: Scalar, const IN: usize, const OUT: usize> Describe for Linear<T, IN, OUT> {
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "Linear({IN},{OUT})")
+    }
+}
+
+impl<T: Scalar, const N: usize> Describe for Softmax<T, N> {
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "Softmax({N})")
+    }
+}
+
+impl<A: Describe, B: Describe> Describe for Chain<A, B> {
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        A::describe(out)?;
+        out.write_str(" > ")?;
+        B::describe(out)
+    }
+}
+
+/// Why bytes could not be loaded as weights for a network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsError {
+    /// Fewer bytes than the header or the declared contents need.
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        found: usize,
+    },
+    /// The first 8 bytes are not `CONSTNET`: not a constnet weights file.
+    BadMagic,
+    /// A format version this crate does not read.
+    UnsupportedVersion {
+        /// The version in the file.
+        found: u32,
+    },
+    /// The file holds `f32` weights and the network is `f64`, or the reverse.
+    ScalarMismatch {
+        /// Scalar width in the file (bytes).
+        file: u8,
+        /// Scalar width of the network (bytes).
+        network: u8,
+    },
+    /// The file was saved from a network of another architecture (layer kinds or shapes).
+    ArchitectureMismatch {
+        /// First byte of the descriptor where file and network differ.
+        at: usize,
+    },
+    /// The parameter count disagrees with the network's.
+    ParamCountMismatch {
+        /// Parameters in the file.
+        file: usize,
+        /// Parameters in the network.
+        network: usize,
+    },
+    /// The checksum does not match: the file is corrupt.
+    Checksum {
+        /// CRC-32 stored in the file.
+        stored: u32,
+        /// CRC-32 of the bytes read.
+        computed: u32,
+    },
+    /// Bytes after the checksum.
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+    /// The reserved header bytes are not zero.
+    BadHeader,
+}
+
+impl fmt::Display for WeightsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Truncated { needed, found } => {
+                write!(f, "truncated weights: need {needed} bytes, found {found}")
+            }
+            Self::BadMagic => f.write_str("not a constnet weights file (bad magic)"),
+            Self::UnsupportedVersion { found } => {
+                write!(
+                    f,
+                    "weights format version {found} is not supported (this crate reads {VERSION})"
+                )
+            }
+            Self::ScalarMismatch { file, network } => write!(
+                f,
+                "weights hold {}-byte scalars but the network uses {}-byte scalars (f32 vs f64)",
+                file, network
+            ),
+            Self::ArchitectureMismatch { at } => write!(
+                f,
+                "weights were saved from a different network architecture (descriptors differ at byte {at})"
+            ),
+            Self::ParamCountMismatch { file, network } => write!(
+                f,
+                "weights hold {file} parameters but the network has {network}"
+            ),
+            Self::Checksum { stored, computed } => write!(
+                f,
+                "weights are corrupt: checksum {computed:#010x} does not match the stored {stored:#010x}"
+            ),
+            Self::TrailingBytes { extra } => {
+                write!(f, "{extra} unexpected bytes after the weights")
+            }
+            Self::BadHeader => f.write_str("weights header has non-zero reserved bytes"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for WeightsError {}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib and PNG use).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    !bytes.iter().fold(!0u32, |c, &b| {
+        TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8)
+    })
+}
+
+/// Counts the bytes written.
+struct Count(usize);
+impl Write for Count {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+/// Compares what is written with expected bytes, remembering the first difference.
+struct Compare<'a> {
+    expected: &'a [u8],
+    pos: usize,
+    differs_at: Option<usize>,
+}
+impl Write for Compare<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.differs_at.is_none() && self.expected.get(self.pos) != Some(&b) {
+                self.differs_at = Some(self.pos);
+            }
+            self.pos += 1;
+        }
+        Ok(())
+    }
+}
+
+fn descriptor_len<L: Describe>() -> usize {
+    let mut n = Count(0);
+    let _ = L::describe(&mut n); // `Count` never fails
+    n.0
+}
+
+/// The architecture descriptor of `L`, as stored in its weight files.
+#[cfg(feature = "alloc")]
+pub fn describe<L: Describe>() -> String {
+    let mut s = String::new();
+    let _ = L::describe(&mut s); // writing to a String never fails
+    s
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn padded(n: usize) -> usize {
+    n.div_ceil(8) * 8
+}
+
+/// The architecture descriptor stored in weight bytes, if the header is readable.
+pub fn file_descriptor(bytes: &[u8]) -> Option<&str> {
+    if bytes.len() < HEADER || bytes[..8] != MAGIC {
+        return None;
+    }
+    let d = u32_at(bytes, 16) as usize;
+    core::str::from_utf8(bytes.get(HEADER..HEADER.checked_add(d)?)?).ok()
+}
+
+/// Loads weights saved by [`save_weights`] into `net`, with no allocation.
+///
+/// Everything is checked before any parameter is written: on error `net` is unchanged.
+///
+/// ```
+/// use constnet::weights::{load_weights, save_weights, WeightsError};
+/// use constnet::{Layer, Linear, zeroed_box};
+///
+/// let mut a = zeroed_box::<Linear<f32, 3, 2>>();
+/// a.bias = [1.0, 2.0];
+/// let bytes = save_weights(&*a);
+///
+/// let mut b = zeroed_box::<Linear<f32, 3, 2>>();
+/// load_weights(&mut *b, &bytes).unwrap();
+/// assert_eq!(a, b);
+///
+/// let mut other = zeroed_box::<Linear<f32, 2, 3>>();
+/// assert!(matches!(load_weights(&mut *other, &bytes), Err(WeightsError::ArchitectureMismatch { .. })));
+/// ```
+pub fn load_weights<L: Layer + Describe>(net: &mut L, bytes: &[u8]) -> Result<(), WeightsError> {
+    let found = bytes.len();
+    if found < HEADER {
+        if found >= 8 && bytes[..8] != MAGIC {
+            return Err(WeightsError::BadMagic);
+        }
+        return Err(WeightsError::Truncated {
+            needed: HEADER,
+            found,
+        });
+    }
+    if bytes[..8] != MAGIC {
+        return Err(WeightsError::BadMagic);
+    }
+    let version = u32_at(bytes, 8);
+    if version != VERSION {
+        return Err(WeightsError::UnsupportedVersion { found: version });
+    }
+    let width = core::mem::size_of::<L::Scalar>();
+    if bytes[12] as usize != width {
+        return Err(WeightsError::ScalarMismatch {
+            file: bytes[12],
+            network: width as u8,
+        });
+    }
+    if bytes[13..16] != [0, 0, 0] {
+        return Err(WeightsError::BadHeader);
+    }
+    let d = u32_at(bytes, 16) as usize;
+    let p = u32_at(bytes, 20) as usize;
+    let expected_d = descriptor_len::<L>();
+    let present = found - HEADER;
+    let mut cmp = Compare {
+        expected: &bytes[HEADER..HEADER + d.min(present)],
+        pos: 0,
+        differs_at: None,
+    };
+    let _ = L::describe(&mut cmp); // `Compare` never fails
+    match cmp.differs_at {
+        Some(at) if at >= present && d > present => {
+            return Err(WeightsError::Truncated {
+                needed: HEADER + d,
+                found,
+            });
+        }
+        Some(at) => return Err(WeightsError::ArchitectureMismatch { at }),
+        None if d != expected_d => {
+            return Err(WeightsError::ArchitectureMismatch {
+                at: expected_d.min(d),
+            });
+        }
+        None => {}
+    }
+    // From here `d` is our own descriptor's length. `p` comes from the header: it is only
+    // compared, never used to allocate, and saturates so a lying value cannot overflow.
+    let params_at = padded(HEADER + d);
+    let needed = params_at
+        .saturating_add(p.saturating_mul(width))
+        .saturating_add(4);
+    let count = net.param_count();
+    if p != count {
+        return Err(WeightsError::ParamCountMismatch {
+            file: p,
+            network: count,
+        });
+    }
+    if found < needed {
+        return Err(WeightsError::Truncated { needed, found });
+    }
+    if found > needed {
+        return Err(WeightsError::TrailingBytes {
+            extra: found - needed,
+        });
+    }
+    if bytes[HEADER + d..params_at].iter().any(|&b| b != 0) {
+        return Err(WeightsError::BadHeader);
+    }
+    let body = needed - 4;
+    let stored = u32_at(bytes, body);
+    let computed = crc32(&bytes[..body]);
+    if stored != computed {
+        return Err(WeightsError::Checksum { stored, computed });
+    }
+    let mut at = params_at;
+    for i in 0..L::PARAM_TENSORS {
+        for w in net.param_mut(i) {
+            *w = read_scalar(&bytes[at..at + width]);
+            at += width;
+        }
+    }
+    Ok(())
+}
+
+fn read_scalar<T: Scalar>(b: &[u8]) -> T {
+    match b.len() {
+        4 => T::from_f64(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        _ => T::from_f64(f64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ])),
+    }
+}
+
+/// Serialises `net`'s parameters in constnet's weights format.
+#[cfg(feature = "alloc")]
+pub fn save_weights<L: Layer + Describe>(net: &L) -> Vec<u8> {
+    let desc = describe::<L>();
+    let width = core::mem::size_of::<L::Scalar>();
+    let count = net.param_count();
+    let params_at = padded(HEADER + desc.len());
+    let mut out = Vec::with_capacity(params_at + count * width + 4);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&[width as u8, 0, 0, 0]);
+    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    out.extend_from_slice(desc.as_bytes());
+    out.resize(params_at, 0);
+    for i in 0..L::PARAM_TENSORS {
+        for &w in net.param(i) {
+            if width == 4 {
+                out.extend_from_slice(&(w.to_f64() as f32).to_le_bytes());
+            } else {
+                out.extend_from_slice(&w.to_f64().to_le_bytes());
+            }
+        }
+    }
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::{LeNet5, zeroed_box};
+    use rand::SeedableRng;
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn lenet_round_trips_exactly_in_f32_and_f64() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let a = LeNet5::<f32>::new_boxed(&mut rng);
+        let bytes = save_weights(&*a);
+        assert_eq!(
+            bytes.len(),
+            padded(HEADER + describe::<LeNet5<f32>>().len()) + 63_802 * 4 + 4
+        );
+        let mut b = zeroed_box::<LeNet5<f32>>();
+        load_weights(&mut *b, &bytes).unwrap();
+        assert_eq!(a, b);
+
+        let c = LeNet5::<f64>::new_boxed(&mut rng);
+        let mut d = zeroed_box::<LeNet5<f64>>();
+        load_weights(&mut *d, &save_weights(&*c)).unwrap();
+        assert_eq!(c, d);
+    }
+
+    #[test]
+    fn descriptor_reads_like_the_network() {
+        let d = describe::<LeNet5<f32>>();
+        assert!(d.starts_with(
+            "Conv2d(1,6,5,1,0,32,32,28,28) > Relu(4704) > MaxPool2d(6,28,28,2,2,14,14)"
+        ));
+        assert!(d.ends_with("Linear(100,10) > Softmax(10)"));
+    }
+
+    #[test]
+    fn each_defect_gives_its_error_and_leaves_the_network_alone() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let good = save_weights(&*LeNet5::<f32>::new_boxed(&mut rng));
+        let mut net = LeNet5::<f32>::new_boxed(&mut rng);
+        let before = net.clone();
+        let check = |bytes: &[u8], net: &mut LeNet5<f32>| load_weights(net, bytes).unwrap_err();
+
+        let mut bad = good.clone();
+        bad[0] = b'X';
+        assert_eq!(check(&bad, &mut net), WeightsError::BadMagic);
+        let mut bad = good.clone();
+        bad[8] = 2;
+        assert_eq!(
+            check(&bad, &mut net),
+            WeightsError::UnsupportedVersion { found: 2 }
+        );
+        let mut bad = good.clone();
+        bad[100_000] ^= 1;
+        assert!(matches!(
+            check(&bad, &mut net),
+            WeightsError::Checksum { .. }
+        ));
+        assert!(matches!(
+            check(&good[..good.len() - 1], &mut net),
+            WeightsError::Truncated { .. }
+        ));
+        assert!(matches!(
+            check(&good[..10], &mut net),
+            WeightsError::Truncated { .. }
+        ));
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(
+            check(&long, &mut net),
+            WeightsError::TrailingBytes { extra: 1 }
+        );
+        let f64_bytes = save_weights(&*LeNet5::<f64>::new_boxed(&mut rng));
+        assert_eq!(
+            check(&f64_bytes, &mut net),
+            WeightsError::ScalarMismatch {
+                file: 8,
+                network: 4
+            }
+        );
+        assert_eq!(*net, *before);
+
+        // A network with another shape: same layers, fc2 150 wide instead of 100.
+        type Wider = crate::sequential![
+            Conv2d<f32, 1, 6, 5, 1, 0, 32, 32, 28, 28>, Relu<crate::Maps<f32, 6, 28, 28>>,
+            MaxPool2d<f32, 6, 28, 28, 2, 2, 14, 14>, Conv2d<f32, 6, 16, 5, 1, 0, 14, 14, 10, 10>,
+            Relu<crate::Maps<f32, 16, 10, 10>>, MaxPool2d<f32, 16, 10, 10, 2, 2, 5, 5>,
+            Flatten<f32, 16, 5, 5, 400>, Linear<f32, 400, 120>, Relu<[f32; 120]>,
+            Linear<f32, 120, 150>, Relu<[f32; 150]>, Linear<f32, 150, 10>, Softmax<f32, 10>,
+        ];
+        let mut wider = zeroed_box::<Wider>();
+        let err = load_weights(&mut *wider, &good).unwrap_err();
+        assert!(
+            matches!(err, WeightsError::ArchitectureMismatch { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("different network architecture"));
+    }
+}
+
+/// Why a weights file could not be saved or loaded.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+pub enum FileError {
+    /// Reading or writing the file failed (including: it exists and overwriting was not asked).
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        error: std::io::Error,
+    },
+    /// The file's contents are not weights for this network.
+    Weights {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        error: WeightsError,
+        /// The architecture stored in the file, if readable (to show beside the network's).
+        file_architecture: Option<String>,
+        /// The network's architecture.
+        network_architecture: String,
+    },
+}
+
+#[cfg(feature = "std")]
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { path, error } if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                write!(
+                    f,
+                    "{}: the file already exists; not overwriting it (pass --force to replace it)",
+                    path.display()
+                )
+            }
+            Self::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            Self::Weights {
+                path,
+                error,
+                file_architecture,
+                network_architecture,
+            } => {
+                write!(f, "{}: {error}", path.display())?;
+                if let (WeightsError::ArchitectureMismatch { .. }, Some(file)) =
+                    (error, file_architecture)
+                {
+                    write!(f, "\n  file:    {file}\n  network: {network_architecture}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { error, .. } => Some(error),
+            Self::Weights { error, .. } => Some(error),
+        }
+    }
+}
+
+/// Saves `net` to `path` in constnet's format. An existing file is kept (and an
+/// `AlreadyExists` error returned) unless `overwrite`; with `overwrite` the new file is
+/// written beside it and renamed over it, so a crash never leaves a half-written file.
+#[cfg(feature = "std")]
+pub fn save_file<L: Layer + Describe>(
+    net: &L,
+    path: impl AsRef<std::path::Path>,
+    overwrite: bool,
+) -> Result<(), FileError> {
+    use std::io::Write as _;
+    let path = path.as_ref();
+    let io = |error| FileError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let bytes = save_weights(net);
+    if overwrite {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".partial");
+        let tmp = std::path::PathBuf::from(tmp);
+        std::fs::write(&tmp, &bytes).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    } else {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io)?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| {
+                let _ = std::fs::remove_file(path); // ours, just created: don't leave it half-written
+                io(e)
+            })
+    }
+}
+
+/// Loads a weights file saved by [`save_file`] into `net` (unchanged on error).
+#[cfg(feature = "std")]
+pub fn load_file<L: Layer + Describe>(
+    net: &mut L,
+    path: impl AsRef<std::path::Path>,
+) -> Result<(), FileError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|error| FileError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    load_weights(net, &bytes).map_err(|error| FileError::Weights {
+        path: path.to_path_buf(),
+        error,
+        file_architecture: file_descriptor(&bytes).map(String::from),
+        network_architecture: describe::<L>(),
+    })
+}
