@@ -1,0 +1,233 @@
+//! The main job: train LeNet-5 on handwritten digits, report test accuracy, save the weights.
+//!
+//! ```text
+//! cargo run --release --example train                      # bundled 8,000/2,000 MNIST digits
+//! cargo run --release --example train -- --data /usr/share/datasets/fashion-mnist --epochs 10
+//! cargo run --release --example train -- --eval lenet5.cnet
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use constnet::mnist::{Dataset, load_dir};
+use constnet::optim::{Optimizer, Schedule};
+use constnet::train::{Evaluation, TrainConfig, Trainer, evaluate_with};
+use constnet::weights::{load_file, save_file};
+use constnet::{LeNet5, Loss};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+
+const HELP: &str = "\
+Train LeNet-5 on MNIST-format digits (bundled: 8,000 train / 2,000 test real MNIST digits).
+
+USAGE: cargo run --release --example train -- [OPTIONS]
+
+OPTIONS:
+  --data DIR          IDX directory (train-/t10k- images and labels, raw or .gz)
+                      [default: the bundled data/mnist-10k]
+  --epochs N          passes over the training set [default: 15]
+  --batch N           images per mini-batch [default: 32]
+  --lr X              base learning rate [default: 0.001 for adam, 0.05 for sgd]
+  --optimizer NAME    adam | sgd (sgd = momentum 0.9) [default: adam]
+  --schedule NAME     cosine | step | constant (step = x0.1 every 5 epochs) [default: cosine]
+  --loss NAME         ce (cross-entropy) | sse (the article's 1/2 sum (t - p)^2) [default: ce]
+  --shift N           random translation of training images, pixels [default: 2]
+  --seed N            seed of weights, shuffles and shifts [default: 1]
+  --threads N         worker threads per batch [default: 1]
+  --out FILE          where to save the weights [default: lenet5.cnet]
+  --force             overwrite --out if it exists
+  --eval FILE         only evaluate saved weights on the test set (constnet's
+                      format, or a PyTorch state_dict saved as .safetensors)
+  -h, --help          this text";
+
+struct Args {
+    data: PathBuf,
+    config: TrainConfig,
+    out: PathBuf,
+    force: bool,
+    eval: Option<PathBuf>,
+}
+
+fn parse() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut config = TrainConfig::default();
+    let mut data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-10k");
+    let (mut out, mut force, mut eval, mut lr) = (PathBuf::from("lenet5.cnet"), false, None, None);
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("data") => data = p.value()?.into(),
+            Long("epochs") => config.epochs = p.value()?.parse()?,
+            Long("batch") => config.batch = p.value()?.parse()?,
+            Long("lr") => lr = Some(p.value()?.parse()?),
+            Long("optimizer") => {
+                config.optimizer = match p.value()?.string()?.as_str() {
+                    "adam" => Optimizer::ADAM,
+                    "sgd" => Optimizer::SGD_MOMENTUM,
+                    other => return Err(format!("unknown optimizer '{other}' (adam | sgd)").into()),
+                }
+            }
+            Long("schedule") => {
+                config.schedule = match p.value()?.string()?.as_str() {
+                    "cosine" => Schedule::Cosine,
+                    "step" => Schedule::Step {
+                        every: 5,
+                        gamma: 0.1,
+                    },
+                    "constant" => Schedule::Constant,
+                    other => return Err(format!("unknown schedule '{other}'").into()),
+                }
+            }
+            Long("loss") => {
+                config.loss = match p.value()?.string()?.as_str() {
+                    "ce" => Loss::CrossEntropy,
+                    "sse" => Loss::HalfSse,
+                    other => return Err(format!("unknown loss '{other}' (ce | sse)").into()),
+                }
+            }
+            Long("shift") => config.shift = p.value()?.parse()?,
+            Long("seed") => config.seed = p.value()?.parse()?,
+            Long("threads") => config.threads = p.value()?.parse()?,
+            Long("out") => out = p.value()?.into(),
+            Long("force") => force = true,
+            Long("eval") => eval = Some(p.value()?.into()),
+            Short('h') | Long("help") => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if config.epochs == 0 || config.batch == 0 || config.threads == 0 {
+        return Err("--epochs, --batch and --threads must be at least 1".into());
+    }
+    if config.shift > 2 {
+        return Err("--shift must be 0, 1 or 2 (the digits' zero border is 2 pixels)".into());
+    }
+    config.lr = lr.unwrap_or(match config.optimizer {
+        Optimizer::Adam { .. } => 1e-3,
+        Optimizer::Sgd { .. } => 0.05,
+    });
+    Ok(Args {
+        data,
+        config,
+        out,
+        force,
+        eval,
+    })
+}
+
+fn report(test: &Evaluation) {
+    println!("confusion matrix (rows: true class, columns: predicted):\n{test}");
+    println!(
+        "test accuracy: {:.2}% ({}/{})",
+        100.0 * test.accuracy(),
+        test.correct,
+        test.total
+    );
+}
+
+/// Loads LeNet-5 weights in constnet's format (recognised by its magic) or a PyTorch
+/// `state_dict` in safetensors.
+fn load_any(path: &Path) -> Result<Box<LeNet5<f32>>, Box<dyn std::error::Error>> {
+    let mut net = constnet::zeroed_box::<LeNet5<f32>>();
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.starts_with(&constnet::weights::MAGIC) {
+        load_file(&mut *net, path)?;
+    } else {
+        net.load_safetensors(&bytes).map_err(|e| {
+            format!(
+                "{}: neither constnet weights nor a LeNet-5 safetensors file: {e}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(net)
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let (train, test): (Dataset, Dataset) = load_dir(&args.data)?;
+    if let Some(weights) = &args.eval {
+        let net = load_any(weights)?;
+        report(&evaluate_with(&net, &test, &mut LeNet5::<f32>::workspace()));
+        return Ok(());
+    }
+    if args.out.exists() && !args.force {
+        return Err(format!(
+            "{} already exists; not overwriting it (pass --force to replace it, or --out FILE)",
+            args.out.display()
+        )
+        .into());
+    }
+    let c = args.config;
+    println!(
+        "training LeNet-5 on {} ({} train / {} test images): {} epochs, batch {}, {:?} lr {} {:?}, loss {:?}, shift ±{}, seed {}, {} thread(s)",
+        args.data.display(),
+        train.len(),
+        test.len(),
+        c.epochs,
+        c.batch,
+        c.optimizer,
+        c.lr,
+        c.schedule,
+        c.loss,
+        c.shift,
+        c.seed,
+        c.threads
+    );
+    let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(c.seed));
+    let mut trainer = Trainer::new(net, c);
+    let style =
+        ProgressStyle::with_template("epoch {prefix:>2} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> ");
+    let start = Instant::now();
+    let mut last = None;
+    for epoch in 1..=c.epochs {
+        let bar = ProgressBar::new(train.len() as u64).with_style(style.clone());
+        bar.set_prefix(epoch.to_string());
+        let mut summary = None;
+        trainer.train_epoch(&train, epoch, |p| {
+            bar.set_position(p.images as u64);
+            bar.set_message(format!(
+                "loss {:.4}  {:.0} img/s",
+                p.loss, p.images_per_second
+            ));
+            summary = Some(*p);
+        })?;
+        bar.finish_and_clear();
+        let eval = trainer.evaluate(&test);
+        let p = summary.expect("an epoch has at least one batch");
+        println!(
+            "epoch {epoch:>2}: train loss {:.4}, train accuracy {:.2}%, test accuracy {:.2}%, {:.0} img/s",
+            p.loss,
+            100.0 * p.accuracy,
+            100.0 * eval.accuracy(),
+            p.images_per_second
+        );
+        last = Some(eval);
+    }
+    println!("trained in {:.1} s", start.elapsed().as_secs_f64());
+    save_file(&*trainer.net, &args.out, args.force)?;
+    println!("saved weights to {}", args.out.display());
+    report(&last.expect("at least one epoch"));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
