@@ -36,7 +36,10 @@ pub fn digit(i: usize) -> (Image<f32>, usize) {
 ///
 /// # Errors
 /// If the baked-in weights do not fit `LeNet5<f32>`.
-pub fn classify_all(net: &mut LeNet5<f32>, ws: &mut Workspace) -> Result<[(usize, usize); COUNT], WeightsError> {
+pub fn classify_all(
+    net: &mut LeNet5<f32>,
+    ws: &mut Workspace,
+) -> Result<[(usize, usize); COUNT], WeightsError> {
     load_weights(net, WEIGHTS)?;
     let mut out = [(0, 0); COUNT];
     for (i, o) in out.iter_mut().enumerate() {
