@@ -68,6 +68,8 @@ pub mod softmax;
 pub mod tensor;
 #[cfg(feature = "std")]
 pub mod train;
+#[cfg(feature = "viz")]
+pub mod viz;
 pub mod weights;
 pub mod zeroed;
 
