@@ -13,7 +13,8 @@ use std::time::Instant;
 use constnet::mnist::{Dataset, load_dir};
 use constnet::optim::{Optimizer, Schedule};
 use constnet::train::{Evaluation, TrainConfig, Trainer, evaluate_with};
-use constnet::weights::{load_file, save_file};
+use constnet::viz::{EpochRow, plot_curves, write_curves_csv};
+use constnet::weights::{load_lenet5, save_file};
 use constnet::{LeNet5, Loss};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -36,7 +37,10 @@ OPTIONS:
   --seed N            seed of weights, shuffles and shifts [default: 1]
   --threads N         worker threads per batch [default: 1]
   --out FILE          where to save the weights [default: lenet5.cnet]
-  --force             overwrite --out if it exists
+  --curves PREFIX     per-epoch loss and accuracy go to PREFIX.csv and a plot to
+                      PREFIX.png, updated every epoch [default: OUT without its
+                      extension + \"-curves\", e.g. lenet5-curves.csv]
+  --force             overwrite --out (and the --curves files) if they exist
   --eval FILE         only evaluate saved weights on the test set (constnet's
                       format, or a PyTorch state_dict saved as .safetensors)
   -h, --help          this text";
@@ -47,6 +51,7 @@ struct Args {
     out: PathBuf,
     force: bool,
     eval: Option<PathBuf>,
+    curves: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -54,6 +59,7 @@ fn parse() -> Result<Args, lexopt::Error> {
     let mut config = TrainConfig::default();
     let mut data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-10k");
     let (mut out, mut force, mut eval, mut lr) = (PathBuf::from("lenet5.cnet"), false, None, None);
+    let mut curves = None;
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
         match arg {
@@ -92,6 +98,7 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("out") => out = p.value()?.into(),
             Long("force") => force = true,
             Long("eval") => eval = Some(p.value()?.into()),
+            Long("curves") => curves = Some(p.value()?.into()),
             Short('h') | Long("help") => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -115,6 +122,7 @@ fn parse() -> Result<Args, lexopt::Error> {
         out,
         force,
         eval,
+        curves,
     })
 }
 
@@ -128,28 +136,10 @@ fn report(test: &Evaluation) {
     );
 }
 
-/// Loads LeNet-5 weights in constnet's format (recognised by its magic) or a PyTorch
-/// `state_dict` in safetensors.
-fn load_any(path: &Path) -> Result<Box<LeNet5<f32>>, Box<dyn std::error::Error>> {
-    let mut net = constnet::zeroed_box::<LeNet5<f32>>();
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if bytes.starts_with(&constnet::weights::MAGIC) {
-        load_file(&mut *net, path)?;
-    } else {
-        net.load_safetensors(&bytes).map_err(|e| {
-            format!(
-                "{}: neither constnet weights nor a LeNet-5 safetensors file: {e}",
-                path.display()
-            )
-        })?;
-    }
-    Ok(net)
-}
-
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (train, test): (Dataset, Dataset) = load_dir(&args.data)?;
     if let Some(weights) = &args.eval {
-        let net = load_any(weights)?;
+        let net = load_lenet5(weights)?;
         report(&evaluate_with(&net, &test, &mut LeNet5::<f32>::workspace()));
         return Ok(());
     }
@@ -159,6 +149,29 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             args.out.display()
         )
         .into());
+    }
+    // Training curves go beside the weights unless --curves names another prefix.
+    let prefix = args.curves.clone().unwrap_or_else(|| {
+        let mut p = args.out.with_extension("").into_os_string();
+        p.push("-curves");
+        p.into()
+    });
+    let with = |ext: &str| {
+        let mut p = prefix.clone().into_os_string();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (csv, png) = (with(".csv"), with(".png"));
+    {
+        for f in [&csv, &png] {
+            if f.exists() && !args.force {
+                return Err(format!(
+                    "{} already exists; not overwriting it (pass --force)",
+                    f.display()
+                )
+                .into());
+            }
+        }
     }
     let c = args.config;
     println!(
@@ -184,6 +197,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .progress_chars("=> ");
     let start = Instant::now();
     let mut last = None;
+    let mut rows = Vec::new();
     for epoch in 1..=c.epochs {
         let bar = ProgressBar::new(train.len() as u64).with_style(style.clone());
         bar.set_prefix(epoch.to_string());
@@ -206,11 +220,24 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             100.0 * eval.accuracy(),
             p.images_per_second
         );
+        rows.push(EpochRow {
+            epoch,
+            train_loss: p.loss,
+            train_accuracy: p.accuracy,
+            test_accuracy: eval.accuracy(),
+        });
+        write_curves_csv(&rows, &csv)?;
+        plot_curves(&rows).save_png(&png, true)?;
         last = Some(eval);
     }
     println!("trained in {:.1} s", start.elapsed().as_secs_f64());
     save_file(&*trainer.net, &args.out, args.force)?;
-    println!("saved weights to {}", args.out.display());
+    println!(
+        "saved weights to {}, training curves to {} and {}",
+        args.out.display(),
+        csv.display(),
+        png.display()
+    );
     report(&last.expect("at least one epoch"));
     Ok(())
 }

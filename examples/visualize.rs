@@ -66,7 +66,7 @@ fn parse() -> Result<Args, lexopt::Error> {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let net = viz::load_lenet(&args.weights)?;
+    let net = constnet::weights::load_lenet5(&args.weights)?;
     let (_, test) = load_dir(&args.data)?;
     let index = match args.index {
         Some(i) if i < test.len() => i,

@@ -25,7 +25,7 @@
 //! ```
 //! use constnet::viz;
 //! let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-//! let net = viz::load_lenet(root.join("data/embedded/lenet5-mnist10k.cnet"))?;
+//! let net = constnet::weights::load_lenet5(root.join("data/embedded/lenet5-mnist10k.cnet"))?;
 //! let (_, test) = constnet::mnist::load_dir(root.join("data/mnist-10k"))?;
 //! let eight = (0..test.len()).find(|&i| test.label(i) == 8).unwrap();
 //! let pictures = viz::render(&net, &test.image::<f32>(eight), "a handwritten 8");
@@ -46,7 +46,6 @@ use crate::layer::Layer;
 use crate::lenet::{Image, LeNet5, LeNet5Activations};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, argmax};
-use crate::weights::FileError;
 
 /// An 8-bit RGB colour.
 pub type Rgb = [u8; 3];
@@ -960,102 +959,6 @@ pub fn render_activations<T: Scalar>(
         filters_conv2,
         composite,
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Loading weights
-// ---------------------------------------------------------------------------------------------
-
-/// Why [`load_lenet`] could not load a file.
-#[derive(Debug)]
-pub enum LoadError {
-    /// The file could not be read (missing, a directory, no permission).
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        error: io::Error,
-    },
-    /// The file starts with constnet's magic but is not LeNet-5 weights (corrupt, truncated,
-    /// another architecture, `f64`); the error names the file.
-    Constnet(FileError),
-    /// The file is neither constnet's format nor a LeNet-5 safetensors `state_dict`.
-    Unrecognized {
-        /// The file.
-        path: PathBuf,
-        /// Why it is not a LeNet-5 safetensors file (or that safetensors support is off).
-        reason: String,
-    },
-}
-
-impl LoadError {
-    /// The file that could not be loaded.
-    pub fn path(&self) -> &Path {
-        match self {
-            Self::Io { path, .. } | Self::Unrecognized { path, .. } => path,
-            Self::Constnet(FileError::Io { path, .. } | FileError::Weights { path, .. }) => path,
-        }
-    }
-}
-
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Io { path, error } => {
-                write!(
-                    f,
-                    "{}: cannot read the weights file: {error}",
-                    path.display()
-                )
-            }
-            Self::Constnet(e) => write!(f, "{e}"),
-            Self::Unrecognized { path, reason } => write!(
-                f,
-                "{}: not a weights file: neither constnet weights (no CONSTNET magic) nor a \
-                 LeNet-5 safetensors state_dict ({reason})",
-                path.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for LoadError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io { error, .. } => Some(error),
-            Self::Constnet(e) => Some(e),
-            Self::Unrecognized { .. } => None,
-        }
-    }
-}
-
-/// Loads an `f32` LeNet-5 from `path`: constnet's weights format (detected by
-/// [`MAGIC`](crate::weights::MAGIC)) or, with the `safetensors` feature, a PyTorch
-/// `state_dict` saved as safetensors.
-///
-/// # Errors
-/// [`LoadError`], whose message names the file.
-pub fn load_lenet(path: impl AsRef<Path>) -> Result<Box<LeNet5<f32>>, LoadError> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|error| LoadError::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    let mut net = crate::zeroed_box::<LeNet5<f32>>();
-    if bytes.starts_with(&crate::weights::MAGIC) {
-        crate::weights::load_file(&mut *net, path).map_err(LoadError::Constnet)?;
-        return Ok(net);
-    }
-    #[cfg(feature = "safetensors")]
-    let result = net.load_safetensors(&bytes).map_err(|e| e.to_string());
-    #[cfg(not(feature = "safetensors"))]
-    let result: Result<(), String> =
-        Err("safetensors support is not compiled in: enable the `safetensors` feature".into());
-    result.map_err(|reason| LoadError::Unrecognized {
-        path: path.to_path_buf(),
-        reason,
-    })?;
-    Ok(net)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -439,6 +439,105 @@ pub fn save_weights<L: Layer + Describe>(net: &L) -> Vec<u8> {
     out
 }
 
+/// Why [`load_lenet5`] could not load a file.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file could not be read (missing, a directory, no permission).
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        error: std::io::Error,
+    },
+    /// The file starts with constnet's magic but is not LeNet-5 weights (corrupt, truncated,
+    /// another architecture, `f64`); the error names the file.
+    Constnet(FileError),
+    /// The file is neither constnet's format nor a LeNet-5 safetensors `state_dict`.
+    Unrecognized {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it is not a LeNet-5 safetensors file (or that safetensors support is off).
+        reason: String,
+    },
+}
+
+#[cfg(feature = "std")]
+impl LoadError {
+    /// The file that could not be loaded.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Io { path, .. } | Self::Unrecognized { path, .. } => path,
+            Self::Constnet(FileError::Io { path, .. } | FileError::Weights { path, .. }) => path,
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { path, error } => {
+                write!(
+                    f,
+                    "{}: cannot read the weights file: {error}",
+                    path.display()
+                )
+            }
+            Self::Constnet(e) => write!(f, "{e}"),
+            Self::Unrecognized { path, reason } => write!(
+                f,
+                "{}: not a weights file: neither constnet weights (no CONSTNET magic) nor a \
+                 LeNet-5 safetensors state_dict ({reason})",
+                path.display()
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { error, .. } => Some(error),
+            Self::Constnet(e) => Some(e),
+            Self::Unrecognized { .. } => None,
+        }
+    }
+}
+
+/// Loads an `f32` LeNet-5 from the file at `path`: constnet's weights format (detected by
+/// [`MAGIC`]) or, with the `safetensors` feature, a PyTorch
+/// `state_dict` saved as safetensors.
+///
+/// # Errors
+/// [`LoadError`], whose message names the file.
+#[cfg(feature = "std")]
+pub fn load_lenet5(
+    path: impl AsRef<std::path::Path>,
+) -> Result<Box<crate::LeNet5<f32>>, LoadError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|error| LoadError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut net = crate::zeroed_box::<crate::LeNet5<f32>>();
+    if bytes.starts_with(&MAGIC) {
+        load_file(&mut *net, path).map_err(LoadError::Constnet)?;
+        return Ok(net);
+    }
+    #[cfg(feature = "safetensors")]
+    let result = net.load_safetensors(&bytes).map_err(|e| e.to_string());
+    #[cfg(not(feature = "safetensors"))]
+    let result: Result<(), String> =
+        Err("safetensors support is not compiled in: enable the `safetensors` feature".into());
+    result.map_err(|reason| LoadError::Unrecognized {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    Ok(net)
+}
+
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;

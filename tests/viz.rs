@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use constnet::viz::{self, Canvas, Figure, Grid, LoadError, Region};
+use constnet::viz::{self, Canvas, Figure, Grid, Region};
+use constnet::weights::LoadError;
 use constnet::{Layer, LeNet5};
 
 fn root() -> &'static Path {
@@ -18,7 +19,7 @@ fn default_weights() -> PathBuf {
 
 /// The network, the first "8" of the bundled test set and its index.
 fn eight() -> (Box<LeNet5<f32>>, constnet::Image<f32>, usize) {
-    let net = viz::load_lenet(default_weights()).expect("bundled weights load");
+    let net = constnet::weights::load_lenet5(default_weights()).expect("bundled weights load");
     let (_, test) = constnet::mnist::load_dir(root().join("data/mnist-10k")).unwrap();
     let i = (0..test.len()).find(|&i| test.label(i) == 8).unwrap();
     (net, test.image(i), i)
@@ -322,7 +323,7 @@ fn missing_or_wrong_weights_files_give_errors_that_name_the_file() {
     let dir = scratch("load");
 
     let missing = dir.join("no-such-weights.cnet");
-    let err = viz::load_lenet(&missing).unwrap_err();
+    let err = constnet::weights::load_lenet5(&missing).unwrap_err();
     assert!(matches!(err, LoadError::Io { .. }), "{err:?}");
     assert_eq!(err.path(), missing);
     let msg = err.to_string();
@@ -333,7 +334,7 @@ fn missing_or_wrong_weights_files_give_errors_that_name_the_file() {
 
     let text = dir.join("notes.txt");
     std::fs::write(&text, "these are not weights").unwrap();
-    let err = viz::load_lenet(&text).unwrap_err();
+    let err = constnet::weights::load_lenet5(&text).unwrap_err();
     assert!(matches!(err, LoadError::Unrecognized { .. }), "{err:?}");
     assert_eq!(err.path(), text);
     let msg = err.to_string();
@@ -346,7 +347,7 @@ fn missing_or_wrong_weights_files_give_errors_that_name_the_file() {
     let bytes = std::fs::read(default_weights()).unwrap();
     let truncated = dir.join("truncated.cnet");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let err = viz::load_lenet(&truncated).unwrap_err();
+    let err = constnet::weights::load_lenet5(&truncated).unwrap_err();
     assert!(matches!(err, LoadError::Constnet(_)), "{err:?}");
     assert_eq!(err.path(), truncated);
     let msg = err.to_string();
@@ -356,7 +357,7 @@ fn missing_or_wrong_weights_files_give_errors_that_name_the_file() {
     );
 
     // A directory is not a file.
-    let err = viz::load_lenet(&dir).unwrap_err();
+    let err = constnet::weights::load_lenet5(&dir).unwrap_err();
     assert!(matches!(err, LoadError::Io { .. }), "{err:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -365,7 +366,7 @@ fn missing_or_wrong_weights_files_give_errors_that_name_the_file() {
 #[test]
 fn pytorch_safetensors_weights_load_too() {
     let path = root().join("tests/data/pytorch-lenet-mnist10k/lenet.safetensors");
-    let net = viz::load_lenet(&path).unwrap();
+    let net = constnet::weights::load_lenet5(&path).unwrap();
     let (_, image, _) = eight();
     let pictures = viz::render(&net, &image, "an 8");
     assert!(pictures.confidence > 0.0 && pictures.confidence <= 1.0);
