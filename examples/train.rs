@@ -33,7 +33,10 @@ OPTIONS:
   --optimizer NAME    adam | sgd (sgd = momentum 0.9) [default: adam]
   --schedule NAME     cosine | step | constant (step = x0.1 every 5 epochs) [default: cosine]
   --loss NAME         ce (cross-entropy) | sse (the article's 1/2 sum (t - p)^2) [default: ce]
-  --shift N           random translation of training images, pixels [default: 2]
+  --shift PX          random translation of training digits, up to PX pixels [default: 2]
+  --rotate DEG        random rotation of training digits, up to DEG degrees [default: 10]
+  --scale FRAC        random scaling of training digits, by up to ±FRAC [default: 0.1]
+                      (--shift 0 --rotate 0 --scale 0 trains on the digits as they are)
   --seed N            seed of weights, shuffles and shifts [default: 1]
   --threads N         worker threads per batch [default: 1]
   --out FILE          where to save the weights [default: lenet5.cnet]
@@ -92,7 +95,9 @@ fn parse() -> Result<Args, lexopt::Error> {
                     other => return Err(format!("unknown loss '{other}' (ce | sse)").into()),
                 }
             }
-            Long("shift") => config.shift = p.value()?.parse()?,
+            Long("shift") => config.augment.shift = p.value()?.parse()?,
+            Long("rotate") => config.augment.rotate = p.value()?.parse()?,
+            Long("scale") => config.augment.scale = p.value()?.parse()?,
             Long("seed") => config.seed = p.value()?.parse()?,
             Long("threads") => config.threads = p.value()?.parse()?,
             Long("out") => out = p.value()?.into(),
@@ -109,8 +114,14 @@ fn parse() -> Result<Args, lexopt::Error> {
     if config.epochs == 0 || config.batch == 0 || config.threads == 0 {
         return Err("--epochs, --batch and --threads must be at least 1".into());
     }
-    if config.shift > 2 {
-        return Err("--shift must be 0, 1 or 2 (the digits' zero border is 2 pixels)".into());
+    let a = config.augment;
+    if !(0.0..=4.0).contains(&a.shift)
+        || !(0.0..=45.0).contains(&a.rotate)
+        || !(0.0..0.5).contains(&a.scale)
+    {
+        return Err(
+            "--shift must be in 0..=4 pixels, --rotate in 0..=45 degrees, --scale in 0..0.5".into(),
+        );
     }
     config.lr = lr.unwrap_or(match config.optimizer {
         Optimizer::Adam { .. } => 1e-3,
@@ -175,7 +186,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let c = args.config;
     println!(
-        "training LeNet-5 on {} ({} train / {} test images): {} epochs, batch {}, {:?} lr {} {:?}, loss {:?}, shift ±{}, seed {}, {} thread(s)",
+        "training LeNet-5 on {} ({} train / {} test images): {} epochs, batch {}, {:?} lr {} {:?}, loss {:?}, augment {:?}, seed {}, {} thread(s)",
         args.data.display(),
         train.len(),
         test.len(),
@@ -185,7 +196,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         c.lr,
         c.schedule,
         c.loss,
-        c.shift,
+        c.augment,
         c.seed,
         c.threads
     );

@@ -53,6 +53,8 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+#[cfg(feature = "std")]
+pub mod augment;
 pub mod chain;
 pub mod conv2d;
 pub mod flatten;

@@ -11,6 +11,7 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
+use crate::augment::{Augment, mix, warp_digit};
 use crate::chain::{Chain, ChainWorkspace};
 use crate::layer::Layer;
 use crate::lenet::Image;
@@ -48,14 +49,15 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Worker threads per batch (1 = no extra threads).
     pub threads: usize,
-    /// Random translation of each training image by up to this many pixels in each
-    /// direction (0 = none). The 2-pixel zero border of 32×32 inputs allows up to 2.
-    pub shift: usize,
+    /// Random distortion of each training image (shift, rotation, scale); evaluation
+    /// images are never distorted.
+    pub augment: Augment,
 }
 
 impl Default for TrainConfig {
     /// The defaults of `cargo run --release --example train`: Adam at 1e-3 with cosine
-    /// decay, batch 32, 15 epochs, cross-entropy, ±2-pixel shifts, one thread.
+    /// decay, batch 32, 15 epochs, cross-entropy, digits shifted by up to 2 pixels,
+    /// rotated by up to 10° and scaled by up to ±10%, one thread.
     fn default() -> Self {
         Self {
             epochs: 15,
@@ -66,7 +68,11 @@ impl Default for TrainConfig {
             loss: Loss::CrossEntropy,
             seed: 1,
             threads: 1,
-            shift: 2,
+            augment: Augment {
+                shift: 2.0,
+                rotate: 10.0,
+                scale: 0.1,
+            },
         }
     }
 }
@@ -272,8 +278,8 @@ where
             let (mut loss, mut right) = (0.0, 0);
             for &i in part {
                 let i = i as usize;
-                let (dy, dx) = shift_for(c.seed, epoch, i, c.shift);
-                shifted_image(data.pixels(i), dy, dx, &mut image);
+                let transform = c.augment.draw(c.seed, epoch, i);
+                warp_digit(data.pixels(i), &transform, &mut image);
                 let label = data.label(i);
                 loss += net
                     .backprop(&image, label, c.loss, &mut w.ws, &mut w.grads, None)
@@ -341,81 +347,5 @@ fn add_params<L: Layer>(sum: &mut L, other: &L) {
         for (s, &o) in sum.param_mut(i).iter_mut().zip(other.param(i)) {
             *s = *s + o;
         }
-    }
-}
-
-/// SplitMix64 of three words: a reproducible per-(seed, epoch, image) random number that
-/// does not depend on which thread asks.
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    let mut z =
-        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The translation of image `index` in epoch `epoch`: each of (dy, dx) in `-max..=max`.
-fn shift_for(seed: u64, epoch: usize, index: usize, max: usize) -> (isize, isize) {
-    if max == 0 {
-        return (0, 0);
-    }
-    let r = mix(seed, epoch as u64 + 1, index as u64 + 1);
-    let span = 2 * max as u64 + 1;
-    (
-        (r % span) as isize - max as isize,
-        ((r >> 32) % span) as isize - max as isize,
-    )
-}
-
-/// Writes a 28×28 digit into a 32×32 input at offset (2 + dy, 2 + dx), scaled to [0, 1];
-/// pixels shifted past the edge are dropped, the rest of the input is zero.
-pub fn shifted_image<T: Scalar>(pixels: &[u8; 784], dy: isize, dx: isize, out: &mut Image<T>) {
-    *out = [[[T::zero(); 32]; 32]; 1];
-    for (r, row) in pixels.chunks_exact(28).enumerate() {
-        let y = 2 + r as isize + dy;
-        if !(0..32).contains(&y) {
-            continue;
-        }
-        for (c, &p) in row.iter().enumerate() {
-            let x = 2 + c as isize + dx;
-            if (0..32).contains(&x) {
-                out[0][y as usize][x as usize] = T::from_f64(f64::from(p) / 255.0);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unshifted_image_is_the_padded_digit() {
-        let mut pixels = [0u8; 784];
-        pixels[0] = 255;
-        pixels[783] = 51;
-        let mut a = [[[0.0f32; 32]; 32]; 1];
-        shifted_image(&pixels, 0, 0, &mut a);
-        assert_eq!(a[0][2][2], 1.0);
-        assert_eq!(a[0][29][29], 0.2);
-        shifted_image(&pixels, -2, 2, &mut a);
-        assert_eq!(a[0][0][4], 1.0);
-        assert_eq!(a[0][27][31], 0.2);
-        assert_eq!(a[0].iter().flatten().filter(|&&v| v != 0.0).count(), 2);
-    }
-
-    #[test]
-    fn shifts_cover_the_range_and_repeat() {
-        let shifts: Vec<_> = (0..500).map(|i| shift_for(3, 1, i, 2)).collect();
-        assert!(
-            shifts
-                .iter()
-                .all(|&(y, x)| (-2..=2).contains(&y) && (-2..=2).contains(&x))
-        );
-        for v in -2..=2 {
-            assert!(shifts.iter().any(|&(y, _)| y == v) && shifts.iter().any(|&(_, x)| x == v));
-        }
-        assert_eq!(shift_for(3, 1, 7, 2), shift_for(3, 1, 7, 2));
-        assert_eq!(shift_for(3, 1, 7, 0), (0, 0));
     }
 }

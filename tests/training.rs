@@ -2,6 +2,7 @@
 //! bit-for-bit reproducible for a given seed and thread count, and it stops cleanly when the
 //! loss diverges.
 
+use constnet::augment::Augment;
 use constnet::mnist::{Dataset, load_dir};
 use constnet::optim::{Optimizer, Schedule};
 use constnet::train::{TrainConfig, Trainer};
@@ -54,7 +55,7 @@ fn train_and_test(config: TrainConfig, images: usize) -> f64 {
 fn two_epochs_on_2000_digits_learn_with_cross_entropy() {
     let config = TrainConfig {
         epochs: 2,
-        shift: 0,
+        augment: Augment::NONE,
         ..TrainConfig::default()
     };
     let accuracy = train_and_test(config, 2000);
@@ -66,7 +67,7 @@ fn two_epochs_on_2000_digits_learn_with_cross_entropy() {
 fn two_epochs_on_2000_digits_learn_with_the_articles_half_sse() {
     let config = TrainConfig {
         epochs: 2,
-        shift: 0,
+        augment: Augment::NONE,
         loss: Loss::HalfSse,
         ..TrainConfig::default()
     };
