@@ -4,7 +4,8 @@ use rand::Rng;
 
 use crate::layer::{Layer, he_uniform, no_such_param};
 use crate::scalar::Scalar;
-use crate::tensor::Maps;
+use crate::simd;
+use crate::tensor::{Maps, Tensor};
 
 /// Output size of a convolution or pooling window along one axis:
 /// `(input + 2·padding − kernel) / stride + 1`.
@@ -106,29 +107,14 @@ impl<
         let c = (x * S + j).checked_sub(P)?;
         (r < H && c < W).then_some((r, c))
     }
-}
 
-impl<
-    T: Scalar,
-    const CI: usize,
-    const CO: usize,
-    const K: usize,
-    const S: usize,
-    const P: usize,
-    const H: usize,
-    const W: usize,
-    const OH: usize,
-    const OW: usize,
-> Layer for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
-{
-    type Scalar = T;
-    type Input = Maps<T, CI, H, W>;
-    type Output = Maps<T, CO, OH, OW>;
-    type Workspace = ();
-    const CHECK: () = Self::SHAPE_OK;
-    const PARAM_TENSORS: usize = 2;
+    /// Whether the `f32` passes use the SIMD kernels of [`fast`]: stride 1, no padding, and
+    /// at least one 32-float vector block of output pixels.
+    const FAST: bool = S == 1 && P == 0 && (OH - 1) * W + OW >= 32 && H * W >= 32;
 
-    fn forward(&self, input: &Self::Input, output: &mut Self::Output, _ws: &mut ()) {
+    /// The plain loops of [`Layer::forward`]: the definition the fast path is tested against,
+    /// and the path for `f64`, strides, padding and maps too small for a vector block.
+    pub fn forward_reference(&self, input: &Maps<T, CI, H, W>, output: &mut Maps<T, CO, OH, OW>) {
         const { Self::SHAPE_OK };
         for (o, out) in output.iter_mut().enumerate() {
             for (y, row) in out.iter_mut().enumerate() {
@@ -149,12 +135,12 @@ impl<
         }
     }
 
-    fn backward(
+    /// The plain loops of [`Layer::backward`] (see [`Conv2d::forward_reference`]).
+    pub fn backward_reference(
         &self,
-        input: &Self::Input,
-        _ws: &mut (),
-        grad_output: &Self::Output,
-        mut grad_input: Option<&mut Self::Input>,
+        input: &Maps<T, CI, H, W>,
+        grad_output: &Maps<T, CO, OH, OW>,
+        mut grad_input: Option<&mut Maps<T, CI, H, W>>,
         grads: &mut Self,
     ) {
         const { Self::SHAPE_OK };
@@ -182,6 +168,69 @@ impl<
             }
         }
     }
+}
+
+impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+> Layer for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
+{
+    type Scalar = T;
+    type Input = Maps<T, CI, H, W>;
+    type Output = Maps<T, CO, OH, OW>;
+    type Workspace = ();
+    const CHECK: () = Self::SHAPE_OK;
+    const PARAM_TENSORS: usize = 2;
+
+    fn forward(&self, input: &Self::Input, output: &mut Self::Output, _ws: &mut ()) {
+        const { Self::SHAPE_OK };
+        if Self::FAST
+            && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
+            && let (Some(w), Some(b)) = (T::as_f32(self.param(0)), T::as_f32(&self.bias))
+        {
+            simd::dispatch(fast::Forward::<CI, CO, K, H, W, OH, OW> { x, w, b, y });
+        } else {
+            self.forward_reference(input, output);
+        }
+    }
+
+    fn backward(
+        &self,
+        input: &Self::Input,
+        _ws: &mut (),
+        grad_output: &Self::Output,
+        mut grad_input: Option<&mut Self::Input>,
+        grads: &mut Self,
+    ) {
+        const { Self::SHAPE_OK };
+        if !Self::FAST || T::as_f32(&self.bias).is_none() {
+            return self.backward_reference(input, grad_output, grad_input, grads);
+        }
+        for (gb, g) in grads.bias.iter_mut().zip(grad_output) {
+            *gb = g.as_flattened().iter().fold(*gb, |acc, &v| acc + v);
+        }
+        let (Some(x), Some(g), Some(gw)) = (
+            T::as_f32(input.flat()),
+            T::as_f32(grad_output.flat()),
+            T::as_f32_mut(grads.param_mut(0)),
+        ) else {
+            unreachable!("T is f32")
+        };
+        simd::dispatch(fast::WeightGrad::<CI, CO, K, H, W, OH, OW> { x, g, gw });
+        if let Some(gi) = grad_input.as_deref_mut()
+            && let (Some(w), Some(gi)) = (T::as_f32(self.param(0)), T::as_f32_mut(gi.flat_mut()))
+        {
+            simd::dispatch(fast::InputGrad::<CI, CO, K, H, W, OH, OW> { w, g, gi });
+        }
+    }
 
     fn param(&self, i: usize) -> &[T] {
         match i {
@@ -207,6 +256,399 @@ impl<
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         he_uniform(self.param_mut(0), CI * K * K, rng);
         self.bias = [T::zero(); CO];
+    }
+}
+
+/// `f32` kernels for stride 1 and no padding, generic over the instruction set ([`Simd`]).
+///
+/// The trick that makes a 5×5 convolution vector-friendly: index output pixel `(y, x)` as
+/// `p = y·W + x`, with the *input's* row width `W`. Then input pixel `(y + i, x + j)` is
+/// `p + i·W + j` for every output pixel, so each kernel tap multiplies one contiguous run of
+/// input by one weight and adds it to one contiguous run of output ("wide" rows; the
+/// `W − OW` columns past the right edge are computed and dropped). A block of output channels
+/// × a few vectors of pixels stays in registers for all `CI·K·K` taps.
+///
+/// [`Simd`]: crate::simd::Simd
+pub(crate) mod fast {
+    use crate::simd::{Kernel, Simd};
+
+    /// `out[a][p] = init[a] + Σ_r Σ_t packed[r][t][a] · src[r·src_stride + p + taps[t]]` for
+    /// `a < OB`, `p < span`: `NV` vectors of pixels at a time, the last block shifted back
+    /// to end at `span` (recomputing a few pixels, which only rewrites the same values).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn correlate<S: Simd, const OB: usize, const NV: usize>(
+        s: S,
+        src: &[f32],
+        src_stride: usize,
+        taps: &[usize],
+        packed: &[f32],
+        init: &[f32],
+        out: &mut [f32],
+        out_stride: usize,
+        span: usize,
+    ) {
+        let step = NV * S::LANES;
+        let rows = packed.len() / (taps.len() * OB);
+        let init: &[f32; OB] = init[..OB].try_into().expect("OB initial values");
+        let mut p0 = 0;
+        while p0 < span {
+            let p = p0.min(span - step);
+            let mut acc = [[s.splat(0.0); NV]; OB];
+            for (row, &b) in acc.iter_mut().zip(init) {
+                *row = [s.splat(b); NV];
+            }
+            let mut weights = packed.chunks_exact(OB);
+            for r in 0..rows {
+                let base = r * src_stride + p;
+                for &tap in taps {
+                    let w: &[f32; OB] = weights
+                        .next()
+                        .and_then(|w| w.try_into().ok())
+                        .expect("packed weights");
+                    let mut xs = [s.splat(0.0); NV];
+                    for (v, x) in xs.iter_mut().enumerate() {
+                        *x = s.load(src, base + tap + v * S::LANES);
+                    }
+                    for (row, &wa) in acc.iter_mut().zip(w) {
+                        let wa = s.splat(wa);
+                        for (a, &x) in row.iter_mut().zip(&xs) {
+                            *a = s.mul_add(wa, x, *a);
+                        }
+                    }
+                }
+            }
+            for (a, row) in acc.iter().enumerate() {
+                for (v, &acc) in row.iter().enumerate() {
+                    s.store(out, a * out_stride + p + v * S::LANES, acc);
+                }
+            }
+            p0 += step;
+        }
+    }
+
+    /// Runs `body` on register blocks of rows `a0..a0 + OB` covering `0..n`, greedily with
+    /// the listed block sizes (largest first, ending in 1); `OB` is a constant in `body`.
+    macro_rules! for_blocks {
+        ($n:expr, [$($size:literal),*], |$a0:ident, $ob:ident| $body:block) => {{
+            let n: usize = $n;
+            let mut $a0 = 0usize;
+            $(
+                while n - $a0 >= $size {
+                    const $ob: usize = $size;
+                    $body
+                    $a0 += $size;
+                }
+            )*
+            debug_assert_eq!($a0, n);
+        }};
+    }
+
+    /// Offsets `i·W + j` of the `K×K` taps in a map of row width `W`.
+    fn tap_offsets<const K: usize, const W: usize>() -> [[usize; K]; K] {
+        core::array::from_fn(|i| core::array::from_fn(|j| i * W + j))
+    }
+
+    /// Forward pass: `y = conv(x, w) + b`.
+    pub(crate) struct Forward<
+        'a,
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > {
+        pub x: &'a [f32],
+        pub w: &'a [f32],
+        pub b: &'a [f32],
+        pub y: &'a mut [f32],
+    }
+
+    impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > Kernel for Forward<'_, CI, CO, K, H, W, OH, OW>
+    {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            let taps = tap_offsets::<K, W>();
+            let taps = taps.as_flattened();
+            let kk = K * K;
+            let mut packed = [[[[0.0f32; K]; K]; CI]; CO];
+            let packed = packed
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut();
+            // packed[o0..][c][t][a] = w[o0 + a][c][t] for each block of channels o0..o0 + OB
+            let pack = |packed: &mut [f32], o0: usize, ob: usize| {
+                for (ct, chunk) in packed.chunks_exact_mut(ob).enumerate() {
+                    for (a, v) in chunk.iter_mut().enumerate() {
+                        *v = self.w[(o0 + a) * CI * kk + ct];
+                    }
+                }
+            };
+            let mut wide = [[[0.0f32; W]; OH]; CO];
+            let wide = wide.as_flattened_mut().as_flattened_mut();
+            let (span, stride) = ((OH - 1) * W + OW, OH * W);
+            if S::LANES >= 16 {
+                for_blocks!(CO, [8, 6, 4, 2, 1], |o0, OB| {
+                    let w = &mut packed[o0 * CI * kk..(o0 + OB) * CI * kk];
+                    pack(w, o0, OB);
+                    correlate::<S, OB, 2>(
+                        s,
+                        self.x,
+                        H * W,
+                        taps,
+                        w,
+                        &self.b[o0..],
+                        &mut wide[o0 * stride..],
+                        stride,
+                        span,
+                    );
+                });
+            } else {
+                for_blocks!(CO, [4, 2, 1], |o0, OB| {
+                    let w = &mut packed[o0 * CI * kk..(o0 + OB) * CI * kk];
+                    pack(w, o0, OB);
+                    correlate::<S, OB, 2>(
+                        s,
+                        self.x,
+                        H * W,
+                        taps,
+                        w,
+                        &self.b[o0..],
+                        &mut wide[o0 * stride..],
+                        stride,
+                        span,
+                    );
+                });
+            }
+            for (out_row, wide_row) in self.y.chunks_exact_mut(OW).zip(wide.chunks_exact(W)) {
+                out_row.copy_from_slice(&wide_row[..OW]);
+            }
+        }
+    }
+
+    /// Input gradient: `gi[c] = Σ_o full_conv(g[o], flipped w[o][c])`, as a correlation of
+    /// the output gradient zero-padded by `K − 1` on every side (in wide rows of width `W`,
+    /// the `W − OW = K − 1` dropped columns are exactly the left/right padding).
+    pub(crate) struct InputGrad<
+        'a,
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > {
+        pub w: &'a [f32],
+        pub g: &'a [f32],
+        pub gi: &'a mut [f32],
+    }
+
+    impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > Kernel for InputGrad<'_, CI, CO, K, H, W, OH, OW>
+    {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            let taps = tap_offsets::<K, W>();
+            let taps = taps.as_flattened();
+            let kk = K * K;
+            // CO maps of 2·H rows of W: g[o][y][x] at row y + K − 1, column x + K − 1; the
+            // reads reach row H + K − 1 < 2·H.
+            let mut gpad = [[[[0.0f32; W]; H]; CO]; 2];
+            let gpad = gpad
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut();
+            let stride = 2 * H * W;
+            for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
+                for (y, g_row) in g.chunks_exact(OW).enumerate() {
+                    let at = o * stride + (y + K - 1) * W + K - 1;
+                    gpad[at..at + OW].copy_from_slice(g_row);
+                }
+            }
+            let gpad = &*gpad;
+            let mut packed = [[[[0.0f32; K]; K]; CI]; CO];
+            let packed = packed
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut();
+            // packed[c0..][o][t][a] = w[o][c0 + a][K·K − 1 − t] (the kernel flipped)
+            let pack = |packed: &mut [f32], c0: usize, cb: usize| {
+                for (ot, chunk) in packed.chunks_exact_mut(cb).enumerate() {
+                    let (o, t) = (ot / kk, ot % kk);
+                    for (a, v) in chunk.iter_mut().enumerate() {
+                        *v = self.w[(o * CI + c0 + a) * kk + kk - 1 - t];
+                    }
+                }
+            };
+            let zeros = [0.0f32; 8];
+            let hw = H * W;
+            if S::LANES >= 16 {
+                for_blocks!(CI, [8, 6, 4, 2, 1], |c0, OB| {
+                    let w = &mut packed[c0 * CO * kk..(c0 + OB) * CO * kk];
+                    pack(w, c0, OB);
+                    correlate::<S, OB, 2>(
+                        s,
+                        gpad,
+                        stride,
+                        taps,
+                        w,
+                        &zeros,
+                        &mut self.gi[c0 * hw..],
+                        hw,
+                        hw,
+                    );
+                });
+            } else {
+                for_blocks!(CI, [4, 2, 1], |c0, OB| {
+                    let w = &mut packed[c0 * CO * kk..(c0 + OB) * CO * kk];
+                    pack(w, c0, OB);
+                    correlate::<S, OB, 2>(
+                        s,
+                        gpad,
+                        stride,
+                        taps,
+                        w,
+                        &zeros,
+                        &mut self.gi[c0 * hw..],
+                        hw,
+                        hw,
+                    );
+                });
+            }
+        }
+    }
+
+    /// Weight gradient: `gw[o][c][i][j] += Σ_p g[o][p] · x[c][p + i·W + j]` over wide rows
+    /// (the output gradient copied with zeros in the dropped columns).
+    pub(crate) struct WeightGrad<
+        'a,
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > {
+        pub x: &'a [f32],
+        pub g: &'a [f32],
+        pub gw: &'a mut [f32],
+    }
+
+    /// `OB` output channels × the `K` taps of one kernel row, summed over all pixels.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad_block<S: Simd, const OB: usize, const K: usize>(
+        s: S,
+        g: &[f32],
+        g_stride: usize,
+        x: &[f32],
+        width: usize,
+        span: usize,
+        gw: &mut [f32],
+        gw_stride: usize,
+        per_row: usize,
+    ) {
+        let full = span / S::LANES * S::LANES;
+        for (row, gw_at) in (0..per_row).map(|r| (r, r * K)) {
+            let (c, i) = (row / K, row % K);
+            let x_base = c * (x.len() / (per_row / K)) + i * width;
+            let mut acc = [[s.splat(0.0); K]; OB];
+            for p in (0..full).step_by(S::LANES) {
+                let mut gv = [s.splat(0.0); OB];
+                for (a, v) in gv.iter_mut().enumerate() {
+                    *v = s.load(g, a * g_stride + p);
+                }
+                for j in 0..K {
+                    let xv = s.load(x, x_base + j + p);
+                    for (acc, &gv) in acc.iter_mut().zip(&gv) {
+                        acc[j] = s.mul_add(gv, xv, acc[j]);
+                    }
+                }
+            }
+            for (a, acc) in acc.iter().enumerate() {
+                for (j, &acc) in acc.iter().enumerate() {
+                    let mut sum = s.sum(acc);
+                    for p in full..span {
+                        sum += g[a * g_stride + p] * x[x_base + j + p];
+                    }
+                    gw[a * gw_stride + gw_at + j] += sum;
+                }
+            }
+        }
+    }
+
+    impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > Kernel for WeightGrad<'_, CI, CO, K, H, W, OH, OW>
+    {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            let mut wide = [[[0.0f32; W]; OH]; CO];
+            let wide = wide.as_flattened_mut().as_flattened_mut();
+            for (wide_row, g_row) in wide.chunks_exact_mut(W).zip(self.g.chunks_exact(OW)) {
+                wide_row[..OW].copy_from_slice(g_row);
+            }
+            let span = (OH - 1) * W + OW;
+            let (g_stride, gw_stride) = (OH * W, CI * K * K);
+            let x = self.x;
+            if S::LANES >= 16 {
+                for_blocks!(CO, [4, 2, 1], |o0, OB| {
+                    weight_grad_block::<S, OB, K>(
+                        s,
+                        &wide[o0 * g_stride..],
+                        g_stride,
+                        x,
+                        W,
+                        span,
+                        &mut self.gw[o0 * gw_stride..],
+                        gw_stride,
+                        CI * K,
+                    );
+                });
+            } else {
+                for_blocks!(CO, [2, 1], |o0, OB| {
+                    weight_grad_block::<S, OB, K>(
+                        s,
+                        &wide[o0 * g_stride..],
+                        g_stride,
+                        x,
+                        W,
+                        span,
+                        &mut self.gw[o0 * gw_stride..],
+                        gw_stride,
+                        CI * K,
+                    );
+                });
+            }
+        }
     }
 }
 

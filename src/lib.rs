@@ -60,6 +60,7 @@ pub mod optim;
 pub mod relu;
 pub mod scalar;
 pub mod shape_errors;
+pub mod simd;
 pub mod softmax;
 pub mod tensor;
 pub mod zeroed;

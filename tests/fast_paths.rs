@@ -1,0 +1,102 @@
+//! The `f32` fast paths compute what the plain reference loops compute, on every instruction
+//! set this CPU has (each one forced in turn with `simd::with_isa`), on random inputs.
+//!
+//! Tolerance: the fast kernels add in a different order (and fuse multiply-adds), so each
+//! value must satisfy |fast − reference| ≤ 1e-4 · max(1, |reference|). Inputs, weights and
+//! gradients are drawn from [−1, 1], where the LeNet-sized sums stay below ~10³.
+
+use constnet::simd::{Isa, with_isa};
+use constnet::{Conv2d, Layer, Tensor, zeroed_box};
+use proptest::prelude::*;
+
+#[track_caller]
+fn assert_close(what: &str, isa: Isa, fast: &[f32], reference: &[f32]) {
+    assert_eq!(fast.len(), reference.len());
+    for (i, (&f, &r)) in fast.iter().zip(reference).enumerate() {
+        assert!(
+            (f - r).abs() <= 1e-4 * r.abs().max(1.0),
+            "{what} on {isa:?}: [{i}] fast {f} vs reference {r}"
+        );
+    }
+}
+
+fn available() -> impl Iterator<Item = Isa> {
+    Isa::ALL.into_iter().filter(|isa| isa.available())
+}
+
+fn fill<X: Tensor<Scalar = f32>>(x: &mut X, values: &[f32]) {
+    fill_slice(x.flat_mut(), values);
+}
+
+fn fill_slice(x: &mut [f32], values: &[f32]) {
+    for (v, &s) in x.iter_mut().zip(values.iter().cycle()) {
+        *v = s;
+    }
+}
+
+fn values() -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(-1.0f32..1.0, 997)
+}
+
+/// Forward, weight/bias gradient and input gradient of one convolution, fast vs reference.
+fn check_conv<const CI: usize, const CO: usize, const H: usize, const OH: usize>(
+    params: &[f32],
+    input: &[f32],
+    grad: &[f32],
+) where
+    Conv2d<f32, CI, CO, 5, 1, 0, H, H, OH, OH>: Layer<
+            Scalar = f32,
+            Input = [[[f32; H]; H]; CI],
+            Output = [[[f32; OH]; OH]; CO],
+            Workspace = (),
+        >,
+{
+    type C<const CI: usize, const CO: usize, const H: usize, const OH: usize> =
+        Conv2d<f32, CI, CO, 5, 1, 0, H, H, OH, OH>;
+    let mut conv = zeroed_box::<C<CI, CO, H, OH>>();
+    fill_slice(conv.param_mut(0), params);
+    fill(&mut conv.bias, &params[7..]);
+    let mut x = zeroed_box::<[[[f32; H]; H]; CI]>();
+    fill(&mut *x, input);
+    let mut g = zeroed_box::<[[[f32; OH]; OH]; CO]>();
+    fill(&mut *g, grad);
+
+    let mut y_ref = zeroed_box::<[[[f32; OH]; OH]; CO]>();
+    conv.forward_reference(&x, &mut y_ref);
+    let mut gr_ref = zeroed_box::<C<CI, CO, H, OH>>();
+    let mut gi_ref = zeroed_box::<[[[f32; H]; H]; CI]>();
+    conv.backward_reference(&x, &g, Some(&mut gi_ref), &mut gr_ref);
+
+    for isa in available() {
+        with_isa(isa, || {
+            let mut y = zeroed_box::<[[[f32; OH]; OH]; CO]>();
+            conv.forward(&x, &mut y, &mut ());
+            assert_close("conv forward", isa, y.flat(), y_ref.flat());
+            let mut gr = zeroed_box::<C<CI, CO, H, OH>>();
+            let mut gi = zeroed_box::<[[[f32; H]; H]; CI]>();
+            conv.backward(&x, &mut (), &g, Some(&mut gi), &mut gr);
+            assert_close("conv weight grad", isa, gr.param(0), gr_ref.param(0));
+            assert_close("conv bias grad", isa, gr.param(1), gr_ref.param(1));
+            assert_close("conv input grad", isa, gi.flat(), gi_ref.flat());
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn conv1_fast_equals_reference(p in values(), x in values(), g in values()) {
+        check_conv::<1, 6, 32, 28>(&p, &x, &g);
+    }
+
+    #[test]
+    fn conv2_fast_equals_reference(p in values(), x in values(), g in values()) {
+        check_conv::<6, 16, 14, 10>(&p, &x, &g);
+    }
+
+    #[test]
+    fn odd_channel_counts_fast_equal_reference(p in values(), x in values(), g in values()) {
+        check_conv::<3, 7, 12, 8>(&p, &x, &g);
+    }
+}
