@@ -270,7 +270,7 @@ impl<
 ///
 /// [`Simd`]: crate::simd::Simd
 pub(crate) mod fast {
-    use crate::simd::{Kernel, Simd};
+    use crate::simd::{Kernel, Simd, for_blocks};
 
     /// `out[a][p] = init[a] + Σ_r Σ_t packed[r][t][a] · src[r·src_stride + p + taps[t]]` for
     /// `a < OB`, `p < span`: `NV` vectors of pixels at a time, the last block shifted back
@@ -325,23 +325,6 @@ pub(crate) mod fast {
             }
             p0 += step;
         }
-    }
-
-    /// Runs `body` on register blocks of rows `a0..a0 + OB` covering `0..n`, greedily with
-    /// the listed block sizes (largest first, ending in 1); `OB` is a constant in `body`.
-    macro_rules! for_blocks {
-        ($n:expr, [$($size:literal),*], |$a0:ident, $ob:ident| $body:block) => {{
-            let n: usize = $n;
-            let mut $a0 = 0usize;
-            $(
-                while n - $a0 >= $size {
-                    const $ob: usize = $size;
-                    $body
-                    $a0 += $size;
-                }
-            )*
-            debug_assert_eq!($a0, n);
-        }};
     }
 
     /// Offsets `i·W + j` of the `K×K` taps in a map of row width `W`.

@@ -48,6 +48,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod chain;
 pub mod conv2d;
 pub mod flatten;
@@ -65,6 +66,7 @@ pub mod softmax;
 pub mod tensor;
 pub mod zeroed;
 
+pub use batch::{BatchChainWorkspace, BatchLayer};
 pub use chain::{Chain, ChainWorkspace};
 pub use conv2d::{Conv2d, conv_out};
 pub use flatten::Flatten;

@@ -174,6 +174,25 @@ pub fn dispatch<K: Kernel>(kernel: K) -> K::Output {
     }
 }
 
+/// Runs `body` on register blocks of rows `a0..a0 + OB` that cover `0..n`, greedily with
+/// the listed block sizes (largest first, ending in 1); `OB` is a constant inside `body`, so
+/// a kernel's accumulators `[[S::F; NV]; OB]` stay in registers.
+macro_rules! for_blocks {
+    ($n:expr, [$($size:literal),*], |$a0:ident, $ob:ident| $body:block) => {{
+        let n: usize = $n;
+        let mut $a0 = 0usize;
+        $(
+            while n - $a0 >= $size {
+                const $ob: usize = $size;
+                $body
+                $a0 += $size;
+            }
+        )*
+        debug_assert_eq!($a0, n);
+    }};
+}
+pub(crate) use for_blocks;
+
 /// One lane of plain `f32` arithmetic: the portable fallback (and a fully safe reference for
 /// the kernels' indexing).
 #[derive(Clone, Copy, Debug)]

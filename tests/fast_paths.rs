@@ -100,3 +100,82 @@ proptest! {
         check_conv::<3, 7, 12, 8>(&p, &x, &g);
     }
 }
+
+/// Forward and backward of one fully connected layer on `N` samples at once (the batched
+/// kernels) and one at a time (the `Layer` methods), fast vs reference.
+fn check_linear<const IN: usize, const OUT: usize, const N: usize>(
+    params: &[f32],
+    input: &[f32],
+    grad: &[f32],
+) {
+    use constnet::{BatchLayer, Linear};
+    let mut fc = zeroed_box::<Linear<f32, IN, OUT>>();
+    fill_slice(fc.param_mut(0), params);
+    fill_slice(fc.param_mut(1), &params[3..]);
+    let mut x = zeroed_box::<[[f32; IN]; N]>();
+    fill(&mut *x, input);
+    let mut g = zeroed_box::<[[f32; OUT]; N]>();
+    fill(&mut *g, grad);
+
+    let mut y_ref = zeroed_box::<[[f32; OUT]; N]>();
+    let mut gi_ref = zeroed_box::<[[f32; IN]; N]>();
+    let mut gr_ref = zeroed_box::<Linear<f32, IN, OUT>>();
+    for n in 0..N {
+        fc.forward_reference(&x[n], &mut y_ref[n]);
+        fc.backward_reference(&x[n], &g[n], Some(&mut gi_ref[n]), &mut gr_ref);
+    }
+    for isa in available() {
+        with_isa(isa, || {
+            // one sample at a time
+            let mut y = zeroed_box::<[[f32; OUT]; N]>();
+            let mut gi = zeroed_box::<[[f32; IN]; N]>();
+            let mut gr = zeroed_box::<Linear<f32, IN, OUT>>();
+            for n in 0..N {
+                fc.forward(&x[n], &mut y[n], &mut ());
+                fc.backward(&x[n], &mut (), &g[n], Some(&mut gi[n]), &mut gr);
+            }
+            assert_close("linear forward", isa, y.flat(), y_ref.flat());
+            assert_close("linear input grad", isa, gi.flat(), gi_ref.flat());
+            assert_close("linear weight grad", isa, gr.param(0), gr_ref.param(0));
+            assert_close("linear bias grad", isa, gr.param(1), gr_ref.param(1));
+            // the whole batch at once
+            let mut y = zeroed_box::<[[f32; OUT]; N]>();
+            let mut gi = zeroed_box::<[[f32; IN]; N]>();
+            let mut gr = zeroed_box::<Linear<f32, IN, OUT>>();
+            let mut ws = zeroed_box::<<Linear<f32, IN, OUT> as BatchLayer<N>>::BatchWorkspace>();
+            BatchLayer::<N>::forward_batch(&*fc, &x, &mut y, &mut ws);
+            BatchLayer::<N>::backward_batch(&*fc, &x, &mut ws, &g, Some(&mut gi), &mut gr);
+            assert_close("batched linear forward", isa, y.flat(), y_ref.flat());
+            assert_close("batched linear input grad", isa, gi.flat(), gi_ref.flat());
+            assert_close(
+                "batched linear weight grad",
+                isa,
+                gr.param(0),
+                gr_ref.param(0),
+            );
+            assert_close(
+                "batched linear bias grad",
+                isa,
+                gr.param(1),
+                gr_ref.param(1),
+            );
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn lenet_linear_layers_fast_equal_reference(p in values(), x in values(), g in values()) {
+        check_linear::<400, 120, 7>(&p, &x, &g);
+        check_linear::<120, 100, 5>(&p, &x, &g);
+        check_linear::<100, 10, 3>(&p, &x, &g);
+    }
+
+    #[test]
+    fn odd_linear_sizes_fast_equal_reference(p in values(), x in values(), g in values()) {
+        check_linear::<3, 5, 1>(&p, &x, &g);
+        check_linear::<37, 9, 6>(&p, &x, &g);
+    }
+}
