@@ -110,7 +110,11 @@ impl<
 
     /// Whether the `f32` passes use the SIMD kernels of [`fast`]: stride 1, no padding, and
     /// at least one 32-float vector block of output pixels.
-    const FAST: bool = S == 1 && P == 0 && (OH - 1) * W + OW >= 32 && H * W >= 32;
+    const FAST: bool = S == 1
+        && P == 0
+        && (OH - 1) * W + OW >= 32
+        && (OH - 1) * W + OW + 16 <= 2 * OH * W
+        && H * W >= 32;
 
     /// The plain loops of [`Layer::forward`]: the definition the fast path is tested against,
     /// and the path for `f64`, strides, padding and maps too small for a vector block.
@@ -214,17 +218,21 @@ impl<
         if !Self::FAST || T::as_f32(&self.bias).is_none() {
             return self.backward_reference(input, grad_output, grad_input, grads);
         }
-        for (gb, g) in grads.bias.iter_mut().zip(grad_output) {
-            *gb = g.as_flattened().iter().fold(*gb, |acc, &v| acc + v);
-        }
-        let (Some(x), Some(g), Some(gw)) = (
+        let Conv2d { weight, bias } = grads;
+        let (Some(x), Some(g), Some(gw), Some(gb)) = (
             T::as_f32(input.flat()),
             T::as_f32(grad_output.flat()),
-            T::as_f32_mut(grads.param_mut(0)),
+            T::as_f32_mut(
+                weight
+                    .as_flattened_mut()
+                    .as_flattened_mut()
+                    .as_flattened_mut(),
+            ),
+            T::as_f32_mut(bias),
         ) else {
             unreachable!("T is f32")
         };
-        simd::dispatch(fast::WeightGrad::<CI, CO, K, H, W, OH, OW> { x, g, gw });
+        simd::dispatch(fast::WeightGrad::<CI, CO, K, H, W, OH, OW> { x, g, gw, gb });
         if let Some(gi) = grad_input.as_deref_mut()
             && let (Some(w), Some(gi)) = (T::as_f32(self.param(0)), T::as_f32_mut(gi.flat_mut()))
         {
@@ -521,8 +529,12 @@ pub(crate) mod fast {
         }
     }
 
-    /// Weight gradient: `gw[o][c][i][j] += Σ_p g[o][p] · x[c][p + i·W + j]` over wide rows
-    /// (the output gradient copied with zeros in the dropped columns).
+    /// Weight gradient: `gw[o][c][i][j] += Σ_p g[o][p] · x[c][p + i·W + j]`.
+    ///
+    /// When the output channels fill whole vectors (`CO` a multiple of the lane count, as
+    /// LeNet's 16), the lanes run over output channels: the gradient is transposed to
+    /// `[pixel][channel]` and each input pixel is broadcast, so there is no horizontal sum and
+    /// no wasted lane. Otherwise the lanes run over wide rows of pixels (see the module).
     pub(crate) struct WeightGrad<
         'a,
         const CI: usize,
@@ -536,32 +548,45 @@ pub(crate) mod fast {
         pub x: &'a [f32],
         pub g: &'a [f32],
         pub gw: &'a mut [f32],
+        /// Bias gradient: `gb[o] += Σ_p g[o][p]`.
+        pub gb: &'a mut [f32],
     }
 
-    /// `OB` output channels × the `K` taps of one kernel row, summed over all pixels.
+    /// `Σ v`, in `LANES` × 4 partial sums.
+    #[inline(always)]
+    fn sum<S: Simd>(s: S, v: &[f32]) -> f32 {
+        let mut acc = [s.splat(0.0); 4];
+        let mut chunks = v.chunks_exact(4 * S::LANES);
+        for chunk in &mut chunks {
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a = s.add(*a, s.load(chunk, l * S::LANES));
+            }
+        }
+        let total = s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3]));
+        chunks.remainder().iter().fold(s.sum(total), |t, &v| t + v)
+    }
+
+    /// Wide-row weight gradient of `OB` output channels × the `K` taps of each kernel row,
+    /// over `vectors` whole vectors of pixels (`g` is zero past the real pixels, and `x` is
+    /// long enough for the last vector).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn weight_grad_block<S: Simd, const OB: usize, const K: usize>(
+    fn weight_grad_rows<S: Simd, const OB: usize, const K: usize>(
         s: S,
         g: &[f32],
         g_stride: usize,
         x: &[f32],
-        width: usize,
-        span: usize,
+        (x_stride, width, vectors): (usize, usize, usize),
         gw: &mut [f32],
         gw_stride: usize,
-        per_row: usize,
+        kernel_rows: usize,
     ) {
-        let full = span / S::LANES * S::LANES;
-        for (row, gw_at) in (0..per_row).map(|r| (r, r * K)) {
+        for row in 0..kernel_rows {
             let (c, i) = (row / K, row % K);
-            let x_base = c * (x.len() / (per_row / K)) + i * width;
+            let x_base = c * x_stride + i * width;
             let mut acc = [[s.splat(0.0); K]; OB];
-            for p in (0..full).step_by(S::LANES) {
-                let mut gv = [s.splat(0.0); OB];
-                for (a, v) in gv.iter_mut().enumerate() {
-                    *v = s.load(g, a * g_stride + p);
-                }
+            for p in (0..vectors * S::LANES).step_by(S::LANES) {
+                let gv: [S::F; OB] = core::array::from_fn(|a| s.load(g, a * g_stride + p));
                 for j in 0..K {
                     let xv = s.load(x, x_base + j + p);
                     for (acc, &gv) in acc.iter_mut().zip(&gv) {
@@ -571,11 +596,49 @@ pub(crate) mod fast {
             }
             for (a, acc) in acc.iter().enumerate() {
                 for (j, &acc) in acc.iter().enumerate() {
-                    let mut sum = s.sum(acc);
-                    for p in full..span {
-                        sum += g[a * g_stride + p] * x[x_base + j + p];
+                    gw[a * gw_stride + row * K + j] += s.sum(acc);
+                }
+            }
+        }
+    }
+
+    /// Channel-lane weight gradient of output channels `o0..o0 + VB·LANES`: `gt` is the
+    /// gradient as `[pixel][channel]`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad_lanes<S: Simd, const VB: usize, const K: usize>(
+        s: S,
+        gt: &[f32],
+        (co, o0): (usize, usize),
+        x: &[f32],
+        (ci, h, w, oh, ow): (usize, usize, usize, usize, usize),
+        gw: &mut [f32],
+    ) {
+        for c in 0..ci {
+            for i in 0..K {
+                let mut acc = [[s.splat(0.0); VB]; K];
+                for y in 0..oh {
+                    let x_row = &x[c * h * w + (y + i) * w..][..ow + K - 1];
+                    for (xx, g_at) in (0..ow).zip((y * ow * co..).step_by(co)) {
+                        let gv: [S::F; VB] =
+                            core::array::from_fn(|b| s.load(gt, g_at + o0 + b * S::LANES));
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let xb = s.splat(x_row[xx + j]);
+                            for (a, &gv) in acc.iter_mut().zip(&gv) {
+                                *a = s.mul_add(gv, xb, *a);
+                            }
+                        }
                     }
-                    gw[a * gw_stride + gw_at + j] += sum;
+                }
+                let mut lanes = [0.0f32; 16];
+                for (j, acc) in acc.iter().enumerate() {
+                    for (b, &a) in acc.iter().enumerate() {
+                        s.store(&mut lanes, 0, a);
+                        for (l, &v) in lanes[..S::LANES].iter().enumerate() {
+                            let o = o0 + b * S::LANES + l;
+                            gw[((o * ci + c) * K + i) * K + j] += v;
+                        }
+                    }
                 }
             }
         }
@@ -594,23 +657,57 @@ pub(crate) mod fast {
         type Output = ();
         #[inline(always)]
         fn run<S: Simd>(self, s: S) {
-            let mut wide = [[[0.0f32; W]; OH]; CO];
-            let wide = wide.as_flattened_mut().as_flattened_mut();
-            for (wide_row, g_row) in wide.chunks_exact_mut(W).zip(self.g.chunks_exact(OW)) {
-                wide_row[..OW].copy_from_slice(g_row);
+            for (gb, g) in self.gb.iter_mut().zip(self.g.chunks_exact(OH * OW)) {
+                *gb += sum(s, g);
             }
+            if CO.is_multiple_of(S::LANES) && S::LANES <= 16 {
+                let mut gt = [[[0.0f32; CO]; OW]; OH];
+                let gt = gt.as_flattened_mut().as_flattened_mut();
+                for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
+                    for (p, &v) in g.iter().enumerate() {
+                        gt[p * CO + o] = v;
+                    }
+                }
+                let dims = (CI, H, W, OH, OW);
+                for_blocks!(CO / S::LANES, [2, 1], |v0, VB| {
+                    weight_grad_lanes::<S, VB, K>(
+                        s,
+                        gt,
+                        (CO, v0 * S::LANES),
+                        self.x,
+                        dims,
+                        self.gw,
+                    );
+                });
+                return;
+            }
+            // Wide rows, `g` with zeros in the dropped columns and past the last pixel (each
+            // channel gets 2·OH·W floats), `x` copied with room for the last vector.
+            let mut wide = [[[[0.0f32; W]; OH]; CO]; 2];
+            let wide = wide
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut();
+            let g_stride = 2 * OH * W;
+            for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
+                for (y, g_row) in g.chunks_exact(OW).enumerate() {
+                    wide[o * g_stride + y * W..][..OW].copy_from_slice(g_row);
+                }
+            }
+            let mut x = [[[[0.0f32; W]; H]; CI]; 2];
+            let x = x.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+            x[..CI * H * W].copy_from_slice(self.x);
             let span = (OH - 1) * W + OW;
-            let (g_stride, gw_stride) = (OH * W, CI * K * K);
-            let x = self.x;
+            let rows = (H * W, W, span.div_ceil(S::LANES));
+            let gw_stride = CI * K * K;
             if S::LANES >= 16 {
-                for_blocks!(CO, [4, 2, 1], |o0, OB| {
-                    weight_grad_block::<S, OB, K>(
+                for_blocks!(CO, [3, 2, 1], |o0, OB| {
+                    weight_grad_rows::<S, OB, K>(
                         s,
                         &wide[o0 * g_stride..],
                         g_stride,
                         x,
-                        W,
-                        span,
+                        rows,
                         &mut self.gw[o0 * gw_stride..],
                         gw_stride,
                         CI * K,
@@ -618,13 +715,12 @@ pub(crate) mod fast {
                 });
             } else {
                 for_blocks!(CO, [2, 1], |o0, OB| {
-                    weight_grad_block::<S, OB, K>(
+                    weight_grad_rows::<S, OB, K>(
                         s,
                         &wide[o0 * g_stride..],
                         g_stride,
                         x,
-                        W,
-                        span,
+                        rows,
                         &mut self.gw[o0 * gw_stride..],
                         gw_stride,
                         CI * K,
