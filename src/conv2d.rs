@@ -211,7 +211,7 @@ impl<
         input: &Self::Input,
         _ws: &mut (),
         grad_output: &Self::Output,
-        mut grad_input: Option<&mut Self::Input>,
+        grad_input: Option<&mut Self::Input>,
         grads: &mut Self,
     ) {
         const { Self::SHAPE_OK };
@@ -233,7 +233,7 @@ impl<
             unreachable!("T is f32")
         };
         simd::dispatch(fast::WeightGrad::<CI, CO, K, H, W, OH, OW> { x, g, gw, gb });
-        if let Some(gi) = grad_input.as_deref_mut()
+        if let Some(gi) = grad_input
             && let (Some(w), Some(gi)) = (T::as_f32(self.param(0)), T::as_f32_mut(gi.flat_mut()))
         {
             simd::dispatch(fast::InputGrad::<CI, CO, K, H, W, OH, OW> { w, g, gi });

@@ -179,3 +179,129 @@ proptest! {
         check_linear::<37, 9, 6>(&p, &x, &g);
     }
 }
+
+/// The branch-free pooling of tiling windows equals the reference loops exactly (same
+/// winner on ties: values are rounded to a few levels so that ties are common).
+fn check_pool<T: constnet::Scalar>(input: &[f32], grad: &[f32]) {
+    use constnet::MaxPool2d;
+    type Pool<T> = MaxPool2d<T, 6, 28, 28, 2, 2, 14, 14>;
+    let pool = Pool::<T>::new();
+    let mut x = zeroed_box::<Maps<T, 6, 28, 28>>();
+    for (v, &s) in x.flat_mut().iter_mut().zip(input.iter().cycle()) {
+        *v = T::from_f64((s as f64 * 3.0).round());
+    }
+    let mut g = zeroed_box::<Maps<T, 6, 14, 14>>();
+    for (v, &s) in g.flat_mut().iter_mut().zip(grad.iter().cycle()) {
+        *v = T::from_f64(s as f64);
+    }
+    let (mut y_ref, mut y) = (
+        zeroed_box::<Maps<T, 6, 14, 14>>(),
+        zeroed_box::<Maps<T, 6, 14, 14>>(),
+    );
+    let (mut at_ref, mut at) = (
+        zeroed_box::<[[[u32; 14]; 14]; 6]>(),
+        zeroed_box::<[[[u32; 14]; 14]; 6]>(),
+    );
+    pool.forward_reference(&x, &mut y_ref, &mut at_ref);
+    pool.forward(&x, &mut y, &mut at);
+    assert_eq!(y, y_ref);
+    assert_eq!(at, at_ref);
+    let (mut gi_ref, mut gi) = (
+        zeroed_box::<Maps<T, 6, 28, 28>>(),
+        zeroed_box::<Maps<T, 6, 28, 28>>(),
+    );
+    gi.flat_mut().fill(T::from_f64(9.0)); // every pixel must be written
+    Pool::<T>::backward_reference(&x, &at_ref, &g, &mut gi_ref);
+    pool.backward(&x, &mut at, &g, Some(&mut gi), &mut Pool::<T>::new());
+    assert_eq!(gi, gi_ref);
+}
+
+use constnet::Maps;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn tiled_pooling_equals_reference(x in values(), g in values()) {
+        check_pool::<f32>(&x, &g);
+        check_pool::<f64>(&x, &g);
+    }
+}
+
+/// A whole LeNet-5 mini-batch through `BatchLayer` equals the samples one at a time:
+/// probabilities, summed loss and every parameter gradient.
+fn check_lenet_batch(seed: u64, pixels: &[f32], labels: [usize; 5]) {
+    use constnet::{BatchLayer, Image, LeNet5, Loss};
+    use rand::SeedableRng;
+    const N: usize = 5;
+    let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let mut xs = zeroed_box::<[Image<f32>; N]>();
+    for (v, &s) in xs
+        .iter_mut()
+        .flat_map(|x| x.flat_mut())
+        .zip(pixels.iter().cycle())
+    {
+        *v = s.abs();
+    }
+    let loss = if seed.is_multiple_of(2) {
+        Loss::CrossEntropy
+    } else {
+        Loss::HalfSse
+    };
+    for isa in available() {
+        with_isa(isa, || {
+            let mut ws = LeNet5::<f32>::workspace();
+            let mut grads_one = zeroed_box::<LeNet5<f32>>();
+            let mut probs_one = [[0.0f32; 10]; N];
+            let mut loss_one = 0.0;
+            for n in 0..N {
+                probs_one[n] = net.probabilities(&xs[n], &mut ws);
+                loss_one += net.backprop(&xs[n], labels[n], loss, &mut ws, &mut grads_one, None);
+            }
+            let mut bws = LeNet5::<f32>::batch_workspace::<N>();
+            let mut grads = zeroed_box::<LeNet5<f32>>();
+            let mut probs = [[0.0f32; 10]; N];
+            net.forward_batch(&xs, &mut probs, &mut bws);
+            let loss_batch = net.backprop_batch(&xs, &labels, loss, &mut bws, &mut grads);
+            assert_close("batch probabilities", isa, probs.flat(), probs_one.flat());
+            assert_close("batch loss", isa, &[loss_batch], &[loss_one]);
+            for i in 0..<LeNet5<f32> as Layer>::PARAM_TENSORS {
+                assert_close("batch gradient", isa, grads.param(i), grads_one.param(i));
+            }
+            assert_eq!(
+                net.classify_batch(&xs, &mut bws),
+                core::array::from_fn(|n| constnet::argmax(&probs[n]))
+            );
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+
+    #[test]
+    fn lenet_batch_equals_samples_one_at_a_time(seed in 0u64..1000, x in values(), labels in prop::array::uniform5(0usize..10)) {
+        check_lenet_batch(seed, &x, labels);
+    }
+}
+
+/// `f64` never takes an `f32` fast path: a forward pass is bit-identical whatever the ISA.
+#[test]
+fn f64_is_the_reference_on_every_isa() {
+    use constnet::{Image, LeNet5};
+    use rand::SeedableRng;
+    let net = LeNet5::<f64>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(9));
+    let mut x = zeroed_box::<Image<f64>>();
+    for (i, v) in x.flat_mut().iter_mut().enumerate() {
+        *v = ((i * 13) % 7) as f64 / 7.0;
+    }
+    let mut ws = LeNet5::<f64>::workspace();
+    let expected = with_isa(Isa::Scalar, || net.probabilities(&x, &mut ws));
+    for isa in available() {
+        assert_eq!(
+            with_isa(isa, || net.probabilities(&x, &mut ws)),
+            expected,
+            "{isa:?}"
+        );
+    }
+}
