@@ -428,9 +428,11 @@ pub(crate) mod fast {
         }
     }
 
-    /// Input gradient: `gi[c] = Σ_o full_conv(g[o], flipped w[o][c])`, as a correlation of
-    /// the output gradient zero-padded by `K − 1` on every side (in wide rows of width `W`,
-    /// the `W − OW = K − 1` dropped columns are exactly the left/right padding).
+    /// Input gradient: `gi[c][y + i][x + j] += w[o][c][i][j] · g[o][y][x]`, scattered in
+    /// wide rows: for one input channel and one kernel row, a few vectors of output-gradient
+    /// pixels times the `K` taps of the row stay in registers while the sum runs over the
+    /// output channels; each tap's sum is then added to the input gradient at its offset
+    /// `i·W + j`. (The zero columns of the wide gradient add nothing past the right edge.)
     pub(crate) struct InputGrad<
         'a,
         const CI: usize,
@@ -446,6 +448,40 @@ pub(crate) mod fast {
         pub gi: &'a mut [f32],
     }
 
+    /// Kernel row `i` of input channel `c`, wide pixels `p0..p0 + PV·LANES`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn input_grad_block<S: Simd, const PV: usize, const K: usize>(
+        s: S,
+        g: &[f32],
+        g_stride: usize,
+        w: &[f32],
+        (c, i, ci, co): (usize, usize, usize, usize),
+        out: &mut [f32],
+        (p0, width): (usize, usize),
+    ) {
+        let mut acc = [[s.splat(0.0); PV]; K];
+        for o in 0..co {
+            let gv: [S::F; PV] =
+                core::array::from_fn(|v| s.load(g, o * g_stride + p0 + v * S::LANES));
+            let taps: &[f32; K] = w[((o * ci + c) * K + i) * K..][..K]
+                .try_into()
+                .expect("K taps");
+            for (acc, &t) in acc.iter_mut().zip(taps) {
+                let t = s.splat(t);
+                for (a, &gv) in acc.iter_mut().zip(&gv) {
+                    *a = s.mul_add(t, gv, *a);
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            for (v, &a) in acc.iter().enumerate() {
+                let at = p0 + v * S::LANES + i * width + j;
+                s.store(out, at, s.add(s.load(out, at), a));
+            }
+        }
+    }
+
     impl<
         const CI: usize,
         const CO: usize,
@@ -459,72 +495,54 @@ pub(crate) mod fast {
         type Output = ();
         #[inline(always)]
         fn run<S: Simd>(self, s: S) {
-            let taps = tap_offsets::<K, W>();
-            let taps = taps.as_flattened();
-            let kk = K * K;
-            // CO maps of 2·H rows of W: g[o][y][x] at row y + K − 1, column x + K − 1; the
-            // reads reach row H + K − 1 < 2·H.
-            let mut gpad = [[[[0.0f32; W]; H]; CO]; 2];
-            let gpad = gpad
+            // The gradient in wide rows, zero in the dropped columns and past the last pixel.
+            let mut wide = [[[[0.0f32; W]; OH]; CO]; 2];
+            let wide = wide
                 .as_flattened_mut()
                 .as_flattened_mut()
                 .as_flattened_mut();
-            let stride = 2 * H * W;
+            let g_stride = 2 * OH * W;
             for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
                 for (y, g_row) in g.chunks_exact(OW).enumerate() {
-                    let at = o * stride + (y + K - 1) * W + K - 1;
-                    gpad[at..at + OW].copy_from_slice(g_row);
+                    wide[o * g_stride + y * W..][..OW].copy_from_slice(g_row);
                 }
             }
-            let gpad = &*gpad;
-            let mut packed = [[[[0.0f32; K]; K]; CI]; CO];
-            let packed = packed
-                .as_flattened_mut()
-                .as_flattened_mut()
-                .as_flattened_mut();
-            // packed[c0..][o][t][a] = w[o][c0 + a][K·K − 1 − t] (the kernel flipped)
-            let pack = |packed: &mut [f32], c0: usize, cb: usize| {
-                for (ot, chunk) in packed.chunks_exact_mut(cb).enumerate() {
-                    let (o, t) = (ot / kk, ot % kk);
-                    for (a, v) in chunk.iter_mut().enumerate() {
-                        *v = self.w[(o * CI + c0 + a) * kk + kk - 1 - t];
+            let wide = &*wide;
+            // Input gradient maps of 2·H·W floats: the last vector may run past H·W.
+            let mut out = [[[[0.0f32; W]; H]; CI]; 2];
+            let out = out.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+            let vectors = ((OH - 1) * W + OW).div_ceil(S::LANES);
+            for c in 0..CI {
+                let out = &mut out[c * 2 * H * W..(c + 1) * 2 * H * W];
+                for i in 0..K {
+                    let at = (c, i, CI, CO);
+                    if S::LANES >= 16 {
+                        for_blocks!(vectors, [4, 1], |v0, PV| {
+                            input_grad_block::<S, PV, K>(
+                                s,
+                                wide,
+                                g_stride,
+                                self.w,
+                                at,
+                                out,
+                                (v0 * S::LANES, W),
+                            );
+                        });
+                    } else {
+                        for_blocks!(vectors, [2, 1], |v0, PV| {
+                            input_grad_block::<S, PV, K>(
+                                s,
+                                wide,
+                                g_stride,
+                                self.w,
+                                at,
+                                out,
+                                (v0 * S::LANES, W),
+                            );
+                        });
                     }
                 }
-            };
-            let zeros = [0.0f32; 8];
-            let hw = H * W;
-            if S::LANES >= 16 {
-                for_blocks!(CI, [8, 6, 4, 2, 1], |c0, OB| {
-                    let w = &mut packed[c0 * CO * kk..(c0 + OB) * CO * kk];
-                    pack(w, c0, OB);
-                    correlate::<S, OB, 2>(
-                        s,
-                        gpad,
-                        stride,
-                        taps,
-                        w,
-                        &zeros,
-                        &mut self.gi[c0 * hw..],
-                        hw,
-                        hw,
-                    );
-                });
-            } else {
-                for_blocks!(CI, [4, 2, 1], |c0, OB| {
-                    let w = &mut packed[c0 * CO * kk..(c0 + OB) * CO * kk];
-                    pack(w, c0, OB);
-                    correlate::<S, OB, 2>(
-                        s,
-                        gpad,
-                        stride,
-                        taps,
-                        w,
-                        &zeros,
-                        &mut self.gi[c0 * hw..],
-                        hw,
-                        hw,
-                    );
-                });
+                self.gi[c * H * W..(c + 1) * H * W].copy_from_slice(&out[..H * W]);
             }
         }
     }
