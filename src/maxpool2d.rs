@@ -129,18 +129,23 @@ impl<
     ) {
         for ((x, y), at) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()) {
             for ((rows, y), at) in x.chunks_exact(K).zip(y.iter_mut()).zip(at.iter_mut()) {
+                // One tap at a time across the whole output row: loops the compiler vectorises.
                 for (ox, (y, at)) in y.iter_mut().zip(at.iter_mut()).enumerate() {
-                    let mut best = rows[0][ox * K];
-                    let mut best_at = 0;
-                    for (i, row) in rows.iter().enumerate() {
-                        for (j, &v) in row[ox * K..ox * K + K].iter().enumerate() {
-                            let better = v > best;
-                            best = if better { v } else { best };
-                            best_at = if better { (i * K + j) as u32 } else { best_at };
+                    *y = rows[0][ox * K];
+                    *at = 0;
+                }
+                for (i, row) in rows.iter().enumerate() {
+                    for j in 0..K {
+                        let tap = (i * K + j) as u32;
+                        for ((y, at), window) in
+                            y.iter_mut().zip(at.iter_mut()).zip(row.chunks_exact(K))
+                        {
+                            let v = window[j];
+                            let better = v > *y;
+                            *y = if better { v } else { *y };
+                            *at = if better { tap } else { *at };
                         }
                     }
-                    *y = best;
-                    *at = best_at;
                 }
             }
         }
