@@ -141,9 +141,11 @@ impl<
                             y.iter_mut().zip(at.iter_mut()).zip(row.chunks_exact(K))
                         {
                             let v = window[j];
-                            let better = v > *y;
-                            *y = if better { v } else { *y };
-                            *at = if better { tap } else { *at };
+                            // `at` by mask arithmetic and `y` in the max instruction's
+                            // pattern: the compiler turns a plain select into a branch.
+                            let better = u32::from(v > *y).wrapping_neg();
+                            *at ^= (*at ^ tap) & better;
+                            *y = if v > *y { v } else { *y };
                         }
                     }
                 }
@@ -163,11 +165,8 @@ impl<
                 for (i, row) in rows.iter_mut().enumerate() {
                     for (ox, (&g, &at)) in g.iter().zip(at).enumerate() {
                         for (j, v) in row[ox * K..ox * K + K].iter_mut().enumerate() {
-                            *v = if at as usize == i * K + j {
-                                g
-                            } else {
-                                T::zero()
-                            };
+                            // An index, not a select, which the compiler may make a branch.
+                            *v = [T::zero(), g][usize::from(at as usize == i * K + j)];
                         }
                     }
                 }
