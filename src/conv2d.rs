@@ -4,7 +4,8 @@ use rand::Rng;
 
 use crate::layer::{Layer, he_uniform, no_such_param};
 use crate::scalar::Scalar;
-use crate::tensor::Maps;
+use crate::simd;
+use crate::tensor::{Maps, Tensor};
 
 /// Output size of a convolution or pooling window along one axis:
 /// `(input + 2·padding − kernel) / stride + 1`.
@@ -106,29 +107,18 @@ impl<
         let c = (x * S + j).checked_sub(P)?;
         (r < H && c < W).then_some((r, c))
     }
-}
 
-impl<
-    T: Scalar,
-    const CI: usize,
-    const CO: usize,
-    const K: usize,
-    const S: usize,
-    const P: usize,
-    const H: usize,
-    const W: usize,
-    const OH: usize,
-    const OW: usize,
-> Layer for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
-{
-    type Scalar = T;
-    type Input = Maps<T, CI, H, W>;
-    type Output = Maps<T, CO, OH, OW>;
-    type Workspace = ();
-    const CHECK: () = Self::SHAPE_OK;
-    const PARAM_TENSORS: usize = 2;
+    /// Whether the `f32` passes use the SIMD kernels of [`fast`]: stride 1, no padding, and
+    /// at least one 32-float vector block of output pixels.
+    const FAST: bool = S == 1
+        && P == 0
+        && (OH - 1) * W + OW >= 32
+        && (OH - 1) * W + OW + 16 <= 2 * OH * W
+        && H * W >= 32;
 
-    fn forward(&self, input: &Self::Input, output: &mut Self::Output, _ws: &mut ()) {
+    /// The plain loops of [`Layer::forward`]: the definition the fast path is tested against,
+    /// and the path for `f64`, strides, padding and maps too small for a vector block.
+    pub fn forward_reference(&self, input: &Maps<T, CI, H, W>, output: &mut Maps<T, CO, OH, OW>) {
         const { Self::SHAPE_OK };
         for (o, out) in output.iter_mut().enumerate() {
             for (y, row) in out.iter_mut().enumerate() {
@@ -149,12 +139,12 @@ impl<
         }
     }
 
-    fn backward(
+    /// The plain loops of [`Layer::backward`] (see [`Conv2d::forward_reference`]).
+    pub fn backward_reference(
         &self,
-        input: &Self::Input,
-        _ws: &mut (),
-        grad_output: &Self::Output,
-        mut grad_input: Option<&mut Self::Input>,
+        input: &Maps<T, CI, H, W>,
+        grad_output: &Maps<T, CO, OH, OW>,
+        mut grad_input: Option<&mut Maps<T, CI, H, W>>,
         grads: &mut Self,
     ) {
         const { Self::SHAPE_OK };
@@ -182,6 +172,73 @@ impl<
             }
         }
     }
+}
+
+impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+> Layer for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
+{
+    type Scalar = T;
+    type Input = Maps<T, CI, H, W>;
+    type Output = Maps<T, CO, OH, OW>;
+    type Workspace = ();
+    const CHECK: () = Self::SHAPE_OK;
+    const PARAM_TENSORS: usize = 2;
+
+    fn forward(&self, input: &Self::Input, output: &mut Self::Output, _ws: &mut ()) {
+        const { Self::SHAPE_OK };
+        if Self::FAST
+            && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
+            && let (Some(w), Some(b)) = (T::as_f32(self.param(0)), T::as_f32(&self.bias))
+        {
+            simd::dispatch(fast::Forward::<CI, CO, K, H, W, OH, OW> { x, w, b, y });
+        } else {
+            self.forward_reference(input, output);
+        }
+    }
+
+    fn backward(
+        &self,
+        input: &Self::Input,
+        _ws: &mut (),
+        grad_output: &Self::Output,
+        grad_input: Option<&mut Self::Input>,
+        grads: &mut Self,
+    ) {
+        const { Self::SHAPE_OK };
+        if !Self::FAST || T::as_f32(&self.bias).is_none() {
+            return self.backward_reference(input, grad_output, grad_input, grads);
+        }
+        let Conv2d { weight, bias } = grads;
+        let (Some(x), Some(g), Some(gw), Some(gb)) = (
+            T::as_f32(input.flat()),
+            T::as_f32(grad_output.flat()),
+            T::as_f32_mut(
+                weight
+                    .as_flattened_mut()
+                    .as_flattened_mut()
+                    .as_flattened_mut(),
+            ),
+            T::as_f32_mut(bias),
+        ) else {
+            unreachable!("T is f32")
+        };
+        simd::dispatch(fast::WeightGrad::<CI, CO, K, H, W, OH, OW> { x, g, gw, gb });
+        if let Some(gi) = grad_input
+            && let (Some(w), Some(gi)) = (T::as_f32(self.param(0)), T::as_f32_mut(gi.flat_mut()))
+        {
+            simd::dispatch(fast::InputGrad::<CI, CO, K, H, W, OH, OW> { w, g, gi });
+        }
+    }
 
     fn param(&self, i: usize) -> &[T] {
         match i {
@@ -207,6 +264,594 @@ impl<
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         he_uniform(self.param_mut(0), CI * K * K, rng);
         self.bias = [T::zero(); CO];
+    }
+}
+
+/// `f32` kernels for stride 1 and no padding, generic over the instruction set ([`Simd`]).
+///
+/// The trick that makes a 5×5 convolution vector-friendly: index output pixel `(y, x)` as
+/// `p = y·W + x`, with the *input's* row width `W`. Then input pixel `(y + i, x + j)` is
+/// `p + i·W + j` for every output pixel, so each kernel tap multiplies one contiguous run of
+/// input by one weight and adds it to one contiguous run of output ("wide" rows; the
+/// `W − OW` columns past the right edge are computed and dropped). A block of output channels
+/// × a few vectors of pixels stays in registers for all `CI·K·K` taps.
+///
+/// [`Simd`]: crate::simd::Simd
+pub(crate) mod fast {
+    use crate::simd::{Kernel, Simd, for_blocks};
+
+    /// `out[a][p] = init[a] + Σ_r Σ_t packed[r][t][a] · src[r·src_stride + p + taps[t]]` for
+    /// `a < OB`, `p < span`: `NV` vectors of pixels at a time, the last block shifted back
+    /// to end at `span` (recomputing a few pixels, which only rewrites the same values).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn correlate<S: Simd, const OB: usize, const NV: usize>(
+        s: S,
+        src: &[f32],
+        src_stride: usize,
+        taps: &[usize],
+        packed: &[f32],
+        init: &[f32],
+        out: &mut [f32],
+        out_stride: usize,
+        span: usize,
+    ) {
+        let step = NV * S::LANES;
+        let rows = packed.len() / (taps.len() * OB);
+        let init: &[f32; OB] = init[..OB].try_into().expect("OB initial values");
+        let mut p0 = 0;
+        while p0 < span {
+            let p = p0.min(span - step);
+            let mut acc = [[s.splat(0.0); NV]; OB];
+            for (row, &b) in acc.iter_mut().zip(init) {
+                *row = [s.splat(b); NV];
+            }
+            let mut weights = packed.chunks_exact(OB);
+            for r in 0..rows {
+                let base = r * src_stride + p;
+                for &tap in taps {
+                    let w: &[f32; OB] = weights
+                        .next()
+                        .and_then(|w| w.try_into().ok())
+                        .expect("packed weights");
+                    let mut xs = [s.splat(0.0); NV];
+                    for (v, x) in xs.iter_mut().enumerate() {
+                        *x = s.load(src, base + tap + v * S::LANES);
+                    }
+                    for (row, &wa) in acc.iter_mut().zip(w) {
+                        let wa = s.splat(wa);
+                        for (a, &x) in row.iter_mut().zip(&xs) {
+                            *a = s.mul_add(wa, x, *a);
+                        }
+                    }
+                }
+            }
+            for (a, row) in acc.iter().enumerate() {
+                for (v, &acc) in row.iter().enumerate() {
+                    s.store(out, a * out_stride + p + v * S::LANES, acc);
+                }
+            }
+            p0 += step;
+        }
+    }
+
+    /// Offsets `i·W + j` of the `K×K` taps in a map of row width `W`.
+    fn tap_offsets<const K: usize, const W: usize>() -> [[usize; K]; K] {
+        core::array::from_fn(|i| core::array::from_fn(|j| i * W + j))
+    }
+
+    /// Forward pass: `y = conv(x, w) + b`.
+    pub(crate) struct Forward<
+        'a,
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > {
+        pub x: &'a [f32],
+        pub w: &'a [f32],
+        pub b: &'a [f32],
+        pub y: &'a mut [f32],
+    }
+
+    impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > Kernel for Forward<'_, CI, CO, K, H, W, OH, OW>
+    {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            if CO.is_multiple_of(S::LANES) && S::LANES > 1 {
+                return self.by_channel_lanes(s);
+            }
+            let taps = tap_offsets::<K, W>();
+            let taps = taps.as_flattened();
+            let kk = K * K;
+            let mut packed = [[[[0.0f32; K]; K]; CI]; CO];
+            let packed = packed
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut();
+            // packed[o0..][c][t][a] = w[o0 + a][c][t] for each block of channels o0..o0 + OB
+            let pack = |packed: &mut [f32], o0: usize, ob: usize| {
+                for (ct, chunk) in packed.chunks_exact_mut(ob).enumerate() {
+                    for (a, v) in chunk.iter_mut().enumerate() {
+                        *v = self.w[(o0 + a) * CI * kk + ct];
+                    }
+                }
+            };
+            let mut wide = [[[0.0f32; W]; OH]; CO];
+            let wide = wide.as_flattened_mut().as_flattened_mut();
+            let (span, stride) = ((OH - 1) * W + OW, OH * W);
+            if S::LANES >= 16 {
+                for_blocks!(CO, [8, 6, 4, 2, 1], |o0, OB| {
+                    let w = &mut packed[o0 * CI * kk..(o0 + OB) * CI * kk];
+                    pack(w, o0, OB);
+                    correlate::<S, OB, 2>(
+                        s,
+                        self.x,
+                        H * W,
+                        taps,
+                        w,
+                        &self.b[o0..],
+                        &mut wide[o0 * stride..],
+                        stride,
+                        span,
+                    );
+                });
+            } else {
+                for_blocks!(CO, [4, 2, 1], |o0, OB| {
+                    let w = &mut packed[o0 * CI * kk..(o0 + OB) * CI * kk];
+                    pack(w, o0, OB);
+                    correlate::<S, OB, 2>(
+                        s,
+                        self.x,
+                        H * W,
+                        taps,
+                        w,
+                        &self.b[o0..],
+                        &mut wide[o0 * stride..],
+                        stride,
+                        span,
+                    );
+                });
+            }
+            for (out_row, wide_row) in self.y.chunks_exact_mut(OW).zip(wide.chunks_exact(W)) {
+                out_row.copy_from_slice(&wide_row[..OW]);
+            }
+        }
+    }
+
+    impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > Forward<'_, CI, CO, K, H, W, OH, OW>
+    {
+        /// When the output channels fill whole vectors (LeNet's 16): lanes over output
+        /// channels, one broadcast input pixel per multiply-add, no wasted lane (the wide-row
+        /// form wastes 60% on conv2's 10×10 maps). Weights are transposed to `[c][i][j][o]`,
+        /// the result back to `[o][y][x]` at the end.
+        #[inline(always)]
+        fn by_channel_lanes<S: Simd>(self, s: S) {
+            let kk = K * K;
+            let mut wt = [[[[0.0f32; CO]; K]; K]; CI];
+            let wt = wt.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+            for (o, w) in self.w.chunks_exact(CI * kk).enumerate() {
+                for (t, &v) in w.iter().enumerate() {
+                    wt[t * CO + o] = v;
+                }
+            }
+            let mut yt = [[[0.0f32; CO]; OW]; OH];
+            let yt = yt.as_flattened_mut().as_flattened_mut();
+            let dims = (CI, CO, H * W, W, OW);
+            for y in 0..OH {
+                if S::LANES >= 16 {
+                    for_blocks!(CO / S::LANES, [1], |v0, VB| {
+                        for_blocks!(OW, [10, 8, 4, 1], |x0, PB| {
+                            channel_lanes_block::<S, PB, VB, K>(
+                                s,
+                                self.x,
+                                wt,
+                                self.b,
+                                yt,
+                                (v0, y, x0),
+                                dims,
+                            );
+                        });
+                    });
+                } else {
+                    for_blocks!(CO / S::LANES, [2, 1], |v0, VB| {
+                        for_blocks!(OW, [6, 4, 2, 1], |x0, PB| {
+                            channel_lanes_block::<S, PB, VB, K>(
+                                s,
+                                self.x,
+                                wt,
+                                self.b,
+                                yt,
+                                (v0, y, x0),
+                                dims,
+                            );
+                        });
+                    });
+                }
+            }
+            for (o, y) in self.y.chunks_exact_mut(OH * OW).enumerate() {
+                for (v, yt) in y.iter_mut().zip(yt.iter().skip(o).step_by(CO)) {
+                    *v = *yt;
+                }
+            }
+        }
+    }
+
+    /// Output pixels `(y, x0..x0 + PB)` × `VB` vectors of output channels from vector `v0`:
+    /// `yt[y][x][o] = b[o] + Σ_{c,i,j} x[c][y + i][x + j] · wt[c][i][j][o]`.
+    #[inline(always)]
+    fn channel_lanes_block<S: Simd, const PB: usize, const VB: usize, const K: usize>(
+        s: S,
+        x: &[f32],
+        wt: &[f32],
+        b: &[f32],
+        yt: &mut [f32],
+        (v0, y, x0): (usize, usize, usize),
+        (ci, co, hw, w, ow): (usize, usize, usize, usize, usize),
+    ) {
+        let o0 = v0 * S::LANES;
+        let bias: [S::F; VB] = core::array::from_fn(|v| s.load(b, o0 + v * S::LANES));
+        let mut acc = [bias; PB];
+        for c in 0..ci {
+            for i in 0..K {
+                let row = &x[c * hw + (y + i) * w + x0..][..PB + K - 1];
+                for j in 0..K {
+                    let at = ((c * K + i) * K + j) * co + o0;
+                    let wv: [S::F; VB] = core::array::from_fn(|v| s.load(wt, at + v * S::LANES));
+                    for (q, acc) in acc.iter_mut().enumerate() {
+                        let xb = s.splat(row[q + j]);
+                        for (a, &wv) in acc.iter_mut().zip(&wv) {
+                            *a = s.mul_add(xb, wv, *a);
+                        }
+                    }
+                }
+            }
+        }
+        for (q, acc) in acc.iter().enumerate() {
+            for (v, &a) in acc.iter().enumerate() {
+                s.store(yt, (y * ow + x0 + q) * co + o0 + v * S::LANES, a);
+            }
+        }
+    }
+
+    /// Input gradient: `gi[c][y + i][x + j] += w[o][c][i][j] · g[o][y][x]`, scattered in
+    /// wide rows: for one input channel and one kernel row, a few vectors of output-gradient
+    /// pixels times the `K` taps of the row stay in registers while the sum runs over the
+    /// output channels; each tap's sum is then added to the input gradient at its offset
+    /// `i·W + j`. (The zero columns of the wide gradient add nothing past the right edge.)
+    pub(crate) struct InputGrad<
+        'a,
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > {
+        pub w: &'a [f32],
+        pub g: &'a [f32],
+        pub gi: &'a mut [f32],
+    }
+
+    /// Kernel row `i` of input channel `c`, wide pixels `p0..p0 + PV·LANES`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn input_grad_block<S: Simd, const PV: usize, const K: usize>(
+        s: S,
+        g: &[f32],
+        g_stride: usize,
+        w: &[f32],
+        (c, i, ci, co): (usize, usize, usize, usize),
+        out: &mut [f32],
+        (p0, width): (usize, usize),
+    ) {
+        let mut acc = [[s.splat(0.0); PV]; K];
+        for o in 0..co {
+            let gv: [S::F; PV] =
+                core::array::from_fn(|v| s.load(g, o * g_stride + p0 + v * S::LANES));
+            let taps: &[f32; K] = w[((o * ci + c) * K + i) * K..][..K]
+                .try_into()
+                .expect("K taps");
+            for (acc, &t) in acc.iter_mut().zip(taps) {
+                let t = s.splat(t);
+                for (a, &gv) in acc.iter_mut().zip(&gv) {
+                    *a = s.mul_add(t, gv, *a);
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            for (v, &a) in acc.iter().enumerate() {
+                let at = p0 + v * S::LANES + i * width + j;
+                s.store(out, at, s.add(s.load(out, at), a));
+            }
+        }
+    }
+
+    impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > Kernel for InputGrad<'_, CI, CO, K, H, W, OH, OW>
+    {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            // The gradient in wide rows, zero in the dropped columns and past the last pixel.
+            let mut wide = [[[[0.0f32; W]; OH]; CO]; 2];
+            let wide = wide
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut();
+            let g_stride = 2 * OH * W;
+            for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
+                for (y, g_row) in g.chunks_exact(OW).enumerate() {
+                    wide[o * g_stride + y * W..][..OW].copy_from_slice(g_row);
+                }
+            }
+            let wide = &*wide;
+            // Input gradient maps of 2·H·W floats: the last vector may run past H·W.
+            let mut out = [[[[0.0f32; W]; H]; CI]; 2];
+            let out = out.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+            let vectors = ((OH - 1) * W + OW).div_ceil(S::LANES);
+            for c in 0..CI {
+                let out = &mut out[c * 2 * H * W..(c + 1) * 2 * H * W];
+                for i in 0..K {
+                    let at = (c, i, CI, CO);
+                    if S::LANES >= 16 {
+                        for_blocks!(vectors, [4, 1], |v0, PV| {
+                            input_grad_block::<S, PV, K>(
+                                s,
+                                wide,
+                                g_stride,
+                                self.w,
+                                at,
+                                out,
+                                (v0 * S::LANES, W),
+                            );
+                        });
+                    } else {
+                        for_blocks!(vectors, [2, 1], |v0, PV| {
+                            input_grad_block::<S, PV, K>(
+                                s,
+                                wide,
+                                g_stride,
+                                self.w,
+                                at,
+                                out,
+                                (v0 * S::LANES, W),
+                            );
+                        });
+                    }
+                }
+                self.gi[c * H * W..(c + 1) * H * W].copy_from_slice(&out[..H * W]);
+            }
+        }
+    }
+
+    /// Weight gradient: `gw[o][c][i][j] += Σ_p g[o][p] · x[c][p + i·W + j]`.
+    ///
+    /// When the output channels fill whole vectors (`CO` a multiple of the lane count, as
+    /// LeNet's 16), the lanes run over output channels: the gradient is transposed to
+    /// `[pixel][channel]` and each input pixel is broadcast, so there is no horizontal sum and
+    /// no wasted lane. Otherwise the lanes run over wide rows of pixels (see the module).
+    pub(crate) struct WeightGrad<
+        'a,
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > {
+        pub x: &'a [f32],
+        pub g: &'a [f32],
+        pub gw: &'a mut [f32],
+        /// Bias gradient: `gb[o] += Σ_p g[o][p]`.
+        pub gb: &'a mut [f32],
+    }
+
+    /// `Σ v`, in `LANES` × 4 partial sums.
+    #[inline(always)]
+    fn sum<S: Simd>(s: S, v: &[f32]) -> f32 {
+        let mut acc = [s.splat(0.0); 4];
+        let mut chunks = v.chunks_exact(4 * S::LANES);
+        for chunk in &mut chunks {
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a = s.add(*a, s.load(chunk, l * S::LANES));
+            }
+        }
+        let total = s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3]));
+        chunks.remainder().iter().fold(s.sum(total), |t, &v| t + v)
+    }
+
+    /// Wide-row weight gradient of `OB` output channels × the `K` taps of each kernel row,
+    /// over `vectors` whole vectors of pixels (`g` is zero past the real pixels, and `x` is
+    /// long enough for the last vector).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad_rows<S: Simd, const OB: usize, const K: usize>(
+        s: S,
+        g: &[f32],
+        g_stride: usize,
+        x: &[f32],
+        (x_stride, width, vectors): (usize, usize, usize),
+        gw: &mut [f32],
+        gw_stride: usize,
+        kernel_rows: usize,
+    ) {
+        for row in 0..kernel_rows {
+            let (c, i) = (row / K, row % K);
+            let x_base = c * x_stride + i * width;
+            let mut acc = [[s.splat(0.0); K]; OB];
+            for p in (0..vectors * S::LANES).step_by(S::LANES) {
+                let gv: [S::F; OB] = core::array::from_fn(|a| s.load(g, a * g_stride + p));
+                for j in 0..K {
+                    let xv = s.load(x, x_base + j + p);
+                    for (acc, &gv) in acc.iter_mut().zip(&gv) {
+                        acc[j] = s.mul_add(gv, xv, acc[j]);
+                    }
+                }
+            }
+            for (a, acc) in acc.iter().enumerate() {
+                for (j, &acc) in acc.iter().enumerate() {
+                    gw[a * gw_stride + row * K + j] += s.sum(acc);
+                }
+            }
+        }
+    }
+
+    /// Channel-lane weight gradient of output channels `o0..o0 + VB·LANES`: `gt` is the
+    /// gradient as `[pixel][channel]`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad_lanes<S: Simd, const VB: usize, const K: usize>(
+        s: S,
+        gt: &[f32],
+        (co, o0): (usize, usize),
+        x: &[f32],
+        (ci, h, w, oh, ow): (usize, usize, usize, usize, usize),
+        gw: &mut [f32],
+    ) {
+        for c in 0..ci {
+            for i in 0..K {
+                let mut acc = [[s.splat(0.0); VB]; K];
+                for y in 0..oh {
+                    let x_row = &x[c * h * w + (y + i) * w..][..ow + K - 1];
+                    for (xx, g_at) in (0..ow).zip((y * ow * co..).step_by(co)) {
+                        let gv: [S::F; VB] =
+                            core::array::from_fn(|b| s.load(gt, g_at + o0 + b * S::LANES));
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let xb = s.splat(x_row[xx + j]);
+                            for (a, &gv) in acc.iter_mut().zip(&gv) {
+                                *a = s.mul_add(gv, xb, *a);
+                            }
+                        }
+                    }
+                }
+                let mut lanes = [0.0f32; 16];
+                for (j, acc) in acc.iter().enumerate() {
+                    for (b, &a) in acc.iter().enumerate() {
+                        s.store(&mut lanes, 0, a);
+                        for (l, &v) in lanes[..S::LANES].iter().enumerate() {
+                            let o = o0 + b * S::LANES + l;
+                            gw[((o * ci + c) * K + i) * K + j] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    impl<
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > Kernel for WeightGrad<'_, CI, CO, K, H, W, OH, OW>
+    {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            for (gb, g) in self.gb.iter_mut().zip(self.g.chunks_exact(OH * OW)) {
+                *gb += sum(s, g);
+            }
+            if CO.is_multiple_of(S::LANES) && S::LANES <= 16 {
+                let mut gt = [[[0.0f32; CO]; OW]; OH];
+                let gt = gt.as_flattened_mut().as_flattened_mut();
+                for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
+                    for (p, &v) in g.iter().enumerate() {
+                        gt[p * CO + o] = v;
+                    }
+                }
+                let dims = (CI, H, W, OH, OW);
+                for_blocks!(CO / S::LANES, [2, 1], |v0, VB| {
+                    weight_grad_lanes::<S, VB, K>(
+                        s,
+                        gt,
+                        (CO, v0 * S::LANES),
+                        self.x,
+                        dims,
+                        self.gw,
+                    );
+                });
+                return;
+            }
+            // Wide rows, `g` with zeros in the dropped columns and past the last pixel (each
+            // channel gets 2·OH·W floats), `x` copied with room for the last vector.
+            let mut wide = [[[[0.0f32; W]; OH]; CO]; 2];
+            let wide = wide
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut();
+            let g_stride = 2 * OH * W;
+            for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
+                for (y, g_row) in g.chunks_exact(OW).enumerate() {
+                    wide[o * g_stride + y * W..][..OW].copy_from_slice(g_row);
+                }
+            }
+            let mut x = [[[[0.0f32; W]; H]; CI]; 2];
+            let x = x.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+            x[..CI * H * W].copy_from_slice(self.x);
+            let span = (OH - 1) * W + OW;
+            let rows = (H * W, W, span.div_ceil(S::LANES));
+            let gw_stride = CI * K * K;
+            if S::LANES >= 16 {
+                for_blocks!(CO, [3, 2, 1], |o0, OB| {
+                    weight_grad_rows::<S, OB, K>(
+                        s,
+                        &wide[o0 * g_stride..],
+                        g_stride,
+                        x,
+                        rows,
+                        &mut self.gw[o0 * gw_stride..],
+                        gw_stride,
+                        CI * K,
+                    );
+                });
+            } else {
+                for_blocks!(CO, [2, 1], |o0, OB| {
+                    weight_grad_rows::<S, OB, K>(
+                        s,
+                        &wide[o0 * g_stride..],
+                        g_stride,
+                        x,
+                        rows,
+                        &mut self.gw[o0 * gw_stride..],
+                        gw_stride,
+                        CI * K,
+                    );
+                });
+            }
+        }
     }
 }
 

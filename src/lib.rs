@@ -55,6 +55,7 @@ pub struct ReadmeDoctests;
 
 #[cfg(feature = "std")]
 pub mod augment;
+pub mod batch;
 pub mod chain;
 pub mod conv2d;
 pub mod flatten;
@@ -71,6 +72,7 @@ pub mod pytorch;
 pub mod relu;
 pub mod scalar;
 pub mod shape_errors;
+pub mod simd;
 pub mod softmax;
 pub mod tensor;
 #[cfg(feature = "std")]
@@ -80,6 +82,7 @@ pub mod viz;
 pub mod weights;
 pub mod zeroed;
 
+pub use batch::{BatchChainWorkspace, BatchLayer};
 pub use chain::{Chain, ChainWorkspace};
 pub use conv2d::{Conv2d, conv_out};
 pub use flatten::Flatten;

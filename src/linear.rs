@@ -2,8 +2,10 @@
 
 use rand::Rng;
 
+use crate::batch::BatchLayer;
 use crate::layer::{Layer, he_uniform, no_such_param};
 use crate::scalar::Scalar;
+use crate::simd;
 
 /// A fully connected layer from `IN` to `OUT` values: `y = W·x + b`.
 ///
@@ -29,27 +31,20 @@ pub struct Linear<T, const IN: usize, const OUT: usize> {
 impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
     /// The shape rule; evaluated at compile time by every pass and by [`Layer::CHECK`].
     pub const SHAPE_OK: () = assert!(IN > 0 && OUT > 0, "Linear: IN and OUT must be at least 1");
-}
 
-impl<T: Scalar, const IN: usize, const OUT: usize> Layer for Linear<T, IN, OUT> {
-    type Scalar = T;
-    type Input = [T; IN];
-    type Output = [T; OUT];
-    type Workspace = ();
-    const CHECK: () = Self::SHAPE_OK;
-    const PARAM_TENSORS: usize = 2;
-
-    fn forward(&self, input: &[T; IN], output: &mut [T; OUT], _ws: &mut ()) {
+    /// The plain loops of [`Layer::forward`]: the definition the fast path is tested against,
+    /// and the path for `f64`.
+    pub fn forward_reference(&self, input: &[T; IN], output: &mut [T; OUT]) {
         const { Self::SHAPE_OK };
         for ((y, w), &b) in output.iter_mut().zip(&self.weight).zip(&self.bias) {
             *y = w.iter().zip(input).fold(b, |acc, (&w, &x)| acc + w * x);
         }
     }
 
-    fn backward(
+    /// The plain loops of [`Layer::backward`] (see [`Linear::forward_reference`]).
+    pub fn backward_reference(
         &self,
         input: &[T; IN],
-        _ws: &mut (),
         grad_output: &[T; OUT],
         grad_input: Option<&mut [T; IN]>,
         grads: &mut Self,
@@ -76,6 +71,83 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Layer for Linear<T, IN, OUT> 
         }
     }
 
+    /// `f32` fast forward of `n = x.len() / IN` samples at once (rows of `x` and `y`).
+    /// Returns `false`, touching nothing, if `T` is not `f32`.
+    pub(crate) fn forward_fast(&self, x: &[T], y: &mut [T]) -> bool {
+        let (Some(x), Some(y), Some(w), Some(b)) = (
+            T::as_f32(x),
+            T::as_f32_mut(y),
+            T::as_f32(self.weight.as_flattened()),
+            T::as_f32(&self.bias),
+        ) else {
+            return false;
+        };
+        simd::dispatch(fast::Forward::<IN, OUT> { x, w, b, y });
+        true
+    }
+
+    /// `f32` fast backward of `n = x.len() / IN` samples at once: parameter gradients summed
+    /// over the samples into `grads`, input gradients (if asked) written per sample.
+    /// Returns `false`, touching nothing, if `T` is not `f32`.
+    pub(crate) fn backward_fast(
+        &self,
+        x: &[T],
+        g: &[T],
+        grad_input: Option<&mut [T]>,
+        grads: &mut Self,
+    ) -> bool {
+        let (Some(x), Some(g)) = (T::as_f32(x), T::as_f32(g)) else {
+            return false;
+        };
+        let gb = T::as_f32_mut(&mut grads.bias).expect("T is f32");
+        for g_row in g.chunks_exact(OUT) {
+            for (gb, &v) in gb.iter_mut().zip(g_row) {
+                *gb += v;
+            }
+        }
+        let gw = T::as_f32_mut(grads.weight.as_flattened_mut()).expect("T is f32");
+        simd::dispatch(fast::WeightGrad::<IN, OUT> { x, g, gw });
+        if let Some(gi) = grad_input {
+            let gi = T::as_f32_mut(gi).expect("T is f32");
+            let w = T::as_f32(self.weight.as_flattened()).expect("T is f32");
+            simd::dispatch(fast::InputGrad::<IN, OUT> { w, g, gi });
+        }
+        true
+    }
+}
+
+impl<T: Scalar, const IN: usize, const OUT: usize> Layer for Linear<T, IN, OUT> {
+    type Scalar = T;
+    type Input = [T; IN];
+    type Output = [T; OUT];
+    type Workspace = ();
+    const CHECK: () = Self::SHAPE_OK;
+    const PARAM_TENSORS: usize = 2;
+
+    fn forward(&self, input: &[T; IN], output: &mut [T; OUT], _ws: &mut ()) {
+        const { Self::SHAPE_OK };
+        if !self.forward_fast(input.as_slice(), output.as_mut_slice()) {
+            self.forward_reference(input, output);
+        }
+    }
+
+    fn backward(
+        &self,
+        input: &[T; IN],
+        _ws: &mut (),
+        grad_output: &[T; OUT],
+        grad_input: Option<&mut [T; IN]>,
+        grads: &mut Self,
+    ) {
+        const { Self::SHAPE_OK };
+        if T::as_f32(&self.bias).is_some() {
+            let gi = grad_input.map(|gi| gi.as_mut_slice());
+            self.backward_fast(input.as_slice(), grad_output.as_slice(), gi, grads);
+        } else {
+            self.backward_reference(input, grad_output, grad_input, grads);
+        }
+    }
+
     fn param(&self, i: usize) -> &[T] {
         match i {
             0 => self.weight.as_flattened(),
@@ -96,6 +168,245 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Layer for Linear<T, IN, OUT> 
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         he_uniform(self.weight.as_flattened_mut(), IN, rng);
         self.bias = [T::zero(); OUT];
+    }
+}
+
+/// The batch as one matrix product: each weight is read once per batch, not once per sample.
+impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
+    for Linear<T, IN, OUT>
+{
+    type BatchWorkspace = ();
+
+    fn forward_batch(&self, input: &[[T; IN]; N], output: &mut [[T; OUT]; N], _ws: &mut ()) {
+        const { Self::SHAPE_OK };
+        if !self.forward_fast(input.as_flattened(), output.as_flattened_mut()) {
+            for (x, y) in input.iter().zip(output.iter_mut()) {
+                self.forward_reference(x, y);
+            }
+        }
+    }
+
+    fn backward_batch(
+        &self,
+        input: &[[T; IN]; N],
+        _ws: &mut (),
+        grad_output: &[[T; OUT]; N],
+        grad_input: Option<&mut [[T; IN]; N]>,
+        grads: &mut Self,
+    ) {
+        const { Self::SHAPE_OK };
+        if T::as_f32(&self.bias).is_some() {
+            let gi = grad_input.map(|gi| gi.as_flattened_mut());
+            self.backward_fast(input.as_flattened(), grad_output.as_flattened(), gi, grads);
+        } else {
+            match grad_input {
+                Some(gi) => {
+                    for ((x, g), gi) in input.iter().zip(grad_output).zip(gi) {
+                        self.backward_reference(x, g, Some(gi), grads);
+                    }
+                }
+                None => {
+                    for (x, g) in input.iter().zip(grad_output) {
+                        self.backward_reference(x, g, None, grads);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `f32` kernels for `n` samples at once (`n = 1` for [`Layer::forward`]), generic over the
+/// instruction set. Forward is a block of dot products (`RB` samples × `OB` outputs share
+/// every load); the two gradients are blocks of `axpy`s along the contiguous input axis.
+pub(crate) mod fast {
+    use crate::simd::{Kernel, Simd, for_blocks};
+
+    /// `y[r][c] = b[c] + Σ_i x[r][i] · w[c][i]` for `RB` rows × `OB` columns.
+    #[inline(always)]
+    fn dot_block<S: Simd, const RB: usize, const OB: usize, const IN: usize>(
+        s: S,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: &mut [f32],
+        y_stride: usize,
+    ) {
+        let full = IN / S::LANES * S::LANES;
+        let mut acc = [[s.splat(0.0); OB]; RB];
+        for i in (0..full).step_by(S::LANES) {
+            let wv: [S::F; OB] = core::array::from_fn(|c| s.load(w, c * IN + i));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xv = s.load(x, r * IN + i);
+                for (a, &wv) in acc.iter_mut().zip(&wv) {
+                    *a = s.mul_add(xv, wv, *a);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (c, &a) in acc.iter().enumerate() {
+                let mut sum = s.sum(a);
+                for i in full..IN {
+                    sum += x[r * IN + i] * w[c * IN + i];
+                }
+                y[r * y_stride + c] = b[c] + sum;
+            }
+        }
+    }
+
+    /// Forward pass of `x.len() / IN` samples.
+    pub(crate) struct Forward<'a, const IN: usize, const OUT: usize> {
+        pub x: &'a [f32],
+        pub w: &'a [f32],
+        pub b: &'a [f32],
+        pub y: &'a mut [f32],
+    }
+
+    impl<const IN: usize, const OUT: usize> Kernel for Forward<'_, IN, OUT> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            let n = self.x.len() / IN;
+            macro_rules! columns {
+                ($r0:ident, $RB:ident) => {
+                    for_blocks!(OUT, [4, 1], |c0, OB| {
+                        dot_block::<S, $RB, OB, IN>(
+                            s,
+                            &self.x[$r0 * IN..],
+                            &self.w[c0 * IN..],
+                            &self.b[c0..],
+                            &mut self.y[$r0 * OUT + c0..],
+                            OUT,
+                        );
+                    });
+                };
+            }
+            if S::LANES >= 16 {
+                for_blocks!(n, [4, 1], |r0, RB| {
+                    columns!(r0, RB);
+                });
+            } else {
+                for_blocks!(n, [2, 1], |r0, RB| {
+                    columns!(r0, RB);
+                });
+            }
+        }
+    }
+
+    /// `out[r][i] (+)= Σ_k coef[r·cr + k·ck] · m[k][i]` for `RB` rows × `NV` vectors of `i`
+    /// starting at `i0`, over `k < K`; rows of `m` and `out` are `IN` long.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn axpy_block<S: Simd, const RB: usize, const NV: usize, const IN: usize>(
+        s: S,
+        coef: &[f32],
+        (cr, ck, k_count): (usize, usize, usize),
+        m: &[f32],
+        out: &mut [f32],
+        i0: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[s.splat(0.0); NV]; RB];
+        if accumulate {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                for (v, a) in acc.iter_mut().enumerate() {
+                    *a = s.load(out, r * IN + i0 + v * S::LANES);
+                }
+            }
+        }
+        for k in 0..k_count {
+            let mv: [S::F; NV] = core::array::from_fn(|v| s.load(m, k * IN + i0 + v * S::LANES));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let c = s.splat(coef[r * cr + k * ck]);
+                for (a, &mv) in acc.iter_mut().zip(&mv) {
+                    *a = s.mul_add(c, mv, *a);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (v, &a) in acc.iter().enumerate() {
+                s.store(out, r * IN + i0 + v * S::LANES, a);
+            }
+        }
+    }
+
+    /// Rows `0..rows` of `out` from [`axpy_block`]s: 4-vector then 1-vector blocks along `i`,
+    /// then plain scalars for the last `IN % LANES` columns.
+    #[inline(always)]
+    fn axpy_rows<S: Simd, const IN: usize>(
+        s: S,
+        rows: usize,
+        coef: &[f32],
+        (cr, ck, k_count): (usize, usize, usize),
+        m: &[f32],
+        out: &mut [f32],
+        accumulate: bool,
+    ) {
+        let full = IN / S::LANES;
+        macro_rules! along_i {
+            ($r0:ident, $RB:ident) => {
+                let (coef, out) = (&coef[$r0 * cr..], &mut out[$r0 * IN..]);
+                for_blocks!(full, [4, 1], |v0, NV| {
+                    axpy_block::<S, $RB, NV, IN>(
+                        s,
+                        coef,
+                        (cr, ck, k_count),
+                        m,
+                        out,
+                        v0 * S::LANES,
+                        accumulate,
+                    );
+                });
+                for r in 0..$RB {
+                    for i in full * S::LANES..IN {
+                        let sum = (0..k_count)
+                            .fold(0.0, |acc, k| acc + coef[r * cr + k * ck] * m[k * IN + i]);
+                        let o = &mut out[r * IN + i];
+                        *o = if accumulate { *o + sum } else { sum };
+                    }
+                }
+            };
+        }
+        if S::LANES >= 16 {
+            for_blocks!(rows, [4, 1], |r0, RB| {
+                along_i!(r0, RB);
+            });
+        } else {
+            for_blocks!(rows, [2, 1], |r0, RB| {
+                along_i!(r0, RB);
+            });
+        }
+    }
+
+    /// `gw[o][i] += Σ_b g[b][o] · x[b][i]`.
+    pub(crate) struct WeightGrad<'a, const IN: usize, const OUT: usize> {
+        pub x: &'a [f32],
+        pub g: &'a [f32],
+        pub gw: &'a mut [f32],
+    }
+
+    impl<const IN: usize, const OUT: usize> Kernel for WeightGrad<'_, IN, OUT> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            let n = self.x.len() / IN;
+            axpy_rows::<S, IN>(s, OUT, self.g, (1, OUT, n), self.x, self.gw, true);
+        }
+    }
+
+    /// `gi[b][i] = Σ_o g[b][o] · w[o][i]`.
+    pub(crate) struct InputGrad<'a, const IN: usize, const OUT: usize> {
+        pub w: &'a [f32],
+        pub g: &'a [f32],
+        pub gi: &'a mut [f32],
+    }
+
+    impl<const IN: usize, const OUT: usize> Kernel for InputGrad<'_, IN, OUT> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            let n = self.g.len() / OUT;
+            axpy_rows::<S, IN>(s, n, self.g, (OUT, 1, OUT), self.w, self.gi, false);
+        }
     }
 }
 

@@ -71,6 +71,109 @@ impl<
         );
     };
 
+    /// The plain loops of [`Layer::forward`], for any window and stride: the definition the
+    /// fast path is tested against.
+    pub fn forward_reference(
+        &self,
+        input: &Maps<T, C, H, W>,
+        output: &mut Maps<T, C, OH, OW>,
+        ws: &mut [[[u32; OW]; OH]; C],
+    ) {
+        for c in 0..C {
+            for y in 0..OH {
+                for x in 0..OW {
+                    let mut best = input[c][y * S][x * S];
+                    let mut at = 0;
+                    for i in 0..K {
+                        for j in 0..K {
+                            let v = input[c][y * S + i][x * S + j];
+                            if v > best {
+                                best = v;
+                                at = i * K + j;
+                            }
+                        }
+                    }
+                    output[c][y][x] = best;
+                    ws[c][y][x] = at as u32;
+                }
+            }
+        }
+    }
+
+    /// The plain loops of [`Layer::backward`] (see [`MaxPool2d::forward_reference`]).
+    pub fn backward_reference(
+        _input: &Maps<T, C, H, W>,
+        ws: &[[[u32; OW]; OH]; C],
+        grad_output: &Maps<T, C, OH, OW>,
+        gi: &mut Maps<T, C, H, W>,
+    ) {
+        *gi = [[[T::zero(); W]; H]; C];
+        for c in 0..C {
+            for y in 0..OH {
+                for x in 0..OW {
+                    let at = ws[c][y][x] as usize;
+                    let (r, s) = (y * S + at / K, x * S + at % K);
+                    gi[c][r][s] = gi[c][r][s] + grad_output[c][y][x];
+                }
+            }
+        }
+    }
+
+    /// Forward pass for windows that tile the map (`S == K`), branch-free: with random data
+    /// the winner is unpredictable, and a mispredicted branch per tap cost more than the rest.
+    fn forward_tiled(
+        &self,
+        input: &Maps<T, C, H, W>,
+        output: &mut Maps<T, C, OH, OW>,
+        ws: &mut [[[u32; OW]; OH]; C],
+    ) {
+        for ((x, y), at) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()) {
+            for ((rows, y), at) in x.chunks_exact(K).zip(y.iter_mut()).zip(at.iter_mut()) {
+                // One tap at a time across the whole output row: loops the compiler vectorises.
+                for (ox, (y, at)) in y.iter_mut().zip(at.iter_mut()).enumerate() {
+                    *y = rows[0][ox * K];
+                    *at = 0;
+                }
+                for (i, row) in rows.iter().enumerate() {
+                    for j in 0..K {
+                        let tap = (i * K + j) as u32;
+                        for ((y, at), window) in
+                            y.iter_mut().zip(at.iter_mut()).zip(row.chunks_exact(K))
+                        {
+                            let v = window[j];
+                            // `at` by mask arithmetic and `y` in the max instruction's
+                            // pattern: the compiler turns a plain select into a branch.
+                            let better = u32::from(v > *y).wrapping_neg();
+                            *at ^= (*at ^ tap) & better;
+                            *y = if v > *y { v } else { *y };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backward pass for tiling windows: every input pixel belongs to exactly one window, so
+    /// each is *written* once (the gradient or zero), with no branch and no zero-fill.
+    fn backward_tiled(
+        ws: &[[[u32; OW]; OH]; C],
+        grad_output: &Maps<T, C, OH, OW>,
+        gi: &mut Maps<T, C, H, W>,
+    ) {
+        for ((gi, g), at) in gi.iter_mut().zip(grad_output).zip(ws) {
+            for ((rows, g), at) in gi.chunks_exact_mut(K).zip(g).zip(at) {
+                for (i, row) in rows.iter_mut().enumerate() {
+                    for (ox, (&g, &at)) in g.iter().zip(at).enumerate() {
+                        for (j, v) in row[ox * K..ox * K + K].iter_mut().enumerate() {
+                            // An index, not a select, which the compiler may make a branch.
+                            *v = [T::zero(), g][usize::from(at as usize == i * K + j)];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The pooling layer (it has no parameters).
     pub const fn new() -> Self {
         const { Self::SHAPE_OK };
@@ -99,30 +202,16 @@ impl<
 
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace) {
         const { Self::SHAPE_OK };
-        for c in 0..C {
-            for y in 0..OH {
-                for x in 0..OW {
-                    let mut best = input[c][y * S][x * S];
-                    let mut at = 0;
-                    for i in 0..K {
-                        for j in 0..K {
-                            let v = input[c][y * S + i][x * S + j];
-                            if v > best {
-                                best = v;
-                                at = i * K + j;
-                            }
-                        }
-                    }
-                    output[c][y][x] = best;
-                    ws[c][y][x] = at as u32;
-                }
-            }
+        if S == K {
+            self.forward_tiled(input, output, ws);
+        } else {
+            self.forward_reference(input, output, ws);
         }
     }
 
     fn backward(
         &self,
-        _input: &Self::Input,
+        input: &Self::Input,
         ws: &mut Self::Workspace,
         grad_output: &Self::Output,
         grad_input: Option<&mut Self::Input>,
@@ -130,15 +219,10 @@ impl<
     ) {
         const { Self::SHAPE_OK };
         let Some(gi) = grad_input else { return };
-        *gi = [[[T::zero(); W]; H]; C];
-        for c in 0..C {
-            for y in 0..OH {
-                for x in 0..OW {
-                    let at = ws[c][y][x] as usize;
-                    let (r, s) = (y * S + at / K, x * S + at % K);
-                    gi[c][r][s] = gi[c][r][s] + grad_output[c][y][x];
-                }
-            }
+        if S == K {
+            Self::backward_tiled(ws, grad_output, gi);
+        } else {
+            Self::backward_reference(input, ws, grad_output, gi);
         }
     }
 

@@ -19,6 +19,11 @@ pub trait Scalar:
     fn from_f64(x: f64) -> Self;
     /// Widens (or keeps) this value as an `f64`.
     fn to_f64(self) -> f64;
+    /// `Some(s)` if `Self` is `f32`: the layers' SIMD fast paths are `f32`-only, and `f64`
+    /// keeps the exact summation order of the reference loops.
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    /// Mutable version of [`Scalar::as_f32`].
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 impl Scalar for f32 {
@@ -28,6 +33,12 @@ impl Scalar for f32 {
     fn to_f64(self) -> f64 {
         f64::from(self)
     }
+    fn as_f32(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+    fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
 }
 
 impl Scalar for f64 {
@@ -36,6 +47,12 @@ impl Scalar for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn as_f32(_: &[f64]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [f64]) -> Option<&mut [f32]> {
+        None
     }
 }
 

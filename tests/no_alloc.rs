@@ -7,7 +7,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use constnet::{Layer, LeNet5, Loss, Scalar, Sgd, zeroed_box};
+use constnet::simd::{Isa, with_isa};
+use constnet::{BatchLayer, Image, Layer, LeNet5, Loss, Scalar, Sgd, zeroed_box};
 use rand::SeedableRng;
 
 struct Counting;
@@ -91,9 +92,68 @@ fn passes_allocate_nothing<T: Scalar>() {
     assert_eq!(allocations() - after, 1);
 }
 
+/// The batched passes (and so the `Linear` GEMM kernels) at a const-generic batch size.
+fn batched_passes_allocate_nothing<T: Scalar>() {
+    const N: usize = 16;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let mut net = LeNet5::<T>::new_boxed(&mut rng);
+    let mut grads = zeroed_box::<LeNet5<T>>();
+    let mut ws = LeNet5::<T>::batch_workspace::<N>();
+    let mut images = zeroed_box::<[Image<T>; N]>();
+    let mut probs = zeroed_box::<[[T; 10]; N]>();
+    let labels: [usize; N] = core::array::from_fn(|n| (n * 7) % 10);
+    let sgd = Sgd {
+        lr: T::from_f64(0.01),
+    };
+
+    let before = allocations();
+    let mut loss_sum = T::zero();
+    for step in 0..10 {
+        for (i, v) in images.iter_mut().flatten().flatten().flatten().enumerate() {
+            *v = T::from_f64(((i * 29 + step * 5) % 13) as f64 / 12.0);
+        }
+        net.forward_batch(&images, &mut probs, &mut ws);
+        grads.zero_params();
+        let loss = if step % 2 == 0 {
+            Loss::CrossEntropy
+        } else {
+            Loss::HalfSse
+        };
+        loss_sum = loss_sum + net.backprop_batch(&images, &labels, loss, &mut ws, &mut grads);
+        sgd.step(&mut *net, &grads);
+        let _ = net.classify_batch(&images, &mut ws);
+    }
+    let after = allocations();
+    assert!(loss_sum.is_finite());
+    assert_eq!(
+        after - before,
+        0,
+        "batched passes allocated {} times",
+        after - before
+    );
+}
+
+/// Every pass on every instruction set this CPU has (each forced in turn), so that every
+/// fast path is covered.
+fn on_every_isa(f: impl Fn()) {
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+        with_isa(isa, &f);
+    }
+}
+
 #[test]
 fn lenet5_f32_forward_backward_update_allocate_nothing() {
-    passes_allocate_nothing::<f32>();
+    on_every_isa(passes_allocate_nothing::<f32>);
+}
+
+#[test]
+fn lenet5_f32_batched_passes_allocate_nothing() {
+    on_every_isa(batched_passes_allocate_nothing::<f32>);
+}
+
+#[test]
+fn lenet5_f64_batched_passes_allocate_nothing() {
+    batched_passes_allocate_nothing::<f64>();
 }
 
 #[test]

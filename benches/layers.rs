@@ -1,0 +1,125 @@
+//! Forward and backward of each LeNet-5 layer at LeNet's sizes, one sample, `f32`.
+//!
+//! Throughput: FLOPs (2 per multiply-add) for `conv*` and `fc*`, so criterion's "elem/s"
+//! reads as FLOP/s; elements of the layer's output for the element-wise layers. conv1's
+//! backward computes no input gradient (LeNet-5 never needs it), every other backward does.
+//!
+//! `cargo bench --bench layers`; `CONSTNET_ISA=sse2|avx2|scalar` limits the instruction set.
+
+use constnet::simd::{Isa, with_isa};
+use constnet::{Conv2d, Layer, Linear, Maps, MaxPool2d, Relu, Softmax, Tensor, zeroed_box};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand::{Rng, RngExt, SeedableRng};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn isa() -> Isa {
+    match std::env::var("CONSTNET_ISA").as_deref() {
+        Ok("scalar") => Isa::Scalar,
+        Ok("sse2") => Isa::Sse2,
+        Ok("avx2") => Isa::Avx2,
+        _ => Isa::Avx512,
+    }
+}
+
+fn random<X: Tensor<Scalar = f32>>(rng: &mut impl Rng) -> Box<X> {
+    let mut x = zeroed_box::<X>();
+    for v in x.flat_mut() {
+        *v = rng.random_range(-1.0..1.0);
+    }
+    x
+}
+
+/// Benches `forward` and `backward` of `layer` with FLOP (or element) counts per pass.
+fn bench_layer<L: Layer<Scalar = f32>>(
+    c: &mut Criterion,
+    name: &str,
+    layer: &L,
+    (forward_work, backward_work): (u64, u64),
+    input_grad: bool,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let x = random::<L::Input>(&mut rng);
+    let g = random::<L::Output>(&mut rng);
+    let mut y = zeroed_box::<L::Output>();
+    let mut gi = zeroed_box::<L::Input>();
+    let mut ws = zeroed_box::<L::Workspace>();
+    let mut grads = zeroed_box::<L>();
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(forward_work));
+    group.bench_function("forward", |b| {
+        b.iter(|| layer.forward(black_box(&x), &mut y, &mut ws))
+    });
+    layer.forward(&x, &mut y, &mut ws);
+    group.throughput(Throughput::Elements(backward_work));
+    group.bench_function("backward", |b| {
+        b.iter(|| {
+            let gi = if input_grad { Some(&mut *gi) } else { None };
+            layer.backward(black_box(&x), &mut ws, black_box(&g), gi, &mut grads)
+        })
+    });
+    group.finish();
+}
+
+fn layers(c: &mut Criterion) {
+    with_isa(isa(), || {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut conv1 = zeroed_box::<Conv2d<f32, 1, 6, 5, 1, 0, 32, 32, 28, 28>>();
+        conv1.init(&mut rng);
+        let mut conv2 = zeroed_box::<Conv2d<f32, 6, 16, 5, 1, 0, 14, 14, 10, 10>>();
+        conv2.init(&mut rng);
+        let mut fc1 = zeroed_box::<Linear<f32, 400, 120>>();
+        fc1.init(&mut rng);
+        let mut fc2 = zeroed_box::<Linear<f32, 120, 100>>();
+        fc2.init(&mut rng);
+        let mut fc3 = zeroed_box::<Linear<f32, 100, 10>>();
+        fc3.init(&mut rng);
+        // multiply-adds of each forward pass
+        let (c1, c2) = (6 * 28 * 28 * 25, 16 * 10 * 10 * 150);
+        let (f1, f2, f3) = (400 * 120, 120 * 100, 100 * 10);
+        bench_layer(c, "conv1", &*conv1, (2 * c1, 2 * c1), false);
+        bench_layer(
+            c,
+            "relu1",
+            &Relu::<Maps<f32, 6, 28, 28>>::new(),
+            (4704, 4704),
+            true,
+        );
+        bench_layer(
+            c,
+            "pool1",
+            &MaxPool2d::<f32, 6, 28, 28, 2, 2, 14, 14>::new(),
+            (1176, 1176),
+            true,
+        );
+        bench_layer(c, "conv2", &*conv2, (2 * c2, 4 * c2), true);
+        bench_layer(
+            c,
+            "relu2",
+            &Relu::<Maps<f32, 16, 10, 10>>::new(),
+            (1600, 1600),
+            true,
+        );
+        bench_layer(
+            c,
+            "pool2",
+            &MaxPool2d::<f32, 16, 10, 10, 2, 2, 5, 5>::new(),
+            (400, 400),
+            true,
+        );
+        bench_layer(c, "fc1", &*fc1, (2 * f1, 4 * f1), true);
+        bench_layer(c, "fc2", &*fc2, (2 * f2, 4 * f2), true);
+        bench_layer(c, "fc3", &*fc3, (2 * f3, 4 * f3), true);
+        bench_layer(c, "softmax", &Softmax::<f32, 10>::new(), (10, 10), true);
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(500))
+        .sample_size(20);
+    targets = layers
+}
+criterion_main!(benches);

@@ -1,0 +1,299 @@
+//! Mini-batches as one pass: `N` samples through each layer before the next layer.
+//!
+//! [`BatchLayer<N>`] is implemented by every layer and by every [`Chain`] of them. Most layers
+//! just run their per-sample pass `N` times; [`Linear`](crate::Linear) turns the batch into a
+//! small matrix product, which reads each weight once per batch instead of once per sample
+//! (at batch 1 LeNet-5's fully connected layers are bound by streaming their 244 KB of
+//! weights). The batch size is a const generic, so every buffer is still fixed-size and
+//! nothing allocates.
+//!
+//! ```
+//! use constnet::{BatchLayer, LeNet5, Loss, Sgd, zeroed_box};
+//! use rand::SeedableRng;
+//!
+//! const N: usize = 8;
+//! let mut net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(3));
+//! let mut grads = zeroed_box::<LeNet5<f32>>();
+//! let mut ws = LeNet5::<f32>::batch_workspace::<N>();
+//! let mut images = zeroed_box::<[constnet::Image<f32>; N]>();
+//! for (n, image) in images.iter_mut().enumerate() {
+//!     image[0][4 + n][4..28].fill(1.0); // a stroke at a different height per image
+//! }
+//! let labels = [0, 1, 2, 3, 4, 5, 6, 7];
+//! let before = net.backprop_batch(&images, &labels, Loss::CrossEntropy, &mut ws, &mut grads);
+//! for _ in 0..10 {
+//!     constnet::Layer::zero_params(&mut *grads);
+//!     net.backprop_batch(&images, &labels, Loss::CrossEntropy, &mut ws, &mut grads);
+//!     Sgd { lr: 0.05 / N as f32 }.step(&mut *net, &grads);
+//! }
+//! let after = net.backprop_batch(&images, &labels, Loss::CrossEntropy, &mut ws, &mut grads);
+//! assert!(after < before);
+//! let mut probs = [[0.0f32; 10]; N];
+//! net.forward_batch(&images, &mut probs, &mut ws);
+//! ```
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "alloc")]
+use alloc::boxed::Box;
+
+use crate::chain::Chain;
+use crate::layer::Layer;
+use crate::loss::{Loss, cross_entropy_with_logits, half_sse, one_hot};
+use crate::scalar::Scalar;
+use crate::softmax::Softmax;
+use crate::tensor::Tensor;
+use crate::zeroed::Zeroable;
+use crate::{Conv2d, Flatten, MaxPool2d, Relu};
+
+/// A layer that can run `N` samples in one pass.
+///
+/// Results equal `N` calls of [`Layer::forward`] / [`Layer::backward`] (up to the order of
+/// floating-point sums in the `f32` fast paths): outputs and input gradients per sample,
+/// parameter gradients *added* to `grads` for all samples. No method allocates.
+pub trait BatchLayer<const N: usize>: Layer {
+    /// What the batched forward keeps for the batched backward, fixed-size.
+    type BatchWorkspace: Zeroable + Send + Sync + 'static;
+
+    /// Computes `output[n]` from `input[n]` for every sample.
+    fn forward_batch(
+        &self,
+        input: &[Self::Input; N],
+        output: &mut [Self::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    );
+
+    /// Back-propagates every sample's `grad_output`; `input` and `ws` must be those of the
+    /// latest [`BatchLayer::forward_batch`].
+    fn backward_batch(
+        &self,
+        input: &[Self::Input; N],
+        ws: &mut Self::BatchWorkspace,
+        grad_output: &[Self::Output; N],
+        grad_input: Option<&mut [Self::Input; N]>,
+        grads: &mut Self,
+    );
+}
+
+/// Implements [`BatchLayer`] as `N` per-sample passes (for layers whose per-sample kernels
+/// already keep their weights in cache).
+macro_rules! per_sample {
+    (impl<$($g:ident),* ; $(const $c:ident),*> for $ty:ty) => {
+        impl<$($g: Scalar,)* $(const $c: usize,)* const N: usize> BatchLayer<N> for $ty
+        where
+            $ty: Layer,
+        {
+            type BatchWorkspace = [<$ty as Layer>::Workspace; N];
+
+            fn forward_batch(
+                &self,
+                input: &[Self::Input; N],
+                output: &mut [Self::Output; N],
+                ws: &mut Self::BatchWorkspace,
+            ) {
+                for ((x, y), ws) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()) {
+                    self.forward(x, y, ws);
+                }
+            }
+
+            fn backward_batch(
+                &self,
+                input: &[Self::Input; N],
+                ws: &mut Self::BatchWorkspace,
+                grad_output: &[Self::Output; N],
+                grad_input: Option<&mut [Self::Input; N]>,
+                grads: &mut Self,
+            ) {
+                match grad_input {
+                    Some(gi) => {
+                        for (((x, ws), g), gi) in input.iter().zip(ws.iter_mut()).zip(grad_output).zip(gi) {
+                            self.backward(x, ws, g, Some(gi), grads);
+                        }
+                    }
+                    None => {
+                        for ((x, ws), g) in input.iter().zip(ws.iter_mut()).zip(grad_output) {
+                            self.backward(x, ws, g, None, grads);
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+per_sample!(impl<T; const CI, const CO, const K, const S, const P, const H, const W, const OH, const OW>
+    for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>);
+per_sample!(impl<T; const C, const H, const W, const K, const S, const OH, const OW>
+    for MaxPool2d<T, C, H, W, K, S, OH, OW>);
+per_sample!(impl<T; const C, const H, const W, const L> for Flatten<T, C, H, W, L>);
+per_sample!(impl<T; const L> for Softmax<T, L>);
+
+impl<X: Tensor, const N: usize> BatchLayer<N> for Relu<X> {
+    type BatchWorkspace = ();
+
+    /// One element-wise pass over the whole batch.
+    fn forward_batch(&self, input: &[X; N], output: &mut [X; N], _ws: &mut ()) {
+        for (x, y) in input.iter().zip(output.iter_mut()) {
+            self.forward(x, y, &mut ());
+        }
+    }
+
+    fn backward_batch(
+        &self,
+        input: &[X; N],
+        _ws: &mut (),
+        grad_output: &[X; N],
+        grad_input: Option<&mut [X; N]>,
+        grads: &mut Self,
+    ) {
+        let Some(gi) = grad_input else { return };
+        for ((x, g), gi) in input.iter().zip(grad_output).zip(gi) {
+            self.backward(x, &mut (), g, Some(gi), grads);
+        }
+    }
+}
+
+/// What a [`Chain`]'s batched passes keep: both parts' batch workspaces and the whole
+/// batch's intermediate activations and their gradients.
+pub struct BatchChainWorkspace<
+    A: BatchLayer<N>,
+    B: BatchLayer<N, Input = A::Output>,
+    const N: usize,
+> {
+    /// Batch workspace of the first layer(s).
+    pub first: A::BatchWorkspace,
+    /// Output of `first` for every sample.
+    pub mid: [A::Output; N],
+    /// Gradient with respect to `mid` for every sample.
+    pub mid_grad: [A::Output; N],
+    /// Batch workspace of the later layer.
+    pub then: B::BatchWorkspace,
+}
+
+// SAFETY: every field is `Zeroable` (workspaces by the trait bound, `[A::Output; N]` because
+// tensors are `Zeroable` arrays), so all-zero bytes are a valid value.
+unsafe impl<A: BatchLayer<N>, B: BatchLayer<N, Input = A::Output>, const N: usize> Zeroable
+    for BatchChainWorkspace<A, B, N>
+{
+}
+
+impl<A, B, const N: usize> BatchLayer<N> for Chain<A, B>
+where
+    A: BatchLayer<N>,
+    B: BatchLayer<N, Scalar = A::Scalar, Input = A::Output>,
+{
+    type BatchWorkspace = BatchChainWorkspace<A, B, N>;
+
+    fn forward_batch(
+        &self,
+        input: &[A::Input; N],
+        output: &mut [B::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.first.forward_batch(input, &mut ws.mid, &mut ws.first);
+        self.then.forward_batch(&ws.mid, output, &mut ws.then);
+    }
+
+    fn backward_batch(
+        &self,
+        input: &[A::Input; N],
+        ws: &mut Self::BatchWorkspace,
+        grad_output: &[B::Output; N],
+        grad_input: Option<&mut [A::Input; N]>,
+        grads: &mut Self,
+    ) {
+        let BatchChainWorkspace {
+            first,
+            mid,
+            mid_grad,
+            then,
+        } = ws;
+        self.then
+            .backward_batch(mid, then, grad_output, Some(mid_grad), &mut grads.then);
+        self.first
+            .backward_batch(input, first, mid_grad, grad_input, &mut grads.first);
+    }
+}
+
+/// Batched classification and training for every network that ends in a softmax.
+impl<Net, T, const C: usize> Chain<Net, Softmax<T, C>>
+where
+    T: Scalar,
+    Net: Layer<Scalar = T, Output = [T; C]>,
+{
+    /// A zeroed workspace for batches of `N` on the heap (LeNet-5 in `f32`: ≈ 124 KiB per
+    /// sample).
+    #[cfg(feature = "alloc")]
+    pub fn batch_workspace<const N: usize>() -> Box<<Self as BatchLayer<N>>::BatchWorkspace>
+    where
+        Net: BatchLayer<N>,
+    {
+        crate::zeroed_box()
+    }
+
+    /// Forward pass of `N` samples, then `loss` against `labels` and the backward pass: adds
+    /// the batch's summed parameter gradients to `grads` and returns the summed loss.
+    /// The batched [`Chain::backprop`]. Panics if a label is not below `C`.
+    pub fn backprop_batch<const N: usize>(
+        &self,
+        inputs: &[Net::Input; N],
+        labels: &[usize; N],
+        loss: Loss,
+        ws: &mut <Self as BatchLayer<N>>::BatchWorkspace,
+        grads: &mut Self,
+    ) -> T
+    where
+        Net: BatchLayer<N>,
+    {
+        let BatchChainWorkspace {
+            first,
+            mid: logits,
+            mid_grad,
+            then: probs,
+        } = ws;
+        self.first.forward_batch(inputs, logits, first);
+        let mut total = T::zero();
+        for n in 0..N {
+            let label = labels[n];
+            assert!(
+                label < C,
+                "backprop_batch: label {label} is not below the class count {C}"
+            );
+            crate::softmax::softmax(&logits[n], &mut probs[n]);
+            total = total
+                + match loss {
+                    Loss::CrossEntropy => {
+                        cross_entropy_with_logits(&logits[n], label, &mut mid_grad[n])
+                    }
+                    Loss::HalfSse => {
+                        let mut grad_probs = [T::zero(); C];
+                        let e = half_sse(&probs[n], &one_hot(label), &mut grad_probs);
+                        self.then.backward(
+                            &logits[n],
+                            &mut probs[n],
+                            &grad_probs,
+                            Some(&mut mid_grad[n]),
+                            &mut grads.then,
+                        );
+                        e
+                    }
+                };
+        }
+        self.first
+            .backward_batch(inputs, first, mid_grad, None, &mut grads.first);
+        total
+    }
+
+    /// The most probable class of each of `N` samples.
+    pub fn classify_batch<const N: usize>(
+        &self,
+        inputs: &[Net::Input; N],
+        ws: &mut <Self as BatchLayer<N>>::BatchWorkspace,
+    ) -> [usize; N]
+    where
+        Net: BatchLayer<N>,
+    {
+        self.first.forward_batch(inputs, &mut ws.mid, &mut ws.first);
+        core::array::from_fn(|n| crate::tensor::argmax(&ws.mid[n]))
+    }
+}

@@ -1,0 +1,418 @@
+//! Explicit SIMD for the `f32` fast paths, chosen once at run time: the crate's only module
+//! of `unsafe` besides [`crate::zeroed`].
+//!
+//! Default cargo builds target baseline x86-64 (SSE2, no FMA), and the compiler neither fuses
+//! `a * b + c` nor vectorises a float sum. So each fast kernel (beside the layer it serves,
+//! in `conv2d.rs`, `linear.rs`) is written once, generically over [`Simd`], and compiled
+//! several times: for AVX-512, for AVX2+FMA, for SSE2 and for plain scalars. [`dispatch`]
+//! runs the best version this CPU has (detected once with `is_x86_feature_detected!`);
+//! [`with_isa`] forces a narrower one on the current thread (tests and benches use it).
+//!
+//! What is unsafe here, and why it is sound:
+//! * the `core::arch` intrinsics. A value of [`Avx2`] or [`Avx512`] is only ever created
+//!   inside a function compiled for, and entered only after detecting, its features; so every
+//!   intrinsic behind such a value runs on a CPU that has it;
+//! * unaligned vector loads and stores, each after a bounds check of the whole vector;
+//! * entering a `#[target_feature]` function, done only after the features were detected.
+//!
+//! Benchmarks (see `BENCHMARKS.md`) show why: the AVX-512 kernels run LeNet-5 several times
+//! faster than the same loops left to the compiler.
+
+use core::fmt::Debug;
+
+/// One SIMD instruction set, as a value: the vector type and its operations on `f32` lanes.
+///
+/// Implemented by [`Scalar`] (one lane, any CPU), [`Sse2`], [`Avx2`] and [`Avx512`]. Kernels
+/// take it as a type parameter and call only these safe methods. Every method is
+/// `#[inline(always)]` so that it is compiled with the instruction set of the kernel it ends
+/// up in.
+pub trait Simd: Copy + Debug {
+    /// Number of `f32` lanes in a vector.
+    const LANES: usize;
+    /// The vector type.
+    type F: Copy;
+    /// Every lane `x`.
+    fn splat(self, x: f32) -> Self::F;
+    /// `LANES` values from `s[at..]`. Panics if `at + LANES > s.len()`.
+    fn load(self, s: &[f32], at: usize) -> Self::F;
+    /// Writes the lanes to `s[at..at + LANES]`. Panics if `at + LANES > s.len()`.
+    fn store(self, s: &mut [f32], at: usize, v: Self::F);
+    /// Lane-wise `a + b`.
+    fn add(self, a: Self::F, b: Self::F) -> Self::F;
+    /// Lane-wise `a · b + c`, fused (one rounding) where the instruction set has FMA.
+    fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    /// Sum of the lanes.
+    fn sum(self, v: Self::F) -> f32;
+}
+
+/// A computation to run with the best available [`Simd`]: the generic `run` is compiled
+/// once per instruction set.
+pub trait Kernel {
+    /// What the computation returns.
+    type Output;
+    /// The computation, for instruction set `S`. Implement it `#[inline(always)]`.
+    fn run<S: Simd>(self, s: S) -> Self::Output;
+}
+
+/// The instruction sets the fast paths can use, narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Plain `f32` arithmetic, one lane (any CPU).
+    Scalar = 1,
+    /// 4 lanes, no FMA (every x86-64 CPU).
+    Sse2 = 2,
+    /// 8 lanes with FMA.
+    Avx2 = 3,
+    /// 16 lanes with FMA.
+    Avx512 = 4,
+}
+
+impl Isa {
+    /// Every instruction set, narrowest first.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Sse2, Isa::Avx2, Isa::Avx512];
+
+    fn from_u8(v: u8) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|&i| i as u8 == v)
+    }
+
+    /// Whether this CPU can run `self`.
+    pub fn available(self) -> bool {
+        self <= detected()
+    }
+}
+
+/// The widest instruction set this CPU has (detected on first use, then cached).
+pub fn detected() -> Isa {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    static DETECTED: AtomicU8 = AtomicU8::new(0);
+    if let Some(isa) = Isa::from_u8(DETECTED.load(Ordering::Relaxed)) {
+        return isa;
+    }
+    let isa = detect();
+    DETECTED.store(isa as u8, Ordering::Relaxed);
+    isa
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+fn detect() -> Isa {
+    if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+    {
+        Isa::Avx512
+    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        Isa::Avx2
+    } else {
+        Isa::Sse2
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+fn detect() -> Isa {
+    // Without `std` there is no run-time detection: use what the build targets.
+    if cfg!(all(
+        target_feature = "avx512f",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )) {
+        Isa::Avx512
+    } else if cfg!(all(target_feature = "avx2", target_feature = "fma")) {
+        Isa::Avx2
+    } else {
+        Isa::Sse2
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Isa {
+    Isa::Scalar
+}
+
+#[cfg(feature = "std")]
+std::thread_local! {
+    static FORCED: core::cell::Cell<u8> = const { core::cell::Cell::new(0) };
+}
+
+/// The instruction set [`dispatch`] uses on this thread.
+pub fn current() -> Isa {
+    #[cfg(feature = "std")]
+    if let Some(isa) = Isa::from_u8(FORCED.with(|f| f.get())) {
+        return isa.min(detected());
+    }
+    detected()
+}
+
+/// Runs `f` with the fast paths on this thread limited to `isa` (or to what the CPU has, if
+/// that is narrower). Used by the tests to check every path against the reference loops,
+/// and by the benches to compare instruction sets.
+#[cfg(feature = "std")]
+pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    let before = FORCED.with(|c| c.replace(isa as u8));
+    let out = f();
+    FORCED.with(|c| c.set(before));
+    out
+}
+
+/// Runs `kernel` with the instruction set [`current`] names.
+#[inline]
+pub fn dispatch<K: Kernel>(kernel: K) -> K::Output {
+    match current() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // SAFETY: `current()` never exceeds `detected()`, which returns `Avx512` only if
+            // the CPU (or, without std, the build target) has avx512f, avx2 and fma.
+            unsafe { x86::run_avx512(kernel) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: as above, `Avx2` only if the CPU has avx2 and fma.
+            unsafe { x86::run_avx2(kernel) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Sse2 => kernel.run(x86::Sse2(())),
+        _ => kernel.run(Scalar),
+    }
+}
+
+/// Runs `body` on register blocks of rows `a0..a0 + OB` that cover `0..n`, greedily with
+/// the listed block sizes (largest first, ending in 1); `OB` is a constant inside `body`, so
+/// a kernel's accumulators `[[S::F; NV]; OB]` stay in registers.
+macro_rules! for_blocks {
+    ($n:expr, [$($size:literal),*], |$a0:ident, $ob:ident| $body:block) => {{
+        let n: usize = $n;
+        let mut $a0 = 0usize;
+        $(
+            while n - $a0 >= $size {
+                const $ob: usize = $size;
+                $body
+                $a0 += $size;
+            }
+        )*
+        debug_assert_eq!($a0, n);
+    }};
+}
+pub(crate) use for_blocks;
+
+/// One lane of plain `f32` arithmetic: the portable fallback (and a fully safe reference for
+/// the kernels' indexing).
+#[derive(Clone, Copy, Debug)]
+pub struct Scalar;
+
+impl Simd for Scalar {
+    const LANES: usize = 1;
+    type F = f32;
+    #[inline(always)]
+    fn splat(self, x: f32) -> f32 {
+        x
+    }
+    #[inline(always)]
+    fn load(self, s: &[f32], at: usize) -> f32 {
+        s[at]
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32], at: usize, v: f32) {
+        s[at] = v;
+    }
+    #[inline(always)]
+    fn add(self, a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    fn mul_add(self, a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+    #[inline(always)]
+    fn sum(self, v: f32) -> f32 {
+        v
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::{Avx2, Avx512, Sse2};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Kernel, Simd};
+    use core::arch::x86_64::*;
+
+    /// SSE2: 4 lanes, multiply then add. Every x86-64 CPU has it.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Sse2(pub(super) ());
+
+    /// AVX2 with FMA: 8 lanes. Exists only inside code entered after detecting both.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx2(());
+
+    /// AVX-512F (with AVX2 and FMA): 16 lanes. Exists only inside code entered after
+    /// detecting them.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx512(());
+
+    /// # Safety
+    /// The CPU must have avx2 and fma.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run_avx2<K: Kernel>(k: K) -> K::Output {
+        k.run(Avx2(()))
+    }
+
+    /// # Safety
+    /// The CPU must have avx512f, avx2 and fma.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn run_avx512<K: Kernel>(k: K) -> K::Output {
+        k.run(Avx512(()))
+    }
+
+    impl Simd for Sse2 {
+        const LANES: usize = 4;
+        type F = __m128;
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m128 {
+            // SAFETY (this and every intrinsic call below in this impl): SSE and SSE2 are part
+            // of the x86-64 baseline, so every x86-64 CPU has them.
+            unsafe { _mm_set1_ps(x) }
+        }
+        #[inline(always)]
+        fn load(self, s: &[f32], at: usize) -> __m128 {
+            let s = &s[at..at + 4];
+            // SAFETY: `s` holds 4 floats (checked by the slice above); loadu needs no alignment.
+            unsafe { _mm_loadu_ps(s.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32], at: usize, v: __m128) {
+            let s = &mut s[at..at + 4];
+            // SAFETY: `s` holds 4 writable floats; storeu needs no alignment.
+            unsafe { _mm_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m128, b: __m128) -> __m128 {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe { _mm_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m128, b: __m128, c: __m128) -> __m128 {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe { _mm_add_ps(_mm_mul_ps(a, b), c) }
+        }
+        #[inline(always)]
+        fn sum(self, v: __m128) -> f32 {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe {
+                let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+                _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
+            }
+        }
+    }
+
+    impl Simd for Avx2 {
+        const LANES: usize = 8;
+        type F = __m256;
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m256 {
+            // SAFETY (this and every intrinsic call below in this impl): an `Avx2` value is
+            // created only by `run_avx2`, which runs only on CPUs with avx2 and fma.
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        fn load(self, s: &[f32], at: usize) -> __m256 {
+            let s = &s[at..at + 8];
+            // SAFETY: `s` holds 8 floats; avx is present (see `splat`); no alignment needed.
+            unsafe { _mm256_loadu_ps(s.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32], at: usize, v: __m256) {
+            let s = &mut s[at..at + 8];
+            // SAFETY: `s` holds 8 writable floats; avx is present; no alignment needed.
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: avx is present (see `splat`).
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+            // SAFETY: fma is present (see `splat`).
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn sum(self, v: __m256) -> f32 {
+            // SAFETY: avx is present (see `splat`).
+            let half =
+                unsafe { _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v)) };
+            Sse2(()).sum(half)
+        }
+    }
+
+    impl Simd for Avx512 {
+        const LANES: usize = 16;
+        type F = __m512;
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m512 {
+            // SAFETY (this and every intrinsic call below in this impl): an `Avx512` value is
+            // created only by `run_avx512`, which runs only on CPUs with avx512f, avx2, fma.
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        fn load(self, s: &[f32], at: usize) -> __m512 {
+            let s = &s[at..at + 16];
+            // SAFETY: `s` holds 16 floats; avx512f is present; no alignment needed.
+            unsafe { _mm512_loadu_ps(s.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32], at: usize, v: __m512) {
+            let s = &mut s[at..at + 16];
+            // SAFETY: `s` holds 16 writable floats; avx512f is present; no alignment needed.
+            unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn sum(self, v: __m512) -> f32 {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe { _mm512_reduce_add_ps(v) }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    struct Dot<'a>(&'a [f32], &'a [f32]);
+    impl Kernel for Dot<'_> {
+        type Output = f32;
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) -> f32 {
+            let mut acc = s.splat(0.0);
+            for at in (0..self.0.len()).step_by(S::LANES) {
+                acc = s.mul_add(s.load(self.0, at), s.load(self.1, at), acc);
+            }
+            s.sum(acc)
+        }
+    }
+
+    #[test]
+    fn every_available_isa_computes_the_same_dot_product() {
+        let a: [f32; 32] = core::array::from_fn(|i| i as f32);
+        let b = [2.0f32; 32];
+        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+            let got = with_isa(isa, || dispatch(Dot(&a, &b)));
+            assert_eq!(got, 992.0, "{isa:?}");
+        }
+        assert!(Isa::Sse2.available() || cfg!(not(target_arch = "x86_64")));
+    }
+
+    #[test]
+    #[should_panic]
+    fn loads_are_bounds_checked() {
+        dispatch(Dot(&[1.0; 5], &[1.0; 5]));
+    }
+}

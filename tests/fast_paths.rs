@@ -1,0 +1,307 @@
+//! The `f32` fast paths compute what the plain reference loops compute, on every instruction
+//! set this CPU has (each one forced in turn with `simd::with_isa`), on random inputs.
+//!
+//! Tolerance: the fast kernels add in a different order (and fuse multiply-adds), so each
+//! value must satisfy |fast − reference| ≤ 1e-4 · max(1, |reference|). Inputs, weights and
+//! gradients are drawn from [−1, 1], where the LeNet-sized sums stay below ~10³.
+
+use constnet::simd::{Isa, with_isa};
+use constnet::{Conv2d, Layer, Tensor, zeroed_box};
+use proptest::prelude::*;
+
+#[track_caller]
+fn assert_close(what: &str, isa: Isa, fast: &[f32], reference: &[f32]) {
+    assert_eq!(fast.len(), reference.len());
+    for (i, (&f, &r)) in fast.iter().zip(reference).enumerate() {
+        assert!(
+            (f - r).abs() <= 1e-4 * r.abs().max(1.0),
+            "{what} on {isa:?}: [{i}] fast {f} vs reference {r}"
+        );
+    }
+}
+
+fn available() -> impl Iterator<Item = Isa> {
+    Isa::ALL.into_iter().filter(|isa| isa.available())
+}
+
+fn fill<X: Tensor<Scalar = f32>>(x: &mut X, values: &[f32]) {
+    fill_slice(x.flat_mut(), values);
+}
+
+fn fill_slice(x: &mut [f32], values: &[f32]) {
+    for (v, &s) in x.iter_mut().zip(values.iter().cycle()) {
+        *v = s;
+    }
+}
+
+fn values() -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(-1.0f32..1.0, 997)
+}
+
+/// Forward, weight/bias gradient and input gradient of one convolution, fast vs reference.
+fn check_conv<const CI: usize, const CO: usize, const H: usize, const OH: usize>(
+    params: &[f32],
+    input: &[f32],
+    grad: &[f32],
+) where
+    Conv2d<f32, CI, CO, 5, 1, 0, H, H, OH, OH>: Layer<
+            Scalar = f32,
+            Input = [[[f32; H]; H]; CI],
+            Output = [[[f32; OH]; OH]; CO],
+            Workspace = (),
+        >,
+{
+    type C<const CI: usize, const CO: usize, const H: usize, const OH: usize> =
+        Conv2d<f32, CI, CO, 5, 1, 0, H, H, OH, OH>;
+    let mut conv = zeroed_box::<C<CI, CO, H, OH>>();
+    fill_slice(conv.param_mut(0), params);
+    fill(&mut conv.bias, &params[7..]);
+    let mut x = zeroed_box::<[[[f32; H]; H]; CI]>();
+    fill(&mut *x, input);
+    let mut g = zeroed_box::<[[[f32; OH]; OH]; CO]>();
+    fill(&mut *g, grad);
+
+    let mut y_ref = zeroed_box::<[[[f32; OH]; OH]; CO]>();
+    conv.forward_reference(&x, &mut y_ref);
+    let mut gr_ref = zeroed_box::<C<CI, CO, H, OH>>();
+    let mut gi_ref = zeroed_box::<[[[f32; H]; H]; CI]>();
+    conv.backward_reference(&x, &g, Some(&mut gi_ref), &mut gr_ref);
+
+    for isa in available() {
+        with_isa(isa, || {
+            let mut y = zeroed_box::<[[[f32; OH]; OH]; CO]>();
+            conv.forward(&x, &mut y, &mut ());
+            assert_close("conv forward", isa, y.flat(), y_ref.flat());
+            let mut gr = zeroed_box::<C<CI, CO, H, OH>>();
+            let mut gi = zeroed_box::<[[[f32; H]; H]; CI]>();
+            conv.backward(&x, &mut (), &g, Some(&mut gi), &mut gr);
+            assert_close("conv weight grad", isa, gr.param(0), gr_ref.param(0));
+            assert_close("conv bias grad", isa, gr.param(1), gr_ref.param(1));
+            assert_close("conv input grad", isa, gi.flat(), gi_ref.flat());
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn conv1_fast_equals_reference(p in values(), x in values(), g in values()) {
+        check_conv::<1, 6, 32, 28>(&p, &x, &g);
+    }
+
+    #[test]
+    fn conv2_fast_equals_reference(p in values(), x in values(), g in values()) {
+        check_conv::<6, 16, 14, 10>(&p, &x, &g);
+    }
+
+    #[test]
+    fn odd_channel_counts_fast_equal_reference(p in values(), x in values(), g in values()) {
+        check_conv::<3, 7, 12, 8>(&p, &x, &g);
+    }
+}
+
+/// Forward and backward of one fully connected layer on `N` samples at once (the batched
+/// kernels) and one at a time (the `Layer` methods), fast vs reference.
+fn check_linear<const IN: usize, const OUT: usize, const N: usize>(
+    params: &[f32],
+    input: &[f32],
+    grad: &[f32],
+) {
+    use constnet::{BatchLayer, Linear};
+    let mut fc = zeroed_box::<Linear<f32, IN, OUT>>();
+    fill_slice(fc.param_mut(0), params);
+    fill_slice(fc.param_mut(1), &params[3..]);
+    let mut x = zeroed_box::<[[f32; IN]; N]>();
+    fill(&mut *x, input);
+    let mut g = zeroed_box::<[[f32; OUT]; N]>();
+    fill(&mut *g, grad);
+
+    let mut y_ref = zeroed_box::<[[f32; OUT]; N]>();
+    let mut gi_ref = zeroed_box::<[[f32; IN]; N]>();
+    let mut gr_ref = zeroed_box::<Linear<f32, IN, OUT>>();
+    for n in 0..N {
+        fc.forward_reference(&x[n], &mut y_ref[n]);
+        fc.backward_reference(&x[n], &g[n], Some(&mut gi_ref[n]), &mut gr_ref);
+    }
+    for isa in available() {
+        with_isa(isa, || {
+            // one sample at a time
+            let mut y = zeroed_box::<[[f32; OUT]; N]>();
+            let mut gi = zeroed_box::<[[f32; IN]; N]>();
+            let mut gr = zeroed_box::<Linear<f32, IN, OUT>>();
+            for n in 0..N {
+                fc.forward(&x[n], &mut y[n], &mut ());
+                fc.backward(&x[n], &mut (), &g[n], Some(&mut gi[n]), &mut gr);
+            }
+            assert_close("linear forward", isa, y.flat(), y_ref.flat());
+            assert_close("linear input grad", isa, gi.flat(), gi_ref.flat());
+            assert_close("linear weight grad", isa, gr.param(0), gr_ref.param(0));
+            assert_close("linear bias grad", isa, gr.param(1), gr_ref.param(1));
+            // the whole batch at once
+            let mut y = zeroed_box::<[[f32; OUT]; N]>();
+            let mut gi = zeroed_box::<[[f32; IN]; N]>();
+            let mut gr = zeroed_box::<Linear<f32, IN, OUT>>();
+            let mut ws = zeroed_box::<<Linear<f32, IN, OUT> as BatchLayer<N>>::BatchWorkspace>();
+            BatchLayer::<N>::forward_batch(&*fc, &x, &mut y, &mut ws);
+            BatchLayer::<N>::backward_batch(&*fc, &x, &mut ws, &g, Some(&mut gi), &mut gr);
+            assert_close("batched linear forward", isa, y.flat(), y_ref.flat());
+            assert_close("batched linear input grad", isa, gi.flat(), gi_ref.flat());
+            assert_close(
+                "batched linear weight grad",
+                isa,
+                gr.param(0),
+                gr_ref.param(0),
+            );
+            assert_close(
+                "batched linear bias grad",
+                isa,
+                gr.param(1),
+                gr_ref.param(1),
+            );
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn lenet_linear_layers_fast_equal_reference(p in values(), x in values(), g in values()) {
+        check_linear::<400, 120, 7>(&p, &x, &g);
+        check_linear::<120, 100, 5>(&p, &x, &g);
+        check_linear::<100, 10, 3>(&p, &x, &g);
+    }
+
+    #[test]
+    fn odd_linear_sizes_fast_equal_reference(p in values(), x in values(), g in values()) {
+        check_linear::<3, 5, 1>(&p, &x, &g);
+        check_linear::<37, 9, 6>(&p, &x, &g);
+    }
+}
+
+/// The branch-free pooling of tiling windows equals the reference loops exactly (same
+/// winner on ties: values are rounded to a few levels so that ties are common).
+fn check_pool<T: constnet::Scalar>(input: &[f32], grad: &[f32]) {
+    use constnet::MaxPool2d;
+    type Pool<T> = MaxPool2d<T, 6, 28, 28, 2, 2, 14, 14>;
+    let pool = Pool::<T>::new();
+    let mut x = zeroed_box::<Maps<T, 6, 28, 28>>();
+    for (v, &s) in x.flat_mut().iter_mut().zip(input.iter().cycle()) {
+        *v = T::from_f64((s as f64 * 3.0).round());
+    }
+    let mut g = zeroed_box::<Maps<T, 6, 14, 14>>();
+    for (v, &s) in g.flat_mut().iter_mut().zip(grad.iter().cycle()) {
+        *v = T::from_f64(s as f64);
+    }
+    let (mut y_ref, mut y) = (
+        zeroed_box::<Maps<T, 6, 14, 14>>(),
+        zeroed_box::<Maps<T, 6, 14, 14>>(),
+    );
+    let (mut at_ref, mut at) = (
+        zeroed_box::<[[[u32; 14]; 14]; 6]>(),
+        zeroed_box::<[[[u32; 14]; 14]; 6]>(),
+    );
+    pool.forward_reference(&x, &mut y_ref, &mut at_ref);
+    pool.forward(&x, &mut y, &mut at);
+    assert_eq!(y, y_ref);
+    assert_eq!(at, at_ref);
+    let (mut gi_ref, mut gi) = (
+        zeroed_box::<Maps<T, 6, 28, 28>>(),
+        zeroed_box::<Maps<T, 6, 28, 28>>(),
+    );
+    gi.flat_mut().fill(T::from_f64(9.0)); // every pixel must be written
+    Pool::<T>::backward_reference(&x, &at_ref, &g, &mut gi_ref);
+    pool.backward(&x, &mut at, &g, Some(&mut gi), &mut Pool::<T>::new());
+    assert_eq!(gi, gi_ref);
+}
+
+use constnet::Maps;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn tiled_pooling_equals_reference(x in values(), g in values()) {
+        check_pool::<f32>(&x, &g);
+        check_pool::<f64>(&x, &g);
+    }
+}
+
+/// A whole LeNet-5 mini-batch through `BatchLayer` equals the samples one at a time:
+/// probabilities, summed loss and every parameter gradient.
+fn check_lenet_batch(seed: u64, pixels: &[f32], labels: [usize; 5]) {
+    use constnet::{BatchLayer, Image, LeNet5, Loss};
+    use rand::SeedableRng;
+    const N: usize = 5;
+    let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let mut xs = zeroed_box::<[Image<f32>; N]>();
+    for (v, &s) in xs
+        .iter_mut()
+        .flat_map(|x| x.flat_mut())
+        .zip(pixels.iter().cycle())
+    {
+        *v = s.abs();
+    }
+    let loss = if seed.is_multiple_of(2) {
+        Loss::CrossEntropy
+    } else {
+        Loss::HalfSse
+    };
+    for isa in available() {
+        with_isa(isa, || {
+            let mut ws = LeNet5::<f32>::workspace();
+            let mut grads_one = zeroed_box::<LeNet5<f32>>();
+            let mut probs_one = [[0.0f32; 10]; N];
+            let mut loss_one = 0.0;
+            for n in 0..N {
+                probs_one[n] = net.probabilities(&xs[n], &mut ws);
+                loss_one += net.backprop(&xs[n], labels[n], loss, &mut ws, &mut grads_one, None);
+            }
+            let mut bws = LeNet5::<f32>::batch_workspace::<N>();
+            let mut grads = zeroed_box::<LeNet5<f32>>();
+            let mut probs = [[0.0f32; 10]; N];
+            net.forward_batch(&xs, &mut probs, &mut bws);
+            let loss_batch = net.backprop_batch(&xs, &labels, loss, &mut bws, &mut grads);
+            assert_close("batch probabilities", isa, probs.flat(), probs_one.flat());
+            assert_close("batch loss", isa, &[loss_batch], &[loss_one]);
+            for i in 0..<LeNet5<f32> as Layer>::PARAM_TENSORS {
+                assert_close("batch gradient", isa, grads.param(i), grads_one.param(i));
+            }
+            assert_eq!(
+                net.classify_batch(&xs, &mut bws),
+                core::array::from_fn(|n| constnet::argmax(&probs[n]))
+            );
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+
+    #[test]
+    fn lenet_batch_equals_samples_one_at_a_time(seed in 0u64..1000, x in values(), labels in prop::array::uniform5(0usize..10)) {
+        check_lenet_batch(seed, &x, labels);
+    }
+}
+
+/// `f64` never takes an `f32` fast path: a forward pass is bit-identical whatever the ISA.
+#[test]
+fn f64_is_the_reference_on_every_isa() {
+    use constnet::{Image, LeNet5};
+    use rand::SeedableRng;
+    let net = LeNet5::<f64>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(9));
+    let mut x = zeroed_box::<Image<f64>>();
+    for (i, v) in x.flat_mut().iter_mut().enumerate() {
+        *v = ((i * 13) % 7) as f64 / 7.0;
+    }
+    let mut ws = LeNet5::<f64>::workspace();
+    let expected = with_isa(Isa::Scalar, || net.probabilities(&x, &mut ws));
+    for isa in available() {
+        assert_eq!(
+            with_isa(isa, || net.probabilities(&x, &mut ws)),
+            expected,
+            "{isa:?}"
+        );
+    }
+}
