@@ -12,6 +12,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use crate::augment::{Augment, mix, warp_digit};
+use crate::batch::BatchLayer;
 use crate::chain::{Chain, ChainWorkspace};
 use crate::layer::Layer;
 use crate::lenet::Image;
@@ -157,10 +158,83 @@ impl fmt::Display for Evaluation {
     }
 }
 
-/// One worker's buffers: gradients and workspace, each allocated once.
-struct Worker<N: Layer> {
-    grads: Box<N>,
-    ws: Box<N::Workspace>,
+/// Samples a worker pushes through the network together ([`BatchLayer`]): the fully
+/// connected layers then read their weights once per 16 images instead of once per image.
+pub const MICRO_BATCH: usize = 16;
+
+/// One worker's buffers, each allocated once: gradients, a per-sample workspace (for a
+/// remainder smaller than [`MICRO_BATCH`]), a batch workspace and the batch's images.
+struct Worker<B, T>
+where
+    T: Scalar,
+    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
+    grads: Box<Classifier<B, T>>,
+    ws: Box<<Classifier<B, T> as Layer>::Workspace>,
+    batch_ws: Box<<Classifier<B, T> as BatchLayer<MICRO_BATCH>>::BatchWorkspace>,
+    images: Box<[Image<T>; MICRO_BATCH]>,
+}
+
+impl<B, T> Worker<B, T>
+where
+    T: Scalar,
+    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
+    fn new() -> Self {
+        Self {
+            grads: zeroed_box(),
+            ws: zeroed_box(),
+            batch_ws: zeroed_box(),
+            images: zeroed_box(),
+        }
+    }
+
+    /// Zeroes the gradients, then adds those of the images `part` of `data` (distorted as
+    /// configured); returns the summed loss and the number of correct predictions.
+    fn accumulate(
+        &mut self,
+        net: &Classifier<B, T>,
+        data: &Dataset,
+        part: &[u32],
+        epoch: usize,
+        c: &TrainConfig,
+    ) -> (f64, usize) {
+        self.grads.zero_params();
+        let (mut loss, mut right) = (0.0, 0);
+        let mut chunks = part.chunks_exact(MICRO_BATCH);
+        for chunk in &mut chunks {
+            let mut labels = [0; MICRO_BATCH];
+            for ((image, label), &i) in self.images.iter_mut().zip(&mut labels).zip(chunk) {
+                let i = i as usize;
+                warp_digit(data.pixels(i), &c.augment.draw(c.seed, epoch, i), image);
+                *label = data.label(i);
+            }
+            let l = net.backprop_batch(
+                &self.images,
+                &labels,
+                c.loss,
+                &mut self.batch_ws,
+                &mut self.grads,
+            );
+            loss += l.to_f64();
+            right += labels
+                .iter()
+                .zip(&self.batch_ws.then)
+                .filter(|(l, p)| argmax(*p) == **l)
+                .count();
+        }
+        let image = &mut self.images[0];
+        for &i in chunks.remainder() {
+            let i = i as usize;
+            warp_digit(data.pixels(i), &c.augment.draw(c.seed, epoch, i), image);
+            let label = data.label(i);
+            loss += net
+                .backprop(image, label, c.loss, &mut self.ws, &mut self.grads, None)
+                .to_f64();
+            right += usize::from(argmax(&self.ws.then) == label);
+        }
+        (loss, right)
+    }
 }
 
 /// Trains a classifier: owns the network, its optimizer state and per-thread buffers.
@@ -181,30 +255,25 @@ struct Worker<N: Layer> {
 pub struct Trainer<B, T>
 where
     T: Scalar,
-    B: Layer<Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
 {
     /// The network being trained.
     pub net: Box<Classifier<B, T>>,
     /// The configuration it was created with.
     pub config: TrainConfig,
     state: Box<OptimizerState<Classifier<B, T>>>,
-    workers: Vec<Worker<Classifier<B, T>>>,
+    workers: Vec<Worker<B, T>>,
     step: usize,
 }
 
 impl<B, T> Trainer<B, T>
 where
     T: Scalar,
-    B: Layer<Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
 {
     /// A trainer for `net` (already initialised) with `config`.
     pub fn new(net: Box<Classifier<B, T>>, config: TrainConfig) -> Self {
-        let workers = (0..config.threads.max(1))
-            .map(|_| Worker {
-                grads: zeroed_box(),
-                ws: zeroed_box(),
-            })
-            .collect();
+        let workers = (0..config.threads.max(1)).map(|_| Worker::new()).collect();
         Self {
             net,
             config,
@@ -271,23 +340,9 @@ where
     /// and the number of correct predictions. Each worker's gradients hold its part's sum.
     fn accumulate(&mut self, data: &Dataset, indices: &[u32], epoch: usize) -> (f64, usize) {
         let (net, c) = (&*self.net, self.config);
-        let per = indices.len().div_ceil(self.workers.len());
-        let run = |w: &mut Worker<Classifier<B, T>>, part: &[u32]| {
-            w.grads.zero_params();
-            let mut image = [[[T::zero(); 32]; 32]; 1];
-            let (mut loss, mut right) = (0.0, 0);
-            for &i in part {
-                let i = i as usize;
-                let transform = c.augment.draw(c.seed, epoch, i);
-                warp_digit(data.pixels(i), &transform, &mut image);
-                let label = data.label(i);
-                loss += net
-                    .backprop(&image, label, c.loss, &mut w.ws, &mut w.grads, None)
-                    .to_f64();
-                right += usize::from(argmax(&w.ws.then) == label);
-            }
-            (loss, right)
-        };
+        // Each worker takes a contiguous part, a whole number of micro-batches where possible.
+        let per = indices.len().div_ceil(self.workers.len()).next_multiple_of(MICRO_BATCH);
+        let run = |w: &mut Worker<B, T>, part: &[u32]| w.accumulate(net, data, part, epoch, &c);
         if self.workers.len() == 1 {
             return run(&mut self.workers[0], indices);
         }
