@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use constnet::augment::Augment;
 use constnet::mnist::{Dataset, load_dir};
 use constnet::optim::{Optimizer, Schedule};
 use constnet::train::{Evaluation, TrainConfig, Trainer, evaluate_with};
@@ -36,7 +37,8 @@ OPTIONS:
   --shift PX          random translation of training digits, up to PX pixels [default: 2]
   --rotate DEG        random rotation of training digits, up to DEG degrees [default: 10]
   --scale FRAC        random scaling of training digits, by up to ±FRAC [default: 0.1]
-                      (--shift 0 --rotate 0 --scale 0 trains on the digits as they are)
+  --no-augment        train on the images as they are (same as --shift 0 --rotate 0
+                      --scale 0); best for Fashion-MNIST
   --seed N            seed of weights, shuffles and shifts [default: 1]
   --threads N         worker threads per batch [default: 1]
   --out FILE          where to save the weights [default: lenet5.cnet]
@@ -98,6 +100,7 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("shift") => config.augment.shift = p.value()?.parse()?,
             Long("rotate") => config.augment.rotate = p.value()?.parse()?,
             Long("scale") => config.augment.scale = p.value()?.parse()?,
+            Long("no-augment") => config.augment = Augment::NONE,
             Long("seed") => config.seed = p.value()?.parse()?,
             Long("threads") => config.threads = p.value()?.parse()?,
             Long("out") => out = p.value()?.into(),
