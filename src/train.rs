@@ -341,7 +341,10 @@ where
     fn accumulate(&mut self, data: &Dataset, indices: &[u32], epoch: usize) -> (f64, usize) {
         let (net, c) = (&*self.net, self.config);
         // Each worker takes a contiguous part, a whole number of micro-batches where possible.
-        let per = indices.len().div_ceil(self.workers.len()).next_multiple_of(MICRO_BATCH);
+        let per = indices
+            .len()
+            .div_ceil(self.workers.len())
+            .next_multiple_of(MICRO_BATCH);
         let run = |w: &mut Worker<B, T>, part: &[u32]| w.accumulate(net, data, part, epoch, &c);
         if self.workers.len() == 1 {
             return run(&mut self.workers[0], indices);
