@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use constnet::augment::Augment;
-use constnet::mnist::{Dataset, load_dir};
+use constnet::mnist::{Dataset, load_dir, load_test_dir};
 use constnet::optim::{Optimizer, Schedule};
 use constnet::train::{Evaluation, TrainConfig, Trainer, evaluate_with};
 use constnet::viz::{EpochRow, plot_curves, write_curves_csv};
@@ -126,10 +126,16 @@ fn parse() -> Result<Args, lexopt::Error> {
             "--shift must be in 0..=4 pixels, --rotate in 0..=45 degrees, --scale in 0..0.5".into(),
         );
     }
+    if config.threads > 256 {
+        return Err("--threads must be at most 256".into());
+    }
     config.lr = lr.unwrap_or(match config.optimizer {
         Optimizer::Adam { .. } => 1e-3,
         Optimizer::Sgd { .. } => 0.05,
     });
+    if !(config.lr.is_finite() && config.lr > 0.0) {
+        return Err("--lr must be a positive number".into());
+    }
     Ok(Args {
         data,
         config,
@@ -151,11 +157,19 @@ fn report(test: &Evaluation) {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let (train, test): (Dataset, Dataset) = load_dir(&args.data)?;
     if let Some(weights) = &args.eval {
+        let test = load_test_dir(&args.data)?;
         let net = load_lenet5(weights)?;
         report(&evaluate_with(&net, &test, &mut LeNet5::<f32>::workspace()));
         return Ok(());
+    }
+    let (train, test): (Dataset, Dataset) = load_dir(&args.data)?;
+    if train.is_empty() || test.is_empty() {
+        return Err(format!(
+            "{}: the training or the test set holds no images",
+            args.data.display()
+        )
+        .into());
     }
     if args.out.exists() && !args.force {
         return Err(format!(

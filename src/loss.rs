@@ -57,9 +57,15 @@ pub fn cross_entropy_with_logits<T: Scalar, const N: usize>(
         class < N,
         "cross_entropy_with_logits: class {class} is not below N = {N}"
     );
-    crate::softmax::softmax(logits, grad_logits);
     let max = logits.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
-    let sum = logits.iter().fold(T::zero(), |s, &x| s + (x - max).exp());
+    let mut sum = T::zero();
+    for (g, &x) in grad_logits.iter_mut().zip(logits) {
+        *g = (x - max).exp();
+        sum = sum + *g;
+    }
+    for g in grad_logits.iter_mut() {
+        *g = *g / sum;
+    }
     grad_logits[class] = grad_logits[class] - T::one();
     max + sum.ln() - logits[class]
 }

@@ -237,11 +237,20 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<(Dataset, Dataset), IdxError> {
         find(dir, "train-images", "idx3-ubyte")?,
         find(dir, "train-labels", "idx1-ubyte")?,
     )?;
-    let test = Dataset::load(
+    Ok((train, load_test_dir(dir)?))
+}
+
+/// Loads only the test set (`t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, named as for
+/// [`load_dir`]) of a directory: what evaluating saved weights needs.
+///
+/// # Errors
+/// As [`load_dir`].
+pub fn load_test_dir(dir: impl AsRef<Path>) -> Result<Dataset, IdxError> {
+    let dir = dir.as_ref();
+    Dataset::load(
         find(dir, "t10k-images", "idx3-ubyte")?,
         find(dir, "t10k-labels", "idx1-ubyte")?,
-    )?;
-    Ok((train, test))
+    )
 }
 
 /// The first existing file among `{stem}-{kind}`, `{stem}-{kind}.gz`, `{stem}.{kind}`,

@@ -117,7 +117,7 @@ impl<L: Layer> OptimizerState<L> {
                 eps,
                 weight_decay,
             } => {
-                let t = self.steps as i32;
+                let t = self.steps.min(i32::MAX as u64) as i32;
                 let correction1 = s(1.0 - Float::powi(beta1, t));
                 let correction2 = s(1.0 - Float::powi(beta2, t));
                 let (b1, b2, eps, wd) = (s(beta1), s(beta2), s(eps), s(weight_decay));
@@ -182,7 +182,7 @@ impl Schedule {
             }
             Schedule::Cosine => {
                 let total = (epochs * batches_per_epoch).max(1) as f64;
-                let done = (epoch * batches_per_epoch + batch) as f64;
+                let done = ((epoch * batches_per_epoch + batch) as f64).min(total);
                 let cos = Float::cos(core::f64::consts::PI * done / total);
                 base * 0.5 * (1.0 + cos)
             }

@@ -106,6 +106,10 @@ impl std::error::Error for SafetensorsError {}
 /// # Errors
 /// A missing or unexpected tensor, a wrong shape or dtype (each naming the tensor), or bytes
 /// that are not safetensors.
+///
+/// # Panics
+/// If `spec` does not describe `L` (one entry per parameter tensor, each shape holding
+/// exactly that tensor's length): a programming error, not a property of the file.
 pub fn load_named<L: Layer>(
     net: &mut L,
     bytes: &[u8],
@@ -120,7 +124,11 @@ pub fn load_named<L: Layer>(
         SafeTensors::deserialize(bytes).map_err(|e| SafetensorsError::Invalid(e.to_string()))?;
     let mut views = Vec::with_capacity(spec.len());
     for (i, &(name, shape)) in spec.iter().enumerate() {
-        debug_assert_eq!(shape.iter().product::<usize>(), net.param(i).len());
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            net.param(i).len(),
+            "spec for `{name}` does not fit parameter tensor {i}"
+        );
         let view = st.tensor(name).map_err(|_| SafetensorsError::Missing {
             tensor: name.to_string(),
         })?;
@@ -185,16 +193,16 @@ pub fn save_named<L: Layer>(
     let wide = core::mem::size_of::<L::Scalar>() == 8;
     let data: Vec<Vec<u8>> = (0..L::PARAM_TENSORS)
         .map(|i| {
-            net.param(i)
-                .iter()
-                .flat_map(|&w| {
-                    if wide {
-                        w.to_f64().to_le_bytes().to_vec()
-                    } else {
-                        (w.to_f64() as f32).to_le_bytes().to_vec()
-                    }
-                })
-                .collect()
+            let values = net.param(i);
+            let mut bytes = Vec::with_capacity(values.len() * if wide { 8 } else { 4 });
+            for &w in values {
+                if wide {
+                    bytes.extend_from_slice(&w.to_f64().to_le_bytes());
+                } else {
+                    bytes.extend_from_slice(&(w.to_f64() as f32).to_le_bytes());
+                }
+            }
+            bytes
         })
         .collect();
     let dtype = if wide { Dtype::F64 } else { Dtype::F32 };
@@ -244,7 +252,7 @@ mod tests {
         let mut back = zeroed_box::<LeNet5<f32>>();
         back.load_safetensors(&bytes).unwrap();
         assert_eq!(net, back);
-        // f64 weights load into f32 and back.
+        // f32 weights load into an f64 network, exactly.
         let mut wide = zeroed_box::<LeNet5<f64>>();
         wide.load_safetensors(&bytes).unwrap();
         for i in 0..LeNet5::<f32>::PARAM_TENSORS {

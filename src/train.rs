@@ -31,6 +31,20 @@ pub const CLASSES: usize = 10;
 /// example [`LeNet5`](crate::LeNet5)).
 pub type Classifier<B, T> = Chain<B, Softmax<T, CLASSES>>;
 
+/// Names the layers of a classifier before its softmax: `<Classifier<B, T> as Body>::Layers`
+/// is `B`, the first parameter of [`Trainer`].
+pub trait Body {
+    /// Every layer before the softmax.
+    type Layers;
+}
+
+impl<B, S> Body for Chain<B, S> {
+    type Layers = B;
+}
+
+/// The trainer of [`LeNet5`](crate::LeNet5) in `T`.
+pub type LeNet5Trainer<T> = Trainer<<crate::LeNet5<T> as Body>::Layers, T>;
+
 /// How to train.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -240,11 +254,11 @@ where
 /// Trains a classifier: owns the network, its optimizer state and per-thread buffers.
 ///
 /// ```no_run
-/// use constnet::train::{TrainConfig, Trainer};
+/// use constnet::train::{LeNet5Trainer, TrainConfig};
 /// use constnet::LeNet5;
 /// let (train, test) = constnet::mnist::load_dir("data/mnist-10k")?;
 /// let config = TrainConfig { epochs: 2, ..TrainConfig::default() };
-/// let mut trainer = Trainer::<_, f32>::new(LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(config.seed)), config);
+/// let mut trainer = LeNet5Trainer::<f32>::new(LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(config.seed)), config);
 /// # use rand::SeedableRng;
 /// for epoch in 1..=config.epochs {
 ///     trainer.train_epoch(&train, epoch, |_| {})?;
@@ -271,9 +285,21 @@ where
     T: Scalar,
     B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
 {
-    /// A trainer for `net` (already initialised) with `config`.
+    /// A trainer for `net` (already initialised) with `config`. It runs at most one worker per
+    /// [`MICRO_BATCH`] images of a batch (more would have nothing to do).
+    ///
+    /// # Panics
+    /// If `config.augment` is out of range (negative, or a scale of 1 or more).
     pub fn new(net: Box<Classifier<B, T>>, config: TrainConfig) -> Self {
-        let workers = (0..config.threads.max(1)).map(|_| Worker::new()).collect();
+        let a = config.augment;
+        assert!(
+            a.shift >= 0.0 && a.rotate >= 0.0 && (0.0..1.0).contains(&a.scale),
+            "TrainConfig::augment out of range: {a:?}"
+        );
+        let workers = config
+            .threads
+            .clamp(1, config.batch.max(1).div_ceil(MICRO_BATCH));
+        let workers = (0..workers).map(|_| Worker::new()).collect();
         Self {
             net,
             config,
@@ -283,16 +309,22 @@ where
         }
     }
 
-    /// One pass over `data` in a seeded random order. `progress` is called after each batch.
+    /// Pass number `epoch` (from 1 to `config.epochs`, which the schedule and the seeded
+    /// shuffle depend on) over `data` in a seeded random order. `progress` is called after
+    /// each batch; an empty `data` does nothing.
     ///
     /// # Errors
     /// [`Diverged`] if a batch's loss is not finite; that batch's update is not applied.
+    ///
+    /// # Panics
+    /// If `epoch` is 0.
     pub fn train_epoch(
         &mut self,
         data: &Dataset,
         epoch: usize,
         mut progress: impl FnMut(&Progress),
     ) -> Result<(), Diverged> {
+        assert!(epoch >= 1, "train_epoch: epochs are numbered from 1");
         let c = self.config;
         let batch = c.batch.max(1);
         let mut order: Vec<u32> = (0..data.len() as u32).collect();

@@ -348,8 +348,10 @@ pub fn load_weights<L: Layer + Describe>(net: &mut L, bytes: &[u8]) -> Result<()
     let _ = L::describe(&mut cmp); // `Compare` never fails
     match cmp.differs_at {
         Some(at) if at >= present && d > present => {
+            // Cut inside the descriptor: report the size the whole file would need.
+            let params = p.saturating_mul(width).saturating_add(4);
             return Err(WeightsError::Truncated {
-                needed: HEADER + d,
+                needed: padded(HEADER.saturating_add(d).min(usize::MAX - 8)).saturating_add(params),
                 found,
             });
         }
@@ -523,7 +525,7 @@ pub fn load_lenet5(
     })?;
     let mut net = crate::zeroed_box::<crate::LeNet5<f32>>();
     if bytes.starts_with(&MAGIC) {
-        load_file(&mut *net, path).map_err(LoadError::Constnet)?;
+        load_bytes_from(&mut *net, &bytes, path).map_err(LoadError::Constnet)?;
         return Ok(net);
     }
     #[cfg(feature = "safetensors")]
@@ -673,7 +675,7 @@ impl fmt::Display for FileError {
             Self::Io { path, error } if error.kind() == std::io::ErrorKind::AlreadyExists => {
                 write!(
                     f,
-                    "{}: the file already exists; not overwriting it (pass --force to replace it)",
+                    "{}: the file already exists; not overwriting it",
                     path.display()
                 )
             }
@@ -723,11 +725,21 @@ pub fn save_file<L: Layer + Describe>(
     };
     let bytes = save_weights(net);
     if overwrite {
+        // A new temporary file beside the target (never someone else's), synced, then
+        // renamed over the target: the target is either the old file or the whole new one.
         let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".partial");
+        tmp.push(format!(".partial-{}", std::process::id()));
         let tmp = std::path::PathBuf::from(tmp);
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io)
     } else {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -754,10 +766,21 @@ pub fn load_file<L: Layer + Describe>(
         path: path.to_path_buf(),
         error,
     })?;
-    load_weights(net, &bytes).map_err(|error| FileError::Weights {
+    load_bytes_from(net, &bytes, path)
+}
+
+/// [`load_weights`] of bytes read from `path`, with an error that names the file and shows
+/// both architectures.
+#[cfg(feature = "std")]
+fn load_bytes_from<L: Layer + Describe>(
+    net: &mut L,
+    bytes: &[u8],
+    path: &std::path::Path,
+) -> Result<(), FileError> {
+    load_weights(net, bytes).map_err(|error| FileError::Weights {
         path: path.to_path_buf(),
         error,
-        file_architecture: file_descriptor(&bytes).map(String::from),
+        file_architecture: file_descriptor(bytes).map(String::from),
         network_architecture: describe::<L>(),
     })
 }

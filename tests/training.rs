@@ -5,7 +5,7 @@
 use constnet::augment::Augment;
 use constnet::mnist::{Dataset, load_dir};
 use constnet::optim::{Optimizer, Schedule};
-use constnet::train::{TrainConfig, Trainer};
+use constnet::train::{LeNet5Trainer, TrainConfig};
 use constnet::{Layer, LeNet5, Loss};
 use rand::SeedableRng;
 use std::sync::LazyLock;
@@ -28,17 +28,9 @@ fn first(data: &Dataset, n: usize) -> Dataset {
     Dataset::from_idx_bytes(&images, &labels).unwrap()
 }
 
-fn trainer(config: TrainConfig) -> Trainer<<LeNet5<f32> as Parts>::Body, f32> {
+fn trainer(config: TrainConfig) -> LeNet5Trainer<f32> {
     let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(config.seed));
-    Trainer::new(net, config)
-}
-
-/// Names the layers before LeNet-5's softmax, the `B` of `Trainer<B, T>`.
-trait Parts {
-    type Body;
-}
-impl<B, S> Parts for constnet::Chain<B, S> {
-    type Body = B;
+    LeNet5Trainer::new(net, config)
 }
 
 fn train_and_test(config: TrainConfig, images: usize) -> f64 {
@@ -86,10 +78,11 @@ fn weights_after(config: TrainConfig) -> Box<LeNet5<f32>> {
 
 #[test]
 fn same_seed_and_threads_give_bit_identical_weights() {
+    // Batch 48 is split into parts of 48 (1 thread), 32 + 16 (2) and 16 + 16 + 16 (3).
     for threads in [1, 2, 3] {
         let config = TrainConfig {
             epochs: 2,
-            batch: 16,
+            batch: 48,
             threads,
             ..TrainConfig::default()
         };
@@ -118,7 +111,7 @@ fn threads_change_only_the_summation_order() {
     // Data-parallel gradients are the same sums in another order: close, not identical.
     let config = TrainConfig {
         epochs: 2,
-        batch: 16,
+        batch: 48,
         ..TrainConfig::default()
     };
     let one = weights_after(config);
@@ -126,6 +119,10 @@ fn threads_change_only_the_summation_order() {
         threads: 2,
         ..config
     });
+    assert_ne!(
+        one, two,
+        "two threads must split the batch (and so sum in another order)"
+    );
     let worst = (0..LeNet5::<f32>::PARAM_TENSORS)
         .flat_map(|i| {
             one.param(i)
@@ -155,6 +152,9 @@ fn a_diverging_run_stops_with_a_clear_error_and_finite_weights() {
         "the first batch starts from sane weights: {err:?}"
     );
     assert!(!err.loss.is_finite());
+    let finite =
+        (0..LeNet5::<f32>::PARAM_TENSORS).all(|i| t.net.param(i).iter().all(|w| w.is_finite()));
+    assert!(finite, "the diverging batch must not have been applied");
     let message = err.to_string();
     assert!(
         message.contains("epoch 1, batch") && message.contains("lower learning rate"),
