@@ -110,11 +110,8 @@ impl<
 
     /// Whether the `f32` passes use the SIMD kernels of [`fast`]: stride 1, no padding, and
     /// at least one 32-float vector block of output pixels.
-    const FAST: bool = S == 1
-        && P == 0
-        && (OH - 1) * W + OW >= 32
-        && (OH - 1) * W + OW + 16 <= 2 * OH * W
-        && H * W >= 32;
+    const FAST: bool =
+        S == 1 && P == 0 && (OH - 1) * W + OW >= 32 && OH * W + K + 16 <= 2 * OH * W && H * W >= 32;
 
     /// The plain loops of [`Layer::forward`]: the definition the fast path is tested against,
     /// and the path for `f64`, strides, padding and maps too small for a vector block.
@@ -450,9 +447,11 @@ pub(crate) mod fast {
             let kk = K * K;
             let mut wt = [[[[0.0f32; CO]; K]; K]; CI];
             let wt = wt.as_flattened_mut().as_flattened_mut().as_flattened_mut();
-            for (o, w) in self.w.chunks_exact(CI * kk).enumerate() {
-                for (t, &v) in w.iter().enumerate() {
-                    wt[t * CO + o] = v;
+            // Transposes write in order and read strided: the compiler then vectorises them
+            // with gathers, not with much slower scatters.
+            for (t, wt) in wt.chunks_exact_mut(CO).enumerate() {
+                for (o, v) in wt.iter_mut().enumerate() {
+                    *v = self.w[o * CI * kk + t];
                 }
             }
             let mut yt = [[[0.0f32; CO]; OW]; OH];
@@ -534,11 +533,14 @@ pub(crate) mod fast {
         }
     }
 
-    /// Input gradient: `gi[c][y + i][x + j] += w[o][c][i][j] · g[o][y][x]`, scattered in
-    /// wide rows: for one input channel and one kernel row, a few vectors of output-gradient
-    /// pixels times the `K` taps of the row stay in registers while the sum runs over the
-    /// output channels; each tap's sum is then added to the input gradient at its offset
-    /// `i·W + j`. (The zero columns of the wide gradient add nothing past the right edge.)
+    /// Input gradient: `gi[c][y + i][x + j] += w[o][c][i][j] · g[o][y][x]`.
+    ///
+    /// In wide rows (the output gradient laid out with the input's row width `W`, zeros in
+    /// the dropped columns), kernel row `i` adds to input-gradient rows `i..i + OH` the sum
+    /// over `o` and `j` of `w[o][c][i][j] · g[o][q − j]`: a *gather* along the row (shifted
+    /// loads of `g`, accumulators in registers for a block of input channels × pixel vectors)
+    /// and one add to memory per kernel row. (Scattering each tap to memory instead stalled
+    /// on store forwarding: five overlapping read-modify-writes per block.)
     pub(crate) struct InputGrad<
         'a,
         const CI: usize,
@@ -554,35 +556,37 @@ pub(crate) mod fast {
         pub gi: &'a mut [f32],
     }
 
-    /// Kernel row `i` of input channel `c`, wide pixels `p0..p0 + PV·LANES`.
+    /// Kernel row `i`, input channels `c0..c0 + CB`, wide pixels `p0..p0 + PV·LANES`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn input_grad_block<S: Simd, const PV: usize, const K: usize>(
+    fn input_grad_block<S: Simd, const CB: usize, const PV: usize, const K: usize>(
         s: S,
         g: &[f32],
-        g_stride: usize,
-        w: &[f32],
-        (c, i, ci, co): (usize, usize, usize, usize),
+        (g_stride, g_pad): (usize, usize),
+        packed: &[f32],
+        (i, c0, ci, co): (usize, usize, usize, usize),
         out: &mut [f32],
-        (p0, width): (usize, usize),
+        (out_stride, p0, width): (usize, usize, usize),
     ) {
-        let mut acc = [[s.splat(0.0); PV]; K];
+        let mut acc = [[s.splat(0.0); PV]; CB];
         for o in 0..co {
-            let gv: [S::F; PV] =
-                core::array::from_fn(|v| s.load(g, o * g_stride + p0 + v * S::LANES));
-            let taps: &[f32; K] = w[((o * ci + c) * K + i) * K..][..K]
-                .try_into()
-                .expect("K taps");
-            for (acc, &t) in acc.iter_mut().zip(taps) {
-                let t = s.splat(t);
-                for (a, &gv) in acc.iter_mut().zip(&gv) {
-                    *a = s.mul_add(t, gv, *a);
+            for j in 0..K {
+                let at = o * g_stride + g_pad + p0 - j;
+                let gv: [S::F; PV] = core::array::from_fn(|v| s.load(g, at + v * S::LANES));
+                let w: &[f32; CB] = packed[((i * co + o) * K + j) * ci + c0..][..CB]
+                    .try_into()
+                    .expect("CB weights");
+                for (acc, &w) in acc.iter_mut().zip(w) {
+                    let w = s.splat(w);
+                    for (a, &gv) in acc.iter_mut().zip(&gv) {
+                        *a = s.mul_add(w, gv, *a);
+                    }
                 }
             }
         }
-        for (j, acc) in acc.iter().enumerate() {
+        for (c, acc) in acc.iter().enumerate() {
             for (v, &a) in acc.iter().enumerate() {
-                let at = p0 + v * S::LANES + i * width + j;
+                let at = (c0 + c) * out_stride + i * width + p0 + v * S::LANES;
                 s.store(out, at, s.add(s.load(out, at), a));
             }
         }
@@ -601,54 +605,74 @@ pub(crate) mod fast {
         type Output = ();
         #[inline(always)]
         fn run<S: Simd>(self, s: S) {
-            // The gradient in wide rows, zero in the dropped columns and past the last pixel.
+            // The gradient in wide rows after `K − 1` zeros, zero in the dropped columns and
+            // past the last pixel: each channel gets 2·OH·W floats.
             let mut wide = [[[[0.0f32; W]; OH]; CO]; 2];
             let wide = wide
                 .as_flattened_mut()
                 .as_flattened_mut()
                 .as_flattened_mut();
-            let g_stride = 2 * OH * W;
+            let (g_stride, g_pad) = (2 * OH * W, K - 1);
             for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
                 for (y, g_row) in g.chunks_exact(OW).enumerate() {
-                    wide[o * g_stride + y * W..][..OW].copy_from_slice(g_row);
+                    wide[o * g_stride + g_pad + y * W..][..OW].copy_from_slice(g_row);
                 }
             }
             let wide = &*wide;
-            // Input gradient maps of 2·H·W floats: the last vector may run past H·W.
-            let mut out = [[[[0.0f32; W]; H]; CI]; 2];
-            let out = out.as_flattened_mut().as_flattened_mut().as_flattened_mut();
-            let vectors = ((OH - 1) * W + OW).div_ceil(S::LANES);
-            for c in 0..CI {
-                let out = &mut out[c * 2 * H * W..(c + 1) * 2 * H * W];
-                for i in 0..K {
-                    let at = (c, i, CI, CO);
-                    if S::LANES >= 16 {
-                        for_blocks!(vectors, [4, 1], |v0, PV| {
-                            input_grad_block::<S, PV, K>(
-                                s,
-                                wide,
-                                g_stride,
-                                self.w,
-                                at,
-                                out,
-                                (v0 * S::LANES, W),
-                            );
-                        });
-                    } else {
-                        for_blocks!(vectors, [2, 1], |v0, PV| {
-                            input_grad_block::<S, PV, K>(
-                                s,
-                                wide,
-                                g_stride,
-                                self.w,
-                                at,
-                                out,
-                                (v0 * S::LANES, W),
-                            );
-                        });
+            // packed[i][o][j][c] = w[o][c][i][j]
+            let mut packed = [[[[0.0f32; CI]; K]; CO]; K];
+            for (i, packed) in packed.iter_mut().enumerate() {
+                for (o, packed) in packed.iter_mut().enumerate() {
+                    for (j, packed) in packed.iter_mut().enumerate() {
+                        for (c, v) in packed.iter_mut().enumerate() {
+                            *v = self.w[((o * CI + c) * K + i) * K + j];
+                        }
                     }
                 }
-                self.gi[c * H * W..(c + 1) * H * W].copy_from_slice(&out[..H * W]);
+            }
+            let packed = packed.as_flattened().as_flattened().as_flattened();
+            // Input-gradient maps of 2·H·W floats: the last vector may run past H·W.
+            let mut out = [[[[0.0f32; W]; H]; CI]; 2];
+            let out = out.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+            let out_at = (2 * H * W, W);
+            let vectors = (OH * W).div_ceil(S::LANES);
+            for i in 0..K {
+                if S::LANES >= 16 {
+                    for_blocks!(CI, [6, 4, 2, 1], |c0, CB| {
+                        for_blocks!(vectors, [3, 1], |v0, PV| {
+                            input_grad_block::<S, CB, PV, K>(
+                                s,
+                                wide,
+                                (g_stride, g_pad),
+                                packed,
+                                (i, c0, CI, CO),
+                                out,
+                                (out_at.0, v0 * S::LANES, out_at.1),
+                            );
+                        });
+                    });
+                } else {
+                    for_blocks!(CI, [4, 2, 1], |c0, CB| {
+                        for_blocks!(vectors, [2, 1], |v0, PV| {
+                            input_grad_block::<S, CB, PV, K>(
+                                s,
+                                wide,
+                                (g_stride, g_pad),
+                                packed,
+                                (i, c0, CI, CO),
+                                out,
+                                (out_at.0, v0 * S::LANES, out_at.1),
+                            );
+                        });
+                    });
+                }
+            }
+            for (gi, out) in self
+                .gi
+                .chunks_exact_mut(H * W)
+                .zip(out.chunks_exact(2 * H * W))
+            {
+                gi.copy_from_slice(&out[..H * W]);
             }
         }
     }
@@ -736,7 +760,7 @@ pub(crate) mod fast {
         (co, o0): (usize, usize),
         x: &[f32],
         (ci, h, w, oh, ow): (usize, usize, usize, usize, usize),
-        gw: &mut [f32],
+        gwt: &mut [f32],
     ) {
         for c in 0..ci {
             for i in 0..K {
@@ -754,14 +778,9 @@ pub(crate) mod fast {
                         }
                     }
                 }
-                let mut lanes = [0.0f32; 16];
                 for (j, acc) in acc.iter().enumerate() {
                     for (b, &a) in acc.iter().enumerate() {
-                        s.store(&mut lanes, 0, a);
-                        for (l, &v) in lanes[..S::LANES].iter().enumerate() {
-                            let o = o0 + b * S::LANES + l;
-                            gw[((o * ci + c) * K + i) * K + j] += v;
-                        }
+                        s.store(gwt, ((c * K + i) * K + j) * co + o0 + b * S::LANES, a);
                     }
                 }
             }
@@ -785,24 +804,26 @@ pub(crate) mod fast {
                 *gb += sum(s, g);
             }
             if CO.is_multiple_of(S::LANES) && S::LANES <= 16 {
+                // The gradient as [pixel][channel], the result as [c][i][j][o]; both
+                // transposes write in order (see `Forward::by_channel_lanes`).
                 let mut gt = [[[0.0f32; CO]; OW]; OH];
                 let gt = gt.as_flattened_mut().as_flattened_mut();
-                for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
-                    for (p, &v) in g.iter().enumerate() {
-                        gt[p * CO + o] = v;
+                for (p, gt) in gt.chunks_exact_mut(CO).enumerate() {
+                    for (o, v) in gt.iter_mut().enumerate() {
+                        *v = self.g[o * OH * OW + p];
                     }
                 }
+                let mut gwt = [[[[0.0f32; CO]; K]; K]; CI];
+                let gwt = gwt.as_flattened_mut().as_flattened_mut().as_flattened_mut();
                 let dims = (CI, H, W, OH, OW);
                 for_blocks!(CO / S::LANES, [2, 1], |v0, VB| {
-                    weight_grad_lanes::<S, VB, K>(
-                        s,
-                        gt,
-                        (CO, v0 * S::LANES),
-                        self.x,
-                        dims,
-                        self.gw,
-                    );
+                    weight_grad_lanes::<S, VB, K>(s, gt, (CO, v0 * S::LANES), self.x, dims, gwt);
                 });
+                for (o, gw) in self.gw.chunks_exact_mut(CI * K * K).enumerate() {
+                    for (t, v) in gw.iter_mut().enumerate() {
+                        *v += gwt[t * CO + o];
+                    }
+                }
                 return;
             }
             // Wide rows, `g` with zeros in the dropped columns and past the last pixel (each
