@@ -79,7 +79,7 @@ fn bench_type<T: Scalar>(c: &mut Criterion, name: &str) {
     let mut probs = zeroed_box::<[[T; 10]; N]>();
     g.throughput(Throughput::Elements(FORWARD_FLOPS * N as u64));
     g.bench_function(BenchmarkId::new("inference", N), |b| {
-        b.iter(|| net.forward_batch(black_box(&xs), &mut probs, &mut bws))
+        b.iter(|| net.infer_batch(black_box(&xs), &mut probs, &mut bws))
     });
     g.throughput(Throughput::Elements(TRAIN_FLOPS * N as u64));
     g.bench_function(BenchmarkId::new("train_step", N), |b| {

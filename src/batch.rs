@@ -29,7 +29,8 @@
 //! let after = net.backprop_batch(&images, &labels, Loss::CrossEntropy, &mut ws, &mut grads);
 //! assert!(after < before);
 //! let mut probs = [[0.0f32; 10]; N];
-//! net.forward_batch(&images, &mut probs, &mut ws);
+//! net.infer_batch(&images, &mut probs, &mut ws); // forward only: nothing kept for backward
+//! assert!(net.classify_batch(&images, &mut ws).iter().all(|&class| class < 10));
 //! ```
 
 #[cfg(feature = "alloc")]
@@ -72,6 +73,34 @@ pub trait BatchLayer<const N: usize>: Layer {
         grad_output: &[Self::Output; N],
         grad_input: Option<&mut [Self::Input; N]>,
         grads: &mut Self,
+    );
+
+    /// Whether this layer gains from seeing the whole batch at once (a
+    /// [`Linear`](crate::Linear) reads its weights once per batch rather than once per sample).
+    const WHOLE_BATCH: bool = false;
+
+    /// The forward pass for inference only: the same outputs as
+    /// [`BatchLayer::forward_batch`], but `ws` is left unfit for a backward pass. A chain of
+    /// layers that do not gain from the whole batch (LeNet-5's convolutions and poolings) runs
+    /// it sample by sample in the buffers of the first sample, which stay in cache, instead
+    /// of writing every sample's activations to memory.
+    fn infer_batch(
+        &self,
+        input: &[Self::Input; N],
+        output: &mut [Self::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.forward_batch(input, output, ws);
+    }
+
+    /// The forward pass of one sample, keeping what it computes in slot `n` of the batch
+    /// workspace.
+    fn forward_sample(
+        &self,
+        n: usize,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
     );
 }
 
@@ -117,6 +146,16 @@ macro_rules! per_sample {
                     }
                 }
             }
+
+            fn forward_sample(
+                &self,
+                n: usize,
+                input: &Self::Input,
+                output: &mut Self::Output,
+                ws: &mut Self::BatchWorkspace,
+            ) {
+                self.forward(input, output, &mut ws[n]);
+            }
         }
     };
 }
@@ -150,6 +189,10 @@ impl<X: Tensor, const N: usize> BatchLayer<N> for Relu<X> {
         for ((x, g), gi) in input.iter().zip(grad_output).zip(gi) {
             self.backward(x, &mut (), g, Some(gi), grads);
         }
+    }
+
+    fn forward_sample(&self, _n: usize, input: &X, output: &mut X, _ws: &mut ()) {
+        self.forward(input, output, &mut ());
     }
 }
 
@@ -192,6 +235,39 @@ where
     ) {
         self.first.forward_batch(input, &mut ws.mid, &mut ws.first);
         self.then.forward_batch(&ws.mid, output, &mut ws.then);
+    }
+
+    const WHOLE_BATCH: bool = A::WHOLE_BATCH || B::WHOLE_BATCH;
+
+    /// Layer by layer if some layer gains from the whole batch, else sample by sample in
+    /// the first sample's buffers.
+    fn infer_batch(
+        &self,
+        input: &[A::Input; N],
+        output: &mut [B::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        if Self::WHOLE_BATCH {
+            self.first.infer_batch(input, &mut ws.mid, &mut ws.first);
+            self.then.infer_batch(&ws.mid, output, &mut ws.then);
+        } else {
+            for (x, y) in input.iter().zip(output.iter_mut()) {
+                self.forward_sample(0, x, y, ws);
+            }
+        }
+    }
+
+    fn forward_sample(
+        &self,
+        n: usize,
+        input: &A::Input,
+        output: &mut B::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.first
+            .forward_sample(n, input, &mut ws.mid[n], &mut ws.first);
+        self.then
+            .forward_sample(n, &ws.mid[n], output, &mut ws.then);
     }
 
     fn backward_batch(
@@ -293,7 +369,7 @@ where
     where
         Net: BatchLayer<N>,
     {
-        self.first.forward_batch(inputs, &mut ws.mid, &mut ws.first);
+        self.first.infer_batch(inputs, &mut ws.mid, &mut ws.first);
         core::array::from_fn(|n| crate::tensor::argmax(&ws.mid[n]))
     }
 }

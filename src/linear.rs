@@ -176,6 +176,11 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
     for Linear<T, IN, OUT>
 {
     type BatchWorkspace = ();
+    const WHOLE_BATCH: bool = true;
+
+    fn forward_sample(&self, _n: usize, input: &[T; IN], output: &mut [T; OUT], _ws: &mut ()) {
+        self.forward(input, output, &mut ());
+    }
 
     fn forward_batch(&self, input: &[[T; IN]; N], output: &mut [[T; OUT]; N], _ws: &mut ()) {
         const { Self::SHAPE_OK };

@@ -264,6 +264,18 @@ fn check_lenet_batch(seed: u64, pixels: &[f32], labels: [usize; 5]) {
             net.forward_batch(&xs, &mut probs, &mut bws);
             let loss_batch = net.backprop_batch(&xs, &labels, loss, &mut bws, &mut grads);
             assert_close("batch probabilities", isa, probs.flat(), probs_one.flat());
+            let mut inferred = [[0.0f32; 10]; N];
+            net.infer_batch(
+                &xs,
+                &mut inferred,
+                &mut zeroed_box::<<LeNet5<f32> as BatchLayer<N>>::BatchWorkspace>(),
+            );
+            assert_close(
+                "inferred probabilities",
+                isa,
+                inferred.flat(),
+                probs_one.flat(),
+            );
             assert_close("batch loss", isa, &[loss_batch], &[loss_one]);
             for i in 0..<LeNet5<f32> as Layer>::PARAM_TENSORS {
                 assert_close("batch gradient", isa, grads.param(i), grads_one.param(i));

@@ -112,6 +112,7 @@ fn batched_passes_allocate_nothing<T: Scalar>() {
         for (i, v) in images.iter_mut().flatten().flatten().flatten().enumerate() {
             *v = T::from_f64(((i * 29 + step * 5) % 13) as f64 / 12.0);
         }
+        net.infer_batch(&images, &mut probs, &mut ws);
         net.forward_batch(&images, &mut probs, &mut ws);
         grads.zero_params();
         let loss = if step % 2 == 0 {
