@@ -102,6 +102,18 @@ pub trait BatchLayer<const N: usize>: Layer {
         output: &mut Self::Output,
         ws: &mut Self::BatchWorkspace,
     );
+
+    /// The backward pass of sample `n` alone, after a forward pass that kept it in slot `n`.
+    /// Chains pass gradients between their layers in slot 0, which stays in cache.
+    fn backward_sample(
+        &self,
+        n: usize,
+        input: &Self::Input,
+        ws: &mut Self::BatchWorkspace,
+        grad_output: &Self::Output,
+        grad_input: Option<&mut Self::Input>,
+        grads: &mut Self,
+    );
 }
 
 /// Implements [`BatchLayer`] as `N` per-sample passes (for layers whose per-sample kernels
@@ -156,6 +168,18 @@ macro_rules! per_sample {
             ) {
                 self.forward(input, output, &mut ws[n]);
             }
+
+            fn backward_sample(
+                &self,
+                n: usize,
+                input: &Self::Input,
+                ws: &mut Self::BatchWorkspace,
+                grad_output: &Self::Output,
+                grad_input: Option<&mut Self::Input>,
+                grads: &mut Self,
+            ) {
+                self.backward(input, &mut ws[n], grad_output, grad_input, grads);
+            }
         }
     };
 }
@@ -194,6 +218,18 @@ impl<X: Tensor, const N: usize> BatchLayer<N> for Relu<X> {
     fn forward_sample(&self, _n: usize, input: &X, output: &mut X, _ws: &mut ()) {
         self.forward(input, output, &mut ());
     }
+
+    fn backward_sample(
+        &self,
+        _n: usize,
+        input: &X,
+        _ws: &mut (),
+        grad_output: &X,
+        grad_input: Option<&mut X>,
+        grads: &mut Self,
+    ) {
+        self.backward(input, &mut (), grad_output, grad_input, grads);
+    }
 }
 
 /// What a [`Chain`]'s batched passes keep: both parts' batch workspaces and the whole
@@ -227,14 +263,22 @@ where
 {
     type BatchWorkspace = BatchChainWorkspace<A, B, N>;
 
+    /// Layer by layer if some layer gains from the whole batch, else sample by sample
+    /// (each sample's activations are read again while still in cache).
     fn forward_batch(
         &self,
         input: &[A::Input; N],
         output: &mut [B::Output; N],
         ws: &mut Self::BatchWorkspace,
     ) {
-        self.first.forward_batch(input, &mut ws.mid, &mut ws.first);
-        self.then.forward_batch(&ws.mid, output, &mut ws.then);
+        if Self::WHOLE_BATCH {
+            self.first.forward_batch(input, &mut ws.mid, &mut ws.first);
+            self.then.forward_batch(&ws.mid, output, &mut ws.then);
+        } else {
+            for (n, (x, y)) in input.iter().zip(output.iter_mut()).enumerate() {
+                self.forward_sample(n, x, y, ws);
+            }
+        }
     }
 
     const WHOLE_BATCH: bool = A::WHOLE_BATCH || B::WHOLE_BATCH;
@@ -278,6 +322,22 @@ where
         grad_input: Option<&mut [A::Input; N]>,
         grads: &mut Self,
     ) {
+        if !Self::WHOLE_BATCH {
+            // Sample by sample: the gradients between layers never leave the cache.
+            match grad_input {
+                Some(gi) => {
+                    for (n, ((x, g), gi)) in input.iter().zip(grad_output).zip(gi).enumerate() {
+                        self.backward_sample(n, x, ws, g, Some(gi), grads);
+                    }
+                }
+                None => {
+                    for (n, (x, g)) in input.iter().zip(grad_output).enumerate() {
+                        self.backward_sample(n, x, ws, g, None, grads);
+                    }
+                }
+            }
+            return;
+        }
         let BatchChainWorkspace {
             first,
             mid,
@@ -288,6 +348,34 @@ where
             .backward_batch(mid, then, grad_output, Some(mid_grad), &mut grads.then);
         self.first
             .backward_batch(input, first, mid_grad, grad_input, &mut grads.first);
+    }
+
+    fn backward_sample(
+        &self,
+        n: usize,
+        input: &A::Input,
+        ws: &mut Self::BatchWorkspace,
+        grad_output: &B::Output,
+        grad_input: Option<&mut A::Input>,
+        grads: &mut Self,
+    ) {
+        let BatchChainWorkspace {
+            first,
+            mid,
+            mid_grad,
+            then,
+        } = ws;
+        let mid_grad = &mut mid_grad[0];
+        self.then.backward_sample(
+            n,
+            &mid[n],
+            then,
+            grad_output,
+            Some(mid_grad),
+            &mut grads.then,
+        );
+        self.first
+            .backward_sample(n, input, first, mid_grad, grad_input, &mut grads.first);
     }
 }
 

@@ -182,6 +182,18 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
         self.forward(input, output, &mut ());
     }
 
+    fn backward_sample(
+        &self,
+        _n: usize,
+        input: &[T; IN],
+        _ws: &mut (),
+        grad_output: &[T; OUT],
+        grad_input: Option<&mut [T; IN]>,
+        grads: &mut Self,
+    ) {
+        self.backward(input, &mut (), grad_output, grad_input, grads);
+    }
+
     fn forward_batch(&self, input: &[[T; IN]; N], output: &mut [[T; OUT]; N], _ws: &mut ()) {
         const { Self::SHAPE_OK };
         if !self.forward_fast(input.as_flattened(), output.as_flattened_mut()) {
