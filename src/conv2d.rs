@@ -332,6 +332,53 @@ pub(crate) mod fast {
         }
     }
 
+    /// `correlate` for output rows of more than one and at most two vectors: for each output
+    /// row `y`, the vectors at `x = 0` and `x = OW − LANES` (overlapping in the middle).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn correlate_rows<S: Simd, const OB: usize>(
+        s: S,
+        src: &[f32],
+        (src_stride, width): (usize, usize),
+        taps: &[usize],
+        packed: &[f32],
+        init: &[f32],
+        out: &mut [f32],
+        (oh, ow): (usize, usize),
+    ) {
+        let rows = packed.len() / (taps.len() * OB);
+        let init: &[f32; OB] = init[..OB].try_into().expect("OB initial values");
+        let starts = [0, ow - S::LANES];
+        for y in 0..oh {
+            let mut acc = [[s.splat(0.0); 2]; OB];
+            for (row, &b) in acc.iter_mut().zip(init) {
+                *row = [s.splat(b); 2];
+            }
+            let mut weights = packed.chunks_exact(OB);
+            for r in 0..rows {
+                let base = r * src_stride + y * width;
+                for &tap in taps {
+                    let w: &[f32; OB] = weights
+                        .next()
+                        .and_then(|w| w.try_into().ok())
+                        .expect("packed weights");
+                    let xs = starts.map(|x| s.load(src, base + tap + x));
+                    for (row, &wa) in acc.iter_mut().zip(w) {
+                        let wa = s.splat(wa);
+                        for (a, &x) in row.iter_mut().zip(&xs) {
+                            *a = s.mul_add(wa, x, *a);
+                        }
+                    }
+                }
+            }
+            for (a, row) in acc.iter().enumerate() {
+                for (&x, &acc) in starts.iter().zip(row) {
+                    s.store(out, (a * oh + y) * ow + x, acc);
+                }
+            }
+        }
+    }
+
     /// Offsets `i·W + j` of the `K×K` taps in a map of row width `W`.
     fn tap_offsets<const K: usize, const W: usize>() -> [[usize; K]; K] {
         core::array::from_fn(|i| core::array::from_fn(|j| i * W + j))
@@ -386,6 +433,25 @@ pub(crate) mod fast {
                     }
                 }
             };
+            if S::LANES < OW && OW <= 2 * S::LANES {
+                // Rows of two vectors (the second ending at the row's end): the sums go
+                // straight to the output, with no wide buffer to clear and compact.
+                for_blocks!(CO, [6, 4, 2, 1], |o0, OB| {
+                    let w = &mut packed[o0 * CI * kk..(o0 + OB) * CI * kk];
+                    pack(w, o0, OB);
+                    correlate_rows::<S, OB>(
+                        s,
+                        self.x,
+                        (H * W, W),
+                        taps,
+                        w,
+                        &self.b[o0..],
+                        &mut self.y[o0 * OH * OW..],
+                        (OH, OW),
+                    );
+                });
+                return;
+            }
             let mut wide = [[[0.0f32; W]; OH]; CO];
             let wide = wide.as_flattened_mut().as_flattened_mut();
             let (span, stride) = ((OH - 1) * W + OW, OH * W);
