@@ -892,23 +892,32 @@ pub(crate) mod fast {
                 }
                 return;
             }
-            // Wide rows, `g` with zeros in the dropped columns and past the last pixel (each
-            // channel gets 2·OH·W floats), `x` copied with room for the last vector.
-            let mut wide = [[[[0.0f32; W]; OH]; CO]; 2];
-            let wide = wide
-                .as_flattened_mut()
-                .as_flattened_mut()
-                .as_flattened_mut();
-            let g_stride = 2 * OH * W;
-            for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
-                for (y, g_row) in g.chunks_exact(OW).enumerate() {
-                    wide[o * g_stride + y * W..][..OW].copy_from_slice(g_row);
+            // Wide rows, `g` with zeros in the dropped columns and past the last pixel, and
+            // `x` copied with room for the last vector. When the whole vectors fit in OH·W
+            // (LeNet's conv1: 56 × 16 = 28 × 32) each channel gets OH·W floats, else 2·OH·W.
+            let span = (OH - 1) * W + OW;
+            let fits = span.div_ceil(S::LANES) * S::LANES <= OH * W;
+            let mut small;
+            let mut big;
+            let (wide, g_stride) = if fits {
+                small = [[[0.0f32; W]; OH]; CO];
+                for (wide, g) in small.iter_mut().flatten().zip(self.g.chunks_exact(OW)) {
+                    wide[..OW].copy_from_slice(g);
                 }
-            }
+                (small.as_flattened().as_flattened(), OH * W)
+            } else {
+                big = [[[[0.0f32; W]; OH]; CO]; 2];
+                let big = big.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+                for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
+                    for (y, g_row) in g.chunks_exact(OW).enumerate() {
+                        big[(2 * o * OH + y) * W..][..OW].copy_from_slice(g_row);
+                    }
+                }
+                (&*big, 2 * OH * W)
+            };
             let mut x = [[[[0.0f32; W]; H]; CI]; 2];
             let x = x.as_flattened_mut().as_flattened_mut().as_flattened_mut();
             x[..CI * H * W].copy_from_slice(self.x);
-            let span = (OH - 1) * W + OW;
             let rows = (H * W, W, span.div_ceil(S::LANES));
             let gw_stride = CI * K * K;
             if S::LANES >= 16 {

@@ -98,6 +98,8 @@ proptest! {
     #[test]
     fn odd_channel_counts_fast_equal_reference(p in values(), x in values(), g in values()) {
         check_conv::<3, 7, 12, 8>(&p, &x, &g);
+        // wide rows whose last vector runs past OH·W (the padded weight-gradient buffers)
+        check_conv::<2, 5, 11, 7>(&p, &x, &g);
     }
 }
 
