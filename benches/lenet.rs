@@ -1,5 +1,7 @@
 //! LeNet-5 as a whole: inference and a training step (forward + backward + SGD update), at
 //! batch 1 and at batch 64, in `f32` (SIMD fast paths) and `f64` (reference loops).
+//! `train_step` clears a gradient buffer, back-propagates into it and applies `Sgd::step`;
+//! `train_sgd` is the fused batch-1 step (`Chain::train_sgd`), same result, no buffer.
 //!
 //! Throughput is in FLOPs (2 per multiply-add: 837,200 forward, 2,276,400 per training
 //! step), so criterion's "elem/s" reads as FLOP/s; divide the time by the batch for µs/image.
@@ -69,6 +71,10 @@ fn bench_type<T: Scalar>(c: &mut Criterion, name: &str) {
             sgd.step(&mut *net, &grads);
             loss
         })
+    });
+
+    g.bench_function(BenchmarkId::new("train_sgd", 1), |b| {
+        b.iter(|| net.train_sgd(black_box(&x1[0]), 3, Loss::CrossEntropy, sgd.lr, &mut ws))
     });
 
     // batch 64

@@ -319,3 +319,64 @@ fn f64_is_the_reference_on_every_isa() {
         );
     }
 }
+
+/// `train_sgd` (backward passes that update the parameters as they go) gives the network
+/// that clearing a gradient buffer, `backprop` and `Sgd::step` give: exactly in `f64`, within
+/// the tolerance in `f32` on every instruction set.
+fn check_train_sgd<T: constnet::Scalar>(seed: u64, pixels: &[f32], label: usize) {
+    use constnet::{Image, LeNet5, Loss, Sgd};
+    use rand::SeedableRng;
+    let start = LeNet5::<T>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let mut x = zeroed_box::<Image<T>>();
+    for (v, &s) in x.flat_mut().iter_mut().zip(pixels.iter().cycle()) {
+        *v = T::from_f64(s.abs() as f64);
+    }
+    let loss = if seed.is_multiple_of(2) {
+        Loss::CrossEntropy
+    } else {
+        Loss::HalfSse
+    };
+    let lr = T::from_f64(0.05);
+    for isa in available() {
+        with_isa(isa, || {
+            let mut ws = LeNet5::<T>::workspace();
+            let mut separate = start.clone();
+            let mut grads = zeroed_box::<LeNet5<T>>();
+            let mut fused = start.clone();
+            for _ in 0..3 {
+                grads.zero_params();
+                let a = separate.backprop(&x, label, loss, &mut ws, &mut grads, None);
+                Sgd { lr }.step(&mut *separate, &grads);
+                let b = fused.train_sgd(&x, label, loss, lr, &mut ws);
+                let (a, b) = (a.to_f64() as f32, b.to_f64() as f32);
+                assert_close("train_sgd loss", isa, &[b], &[a]);
+            }
+            for i in 0..<LeNet5<T> as Layer>::PARAM_TENSORS {
+                let (f, s) = (fused.param(i), separate.param(i));
+                if T::as_f32(f).is_none() {
+                    assert_eq!(f, s, "f64 parameters {i} on {isa:?}");
+                } else {
+                    let f: Vec<f32> = f
+                        .iter()
+                        .map(|&v| constnet::Scalar::to_f64(v) as f32)
+                        .collect();
+                    let s: Vec<f32> = s
+                        .iter()
+                        .map(|&v| constnet::Scalar::to_f64(v) as f32)
+                        .collect();
+                    assert_close("train_sgd parameters", isa, &f, &s);
+                }
+            }
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4))]
+
+    #[test]
+    fn train_sgd_equals_backprop_then_sgd(seed in 0u64..1000, x in values(), label in 0usize..10) {
+        check_train_sgd::<f32>(seed, &x, label);
+        check_train_sgd::<f64>(seed, &x, label);
+    }
+}

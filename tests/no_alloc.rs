@@ -75,6 +75,7 @@ fn passes_allocate_nothing<T: Scalar>() {
         loss_sum = loss_sum + net.backprop(&image, step % 10, loss, &mut ws, &mut grads, None);
         net.backprop(&image, 3, loss, &mut ws, &mut grads, Some(&mut grad_image));
         sgd.step(&mut *net, &grads);
+        loss_sum = loss_sum + net.train_sgd(&image, step % 10, loss, sgd.lr, &mut ws);
         let _ = net.classify(&image, &mut ws);
         let _ = LeNet5::<T>::activations(&ws);
     }
