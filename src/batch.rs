@@ -45,7 +45,7 @@ use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
-use crate::{Conv2d, Flatten, MaxPool2d, Relu};
+use crate::{Flatten, MaxPool2d, Relu};
 
 /// A layer that can run `N` samples in one pass.
 ///
@@ -74,6 +74,20 @@ pub trait BatchLayer<const N: usize>: Layer {
         grad_input: Option<&mut [Self::Input; N]>,
         grads: &mut Self,
     );
+
+    /// Readies `ws` for [`BatchLayer::forward_sample`] calls over one batch (a convolution
+    /// packs its weights for its kernels once per batch). [`BatchLayer::forward_batch`] and
+    /// [`BatchLayer::infer_batch`] call it themselves; call it before driving
+    /// `forward_sample` by hand, and again after the parameters change.
+    fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
+        let _ = ws;
+    }
+
+    /// Readies `ws` for [`BatchLayer::backward_sample`] calls over one batch (see
+    /// [`BatchLayer::prepare_forward`]); [`BatchLayer::backward_batch`] calls it itself.
+    fn prepare_backward(&self, ws: &mut Self::BatchWorkspace) {
+        let _ = ws;
+    }
 
     /// Whether this layer gains from seeing the whole batch at once (a
     /// [`Linear`](crate::Linear) reads its weights once per batch rather than once per sample).
@@ -184,8 +198,6 @@ macro_rules! per_sample {
     };
 }
 
-per_sample!(impl<T; const CI, const CO, const K, const S, const P, const H, const W, const OH, const OW>
-    for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>);
 per_sample!(impl<T; const C, const H, const W, const K, const S, const OH, const OW>
     for MaxPool2d<T, C, H, W, K, S, OH, OW>);
 per_sample!(impl<T; const C, const H, const W, const L> for Flatten<T, C, H, W, L>);
@@ -275,6 +287,7 @@ where
             self.first.forward_batch(input, &mut ws.mid, &mut ws.first);
             self.then.forward_batch(&ws.mid, output, &mut ws.then);
         } else {
+            self.prepare_forward(ws);
             for (n, (x, y)) in input.iter().zip(output.iter_mut()).enumerate() {
                 self.forward_sample(n, x, y, ws);
             }
@@ -282,6 +295,16 @@ where
     }
 
     const WHOLE_BATCH: bool = A::WHOLE_BATCH || B::WHOLE_BATCH;
+
+    fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
+        self.first.prepare_forward(&mut ws.first);
+        self.then.prepare_forward(&mut ws.then);
+    }
+
+    fn prepare_backward(&self, ws: &mut Self::BatchWorkspace) {
+        self.first.prepare_backward(&mut ws.first);
+        self.then.prepare_backward(&mut ws.then);
+    }
 
     /// Layer by layer if some layer gains from the whole batch, else sample by sample in
     /// the first sample's buffers.
@@ -295,6 +318,7 @@ where
             self.first.infer_batch(input, &mut ws.mid, &mut ws.first);
             self.then.infer_batch(&ws.mid, output, &mut ws.then);
         } else {
+            self.prepare_forward(ws);
             for (x, y) in input.iter().zip(output.iter_mut()) {
                 self.forward_sample(0, x, y, ws);
             }
@@ -324,6 +348,7 @@ where
     ) {
         if !Self::WHOLE_BATCH {
             // Sample by sample: the gradients between layers never leave the cache.
+            self.prepare_backward(ws);
             match grad_input {
                 Some(gi) => {
                     for (n, ((x, g), gi)) in input.iter().zip(grad_output).zip(gi).enumerate() {

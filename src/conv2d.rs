@@ -2,6 +2,7 @@
 
 use rand::Rng;
 
+use crate::batch::BatchLayer;
 use crate::layer::{Layer, he_uniform, no_such_param};
 use crate::scalar::Scalar;
 use crate::simd;
@@ -113,6 +114,64 @@ impl<
     const FAST: bool =
         S == 1 && P == 0 && (OH - 1) * W + OW >= 32 && OH * W + K + 16 <= 2 * OH * W && H * W >= 32;
 
+    /// [`Layer::forward`], with the weights already packed for the fast kernel if a batch
+    /// packed them once ([`ConvPacked`]).
+    fn forward_packed(
+        &self,
+        input: &Maps<T, CI, H, W>,
+        output: &mut Maps<T, CO, OH, OW>,
+        packed: Option<&ConvPacked<T, CI, CO, K>>,
+    ) {
+        const { Self::SHAPE_OK };
+        if Self::FAST
+            && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
+            && let (Some(w), Some(b)) = (T::as_f32(self.param(0)), T::as_f32(&self.bias))
+        {
+            let wt =
+                packed.and_then(|p| T::as_f32(p.0.as_flattened().as_flattened().as_flattened()));
+            simd::dispatch(fast::Forward::<CI, CO, K, H, W, OH, OW> { x, w, wt, b, y });
+        } else {
+            self.forward_reference(input, output);
+        }
+    }
+
+    /// [`Layer::backward`], with the weights already packed (see [`Conv2d::forward_packed`]).
+    fn backward_packed(
+        &self,
+        input: &Maps<T, CI, H, W>,
+        grad_output: &Maps<T, CO, OH, OW>,
+        grad_input: Option<&mut Maps<T, CI, H, W>>,
+        grads: &mut Self,
+        packed: Option<&ConvPacked<T, CI, CO, K>>,
+    ) {
+        const { Self::SHAPE_OK };
+        if !Self::FAST || T::as_f32(&self.bias).is_none() {
+            return self.backward_reference(input, grad_output, grad_input, grads);
+        }
+        let Conv2d { weight, bias } = grads;
+        let (Some(x), Some(g), Some(gw), Some(gb)) = (
+            T::as_f32(input.flat()),
+            T::as_f32(grad_output.flat()),
+            T::as_f32_mut(
+                weight
+                    .as_flattened_mut()
+                    .as_flattened_mut()
+                    .as_flattened_mut(),
+            ),
+            T::as_f32_mut(bias),
+        ) else {
+            unreachable!("T is f32")
+        };
+        simd::dispatch(fast::WeightGrad::<CI, CO, K, H, W, OH, OW> { x, g, gw, gb });
+        if let Some(gi) = grad_input
+            && let (Some(w), Some(gi)) = (T::as_f32(self.param(0)), T::as_f32_mut(gi.flat_mut()))
+        {
+            let packed =
+                packed.and_then(|p| T::as_f32(p.1.as_flattened().as_flattened().as_flattened()));
+            simd::dispatch(fast::InputGrad::<CI, CO, K, H, W, OH, OW> { w, packed, g, gi });
+        }
+    }
+
     /// The plain loops of [`Layer::forward`]: the definition the fast path is tested against,
     /// and the path for `f64`, strides, padding and maps too small for a vector block.
     pub fn forward_reference(&self, input: &Maps<T, CI, H, W>, output: &mut Maps<T, CO, OH, OW>) {
@@ -192,15 +251,7 @@ impl<
     const PARAM_TENSORS: usize = 2;
 
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, _ws: &mut ()) {
-        const { Self::SHAPE_OK };
-        if Self::FAST
-            && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
-            && let (Some(w), Some(b)) = (T::as_f32(self.param(0)), T::as_f32(&self.bias))
-        {
-            simd::dispatch(fast::Forward::<CI, CO, K, H, W, OH, OW> { x, w, b, y });
-        } else {
-            self.forward_reference(input, output);
-        }
+        self.forward_packed(input, output, None);
     }
 
     fn backward(
@@ -211,30 +262,7 @@ impl<
         grad_input: Option<&mut Self::Input>,
         grads: &mut Self,
     ) {
-        const { Self::SHAPE_OK };
-        if !Self::FAST || T::as_f32(&self.bias).is_none() {
-            return self.backward_reference(input, grad_output, grad_input, grads);
-        }
-        let Conv2d { weight, bias } = grads;
-        let (Some(x), Some(g), Some(gw), Some(gb)) = (
-            T::as_f32(input.flat()),
-            T::as_f32(grad_output.flat()),
-            T::as_f32_mut(
-                weight
-                    .as_flattened_mut()
-                    .as_flattened_mut()
-                    .as_flattened_mut(),
-            ),
-            T::as_f32_mut(bias),
-        ) else {
-            unreachable!("T is f32")
-        };
-        simd::dispatch(fast::WeightGrad::<CI, CO, K, H, W, OH, OW> { x, g, gw, gb });
-        if let Some(gi) = grad_input
-            && let (Some(w), Some(gi)) = (T::as_f32(self.param(0)), T::as_f32_mut(gi.flat_mut()))
-        {
-            simd::dispatch(fast::InputGrad::<CI, CO, K, H, W, OH, OW> { w, g, gi });
-        }
+        self.backward_packed(input, grad_output, grad_input, grads, None);
     }
 
     fn param(&self, i: usize) -> &[T] {
@@ -261,6 +289,115 @@ impl<
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         he_uniform(self.param_mut(0), CI * K * K, rng);
         self.bias = [T::zero(); CO];
+    }
+}
+
+/// A convolution's weights rearranged for the fast kernels: `[c][i][j][o]` for the forward
+/// pass, `[i][o][j][c]` for the input gradient. A batch packs them once for all its samples
+/// (the batch workspace of [`Conv2d`]); a single pass packs them on the stack.
+pub type ConvPacked<T, const CI: usize, const CO: usize, const K: usize> =
+    ([[[[T; CO]; K]; K]; CI], [[[[T; CI]; K]; CO]; K]);
+
+/// A batch runs sample by sample, with the weights packed once per batch.
+impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+    const N: usize,
+> BatchLayer<N> for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
+{
+    type BatchWorkspace = ConvPacked<T, CI, CO, K>;
+
+    fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
+        if let (true, Some(w), Some(wt)) = (
+            Self::FAST,
+            T::as_f32(self.param(0)),
+            T::as_f32_mut(
+                ws.0.as_flattened_mut()
+                    .as_flattened_mut()
+                    .as_flattened_mut(),
+            ),
+        ) {
+            fast::pack_channel_lanes::<CI, CO, K>(w, wt);
+        }
+    }
+
+    fn prepare_backward(&self, ws: &mut Self::BatchWorkspace) {
+        if let (true, Some(w), Some(packed)) = (
+            Self::FAST,
+            T::as_f32(self.param(0)),
+            T::as_f32_mut(
+                ws.1.as_flattened_mut()
+                    .as_flattened_mut()
+                    .as_flattened_mut(),
+            ),
+        ) {
+            fast::pack_input_grad::<CI, CO, K>(w, packed);
+        }
+    }
+
+    fn forward_batch(
+        &self,
+        input: &[Self::Input; N],
+        output: &mut [Self::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        BatchLayer::<N>::prepare_forward(self, ws);
+        for (x, y) in input.iter().zip(output.iter_mut()) {
+            self.forward_packed(x, y, Some(ws));
+        }
+    }
+
+    fn backward_batch(
+        &self,
+        input: &[Self::Input; N],
+        ws: &mut Self::BatchWorkspace,
+        grad_output: &[Self::Output; N],
+        grad_input: Option<&mut [Self::Input; N]>,
+        grads: &mut Self,
+    ) {
+        BatchLayer::<N>::prepare_backward(self, ws);
+        match grad_input {
+            Some(gi) => {
+                for ((x, g), gi) in input.iter().zip(grad_output).zip(gi) {
+                    self.backward_packed(x, g, Some(gi), grads, Some(ws));
+                }
+            }
+            None => {
+                for (x, g) in input.iter().zip(grad_output) {
+                    self.backward_packed(x, g, None, grads, Some(ws));
+                }
+            }
+        }
+    }
+
+    fn forward_sample(
+        &self,
+        _n: usize,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.forward_packed(input, output, Some(ws));
+    }
+
+    fn backward_sample(
+        &self,
+        _n: usize,
+        input: &Self::Input,
+        ws: &mut Self::BatchWorkspace,
+        grad_output: &Self::Output,
+        grad_input: Option<&mut Self::Input>,
+        grads: &mut Self,
+    ) {
+        self.backward_packed(input, grad_output, grad_input, grads, Some(ws));
     }
 }
 
@@ -384,6 +521,38 @@ pub(crate) mod fast {
         core::array::from_fn(|i| core::array::from_fn(|j| i * W + j))
     }
 
+    /// `wt[c][i][j][o] = w[o][c][i][j]`: the weights of the channel-lane kernels. The
+    /// transpose writes in order and reads strided: the compiler then vectorises it with
+    /// gathers, not with much slower scatters.
+    pub(crate) fn pack_channel_lanes<const CI: usize, const CO: usize, const K: usize>(
+        w: &[f32],
+        wt: &mut [f32],
+    ) {
+        for (t, wt) in wt.chunks_exact_mut(CO).enumerate() {
+            for (o, v) in wt.iter_mut().enumerate() {
+                *v = w[o * CI * K * K + t];
+            }
+        }
+    }
+
+    /// `packed[i][o][j][c] = w[o][c][i][j]`: the weights of [`InputGrad`].
+    pub(crate) fn pack_input_grad<const CI: usize, const CO: usize, const K: usize>(
+        w: &[f32],
+        packed: &mut [f32],
+    ) {
+        let mut at = 0;
+        for i in 0..K {
+            for o in 0..CO {
+                for j in 0..K {
+                    for c in 0..CI {
+                        packed[at] = w[((o * CI + c) * K + i) * K + j];
+                        at += 1;
+                    }
+                }
+            }
+        }
+    }
+
     /// Forward pass: `y = conv(x, w) + b`.
     pub(crate) struct Forward<
         'a,
@@ -397,6 +566,9 @@ pub(crate) mod fast {
     > {
         pub x: &'a [f32],
         pub w: &'a [f32],
+        /// The weights already in `[c][i][j][o]` order ([`pack_channel_lanes`]), if a batch
+        /// packed them once for all its samples.
+        pub wt: Option<&'a [f32]>,
         pub b: &'a [f32],
         pub y: &'a mut [f32],
     }
@@ -510,16 +682,18 @@ pub(crate) mod fast {
         /// the result back to `[o][y][x]` at the end.
         #[inline(always)]
         fn by_channel_lanes<S: Simd>(self, s: S) {
-            let kk = K * K;
-            let mut wt = [[[[0.0f32; CO]; K]; K]; CI];
-            let wt = wt.as_flattened_mut().as_flattened_mut().as_flattened_mut();
-            // Transposes write in order and read strided: the compiler then vectorises them
-            // with gathers, not with much slower scatters.
-            for (t, wt) in wt.chunks_exact_mut(CO).enumerate() {
-                for (o, v) in wt.iter_mut().enumerate() {
-                    *v = self.w[o * CI * kk + t];
+            let mut local = [[[[0.0f32; CO]; K]; K]; CI];
+            let wt = match self.wt {
+                Some(wt) => wt,
+                None => {
+                    let local = local
+                        .as_flattened_mut()
+                        .as_flattened_mut()
+                        .as_flattened_mut();
+                    pack_channel_lanes::<CI, CO, K>(self.w, local);
+                    &*local
                 }
-            }
+            };
             let mut yt = [[[0.0f32; CO]; OW]; OH];
             let yt = yt.as_flattened_mut().as_flattened_mut();
             let dims = (CI, CO, H * W, W, OW);
@@ -618,6 +792,8 @@ pub(crate) mod fast {
         const OW: usize,
     > {
         pub w: &'a [f32],
+        /// The weights already packed by [`pack_input_grad`], if a batch did it once.
+        pub packed: Option<&'a [f32]>,
         pub g: &'a [f32],
         pub gi: &'a mut [f32],
     }
@@ -685,18 +861,19 @@ pub(crate) mod fast {
                 }
             }
             let wide = &*wide;
-            // packed[i][o][j][c] = w[o][c][i][j]
-            let mut packed = [[[[0.0f32; CI]; K]; CO]; K];
-            for (i, packed) in packed.iter_mut().enumerate() {
-                for (o, packed) in packed.iter_mut().enumerate() {
-                    for (j, packed) in packed.iter_mut().enumerate() {
-                        for (c, v) in packed.iter_mut().enumerate() {
-                            *v = self.w[((o * CI + c) * K + i) * K + j];
-                        }
-                    }
+            let mut local = [[[[0.0f32; CI]; K]; CO]; K];
+            let packed = match self.packed {
+                Some(packed) => packed,
+                None => {
+                    let local = local
+                        .as_flattened_mut()
+                        .as_flattened_mut()
+                        .as_flattened_mut();
+                    pack_input_grad::<CI, CO, K>(self.w, local);
+                    &*local
                 }
-            }
-            let packed = packed.as_flattened().as_flattened().as_flattened();
+            };
+
             // Input-gradient maps of 2·H·W floats: the last vector may run past H·W.
             let mut out = [[[[0.0f32; W]; H]; CI]; 2];
             let out = out.as_flattened_mut().as_flattened_mut().as_flattened_mut();

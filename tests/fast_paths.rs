@@ -78,6 +78,30 @@ fn check_conv<const CI: usize, const CO: usize, const H: usize, const OH: usize>
             assert_close("conv weight grad", isa, gr.param(0), gr_ref.param(0));
             assert_close("conv bias grad", isa, gr.param(1), gr_ref.param(1));
             assert_close("conv input grad", isa, gi.flat(), gi_ref.flat());
+            // a batch of two, with the weights packed once for the batch
+            use constnet::BatchLayer;
+            let xs = zeroed_box::<[[[[f32; H]; H]; CI]; 2]>();
+            let mut xs = xs;
+            xs[0] = *x;
+            xs[1] = *x;
+            let mut gs = zeroed_box::<[[[[f32; OH]; OH]; CO]; 2]>();
+            gs[0] = *g;
+            let mut ys = zeroed_box::<[[[[f32; OH]; OH]; CO]; 2]>();
+            let mut gis = zeroed_box::<[[[[f32; H]; H]; CI]; 2]>();
+            let mut ws = zeroed_box::<<C<CI, CO, H, OH> as BatchLayer<2>>::BatchWorkspace>();
+            let mut gr = zeroed_box::<C<CI, CO, H, OH>>();
+            conv.forward_batch(&xs, &mut ys, &mut ws);
+            conv.backward_batch(&xs, &mut ws, &gs, Some(&mut gis), &mut gr);
+            for n in 0..2 {
+                assert_close("batched conv forward", isa, ys[n].flat(), y_ref.flat());
+            }
+            assert_close("batched conv input grad", isa, gis[0].flat(), gi_ref.flat());
+            assert_close(
+                "batched conv weight grad",
+                isa,
+                gr.param(0),
+                gr_ref.param(0),
+            );
         });
     }
 }
