@@ -261,13 +261,6 @@ pub struct BatchChainWorkspace<
     pub then: B::BatchWorkspace,
 }
 
-// SAFETY: every field is `Zeroable` (workspaces by the trait bound, `[A::Output; N]` because
-// tensors are `Zeroable` arrays), so all-zero bytes are a valid value.
-unsafe impl<A: BatchLayer<N>, B: BatchLayer<N, Input = A::Output>, const N: usize> Zeroable
-    for BatchChainWorkspace<A, B, N>
-{
-}
-
 impl<A, B, const N: usize> BatchLayer<N> for Chain<A, B>
 where
     A: BatchLayer<N>,
