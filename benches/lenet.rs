@@ -1,5 +1,7 @@
 //! LeNet-5 as a whole: inference and a training step (forward + backward + SGD update), at
 //! batch 1 and at batch 64, in `f32` (SIMD fast paths) and `f64` (reference loops).
+//! `train_step` clears a gradient buffer, back-propagates into it and applies `Sgd::step`;
+//! `train_sgd` is the fused batch-1 step (`Chain::train_sgd`), same result, no buffer.
 //!
 //! Throughput is in FLOPs (2 per multiply-add: 837,200 forward, 2,276,400 per training
 //! step), so criterion's "elem/s" reads as FLOP/s; divide the time by the batch for µs/image.
@@ -71,6 +73,10 @@ fn bench_type<T: Scalar>(c: &mut Criterion, name: &str) {
         })
     });
 
+    g.bench_function(BenchmarkId::new("train_sgd", 1), |b| {
+        b.iter(|| net.train_sgd(black_box(&x1[0]), 3, Loss::CrossEntropy, sgd.lr, &mut ws))
+    });
+
     // batch 64
     const N: usize = 64;
     let xs = images::<T, N>(3);
@@ -79,7 +85,7 @@ fn bench_type<T: Scalar>(c: &mut Criterion, name: &str) {
     let mut probs = zeroed_box::<[[T; 10]; N]>();
     g.throughput(Throughput::Elements(FORWARD_FLOPS * N as u64));
     g.bench_function(BenchmarkId::new("inference", N), |b| {
-        b.iter(|| net.forward_batch(black_box(&xs), &mut probs, &mut bws))
+        b.iter(|| net.infer_batch(black_box(&xs), &mut probs, &mut bws))
     });
     g.throughput(Throughput::Elements(TRAIN_FLOPS * N as u64));
     g.bench_function(BenchmarkId::new("train_step", N), |b| {

@@ -29,7 +29,8 @@
 //! let after = net.backprop_batch(&images, &labels, Loss::CrossEntropy, &mut ws, &mut grads);
 //! assert!(after < before);
 //! let mut probs = [[0.0f32; 10]; N];
-//! net.forward_batch(&images, &mut probs, &mut ws);
+//! net.infer_batch(&images, &mut probs, &mut ws); // forward only: nothing kept for backward
+//! assert!(net.classify_batch(&images, &mut ws).iter().all(|&class| class < 10));
 //! ```
 
 #[cfg(feature = "alloc")]
@@ -44,7 +45,7 @@ use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
-use crate::{Conv2d, Flatten, MaxPool2d, Relu};
+use crate::{Flatten, MaxPool2d, Relu};
 
 /// A layer that can run `N` samples in one pass.
 ///
@@ -71,6 +72,60 @@ pub trait BatchLayer<const N: usize>: Layer {
         ws: &mut Self::BatchWorkspace,
         grad_output: &[Self::Output; N],
         grad_input: Option<&mut [Self::Input; N]>,
+        grads: &mut Self,
+    );
+
+    /// Readies `ws` for [`BatchLayer::forward_sample`] calls over one batch (a convolution
+    /// packs its weights for its kernels once per batch). [`BatchLayer::forward_batch`] and
+    /// [`BatchLayer::infer_batch`] call it themselves; call it before driving
+    /// `forward_sample` by hand, and again after the parameters change.
+    fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
+        let _ = ws;
+    }
+
+    /// Readies `ws` for [`BatchLayer::backward_sample`] calls over one batch (see
+    /// [`BatchLayer::prepare_forward`]); [`BatchLayer::backward_batch`] calls it itself.
+    fn prepare_backward(&self, ws: &mut Self::BatchWorkspace) {
+        let _ = ws;
+    }
+
+    /// Whether this layer gains from seeing the whole batch at once (a
+    /// [`Linear`](crate::Linear) reads its weights once per batch rather than once per sample).
+    const WHOLE_BATCH: bool = false;
+
+    /// The forward pass for inference only: the same outputs as
+    /// [`BatchLayer::forward_batch`], but `ws` is left unfit for a backward pass. A chain of
+    /// layers that do not gain from the whole batch (LeNet-5's convolutions and poolings) runs
+    /// it sample by sample in the buffers of the first sample, which stay in cache, instead
+    /// of writing every sample's activations to memory.
+    fn infer_batch(
+        &self,
+        input: &[Self::Input; N],
+        output: &mut [Self::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.forward_batch(input, output, ws);
+    }
+
+    /// The forward pass of one sample, keeping what it computes in slot `n` of the batch
+    /// workspace.
+    fn forward_sample(
+        &self,
+        n: usize,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
+    );
+
+    /// The backward pass of sample `n` alone, after a forward pass that kept it in slot `n`.
+    /// Chains pass gradients between their layers in slot 0, which stays in cache.
+    fn backward_sample(
+        &self,
+        n: usize,
+        input: &Self::Input,
+        ws: &mut Self::BatchWorkspace,
+        grad_output: &Self::Output,
+        grad_input: Option<&mut Self::Input>,
         grads: &mut Self,
     );
 }
@@ -117,12 +172,32 @@ macro_rules! per_sample {
                     }
                 }
             }
+
+            fn forward_sample(
+                &self,
+                n: usize,
+                input: &Self::Input,
+                output: &mut Self::Output,
+                ws: &mut Self::BatchWorkspace,
+            ) {
+                self.forward(input, output, &mut ws[n]);
+            }
+
+            fn backward_sample(
+                &self,
+                n: usize,
+                input: &Self::Input,
+                ws: &mut Self::BatchWorkspace,
+                grad_output: &Self::Output,
+                grad_input: Option<&mut Self::Input>,
+                grads: &mut Self,
+            ) {
+                self.backward(input, &mut ws[n], grad_output, grad_input, grads);
+            }
         }
     };
 }
 
-per_sample!(impl<T; const CI, const CO, const K, const S, const P, const H, const W, const OH, const OW>
-    for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>);
 per_sample!(impl<T; const C, const H, const W, const K, const S, const OH, const OW>
     for MaxPool2d<T, C, H, W, K, S, OH, OW>);
 per_sample!(impl<T; const C, const H, const W, const L> for Flatten<T, C, H, W, L>);
@@ -151,6 +226,22 @@ impl<X: Tensor, const N: usize> BatchLayer<N> for Relu<X> {
             self.backward(x, &mut (), g, Some(gi), grads);
         }
     }
+
+    fn forward_sample(&self, _n: usize, input: &X, output: &mut X, _ws: &mut ()) {
+        self.forward(input, output, &mut ());
+    }
+
+    fn backward_sample(
+        &self,
+        _n: usize,
+        input: &X,
+        _ws: &mut (),
+        grad_output: &X,
+        grad_input: Option<&mut X>,
+        grads: &mut Self,
+    ) {
+        self.backward(input, &mut (), grad_output, grad_input, grads);
+    }
 }
 
 /// What a [`Chain`]'s batched passes keep: both parts' batch workspaces and the whole
@@ -170,13 +261,6 @@ pub struct BatchChainWorkspace<
     pub then: B::BatchWorkspace,
 }
 
-// SAFETY: every field is `Zeroable` (workspaces by the trait bound, `[A::Output; N]` because
-// tensors are `Zeroable` arrays), so all-zero bytes are a valid value.
-unsafe impl<A: BatchLayer<N>, B: BatchLayer<N, Input = A::Output>, const N: usize> Zeroable
-    for BatchChainWorkspace<A, B, N>
-{
-}
-
 impl<A, B, const N: usize> BatchLayer<N> for Chain<A, B>
 where
     A: BatchLayer<N>,
@@ -184,14 +268,67 @@ where
 {
     type BatchWorkspace = BatchChainWorkspace<A, B, N>;
 
+    /// Layer by layer if some layer gains from the whole batch, else sample by sample
+    /// (each sample's activations are read again while still in cache).
     fn forward_batch(
         &self,
         input: &[A::Input; N],
         output: &mut [B::Output; N],
         ws: &mut Self::BatchWorkspace,
     ) {
-        self.first.forward_batch(input, &mut ws.mid, &mut ws.first);
-        self.then.forward_batch(&ws.mid, output, &mut ws.then);
+        if Self::WHOLE_BATCH {
+            self.first.forward_batch(input, &mut ws.mid, &mut ws.first);
+            self.then.forward_batch(&ws.mid, output, &mut ws.then);
+        } else {
+            self.prepare_forward(ws);
+            for (n, (x, y)) in input.iter().zip(output.iter_mut()).enumerate() {
+                self.forward_sample(n, x, y, ws);
+            }
+        }
+    }
+
+    const WHOLE_BATCH: bool = A::WHOLE_BATCH || B::WHOLE_BATCH;
+
+    fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
+        self.first.prepare_forward(&mut ws.first);
+        self.then.prepare_forward(&mut ws.then);
+    }
+
+    fn prepare_backward(&self, ws: &mut Self::BatchWorkspace) {
+        self.first.prepare_backward(&mut ws.first);
+        self.then.prepare_backward(&mut ws.then);
+    }
+
+    /// Layer by layer if some layer gains from the whole batch, else sample by sample in
+    /// the first sample's buffers.
+    fn infer_batch(
+        &self,
+        input: &[A::Input; N],
+        output: &mut [B::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        if Self::WHOLE_BATCH {
+            self.first.infer_batch(input, &mut ws.mid, &mut ws.first);
+            self.then.infer_batch(&ws.mid, output, &mut ws.then);
+        } else {
+            self.prepare_forward(ws);
+            for (x, y) in input.iter().zip(output.iter_mut()) {
+                self.forward_sample(0, x, y, ws);
+            }
+        }
+    }
+
+    fn forward_sample(
+        &self,
+        n: usize,
+        input: &A::Input,
+        output: &mut B::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.first
+            .forward_sample(n, input, &mut ws.mid[n], &mut ws.first);
+        self.then
+            .forward_sample(n, &ws.mid[n], output, &mut ws.then);
     }
 
     fn backward_batch(
@@ -202,6 +339,23 @@ where
         grad_input: Option<&mut [A::Input; N]>,
         grads: &mut Self,
     ) {
+        if !Self::WHOLE_BATCH {
+            // Sample by sample: the gradients between layers never leave the cache.
+            self.prepare_backward(ws);
+            match grad_input {
+                Some(gi) => {
+                    for (n, ((x, g), gi)) in input.iter().zip(grad_output).zip(gi).enumerate() {
+                        self.backward_sample(n, x, ws, g, Some(gi), grads);
+                    }
+                }
+                None => {
+                    for (n, (x, g)) in input.iter().zip(grad_output).enumerate() {
+                        self.backward_sample(n, x, ws, g, None, grads);
+                    }
+                }
+            }
+            return;
+        }
         let BatchChainWorkspace {
             first,
             mid,
@@ -212,6 +366,34 @@ where
             .backward_batch(mid, then, grad_output, Some(mid_grad), &mut grads.then);
         self.first
             .backward_batch(input, first, mid_grad, grad_input, &mut grads.first);
+    }
+
+    fn backward_sample(
+        &self,
+        n: usize,
+        input: &A::Input,
+        ws: &mut Self::BatchWorkspace,
+        grad_output: &B::Output,
+        grad_input: Option<&mut A::Input>,
+        grads: &mut Self,
+    ) {
+        let BatchChainWorkspace {
+            first,
+            mid,
+            mid_grad,
+            then,
+        } = ws;
+        let mid_grad = &mut mid_grad[0];
+        self.then.backward_sample(
+            n,
+            &mid[n],
+            then,
+            grad_output,
+            Some(mid_grad),
+            &mut grads.then,
+        );
+        self.first
+            .backward_sample(n, input, first, mid_grad, grad_input, &mut grads.first);
     }
 }
 
@@ -293,7 +475,7 @@ where
     where
         Net: BatchLayer<N>,
     {
-        self.first.forward_batch(inputs, &mut ws.mid, &mut ws.first);
+        self.first.infer_batch(inputs, &mut ws.mid, &mut ws.first);
         core::array::from_fn(|n| crate::tensor::argmax(&ws.mid[n]))
     }
 }

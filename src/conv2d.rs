@@ -2,6 +2,7 @@
 
 use rand::Rng;
 
+use crate::batch::BatchLayer;
 use crate::layer::{Layer, he_uniform, no_such_param};
 use crate::scalar::Scalar;
 use crate::simd;
@@ -110,11 +111,66 @@ impl<
 
     /// Whether the `f32` passes use the SIMD kernels of [`fast`]: stride 1, no padding, and
     /// at least one 32-float vector block of output pixels.
-    const FAST: bool = S == 1
-        && P == 0
-        && (OH - 1) * W + OW >= 32
-        && (OH - 1) * W + OW + 16 <= 2 * OH * W
-        && H * W >= 32;
+    const FAST: bool =
+        S == 1 && P == 0 && (OH - 1) * W + OW >= 32 && OH * W + K + 16 <= 2 * OH * W && H * W >= 32;
+
+    /// [`Layer::forward`], with the weights already packed for the fast kernel if a batch
+    /// packed them once ([`ConvPacked`]).
+    fn forward_packed(
+        &self,
+        input: &Maps<T, CI, H, W>,
+        output: &mut Maps<T, CO, OH, OW>,
+        packed: Option<&ConvPacked<T, CI, CO, K>>,
+    ) {
+        const { Self::SHAPE_OK };
+        if Self::FAST
+            && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
+            && let (Some(w), Some(b)) = (T::as_f32(self.param(0)), T::as_f32(&self.bias))
+        {
+            let wt =
+                packed.and_then(|p| T::as_f32(p.0.as_flattened().as_flattened().as_flattened()));
+            simd::dispatch(fast::Forward::<CI, CO, K, H, W, OH, OW> { x, w, wt, b, y });
+        } else {
+            self.forward_reference(input, output);
+        }
+    }
+
+    /// [`Layer::backward`], with the weights already packed (see [`Conv2d::forward_packed`]).
+    fn backward_packed(
+        &self,
+        input: &Maps<T, CI, H, W>,
+        grad_output: &Maps<T, CO, OH, OW>,
+        grad_input: Option<&mut Maps<T, CI, H, W>>,
+        grads: &mut Self,
+        packed: Option<&ConvPacked<T, CI, CO, K>>,
+    ) {
+        const { Self::SHAPE_OK };
+        if !Self::FAST || T::as_f32(&self.bias).is_none() {
+            return self.backward_reference(input, grad_output, grad_input, grads);
+        }
+        let Conv2d { weight, bias } = grads;
+        let (Some(x), Some(g), Some(gw), Some(gb)) = (
+            T::as_f32(input.flat()),
+            T::as_f32(grad_output.flat()),
+            T::as_f32_mut(
+                weight
+                    .as_flattened_mut()
+                    .as_flattened_mut()
+                    .as_flattened_mut(),
+            ),
+            T::as_f32_mut(bias),
+        ) else {
+            unreachable!("T is f32")
+        };
+        simd::dispatch(fast::WeightGrad::<CI, CO, K, H, W, OH, OW> { x, g, gw, gb });
+        if let Some(gi) = grad_input
+            && let (Some(w), Some(gi)) = (T::as_f32(self.param(0)), T::as_f32_mut(gi.flat_mut()))
+        {
+            let packed =
+                packed.and_then(|p| T::as_f32(p.1.as_flattened().as_flattened().as_flattened()));
+            simd::dispatch(fast::InputGrad::<CI, CO, K, H, W, OH, OW> { w, packed, g, gi });
+        }
+    }
 
     /// The plain loops of [`Layer::forward`]: the definition the fast path is tested against,
     /// and the path for `f64`, strides, padding and maps too small for a vector block.
@@ -195,15 +251,7 @@ impl<
     const PARAM_TENSORS: usize = 2;
 
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, _ws: &mut ()) {
-        const { Self::SHAPE_OK };
-        if Self::FAST
-            && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
-            && let (Some(w), Some(b)) = (T::as_f32(self.param(0)), T::as_f32(&self.bias))
-        {
-            simd::dispatch(fast::Forward::<CI, CO, K, H, W, OH, OW> { x, w, b, y });
-        } else {
-            self.forward_reference(input, output);
-        }
+        self.forward_packed(input, output, None);
     }
 
     fn backward(
@@ -214,30 +262,7 @@ impl<
         grad_input: Option<&mut Self::Input>,
         grads: &mut Self,
     ) {
-        const { Self::SHAPE_OK };
-        if !Self::FAST || T::as_f32(&self.bias).is_none() {
-            return self.backward_reference(input, grad_output, grad_input, grads);
-        }
-        let Conv2d { weight, bias } = grads;
-        let (Some(x), Some(g), Some(gw), Some(gb)) = (
-            T::as_f32(input.flat()),
-            T::as_f32(grad_output.flat()),
-            T::as_f32_mut(
-                weight
-                    .as_flattened_mut()
-                    .as_flattened_mut()
-                    .as_flattened_mut(),
-            ),
-            T::as_f32_mut(bias),
-        ) else {
-            unreachable!("T is f32")
-        };
-        simd::dispatch(fast::WeightGrad::<CI, CO, K, H, W, OH, OW> { x, g, gw, gb });
-        if let Some(gi) = grad_input
-            && let (Some(w), Some(gi)) = (T::as_f32(self.param(0)), T::as_f32_mut(gi.flat_mut()))
-        {
-            simd::dispatch(fast::InputGrad::<CI, CO, K, H, W, OH, OW> { w, g, gi });
-        }
+        self.backward_packed(input, grad_output, grad_input, grads, None);
     }
 
     fn param(&self, i: usize) -> &[T] {
@@ -264,6 +289,115 @@ impl<
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         he_uniform(self.param_mut(0), CI * K * K, rng);
         self.bias = [T::zero(); CO];
+    }
+}
+
+/// A convolution's weights rearranged for the fast kernels: `[c][i][j][o]` for the forward
+/// pass, `[i][o][j][c]` for the input gradient. A batch packs them once for all its samples
+/// (the batch workspace of [`Conv2d`]); a single pass packs them on the stack.
+pub type ConvPacked<T, const CI: usize, const CO: usize, const K: usize> =
+    ([[[[T; CO]; K]; K]; CI], [[[[T; CI]; K]; CO]; K]);
+
+/// A batch runs sample by sample, with the weights packed once per batch.
+impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+    const N: usize,
+> BatchLayer<N> for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
+{
+    type BatchWorkspace = ConvPacked<T, CI, CO, K>;
+
+    fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
+        if let (true, Some(w), Some(wt)) = (
+            Self::FAST,
+            T::as_f32(self.param(0)),
+            T::as_f32_mut(
+                ws.0.as_flattened_mut()
+                    .as_flattened_mut()
+                    .as_flattened_mut(),
+            ),
+        ) {
+            fast::pack_channel_lanes::<CI, CO, K>(w, wt);
+        }
+    }
+
+    fn prepare_backward(&self, ws: &mut Self::BatchWorkspace) {
+        if let (true, Some(w), Some(packed)) = (
+            Self::FAST,
+            T::as_f32(self.param(0)),
+            T::as_f32_mut(
+                ws.1.as_flattened_mut()
+                    .as_flattened_mut()
+                    .as_flattened_mut(),
+            ),
+        ) {
+            fast::pack_input_grad::<CI, CO, K>(w, packed);
+        }
+    }
+
+    fn forward_batch(
+        &self,
+        input: &[Self::Input; N],
+        output: &mut [Self::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        BatchLayer::<N>::prepare_forward(self, ws);
+        for (x, y) in input.iter().zip(output.iter_mut()) {
+            self.forward_packed(x, y, Some(ws));
+        }
+    }
+
+    fn backward_batch(
+        &self,
+        input: &[Self::Input; N],
+        ws: &mut Self::BatchWorkspace,
+        grad_output: &[Self::Output; N],
+        grad_input: Option<&mut [Self::Input; N]>,
+        grads: &mut Self,
+    ) {
+        BatchLayer::<N>::prepare_backward(self, ws);
+        match grad_input {
+            Some(gi) => {
+                for ((x, g), gi) in input.iter().zip(grad_output).zip(gi) {
+                    self.backward_packed(x, g, Some(gi), grads, Some(ws));
+                }
+            }
+            None => {
+                for (x, g) in input.iter().zip(grad_output) {
+                    self.backward_packed(x, g, None, grads, Some(ws));
+                }
+            }
+        }
+    }
+
+    fn forward_sample(
+        &self,
+        _n: usize,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.forward_packed(input, output, Some(ws));
+    }
+
+    fn backward_sample(
+        &self,
+        _n: usize,
+        input: &Self::Input,
+        ws: &mut Self::BatchWorkspace,
+        grad_output: &Self::Output,
+        grad_input: Option<&mut Self::Input>,
+        grads: &mut Self,
+    ) {
+        self.backward_packed(input, grad_output, grad_input, grads, Some(ws));
     }
 }
 
@@ -335,9 +469,88 @@ pub(crate) mod fast {
         }
     }
 
+    /// `correlate` for output rows of more than one and at most two vectors: for each output
+    /// row `y`, the vectors at `x = 0` and `x = OW − LANES` (overlapping in the middle).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn correlate_rows<S: Simd, const OB: usize>(
+        s: S,
+        src: &[f32],
+        (src_stride, width): (usize, usize),
+        taps: &[usize],
+        packed: &[f32],
+        init: &[f32],
+        out: &mut [f32],
+        (oh, ow): (usize, usize),
+    ) {
+        let rows = packed.len() / (taps.len() * OB);
+        let init: &[f32; OB] = init[..OB].try_into().expect("OB initial values");
+        let starts = [0, ow - S::LANES];
+        for y in 0..oh {
+            let mut acc = [[s.splat(0.0); 2]; OB];
+            for (row, &b) in acc.iter_mut().zip(init) {
+                *row = [s.splat(b); 2];
+            }
+            let mut weights = packed.chunks_exact(OB);
+            for r in 0..rows {
+                let base = r * src_stride + y * width;
+                for &tap in taps {
+                    let w: &[f32; OB] = weights
+                        .next()
+                        .and_then(|w| w.try_into().ok())
+                        .expect("packed weights");
+                    let xs = starts.map(|x| s.load(src, base + tap + x));
+                    for (row, &wa) in acc.iter_mut().zip(w) {
+                        let wa = s.splat(wa);
+                        for (a, &x) in row.iter_mut().zip(&xs) {
+                            *a = s.mul_add(wa, x, *a);
+                        }
+                    }
+                }
+            }
+            for (a, row) in acc.iter().enumerate() {
+                for (&x, &acc) in starts.iter().zip(row) {
+                    s.store(out, (a * oh + y) * ow + x, acc);
+                }
+            }
+        }
+    }
+
     /// Offsets `i·W + j` of the `K×K` taps in a map of row width `W`.
     fn tap_offsets<const K: usize, const W: usize>() -> [[usize; K]; K] {
         core::array::from_fn(|i| core::array::from_fn(|j| i * W + j))
+    }
+
+    /// `wt[c][i][j][o] = w[o][c][i][j]`: the weights of the channel-lane kernels. The
+    /// transpose writes in order and reads strided: the compiler then vectorises it with
+    /// gathers, not with much slower scatters.
+    pub(crate) fn pack_channel_lanes<const CI: usize, const CO: usize, const K: usize>(
+        w: &[f32],
+        wt: &mut [f32],
+    ) {
+        for (t, wt) in wt.chunks_exact_mut(CO).enumerate() {
+            for (o, v) in wt.iter_mut().enumerate() {
+                *v = w[o * CI * K * K + t];
+            }
+        }
+    }
+
+    /// `packed[i][o][j][c] = w[o][c][i][j]`: the weights of [`InputGrad`].
+    pub(crate) fn pack_input_grad<const CI: usize, const CO: usize, const K: usize>(
+        w: &[f32],
+        packed: &mut [f32],
+    ) {
+        let mut at = 0;
+        for i in 0..K {
+            for o in 0..CO {
+                for j in 0..K {
+                    for c in 0..CI {
+                        packed[at] = w[((o * CI + c) * K + i) * K + j];
+                        at += 1;
+                    }
+                }
+            }
+        }
     }
 
     /// Forward pass: `y = conv(x, w) + b`.
@@ -353,6 +566,9 @@ pub(crate) mod fast {
     > {
         pub x: &'a [f32],
         pub w: &'a [f32],
+        /// The weights already in `[c][i][j][o]` order ([`pack_channel_lanes`]), if a batch
+        /// packed them once for all its samples.
+        pub wt: Option<&'a [f32]>,
         pub b: &'a [f32],
         pub y: &'a mut [f32],
     }
@@ -389,6 +605,25 @@ pub(crate) mod fast {
                     }
                 }
             };
+            if S::LANES < OW && OW <= 2 * S::LANES {
+                // Rows of two vectors (the second ending at the row's end): the sums go
+                // straight to the output, with no wide buffer to clear and compact.
+                for_blocks!(CO, [6, 4, 2, 1], |o0, OB| {
+                    let w = &mut packed[o0 * CI * kk..(o0 + OB) * CI * kk];
+                    pack(w, o0, OB);
+                    correlate_rows::<S, OB>(
+                        s,
+                        self.x,
+                        (H * W, W),
+                        taps,
+                        w,
+                        &self.b[o0..],
+                        &mut self.y[o0 * OH * OW..],
+                        (OH, OW),
+                    );
+                });
+                return;
+            }
             let mut wide = [[[0.0f32; W]; OH]; CO];
             let wide = wide.as_flattened_mut().as_flattened_mut();
             let (span, stride) = ((OH - 1) * W + OW, OH * W);
@@ -447,14 +682,18 @@ pub(crate) mod fast {
         /// the result back to `[o][y][x]` at the end.
         #[inline(always)]
         fn by_channel_lanes<S: Simd>(self, s: S) {
-            let kk = K * K;
-            let mut wt = [[[[0.0f32; CO]; K]; K]; CI];
-            let wt = wt.as_flattened_mut().as_flattened_mut().as_flattened_mut();
-            for (o, w) in self.w.chunks_exact(CI * kk).enumerate() {
-                for (t, &v) in w.iter().enumerate() {
-                    wt[t * CO + o] = v;
+            let mut local = [[[[0.0f32; CO]; K]; K]; CI];
+            let wt = match self.wt {
+                Some(wt) => wt,
+                None => {
+                    let local = local
+                        .as_flattened_mut()
+                        .as_flattened_mut()
+                        .as_flattened_mut();
+                    pack_channel_lanes::<CI, CO, K>(self.w, local);
+                    &*local
                 }
-            }
+            };
             let mut yt = [[[0.0f32; CO]; OW]; OH];
             let yt = yt.as_flattened_mut().as_flattened_mut();
             let dims = (CI, CO, H * W, W, OW);
@@ -534,11 +773,14 @@ pub(crate) mod fast {
         }
     }
 
-    /// Input gradient: `gi[c][y + i][x + j] += w[o][c][i][j] · g[o][y][x]`, scattered in
-    /// wide rows: for one input channel and one kernel row, a few vectors of output-gradient
-    /// pixels times the `K` taps of the row stay in registers while the sum runs over the
-    /// output channels; each tap's sum is then added to the input gradient at its offset
-    /// `i·W + j`. (The zero columns of the wide gradient add nothing past the right edge.)
+    /// Input gradient: `gi[c][y + i][x + j] += w[o][c][i][j] · g[o][y][x]`.
+    ///
+    /// In wide rows (the output gradient laid out with the input's row width `W`, zeros in
+    /// the dropped columns), kernel row `i` adds to input-gradient rows `i..i + OH` the sum
+    /// over `o` and `j` of `w[o][c][i][j] · g[o][q − j]`: a *gather* along the row (shifted
+    /// loads of `g`, accumulators in registers for a block of input channels × pixel vectors)
+    /// and one add to memory per kernel row. (Scattering each tap to memory instead stalled
+    /// on store forwarding: five overlapping read-modify-writes per block.)
     pub(crate) struct InputGrad<
         'a,
         const CI: usize,
@@ -550,39 +792,43 @@ pub(crate) mod fast {
         const OW: usize,
     > {
         pub w: &'a [f32],
+        /// The weights already packed by [`pack_input_grad`], if a batch did it once.
+        pub packed: Option<&'a [f32]>,
         pub g: &'a [f32],
         pub gi: &'a mut [f32],
     }
 
-    /// Kernel row `i` of input channel `c`, wide pixels `p0..p0 + PV·LANES`.
+    /// Kernel row `i`, input channels `c0..c0 + CB`, wide pixels `p0..p0 + PV·LANES`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn input_grad_block<S: Simd, const PV: usize, const K: usize>(
+    fn input_grad_block<S: Simd, const CB: usize, const PV: usize, const K: usize>(
         s: S,
         g: &[f32],
-        g_stride: usize,
-        w: &[f32],
-        (c, i, ci, co): (usize, usize, usize, usize),
+        (g_stride, g_pad): (usize, usize),
+        packed: &[f32],
+        (i, c0, ci, co): (usize, usize, usize, usize),
         out: &mut [f32],
-        (p0, width): (usize, usize),
+        (out_stride, p0, width): (usize, usize, usize),
     ) {
-        let mut acc = [[s.splat(0.0); PV]; K];
+        let mut acc = [[s.splat(0.0); PV]; CB];
         for o in 0..co {
-            let gv: [S::F; PV] =
-                core::array::from_fn(|v| s.load(g, o * g_stride + p0 + v * S::LANES));
-            let taps: &[f32; K] = w[((o * ci + c) * K + i) * K..][..K]
-                .try_into()
-                .expect("K taps");
-            for (acc, &t) in acc.iter_mut().zip(taps) {
-                let t = s.splat(t);
-                for (a, &gv) in acc.iter_mut().zip(&gv) {
-                    *a = s.mul_add(t, gv, *a);
+            for j in 0..K {
+                let at = o * g_stride + g_pad + p0 - j;
+                let gv: [S::F; PV] = core::array::from_fn(|v| s.load(g, at + v * S::LANES));
+                let w: &[f32; CB] = packed[((i * co + o) * K + j) * ci + c0..][..CB]
+                    .try_into()
+                    .expect("CB weights");
+                for (acc, &w) in acc.iter_mut().zip(w) {
+                    let w = s.splat(w);
+                    for (a, &gv) in acc.iter_mut().zip(&gv) {
+                        *a = s.mul_add(w, gv, *a);
+                    }
                 }
             }
         }
-        for (j, acc) in acc.iter().enumerate() {
+        for (c, acc) in acc.iter().enumerate() {
             for (v, &a) in acc.iter().enumerate() {
-                let at = p0 + v * S::LANES + i * width + j;
+                let at = (c0 + c) * out_stride + i * width + p0 + v * S::LANES;
                 s.store(out, at, s.add(s.load(out, at), a));
             }
         }
@@ -601,54 +847,75 @@ pub(crate) mod fast {
         type Output = ();
         #[inline(always)]
         fn run<S: Simd>(self, s: S) {
-            // The gradient in wide rows, zero in the dropped columns and past the last pixel.
+            // The gradient in wide rows after `K − 1` zeros, zero in the dropped columns and
+            // past the last pixel: each channel gets 2·OH·W floats.
             let mut wide = [[[[0.0f32; W]; OH]; CO]; 2];
             let wide = wide
                 .as_flattened_mut()
                 .as_flattened_mut()
                 .as_flattened_mut();
-            let g_stride = 2 * OH * W;
+            let (g_stride, g_pad) = (2 * OH * W, K - 1);
             for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
                 for (y, g_row) in g.chunks_exact(OW).enumerate() {
-                    wide[o * g_stride + y * W..][..OW].copy_from_slice(g_row);
+                    wide[o * g_stride + g_pad + y * W..][..OW].copy_from_slice(g_row);
                 }
             }
             let wide = &*wide;
-            // Input gradient maps of 2·H·W floats: the last vector may run past H·W.
+            let mut local = [[[[0.0f32; CI]; K]; CO]; K];
+            let packed = match self.packed {
+                Some(packed) => packed,
+                None => {
+                    let local = local
+                        .as_flattened_mut()
+                        .as_flattened_mut()
+                        .as_flattened_mut();
+                    pack_input_grad::<CI, CO, K>(self.w, local);
+                    &*local
+                }
+            };
+
+            // Input-gradient maps of 2·H·W floats: the last vector may run past H·W.
             let mut out = [[[[0.0f32; W]; H]; CI]; 2];
             let out = out.as_flattened_mut().as_flattened_mut().as_flattened_mut();
-            let vectors = ((OH - 1) * W + OW).div_ceil(S::LANES);
-            for c in 0..CI {
-                let out = &mut out[c * 2 * H * W..(c + 1) * 2 * H * W];
-                for i in 0..K {
-                    let at = (c, i, CI, CO);
-                    if S::LANES >= 16 {
-                        for_blocks!(vectors, [4, 1], |v0, PV| {
-                            input_grad_block::<S, PV, K>(
+            let out_at = (2 * H * W, W);
+            let vectors = (OH * W).div_ceil(S::LANES);
+            for i in 0..K {
+                if S::LANES >= 16 {
+                    for_blocks!(CI, [6, 4, 2, 1], |c0, CB| {
+                        for_blocks!(vectors, [3, 1], |v0, PV| {
+                            input_grad_block::<S, CB, PV, K>(
                                 s,
                                 wide,
-                                g_stride,
-                                self.w,
-                                at,
+                                (g_stride, g_pad),
+                                packed,
+                                (i, c0, CI, CO),
                                 out,
-                                (v0 * S::LANES, W),
+                                (out_at.0, v0 * S::LANES, out_at.1),
                             );
                         });
-                    } else {
+                    });
+                } else {
+                    for_blocks!(CI, [4, 2, 1], |c0, CB| {
                         for_blocks!(vectors, [2, 1], |v0, PV| {
-                            input_grad_block::<S, PV, K>(
+                            input_grad_block::<S, CB, PV, K>(
                                 s,
                                 wide,
-                                g_stride,
-                                self.w,
-                                at,
+                                (g_stride, g_pad),
+                                packed,
+                                (i, c0, CI, CO),
                                 out,
-                                (v0 * S::LANES, W),
+                                (out_at.0, v0 * S::LANES, out_at.1),
                             );
                         });
-                    }
+                    });
                 }
-                self.gi[c * H * W..(c + 1) * H * W].copy_from_slice(&out[..H * W]);
+            }
+            for (gi, out) in self
+                .gi
+                .chunks_exact_mut(H * W)
+                .zip(out.chunks_exact(2 * H * W))
+            {
+                gi.copy_from_slice(&out[..H * W]);
             }
         }
     }
@@ -736,7 +1003,7 @@ pub(crate) mod fast {
         (co, o0): (usize, usize),
         x: &[f32],
         (ci, h, w, oh, ow): (usize, usize, usize, usize, usize),
-        gw: &mut [f32],
+        gwt: &mut [f32],
     ) {
         for c in 0..ci {
             for i in 0..K {
@@ -754,14 +1021,9 @@ pub(crate) mod fast {
                         }
                     }
                 }
-                let mut lanes = [0.0f32; 16];
                 for (j, acc) in acc.iter().enumerate() {
                     for (b, &a) in acc.iter().enumerate() {
-                        s.store(&mut lanes, 0, a);
-                        for (l, &v) in lanes[..S::LANES].iter().enumerate() {
-                            let o = o0 + b * S::LANES + l;
-                            gw[((o * ci + c) * K + i) * K + j] += v;
-                        }
+                        s.store(gwt, ((c * K + i) * K + j) * co + o0 + b * S::LANES, a);
                     }
                 }
             }
@@ -785,43 +1047,54 @@ pub(crate) mod fast {
                 *gb += sum(s, g);
             }
             if CO.is_multiple_of(S::LANES) && S::LANES <= 16 {
+                // The gradient as [pixel][channel], the result as [c][i][j][o]; both
+                // transposes write in order (see `Forward::by_channel_lanes`).
                 let mut gt = [[[0.0f32; CO]; OW]; OH];
                 let gt = gt.as_flattened_mut().as_flattened_mut();
-                for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
-                    for (p, &v) in g.iter().enumerate() {
-                        gt[p * CO + o] = v;
+                for (p, gt) in gt.chunks_exact_mut(CO).enumerate() {
+                    for (o, v) in gt.iter_mut().enumerate() {
+                        *v = self.g[o * OH * OW + p];
                     }
                 }
+                let mut gwt = [[[[0.0f32; CO]; K]; K]; CI];
+                let gwt = gwt.as_flattened_mut().as_flattened_mut().as_flattened_mut();
                 let dims = (CI, H, W, OH, OW);
                 for_blocks!(CO / S::LANES, [2, 1], |v0, VB| {
-                    weight_grad_lanes::<S, VB, K>(
-                        s,
-                        gt,
-                        (CO, v0 * S::LANES),
-                        self.x,
-                        dims,
-                        self.gw,
-                    );
+                    weight_grad_lanes::<S, VB, K>(s, gt, (CO, v0 * S::LANES), self.x, dims, gwt);
                 });
+                for (o, gw) in self.gw.chunks_exact_mut(CI * K * K).enumerate() {
+                    for (t, v) in gw.iter_mut().enumerate() {
+                        *v += gwt[t * CO + o];
+                    }
+                }
                 return;
             }
-            // Wide rows, `g` with zeros in the dropped columns and past the last pixel (each
-            // channel gets 2·OH·W floats), `x` copied with room for the last vector.
-            let mut wide = [[[[0.0f32; W]; OH]; CO]; 2];
-            let wide = wide
-                .as_flattened_mut()
-                .as_flattened_mut()
-                .as_flattened_mut();
-            let g_stride = 2 * OH * W;
-            for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
-                for (y, g_row) in g.chunks_exact(OW).enumerate() {
-                    wide[o * g_stride + y * W..][..OW].copy_from_slice(g_row);
+            // Wide rows, `g` with zeros in the dropped columns and past the last pixel, and
+            // `x` copied with room for the last vector. When the whole vectors fit in OH·W
+            // (LeNet's conv1: 56 × 16 = 28 × 32) each channel gets OH·W floats, else 2·OH·W.
+            let span = (OH - 1) * W + OW;
+            let fits = span.div_ceil(S::LANES) * S::LANES <= OH * W;
+            let mut small;
+            let mut big;
+            let (wide, g_stride) = if fits {
+                small = [[[0.0f32; W]; OH]; CO];
+                for (wide, g) in small.iter_mut().flatten().zip(self.g.chunks_exact(OW)) {
+                    wide[..OW].copy_from_slice(g);
                 }
-            }
+                (small.as_flattened().as_flattened(), OH * W)
+            } else {
+                big = [[[[0.0f32; W]; OH]; CO]; 2];
+                let big = big.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+                for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
+                    for (y, g_row) in g.chunks_exact(OW).enumerate() {
+                        big[(2 * o * OH + y) * W..][..OW].copy_from_slice(g_row);
+                    }
+                }
+                (&*big, 2 * OH * W)
+            };
             let mut x = [[[[0.0f32; W]; H]; CI]; 2];
             let x = x.as_flattened_mut().as_flattened_mut().as_flattened_mut();
             x[..CI * H * W].copy_from_slice(self.x);
-            let span = (OH - 1) * W + OW;
             let rows = (H * W, W, span.div_ceil(S::LANES));
             let gw_stride = CI * K * K;
             if S::LANES >= 16 {

@@ -86,6 +86,57 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
         true
     }
 
+    /// The input gradient (with the current weights), then `w ← w − lr · g xᵀ` and
+    /// `b ← b − lr · g`, with no gradient buffer (see [`crate::fused`]).
+    pub(crate) fn backward_sgd_fused(
+        &mut self,
+        x: &[T; IN],
+        g: &[T; OUT],
+        grad_input: Option<&mut [T; IN]>,
+        lr: T,
+    ) {
+        if let (Some(xf), Some(gf)) = (T::as_f32(x), T::as_f32(g)) {
+            if let Some(gi) = grad_input {
+                let gi = T::as_f32_mut(gi).expect("T is f32");
+                let w = T::as_f32(self.weight.as_flattened()).expect("T is f32");
+                simd::dispatch(fast::InputGrad::<IN, OUT> { w, g: gf, gi });
+            }
+            // The weight-gradient kernel adds Σ g·x to its target: give it −lr·g and the
+            // weights themselves.
+            let lr = lr.to_f64() as f32;
+            let mut scaled = [0.0f32; OUT];
+            for (s, &g) in scaled.iter_mut().zip(gf) {
+                *s = -lr * g;
+            }
+            let gw = T::as_f32_mut(self.weight.as_flattened_mut()).expect("T is f32");
+            simd::dispatch(fast::WeightGrad::<IN, OUT> {
+                x: xf,
+                g: &scaled,
+                gw,
+            });
+            let b = T::as_f32_mut(&mut self.bias).expect("T is f32");
+            for (b, &s) in b.iter_mut().zip(&scaled) {
+                *b += s;
+            }
+            return;
+        }
+        // The reference loops' arithmetic, so that f64 matches backward + Sgd::step exactly.
+        if let Some(gi) = grad_input {
+            *gi = [T::zero(); IN];
+            for (w, &g) in self.weight.iter().zip(g) {
+                for (gi, &w) in gi.iter_mut().zip(w) {
+                    *gi = *gi + g * w;
+                }
+            }
+        }
+        for ((w, b), &g) in self.weight.iter_mut().zip(&mut self.bias).zip(g) {
+            *b = *b - lr * g;
+            for (w, &x) in w.iter_mut().zip(x) {
+                *w = *w - lr * (g * x);
+            }
+        }
+    }
+
     /// `f32` fast backward of `n = x.len() / IN` samples at once: parameter gradients summed
     /// over the samples into `grads`, input gradients (if asked) written per sample.
     /// Returns `false`, touching nothing, if `T` is not `f32`.
@@ -176,6 +227,23 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
     for Linear<T, IN, OUT>
 {
     type BatchWorkspace = ();
+    const WHOLE_BATCH: bool = true;
+
+    fn forward_sample(&self, _n: usize, input: &[T; IN], output: &mut [T; OUT], _ws: &mut ()) {
+        self.forward(input, output, &mut ());
+    }
+
+    fn backward_sample(
+        &self,
+        _n: usize,
+        input: &[T; IN],
+        _ws: &mut (),
+        grad_output: &[T; OUT],
+        grad_input: Option<&mut [T; IN]>,
+        grads: &mut Self,
+    ) {
+        self.backward(input, &mut (), grad_output, grad_input, grads);
+    }
 
     fn forward_batch(&self, input: &[[T; IN]; N], output: &mut [[T; OUT]; N], _ws: &mut ()) {
         const { Self::SHAPE_OK };

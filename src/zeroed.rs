@@ -11,6 +11,7 @@ extern crate alloc;
 #[cfg(feature = "alloc")]
 use alloc::boxed::Box;
 
+use crate::batch::{BatchChainWorkspace, BatchLayer};
 use crate::chain::{Chain, ChainWorkspace};
 use crate::conv2d::Conv2d;
 use crate::flatten::Flatten;
@@ -102,3 +103,10 @@ unsafe impl<L: Zeroable> Zeroable for OptimizerState<L> {}
 unsafe impl<A: Zeroable, B: Zeroable> Zeroable for Chain<A, B> {}
 // ChainWorkspace { first: A::Workspace, mid: A::Output, mid_grad: A::Output, then: B::Workspace }
 unsafe impl<A: Layer, B: Layer<Input = A::Output>> Zeroable for ChainWorkspace<A, B> {}
+// BatchChainWorkspace { first: A::BatchWorkspace, mid: [A::Output; N], mid_grad: [A::Output; N],
+// then: B::BatchWorkspace }: batch workspaces are `Zeroable` by `BatchLayer`'s bound, tensors
+// by `Tensor`'s.
+unsafe impl<A: BatchLayer<N>, B: BatchLayer<N, Input = A::Output>, const N: usize> Zeroable
+    for BatchChainWorkspace<A, B, N>
+{
+}

@@ -78,6 +78,30 @@ fn check_conv<const CI: usize, const CO: usize, const H: usize, const OH: usize>
             assert_close("conv weight grad", isa, gr.param(0), gr_ref.param(0));
             assert_close("conv bias grad", isa, gr.param(1), gr_ref.param(1));
             assert_close("conv input grad", isa, gi.flat(), gi_ref.flat());
+            // a batch of two, with the weights packed once for the batch
+            use constnet::BatchLayer;
+            let xs = zeroed_box::<[[[[f32; H]; H]; CI]; 2]>();
+            let mut xs = xs;
+            xs[0] = *x;
+            xs[1] = *x;
+            let mut gs = zeroed_box::<[[[[f32; OH]; OH]; CO]; 2]>();
+            gs[0] = *g;
+            let mut ys = zeroed_box::<[[[[f32; OH]; OH]; CO]; 2]>();
+            let mut gis = zeroed_box::<[[[[f32; H]; H]; CI]; 2]>();
+            let mut ws = zeroed_box::<<C<CI, CO, H, OH> as BatchLayer<2>>::BatchWorkspace>();
+            let mut gr = zeroed_box::<C<CI, CO, H, OH>>();
+            conv.forward_batch(&xs, &mut ys, &mut ws);
+            conv.backward_batch(&xs, &mut ws, &gs, Some(&mut gis), &mut gr);
+            for n in 0..2 {
+                assert_close("batched conv forward", isa, ys[n].flat(), y_ref.flat());
+            }
+            assert_close("batched conv input grad", isa, gis[0].flat(), gi_ref.flat());
+            assert_close(
+                "batched conv weight grad",
+                isa,
+                gr.param(0),
+                gr_ref.param(0),
+            );
         });
     }
 }
@@ -98,6 +122,8 @@ proptest! {
     #[test]
     fn odd_channel_counts_fast_equal_reference(p in values(), x in values(), g in values()) {
         check_conv::<3, 7, 12, 8>(&p, &x, &g);
+        // wide rows whose last vector runs past OH·W (the padded weight-gradient buffers)
+        check_conv::<2, 5, 11, 7>(&p, &x, &g);
     }
 }
 
@@ -264,6 +290,18 @@ fn check_lenet_batch(seed: u64, pixels: &[f32], labels: [usize; 5]) {
             net.forward_batch(&xs, &mut probs, &mut bws);
             let loss_batch = net.backprop_batch(&xs, &labels, loss, &mut bws, &mut grads);
             assert_close("batch probabilities", isa, probs.flat(), probs_one.flat());
+            let mut inferred = [[0.0f32; 10]; N];
+            net.infer_batch(
+                &xs,
+                &mut inferred,
+                &mut zeroed_box::<<LeNet5<f32> as BatchLayer<N>>::BatchWorkspace>(),
+            );
+            assert_close(
+                "inferred probabilities",
+                isa,
+                inferred.flat(),
+                probs_one.flat(),
+            );
             assert_close("batch loss", isa, &[loss_batch], &[loss_one]);
             for i in 0..<LeNet5<f32> as Layer>::PARAM_TENSORS {
                 assert_close("batch gradient", isa, grads.param(i), grads_one.param(i));
@@ -303,5 +341,66 @@ fn f64_is_the_reference_on_every_isa() {
             expected,
             "{isa:?}"
         );
+    }
+}
+
+/// `train_sgd` (backward passes that update the parameters as they go) gives the network
+/// that clearing a gradient buffer, `backprop` and `Sgd::step` give: exactly in `f64`, within
+/// the tolerance in `f32` on every instruction set.
+fn check_train_sgd<T: constnet::Scalar>(seed: u64, pixels: &[f32], label: usize) {
+    use constnet::{Image, LeNet5, Loss, Sgd};
+    use rand::SeedableRng;
+    let start = LeNet5::<T>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let mut x = zeroed_box::<Image<T>>();
+    for (v, &s) in x.flat_mut().iter_mut().zip(pixels.iter().cycle()) {
+        *v = T::from_f64(s.abs() as f64);
+    }
+    let loss = if seed.is_multiple_of(2) {
+        Loss::CrossEntropy
+    } else {
+        Loss::HalfSse
+    };
+    let lr = T::from_f64(0.05);
+    for isa in available() {
+        with_isa(isa, || {
+            let mut ws = LeNet5::<T>::workspace();
+            let mut separate = start.clone();
+            let mut grads = zeroed_box::<LeNet5<T>>();
+            let mut fused = start.clone();
+            for _ in 0..3 {
+                grads.zero_params();
+                let a = separate.backprop(&x, label, loss, &mut ws, &mut grads, None);
+                Sgd { lr }.step(&mut *separate, &grads);
+                let b = fused.train_sgd(&x, label, loss, lr, &mut ws);
+                let (a, b) = (a.to_f64() as f32, b.to_f64() as f32);
+                assert_close("train_sgd loss", isa, &[b], &[a]);
+            }
+            for i in 0..<LeNet5<T> as Layer>::PARAM_TENSORS {
+                let (f, s) = (fused.param(i), separate.param(i));
+                if T::as_f32(f).is_none() {
+                    assert_eq!(f, s, "f64 parameters {i} on {isa:?}");
+                } else {
+                    let f: Vec<f32> = f
+                        .iter()
+                        .map(|&v| constnet::Scalar::to_f64(v) as f32)
+                        .collect();
+                    let s: Vec<f32> = s
+                        .iter()
+                        .map(|&v| constnet::Scalar::to_f64(v) as f32)
+                        .collect();
+                    assert_close("train_sgd parameters", isa, &f, &s);
+                }
+            }
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4))]
+
+    #[test]
+    fn train_sgd_equals_backprop_then_sgd(seed in 0u64..1000, x in values(), label in 0usize..10) {
+        check_train_sgd::<f32>(seed, &x, label);
+        check_train_sgd::<f64>(seed, &x, label);
     }
 }

@@ -75,6 +75,7 @@ fn passes_allocate_nothing<T: Scalar>() {
         loss_sum = loss_sum + net.backprop(&image, step % 10, loss, &mut ws, &mut grads, None);
         net.backprop(&image, 3, loss, &mut ws, &mut grads, Some(&mut grad_image));
         sgd.step(&mut *net, &grads);
+        loss_sum = loss_sum + net.train_sgd(&image, step % 10, loss, sgd.lr, &mut ws);
         let _ = net.classify(&image, &mut ws);
         let _ = LeNet5::<T>::activations(&ws);
     }
@@ -112,6 +113,7 @@ fn batched_passes_allocate_nothing<T: Scalar>() {
         for (i, v) in images.iter_mut().flatten().flatten().flatten().enumerate() {
             *v = T::from_f64(((i * 29 + step * 5) % 13) as f64 / 12.0);
         }
+        net.infer_batch(&images, &mut probs, &mut ws);
         net.forward_batch(&images, &mut probs, &mut ws);
         grads.zero_params();
         let loss = if step % 2 == 0 {

@@ -126,7 +126,7 @@ fn main() -> candle_core::Result<()> {
     rows.push(("inference, batch 1", ours, theirs));
     let mut bws = LeNet5::<f32>::batch_workspace::<N>();
     let mut probs = zeroed_box::<[[f32; 10]; N]>();
-    let ours = time(|| net.forward_batch(black_box(&images), &mut probs, &mut bws)) / N as f64;
+    let ours = time(|| net.infer_batch(black_box(&images), &mut probs, &mut bws)) / N as f64;
     let theirs = time(|| {
         black_box(candle_net.probabilities(&x64).unwrap());
     }) / N as f64;
