@@ -69,6 +69,16 @@ impl Affine {
 /// with bilinear sampling; pixels scale to [0, 1] and everything outside the digit is 0.
 /// The identity (or whole-pixel shifts) reproduces the pixels exactly.
 pub fn warp_digit<T: Scalar>(pixels: &[u8; 784], t: &Affine, out: &mut Image<T>) {
+    if *t == Affine::IDENTITY {
+        // No distortion: copy the digit into the middle of a zero frame.
+        *out = [[[T::zero(); 32]; 32]; 1];
+        for (row, src) in out[0][2..30].iter_mut().zip(pixels.chunks_exact(28)) {
+            for (o, &p) in row[2..30].iter_mut().zip(src) {
+                *o = T::from_f64(f64::from(p) / 255.0);
+            }
+        }
+        return;
+    }
     let (sin, cos) = t.angle.sin_cos();
     let inv = 1.0 / t.scale;
     let at = |r: isize, c: isize| -> f64 {
