@@ -51,6 +51,9 @@
 //! `const _: () = <MyNet as constnet::Layer>::CHECK;`. See [`shape_errors`] for each mistake.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
+// `unsafe` lives in two audited modules only: `zeroed` (building big values on the heap)
+// and `simd` (run-time-dispatched intrinsics). The compiler enforces it.
+#![deny(unsafe_code)]
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -77,6 +80,7 @@ pub mod pytorch;
 pub mod relu;
 pub mod scalar;
 pub mod shape_errors;
+#[allow(unsafe_code)]
 pub mod simd;
 pub mod softmax;
 pub mod tensor;
@@ -85,6 +89,7 @@ pub mod train;
 #[cfg(feature = "viz")]
 pub mod viz;
 pub mod weights;
+#[allow(unsafe_code)]
 pub mod zeroed;
 
 pub use batch::{BatchChainWorkspace, BatchLayer};

@@ -1,6 +1,7 @@
 //! Building values from zeroed memory, so big networks never pass through the stack.
 //!
-//! This is the crate's only `unsafe` module. A `LeNet5<f64>` holds 63,802 parameters
+//! One of the crate's two `unsafe` modules (with [`crate::simd`]; `#![deny(unsafe_code)]`
+//! keeps it out of every other). A `LeNet5<f64>` holds 63,802 parameters
 //! (≈ 0.5 MB) and its gradients as many again: returned by value from a constructor, a debug
 //! build copies such values through several stack frames and overflows small thread stacks.
 //! [`zeroed_box`] allocates the memory already zeroed and never materialises the value on the
