@@ -348,7 +348,19 @@ pub(crate) mod fast {
                     });
                 };
             }
-            if S::LANES >= 16 {
+            if S::LANES >= 16 && n == 1 {
+                // One sample: the layer streams its weights from L2; eight rows at a time.
+                for_blocks!(OUT, [8, 1], |c0, OB| {
+                    dot_block::<S, 1, OB, IN>(
+                        s,
+                        self.x,
+                        &self.w[c0 * IN..],
+                        &self.b[c0..],
+                        &mut self.y[c0..],
+                        OUT,
+                    );
+                });
+            } else if S::LANES >= 16 {
                 for_blocks!(n, [4, 1], |r0, RB| {
                     columns!(r0, RB);
                 });
