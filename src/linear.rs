@@ -348,9 +348,10 @@ pub(crate) mod fast {
                     });
                 };
             }
-            if S::LANES >= 16 && n == 1 {
-                // One sample: the layer streams its weights from L2; eight rows at a time.
-                for_blocks!(OUT, [8, 1], |c0, OB| {
+            if S::LANES >= 16 && n == 1 && IN * OUT > 16 * 1024 {
+                // One sample, weights bigger than L1 (fc1: 192 KB): the layer streams them
+                // from L2, and eight rows at a time keep more loads in flight.
+                for_blocks!(OUT, [8, 4, 1], |c0, OB| {
                     dot_block::<S, 1, OB, IN>(
                         s,
                         self.x,
