@@ -348,7 +348,20 @@ pub(crate) mod fast {
                     });
                 };
             }
-            if S::LANES >= 16 {
+            if S::LANES >= 16 && n == 1 && IN * OUT > 16 * 1024 {
+                // One sample, weights bigger than L1 (fc1: 192 KB): the layer streams them
+                // from L2, and eight rows at a time keep more loads in flight.
+                for_blocks!(OUT, [8, 4, 1], |c0, OB| {
+                    dot_block::<S, 1, OB, IN>(
+                        s,
+                        self.x,
+                        &self.w[c0 * IN..],
+                        &self.b[c0..],
+                        &mut self.y[c0..],
+                        OUT,
+                    );
+                });
+            } else if S::LANES >= 16 {
                 for_blocks!(n, [4, 1], |r0, RB| {
                     columns!(r0, RB);
                 });
