@@ -70,7 +70,7 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// The defaults of `cargo run --release --example train`: Adam at 1e-3 with cosine
+    /// The defaults of `cargo run --release --bin train`: Adam at 1e-3 with cosine
     /// decay, batch 32, 15 epochs, cross-entropy, digits shifted by up to 2 pixels,
     /// rotated by up to 10° and scaled by up to ±10%, one thread.
     fn default() -> Self {

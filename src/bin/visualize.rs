@@ -1,9 +1,9 @@
 //! See the network: draw every layer of a trained LeNet-5 on one digit, as PNG files.
 //!
 //! ```text
-//! cargo run --release --example visualize                       # the first "8" of the test set
-//! cargo run --release --example visualize -- --index 0 --out viz-7 --force
-//! cargo run --release --example visualize -- --weights lenet.safetensors
+//! cargo run --release --bin visualize                       # the first "8" of the test set
+//! cargo run --release --bin visualize -- --index 0 --out viz-7 --force
+//! cargo run --release --bin visualize -- --weights lenet.safetensors
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use constnet::viz;
 const HELP: &str = "\
 Draw every layer of a trained LeNet-5 on one test digit (like the article's Figures 18-20).
 
-USAGE: cargo run --release --example visualize -- [OPTIONS]
+USAGE: cargo run --release --bin visualize -- [OPTIONS]
 
 OPTIONS:
   --weights FILE   LeNet-5 weights: constnet's format, or a PyTorch state_dict saved as

@@ -1,9 +1,9 @@
 //! The main job: train LeNet-5 on handwritten digits, report test accuracy, save the weights.
 //!
 //! ```text
-//! cargo run --release --example train                      # bundled 8,000/2,000 MNIST digits
-//! cargo run --release --example train -- --data /usr/share/datasets/fashion-mnist --epochs 10
-//! cargo run --release --example train -- --eval lenet5.cnet
+//! cargo run --release --bin train                      # bundled 8,000/2,000 MNIST digits
+//! cargo run --release --bin train -- --data /usr/share/datasets/fashion-mnist --epochs 10 --no-augment
+//! cargo run --release --bin train -- --eval lenet5.cnet
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use rand::SeedableRng;
 const HELP: &str = "\
 Train LeNet-5 on MNIST-format digits (bundled: 8,000 train / 2,000 test real MNIST digits).
 
-USAGE: cargo run --release --example train -- [OPTIONS]
+USAGE: cargo run --release --bin train -- [OPTIONS]
 
 OPTIONS:
   --data DIR          IDX directory (train-/t10k- images and labels, raw or .gz)
