@@ -8,7 +8,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use constnet::simd::{Isa, with_isa};
-use constnet::{BatchLayer, Image, Layer, LeNet5, Loss, Scalar, Sgd, zeroed_box};
+use constnet::{
+    BatchLayer, Image, Layer, LeNet5, Loss, Optimizer, OptimizerState, Scalar, Sgd, zeroed_box,
+};
 use rand::SeedableRng;
 
 struct Counting;
@@ -103,6 +105,8 @@ fn batched_passes_allocate_nothing<T: Scalar>() {
     let mut images = zeroed_box::<[Image<T>; N]>();
     let mut probs = zeroed_box::<[[T; 10]; N]>();
     let labels: [usize; N] = core::array::from_fn(|n| (n * 7) % 10);
+    let mut adam = zeroed_box::<OptimizerState<LeNet5<T>>>();
+    let mut momentum = zeroed_box::<OptimizerState<LeNet5<T>>>();
     let sgd = Sgd {
         lr: T::from_f64(0.01),
     };
@@ -123,6 +127,15 @@ fn batched_passes_allocate_nothing<T: Scalar>() {
         };
         loss_sum = loss_sum + net.backprop_batch(&images, &labels, loss, &mut ws, &mut grads);
         sgd.step(&mut *net, &grads);
+        // The updates the trainer uses.
+        adam.step(&Optimizer::ADAM, 1e-3, 1.0 / N as f64, &mut *net, &grads);
+        momentum.step(
+            &Optimizer::SGD_MOMENTUM,
+            1e-2,
+            1.0 / N as f64,
+            &mut *net,
+            &grads,
+        );
         let _ = net.classify_batch(&images, &mut ws);
     }
     let after = allocations();
