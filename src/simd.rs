@@ -411,6 +411,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     #[should_panic]
     fn loads_are_bounds_checked() {
         dispatch(Dot(&[1.0; 5], &[1.0; 5]));
