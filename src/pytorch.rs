@@ -9,9 +9,9 @@
 //! save_file(model.state_dict(), "lenet.safetensors")
 //! ```
 //!
-//! Tensors: `conv1.weight` [6,1,5,5], `conv1.bias` [6], `conv2.weight` [16,6,5,5],
-//! `conv2.bias` [16], `fc1.weight` [120,400], `fc1.bias` [120], `fc2.weight` [100,120],
-//! `fc2.bias` [100], `fc3.weight` [10,100], `fc3.bias` [10]; dtype F32 or F64.
+//! Tensors: `conv1.weight [6,1,5,5]`, `conv1.bias [6]`, `conv2.weight [16,6,5,5]`,
+//! `conv2.bias [16]`, `fc1.weight [120,400]`, `fc1.bias [120]`, `fc2.weight [100,120]`,
+//! `fc2.bias [100]`, `fc3.weight [10,100]`, `fc3.bias [10]`; dtype F32 or F64.
 
 use std::fmt;
 
