@@ -8,6 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use constnet::simd::{Isa, with_isa};
+use constnet::weights::{load_weights, save_weights};
 use constnet::{
     BatchLayer, Image, Layer, LeNet5, Loss, Optimizer, OptimizerState, Scalar, Sgd, zeroed_box,
 };
@@ -174,4 +175,24 @@ fn lenet5_f64_batched_passes_allocate_nothing() {
 #[test]
 fn lenet5_f64_forward_backward_update_allocate_nothing() {
     passes_allocate_nothing::<f64>();
+}
+
+/// Firmware loads `include_bytes!` weights: loading (and rejecting) bytes allocates nothing.
+#[test]
+fn loading_weights_from_bytes_allocates_nothing() {
+    let bytes = save_weights(&*LeNet5::<f32>::new_boxed(
+        &mut rand::rngs::StdRng::seed_from_u64(1),
+    ));
+    let mut net = zeroed_box::<LeNet5<f32>>();
+    let mut broken = bytes.clone();
+    broken[5000] ^= 1;
+    let before = allocations();
+    load_weights(&mut *net, &bytes).unwrap();
+    assert!(load_weights(&mut *net, &broken).is_err());
+    assert!(load_weights(&mut *net, &bytes[..100]).is_err());
+    let after = allocations();
+    assert_eq!(after - before, 0);
+    // The counter counts: a clone of the bytes is one allocation.
+    let _copy = bytes.clone();
+    assert_eq!(allocations() - after, 1);
 }
