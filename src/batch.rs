@@ -40,7 +40,7 @@ use alloc::boxed::Box;
 
 use crate::chain::Chain;
 use crate::layer::Layer;
-use crate::loss::{Loss, cross_entropy_with_logits, half_sse, one_hot};
+use crate::loss::{Loss, softmax_loss};
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Tensor;
@@ -441,25 +441,7 @@ where
                 label < C,
                 "backprop_batch: label {label} is not below the class count {C}"
             );
-            crate::softmax::softmax(&logits[n], &mut probs[n]);
-            total = total
-                + match loss {
-                    Loss::CrossEntropy => {
-                        cross_entropy_with_logits(&logits[n], label, &mut mid_grad[n])
-                    }
-                    Loss::HalfSse => {
-                        let mut grad_probs = [T::zero(); C];
-                        let e = half_sse(&probs[n], &one_hot(label), &mut grad_probs);
-                        self.then.backward(
-                            &logits[n],
-                            &mut probs[n],
-                            &grad_probs,
-                            Some(&mut mid_grad[n]),
-                            &mut grads.then,
-                        );
-                        e
-                    }
-                };
+            total = total + softmax_loss(&logits[n], label, loss, &mut probs[n], &mut mid_grad[n]);
         }
         self.first
             .backward_batch(inputs, first, mid_grad, None, &mut grads.first);

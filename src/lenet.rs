@@ -7,7 +7,7 @@ use alloc::boxed::Box;
 
 use crate::chain::{Chain, ChainWorkspace};
 use crate::layer::Layer;
-use crate::loss::{Loss, cross_entropy_with_logits, half_sse, one_hot};
+use crate::loss::{Loss, softmax_loss};
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::{Maps, argmax};
@@ -178,17 +178,7 @@ where
             then: probs,
         } = ws;
         self.first.forward(input, logits, first);
-        crate::softmax::softmax(logits, probs);
-        let value = match loss {
-            Loss::CrossEntropy => cross_entropy_with_logits(logits, label, mid_grad),
-            Loss::HalfSse => {
-                let mut grad_probs = [T::zero(); N];
-                let e = half_sse(probs, &one_hot(label), &mut grad_probs);
-                self.then
-                    .backward(logits, probs, &grad_probs, Some(mid_grad), &mut grads.then);
-                e
-            }
-        };
+        let value = softmax_loss(logits, label, loss, probs, mid_grad);
         self.first
             .backward(input, first, mid_grad, grad_input, &mut grads.first);
         value

@@ -100,7 +100,7 @@ pub use fused::SgdLayer;
 pub use layer::Layer;
 pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;
-pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot};
+pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot, softmax_loss};
 pub use maxpool2d::MaxPool2d;
 pub use optim::{Optimizer, OptimizerState, Schedule, Sgd};
 pub use relu::Relu;

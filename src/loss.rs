@@ -70,6 +70,49 @@ pub fn cross_entropy_with_logits<T: Scalar, const N: usize>(
     max + sum.ln() - logits[class]
 }
 
+/// The head every classifier here shares: `probs = softmax(logits)`, then `loss` against class
+/// `label`; writes `∂loss/∂logits` to `grad_logits` and returns the loss. Cross-entropy is
+/// fused with the softmax ([`cross_entropy_with_logits`]); the half-SSE goes back through it.
+/// Panics if `label >= N`.
+///
+/// ```
+/// use constnet::{Loss, softmax_loss};
+/// let (mut p, mut g) = ([0.0f64; 2], [0.0; 2]);
+/// let l = softmax_loss(&[0.0, 0.0], 1, Loss::CrossEntropy, &mut p, &mut g);
+/// assert_eq!((p, g), ([0.5, 0.5], [0.5, -0.5]));
+/// assert!((l - 2f64.ln()).abs() < 1e-15);
+/// ```
+pub fn softmax_loss<T: Scalar, const N: usize>(
+    logits: &[T; N],
+    label: usize,
+    loss: Loss,
+    probs: &mut [T; N],
+    grad_logits: &mut [T; N],
+) -> T {
+    use crate::layer::Layer;
+    assert!(
+        label < N,
+        "softmax_loss: label {label} is not below the class count {N}"
+    );
+    crate::softmax::softmax(logits, probs);
+    match loss {
+        Loss::CrossEntropy => cross_entropy_with_logits(logits, label, grad_logits),
+        Loss::HalfSse => {
+            let mut grad_probs = [T::zero(); N];
+            let e = half_sse(probs, &one_hot(label), &mut grad_probs);
+            let softmax = crate::Softmax::<T, N>::new();
+            softmax.backward(
+                logits,
+                probs,
+                &grad_probs,
+                Some(grad_logits),
+                &mut crate::Softmax::new(),
+            );
+            e
+        }
+    }
+}
+
 /// The one-hot vector for `class` (all zeros if `class >= N`).
 pub fn one_hot<T: Scalar, const N: usize>(class: usize) -> [T; N] {
     let mut t = [T::zero(); N];
