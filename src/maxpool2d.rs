@@ -6,7 +6,8 @@ use rand::Rng;
 
 use crate::layer::{Layer, no_such_param};
 use crate::scalar::Scalar;
-use crate::tensor::Maps;
+use crate::simd;
+use crate::tensor::{Maps, Tensor};
 
 /// Max pooling over `K`×`K` windows with stride `S`, from `C`×`H`×`W` to `C`×`OH`×`OW`.
 ///
@@ -202,7 +203,15 @@ impl<
 
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace) {
         const { Self::SHAPE_OK };
-        if S == K {
+        if K == 2
+            && S == 2
+            && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
+        {
+            let at = ws.as_flattened_mut().as_flattened_mut();
+            if !simd::dispatch(fast::Forward2x2::<C, H, W, OH, OW> { x, y, at }) {
+                self.forward_tiled(input, output, ws);
+            }
+        } else if S == K {
             self.forward_tiled(input, output, ws);
         } else {
             self.forward_reference(input, output, ws);
@@ -233,6 +242,105 @@ impl<
         no_such_param("MaxPool2d", i)
     }
     fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
+}
+
+/// The `f32` forward pass of 2×2 windows with stride 2, generic over the instruction set.
+///
+/// Two passes, each over contiguous memory: the better of each column pair of rows `2y`,
+/// `2y + 1` (whole rows of `W` pixels), then the better of each pair of neighbours in that
+/// result, which, `W` being even, is one flat run of pairs for all maps at once, split into
+/// even and odd lanes by a shuffle. The winner is the first maximum in reading order, as in
+/// [`MaxPool2d::forward_reference`] (for finite values).
+mod fast {
+    use crate::simd::{Kernel, Simd};
+
+    pub(super) struct Forward2x2<
+        'a,
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > {
+        pub x: &'a [f32],
+        pub y: &'a mut [f32],
+        /// Winning tap `i·2 + j` of each window.
+        pub at: &'a mut [u32],
+    }
+
+    /// 2²³: for an integer `0 ≤ i < 2²³`, the bits of `i + 2²³` are those of 2²³ plus `i`.
+    const MAGIC: f32 = 8_388_608.0;
+
+    /// Vector starts covering `0..n`, the last one moved back to end at `n` (so `n ≥ lanes`;
+    /// the overlap is computed twice, to the same values). An iterator, not a closure: a
+    /// closure would not be compiled with the kernel's instruction set.
+    #[inline(always)]
+    fn spans(n: usize, lanes: usize) -> impl Iterator<Item = usize> {
+        (0..n).step_by(lanes).map(move |at| at.min(n - lanes))
+    }
+
+    /// `col[r][x] = max(x[2r][x], x[2r + 1][x])` for every row pair `r` of every map, and
+    /// `row[r][x]` = 2 where the lower row won (strictly), else 0.
+    #[inline(always)]
+    fn columns<S: Simd>(s: S, x: &[f32], w: usize, col: &mut [f32], row: &mut [f32]) {
+        let (zero, two) = (s.splat(0.0), s.splat(2.0));
+        for (r, pair) in x.chunks_exact(2 * w).enumerate() {
+            for at in spans(w, S::LANES) {
+                let (top, bottom) = (s.load(pair, at), s.load(pair, w + at));
+                s.store(col, r * w + at, s.select_gt(bottom, top, bottom, top));
+                s.store(row, r * w + at, s.select_gt(bottom, top, two, zero));
+            }
+        }
+    }
+
+    /// `y[k]`, `at[k]` from the pairs `2k`, `2k + 1` of `col` and `row` (see [`columns`]).
+    #[inline(always)]
+    fn pairs<S: Simd>(s: S, col: &[f32], row: &[f32], y: &mut [f32], at: &mut [f32]) {
+        let (zero, half, one) = (s.splat(0.0), s.splat(0.5), s.splat(1.0));
+        let magic = s.splat(MAGIC);
+        for k in spans(y.len(), S::LANES) {
+            let (v0, v1) = s.deinterleave(s.load(col, 2 * k), s.load(col, 2 * k + S::LANES));
+            let (r0, r1) = s.deinterleave(s.load(row, 2 * k), s.load(row, 2 * k + S::LANES));
+            let (i0, i1) = (r0, s.add(r1, one));
+            // The right column wins if larger, or if equal and its winner comes first.
+            let right = s.select_gt(
+                v1,
+                v0,
+                one,
+                s.select_gt(v0, v1, zero, s.select_gt(i0, i1, one, zero)),
+            );
+            s.store(y, k, s.select_gt(right, half, v1, v0));
+            // + 2²³: the float's low bits are then the integer (see `run`).
+            s.store(at, k, s.add(s.select_gt(right, half, i1, i0), magic));
+        }
+    }
+
+    impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: usize> Kernel
+        for Forward2x2<'_, C, H, W, OH, OW>
+    {
+        /// `false`, doing nothing, when a row is narrower than a vector (LeNet's pool2 with
+        /// 16 lanes): the branch-free scalar loop is faster there.
+        type Output = bool;
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) -> bool {
+            if W < S::LANES || C * OH * OW < S::LANES {
+                return false;
+            }
+            let mut col = [[[0.0f32; W]; OH]; C];
+            let mut row = [[[0.0f32; W]; OH]; C];
+            let col = col.as_flattened_mut().as_flattened_mut();
+            let row = row.as_flattened_mut().as_flattened_mut();
+            columns(s, self.x, W, col, row);
+            let mut at = [[[0.0f32; OW]; OH]; C];
+            let at = at.as_flattened_mut().as_flattened_mut();
+            pairs(s, col, row, self.y, at);
+            // Not `a as u32`, which saturates and stays scalar.
+            for (out, &a) in self.at.iter_mut().zip(at.iter()) {
+                *out = a.to_bits() - MAGIC.to_bits();
+            }
+            true
+        }
+    }
 }
 
 #[cfg(test)]

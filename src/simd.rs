@@ -43,6 +43,11 @@ pub trait Simd: Copy + Debug {
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
     /// Sum of the lanes.
     fn sum(self, v: Self::F) -> f32;
+    /// Lane-wise `if a > b { x } else { y }` (ordered: `y` where `a` or `b` is NaN).
+    fn select_gt(self, a: Self::F, b: Self::F, x: Self::F, y: Self::F) -> Self::F;
+    /// The even- and the odd-numbered lanes of `a` followed by `b`: for `a = [0, 1, 2, 3]`,
+    /// `b = [4, 5, 6, 7]`, `([0, 2, 4, 6], [1, 3, 5, 7])`.
+    fn deinterleave(self, a: Self::F, b: Self::F) -> (Self::F, Self::F);
 }
 
 /// A computation to run with the best available [`Simd`]: the generic `run` is compiled
@@ -225,6 +230,14 @@ impl Simd for Scalar {
     fn sum(self, v: f32) -> f32 {
         v
     }
+    #[inline(always)]
+    fn select_gt(self, a: f32, b: f32, x: f32, y: f32) -> f32 {
+        if a > b { x } else { y }
+    }
+    #[inline(always)]
+    fn deinterleave(self, a: f32, b: f32) -> (f32, f32) {
+        (a, b)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -301,6 +314,24 @@ mod x86 {
                 _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s)))
             }
         }
+        #[inline(always)]
+        fn select_gt(self, a: __m128, b: __m128, x: __m128, y: __m128) -> __m128 {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe {
+                let m = _mm_cmpgt_ps(a, b);
+                _mm_or_ps(_mm_and_ps(m, x), _mm_andnot_ps(m, y))
+            }
+        }
+        #[inline(always)]
+        fn deinterleave(self, a: __m128, b: __m128) -> (__m128, __m128) {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe {
+                (
+                    _mm_shuffle_ps::<0b10_00_10_00>(a, b),
+                    _mm_shuffle_ps::<0b11_01_11_01>(a, b),
+                )
+            }
+        }
     }
 
     impl Simd for Avx2 {
@@ -341,6 +372,25 @@ mod x86 {
                 unsafe { _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v)) };
             Sse2(()).sum(half)
         }
+        #[inline(always)]
+        fn select_gt(self, a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
+            // SAFETY: avx is present (see `splat`).
+            unsafe { _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_GT_OQ>(a, b)) }
+        }
+        #[inline(always)]
+        fn deinterleave(self, a: __m256, b: __m256) -> (__m256, __m256) {
+            // Per 128-bit half: [a0 a2 b0 b2 | a4 a6 b4 b6]; then the 64-bit pairs in the
+            // order 0, 2, 1, 3.
+            // SAFETY: avx and avx2 are present (see `splat`).
+            unsafe {
+                let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+                let order = |v| {
+                    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+                };
+                (order(even), order(odd))
+            }
+        }
     }
 
     impl Simd for Avx512 {
@@ -379,6 +429,25 @@ mod x86 {
             // SAFETY: avx512f is present (see `splat`).
             unsafe { _mm512_reduce_add_ps(v) }
         }
+        #[inline(always)]
+        fn select_gt(self, a: __m512, b: __m512, x: __m512, y: __m512) -> __m512 {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b), y, x) }
+        }
+        #[inline(always)]
+        fn deinterleave(self, a: __m512, b: __m512) -> (__m512, __m512) {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe {
+                let even =
+                    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                let odd =
+                    _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                (
+                    _mm512_permutex2var_ps(a, even, b),
+                    _mm512_permutex2var_ps(a, odd, b),
+                )
+            }
+        }
     }
 }
 
@@ -408,6 +477,72 @@ mod tests {
             assert_eq!(got, 992.0, "{isa:?}");
         }
         assert!(Isa::Sse2.available() || cfg!(not(target_arch = "x86_64")));
+    }
+
+    /// Lane `i` of the concatenation `a ‖ b` for `i < 2·LANES`: `(even, odd)` deinterleaved
+    /// and `select_gt` of the lanes, stored back to plain arrays.
+    struct Lanes<'a>(&'a [f32], &'a mut [f32]);
+    impl Kernel for Lanes<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            let n = S::LANES;
+            let (a, b) = (s.load(self.0, 0), s.load(self.0, n));
+            let (even, odd) = s.deinterleave(a, b);
+            s.store(self.1, 0, even);
+            s.store(self.1, n, odd);
+            s.store(self.1, 2 * n, s.select_gt(a, b, a, b));
+        }
+    }
+
+    #[test]
+    fn every_available_isa_deinterleaves_and_selects_lane_by_lane() {
+        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+            let mut input = [0.0f32; 32];
+            let mut out = [0.0f32; 48];
+            let n = with_isa(isa, || {
+                let n = dispatch(LaneCount);
+                for (i, v) in input[..2 * n].iter_mut().enumerate() {
+                    // a and b alternate which one is larger; one NaN (selects b).
+                    *v = if (i % n).is_multiple_of(2) {
+                        i as f32
+                    } else {
+                        100.0 - i as f32
+                    };
+                }
+                input[n - 1] = f32::NAN;
+                dispatch(Lanes(&input, &mut out));
+                n
+            });
+            let concat = &input[..2 * n];
+            for i in 0..n {
+                assert_eq!(
+                    out[i].to_bits(),
+                    concat[2 * i].to_bits(),
+                    "{isa:?} even {i}"
+                );
+                assert_eq!(
+                    out[n + i].to_bits(),
+                    concat[2 * i + 1].to_bits(),
+                    "{isa:?} odd {i}"
+                );
+                let (a, b) = (concat[i], concat[n + i]);
+                let want = if a > b { a } else { b };
+                assert_eq!(
+                    out[2 * n + i].to_bits(),
+                    want.to_bits(),
+                    "{isa:?} select {i}"
+                );
+            }
+        }
+    }
+
+    struct LaneCount;
+    impl Kernel for LaneCount {
+        type Output = usize;
+        fn run<S: Simd>(self, _s: S) -> usize {
+            S::LANES
+        }
     }
 
     #[test]
