@@ -1030,6 +1030,42 @@ pub(crate) mod fast {
         }
     }
 
+    /// [`weight_grad_lanes`] for one vector of output channels from `o0` and kernel rows
+    /// `i0..i0 + IB` at once: `IB·K` accumulators share each load of the gradient, enough
+    /// independent sums to keep both FMA units busy (five, one kernel row, were bound by the
+    /// FMA latency).
+    #[inline(always)]
+    fn weight_grad_lane_rows<S: Simd, const IB: usize, const K: usize>(
+        s: S,
+        gt: &[f32],
+        (co, o0, i0): (usize, usize, usize),
+        x: &[f32],
+        (ci, h, w, oh, ow): (usize, usize, usize, usize, usize),
+        gwt: &mut [f32],
+    ) {
+        for c in 0..ci {
+            let mut acc = [[s.splat(0.0); K]; IB];
+            for y in 0..oh {
+                let rows: [&[f32]; IB] =
+                    core::array::from_fn(|i| &x[c * h * w + (y + i0 + i) * w..][..ow + K - 1]);
+                for (xx, g_at) in (0..ow).zip((y * ow * co..).step_by(co)) {
+                    let gv = s.load(gt, g_at + o0);
+                    for (acc, row) in acc.iter_mut().zip(&rows) {
+                        let row: &[f32; K] = row[xx..xx + K].try_into().expect("K taps");
+                        for (a, &xv) in acc.iter_mut().zip(row) {
+                            *a = s.mul_add(gv, s.splat(xv), *a);
+                        }
+                    }
+                }
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                for (j, &a) in acc.iter().enumerate() {
+                    s.store(gwt, ((c * K + i0 + i) * K + j) * co + o0, a);
+                }
+            }
+        }
+    }
+
     impl<
         const CI: usize,
         const CO: usize,
@@ -1059,9 +1095,32 @@ pub(crate) mod fast {
                 let mut gwt = [[[[0.0f32; CO]; K]; K]; CI];
                 let gwt = gwt.as_flattened_mut().as_flattened_mut().as_flattened_mut();
                 let dims = (CI, H, W, OH, OW);
-                for_blocks!(CO / S::LANES, [2, 1], |v0, VB| {
-                    weight_grad_lanes::<S, VB, K>(s, gt, (CO, v0 * S::LANES), self.x, dims, gwt);
-                });
+                if S::LANES >= 16 {
+                    // 32 registers: one vector of channels × up to 5 kernel rows × K taps.
+                    for v0 in 0..CO / S::LANES {
+                        for_blocks!(K, [5, 4, 3, 2, 1], |i0, IB| {
+                            weight_grad_lane_rows::<S, IB, K>(
+                                s,
+                                gt,
+                                (CO, v0 * S::LANES, i0),
+                                self.x,
+                                dims,
+                                gwt,
+                            );
+                        });
+                    }
+                } else {
+                    for_blocks!(CO / S::LANES, [2, 1], |v0, VB| {
+                        weight_grad_lanes::<S, VB, K>(
+                            s,
+                            gt,
+                            (CO, v0 * S::LANES),
+                            self.x,
+                            dims,
+                            gwt,
+                        );
+                    });
+                }
                 for (o, gw) in self.gw.chunks_exact_mut(CI * K * K).enumerate() {
                     for (t, v) in gw.iter_mut().enumerate() {
                         *v += gwt[t * CO + o];
