@@ -252,7 +252,7 @@ impl<
 /// even and odd lanes by a shuffle. The winner is the first maximum in reading order, as in
 /// [`MaxPool2d::forward_reference`] (for finite values).
 mod fast {
-    use crate::simd::{Kernel, Simd};
+    use crate::simd::{Kernel, Simd, spans};
 
     pub(super) struct Forward2x2<
         'a,
@@ -270,14 +270,6 @@ mod fast {
 
     /// 2²³: for an integer `0 ≤ i < 2²³`, the bits of `i + 2²³` are those of 2²³ plus `i`.
     const MAGIC: f32 = 8_388_608.0;
-
-    /// Vector starts covering `0..n`, the last one moved back to end at `n` (so `n ≥ lanes`;
-    /// the overlap is computed twice, to the same values). An iterator, not a closure: a
-    /// closure would not be compiled with the kernel's instruction set.
-    #[inline(always)]
-    fn spans(n: usize, lanes: usize) -> impl Iterator<Item = usize> {
-        (0..n).step_by(lanes).map(move |at| at.min(n - lanes))
-    }
 
     /// `col[r][x] = max(x[2r][x], x[2r + 1][x])` for every row pair `r` of every map, and
     /// `row[r][x]` = 2 where the lower row won (strictly), else 0.

@@ -198,6 +198,14 @@ macro_rules! for_blocks {
 }
 pub(crate) use for_blocks;
 
+/// Vector starts covering `0..n`, the last one moved back to end at `n` (so `n ≥ lanes`;
+/// the overlap is computed twice, to the same values). An iterator, not a closure taking
+/// the body: a closure would not be compiled with the kernel's instruction set.
+#[inline(always)]
+pub(crate) fn spans(n: usize, lanes: usize) -> impl Iterator<Item = usize> {
+    (0..n).step_by(lanes).map(move |at| at.min(n - lanes))
+}
+
 /// One lane of plain `f32` arithmetic: the portable fallback (and a fully safe reference for
 /// the kernels' indexing).
 #[derive(Clone, Copy, Debug)]
