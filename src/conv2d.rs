@@ -325,7 +325,13 @@ impl<
                     .as_flattened_mut(),
             ),
         ) {
-            fast::pack_channel_lanes::<CI, CO, K>(w, wt);
+            let (rows, cols) = (CO, CI * K * K);
+            simd::dispatch(simd::Transposed {
+                src: w,
+                rows,
+                cols,
+                dst: wt,
+            });
         }
     }
 
@@ -412,7 +418,7 @@ impl<
 ///
 /// [`Simd`]: crate::simd::Simd
 pub(crate) mod fast {
-    use crate::simd::{Kernel, Simd, for_blocks};
+    use crate::simd::{Kernel, Simd, for_blocks, transpose_matrix};
 
     /// `out[a][p] = init[a] + Σ_r Σ_t packed[r][t][a] · src[r·src_stride + p + taps[t]]` for
     /// `a < OB`, `p < span`: `NV` vectors of pixels at a time, the last block shifted back
@@ -521,18 +527,14 @@ pub(crate) mod fast {
         core::array::from_fn(|i| core::array::from_fn(|j| i * W + j))
     }
 
-    /// `wt[c][i][j][o] = w[o][c][i][j]`: the weights of the channel-lane kernels. The
-    /// transpose writes in order and reads strided: the compiler then vectorises it with
-    /// gathers, not with much slower scatters.
-    pub(crate) fn pack_channel_lanes<const CI: usize, const CO: usize, const K: usize>(
+    /// `wt[c][i][j][o] = w[o][c][i][j]`: the weights of the channel-lane kernels.
+    #[inline(always)]
+    pub(crate) fn pack_channel_lanes<S: Simd, const CI: usize, const CO: usize, const K: usize>(
+        s: S,
         w: &[f32],
         wt: &mut [f32],
     ) {
-        for (t, wt) in wt.chunks_exact_mut(CO).enumerate() {
-            for (o, v) in wt.iter_mut().enumerate() {
-                *v = w[o * CI * K * K + t];
-            }
-        }
+        transpose_matrix(s, w, (CO, CI * K * K), wt);
     }
 
     /// `packed[i][o][j][c] = w[o][c][i][j]`: the weights of [`InputGrad`].
@@ -690,7 +692,7 @@ pub(crate) mod fast {
                         .as_flattened_mut()
                         .as_flattened_mut()
                         .as_flattened_mut();
-                    pack_channel_lanes::<CI, CO, K>(self.w, local);
+                    pack_channel_lanes::<S, CI, CO, K>(s, self.w, local);
                     &*local
                 }
             };
@@ -728,11 +730,7 @@ pub(crate) mod fast {
                     });
                 }
             }
-            for (o, y) in self.y.chunks_exact_mut(OH * OW).enumerate() {
-                for (v, yt) in y.iter_mut().zip(yt.iter().skip(o).step_by(CO)) {
-                    *v = *yt;
-                }
-            }
+            transpose_matrix(s, yt, (OH * OW, CO), self.y);
         }
     }
 
@@ -1087,11 +1085,7 @@ pub(crate) mod fast {
                 // transposes write in order (see `Forward::by_channel_lanes`).
                 let mut gt = [[[0.0f32; CO]; OW]; OH];
                 let gt = gt.as_flattened_mut().as_flattened_mut();
-                for (p, gt) in gt.chunks_exact_mut(CO).enumerate() {
-                    for (o, v) in gt.iter_mut().enumerate() {
-                        *v = self.g[o * OH * OW + p];
-                    }
-                }
+                transpose_matrix(s, self.g, (CO, OH * OW), gt);
                 let mut gwt = [[[[0.0f32; CO]; K]; K]; CI];
                 let gwt = gwt.as_flattened_mut().as_flattened_mut().as_flattened_mut();
                 let dims = (CI, H, W, OH, OW);
@@ -1121,10 +1115,14 @@ pub(crate) mod fast {
                         );
                     });
                 }
-                for (o, gw) in self.gw.chunks_exact_mut(CI * K * K).enumerate() {
-                    for (t, v) in gw.iter_mut().enumerate() {
-                        *v += gwt[t * CO + o];
-                    }
+                let mut back = [[[[0.0f32; K]; K]; CI]; CO];
+                let back = back
+                    .as_flattened_mut()
+                    .as_flattened_mut()
+                    .as_flattened_mut();
+                transpose_matrix(s, gwt, (CI * K * K, CO), back);
+                for (v, &b) in self.gw.iter_mut().zip(back.iter()) {
+                    *v += b;
                 }
                 return;
             }

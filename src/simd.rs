@@ -206,6 +206,76 @@ pub(crate) fn spans(n: usize, lanes: usize) -> impl Iterator<Item = usize> {
     (0..n).step_by(lanes).map(move |at| at.min(n - lanes))
 }
 
+/// `dst[c·dst_stride + r] = src[r·src_stride + c]` for `r < rows`, `c < cols`: a matrix
+/// transpose in `LANES × LANES` blocks (blocks at the far edges are moved back to end at the
+/// edge, so `rows, cols ≥ LANES`). Each block is `log2(LANES)` rounds of deinterleaving its
+/// `LANES` vectors: one round rotates the bits of an element's index `(r, c)` right by one,
+/// so `log2(LANES)` rounds swap the row and column bits. Strided scalar copies cost several
+/// times more (and need gathers or scatters to vectorise).
+#[inline(always)]
+pub(crate) fn transpose<S: Simd>(
+    s: S,
+    src: &[f32],
+    (rows, cols, src_stride): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_stride: usize,
+) {
+    let lanes = S::LANES;
+    assert!(lanes <= 16 && rows >= lanes && cols >= lanes);
+    for r0 in spans(rows, lanes) {
+        for c0 in spans(cols, lanes) {
+            let mut v = [s.splat(0.0); 16];
+            for (r, v) in v[..lanes].iter_mut().enumerate() {
+                *v = s.load(src, (r0 + r) * src_stride + c0);
+            }
+            let mut bit = 1;
+            while bit < lanes {
+                let mut next = v;
+                for i in 0..lanes / 2 {
+                    (next[i], next[lanes / 2 + i]) = s.deinterleave(v[2 * i], v[2 * i + 1]);
+                }
+                v = next;
+                bit *= 2;
+            }
+            for (c, &v) in v[..lanes].iter().enumerate() {
+                s.store(dst, (c0 + c) * dst_stride + r0, v);
+            }
+        }
+    }
+}
+
+/// [`transpose`] of a whole `rows × cols` matrix into `cols × rows`, with one lane where
+/// the matrix is smaller than a vector.
+#[inline(always)]
+pub(crate) fn transpose_matrix<S: Simd>(
+    s: S,
+    src: &[f32],
+    (rows, cols): (usize, usize),
+    dst: &mut [f32],
+) {
+    if rows >= S::LANES && cols >= S::LANES {
+        transpose(s, src, (rows, cols, cols), dst, rows);
+    } else {
+        transpose(Scalar, src, (rows, cols, cols), dst, rows);
+    }
+}
+
+/// [`transpose_matrix`] as a [`Kernel`], for callers outside a kernel.
+pub(crate) struct Transposed<'a> {
+    pub src: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub dst: &'a mut [f32],
+}
+
+impl Kernel for Transposed<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        transpose_matrix(s, self.src, (self.rows, self.cols), self.dst);
+    }
+}
+
 /// One lane of plain `f32` arithmetic: the portable fallback (and a fully safe reference for
 /// the kernels' indexing).
 #[derive(Clone, Copy, Debug)]
@@ -541,6 +611,41 @@ mod tests {
                     want.to_bits(),
                     "{isa:?} select {i}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn every_available_isa_transposes_any_shape() {
+        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+            for (rows, cols) in [
+                (16, 16),
+                (100, 16),
+                (16, 150),
+                (37, 21),
+                (4, 4),
+                (1, 1),
+                (3, 40),
+                (40, 3),
+            ] {
+                let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+                let mut dst = vec![-1.0f32; rows * cols];
+                let kernel = Transposed {
+                    src: &src,
+                    rows,
+                    cols,
+                    dst: &mut dst,
+                };
+                with_isa(isa, || dispatch(kernel));
+                for r in 0..rows {
+                    for c in 0..cols {
+                        assert_eq!(
+                            dst[c * rows + r],
+                            src[r * cols + c],
+                            "{isa:?} {rows}×{cols}"
+                        );
+                    }
+                }
             }
         }
     }
