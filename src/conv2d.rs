@@ -476,10 +476,11 @@ pub(crate) mod fast {
     }
 
     /// `correlate` for output rows of more than one and at most two vectors: for each output
-    /// row `y`, the vectors at `x = 0` and `x = OW − LANES` (overlapping in the middle).
+    /// row `y`, the vectors at `x = 0` and `x = OW − LANES` (overlapping in the middle);
+    /// `RB` rows at a time share each broadcast weight.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn correlate_rows<S: Simd, const OB: usize>(
+    fn correlate_rows<S: Simd, const OB: usize, const RB: usize>(
         s: S,
         src: &[f32],
         (src_stride, width): (usize, usize),
@@ -492,33 +493,43 @@ pub(crate) mod fast {
         let rows = packed.len() / (taps.len() * OB);
         let init: &[f32; OB] = init[..OB].try_into().expect("OB initial values");
         let starts = [0, ow - S::LANES];
-        for y in 0..oh {
-            let mut acc = [[s.splat(0.0); 2]; OB];
+        let mut y0 = 0;
+        while y0 < oh {
+            // The last block moves back to end at the last row (recomputing a row).
+            let y0c = y0.min(oh - RB);
+            let mut acc = [[[s.splat(0.0); 2]; RB]; OB];
             for (row, &b) in acc.iter_mut().zip(init) {
-                *row = [s.splat(b); 2];
+                *row = [[s.splat(b); 2]; RB];
             }
             let mut weights = packed.chunks_exact(OB);
             for r in 0..rows {
-                let base = r * src_stride + y * width;
+                let base = r * src_stride + y0c * width;
                 for &tap in taps {
                     let w: &[f32; OB] = weights
                         .next()
                         .and_then(|w| w.try_into().ok())
                         .expect("packed weights");
-                    let xs = starts.map(|x| s.load(src, base + tap + x));
+                    let xs: [[S::F; 2]; RB] = core::array::from_fn(|dy| {
+                        starts.map(|x| s.load(src, base + dy * width + tap + x))
+                    });
                     for (row, &wa) in acc.iter_mut().zip(w) {
                         let wa = s.splat(wa);
-                        for (a, &x) in row.iter_mut().zip(&xs) {
-                            *a = s.mul_add(wa, x, *a);
+                        for (a, x) in row.iter_mut().zip(&xs) {
+                            for (a, &x) in a.iter_mut().zip(x) {
+                                *a = s.mul_add(wa, x, *a);
+                            }
                         }
                     }
                 }
             }
             for (a, row) in acc.iter().enumerate() {
-                for (&x, &acc) in starts.iter().zip(row) {
-                    s.store(out, (a * oh + y) * ow + x, acc);
+                for (dy, row) in row.iter().enumerate() {
+                    for (&x, &acc) in starts.iter().zip(row) {
+                        s.store(out, (a * oh + y0c + dy) * ow + x, acc);
+                    }
                 }
             }
+            y0 += RB;
         }
     }
 
@@ -613,16 +624,14 @@ pub(crate) mod fast {
                 for_blocks!(CO, [6, 4, 2, 1], |o0, OB| {
                     let w = &mut packed[o0 * CI * kk..(o0 + OB) * CI * kk];
                     pack(w, o0, OB);
-                    correlate_rows::<S, OB>(
-                        s,
-                        self.x,
-                        (H * W, W),
-                        taps,
-                        w,
-                        &self.b[o0..],
-                        &mut self.y[o0 * OH * OW..],
-                        (OH, OW),
-                    );
+                    let (src, dims, b) = (self.x, (H * W, W), &self.b[o0..]);
+                    let (out, out_dims) = (&mut self.y[o0 * OH * OW..], (OH, OW));
+                    if S::LANES >= 16 && OH >= 2 {
+                        // 32 registers: two rows × OB channels × two vectors.
+                        correlate_rows::<S, OB, 2>(s, src, dims, taps, w, b, out, out_dims);
+                    } else {
+                        correlate_rows::<S, OB, 1>(s, src, dims, taps, w, b, out, out_dims);
+                    }
                 });
                 return;
             }

@@ -124,6 +124,10 @@ proptest! {
         check_conv::<3, 7, 12, 8>(&p, &x, &g);
         // wide rows whose last vector runs past OH·W (the padded weight-gradient buffers)
         check_conv::<2, 5, 11, 7>(&p, &x, &g);
+        // rows of one to two vectors, an odd row count (AVX-512 pairs rows; the last pair
+        // moves back), and a block of 6 channels then 1
+        check_conv::<2, 7, 25, 21>(&p, &x, &g);
+        check_conv::<1, 3, 16, 12>(&p, &x, &g);
     }
 }
 
