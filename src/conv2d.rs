@@ -693,10 +693,12 @@ pub(crate) mod fast {
         /// the result back to `[o][y][x]` at the end.
         #[inline(always)]
         fn by_channel_lanes<S: Simd>(self, s: S) {
-            let mut local = [[[[0.0f32; CO]; K]; K]; CI];
+            // Cleared only when used: a batch passes its packed weights.
+            let mut local;
             let wt = match self.wt {
                 Some(wt) => wt,
                 None => {
+                    local = [[[[0.0f32; CO]; K]; K]; CI];
                     let local = local
                         .as_flattened_mut()
                         .as_flattened_mut()
@@ -868,10 +870,12 @@ pub(crate) mod fast {
                 }
             }
             let wide = &*wide;
-            let mut local = [[[[0.0f32; CI]; K]; CO]; K];
+            // Cleared only when used: a batch passes its packed weights.
+            let mut local;
             let packed = match self.packed {
                 Some(packed) => packed,
                 None => {
+                    local = [[[[0.0f32; CI]; K]; CO]; K];
                     let local = local
                         .as_flattened_mut()
                         .as_flattened_mut()
