@@ -65,6 +65,18 @@ impl Affine {
     };
 }
 
+/// `p / 255` for every byte `p`, computed once at compile time: a division per pixel was
+/// a tenth of a training epoch without distortions.
+const LEVELS: [f64; 256] = {
+    let mut levels = [0.0; 256];
+    let mut p = 0;
+    while p < 256 {
+        levels[p] = p as f64 / 255.0;
+        p += 1;
+    }
+    levels
+};
+
 /// Writes a 28×28 digit into a 32×32 input, centred (2-pixel border) and transformed by `t`,
 /// with bilinear sampling; pixels scale to [0, 1] and everything outside the digit is 0.
 /// The identity (or whole-pixel shifts) reproduces the pixels exactly.
@@ -74,7 +86,7 @@ pub fn warp_digit<T: Scalar>(pixels: &[u8; 784], t: &Affine, out: &mut Image<T>)
         *out = [[[T::zero(); 32]; 32]; 1];
         for (row, src) in out[0][2..30].iter_mut().zip(pixels.chunks_exact(28)) {
             for (o, &p) in row[2..30].iter_mut().zip(src) {
-                *o = T::from_f64(f64::from(p) / 255.0);
+                *o = T::from_f64(LEVELS[usize::from(p)]);
             }
         }
         return;
@@ -83,7 +95,7 @@ pub fn warp_digit<T: Scalar>(pixels: &[u8; 784], t: &Affine, out: &mut Image<T>)
     let inv = 1.0 / t.scale;
     let at = |r: isize, c: isize| -> f64 {
         if (0..28).contains(&r) && (0..28).contains(&c) {
-            f64::from(pixels[r as usize * 28 + c as usize]) / 255.0
+            LEVELS[usize::from(pixels[r as usize * 28 + c as usize])]
         } else {
             0.0
         }
