@@ -285,6 +285,22 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
 pub(crate) mod fast {
     use crate::simd::{Kernel, Simd, for_blocks};
 
+    /// Ones in the last `rem` lanes, zeros before (`0 < rem < LANES`): which lanes of a
+    /// vector ending at a row's end lie past the row's last whole vector.
+    #[inline(always)]
+    fn tail_mask<S: Simd>(s: S, rem: usize) -> S::F {
+        const STEPS: [f32; 32] = {
+            let mut steps = [0.0; 32];
+            let mut i = 16;
+            while i < 32 {
+                steps[i] = 1.0;
+                i += 1;
+            }
+            steps
+        };
+        s.load(&STEPS, 16 - S::LANES + rem)
+    }
+
     /// `y[r][c] = b[c] + Σ_i x[r][i] · w[c][i]` for `RB` rows × `OB` columns.
     #[inline(always)]
     fn dot_block<S: Simd, const RB: usize, const OB: usize, const IN: usize>(
@@ -306,11 +322,26 @@ pub(crate) mod fast {
                 }
             }
         }
+        let vector_tail = full < IN && IN >= S::LANES;
+        if vector_tail {
+            // The last vector ends at IN; its lanes already summed see x = 0.
+            let (i, keep) = (IN - S::LANES, tail_mask(s, IN - full));
+            let wv: [S::F; OB] = core::array::from_fn(|c| s.load(w, c * IN + i));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xv = s.load(x, r * IN + i);
+                let xv = s.select_gt(keep, s.splat(0.5), xv, s.splat(0.0));
+                for (a, &wv) in acc.iter_mut().zip(&wv) {
+                    *a = s.mul_add(xv, wv, *a);
+                }
+            }
+        }
         for (r, acc) in acc.iter().enumerate() {
             for (c, &a) in acc.iter().enumerate() {
                 let mut sum = s.sum(a);
-                for i in full..IN {
-                    sum += x[r * IN + i] * w[c * IN + i];
+                if !vector_tail {
+                    for i in full..IN {
+                        sum += x[r * IN + i] * w[c * IN + i];
+                    }
                 }
                 y[r * y_stride + c] = b[c] + sum;
             }
@@ -381,7 +412,7 @@ pub(crate) mod fast {
         (cr, ck, k_count): (usize, usize, usize),
         m: &[f32],
         out: &mut [f32],
-        i0: usize,
+        (i0, keep): (usize, Option<S::F>),
         accumulate: bool,
     ) {
         let mut acc = [[s.splat(0.0); NV]; RB];
@@ -393,7 +424,13 @@ pub(crate) mod fast {
             }
         }
         for k in 0..k_count {
-            let mv: [S::F; NV] = core::array::from_fn(|v| s.load(m, k * IN + i0 + v * S::LANES));
+            let mut mv: [S::F; NV] =
+                core::array::from_fn(|v| s.load(m, k * IN + i0 + v * S::LANES));
+            if let Some(keep) = keep {
+                for mv in &mut mv {
+                    *mv = s.select_gt(keep, s.splat(0.5), *mv, s.splat(0.0));
+                }
+            }
             for (r, acc) in acc.iter_mut().enumerate() {
                 let c = s.splat(coef[r * cr + k * ck]);
                 for (a, &mv) in acc.iter_mut().zip(&mv) {
@@ -421,6 +458,7 @@ pub(crate) mod fast {
         accumulate: bool,
     ) {
         let full = IN / S::LANES;
+        let vector_tail = full * S::LANES < IN && IN >= S::LANES;
         macro_rules! along_i {
             ($r0:ident, $RB:ident) => {
                 let (coef, out) = (&coef[$r0 * cr..], &mut out[$r0 * IN..]);
@@ -431,12 +469,36 @@ pub(crate) mod fast {
                         (cr, ck, k_count),
                         m,
                         out,
-                        v0 * S::LANES,
+                        (v0 * S::LANES, None),
                         accumulate,
                     );
                 });
+                if vector_tail {
+                    // One vector ending at IN: written over, its first lanes get the same
+                    // values again; added to, they add zeros.
+                    let keep = if accumulate {
+                        Some(tail_mask(s, IN - full * S::LANES))
+                    } else {
+                        None
+                    };
+                    axpy_block::<S, $RB, 1, IN>(
+                        s,
+                        coef,
+                        (cr, ck, k_count),
+                        m,
+                        out,
+                        (IN - S::LANES, keep),
+                        accumulate,
+                    );
+                }
+                // Rows shorter than a vector: plain scalars.
+                let scalar_tail = if vector_tail {
+                    IN..IN
+                } else {
+                    full * S::LANES..IN
+                };
                 for r in 0..$RB {
-                    for i in full * S::LANES..IN {
+                    for i in scalar_tail.clone() {
                         let sum = (0..k_count)
                             .fold(0.0, |acc, k| acc + coef[r * cr + k * ck] * m[k * IN + i]);
                         let o = &mut out[r * IN + i];

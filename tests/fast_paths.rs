@@ -207,6 +207,9 @@ proptest! {
     fn odd_linear_sizes_fast_equal_reference(p in values(), x in values(), g in values()) {
         check_linear::<3, 5, 1>(&p, &x, &g);
         check_linear::<37, 9, 6>(&p, &x, &g);
+        // rows shorter than a vector (scalar tails), and a last vector ending at IN
+        check_linear::<7, 5, 3>(&p, &x, &g);
+        check_linear::<100, 10, 8>(&p, &x, &g);
     }
 }
 
