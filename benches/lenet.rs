@@ -1,7 +1,8 @@
 //! LeNet-5 as a whole: inference and a training step (forward + backward + SGD update), at
 //! batch 1 and at batch 64, in `f32` (SIMD fast paths) and `f64` (reference loops).
 //! `train_step` clears a gradient buffer, back-propagates into it and applies `Sgd::step`;
-//! `train_sgd` is the fused batch-1 step (`Chain::train_sgd`), same result, no buffer.
+//! `train_sgd` is the fused batch-1 step (`Chain::train_sgd`), same result, no buffer;
+//! `train_step_8x8` is a batch of 64 as the trainer runs it, 8 micro-batches of 8.
 //!
 //! Throughput is in FLOPs (2 per multiply-add: 837,200 forward, 2,276,400 per training
 //! step), so criterion's "elem/s" reads as FLOP/s; divide the time by the batch for µs/image.
@@ -98,6 +99,38 @@ fn bench_type<T: Scalar>(c: &mut Criterion, name: &str) {
                 &mut bws,
                 &mut grads,
             );
+            sgd.step(&mut *net, &grads);
+            loss
+        })
+    });
+
+    // batch 64 as the trainer runs it: 8 micro-batches of 8 (gradients summed), one update;
+    // a micro-batch's activations (~0.5 MB) stay in L2 between its forward and backward
+    const M: usize = 8;
+    let micro: Vec<Box<[Image<T>; M]>> = (0..N / M)
+        .map(|k| {
+            let mut x = zeroed_box::<[Image<T>; M]>();
+            x.copy_from_slice(&xs[k * M..(k + 1) * M]);
+            x
+        })
+        .collect();
+    let micro_labels: [usize; M] = core::array::from_fn(|n| n % 10);
+    let mut mws = LeNet5::<T>::batch_workspace::<M>();
+    g.throughput(Throughput::Elements(TRAIN_FLOPS * N as u64));
+    g.bench_function(BenchmarkId::new("train_step_8x8", N), |b| {
+        b.iter(|| {
+            grads.zero_params();
+            let mut loss = T::zero();
+            for x in &micro {
+                loss = loss
+                    + net.backprop_batch(
+                        black_box(&**x),
+                        &micro_labels,
+                        Loss::CrossEntropy,
+                        &mut mws,
+                        &mut grads,
+                    );
+            }
             sgd.step(&mut *net, &grads);
             loss
         })
