@@ -325,6 +325,7 @@ impl<
                     .as_flattened_mut(),
             ),
         ) {
+            // What `fast::pack_channel_lanes` does inside a kernel.
             let (rows, cols) = (CO, CI * K * K);
             simd::dispatch(simd::Transposed {
                 src: w,
@@ -1094,8 +1095,8 @@ pub(crate) mod fast {
                 *gb += sum(s, g);
             }
             if CO.is_multiple_of(S::LANES) && S::LANES <= 16 {
-                // The gradient as [pixel][channel], the result as [c][i][j][o]; both
-                // transposes write in order (see `Forward::by_channel_lanes`).
+                // The gradient as [pixel][channel] in, the result as [c][i][j][o] out, both
+                // by SIMD transposes.
                 let mut gt = [[[0.0f32; CO]; OW]; OH];
                 let gt = gt.as_flattened_mut().as_flattened_mut();
                 transpose_matrix(s, self.g, (CO, OH * OW), gt);

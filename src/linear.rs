@@ -537,7 +537,9 @@ pub(crate) mod fast {
     /// One sample's input gradient with the current weights, `gi[i] = Σ_o g[o] · w[o][i]`,
     /// and the update `w[o][i] += scaled[o] · x[i]` (`scaled = −lr·g`) in one pass over the
     /// weights: at batch 1 they stream from L2 (fc1: 192 KB), and two passes read them
-    /// twice. Same arithmetic, in the same order, as [`InputGrad`] then [`WeightGrad`].
+    /// twice. On whole vectors, the same arithmetic in the same order as [`InputGrad`] then
+    /// [`WeightGrad`]; the last `IN % LANES` columns as plain scalars (a vector ending at
+    /// `IN` would read weights its neighbour already updated).
     pub(crate) struct SgdStep<'a, const IN: usize, const OUT: usize> {
         pub w: &'a mut [f32],
         pub x: &'a [f32],
@@ -588,7 +590,7 @@ pub(crate) mod fast {
             for_blocks!(full, [4, 1], |v0, NV| {
                 sgd_columns::<S, NV, IN>(s, w, (x, g, scaled), gi.as_deref_mut(), v0 * S::LANES);
             });
-            // The last `IN % LANES` columns as in `axpy_rows`.
+            // The last `IN % LANES` columns, one at a time.
             for i in full * S::LANES..IN {
                 let mut sum = 0.0;
                 for (o, (&g, &scaled)) in g.iter().zip(scaled).enumerate() {

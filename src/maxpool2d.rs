@@ -254,6 +254,7 @@ impl<
 mod fast {
     use crate::simd::{Kernel, Simd, spans};
 
+    /// `y` and the winners `at` of 2×2 windows with stride 2 over the `C` maps `x`.
     pub(super) struct Forward2x2<
         'a,
         const C: usize,
