@@ -260,6 +260,46 @@ fn check_pool<T: constnet::Scalar, const C: usize, const H: usize, const OH: usi
 
 use constnet::Maps;
 
+/// A NaN that the reference pooling passes on (one in the window's first position) is
+/// passed on by every fast path too, so that training still stops with `Diverged`; NaNs
+/// elsewhere are skipped by the reference's strict `>`, and the fast paths may skip them or
+/// pass them on.
+#[test]
+fn pooling_never_hides_a_nan_the_reference_passes_on() {
+    use constnet::MaxPool2d;
+    type Pool = MaxPool2d<f32, 6, 28, 28, 2, 2, 14, 14>;
+    let pool = Pool::new();
+    for tap in 0..4 {
+        let mut x = zeroed_box::<Maps<f32, 6, 28, 28>>();
+        for (i, v) in x.flat_mut().iter_mut().enumerate() {
+            *v = (i % 7) as f32;
+        }
+        // windows of every map and position get a NaN at `tap`, every third window
+        for c in 0..6 {
+            for y in 0..14 {
+                for xx in (0..14).filter(|xx| (y + xx) % 3 == 0) {
+                    x[c][2 * y + tap / 2][2 * xx + tap % 2] = f32::NAN;
+                }
+            }
+        }
+        let mut y_ref = zeroed_box::<Maps<f32, 6, 14, 14>>();
+        pool.forward_reference(&x, &mut y_ref, &mut zeroed_box());
+        for isa in available() {
+            with_isa(isa, || {
+                let mut y = zeroed_box::<Maps<f32, 6, 14, 14>>();
+                pool.forward(&x, &mut y, &mut zeroed_box());
+                for (f, r) in y.flat().iter().zip(y_ref.flat()) {
+                    assert!(
+                        !r.is_nan() || f.is_nan(),
+                        "tap {tap} on {isa:?}: {f} for NaN"
+                    );
+                }
+            });
+        }
+        assert_eq!(y_ref.flat().iter().any(|v| v.is_nan()), tap == 0);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
