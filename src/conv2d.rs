@@ -534,6 +534,11 @@ pub(crate) mod fast {
         }
     }
 
+    /// A buffer that starts on a cache line, so that vector loads at multiples of 16 floats
+    /// from its start never straddle two lines.
+    #[repr(C, align(64))]
+    struct CacheLines<T>(T);
+
     /// Offsets `i·W + j` of the `K×K` taps in a map of row width `W`.
     fn tap_offsets<const K: usize, const W: usize>() -> [[usize; K]; K] {
         core::array::from_fn(|i| core::array::from_fn(|j| i * W + j))
@@ -1148,14 +1153,14 @@ pub(crate) mod fast {
             let mut small;
             let mut big;
             let (wide, g_stride) = if fits {
-                small = [[[0.0f32; W]; OH]; CO];
-                for (wide, g) in small.iter_mut().flatten().zip(self.g.chunks_exact(OW)) {
+                small = CacheLines([[[0.0f32; W]; OH]; CO]);
+                for (wide, g) in small.0.iter_mut().flatten().zip(self.g.chunks_exact(OW)) {
                     wide[..OW].copy_from_slice(g);
                 }
-                (small.as_flattened().as_flattened(), OH * W)
+                (small.0.as_flattened().as_flattened(), OH * W)
             } else {
-                big = [[[[0.0f32; W]; OH]; CO]; 2];
-                let big = big.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+                big = CacheLines([[[[0.0f32; W]; OH]; CO]; 2]);
+                let big = big.0.as_flattened_mut().as_flattened_mut().as_flattened_mut();
                 for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
                     for (y, g_row) in g.chunks_exact(OW).enumerate() {
                         big[(2 * o * OH + y) * W..][..OW].copy_from_slice(g_row);
@@ -1163,8 +1168,8 @@ pub(crate) mod fast {
                 }
                 (&*big, 2 * OH * W)
             };
-            let mut x = [[[[0.0f32; W]; H]; CI]; 2];
-            let x = x.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+            let mut x = CacheLines([[[[0.0f32; W]; H]; CI]; 2]);
+            let x = x.0.as_flattened_mut().as_flattened_mut().as_flattened_mut();
             x[..CI * H * W].copy_from_slice(self.x);
             let rows = (H * W, W, span.div_ceil(S::LANES));
             let gw_stride = CI * K * K;
