@@ -21,6 +21,7 @@ use crate::simd;
 /// assert_eq!(y, [2.0, 3.0, 5.5]);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[repr(C, align(64))]
 pub struct Linear<T, const IN: usize, const OUT: usize> {
     /// Weights, `[output][input]`.
     pub weight: [[T; IN]; OUT],
