@@ -1160,7 +1160,11 @@ pub(crate) mod fast {
                 (small.0.as_flattened().as_flattened(), OH * W)
             } else {
                 big = CacheLines([[[[0.0f32; W]; OH]; CO]; 2]);
-                let big = big.0.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+                let big = big
+                    .0
+                    .as_flattened_mut()
+                    .as_flattened_mut()
+                    .as_flattened_mut();
                 for (o, g) in self.g.chunks_exact(OH * OW).enumerate() {
                     for (y, g_row) in g.chunks_exact(OW).enumerate() {
                         big[(2 * o * OH + y) * W..][..OW].copy_from_slice(g_row);
