@@ -325,14 +325,7 @@ impl<
                     .as_flattened_mut(),
             ),
         ) {
-            // What `fast::pack_channel_lanes` does inside a kernel.
-            let (rows, cols) = (CO, CI * K * K);
-            simd::dispatch(simd::Transposed {
-                src: w,
-                rows,
-                cols,
-                dst: wt,
-            });
+            fast::pack_channel_lanes::<CI, CO, K>(w, wt);
         }
     }
 
@@ -419,7 +412,7 @@ impl<
 ///
 /// [`Simd`]: crate::simd::Simd
 pub(crate) mod fast {
-    use crate::simd::{Kernel, Simd, for_blocks, transpose_matrix};
+    use crate::simd::{self, Kernel, Simd, for_blocks, transpose_matrix};
 
     /// `out[a][p] = init[a] + Σ_r Σ_t packed[r][t][a] · src[r·src_stride + p + taps[t]]` for
     /// `a < OB`, `p < span`: `NV` vectors of pixels at a time, the last block shifted back
@@ -544,14 +537,19 @@ pub(crate) mod fast {
         core::array::from_fn(|i| core::array::from_fn(|j| i * W + j))
     }
 
-    /// `wt[c][i][j][o] = w[o][c][i][j]`: the weights of the channel-lane kernels.
-    #[inline(always)]
-    pub(crate) fn pack_channel_lanes<S: Simd, const CI: usize, const CO: usize, const K: usize>(
-        s: S,
+    /// `wt[c][i][j][o] = w[o][c][i][j]`: the weights of the channel-lane kernels (a SIMD
+    /// transpose, once per batch or once per single pass).
+    pub(crate) fn pack_channel_lanes<const CI: usize, const CO: usize, const K: usize>(
         w: &[f32],
         wt: &mut [f32],
     ) {
-        transpose_matrix(s, w, (CO, CI * K * K), wt);
+        let (rows, cols) = (CO, CI * K * K);
+        simd::dispatch(simd::Transposed {
+            src: w,
+            rows,
+            cols,
+            dst: wt,
+        });
     }
 
     /// `packed[i][o][j][c] = w[o][c][i][j]`: the weights of [`InputGrad`].
@@ -709,7 +707,7 @@ pub(crate) mod fast {
                         .as_flattened_mut()
                         .as_flattened_mut()
                         .as_flattened_mut();
-                    pack_channel_lanes::<S, CI, CO, K>(s, self.w, local);
+                    pack_channel_lanes::<CI, CO, K>(self.w, local);
                     &*local
                 }
             };
