@@ -7,7 +7,9 @@
 //! `cargo bench --bench layers`; `CONSTNET_ISA=sse2|avx2|scalar` limits the instruction set.
 
 use constnet::simd::{Isa, with_isa};
-use constnet::{Conv2d, Layer, Linear, Maps, MaxPool2d, Relu, Softmax, Tensor, zeroed_box};
+use constnet::{
+    BatchLayer, Conv2d, Layer, Linear, Maps, MaxPool2d, Relu, Softmax, Tensor, zeroed_box,
+};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, RngExt, SeedableRng};
 use std::hint::black_box;
@@ -61,6 +63,39 @@ fn bench_layer<L: Layer<Scalar = f32>>(
     group.finish();
 }
 
+/// The batched forward pass of a convolution over 64 images (weights packed once per batch),
+/// in multiply-adds per image × 64.
+fn bench_conv_batch<
+    const CI: usize,
+    const CO: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+>(
+    c: &mut Criterion,
+    name: &str,
+    conv: &Conv2d<f32, CI, CO, 5, 1, 0, H, W, OH, OW>,
+    work: u64,
+) {
+    const N: usize = 64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut xs = zeroed_box::<[Maps<f32, CI, H, W>; N]>();
+    for v in xs.iter_mut().flat_map(|x| x.flat_mut()) {
+        *v = rng.random_range(-1.0..1.0);
+    }
+    let mut ys = zeroed_box::<[Maps<f32, CO, OH, OW>; N]>();
+    let mut ws = zeroed_box::<
+        <Conv2d<f32, CI, CO, 5, 1, 0, H, W, OH, OW> as BatchLayer<N>>::BatchWorkspace,
+    >();
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(work * N as u64));
+    group.bench_function("forward_batch/64", |b| {
+        b.iter(|| conv.forward_batch(black_box(&xs), &mut ys, &mut ws))
+    });
+    group.finish();
+}
+
 fn layers(c: &mut Criterion) {
     with_isa(isa(), || {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -93,6 +128,7 @@ fn layers(c: &mut Criterion) {
             true,
         );
         bench_layer(c, "conv2", &*conv2, (2 * c2, 4 * c2), true);
+        bench_conv_batch(c, "conv2", &*conv2, 2 * c2);
         bench_layer(
             c,
             "relu2",
