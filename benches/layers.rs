@@ -32,7 +32,7 @@ fn random<X: Tensor<Scalar = f32>>(rng: &mut impl Rng) -> Box<X> {
     x
 }
 
-/// Benches `forward` and `backward` of `layer` with FLOP (or element) counts per pass.
+/// Benches `forward`, `infer` (the forward pass for inference) and `backward` of `layer` with FLOP (or element) counts per pass.
 fn bench_layer<L: Layer<Scalar = f32>>(
     c: &mut Criterion,
     name: &str,
@@ -51,6 +51,9 @@ fn bench_layer<L: Layer<Scalar = f32>>(
     group.throughput(Throughput::Elements(forward_work));
     group.bench_function("forward", |b| {
         b.iter(|| layer.forward(black_box(&x), &mut y, &mut ws))
+    });
+    group.bench_function("infer", |b| {
+        b.iter(|| layer.infer(black_box(&x), &mut y, &mut ws))
     });
     layer.forward(&x, &mut y, &mut ws);
     group.throughput(Throughput::Elements(backward_work));

@@ -117,6 +117,18 @@ pub trait BatchLayer<const N: usize>: Layer {
         ws: &mut Self::BatchWorkspace,
     );
 
+    /// [`Layer::infer`] of one sample in slot `n` of the batch workspace (see
+    /// [`BatchLayer::infer_batch`]).
+    fn infer_sample(
+        &self,
+        n: usize,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.forward_sample(n, input, output, ws);
+    }
+
     /// The backward pass of sample `n` alone, after a forward pass that kept it in slot `n`.
     /// Chains pass gradients between their layers in slot 0, which stays in cache.
     fn backward_sample(
@@ -181,6 +193,27 @@ macro_rules! per_sample {
                 ws: &mut Self::BatchWorkspace,
             ) {
                 self.forward(input, output, &mut ws[n]);
+            }
+
+            fn infer_batch(
+                &self,
+                input: &[Self::Input; N],
+                output: &mut [Self::Output; N],
+                ws: &mut Self::BatchWorkspace,
+            ) {
+                for ((x, y), ws) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()) {
+                    self.infer(x, y, ws);
+                }
+            }
+
+            fn infer_sample(
+                &self,
+                n: usize,
+                input: &Self::Input,
+                output: &mut Self::Output,
+                ws: &mut Self::BatchWorkspace,
+            ) {
+                self.infer(input, output, &mut ws[n]);
             }
 
             fn backward_sample(
@@ -313,7 +346,7 @@ where
         } else {
             self.prepare_forward(ws);
             for (x, y) in input.iter().zip(output.iter_mut()) {
-                self.forward_sample(0, x, y, ws);
+                self.infer_sample(0, x, y, ws);
             }
         }
     }
@@ -329,6 +362,18 @@ where
             .forward_sample(n, input, &mut ws.mid[n], &mut ws.first);
         self.then
             .forward_sample(n, &ws.mid[n], output, &mut ws.then);
+    }
+
+    fn infer_sample(
+        &self,
+        n: usize,
+        input: &A::Input,
+        output: &mut B::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.first
+            .infer_sample(n, input, &mut ws.mid[n], &mut ws.first);
+        self.then.infer_sample(n, &ws.mid[n], output, &mut ws.then);
     }
 
     fn backward_batch(

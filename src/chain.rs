@@ -61,6 +61,11 @@ where
         self.then.forward(&ws.mid, output, &mut ws.then);
     }
 
+    fn infer(&self, input: &A::Input, output: &mut B::Output, ws: &mut Self::Workspace) {
+        self.first.infer(input, &mut ws.mid, &mut ws.first);
+        self.then.infer(&ws.mid, output, &mut ws.then);
+    }
+
     fn backward(
         &self,
         input: &A::Input,

@@ -44,6 +44,17 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     /// Computes `output` from `input`, storing in `ws` what [`Layer::backward`] needs.
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace);
 
+    /// The forward pass when no backward pass follows: the same `output` as
+    /// [`Layer::forward`], but `ws` may be left unfit for [`Layer::backward`] (max pooling
+    /// skips recording its winners). Classification ([`Chain::probabilities`],
+    /// [`BatchLayer::infer_batch`]) runs it.
+    ///
+    /// [`Chain::probabilities`]: crate::Chain::probabilities
+    /// [`BatchLayer::infer_batch`]: crate::BatchLayer::infer_batch
+    fn infer(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace) {
+        self.forward(input, output, ws);
+    }
+
     /// Back-propagates `grad_output` (∂E/∂output) through the layer.
     ///
     /// `input` and `ws` must be those of the latest [`Layer::forward`]. Parameter gradients are

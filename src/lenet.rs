@@ -138,14 +138,15 @@ where
     T: Scalar,
     B: Layer<Scalar = T, Output = [T; N]>,
 {
-    /// Forward pass; returns the class probabilities.
+    /// Forward pass for inference ([`Layer::infer`]: `ws` is left unfit for a backward
+    /// pass); returns the class probabilities.
     pub fn probabilities(
         &self,
         input: &B::Input,
         ws: &mut ChainWorkspace<B, Softmax<T, N>>,
     ) -> [T; N] {
         let mut probs = [T::zero(); N];
-        self.forward(input, &mut probs, ws);
+        self.infer(input, &mut probs, ws);
         probs
     }
 

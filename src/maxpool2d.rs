@@ -218,6 +218,20 @@ impl<
         }
     }
 
+    /// 2×2 windows with stride 2 in `f32`: only the maxima, in one SIMD pass (a third of
+    /// the work of recording the winners too). Otherwise [`Layer::forward`].
+    fn infer(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace) {
+        const { Self::SHAPE_OK };
+        if K == 2
+            && S == 2
+            && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
+            && simd::dispatch(fast::Max2x2::<C, H, W, OH, OW> { x, y })
+        {
+            return;
+        }
+        self.forward(input, output, ws);
+    }
+
     fn backward(
         &self,
         input: &Self::Input,
@@ -305,6 +319,65 @@ mod fast {
             s.store(y, k, s.select_gt(right, half, v1, v0));
             // + 2²³: the float's low bits are then the integer (see `run`).
             s.store(at, k, s.add(s.select_gt(right, half, i1, i0), magic));
+        }
+    }
+
+    /// `y` of 2×2 windows with stride 2 over the `C` maps `x`, without the winners.
+    pub(super) struct Max2x2<
+        'a,
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    > {
+        pub x: &'a [f32],
+        pub y: &'a mut [f32],
+    }
+
+    impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: usize> Kernel
+        for Max2x2<'_, C, H, W, OH, OW>
+    {
+        /// `false`, doing nothing, when a map has fewer outputs than a vector has lanes.
+        type Output = bool;
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) -> bool {
+            if OH * OW < S::LANES {
+                return false;
+            }
+            let mut col = [[0.0f32; W]; OH];
+            let col = col.as_flattened_mut();
+            for (x, y) in self
+                .x
+                .chunks_exact(H * W)
+                .zip(self.y.chunks_exact_mut(OH * OW))
+            {
+                // The better of each column pair of rows 2r, 2r + 1 (the lower row only if
+                // strictly larger, as the reference scans it).
+                if W >= S::LANES {
+                    for (r, pair) in x.chunks_exact(2 * W).enumerate() {
+                        for at in spans(W, S::LANES) {
+                            let (top, bottom) = (s.load(pair, at), s.load(pair, W + at));
+                            s.store(col, r * W + at, s.select_gt(bottom, top, bottom, top));
+                        }
+                    }
+                } else {
+                    for (col, pair) in col.chunks_exact_mut(W).zip(x.chunks_exact(2 * W)) {
+                        let (top, bottom) = pair.split_at(W);
+                        for ((c, &t), &b) in col.iter_mut().zip(top).zip(bottom) {
+                            *c = if b > t { b } else { t };
+                        }
+                    }
+                }
+                // Then the better of each pair of neighbours: W is even, so the pairs of the
+                // whole map are one flat run, split into even and odd lanes by a shuffle.
+                for k in spans(OH * OW, S::LANES) {
+                    let (left, right) =
+                        s.deinterleave(s.load(col, 2 * k), s.load(col, 2 * k + S::LANES));
+                    s.store(y, k, s.select_gt(right, left, right, left));
+                }
+            }
+            true
         }
     }
 

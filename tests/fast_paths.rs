@@ -214,8 +214,9 @@ proptest! {
 }
 
 /// The fast pooling of tiling windows (branch-free loops; SIMD for `f32` 2×2 windows, on
-/// every instruction set) equals the reference loops exactly, winners included: values are
-/// rounded to a few levels so that ties are common.
+/// every instruction set) equals the reference loops exactly, winners included, and so does
+/// the inference pass without winners: values are rounded to a few levels so that ties are
+/// common.
 fn check_pool<T: constnet::Scalar, const C: usize, const H: usize, const OH: usize>(
     input: &[f32],
     grad: &[f32],
@@ -250,6 +251,9 @@ fn check_pool<T: constnet::Scalar, const C: usize, const H: usize, const OH: usi
             pool.forward(&x, &mut y, &mut at);
             assert!(y == y_ref, "pool forward on {isa:?}");
             assert!(at == at_ref, "pool winners on {isa:?}");
+            let mut y_infer = zeroed_box::<Maps<T, C, OH, OH>>();
+            pool.infer(&x, &mut y_infer, &mut zeroed_box());
+            assert!(y_infer == y_ref, "pool inference on {isa:?}");
             let mut gi = zeroed_box::<Maps<T, C, H, H>>();
             gi.flat_mut().fill(T::from_f64(9.0)); // every pixel must be written
             pool.backward(&x, &mut at, &g, Some(&mut gi), &mut Pool::new());
@@ -288,10 +292,16 @@ fn pooling_never_hides_a_nan_the_reference_passes_on() {
             with_isa(isa, || {
                 let mut y = zeroed_box::<Maps<f32, 6, 14, 14>>();
                 pool.forward(&x, &mut y, &mut zeroed_box());
-                for (f, r) in y.flat().iter().zip(y_ref.flat()) {
+                let mut y_infer = zeroed_box::<Maps<f32, 6, 14, 14>>();
+                pool.infer(&x, &mut y_infer, &mut zeroed_box());
+                for ((f, i), r) in y.flat().iter().zip(y_infer.flat()).zip(y_ref.flat()) {
                     assert!(
                         !r.is_nan() || f.is_nan(),
                         "tap {tap} on {isa:?}: {f} for NaN"
+                    );
+                    assert!(
+                        !r.is_nan() || i.is_nan(),
+                        "tap {tap} on {isa:?}: inference {i} for NaN"
                     );
                 }
             });
