@@ -448,7 +448,7 @@ where
     T: Scalar,
     Net: Layer<Scalar = T, Output = [T; C]>,
 {
-    /// A zeroed workspace for batches of `N` on the heap (LeNet-5 in `f32`: ≈ 124 KiB per
+    /// A zeroed workspace for batches of `N` on the heap (LeNet-5 in `f32`: ≈ 130 KiB per
     /// sample).
     #[cfg(feature = "alloc")]
     pub fn batch_workspace<const N: usize>() -> Box<<Self as BatchLayer<N>>::BatchWorkspace>

@@ -223,10 +223,18 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Layer for Linear<T, IN, OUT> 
 impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
     for Linear<T, IN, OUT>
 {
-    type BatchWorkspace = ();
+    /// The batch's inputs and outputs transposed, `[input][sample]` and `[output][sample]`,
+    /// for the forward kernel with the samples in the vector lanes.
+    type BatchWorkspace = ([[T; N]; IN], [[T; N]; OUT]);
     const WHOLE_BATCH: bool = true;
 
-    fn forward_sample(&self, _n: usize, input: &[T; IN], output: &mut [T; OUT], _ws: &mut ()) {
+    fn forward_sample(
+        &self,
+        _n: usize,
+        input: &[T; IN],
+        output: &mut [T; OUT],
+        _ws: &mut Self::BatchWorkspace,
+    ) {
         self.forward(input, output, &mut ());
     }
 
@@ -234,7 +242,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
         &self,
         _n: usize,
         input: &[T; IN],
-        _ws: &mut (),
+        _ws: &mut Self::BatchWorkspace,
         grad_output: &[T; OUT],
         grad_input: Option<&mut [T; IN]>,
         grads: &mut Self,
@@ -242,8 +250,27 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
         self.backward(input, &mut (), grad_output, grad_input, grads);
     }
 
-    fn forward_batch(&self, input: &[[T; IN]; N], output: &mut [[T; OUT]; N], _ws: &mut ()) {
+    /// With `N` a multiple of the lane count (16, 32, 64 with AVX-512), the samples run in
+    /// the vector lanes: each weight is broadcast once per vector of samples and no sum is
+    /// horizontal. Otherwise blocks of dot products, as for one sample.
+    fn forward_batch(
+        &self,
+        input: &[[T; IN]; N],
+        output: &mut [[T; OUT]; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
         const { Self::SHAPE_OK };
+        if let (Some(x), Some(y), Some(w), Some(b), Some(xt), Some(yt)) = (
+            T::as_f32(input.as_flattened()),
+            T::as_f32_mut(output.as_flattened_mut()),
+            T::as_f32(self.weight.as_flattened()),
+            T::as_f32(&self.bias),
+            T::as_f32_mut(ws.0.as_flattened_mut()),
+            T::as_f32_mut(ws.1.as_flattened_mut()),
+        ) && simd::dispatch(fast::ForwardSamples::<IN, OUT> { x, w, b, y, xt, yt })
+        {
+            return;
+        }
         if !self.forward_fast(input.as_flattened(), output.as_flattened_mut()) {
             for (x, y) in input.iter().zip(output.iter_mut()) {
                 self.forward_reference(x, y);
@@ -254,7 +281,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
     fn backward_batch(
         &self,
         input: &[[T; IN]; N],
-        _ws: &mut (),
+        _ws: &mut Self::BatchWorkspace,
         grad_output: &[[T; OUT]; N],
         grad_input: Option<&mut [[T; IN]; N]>,
         grads: &mut Self,
@@ -284,7 +311,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
 /// instruction set. Forward is a block of dot products (`RB` samples × `OB` outputs share
 /// every load); the two gradients are blocks of `axpy`s along the contiguous input axis.
 pub(crate) mod fast {
-    use crate::simd::{Kernel, Simd, for_blocks};
+    use crate::simd::{Kernel, Simd, for_blocks, transpose_matrix};
 
     /// Ones in the last `rem` lanes, zeros before (`0 < rem < LANES`): which lanes of a
     /// vector ending at a row's end lie past the row's last whole vector.
@@ -400,6 +427,105 @@ pub(crate) mod fast {
                     columns!(r0, RB);
                 });
             }
+        }
+    }
+
+    /// `yt[o][r] = b[o] + Σ_i w[o][i] · xt[i][r]` for `OB` outputs × `RV` vectors of samples
+    /// from vector `v0` (`xt` and `yt` have `n` samples per row).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    // Index loops on purpose (see the comment inside).
+    #[allow(clippy::needless_range_loop)]
+    fn samples_block<S: Simd, const OB: usize, const RV: usize, const IN: usize>(
+        s: S,
+        xt: &[f32],
+        n: usize,
+        w: &[f32],
+        b: &[f32],
+        yt: &mut [f32],
+        v0: usize,
+    ) {
+        // Constant trip counts only: LLVM then keeps the 24 sums in registers (iterating
+        // over the bias slice made it store every sum back to the stack after each step).
+        let mut acc = [[s.splat(0.0); RV]; OB];
+        for o in 0..OB {
+            acc[o] = [s.splat(b[o]); RV];
+        }
+        let w: &[f32] = &w[..OB * IN];
+        for i in 0..IN {
+            let mut xv = [s.splat(0.0); RV];
+            for v in 0..RV {
+                xv[v] = s.load(xt, i * n + (v0 + v) * S::LANES);
+            }
+            for o in 0..OB {
+                let wv = s.splat(w[o * IN + i]);
+                for v in 0..RV {
+                    acc[o][v] = s.mul_add(wv, xv[v], acc[o][v]);
+                }
+            }
+        }
+        for o in 0..OB {
+            for v in 0..RV {
+                s.store(yt, o * n + (v0 + v) * S::LANES, acc[o][v]);
+            }
+        }
+    }
+
+    /// Forward pass of `n` samples with the samples in the lanes, when `n` is a multiple of
+    /// the lane count (and the instruction set has FMA): `x` is transposed into `xt`, the
+    /// result `yt` back into `y`. Returns `false`, doing nothing, otherwise.
+    pub(crate) struct ForwardSamples<'a, const IN: usize, const OUT: usize> {
+        pub x: &'a [f32],
+        pub w: &'a [f32],
+        pub b: &'a [f32],
+        pub y: &'a mut [f32],
+        pub xt: &'a mut [f32],
+        pub yt: &'a mut [f32],
+    }
+
+    impl<const IN: usize, const OUT: usize> Kernel for ForwardSamples<'_, IN, OUT> {
+        type Output = bool;
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) -> bool {
+            let n = self.x.len() / IN;
+            if S::LANES < 8 || n == 0 || !n.is_multiple_of(S::LANES) {
+                return false;
+            }
+            transpose_matrix(s, self.x, (n, IN), self.xt);
+            let vectors = n / S::LANES;
+            let (xt, w, b) = (&*self.xt, self.w, self.b);
+            if S::LANES >= 16 {
+                // 32 registers: 6 outputs × 4 vectors of samples.
+                for_blocks!(OUT, [6, 4, 1], |o0, OB| {
+                    for_blocks!(vectors, [4, 2, 1], |v0, RV| {
+                        samples_block::<S, OB, RV, IN>(
+                            s,
+                            xt,
+                            n,
+                            &w[o0 * IN..],
+                            &b[o0..],
+                            &mut self.yt[o0 * n..],
+                            v0,
+                        );
+                    });
+                });
+            } else {
+                for_blocks!(OUT, [4, 1], |o0, OB| {
+                    for_blocks!(vectors, [2, 1], |v0, RV| {
+                        samples_block::<S, OB, RV, IN>(
+                            s,
+                            xt,
+                            n,
+                            &w[o0 * IN..],
+                            &b[o0..],
+                            &mut self.yt[o0 * n..],
+                            v0,
+                        );
+                    });
+                });
+            }
+            transpose_matrix(s, self.yt, (OUT, n), self.y);
+            true
         }
     }
 

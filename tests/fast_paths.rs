@@ -201,6 +201,11 @@ proptest! {
         check_linear::<400, 120, 7>(&p, &x, &g);
         check_linear::<120, 100, 5>(&p, &x, &g);
         check_linear::<100, 10, 3>(&p, &x, &g);
+        // batches of whole vectors of samples (the samples-in-lanes forward: 16 on AVX-512,
+        // 8 on AVX2), with output counts that leave blocks of 4 and 1
+        check_linear::<400, 120, 16>(&p, &x, &g);
+        check_linear::<120, 100, 32>(&p, &x, &g);
+        check_linear::<37, 9, 8>(&p, &x, &g);
     }
 
     #[test]
