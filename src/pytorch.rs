@@ -67,6 +67,13 @@ pub enum SafetensorsError {
         /// The element type in the file.
         found: String,
     },
+    /// A value is NaN or infinite, or an F64 value too large for an `f32` network.
+    NonFinite {
+        /// The tensor's name.
+        tensor: String,
+        /// Index of the value in the flattened tensor.
+        index: usize,
+    },
 }
 
 impl fmt::Display for SafetensorsError {
@@ -93,6 +100,11 @@ impl fmt::Display for SafetensorsError {
                     "tensor `{tensor}` has dtype {found}; only F32 and F64 can be loaded"
                 )
             }
+            Self::NonFinite { tensor, index } => write!(
+                f,
+                "tensor `{tensor}` holds a NaN or infinite value at index {index} (or one too \
+                 large for the network's scalar type)"
+            ),
         }
     }
 }
@@ -145,6 +157,12 @@ pub fn load_named<L: Layer>(
                 expected: shape.to_vec(),
             });
         }
+        if let Some(index) = values::<L::Scalar>(&view).position(|v| !v.to_f64().is_finite()) {
+            return Err(SafetensorsError::NonFinite {
+                tensor: name.to_string(),
+                index,
+            });
+        }
         views.push(view);
     }
     let mut names = st.names();
@@ -158,25 +176,26 @@ pub fn load_named<L: Layer>(
         });
     }
     for (i, view) in views.iter().enumerate() {
-        let data = view.data();
-        let out = net.param_mut(i);
-        match view.dtype() {
-            Dtype::F32 => {
-                for (w, b) in out.iter_mut().zip(data.chunks_exact(4)) {
-                    *w = L::Scalar::from_f64(f64::from(f32::from_le_bytes([
-                        b[0], b[1], b[2], b[3],
-                    ])));
-                }
-            }
-            _ => {
-                for (w, b) in out.iter_mut().zip(data.chunks_exact(8)) {
-                    let b: [u8; 8] = b.try_into().expect("chunks of 8");
-                    *w = L::Scalar::from_f64(f64::from_le_bytes(b));
-                }
-            }
+        for (w, v) in net.param_mut(i).iter_mut().zip(values::<L::Scalar>(view)) {
+            *w = v;
         }
     }
     Ok(())
+}
+
+/// The values of an F32 or F64 tensor, converted to `T` (an F64 value beyond `f32`'s range
+/// becomes infinite in an `f32` network).
+fn values<'a, T: Scalar>(view: &'a TensorView<'_>) -> impl Iterator<Item = T> + 'a {
+    let wide = view.dtype() == Dtype::F64;
+    view.data()
+        .chunks_exact(if wide { 8 } else { 4 })
+        .map(move |b| {
+            T::from_f64(if wide {
+                f64::from_le_bytes(b.try_into().expect("chunks of 8"))
+            } else {
+                f64::from(f32::from_le_bytes(b.try_into().expect("chunks of 4")))
+            })
+        })
 }
 
 /// Serialises `net`'s parameter tensors under the names and shapes of `spec`, in the
@@ -326,5 +345,44 @@ mod tests {
         let e = net.load_safetensors(b"not safetensors").unwrap_err();
         assert!(matches!(e, SafetensorsError::Invalid(_)));
         assert_eq!(net, before);
+    }
+
+    /// A NaN or an infinity anywhere, or an F64 value beyond `f32`'s range, is refused with
+    /// the tensor and the index, and the network is left unchanged.
+    #[test]
+    fn non_finite_values_are_refused() {
+        let mut net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(4));
+        let before = net.clone();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut source = net.clone();
+            source.param_mut(4)[7] = bad;
+            let bytes = source.to_safetensors().unwrap();
+            let e = net.load_safetensors(&bytes).unwrap_err();
+            assert_eq!(
+                e,
+                SafetensorsError::NonFinite {
+                    tensor: "fc1.weight".into(),
+                    index: 7
+                }
+            );
+            assert!(e.to_string().contains("`fc1.weight`"), "{e}");
+            assert_eq!(net, before);
+        }
+        // 1e300 in F64 is finite, but not as an f32: refused by an f32 network only.
+        let mut wide = zeroed_box::<LeNet5<f64>>();
+        wide.param_mut(9)[3] = 1e300;
+        let bytes = wide.to_safetensors().unwrap();
+        let e = net.load_safetensors(&bytes).unwrap_err();
+        assert_eq!(
+            e,
+            SafetensorsError::NonFinite {
+                tensor: "fc3.bias".into(),
+                index: 3
+            }
+        );
+        assert_eq!(net, before);
+        zeroed_box::<LeNet5<f64>>()
+            .load_safetensors(&bytes)
+            .unwrap();
     }
 }

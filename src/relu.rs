@@ -8,13 +8,16 @@ use crate::layer::{Layer, no_such_param};
 use crate::tensor::Tensor;
 
 /// `y = max(x, 0)` element-wise over the tensor type `X` (for example `Maps<f32, 6, 28, 28>`
-/// or `[f32; 120]`). Its derivative is taken as 0 at `x = 0`, like PyTorch.
+/// or `[f32; 120]`). Its derivative is taken as 0 at `x = 0`, like PyTorch, and a NaN passes
+/// through, like PyTorch: a NaN weight anywhere in a network then reaches the loss, and
+/// training stops (the trainer reports `Diverged`) instead of carrying on.
 ///
 /// ```
 /// use constnet::{Layer, Relu};
-/// let mut y = [0.0f32; 3];
-/// Relu::<[f32; 3]>::new().forward(&[-1.0, 0.0, 2.5], &mut y, &mut ());
-/// assert_eq!(y, [0.0, 0.0, 2.5]);
+/// let mut y = [0.0f32; 4];
+/// Relu::<[f32; 4]>::new().forward(&[-1.0, 0.0, 2.5, f32::NAN], &mut y, &mut ());
+/// assert_eq!(y[..3], [0.0, 0.0, 2.5]);
+/// assert!(y[3].is_nan());
 /// ```
 #[derive(Debug, Default, PartialEq)]
 pub struct Relu<X>(PhantomData<X>);
@@ -44,7 +47,8 @@ impl<X: Tensor> Layer for Relu<X> {
     fn forward(&self, input: &X, output: &mut X, _ws: &mut ()) {
         let zero = <X::Scalar as num_traits::Zero>::zero();
         for (y, &x) in output.flat_mut().iter_mut().zip(input.flat()) {
-            *y = if x > zero { x } else { zero };
+            // Not `x > 0`, which would turn a NaN into 0.
+            *y = if x <= zero { zero } else { x };
         }
     }
 

@@ -162,6 +162,14 @@ pub enum WeightsError {
     },
     /// The reserved header bytes are not zero.
     BadHeader,
+    /// A parameter is NaN or infinite (the checksum matched: the network it was saved from
+    /// had diverged).
+    NonFinite {
+        /// Which parameter tensor ([`Layer::param`] order).
+        tensor: usize,
+        /// Index within that tensor.
+        index: usize,
+    },
 }
 
 impl fmt::Display for WeightsError {
@@ -198,6 +206,11 @@ impl fmt::Display for WeightsError {
                 write!(f, "{extra} unexpected bytes after the weights")
             }
             Self::BadHeader => f.write_str("weights header has non-zero reserved bytes"),
+            Self::NonFinite { tensor, index } => write!(
+                f,
+                "weights hold a NaN or infinite value (parameter tensor {tensor}, index {index}): \
+                 they come from a network that diverged"
+            ),
         }
     }
 }
@@ -393,6 +406,19 @@ pub fn load_weights<L: Layer + Describe>(net: &mut L, bytes: &[u8]) -> Result<()
     if stored != computed {
         return Err(WeightsError::Checksum { stored, computed });
     }
+    // Every value is checked before any is written: `net` is unchanged on error.
+    let mut at = params_at;
+    for tensor in 0..L::PARAM_TENSORS {
+        for index in 0..net.param(tensor).len() {
+            if !read_scalar::<L::Scalar>(&bytes[at..at + width])
+                .to_f64()
+                .is_finite()
+            {
+                return Err(WeightsError::NonFinite { tensor, index });
+            }
+            at += width;
+        }
+    }
     let mut at = params_at;
     for i in 0..L::PARAM_TENSORS {
         for w in net.param_mut(i) {
@@ -455,7 +481,16 @@ pub enum LoadError {
     /// The file starts with constnet's magic but is not LeNet-5 weights (corrupt, truncated,
     /// another architecture, `f64`); the error names the file.
     Constnet(FileError),
-    /// The file is neither constnet's format nor a LeNet-5 safetensors `state_dict`.
+    /// The file is a safetensors file, but not a LeNet-5 `state_dict` this crate can load:
+    /// a tensor is missing, extra, of another shape or dtype, or holds a non-finite value.
+    #[cfg(feature = "safetensors")]
+    Safetensors {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it, naming the tensor.
+        error: crate::pytorch::SafetensorsError,
+    },
+    /// The file is neither constnet's format nor a safetensors file.
     Unrecognized {
         /// The file.
         path: std::path::PathBuf,
@@ -470,6 +505,8 @@ impl LoadError {
     pub fn path(&self) -> &std::path::Path {
         match self {
             Self::Io { path, .. } | Self::Unrecognized { path, .. } => path,
+            #[cfg(feature = "safetensors")]
+            Self::Safetensors { path, .. } => path,
             Self::Constnet(FileError::Io { path, .. } | FileError::Weights { path, .. }) => path,
         }
     }
@@ -487,6 +524,12 @@ impl fmt::Display for LoadError {
                 )
             }
             Self::Constnet(e) => write!(f, "{e}"),
+            #[cfg(feature = "safetensors")]
+            Self::Safetensors { path, error } => write!(
+                f,
+                "{}: not LeNet-5 weights this crate can load: {error}",
+                path.display()
+            ),
             Self::Unrecognized { path, reason } => write!(
                 f,
                 "{}: not a weights file: neither constnet weights (no CONSTNET magic) nor a \
@@ -503,6 +546,8 @@ impl std::error::Error for LoadError {
         match self {
             Self::Io { error, .. } => Some(error),
             Self::Constnet(e) => Some(e),
+            #[cfg(feature = "safetensors")]
+            Self::Safetensors { error, .. } => Some(error),
             Self::Unrecognized { .. } => None,
         }
     }
@@ -529,7 +574,18 @@ pub fn load_lenet5(
         return Ok(net);
     }
     #[cfg(feature = "safetensors")]
-    let result = net.load_safetensors(&bytes).map_err(|e| e.to_string());
+    let result = match net.load_safetensors(&bytes) {
+        // Not safetensors at all: say it is neither format.
+        Err(crate::pytorch::SafetensorsError::Invalid(reason)) => Err(reason),
+        // A safetensors file with a problem: report the problem itself.
+        Err(error) => {
+            return Err(LoadError::Safetensors {
+                path: path.to_path_buf(),
+                error,
+            });
+        }
+        Ok(()) => Ok(()),
+    };
     #[cfg(not(feature = "safetensors"))]
     let result: Result<(), String> =
         Err("safetensors support is not compiled in: enable the `safetensors` feature".into());
@@ -545,6 +601,30 @@ mod tests {
     use super::*;
     use crate::{LeNet5, zeroed_box};
     use rand::SeedableRng;
+
+    /// A NaN or infinite parameter (saved from a diverged network) is refused with where it
+    /// is, and the network is left unchanged, although the checksum matches.
+    #[test]
+    fn non_finite_parameters_are_refused() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let target = LeNet5::<f32>::new_boxed(&mut rng);
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut source = LeNet5::<f32>::new_boxed(&mut rng);
+            source.param_mut(2)[11] = bad;
+            let bytes = save_weights(&*source);
+            let mut net = target.clone();
+            let e = load_weights(&mut *net, &bytes).unwrap_err();
+            assert_eq!(
+                e,
+                WeightsError::NonFinite {
+                    tensor: 2,
+                    index: 11
+                }
+            );
+            assert!(e.to_string().contains("diverged"), "{e}");
+            assert_eq!(net, target);
+        }
+    }
 
     #[test]
     fn crc32_matches_the_standard_check_value() {

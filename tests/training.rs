@@ -161,3 +161,18 @@ fn a_diverging_run_stops_with_a_clear_error_and_finite_weights() {
         "{message}"
     );
 }
+
+/// A NaN in a hidden layer's weights (here one of conv1's 150) must stop training too: the
+/// ReLUs pass it on, so the loss turns NaN, rather than zeroing it and training on.
+#[test]
+fn a_nan_weight_in_a_hidden_layer_stops_training() {
+    let train = first(&DATA.0, 128);
+    for tensor in [0, 4] {
+        // conv1's weights, fc1's weights
+        let mut t = trainer(TrainConfig::default());
+        t.net.param_mut(tensor)[7] = f32::NAN;
+        let err = t.train_epoch(&train, 1, |_| {}).unwrap_err();
+        assert_eq!((err.epoch, err.batch), (1, 1), "tensor {tensor}: {err:?}");
+        assert!(err.loss.is_nan());
+    }
+}

@@ -359,6 +359,23 @@ fn missing_or_wrong_weights_files_give_errors_that_name_the_file() {
     // A directory is not a file.
     let err = constnet::weights::load_lenet5(&dir).unwrap_err();
     assert!(matches!(err, LoadError::Io { .. }), "{err:?}");
+
+    // A safetensors state_dict with a NaN: the problem itself, naming file and tensor.
+    #[cfg(feature = "safetensors")]
+    {
+        let mut net = constnet::weights::load_lenet5(default_weights()).unwrap();
+        constnet::Layer::param_mut(&mut *net, 0)[3] = f32::NAN;
+        let nan = dir.join("nan.safetensors");
+        std::fs::write(&nan, net.to_safetensors().unwrap()).unwrap();
+        let err = constnet::weights::load_lenet5(&nan).unwrap_err();
+        assert!(matches!(err, LoadError::Safetensors { .. }), "{err:?}");
+        assert_eq!(err.path(), nan);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("nan.safetensors") && msg.contains("`conv1.weight`"),
+            "{msg}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
