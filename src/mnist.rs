@@ -89,7 +89,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 ///
 /// assert_eq!((data.len(), data.label(0)), (1, 7));
 /// assert_eq!(data.pixels(0)[255], 255);
-/// let image = data.image::<f64>(0); // 32×32: row 0, column 255 of the digit is (2, 257)
+/// let image = data.image::<f64>(0); // 32×32: pixel 255 (row 9, column 3) lands at (11, 5)
 /// assert_eq!(image[0][2 + 255 / 28][2 + 255 % 28], 1.0);
 /// # Ok::<(), constnet::mnist::IdxError>(())
 /// ```

@@ -156,9 +156,42 @@ fn report(test: &Evaluation) {
     );
 }
 
+/// Whether the weights and the curves can be written where asked, checked before training
+/// so that a bad path does not throw a finished run away: none of them is a directory, the
+/// weights are not also a curves file, and a file can be created beside each.
+fn check_writable(out: &Path, curves: &[&Path]) -> Result<(), String> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if let Some(clash) = curves.iter().find(|c| absolute(c) == absolute(out)) {
+        return Err(format!(
+            "--out {} is also where the training curves go; pick another --out or --curves",
+            clash.display()
+        ));
+    }
+    for path in std::iter::once(out).chain(curves.iter().copied()) {
+        if path.is_dir() {
+            return Err(format!("{} is a directory, not a file", path.display()));
+        }
+        // A probe file beside the target (removed at once): the directory exists and takes
+        // new files.
+        let mut probe = path.as_os_str().to_owned();
+        probe.push(format!(".probe-{}", std::process::id()));
+        let probe = PathBuf::from(probe);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let _ = std::fs::remove_file(&probe);
+    }
+    Ok(())
+}
+
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(weights) = &args.eval {
         let test = load_test_dir(&args.data)?;
+        if test.is_empty() {
+            return Err(format!("{}: the test set holds no images", args.data.display()).into());
+        }
         let net = load_lenet5(weights)?;
         report(&evaluate_with(&net, &test, &mut LeNet5::<f32>::workspace()));
         return Ok(());
@@ -201,6 +234,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    check_writable(&args.out, &[&csv, &png])?;
     let c = args.config;
     println!(
         "training LeNet-5 on {} ({} train / {} test images): {} epochs, batch {}, {:?} lr {} {:?}, loss {:?}, augment {:?}, seed {}, {} thread(s)",

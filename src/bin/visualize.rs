@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use constnet::mnist::load_dir;
+use constnet::mnist::load_test_dir;
 use constnet::viz;
 
 const HELP: &str = "\
@@ -67,7 +67,10 @@ fn parse() -> Result<Args, lexopt::Error> {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let net = constnet::weights::load_lenet5(&args.weights)?;
-    let (_, test) = load_dir(&args.data)?;
+    let test = load_test_dir(&args.data)?;
+    if test.is_empty() {
+        return Err(format!("{}: the test set holds no images", args.data.display()).into());
+    }
     let index = match args.index {
         Some(i) if i < test.len() => i,
         Some(i) => {
