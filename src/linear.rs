@@ -494,35 +494,28 @@ pub(crate) mod fast {
             transpose_matrix(s, self.x, (n, IN), self.xt);
             let vectors = n / S::LANES;
             let (xt, w, b) = (&*self.xt, self.w, self.b);
+            macro_rules! blocks {
+                ([$($ob:literal),*], [$($rv:literal),*]) => {
+                    for_blocks!(OUT, [$($ob),*], |o0, OB| {
+                        for_blocks!(vectors, [$($rv),*], |v0, RV| {
+                            samples_block::<S, OB, RV, IN>(
+                                s,
+                                xt,
+                                n,
+                                &w[o0 * IN..],
+                                &b[o0..],
+                                &mut self.yt[o0 * n..],
+                                v0,
+                            );
+                        });
+                    });
+                };
+            }
             if S::LANES >= 16 {
                 // 32 registers: 6 outputs × 4 vectors of samples.
-                for_blocks!(OUT, [6, 4, 1], |o0, OB| {
-                    for_blocks!(vectors, [4, 2, 1], |v0, RV| {
-                        samples_block::<S, OB, RV, IN>(
-                            s,
-                            xt,
-                            n,
-                            &w[o0 * IN..],
-                            &b[o0..],
-                            &mut self.yt[o0 * n..],
-                            v0,
-                        );
-                    });
-                });
+                blocks!([6, 4, 1], [4, 2, 1]);
             } else {
-                for_blocks!(OUT, [4, 1], |o0, OB| {
-                    for_blocks!(vectors, [2, 1], |v0, RV| {
-                        samples_block::<S, OB, RV, IN>(
-                            s,
-                            xt,
-                            n,
-                            &w[o0 * IN..],
-                            &b[o0..],
-                            &mut self.yt[o0 * n..],
-                            v0,
-                        );
-                    });
-                });
+                blocks!([4, 1], [2, 1]);
             }
             transpose_matrix(s, self.yt, (OUT, n), self.y);
             true
