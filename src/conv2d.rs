@@ -1047,10 +1047,11 @@ pub(crate) mod fast {
         }
     }
 
-    /// [`weight_grad_lane_rows`] two pixels at a time (`OW` even): the `K + 1` input pixels
-    /// of a row pair serve both, so each broadcast feeds almost two multiply-adds (0.67 loads
-    /// per multiply-add with `IB = 3`, against 1.04 for one pixel: the loads bound this
-    /// kernel, not the multiply-adds).
+    /// [`weight_grad_lanes`] for one vector of output channels from `o0` and kernel rows
+    /// `i0..i0 + IB`, two pixels at a time: the `K + 1` input pixels of a pair serve both,
+    /// so each broadcast feeds almost two multiply-adds (0.67 loads per multiply-add with
+    /// `IB = 3`, against 1.04 for one pixel at a time with `IB = 5`: the loads bound this
+    /// kernel, not the multiply-adds). An odd last pixel of a row goes alone.
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the sums in registers
     fn weight_grad_lane_pairs<S: Simd, const IB: usize, const K: usize>(
@@ -1064,7 +1065,7 @@ pub(crate) mod fast {
         for c in 0..ci {
             let mut acc = [[s.splat(0.0); K]; IB];
             for y in 0..oh {
-                for xx in (0..ow).step_by(2) {
+                for xx in (0..ow - ow % 2).step_by(2) {
                     let g_at = (y * ow + xx) * co + o0;
                     let (g0, g1) = (s.load(gt, g_at), s.load(gt, g_at + co));
                     for i in 0..IB {
@@ -1075,46 +1076,19 @@ pub(crate) mod fast {
                         }
                     }
                 }
-            }
-            for i in 0..IB {
-                for j in 0..K {
-                    s.store(gwt, ((c * K + i0 + i) * K + j) * co + o0, acc[i][j]);
-                }
-            }
-        }
-    }
-
-    /// [`weight_grad_lanes`] for one vector of output channels from `o0` and kernel rows
-    /// `i0..i0 + IB` at once: `IB·K` accumulators share each load of the gradient, enough
-    /// independent sums to keep both FMA units busy (five, one kernel row, were bound by the
-    /// FMA latency).
-    #[inline(always)]
-    fn weight_grad_lane_rows<S: Simd, const IB: usize, const K: usize>(
-        s: S,
-        gt: &[f32],
-        (co, o0, i0): (usize, usize, usize),
-        x: &[f32],
-        (ci, h, w, oh, ow): (usize, usize, usize, usize, usize),
-        gwt: &mut [f32],
-    ) {
-        for c in 0..ci {
-            let mut acc = [[s.splat(0.0); K]; IB];
-            for y in 0..oh {
-                let rows: [&[f32]; IB] =
-                    core::array::from_fn(|i| &x[c * h * w + (y + i0 + i) * w..][..ow + K - 1]);
-                for (xx, g_at) in (0..ow).zip((y * ow * co..).step_by(co)) {
-                    let gv = s.load(gt, g_at + o0);
-                    for (acc, row) in acc.iter_mut().zip(&rows) {
-                        let row: &[f32; K] = row[xx..xx + K].try_into().expect("K taps");
-                        for (a, &xv) in acc.iter_mut().zip(row) {
-                            *a = s.mul_add(gv, s.splat(xv), *a);
+                if ow % 2 == 1 {
+                    let g0 = s.load(gt, (y * ow + ow - 1) * co + o0);
+                    for i in 0..IB {
+                        let row = &x[c * h * w + (y + i0 + i) * w + ow - 1..][..K];
+                        for j in 0..K {
+                            acc[i][j] = s.mul_add(g0, s.splat(row[j]), acc[i][j]);
                         }
                     }
                 }
             }
-            for (i, acc) in acc.iter().enumerate() {
-                for (j, &a) in acc.iter().enumerate() {
-                    s.store(gwt, ((c * K + i0 + i) * K + j) * co + o0, a);
+            for i in 0..IB {
+                for j in 0..K {
+                    s.store(gwt, ((c * K + i0 + i) * K + j) * co + o0, acc[i][j]);
                 }
             }
         }
@@ -1148,29 +1122,16 @@ pub(crate) mod fast {
                 if S::LANES >= 16 {
                     // 32 registers: one vector of channels × up to 5 kernel rows × K taps.
                     for v0 in 0..CO / S::LANES {
-                        if OW.is_multiple_of(2) {
-                            for_blocks!(K, [3, 2, 1], |i0, IB| {
-                                weight_grad_lane_pairs::<S, IB, K>(
-                                    s,
-                                    gt,
-                                    (CO, v0 * S::LANES, i0),
-                                    self.x,
-                                    dims,
-                                    gwt,
-                                );
-                            });
-                        } else {
-                            for_blocks!(K, [5, 4, 3, 2, 1], |i0, IB| {
-                                weight_grad_lane_rows::<S, IB, K>(
-                                    s,
-                                    gt,
-                                    (CO, v0 * S::LANES, i0),
-                                    self.x,
-                                    dims,
-                                    gwt,
-                                );
-                            });
-                        }
+                        for_blocks!(K, [3, 2, 1], |i0, IB| {
+                            weight_grad_lane_pairs::<S, IB, K>(
+                                s,
+                                gt,
+                                (CO, v0 * S::LANES, i0),
+                                self.x,
+                                dims,
+                                gwt,
+                            );
+                        });
                     }
                 } else {
                     for_blocks!(CO / S::LANES, [2, 1], |v0, VB| {

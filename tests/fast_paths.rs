@@ -128,6 +128,9 @@ proptest! {
         // moves back), and a block of 6 channels then 1
         check_conv::<2, 7, 25, 21>(&p, &x, &g);
         check_conv::<1, 3, 16, 12>(&p, &x, &g);
+        // whole vectors of output channels (channel lanes) with an odd output width: the
+        // weight gradient's pixel pairs end with a single pixel
+        check_conv::<2, 16, 11, 7>(&p, &x, &g);
     }
 }
 
