@@ -47,7 +47,9 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     /// The forward pass when no backward pass follows: the same `output` as
     /// [`Layer::forward`], but `ws` may be left unfit for [`Layer::backward`] (max pooling
     /// skips recording its winners). Classification ([`Chain::probabilities`],
-    /// [`BatchLayer::infer_batch`]) runs it.
+    /// [`BatchLayer::infer_batch`]) runs it. One difference: where a pooling window's
+    /// maximum is a zero of both signs, max pooling may return `+0.0` where `forward`
+    /// returns `-0.0` (equal as numbers; LeNet-5's pools follow ReLUs, which give `+0.0`).
     ///
     /// [`Chain::probabilities`]: crate::Chain::probabilities
     /// [`BatchLayer::infer_batch`]: crate::BatchLayer::infer_batch

@@ -219,7 +219,9 @@ impl<
     }
 
     /// 2×2 windows with stride 2 in `f32`: only the maxima, in one SIMD pass (a third of
-    /// the work of recording the winners too). Otherwise [`Layer::forward`].
+    /// the work of recording the winners too), columns before rows, so a window whose
+    /// maximum is a zero of both signs may give `+0.0` where [`Layer::forward`] gives
+    /// `-0.0`. Otherwise [`Layer::forward`].
     fn infer(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace) {
         const { Self::SHAPE_OK };
         if K == 2

@@ -42,6 +42,8 @@ fn the_trainer_checks_where_it_will_write_before_training() {
     let train = env!("CARGO_BIN_EXE_train");
     let dir = scratch("train");
     std::fs::create_dir(dir.join("a-directory")).unwrap();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    let long = "w".repeat(250); // a legal name the probe must not make too long
     for (args, expected) in [
         (
             &["--out", "no-such-dir/w.cnet"][..],
@@ -53,7 +55,16 @@ fn the_trainer_checks_where_it_will_write_before_training() {
         ),
         (
             &["--out", "run.csv", "--curves", "run"][..],
-            "also where the training curves go",
+            "the same file as the training curves",
+        ),
+        // the same file by another path
+        (
+            &["--out", "sub/../run.csv", "--curves", "run"][..],
+            "the same file as the training curves",
+        ),
+        (
+            &["--out", long.as_str(), "--curves", "no-such-dir/c"][..],
+            "cannot write no-such-dir/c",
         ),
     ] {
         let mut all = vec!["--data", DATA, "--epochs", "1"];
@@ -67,11 +78,12 @@ fn the_trainer_checks_where_it_will_write_before_training() {
         );
     }
     // nothing left behind (no probe files, no curves)
-    let left: Vec<_> = std::fs::read_dir(&dir)
+    let mut left: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(left, ["a-directory"]);
+    left.sort();
+    assert_eq!(left, ["a-directory", "sub"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -157,31 +157,40 @@ fn report(test: &Evaluation) {
 }
 
 /// Whether the weights and the curves can be written where asked, checked before training
-/// so that a bad path does not throw a finished run away: none of them is a directory, the
-/// weights are not also a curves file, and a file can be created beside each.
+/// so that a bad path does not throw a finished run away: none of them is a directory, each
+/// one's directory exists and takes new files, and the weights are not also a curves file
+/// (compared after resolving `..` and symbolic links).
 fn check_writable(out: &Path, curves: &[&Path]) -> Result<(), String> {
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    if let Some(clash) = curves.iter().find(|c| absolute(c) == absolute(out)) {
-        return Err(format!(
-            "--out {} is also where the training curves go; pick another --out or --curves",
-            clash.display()
-        ));
-    }
+    let mut resolved = Vec::new();
     for path in std::iter::once(out).chain(curves.iter().copied()) {
         if path.is_dir() {
             return Err(format!("{} is a directory, not a file", path.display()));
         }
-        // A probe file beside the target (removed at once): the directory exists and takes
-        // new files.
-        let mut probe = path.as_os_str().to_owned();
-        probe.push(format!(".probe-{}", std::process::id()));
-        let probe = PathBuf::from(probe);
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        // A short probe file of our own in that directory, removed at once.
+        let probe = dir.join(format!(".constnet-probe-{}", std::process::id()));
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&probe)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         let _ = std::fs::remove_file(&probe);
+        let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        resolved.push(path.file_name().map(|name| dir.join(name)));
+    }
+    if let Some(clash) = curves
+        .iter()
+        .zip(&resolved[1..])
+        .find(|(_, r)| r.is_some() && **r == resolved[0])
+    {
+        return Err(format!(
+            "--out {} is the same file as the training curves {}; pick another --out or --curves",
+            out.display(),
+            clash.0.display()
+        ));
     }
     Ok(())
 }
