@@ -39,6 +39,14 @@ pub trait Simd: Copy + Debug {
     fn store(self, s: &mut [f32], at: usize, v: Self::F);
     /// Lane-wise `a + b`.
     fn add(self, a: Self::F, b: Self::F) -> Self::F;
+    /// Lane-wise `a − b`.
+    fn sub(self, a: Self::F, b: Self::F) -> Self::F;
+    /// Lane-wise `a · b` (rounded, not fused with anything).
+    fn mul(self, a: Self::F, b: Self::F) -> Self::F;
+    /// Lane-wise `a / b`, correctly rounded.
+    fn div(self, a: Self::F, b: Self::F) -> Self::F;
+    /// Lane-wise `√a`, correctly rounded.
+    fn sqrt(self, a: Self::F) -> Self::F;
     /// Lane-wise `a · b + c`, fused (one rounding) where the instruction set has FMA.
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
     /// Sum of the lanes.
@@ -301,6 +309,22 @@ impl Simd for Scalar {
         a + b
     }
     #[inline(always)]
+    fn sub(self, a: f32, b: f32) -> f32 {
+        a - b
+    }
+    #[inline(always)]
+    fn mul(self, a: f32, b: f32) -> f32 {
+        a * b
+    }
+    #[inline(always)]
+    fn div(self, a: f32, b: f32) -> f32 {
+        a / b
+    }
+    #[inline(always)]
+    fn sqrt(self, a: f32) -> f32 {
+        num_traits::Float::sqrt(a)
+    }
+    #[inline(always)]
     fn mul_add(self, a: f32, b: f32, c: f32) -> f32 {
         a * b + c
     }
@@ -380,6 +404,26 @@ mod x86 {
             unsafe { _mm_add_ps(a, b) }
         }
         #[inline(always)]
+        fn sub(self, a: __m128, b: __m128) -> __m128 {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe { _mm_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m128, b: __m128) -> __m128 {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe { _mm_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn div(self, a: __m128, b: __m128) -> __m128 {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe { _mm_div_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sqrt(self, a: __m128) -> __m128 {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe { _mm_sqrt_ps(a) }
+        }
+        #[inline(always)]
         fn mul_add(self, a: __m128, b: __m128, c: __m128) -> __m128 {
             // SAFETY: baseline SSE (see `splat`).
             unsafe { _mm_add_ps(_mm_mul_ps(a, b), c) }
@@ -439,6 +483,26 @@ mod x86 {
             unsafe { _mm256_add_ps(a, b) }
         }
         #[inline(always)]
+        fn sub(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: avx is present (see `splat`).
+            unsafe { _mm256_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: avx is present (see `splat`).
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn div(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: avx is present (see `splat`).
+            unsafe { _mm256_div_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sqrt(self, a: __m256) -> __m256 {
+            // SAFETY: avx is present (see `splat`).
+            unsafe { _mm256_sqrt_ps(a) }
+        }
+        #[inline(always)]
         fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
             // SAFETY: fma is present (see `splat`).
             unsafe { _mm256_fmadd_ps(a, b, c) }
@@ -496,6 +560,26 @@ mod x86 {
         fn add(self, a: __m512, b: __m512) -> __m512 {
             // SAFETY: avx512f is present (see `splat`).
             unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sub(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe { _mm512_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn div(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe { _mm512_div_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sqrt(self, a: __m512) -> __m512 {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe { _mm512_sqrt_ps(a) }
         }
         #[inline(always)]
         fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {

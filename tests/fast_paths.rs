@@ -480,3 +480,92 @@ proptest! {
         check_train_sgd::<f64>(seed, &x, label);
     }
 }
+
+/// The `f32` optimizer updates run in SIMD without fused multiply-adds, so every
+/// instruction set gives the same weights bit for bit, and those of the plain per-element
+/// formulas (written out here as the generic loops have them), tails included.
+#[test]
+fn optimizer_steps_are_bit_identical_on_every_isa() {
+    use constnet::optim::{Optimizer, OptimizerState};
+    type Net = constnet::Linear<f32, 37, 9>; // 333 + 9 parameters: vector tails
+    let mut rng_state = 5u32;
+    let mut next = || {
+        rng_state = rng_state
+            .wrapping_mul(1_664_525)
+            .wrapping_add(1_013_904_223);
+        (rng_state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+    };
+    let mut start = zeroed_box::<Net>();
+    let mut grads = zeroed_box::<Net>();
+    for i in 0..2 {
+        start.param_mut(i).iter_mut().for_each(|w| *w = next());
+        grads.param_mut(i).iter_mut().for_each(|g| *g = next());
+    }
+    let adam = Optimizer::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    };
+    let sgd = Optimizer::Sgd {
+        momentum: 0.9,
+        weight_decay: 0.01,
+    };
+    for opt in [adam, sgd] {
+        // the formulas, element by element, three steps
+        let (mut w, mut m, mut v) = (start.clone(), zeroed_box::<Net>(), zeroed_box::<Net>());
+        let (lr, scale) = (0.01f32, 0.5f32);
+        for t in 1..=3 {
+            for i in 0..2 {
+                let g = grads.param(i);
+                let (w, m, v) = (w.param_mut(i), m.param_mut(i), v.param_mut(i));
+                for j in 0..g.len() {
+                    match opt {
+                        Optimizer::Adam {
+                            beta1,
+                            beta2,
+                            eps,
+                            weight_decay,
+                        } => {
+                            let (b1, b2) = (beta1 as f32, beta2 as f32);
+                            let c1 = (1.0 - beta1.powi(t)) as f32;
+                            let c2 = (1.0 - beta2.powi(t)) as f32;
+                            let g = g[j] * scale + weight_decay as f32 * w[j];
+                            m[j] = b1 * m[j] + (1.0 - b1) * g;
+                            v[j] = b2 * v[j] + (1.0 - b2) * g * g;
+                            let (m_hat, v_hat) = (m[j] / c1, v[j] / c2);
+                            w[j] -= lr * m_hat / (v_hat.sqrt() + eps as f32);
+                        }
+                        Optimizer::Sgd {
+                            momentum,
+                            weight_decay,
+                        } => {
+                            let g = g[j] * scale + weight_decay as f32 * w[j];
+                            m[j] = momentum as f32 * m[j] + g;
+                            w[j] -= lr * m[j];
+                        }
+                    }
+                }
+            }
+        }
+        for isa in available() {
+            let mut net = start.clone();
+            let mut state = zeroed_box::<OptimizerState<Net>>();
+            with_isa(isa, || {
+                for _ in 0..3 {
+                    state.step(&opt, 0.01, 0.5, &mut *net, &grads);
+                }
+            });
+            for i in 0..2 {
+                let (got, want) = (net.param(i), w.param(i));
+                for (j, (a, b)) in got.iter().zip(want).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{opt:?} on {isa:?}: [{i}][{j}] {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}
