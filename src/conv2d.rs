@@ -707,9 +707,7 @@ pub(crate) mod fast {
                         .as_flattened_mut()
                         .as_flattened_mut()
                         .as_flattened_mut();
-                    // `pack_channel_lanes` with this kernel's instruction set, without
-                    // dispatching again (no measurable change; one dispatch per kernel).
-                    transpose_matrix(s, self.w, (CO, CI * K * K), local);
+                    pack_channel_lanes::<CI, CO, K>(self.w, local);
                     &*local
                 }
             };

@@ -112,7 +112,7 @@ impl<L: Layer> OptimizerState<L> {
                         L::Scalar::as_f32(g),
                         L::Scalar::as_f32(&[scale, wd, mu, lr]),
                     ) {
-                        let k = [k[0], k[1], k[2], k[3]];
+                        let k = k.try_into().expect("four constants");
                         simd::dispatch(fast::Sgd { w, v, g, k });
                         continue;
                     }
@@ -158,7 +158,7 @@ impl<L: Layer> OptimizerState<L> {
                         L::Scalar::as_f32(g),
                         L::Scalar::as_f32(&consts),
                     ) {
-                        let k = core::array::from_fn(|j| k[j]);
+                        let k = k.try_into().expect("ten constants");
                         simd::dispatch(fast::Adam { w, m, v, g, k });
                         continue;
                     }
