@@ -145,14 +145,8 @@ fn bench_conv_lanes<
         b.iter(|| {
             for block in 0..N / 16 {
                 let gi = if input_grad { Some(&mut *gis) } else { None };
-                conv.backward_lanes(
-                    block,
-                    black_box(&xs),
-                    &mut ws,
-                    black_box(&gs),
-                    gi,
-                    &mut grads,
-                )
+                let (x, g) = (black_box(&*xs), black_box(&*gs));
+                conv.backward_lanes(block, x, &ys, &mut ws, g, gi, &mut grads)
             }
         })
     });

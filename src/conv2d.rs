@@ -428,6 +428,8 @@ pub struct ConvLaneWorkspace<
     pub gw: [[[[[T; LANES]; K]; K]; CI]; CO],
     /// Bias gradient, lane by lane.
     pub gb: [[T; LANES]; CO],
+    /// One block's output gradient through a fused ReLU.
+    pub g: [Maps<T, CO, OH, OW>; LANES],
 }
 
 /// The whole batch at once: 16 samples per vector, weights broadcast (see [`crate::lanes`]).
@@ -458,11 +460,8 @@ impl<
         check_lanes(N);
         let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
         let y = Maps::flat_slice_mut(&mut output[block * LANES..][..LANES]);
-        if Self::LANES_FAST
-            && let (Some(x), Some(y)) = (T::as_f32(x), T::as_f32_mut(y))
-            && let (Some(w), Some(b)) = (T::as_f32(self.param(0)), T::as_f32(&self.bias))
-        {
-            return simd::dispatch(lanes_fast::Forward::<CI, CO, K, H, W, OH, OW> { x, w, b, y });
+        if self.forward_lanes_fast(x, y, false) {
+            return;
         }
         for n in 0..LANES {
             lane_get(x, n, ws.x.flat_mut());
@@ -477,6 +476,7 @@ impl<
         &self,
         block: usize,
         input: &[Self::Input; N],
+        _output: &[Self::Output; N],
         ws: &mut Self::LaneWorkspace,
         grad_output: &[Self::Output; N],
         grad_input: Option<&mut [Self::Input; N]>,
@@ -486,51 +486,12 @@ impl<
         check_lanes(N);
         let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
         let g = Maps::flat_slice(&grad_output[block * LANES..][..LANES]);
-        let grad_input = grad_input.map(|gi| &mut gi[block * LANES..][..LANES]);
-        let (first, last) = (block == 0, block + 1 == N / LANES);
-        if Self::LANES_FAST && T::as_f32(x).is_some() {
-            let ConvLaneWorkspace {
-                gw: gwl, gb: gbl, ..
-            } = ws;
-            let gwl = gwl.as_flattened_mut().as_flattened_mut().as_flattened_mut();
-            let Conv2d { weight, bias } = grads;
-            let weight = weight
-                .as_flattened_mut()
-                .as_flattened_mut()
-                .as_flattened_mut();
-            let (Some(x), Some(g), Some(gwl), Some(gbl), Some(gw), Some(gb)) = (
-                T::as_f32(x),
-                T::as_f32(g),
-                T::as_f32_mut(gwl.as_flattened_mut()),
-                T::as_f32_mut(gbl.as_flattened_mut()),
-                T::as_f32_mut(weight),
-                T::as_f32_mut(bias),
-            ) else {
-                unreachable!("T is f32")
-            };
-            if first {
-                gwl.fill(0.0);
-                gbl.fill(0.0);
-            }
-            let kernel = lanes_fast::WeightGrad::<CI, CO, K, H, W, OH, OW> {
-                x,
-                g,
-                gwl,
-                gbl,
-                sums: last.then_some((gw, gb)),
-            };
-            simd::dispatch(kernel);
-            if let Some(gi) = grad_input
-                && let (Some(w), Some(gi)) = (
-                    T::as_f32(self.param(0)),
-                    T::as_f32_mut(Maps::flat_slice_mut(gi)),
-                )
-            {
-                simd::dispatch(lanes_fast::InputGrad::<CI, CO, K, H, W, OH, OW> { w, g, gi });
-            }
+        let mut grad_input =
+            grad_input.map(|gi| Maps::flat_slice_mut(&mut gi[block * LANES..][..LANES]));
+        let gi = grad_input.as_deref_mut();
+        if self.backward_lanes_fast::<N>(block, (x, g, None), ws, gi, grads) {
             return;
         }
-        let mut grad_input = grad_input.map(|gi| Maps::flat_slice_mut(gi));
         for n in 0..LANES {
             lane_get(x, n, ws.x.flat_mut());
             lane_get(g, n, ws.y.flat_mut());
@@ -540,6 +501,144 @@ impl<
                 lane_put(ws.gx.flat(), n, gi);
             }
         }
+    }
+
+    fn fuses_relu(&self) -> bool {
+        Self::LANES_FAST && T::as_f32(&self.bias).is_some()
+    }
+
+    /// The SIMD kernels apply the ReLU as they store the output.
+    fn forward_lanes_relu(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &mut [T],
+        _ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        check_lanes(N);
+        let len = CO * OH * OW * LANES;
+        let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
+        self.forward_lanes_fast(x, &mut output[block * len..][..len], true)
+    }
+
+    /// The ReLU's gradient is applied where the weight gradient loads the output gradient
+    /// (or once for the block, when the input gradient reads it too).
+    fn backward_lanes_relu(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &[T],
+        ws: &mut Self::LaneWorkspace,
+        grad_output: &[T],
+        grad_input: Option<&mut [Self::Input; N]>,
+        grads: &mut Self,
+    ) -> bool {
+        check_lanes(N);
+        let len = CO * OH * OW * LANES;
+        let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
+        let (y, g) = (
+            &output[block * len..][..len],
+            &grad_output[block * len..][..len],
+        );
+        let gi = grad_input.map(|gi| Maps::flat_slice_mut(&mut gi[block * LANES..][..LANES]));
+        self.backward_lanes_fast::<N>(block, (x, g, Some(y)), ws, gi, grads)
+    }
+}
+
+impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+> Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
+{
+    /// The lane forward pass of one block by the SIMD kernels (then a ReLU if `relu`), or
+    /// `false` if they do not apply.
+    fn forward_lanes_fast(&self, x: &[T], y: &mut [T], relu: bool) -> bool {
+        if Self::LANES_FAST
+            && let (Some(x), Some(y)) = (T::as_f32(x), T::as_f32_mut(y))
+            && let (Some(w), Some(b)) = (T::as_f32(self.param(0)), T::as_f32(&self.bias))
+        {
+            let kernel = lanes_fast::Forward::<CI, CO, K, H, W, OH, OW> { x, w, b, y, relu };
+            simd::dispatch(kernel);
+            return true;
+        }
+        false
+    }
+
+    /// The lane backward pass of block `block` (of `N / LANES`) by the SIMD kernels, or
+    /// `false` if they do not apply. With `relu_output`, `g` is the gradient of the ReLU of
+    /// this layer's output, and passes where `relu_output > 0`.
+    fn backward_lanes_fast<const N: usize>(
+        &self,
+        block: usize,
+        (x, g, relu_output): (&[T], &[T], Option<&[T]>),
+        ws: &mut ConvLaneWorkspace<T, CI, CO, K, H, W, OH, OW>,
+        grad_input: Option<&mut [T]>,
+        grads: &mut Self,
+    ) -> bool {
+        if !Self::LANES_FAST || T::as_f32(x).is_none() {
+            return false;
+        }
+        let (first, last) = (block == 0, block + 1 == N / LANES);
+        let ConvLaneWorkspace {
+            gw: gwl,
+            gb: gbl,
+            g: masked,
+            ..
+        } = ws;
+        let gwl = gwl.as_flattened_mut().as_flattened_mut().as_flattened_mut();
+        let masked = Maps::flat_slice_mut(masked);
+        let Conv2d { weight, bias } = grads;
+        let weight = weight
+            .as_flattened_mut()
+            .as_flattened_mut()
+            .as_flattened_mut();
+        let (Some(x), Some(g), Some(gwl), Some(gbl), Some(gw), Some(gb), Some(masked)) = (
+            T::as_f32(x),
+            T::as_f32(g),
+            T::as_f32_mut(gwl.as_flattened_mut()),
+            T::as_f32_mut(gbl.as_flattened_mut()),
+            T::as_f32_mut(weight),
+            T::as_f32_mut(bias),
+            T::as_f32_mut(masked),
+        ) else {
+            unreachable!("T is f32")
+        };
+        let mut mask = relu_output.map(|y| T::as_f32(y).expect("T is f32"));
+        let mut g = g;
+        if let (Some(y), true) = (mask, grad_input.is_some()) {
+            // Both kernels read the gradient: mask it once.
+            for ((m, &g), &y) in masked.iter_mut().zip(g).zip(y) {
+                *m = if y > 0.0 { g } else { 0.0 };
+            }
+            (g, mask) = (&*masked, None);
+        }
+        if first {
+            gwl.fill(0.0);
+            gbl.fill(0.0);
+        }
+        let kernel = lanes_fast::WeightGrad::<CI, CO, K, H, W, OH, OW> {
+            x,
+            g,
+            mask,
+            gwl,
+            gbl,
+            sums: last.then_some((gw, gb)),
+        };
+        simd::dispatch(kernel);
+        if let Some(gi) = grad_input
+            && let (Some(w), Some(gi)) = (T::as_f32(self.param(0)), T::as_f32_mut(gi))
+        {
+            simd::dispatch(lanes_fast::InputGrad::<CI, CO, K, H, W, OH, OW> { w, g, gi });
+        }
+        true
     }
 }
 
@@ -1382,6 +1481,8 @@ pub(crate) mod lanes_fast {
         pub w: &'a [f32],
         pub b: &'a [f32],
         pub y: &'a mut [f32],
+        /// Whether to store `max(y, 0)` (NaN passing) instead of `y`.
+        pub relu: bool,
     }
 
     /// Output channels `o0..o0 + OB` × pixels `px0..px0 + PB` of row `py`: each tap row's
@@ -1390,7 +1491,7 @@ pub(crate) mod lanes_fast {
     #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the sums in registers
     fn forward_block<S: Simd, const OB: usize, const PB: usize, const K: usize>(
         s: S,
-        (x, w, b): (&[f32], &[f32], &[f32]),
+        (x, w, b, relu): (&[f32], &[f32], &[f32], bool),
         (o0, py, px0, v0): (usize, usize, usize, usize),
         (ci, h, wd, oh, ow): (usize, usize, usize, usize, usize),
         y: &mut [f32],
@@ -1417,10 +1518,21 @@ pub(crate) mod lanes_fast {
                 }
             }
         }
+        let zero = s.splat(0.0);
         for o in 0..OB {
             for p in 0..PB {
                 let at = (((o0 + o) * oh + py) * ow + px0 + p) * LANES + v0;
-                s.store(y, at, acc[o][p]);
+                let v = acc[o][p];
+                // `0 > v ? 0 : v` lets a NaN through, like `Relu`
+                s.store(
+                    y,
+                    at,
+                    if relu {
+                        s.select_gt(zero, v, zero, v)
+                    } else {
+                        v
+                    },
+                );
             }
         }
     }
@@ -1450,7 +1562,7 @@ pub(crate) mod lanes_fast {
                                     let at = (o0, py, px0, v0);
                                     forward_block::<S, OB, PB, K>(
                                         s,
-                                        (x, self.w, self.b),
+                                        (x, self.w, self.b, self.relu),
                                         at,
                                         dims,
                                         y,
@@ -1465,7 +1577,7 @@ pub(crate) mod lanes_fast {
                                     let at = (o0, py, px0, v0);
                                     forward_block::<S, OB, PB, K>(
                                         s,
-                                        (x, self.w, self.b),
+                                        (x, self.w, self.b, self.relu),
                                         at,
                                         dims,
                                         y,
@@ -1493,6 +1605,8 @@ pub(crate) mod lanes_fast {
     > {
         pub x: &'a [f32],
         pub g: &'a [f32],
+        /// A ReLU's output: `g` passes where it is positive.
+        pub mask: Option<&'a [f32]>,
         pub gwl: &'a mut [f32],
         pub gbl: &'a mut [f32],
         /// Where the lanes' sums are added, after the batch's last block.
@@ -1502,9 +1616,9 @@ pub(crate) mod lanes_fast {
     /// Output channels `o0..o0 + OB` × the `K` taps of kernel row `i` of input channel `c`.
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the sums in registers
-    fn weight_grad_block<S: Simd, const OB: usize, const K: usize>(
+    fn weight_grad_block<S: Simd, const OB: usize, const K: usize, const MASK: bool>(
         s: S,
-        (x, g): (&[f32], &[f32]),
+        (x, g, mask): (&[f32], &[f32], &[f32]),
         (o0, c, i, v0): (usize, usize, usize, usize),
         (ci, h, wd, oh, ow): (usize, usize, usize, usize, usize),
         rows: core::ops::Range<usize>,
@@ -1515,7 +1629,12 @@ pub(crate) mod lanes_fast {
             for px in 0..ow {
                 let mut gv = [s.splat(0.0); OB];
                 for o in 0..OB {
-                    gv[o] = s.load(g, (((o0 + o) * oh + py) * ow + px) * LANES + v0);
+                    let at = (((o0 + o) * oh + py) * ow + px) * LANES + v0;
+                    gv[o] = s.load(g, at);
+                    if MASK {
+                        let zero = s.splat(0.0);
+                        gv[o] = s.select_gt(s.load(mask, at), zero, gv[o], zero);
+                    }
                 }
                 let at = ((c * h + py + i) * wd + px) * LANES + v0;
                 for j in 0..K {
@@ -1534,6 +1653,48 @@ pub(crate) mod lanes_fast {
         }
     }
 
+    /// [`weight_grad_block`] over all weights for vector `v0` of a block, in bands of output
+    /// rows whose gradient and input stay in L1 across all the weights (a whole map's
+    /// gradient would be read from L2 once per kernel row).
+    #[inline(always)]
+    fn weight_grad_bands<S: Simd, const K: usize, const MASK: bool>(
+        s: S,
+        data: (&[f32], &[f32], &[f32]),
+        v0: usize,
+        dims: (usize, usize, usize, usize, usize),
+        co: usize,
+        gwl: &mut [f32],
+    ) {
+        let (ci, oh, ow) = (dims.0, dims.3, dims.4);
+        // Rows per band: 4 channels' gradient rows in ~24 KiB, the bands even.
+        let band = {
+            let rows = (384 / (4 * ow)).max(1);
+            oh.div_ceil(oh.div_ceil(rows))
+        };
+        for py0 in (0..oh).step_by(band) {
+            let rows = py0..(py0 + band).min(oh);
+            if S::LANES >= 16 {
+                for_blocks!(co, [4, 2, 1], |o0, OB| {
+                    for c in 0..ci {
+                        for i in 0..K {
+                            let (at, rows) = ((o0, c, i, v0), rows.clone());
+                            weight_grad_block::<S, OB, K, MASK>(s, data, at, dims, rows, gwl);
+                        }
+                    }
+                });
+            } else {
+                for_blocks!(co, [2, 1], |o0, OB| {
+                    for c in 0..ci {
+                        for i in 0..K {
+                            let (at, rows) = ((o0, c, i, v0), rows.clone());
+                            weight_grad_block::<S, OB, K, MASK>(s, data, at, dims, rows, gwl);
+                        }
+                    }
+                });
+            }
+        }
+    }
+
     impl<
         const CI: usize,
         const CO: usize,
@@ -1547,61 +1708,34 @@ pub(crate) mod lanes_fast {
         type Output = ();
         #[inline(always)]
         fn run<S: Simd>(self, s: S) {
-            // Rows per band: 4 channels' gradient rows in ~24 KiB, the bands even.
-            let band = {
-                let rows = (384 / (4 * OW)).max(1);
-                OH.div_ceil(OH.div_ceil(rows))
-            };
             let dims = (CI, H, W, OH, OW);
             let blocks = self.x.chunks_exact(CI * H * W * LANES);
-            for (x, g) in blocks.zip(self.g.chunks_exact(CO * OH * OW * LANES)) {
+            let mask = self.mask.unwrap_or(&[]);
+            let masks = mask.chunks_exact(CO * OH * OW * LANES);
+            let g_len = CO * OH * OW * LANES;
+            for (k, (x, g)) in blocks.zip(self.g.chunks_exact(g_len)).enumerate() {
+                let mask = match self.mask {
+                    Some(_) => masks.clone().nth(k).expect("a mask per block"),
+                    None => &[][..],
+                };
                 for v0 in (0..LANES).step_by(S::LANES) {
-                    for (o, g) in g.chunks_exact(OH * OW * LANES).enumerate() {
+                    for o in 0..CO {
                         let mut acc = s.load(self.gbl, o * LANES + v0);
                         for p in 0..OH * OW {
-                            acc = s.add(acc, s.load(g, p * LANES + v0));
+                            let at = (o * OH * OW + p) * LANES + v0;
+                            let mut gv = s.load(g, at);
+                            if self.mask.is_some() {
+                                let zero = s.splat(0.0);
+                                gv = s.select_gt(s.load(mask, at), zero, gv, zero);
+                            }
+                            acc = s.add(acc, gv);
                         }
                         s.store(self.gbl, o * LANES + v0, acc);
                     }
-                    // Bands of output rows, whose gradient and input stay in L1 across all
-                    // the weights (a whole map's gradient is read once per kernel row).
-                    for py0 in (0..OH).step_by(band) {
-                        let rows = py0..(py0 + band).min(OH);
-                        if S::LANES >= 16 {
-                            for_blocks!(CO, [4, 2, 1], |o0, OB| {
-                                for c in 0..CI {
-                                    for i in 0..K {
-                                        let at = (o0, c, i, v0);
-                                        let rows = rows.clone();
-                                        weight_grad_block::<S, OB, K>(
-                                            s,
-                                            (x, g),
-                                            at,
-                                            dims,
-                                            rows,
-                                            self.gwl,
-                                        );
-                                    }
-                                }
-                            });
-                        } else {
-                            for_blocks!(CO, [2, 1], |o0, OB| {
-                                for c in 0..CI {
-                                    for i in 0..K {
-                                        let at = (o0, c, i, v0);
-                                        let rows = rows.clone();
-                                        weight_grad_block::<S, OB, K>(
-                                            s,
-                                            (x, g),
-                                            at,
-                                            dims,
-                                            rows,
-                                            self.gwl,
-                                        );
-                                    }
-                                }
-                            });
-                        }
+                    if self.mask.is_some() {
+                        weight_grad_bands::<S, K, true>(s, (x, g, mask), v0, dims, CO, self.gwl);
+                    } else {
+                        weight_grad_bands::<S, K, false>(s, (x, g, mask), v0, dims, CO, self.gwl);
                     }
                 }
             }

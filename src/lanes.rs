@@ -83,15 +83,62 @@ pub trait LaneLayer<const N: usize>: Layer {
     /// input gradient (in lanes) if asked. Call it for blocks `0, 1, …, N/16 − 1` in that
     /// order: a layer may gather its parameter gradients lane by lane over the blocks and
     /// add their sums to `grads` only after the last one.
+    #[allow(clippy::too_many_arguments)]
     fn backward_lanes(
         &self,
         block: usize,
         input: &[Self::Input; N],
+        output: &[Self::Output; N],
         ws: &mut Self::LaneWorkspace,
         grad_output: &[Self::Output; N],
         grad_input: Option<&mut [Self::Input; N]>,
         grads: &mut Self,
     );
+
+    /// Whether this layer is a [`Relu`]: a chain then offers the layer before it to apply
+    /// the ReLU itself ([`LaneLayer::forward_lanes_relu`]), so that the pre-activation maps
+    /// are never written and read back.
+    const RELU: bool = false;
+
+    /// Whether [`LaneLayer::forward_lanes_relu`] and [`LaneLayer::backward_lanes_relu`]
+    /// do the work (and return `true`) for this layer as it is.
+    fn fuses_relu(&self) -> bool {
+        false
+    }
+
+    /// [`LaneLayer::forward_lanes`] followed by a ReLU, written to `output`: the block's
+    /// elements flat, in lanes, as a [`Relu`] after this layer would write them. Returns
+    /// `false`, having done nothing, if the layer does not fuse a ReLU (the default,
+    /// whenever [`LaneLayer::fuses_relu`] is `false`).
+    fn forward_lanes_relu(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &mut [Self::Scalar],
+        ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        let _ = (block, input, output, ws);
+        false
+    }
+
+    /// The backward pass of [`LaneLayer::forward_lanes_relu`]: `output` is what it wrote,
+    /// `grad_output` the gradient with respect to it (both flat, the whole batch). Returns
+    /// `false`, having done nothing, if the layer does not fuse a ReLU (the default,
+    /// whenever [`LaneLayer::fuses_relu`] is `false`).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_lanes_relu(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &[Self::Scalar],
+        ws: &mut Self::LaneWorkspace,
+        grad_output: &[Self::Scalar],
+        grad_input: Option<&mut [Self::Input; N]>,
+        grads: &mut Self,
+    ) -> bool {
+        let _ = (block, input, output, ws, grad_output, grad_input, grads);
+        false
+    }
 }
 
 /// Panics unless the batch `n` is a multiple of [`LANES`] (a constant test, folded away:
@@ -207,6 +254,9 @@ where
 {
     type LaneWorkspace = LaneChainWorkspace<A, B, N>;
 
+    /// A layer followed by a ReLU that it can apply itself writes the ReLU's output
+    /// straight away ([`LaneLayer::forward_lanes_relu`]): the maps before the ReLU are
+    /// never written.
     fn forward_lanes(
         &self,
         block: usize,
@@ -214,6 +264,14 @@ where
         output: &mut [B::Output; N],
         ws: &mut Self::LaneWorkspace,
     ) {
+        if B::RELU && self.first.fuses_relu() {
+            let y = B::Output::flat_slice_mut(output);
+            let fused = self
+                .first
+                .forward_lanes_relu(block, input, y, &mut ws.first);
+            debug_assert!(fused, "fuses_relu promised a fused forward pass");
+            return;
+        }
         self.first
             .forward_lanes(block, input, &mut ws.mid, &mut ws.first);
         self.then
@@ -232,10 +290,76 @@ where
         self.then.infer_lanes(block, &ws.mid, output, &mut ws.then);
     }
 
+    /// The chain's last layer applies the ReLU, if it can.
+    fn forward_lanes_relu(
+        &self,
+        block: usize,
+        input: &[A::Input; N],
+        output: &mut [A::Scalar],
+        ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        // Asked first, with nothing computed: whether the last layer fuses does not depend
+        // on its input.
+        if !self.then.fuses_relu() {
+            return false;
+        }
+        self.first
+            .forward_lanes(block, input, &mut ws.mid, &mut ws.first);
+        self.then
+            .forward_lanes_relu(block, &ws.mid, output, &mut ws.then)
+    }
+
+    fn fuses_relu(&self) -> bool {
+        self.then.fuses_relu()
+    }
+
+    fn backward_lanes_relu(
+        &self,
+        block: usize,
+        input: &[A::Input; N],
+        output: &[A::Scalar],
+        ws: &mut Self::LaneWorkspace,
+        grad_output: &[A::Scalar],
+        grad_input: Option<&mut [A::Input; N]>,
+        grads: &mut Self,
+    ) -> bool {
+        if !self.then.fuses_relu() {
+            return false;
+        }
+        let LaneChainWorkspace {
+            first,
+            mid,
+            mid_grad,
+            then,
+        } = ws;
+        let g = Some(&mut *mid_grad);
+        let fused = self.then.backward_lanes_relu(
+            block,
+            mid,
+            output,
+            then,
+            grad_output,
+            g,
+            &mut grads.then,
+        );
+        debug_assert!(fused, "fuses_relu promised a fused backward pass");
+        self.first.backward_lanes(
+            block,
+            input,
+            mid,
+            first,
+            mid_grad,
+            grad_input,
+            &mut grads.first,
+        );
+        true
+    }
+
     fn backward_lanes(
         &self,
         block: usize,
         input: &[A::Input; N],
+        output: &[B::Output; N],
         ws: &mut Self::LaneWorkspace,
         grad_output: &[B::Output; N],
         grad_input: Option<&mut [A::Input; N]>,
@@ -247,11 +371,30 @@ where
             mid_grad,
             then,
         } = ws;
+        if B::RELU && self.first.fuses_relu() {
+            let (y, g) = (
+                B::Output::flat_slice(output),
+                B::Output::flat_slice(grad_output),
+            );
+            let grads = &mut grads.first;
+            let fused = self
+                .first
+                .backward_lanes_relu(block, input, y, first, g, grad_input, grads);
+            debug_assert!(fused, "fuses_relu promised a fused backward pass");
+            return;
+        }
         let g = Some(&mut *mid_grad);
         self.then
-            .backward_lanes(block, mid, then, grad_output, g, &mut grads.then);
-        self.first
-            .backward_lanes(block, input, first, mid_grad, grad_input, &mut grads.first);
+            .backward_lanes(block, mid, output, then, grad_output, g, &mut grads.then);
+        self.first.backward_lanes(
+            block,
+            input,
+            mid,
+            first,
+            mid_grad,
+            grad_input,
+            &mut grads.first,
+        );
     }
 }
 
@@ -268,6 +411,7 @@ fn block_of_mut<X, const N: usize>(x: &mut [X; N], block: usize) -> &mut [X] {
 /// Element-wise, so the layout does not matter: the per-sample pass over the block's slots.
 impl<X: Tensor, const N: usize> LaneLayer<N> for Relu<X> {
     type LaneWorkspace = ();
+    const RELU: bool = true;
 
     fn forward_lanes(&self, block: usize, input: &[X; N], output: &mut [X; N], _ws: &mut ()) {
         check_lanes(N);
@@ -283,6 +427,7 @@ impl<X: Tensor, const N: usize> LaneLayer<N> for Relu<X> {
         &self,
         block: usize,
         input: &[X; N],
+        _output: &[X; N],
         _ws: &mut (),
         grad_output: &[X; N],
         grad_input: Option<&mut [X; N]>,
@@ -326,6 +471,7 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const L: usize, 
         &self,
         block: usize,
         input: &[Self::Input; N],
+        _output: &[[T; L]; N],
         _ws: &mut (),
         grad_output: &[[T; L]; N],
         grad_input: Option<&mut [Self::Input; N]>,
@@ -414,8 +560,10 @@ pub struct LanesWorkspace<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> {
     pub lanes: Net::LaneWorkspace,
     /// The latest batch's input, in lanes.
     pub input: [Net::Input; N],
-    /// The latest batch's output, then its gradient, in lanes.
+    /// The latest batch's output, in lanes.
     pub output: [Net::Output; N],
+    /// The output's gradient, in lanes.
+    pub grad_output: [Net::Output; N],
     /// The input gradient, in lanes.
     pub grad_input: [Net::Input; N],
 }
@@ -476,7 +624,8 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
         let LanesWorkspace {
             lanes,
             input: x,
-            output: g,
+            output: y,
+            grad_output: g,
             grad_input: gx,
             ..
         } = ws;
@@ -486,10 +635,10 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
             match grad_input.as_deref_mut() {
                 Some(gi) => {
                     self.0
-                        .backward_lanes(b, x, lanes, g, Some(gx), &mut grads.0);
+                        .backward_lanes(b, x, y, lanes, g, Some(gx), &mut grads.0);
                     block_from_lanes(gx, gi, b);
                 }
-                None => self.0.backward_lanes(b, x, lanes, g, None, &mut grads.0),
+                None => self.0.backward_lanes(b, x, y, lanes, g, None, &mut grads.0),
             }
         }
     }

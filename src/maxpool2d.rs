@@ -467,6 +467,7 @@ impl<
         &self,
         block: usize,
         input: &[Self::Input; N],
+        _output: &[Self::Output; N],
         ws: &mut Self::LaneWorkspace,
         grad_output: &[Self::Output; N],
         grad_input: Option<&mut [Self::Input; N]>,

@@ -91,7 +91,7 @@ where
                 layer.forward_lanes(b, &xl, &mut yl, &mut lws);
             }
             for b in 0..N / 16 {
-                layer.backward_lanes(b, &xl, &mut lws, &gl, Some(&mut gil), &mut grads);
+                layer.backward_lanes(b, &xl, &yl, &mut lws, &gl, Some(&mut gil), &mut grads);
             }
             from_lanes(&*yl, &mut ys);
             assert_close("output", isa, &flat(&ys), &flat(&ys_one));
@@ -150,7 +150,8 @@ fn lane_pooling_routes_ties_to_the_first_maximum() {
         with_isa(isa, || {
             let mut gil = [[[[9.0f32; 2]; 2]; 1]; 16];
             let (pool, mut ws) = (Pool::new(), zeroed_box());
-            pool.backward_lanes(0, &xl, &mut ws, &gl, Some(&mut gil), &mut Pool::new());
+            let y = [[[[0.0f32; 1]; 1]; 1]; 16];
+            pool.backward_lanes(0, &xl, &y, &mut ws, &gl, Some(&mut gil), &mut Pool::new());
             let mut gi = gil;
             from_lanes(&gil, &mut gi);
             assert_eq!(gi[0][0], [[1.0, 0.0], [0.0, 0.0]], "{isa:?}");
