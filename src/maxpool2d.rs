@@ -482,7 +482,10 @@ impl<
             Maps::flat_slice_mut(&mut gi[block * LANES..][..LANES]),
         );
         if let (Some(x), Some(g), Some(gi)) = (T::as_f32(x), T::as_f32(g), T::as_f32_mut(gi)) {
-            gi.fill(0.0);
+            if S != K {
+                // Overlapping windows add to the same input gradient.
+                gi.fill(0.0);
+            }
             return simd::dispatch(lanes_fast::Backward::<C, H, W, K, S, OH, OW> { x, g, gi });
         }
         let ((xs, gxs), (gs, at)) = ws;
@@ -611,7 +614,13 @@ mod lanes_fast {
                                         (s.splat(t as f32 - 0.5), s.splat(t as f32 + 0.5));
                                     let mine =
                                         s.select_gt(won, lo, s.select_gt(hi, won, gv, zero), zero);
-                                    s.store(gi, at(t), s.add(s.load(gi, at(t)), mine));
+                                    // Tiled windows (S = K) write each input once.
+                                    let v = if S == K {
+                                        mine
+                                    } else {
+                                        s.add(s.load(gi, at(t)), mine)
+                                    };
+                                    s.store(gi, at(t), v);
                                 }
                             }
                         }
