@@ -20,6 +20,10 @@ use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
 ///         → Flatten 400 → Linear 120 → ReLU → Linear 100 → ReLU → Linear 10 → Softmax
 /// ```
 ///
+/// The convolutions and poolings are wrapped in [`Lanes`]: a batch of 16, 32, 48, … images
+/// runs through them 16 images per vector ([`crate::lanes`]); a single image, or another
+/// batch size, runs them as if unwrapped.
+///
 /// It has 63,802 parameters (249 KiB in `f32`, 498 KiB in `f64`); build it on the heap with
 /// [`LeNet5::new_boxed`]. Its parameter tensors are, in order, PyTorch's `conv1.weight`,
 /// `conv1.bias`, `conv2.weight`, `conv2.bias`, `fc1.weight`, `fc1.bias`, `fc2.*`, `fc3.*`
@@ -39,7 +43,7 @@ use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
 /// assert!(class < 10);
 /// ```
 pub type LeNet5<T> = sequential![
-    Lanes<sequential![                          // batches of 16k run 16 samples per vector
+    Lanes<sequential![                          // batches of 16k: 16 images per vector
         Conv2d<T, 1, 6, 5, 1, 0, 32, 32, 28, 28>,   // C1: 6 filters 5×5 → 6@28×28
         Relu<Maps<T, 6, 28, 28>>,
         MaxPool2d<T, 6, 28, 28, 2, 2, 14, 14>,      // S2: 2×2 stride 2 → 6@14×14

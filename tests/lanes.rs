@@ -73,9 +73,9 @@ where
             }
             // in lanes
             let mut xl = zeroed_box::<[L::Input; N]>();
-            to_lanes(&*xs, &mut xl);
+            to_lanes(&xs, &mut xl);
             let mut gl = zeroed_box::<[L::Output; N]>();
-            to_lanes(&*gs, &mut gl);
+            to_lanes(&gs, &mut gl);
             let mut yl = zeroed_box::<[L::Output; N]>();
             let mut gil = zeroed_box::<[L::Input; N]>();
             let mut grads = zeroed_box::<L>();
@@ -84,7 +84,7 @@ where
                 layer.infer_lanes(b, &xl, &mut yl, &mut lws);
             }
             let mut ys = zeroed_box::<[L::Output; N]>();
-            from_lanes(&*yl, &mut ys);
+            from_lanes(&yl, &mut ys);
             let flat = |y: &[L::Output; N]| L::Output::flat_slice(y).to_vec();
             assert_close("inferred output", isa, &flat(&ys), &flat(&ys_one));
             for b in 0..N / 16 {
@@ -93,10 +93,10 @@ where
             for b in 0..N / 16 {
                 layer.backward_lanes(b, &xl, &yl, &mut lws, &gl, Some(&mut gil), &mut grads);
             }
-            from_lanes(&*yl, &mut ys);
+            from_lanes(&yl, &mut ys);
             assert_close("output", isa, &flat(&ys), &flat(&ys_one));
             let mut gis = zeroed_box::<[L::Input; N]>();
-            from_lanes(&*gil, &mut gis);
+            from_lanes(&gil, &mut gis);
             assert_close(
                 "input gradient",
                 isa,
