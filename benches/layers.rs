@@ -8,7 +8,8 @@
 
 use constnet::simd::{Isa, with_isa};
 use constnet::{
-    BatchLayer, Conv2d, Layer, Linear, Maps, MaxPool2d, Relu, Softmax, Tensor, zeroed_box,
+    BatchLayer, Conv2d, LaneLayer, Layer, Linear, Maps, MaxPool2d, Relu, Softmax, Tensor,
+    zeroed_box,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, RngExt, SeedableRng};
@@ -99,6 +100,59 @@ fn bench_conv_batch<
     group.finish();
 }
 
+/// A convolution's lane passes over 64 images in lanes ([`LaneLayer`]): forward, and
+/// backward with the input gradient if `input_grad`; FLOPs per image × 64.
+fn bench_conv_lanes<
+    const CI: usize,
+    const CO: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+>(
+    c: &mut Criterion,
+    name: &str,
+    conv: &Conv2d<f32, CI, CO, 5, 1, 0, H, W, OH, OW>,
+    (forward_work, backward_work): (u64, u64),
+    input_grad: bool,
+) {
+    const N: usize = 64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut xs = zeroed_box::<[Maps<f32, CI, H, W>; N]>();
+    for v in xs.iter_mut().flat_map(|x| x.flat_mut()) {
+        *v = rng.random_range(-1.0..1.0);
+    }
+    let mut gs = zeroed_box::<[Maps<f32, CO, OH, OW>; N]>();
+    for v in gs.iter_mut().flat_map(|x| x.flat_mut()) {
+        *v = rng.random_range(-1.0..1.0);
+    }
+    let mut ys = zeroed_box::<[Maps<f32, CO, OH, OW>; N]>();
+    let mut gis = zeroed_box::<[Maps<f32, CI, H, W>; N]>();
+    let mut grads = zeroed_box::<Conv2d<f32, CI, CO, 5, 1, 0, H, W, OH, OW>>();
+    let mut ws =
+        zeroed_box::<<Conv2d<f32, CI, CO, 5, 1, 0, H, W, OH, OW> as LaneLayer<N>>::LaneWorkspace>();
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(forward_work * N as u64));
+    group.bench_function("forward_lanes/64", |b| {
+        b.iter(|| {
+            for block in 0..N / 16 {
+                conv.forward_lanes(block, black_box(&xs), &mut ys, &mut ws)
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(backward_work * N as u64));
+    group.bench_function("backward_lanes/64", |b| {
+        b.iter(|| {
+            for block in 0..N / 16 {
+                let gi = if input_grad { Some(&mut *gis) } else { None };
+                let (x, g) = (black_box(&*xs), black_box(&*gs));
+                conv.backward_lanes(block, x, &ys, &mut ws, g, gi, &mut grads)
+            }
+        })
+    });
+    group.finish();
+}
+
 fn layers(c: &mut Criterion) {
     with_isa(isa(), || {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -116,6 +170,7 @@ fn layers(c: &mut Criterion) {
         let (c1, c2) = (6 * 28 * 28 * 25, 16 * 10 * 10 * 150);
         let (f1, f2, f3) = (400 * 120, 120 * 100, 100 * 10);
         bench_layer(c, "conv1", &*conv1, (2 * c1, 2 * c1), false);
+        bench_conv_lanes(c, "conv1", &*conv1, (2 * c1, 2 * c1), false);
         bench_layer(
             c,
             "relu1",
@@ -132,6 +187,7 @@ fn layers(c: &mut Criterion) {
         );
         bench_layer(c, "conv2", &*conv2, (2 * c2, 4 * c2), true);
         bench_conv_batch(c, "conv2", &*conv2, 2 * c2);
+        bench_conv_lanes(c, "conv2", &*conv2, (2 * c2, 4 * c2), true);
         bench_layer(
             c,
             "relu2",

@@ -2,7 +2,9 @@
 //! batch 1 and at batch 64, in `f32` (SIMD fast paths) and `f64` (reference loops).
 //! `train_step` clears a gradient buffer, back-propagates into it and applies `Sgd::step`;
 //! `train_sgd` is the fused batch-1 step (`Chain::train_sgd`), same result, no buffer;
-//! `train_step_8x8` is a batch of 64 as the trainer runs it, 8 micro-batches of 8.
+//! `train_step_4x16` is a batch of 64 as the trainer runs it, 4 micro-batches of 16 (the
+//! convolutions in lanes, see `constnet::lanes`); `train_step_8x8` runs 8 micro-batches of 8
+//! (sample by sample through the convolutions).
 //!
 //! Throughput is in FLOPs (2 per multiply-add: 837,200 forward, 2,276,400 per training
 //! step), so criterion's "elem/s" reads as FLOP/s; divide the time by the batch for µs/image.
@@ -105,37 +107,10 @@ fn bench_type<T: Scalar>(c: &mut Criterion, name: &str) {
         })
     });
 
-    // batch 64 as the trainer runs it: 8 micro-batches of 8 (gradients summed), one update;
-    // a micro-batch's activations (~0.5 MB) stay in L2 between its forward and backward
-    const M: usize = 8;
-    let micro: Vec<Box<[Image<T>; M]>> = (0..N / M)
-        .map(|k| {
-            let mut x = zeroed_box::<[Image<T>; M]>();
-            x.copy_from_slice(&xs[k * M..(k + 1) * M]);
-            x
-        })
-        .collect();
-    let micro_labels: [usize; M] = core::array::from_fn(|n| n % 10);
-    let mut mws = LeNet5::<T>::batch_workspace::<M>();
-    g.throughput(Throughput::Elements(TRAIN_FLOPS * N as u64));
-    g.bench_function(BenchmarkId::new("train_step_8x8", N), |b| {
-        b.iter(|| {
-            grads.zero_params();
-            let mut loss = T::zero();
-            for x in &micro {
-                loss = loss
-                    + net.backprop_batch(
-                        black_box(&**x),
-                        &micro_labels,
-                        Loss::CrossEntropy,
-                        &mut mws,
-                        &mut grads,
-                    );
-            }
-            sgd.step(&mut *net, &grads);
-            loss
-        })
-    });
+    // batch 64 as micro-batches (gradients summed), one update: 4 × 16 as the trainer runs
+    // it (the convolutions in lanes), and 8 × 8 (sample by sample, the activations in cache)
+    train_micro::<T, 16>(&mut g, &mut net, &xs, &mut grads, &sgd);
+    train_micro::<T, 8>(&mut g, &mut net, &xs, &mut grads, &sgd);
     g.finish();
 }
 
@@ -155,3 +130,47 @@ criterion_group! {
     targets = lenet
 }
 criterion_main!(benches);
+
+/// The batch-64 training step as `64 / M` micro-batches of `M`, gradients summed, one update.
+fn train_micro<T: Scalar, const M: usize>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    net: &mut LeNet5<T>,
+    xs: &[Image<T>; 64],
+    grads: &mut LeNet5<T>,
+    sgd: &Sgd<T>,
+) where
+    LeNet5<T>: BatchLayer<M> + Layer<Scalar = T>,
+{
+    const N: usize = 64;
+    let micro: Vec<Box<[Image<T>; M]>> = (0..N / M)
+        .map(|k| {
+            let mut x = zeroed_box::<[Image<T>; M]>();
+            x.copy_from_slice(&xs[k * M..(k + 1) * M]);
+            x
+        })
+        .collect();
+    let micro_labels: [usize; M] = core::array::from_fn(|n| n % 10);
+    let mut mws = LeNet5::<T>::batch_workspace::<M>();
+    g.throughput(Throughput::Elements(TRAIN_FLOPS * N as u64));
+    g.bench_function(
+        BenchmarkId::new(format!("train_step_{}x{M}", N / M), N),
+        |b| {
+            b.iter(|| {
+                grads.zero_params();
+                let mut loss = T::zero();
+                for x in &micro {
+                    loss = loss
+                        + net.backprop_batch(
+                            black_box(&**x),
+                            &micro_labels,
+                            Loss::CrossEntropy,
+                            &mut mws,
+                            grads,
+                        );
+                }
+                sgd.step(net, grads);
+                loss
+            })
+        },
+    );
+}

@@ -11,7 +11,7 @@ use crate::loss::{Loss, softmax_loss};
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::{Maps, argmax};
-use crate::{Conv2d, Flatten, Linear, MaxPool2d, Relu, sequential};
+use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
 
 /// LeNet-5 as in the article: a 1×32×32 digit to 10 class probabilities.
 ///
@@ -19,6 +19,10 @@ use crate::{Conv2d, Flatten, Linear, MaxPool2d, Relu, sequential};
 /// 1×32×32 → Conv 6@5×5 → ReLU → MaxPool 2×2/2 → Conv 16@5×5 → ReLU → MaxPool 2×2/2
 ///         → Flatten 400 → Linear 120 → ReLU → Linear 100 → ReLU → Linear 10 → Softmax
 /// ```
+///
+/// The convolutions and poolings are wrapped in [`Lanes`]: a batch of 16, 32, 48, … images
+/// runs through them 16 images per vector ([`crate::lanes`]); a single image, or another
+/// batch size, runs them as if unwrapped.
 ///
 /// It has 63,802 parameters (249 KiB in `f32`, 498 KiB in `f64`); build it on the heap with
 /// [`LeNet5::new_boxed`]. Its parameter tensors are, in order, PyTorch's `conv1.weight`,
@@ -39,13 +43,15 @@ use crate::{Conv2d, Flatten, Linear, MaxPool2d, Relu, sequential};
 /// assert!(class < 10);
 /// ```
 pub type LeNet5<T> = sequential![
-    Conv2d<T, 1, 6, 5, 1, 0, 32, 32, 28, 28>,   // C1: 6 filters 5×5 → 6@28×28
-    Relu<Maps<T, 6, 28, 28>>,
-    MaxPool2d<T, 6, 28, 28, 2, 2, 14, 14>,      // S2: 2×2 stride 2 → 6@14×14
-    Conv2d<T, 6, 16, 5, 1, 0, 14, 14, 10, 10>,  // C3: 16 filters 5×5 → 16@10×10
-    Relu<Maps<T, 16, 10, 10>>,
-    MaxPool2d<T, 16, 10, 10, 2, 2, 5, 5>,       // S4: 2×2 stride 2 → 16@5×5
-    Flatten<T, 16, 5, 5, 400>,                  // 400
+    Lanes<sequential![                          // batches of 16k: 16 images per vector
+        Conv2d<T, 1, 6, 5, 1, 0, 32, 32, 28, 28>,   // C1: 6 filters 5×5 → 6@28×28
+        Relu<Maps<T, 6, 28, 28>>,
+        MaxPool2d<T, 6, 28, 28, 2, 2, 14, 14>,      // S2: 2×2 stride 2 → 6@14×14
+        Conv2d<T, 6, 16, 5, 1, 0, 14, 14, 10, 10>,  // C3: 16 filters 5×5 → 16@10×10
+        Relu<Maps<T, 16, 10, 10>>,
+        MaxPool2d<T, 16, 10, 10, 2, 2, 5, 5>,       // S4: 2×2 stride 2 → 16@5×5
+        Flatten<T, 16, 5, 5, 400>,                  // 400
+    ]>,
     Linear<T, 400, 120>,                        // F5: 120
     Relu<[T; 120]>,
     Linear<T, 120, 100>,                        // F6: 100

@@ -13,8 +13,8 @@
 //!   is `no_std` and needs no allocator.
 //! * **Fast where it counts.** `f32` passes run SIMD kernels picked at run time (AVX-512,
 //!   AVX2+FMA, SSE2; see [`simd`]) with default cargo flags; [`BatchLayer`] runs mini-batches
-//!   (fully connected layers as matrix products) and [`Chain::train_sgd`] fuses a batch-1 SGD
-//!   step. The plain loops stay as each layer's `*_reference` methods, and `f64` runs them.
+//!   (fully connected layers as matrix products, convolutions wrapped in [`Lanes`] with 16
+//!   images per vector, see [`lanes`]) and [`Chain::train_sgd`] fuses a batch-1 SGD step. The plain loops stay as each layer's `*_reference` methods, and `f64` runs them.
 //! * **Correct by property.** Every layer's gradients are checked against finite differences,
 //!   and LeNet-5 against PyTorch's numbers.
 //!
@@ -67,6 +67,7 @@ pub mod chain;
 pub mod conv2d;
 pub mod flatten;
 pub mod fused;
+pub mod lanes;
 pub mod layer;
 pub mod lenet;
 pub mod linear;
@@ -97,6 +98,7 @@ pub use chain::{Chain, ChainWorkspace};
 pub use conv2d::{Conv2d, conv_out};
 pub use flatten::Flatten;
 pub use fused::SgdLayer;
+pub use lanes::{LANES, LaneLayer, Lanes, from_lanes, to_lanes};
 pub use layer::Layer;
 pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;

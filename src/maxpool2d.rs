@@ -4,6 +4,7 @@ use core::marker::PhantomData;
 
 use rand::Rng;
 
+use crate::lanes::{LANES, LaneLayer, check_lanes, lane_get, lane_put};
 use crate::layer::{Layer, no_such_param};
 use crate::scalar::Scalar;
 use crate::simd;
@@ -415,6 +416,217 @@ mod fast {
                 }
             }
             true
+        }
+    }
+}
+
+/// The whole batch at once, 16 samples per vector (see [`crate::lanes`]): a window's
+/// maximum is a vector `max`, and the backward pass finds each lane's winner again from the
+/// input (the first maximum, as in [`Layer::forward`]) instead of keeping it.
+impl<
+    T: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+    const N: usize,
+> LaneLayer<N> for MaxPool2d<T, C, H, W, K, S, OH, OW>
+{
+    /// One sample's input and input gradient, output and winners, for the reference loops.
+    type LaneWorkspace = (
+        (Maps<T, C, H, W>, Maps<T, C, H, W>),
+        (Maps<T, C, OH, OW>, [[[u32; OW]; OH]; C]),
+    );
+
+    fn forward_lanes(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &mut [Self::Output; N],
+        ws: &mut Self::LaneWorkspace,
+    ) {
+        const { Self::SHAPE_OK };
+        check_lanes(N);
+        let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
+        let y = Maps::flat_slice_mut(&mut output[block * LANES..][..LANES]);
+        if let (Some(x), Some(y)) = (T::as_f32(x), T::as_f32_mut(y)) {
+            return simd::dispatch(lanes_fast::Forward::<C, H, W, K, S, OH, OW> { x, y });
+        }
+        let ((xs, _), (ys, at)) = ws;
+        for n in 0..LANES {
+            lane_get(x, n, xs.flat_mut());
+            self.forward_reference(xs, ys, at);
+            lane_put(ys.flat(), n, y);
+        }
+    }
+
+    fn backward_lanes(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        _output: &[Self::Output; N],
+        ws: &mut Self::LaneWorkspace,
+        grad_output: &[Self::Output; N],
+        grad_input: Option<&mut [Self::Input; N]>,
+        _grads: &mut Self,
+    ) {
+        const { Self::SHAPE_OK };
+        check_lanes(N);
+        let Some(gi) = grad_input else { return };
+        let (x, g, gi) = (
+            Maps::flat_slice(&input[block * LANES..][..LANES]),
+            Maps::flat_slice(&grad_output[block * LANES..][..LANES]),
+            Maps::flat_slice_mut(&mut gi[block * LANES..][..LANES]),
+        );
+        if let (Some(x), Some(g), Some(gi)) = (T::as_f32(x), T::as_f32(g), T::as_f32_mut(gi)) {
+            if S != K {
+                // Overlapping windows add to the same input gradient.
+                gi.fill(0.0);
+            }
+            return simd::dispatch(lanes_fast::Backward::<C, H, W, K, S, OH, OW> { x, g, gi });
+        }
+        let ((xs, gxs), (gs, at)) = ws;
+        for n in 0..LANES {
+            lane_get(x, n, xs.flat_mut());
+            self.forward_reference(xs, gs, at);
+            lane_get(g, n, gs.flat_mut());
+            Self::backward_reference(xs, at, gs, gxs);
+            lane_put(gxs.flat(), n, gi);
+        }
+    }
+}
+
+/// `f32` kernels of the lane passes: one vector of lanes per window tap.
+mod lanes_fast {
+    use crate::lanes::LANES;
+    use crate::simd::{Kernel, Simd};
+
+    /// Where tap `t` of the window of output `(c, oy, ox)` lies, in elements of the input.
+    #[inline(always)]
+    fn tap<const H: usize, const W: usize, const K: usize, const S: usize>(
+        (c, oy, ox): (usize, usize, usize),
+        t: usize,
+    ) -> usize {
+        (c * H + oy * S + t / K) * W + ox * S + t % K
+    }
+
+    /// The maximum of each window, lane by lane.
+    pub(super) struct Forward<
+        'a,
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const K: usize,
+        const S: usize,
+        const OH: usize,
+        const OW: usize,
+    > {
+        pub x: &'a [f32],
+        pub y: &'a mut [f32],
+    }
+
+    impl<
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const K: usize,
+        const S: usize,
+        const OH: usize,
+        const OW: usize,
+    > Kernel for Forward<'_, C, H, W, K, S, OH, OW>
+    {
+        type Output = ();
+        #[inline(always)]
+        fn run<Sd: Simd>(self, s: Sd) {
+            let blocks = self.x.chunks_exact(C * H * W * LANES);
+            for (x, y) in blocks.zip(self.y.chunks_exact_mut(C * OH * OW * LANES)) {
+                for c in 0..C {
+                    for oy in 0..OH {
+                        for ox in 0..OW {
+                            let out = ((c * OH + oy) * OW + ox) * LANES;
+                            for v0 in (0..LANES).step_by(Sd::LANES) {
+                                let at = |t| tap::<H, W, K, S>((c, oy, ox), t) * LANES + v0;
+                                let mut best = s.load(x, at(0));
+                                for t in 1..K * K {
+                                    let v = s.load(x, at(t));
+                                    best = s.select_gt(v, best, v, best);
+                                }
+                                s.store(y, out + v0, best);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each window's gradient added to its first maximum, lane by lane (`gi` starts zero).
+    pub(super) struct Backward<
+        'a,
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const K: usize,
+        const S: usize,
+        const OH: usize,
+        const OW: usize,
+    > {
+        pub x: &'a [f32],
+        pub g: &'a [f32],
+        pub gi: &'a mut [f32],
+    }
+
+    impl<
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const K: usize,
+        const S: usize,
+        const OH: usize,
+        const OW: usize,
+    > Kernel for Backward<'_, C, H, W, K, S, OH, OW>
+    {
+        type Output = ();
+        #[inline(always)]
+        fn run<Sd: Simd>(self, s: Sd) {
+            let blocks = self.x.chunks_exact(C * H * W * LANES);
+            let blocks = blocks.zip(self.g.chunks_exact(C * OH * OW * LANES));
+            for ((x, g), gi) in blocks.zip(self.gi.chunks_exact_mut(C * H * W * LANES)) {
+                for c in 0..C {
+                    for oy in 0..OH {
+                        for ox in 0..OW {
+                            let out = ((c * OH + oy) * OW + ox) * LANES;
+                            for v0 in (0..LANES).step_by(Sd::LANES) {
+                                let at = |t| tap::<H, W, K, S>((c, oy, ox), t) * LANES + v0;
+                                // the winning tap's number, as a float, lane by lane
+                                let (mut best, mut won) = (s.load(x, at(0)), s.splat(0.0));
+                                for t in 1..K * K {
+                                    let v = s.load(x, at(t));
+                                    won = s.select_gt(v, best, s.splat(t as f32), won);
+                                    best = s.select_gt(v, best, v, best);
+                                }
+                                let (gv, zero) = (s.load(g, out + v0), s.splat(0.0));
+                                for t in 0..K * K {
+                                    let (lo, hi) =
+                                        (s.splat(t as f32 - 0.5), s.splat(t as f32 + 0.5));
+                                    let mine =
+                                        s.select_gt(won, lo, s.select_gt(hi, won, gv, zero), zero);
+                                    // Tiled windows (S = K) write each input once.
+                                    let v = if S == K {
+                                        mine
+                                    } else {
+                                        s.add(s.load(gi, at(t)), mine)
+                                    };
+                                    s.store(gi, at(t), v);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -22,6 +22,10 @@ pub trait Tensor: Copy + Zeroable + Send + Sync + 'static {
     fn fill_zero(&mut self) {
         self.flat_mut().fill(Self::Scalar::zero());
     }
+    /// The elements of several tensors, one after the other (a batch as one flat slice).
+    fn flat_slice(xs: &[Self]) -> &[Self::Scalar];
+    /// Mutable version of [`Tensor::flat_slice`].
+    fn flat_slice_mut(xs: &mut [Self]) -> &mut [Self::Scalar];
 }
 
 impl<T: Scalar, const N: usize> Tensor for [T; N] {
@@ -32,6 +36,12 @@ impl<T: Scalar, const N: usize> Tensor for [T; N] {
     }
     fn flat_mut(&mut self) -> &mut [T] {
         self
+    }
+    fn flat_slice(xs: &[Self]) -> &[T] {
+        xs.as_flattened()
+    }
+    fn flat_slice_mut(xs: &mut [Self]) -> &mut [T] {
+        xs.as_flattened_mut()
     }
 }
 
@@ -44,6 +54,12 @@ impl<T: Scalar, const W: usize, const H: usize> Tensor for [[T; W]; H] {
     fn flat_mut(&mut self) -> &mut [T] {
         self.as_flattened_mut()
     }
+    fn flat_slice(xs: &[Self]) -> &[T] {
+        xs.as_flattened().as_flattened()
+    }
+    fn flat_slice_mut(xs: &mut [Self]) -> &mut [T] {
+        xs.as_flattened_mut().as_flattened_mut()
+    }
 }
 
 impl<T: Scalar, const W: usize, const H: usize, const C: usize> Tensor for [[[T; W]; H]; C] {
@@ -54,6 +70,12 @@ impl<T: Scalar, const W: usize, const H: usize, const C: usize> Tensor for [[[T;
     }
     fn flat_mut(&mut self) -> &mut [T] {
         self.as_flattened_mut().as_flattened_mut()
+    }
+    fn flat_slice(xs: &[Self]) -> &[T] {
+        xs.as_flattened().as_flattened().as_flattened()
+    }
+    fn flat_slice_mut(xs: &mut [Self]) -> &mut [T] {
+        xs.as_flattened_mut().as_flattened_mut().as_flattened_mut()
     }
 }
 

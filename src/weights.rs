@@ -104,6 +104,13 @@ impl<T: Scalar, const N: usize> Describe for Softmax<T, N> {
     }
 }
 
+/// How a stack runs its batches is not part of its weights: the same as `Net`.
+impl<Net: Describe> Describe for crate::Lanes<Net> {
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        Net::describe(out)
+    }
+}
+
 impl<A: Describe, B: Describe> Describe for Chain<A, B> {
     fn describe(out: &mut dyn Write) -> fmt::Result {
         A::describe(out)?;

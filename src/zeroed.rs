@@ -14,8 +14,9 @@ use alloc::boxed::Box;
 
 use crate::batch::{BatchChainWorkspace, BatchLayer};
 use crate::chain::{Chain, ChainWorkspace};
-use crate::conv2d::Conv2d;
+use crate::conv2d::{Conv2d, ConvLaneWorkspace};
 use crate::flatten::Flatten;
+use crate::lanes::{LaneChainWorkspace, LaneLayer, Lanes, LanesWorkspace};
 use crate::layer::Layer;
 use crate::linear::Linear;
 use crate::maxpool2d::MaxPool2d;
@@ -109,5 +110,29 @@ unsafe impl<A: Layer, B: Layer<Input = A::Output>> Zeroable for ChainWorkspace<A
 // by `Tensor`'s.
 unsafe impl<A: BatchLayer<N>, B: BatchLayer<N, Input = A::Output>, const N: usize> Zeroable
     for BatchChainWorkspace<A, B, N>
+{
+}
+// Lanes(Net)
+unsafe impl<Net: Zeroable> Zeroable for Lanes<Net> {}
+// LaneChainWorkspace { first: A::LaneWorkspace, mid: [A::Output; N], mid_grad: [A::Output; N],
+// then: B::LaneWorkspace }: lane workspaces are `Zeroable` by `LaneLayer`'s bound.
+unsafe impl<A: LaneLayer<N>, B: LaneLayer<N, Input = A::Output>, const N: usize> Zeroable
+    for LaneChainWorkspace<A, B, N>
+{
+}
+// LanesWorkspace { samples: Net::BatchWorkspace, lanes: Net::LaneWorkspace, input: [Net::Input; N],
+// output, grad_output: [Net::Output; N], grad_input: [Net::Input; N] }
+unsafe impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> Zeroable for LanesWorkspace<Net, N> {}
+// ConvLaneWorkspace { x, y, gx: maps of T, gw: [[[[[T; 16]; K]; K]; CI]; CO], gb: [[T; 16]; CO] }
+unsafe impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+> Zeroable for ConvLaneWorkspace<T, CI, CO, K, H, W, OH, OW>
 {
 }

@@ -1,0 +1,244 @@
+//! The lane passes ([`LaneLayer`]: 16 samples per vector) compute what the per-sample passes
+//! compute, on every instruction set this CPU has, on random inputs: each layer alone
+//! (outputs, input gradients, summed parameter gradients), and LeNet-5's batches through
+//! [`Lanes`].
+//!
+//! Tolerance as in `tests/fast_paths.rs`: |lanes − per sample| ≤ 1e-4 · max(1, |per sample|)
+//! in `f32`; `f64` runs the reference loops in both ways, sample by sample in the same
+//! order, so it must agree exactly.
+
+use constnet::simd::{Isa, with_isa};
+use constnet::{
+    BatchLayer, Conv2d, Image, LaneLayer, Layer, LeNet5, Loss, MaxPool2d, Tensor, from_lanes,
+    to_lanes, zeroed_box,
+};
+use proptest::prelude::*;
+use rand::SeedableRng;
+
+#[track_caller]
+fn assert_close(what: &str, isa: Isa, lanes: &[f32], reference: &[f32]) {
+    assert_eq!(lanes.len(), reference.len());
+    for (i, (&f, &r)) in lanes.iter().zip(reference).enumerate() {
+        assert!(
+            (f - r).abs() <= 1e-4 * r.abs().max(1.0),
+            "{what} on {isa:?}: [{i}] lanes {f} vs per sample {r}"
+        );
+    }
+}
+
+fn available() -> impl Iterator<Item = Isa> {
+    Isa::ALL.into_iter().filter(|isa| isa.available())
+}
+
+fn fill(x: &mut [f32], values: &[f32], offset: usize) {
+    for (v, &s) in x.iter_mut().zip(values.iter().cycle().skip(offset)) {
+        *v = s;
+    }
+}
+
+fn values() -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(-1.0f32..1.0, 997)
+}
+
+/// One layer's lane passes over a batch of `N` against `N` per-sample passes: output, input
+/// gradient and the summed parameter gradients. `params` fills the layer's parameters.
+fn check_layer<L, const N: usize>(values: &[f32])
+where
+    L: LaneLayer<N> + Layer<Scalar = f32>,
+{
+    let mut layer = zeroed_box::<L>();
+    for i in 0..L::PARAM_TENSORS {
+        fill(layer.param_mut(i), values, 11 * i);
+    }
+    let mut xs = zeroed_box::<[L::Input; N]>();
+    fill(L::Input::flat_slice_mut(&mut *xs), values, 3);
+    let mut gs = zeroed_box::<[L::Output; N]>();
+    fill(L::Output::flat_slice_mut(&mut *gs), values, 5);
+    for isa in available() {
+        with_isa(isa, || {
+            // per sample
+            let mut ys_one = zeroed_box::<[L::Output; N]>();
+            let mut gis_one = zeroed_box::<[L::Input; N]>();
+            let mut grads_one = zeroed_box::<L>();
+            let mut ws = zeroed_box::<L::Workspace>();
+            for n in 0..N {
+                layer.forward(&xs[n], &mut ys_one[n], &mut ws);
+                layer.backward(
+                    &xs[n],
+                    &mut ws,
+                    &gs[n],
+                    Some(&mut gis_one[n]),
+                    &mut grads_one,
+                );
+            }
+            // in lanes
+            let mut xl = zeroed_box::<[L::Input; N]>();
+            to_lanes(&xs, &mut xl);
+            let mut gl = zeroed_box::<[L::Output; N]>();
+            to_lanes(&gs, &mut gl);
+            let mut yl = zeroed_box::<[L::Output; N]>();
+            let mut gil = zeroed_box::<[L::Input; N]>();
+            let mut grads = zeroed_box::<L>();
+            let mut lws = zeroed_box::<L::LaneWorkspace>();
+            for b in 0..N / 16 {
+                layer.infer_lanes(b, &xl, &mut yl, &mut lws);
+            }
+            let mut ys = zeroed_box::<[L::Output; N]>();
+            from_lanes(&yl, &mut ys);
+            let flat = |y: &[L::Output; N]| L::Output::flat_slice(y).to_vec();
+            assert_close("inferred output", isa, &flat(&ys), &flat(&ys_one));
+            for b in 0..N / 16 {
+                layer.forward_lanes(b, &xl, &mut yl, &mut lws);
+            }
+            for b in 0..N / 16 {
+                layer.backward_lanes(b, &xl, &yl, &mut lws, &gl, Some(&mut gil), &mut grads);
+            }
+            from_lanes(&yl, &mut ys);
+            assert_close("output", isa, &flat(&ys), &flat(&ys_one));
+            let mut gis = zeroed_box::<[L::Input; N]>();
+            from_lanes(&gil, &mut gis);
+            assert_close(
+                "input gradient",
+                isa,
+                L::Input::flat_slice(&*gis),
+                L::Input::flat_slice(&*gis_one),
+            );
+            for i in 0..L::PARAM_TENSORS {
+                assert_close(
+                    "parameter gradient",
+                    isa,
+                    grads.param(i),
+                    grads_one.param(i),
+                );
+            }
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    #[test]
+    fn lane_convolutions_equal_samples_one_at_a_time(v in values()) {
+        check_layer::<Conv2d<f32, 1, 6, 5, 1, 0, 32, 32, 28, 28>, 16>(&v); // LeNet's C1
+        check_layer::<Conv2d<f32, 6, 16, 5, 1, 0, 14, 14, 10, 10>, 32>(&v); // C3, two blocks
+        check_layer::<Conv2d<f32, 3, 5, 3, 1, 0, 9, 20, 7, 18>, 16>(&v); // odd sizes
+        check_layer::<Conv2d<f32, 2, 3, 3, 2, 1, 9, 9, 5, 5>, 16>(&v); // stride, padding
+        check_layer::<Conv2d<f32, 2, 3, 3, 1, 0, 30, 30, 28, 28>, 16>(&v); // rows past registers
+    }
+
+    #[test]
+    fn lane_poolings_equal_samples_one_at_a_time(v in values()) {
+        check_layer::<MaxPool2d<f32, 6, 28, 28, 2, 2, 14, 14>, 16>(&v);
+        check_layer::<MaxPool2d<f32, 16, 10, 10, 2, 2, 5, 5>, 32>(&v);
+        check_layer::<MaxPool2d<f32, 3, 7, 9, 3, 2, 3, 4>, 16>(&v); // overlapping windows
+    }
+}
+
+/// Ties go to the first maximum in lanes too (after a ReLU, windows of zeros are common).
+#[test]
+fn lane_pooling_routes_ties_to_the_first_maximum() {
+    type Pool = MaxPool2d<f32, 1, 2, 2, 2, 2, 1, 1>;
+    let mut xs = [[[[0.0f32; 2]; 2]; 1]; 16];
+    xs[1][0][1] = [5.0, 5.0]; // sample 1: tie in the second row
+    let mut xl = xs;
+    to_lanes(&xs, &mut xl);
+    let mut gl = [[[[1.0f32; 1]; 1]; 1]; 16];
+    let g = gl;
+    to_lanes(&g, &mut gl);
+    for isa in available() {
+        with_isa(isa, || {
+            let mut gil = [[[[9.0f32; 2]; 2]; 1]; 16];
+            let (pool, mut ws) = (Pool::new(), zeroed_box());
+            let y = [[[[0.0f32; 1]; 1]; 1]; 16];
+            pool.backward_lanes(0, &xl, &y, &mut ws, &gl, Some(&mut gil), &mut Pool::new());
+            let mut gi = gil;
+            from_lanes(&gil, &mut gi);
+            assert_eq!(gi[0][0], [[1.0, 0.0], [0.0, 0.0]], "{isa:?}");
+            assert_eq!(gi[1][0], [[0.0, 0.0], [1.0, 0.0]], "{isa:?}");
+        });
+    }
+}
+
+/// LeNet-5's batches of 16 and 32 run its convolutions in lanes: probabilities, summed loss
+/// and every parameter gradient equal the samples one at a time.
+fn check_lenet<const N: usize>(seed: u64, pixels: &[f32]) {
+    let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let mut xs = zeroed_box::<[Image<f32>; N]>();
+    for (v, &s) in xs
+        .iter_mut()
+        .flat_map(|x| x.flat_mut())
+        .zip(pixels.iter().cycle())
+    {
+        *v = s.abs();
+    }
+    let labels: [usize; N] = core::array::from_fn(|n| (n * 7 + seed as usize) % 10);
+    for isa in available() {
+        with_isa(isa, || {
+            let mut ws = LeNet5::<f32>::workspace();
+            let mut grads_one = zeroed_box::<LeNet5<f32>>();
+            let (mut probs_one, mut loss_one) = ([[0.0f32; 10]; N], 0.0);
+            for n in 0..N {
+                probs_one[n] = net.probabilities(&xs[n], &mut ws);
+                let l = Loss::CrossEntropy;
+                loss_one += net.backprop(&xs[n], labels[n], l, &mut ws, &mut grads_one, None);
+            }
+            let mut bws = LeNet5::<f32>::batch_workspace::<N>();
+            let mut grads = zeroed_box::<LeNet5<f32>>();
+            let mut probs = [[0.0f32; 10]; N];
+            net.infer_batch(&xs, &mut probs, &mut bws);
+            assert_close("probabilities", isa, probs.flat(), probs_one.flat());
+            let loss = net.backprop_batch(&xs, &labels, Loss::CrossEntropy, &mut bws, &mut grads);
+            assert_close("loss", isa, &[loss], &[loss_one]);
+            for i in 0..<LeNet5<f32> as Layer>::PARAM_TENSORS {
+                assert_close("gradient", isa, grads.param(i), grads_one.param(i));
+            }
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4))]
+
+    #[test]
+    fn lenet_lane_batches_equal_samples_one_at_a_time(seed in 0u64..1000, x in values()) {
+        check_lenet::<16>(seed, &x);
+        check_lenet::<32>(seed, &x);
+    }
+}
+
+/// In `f64` the lane passes run the reference loops sample by sample: the same numbers.
+#[test]
+fn f64_lane_batches_are_exactly_the_samples() {
+    const N: usize = 16;
+    let net = LeNet5::<f64>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(4));
+    let mut xs = zeroed_box::<[Image<f64>; N]>();
+    for (i, v) in xs.iter_mut().flat_map(|x| x.flat_mut()).enumerate() {
+        *v = ((i * 29) % 17) as f64 / 17.0;
+    }
+    let labels: [usize; N] = core::array::from_fn(|n| n % 10);
+    let mut ws = LeNet5::<f64>::workspace();
+    let mut grads_one = zeroed_box::<LeNet5<f64>>();
+    let mut probs_one = [[0.0f64; 10]; N];
+    for n in 0..N {
+        net.backprop(
+            &xs[n],
+            labels[n],
+            Loss::HalfSse,
+            &mut ws,
+            &mut grads_one,
+            None,
+        );
+        probs_one[n] = net.probabilities(&xs[n], &mut ws);
+    }
+    let mut bws = LeNet5::<f64>::batch_workspace::<N>();
+    let mut grads = zeroed_box::<LeNet5<f64>>();
+    let mut probs = [[0.0f64; 10]; N];
+    net.infer_batch(&xs, &mut probs, &mut bws);
+    assert_eq!(probs, probs_one);
+    net.backprop_batch(&xs, &labels, Loss::HalfSse, &mut bws, &mut grads);
+    // conv layers: the same additions in the same order
+    for i in 0..4 {
+        assert_eq!(grads.param(i), grads_one.param(i), "tensor {i}");
+    }
+}
