@@ -3,7 +3,7 @@
 use rand::Rng;
 
 use crate::batch::BatchLayer;
-use crate::lanes::{LANES, LaneLayer, check_lanes, lane_get, lane_put};
+use crate::lanes::{CacheLines, LANES, LaneLayer, check_lanes, lane_get, lane_put};
 use crate::layer::{Layer, he_uniform, no_such_param};
 use crate::scalar::Scalar;
 use crate::simd;
@@ -425,11 +425,11 @@ pub struct ConvLaneWorkspace<
     /// One sample's input gradient.
     pub gx: Maps<T, CI, H, W>,
     /// Weight gradient, lane by lane.
-    pub gw: [[[[[T; LANES]; K]; K]; CI]; CO],
+    pub gw: CacheLines<[[[[[T; LANES]; K]; K]; CI]; CO]>,
     /// Bias gradient, lane by lane.
-    pub gb: [[T; LANES]; CO],
+    pub gb: CacheLines<[[T; LANES]; CO]>,
     /// One block's output gradient through a fused ReLU.
-    pub g: [Maps<T, CO, OH, OW>; LANES],
+    pub g: CacheLines<[Maps<T, CO, OH, OW>; LANES]>,
 }
 
 /// The whole batch at once: 16 samples per vector, weights broadcast (see [`crate::lanes`]).
@@ -588,9 +588,9 @@ impl<
         }
         let (first, last) = (block == 0, block + 1 == N / LANES);
         let ConvLaneWorkspace {
-            gw: gwl,
-            gb: gbl,
-            g: masked,
+            gw: CacheLines(gwl),
+            gb: CacheLines(gbl),
+            g: CacheLines(masked),
             ..
         } = ws;
         let gwl = gwl.as_flattened_mut().as_flattened_mut().as_flattened_mut();

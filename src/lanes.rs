@@ -233,15 +233,21 @@ pub(crate) fn lane_put<T: Copy>(sample: &[T], n: usize, lanes: &mut [T]) {
     }
 }
 
+/// A value aligned to a 64-byte cache line. In lanes every vector load reads one whole
+/// line, so a buffer that starts mid-line would split every one of them in two.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(64))]
+pub struct CacheLines<X>(pub X);
+
 /// What a [`Chain`]'s lane passes keep: both parts' workspaces and the intermediate
 /// activation and its gradient, in lanes.
 pub struct LaneChainWorkspace<A: LaneLayer<N>, B: LaneLayer<N, Input = A::Output>, const N: usize> {
     /// Workspace of the first layer(s).
     pub first: A::LaneWorkspace,
     /// Output of `first`, in lanes.
-    pub mid: [A::Output; N],
+    pub mid: CacheLines<[A::Output; N]>,
     /// Gradient with respect to `mid`, in lanes.
-    pub mid_grad: [A::Output; N],
+    pub mid_grad: CacheLines<[A::Output; N]>,
     /// Workspace of the later layer.
     pub then: B::LaneWorkspace,
 }
@@ -273,9 +279,9 @@ where
             return;
         }
         self.first
-            .forward_lanes(block, input, &mut ws.mid, &mut ws.first);
+            .forward_lanes(block, input, &mut ws.mid.0, &mut ws.first);
         self.then
-            .forward_lanes(block, &ws.mid, output, &mut ws.then);
+            .forward_lanes(block, &ws.mid.0, output, &mut ws.then);
     }
 
     fn infer_lanes(
@@ -287,13 +293,16 @@ where
     ) {
         if B::RELU && self.first.fuses_relu() {
             let y = B::Output::flat_slice_mut(output);
-            let fused = self.first.forward_lanes_relu(block, input, y, &mut ws.first);
+            let fused = self
+                .first
+                .forward_lanes_relu(block, input, y, &mut ws.first);
             debug_assert!(fused, "fuses_relu promised a fused forward pass");
             return;
         }
         self.first
-            .infer_lanes(block, input, &mut ws.mid, &mut ws.first);
-        self.then.infer_lanes(block, &ws.mid, output, &mut ws.then);
+            .infer_lanes(block, input, &mut ws.mid.0, &mut ws.first);
+        self.then
+            .infer_lanes(block, &ws.mid.0, output, &mut ws.then);
     }
 
     /// The chain's last layer applies the ReLU, if it can.
@@ -310,9 +319,9 @@ where
             return false;
         }
         self.first
-            .forward_lanes(block, input, &mut ws.mid, &mut ws.first);
+            .forward_lanes(block, input, &mut ws.mid.0, &mut ws.first);
         self.then
-            .forward_lanes_relu(block, &ws.mid, output, &mut ws.then)
+            .forward_lanes_relu(block, &ws.mid.0, output, &mut ws.then)
     }
 
     fn fuses_relu(&self) -> bool {
@@ -334,8 +343,8 @@ where
         }
         let LaneChainWorkspace {
             first,
-            mid,
-            mid_grad,
+            mid: CacheLines(mid),
+            mid_grad: CacheLines(mid_grad),
             then,
         } = ws;
         let g = Some(&mut *mid_grad);
@@ -373,8 +382,8 @@ where
     ) {
         let LaneChainWorkspace {
             first,
-            mid,
-            mid_grad,
+            mid: CacheLines(mid),
+            mid_grad: CacheLines(mid_grad),
             then,
         } = ws;
         if B::RELU && self.first.fuses_relu() {
@@ -565,13 +574,13 @@ pub struct LanesWorkspace<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> {
     /// For batches in lanes.
     pub lanes: Net::LaneWorkspace,
     /// The latest batch's input, in lanes.
-    pub input: [Net::Input; N],
+    pub input: CacheLines<[Net::Input; N]>,
     /// The latest batch's output, in lanes.
-    pub output: [Net::Output; N],
+    pub output: CacheLines<[Net::Output; N]>,
     /// The output's gradient, in lanes.
-    pub grad_output: [Net::Output; N],
+    pub grad_output: CacheLines<[Net::Output; N]>,
     /// The input gradient, in lanes.
-    pub grad_input: [Net::Input; N],
+    pub grad_input: CacheLines<[Net::Input; N]>,
 }
 
 impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<Net> {
@@ -588,10 +597,10 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
     ) {
         if Self::WHOLE_BATCH {
             for b in 0..N / LANES {
-                block_to_lanes(input, &mut ws.input, b);
+                block_to_lanes(input, &mut ws.input.0, b);
                 self.0
-                    .forward_lanes(b, &ws.input, &mut ws.output, &mut ws.lanes);
-                block_from_lanes(&ws.output, output, b);
+                    .forward_lanes(b, &ws.input.0, &mut ws.output.0, &mut ws.lanes);
+                block_from_lanes(&ws.output.0, output, b);
             }
         } else {
             self.0.forward_batch(input, output, &mut ws.samples);
@@ -606,10 +615,10 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
     ) {
         if Self::WHOLE_BATCH {
             for b in 0..N / LANES {
-                block_to_lanes(input, &mut ws.input, b);
+                block_to_lanes(input, &mut ws.input.0, b);
                 self.0
-                    .infer_lanes(b, &ws.input, &mut ws.output, &mut ws.lanes);
-                block_from_lanes(&ws.output, output, b);
+                    .infer_lanes(b, &ws.input.0, &mut ws.output.0, &mut ws.lanes);
+                block_from_lanes(&ws.output.0, output, b);
             }
         } else {
             self.0.infer_batch(input, output, &mut ws.samples);
@@ -635,10 +644,10 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
         }
         let LanesWorkspace {
             lanes,
-            input: x,
-            output: y,
-            grad_output: g,
-            grad_input: gx,
+            input: CacheLines(x),
+            output: CacheLines(y),
+            grad_output: CacheLines(g),
+            grad_input: CacheLines(gx),
             ..
         } = ws;
         let mut grad_input = grad_input;

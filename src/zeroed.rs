@@ -16,7 +16,7 @@ use crate::batch::{BatchChainWorkspace, BatchLayer};
 use crate::chain::{Chain, ChainWorkspace};
 use crate::conv2d::{Conv2d, ConvLaneWorkspace};
 use crate::flatten::Flatten;
-use crate::lanes::{LaneChainWorkspace, LaneLayer, Lanes, LanesWorkspace};
+use crate::lanes::{CacheLines, LaneChainWorkspace, LaneLayer, Lanes, LanesWorkspace};
 use crate::layer::Layer;
 use crate::linear::Linear;
 use crate::maxpool2d::MaxPool2d;
@@ -136,3 +136,5 @@ unsafe impl<
 > Zeroable for ConvLaneWorkspace<T, CI, CO, K, H, W, OH, OW>
 {
 }
+// CacheLines(X): one field (and padding, which is not part of the value)
+unsafe impl<X: Zeroable> Zeroable for CacheLines<X> {}
