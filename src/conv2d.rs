@@ -406,6 +406,10 @@ impl<
     }
 }
 
+/// A convolution's weights with one value per lane (`[o][c][i][j][lane]`).
+pub type LaneWeights<T, const CI: usize, const CO: usize, const K: usize> =
+    [[[[[T; LANES]; K]; K]; CI]; CO];
+
 /// What a convolution's lane passes keep: one sample for the reference loops, and the
 /// weight and bias gradients per lane, summed over the lanes once per batch.
 pub struct ConvLaneWorkspace<
@@ -425,7 +429,7 @@ pub struct ConvLaneWorkspace<
     /// One sample's input gradient.
     pub gx: Maps<T, CI, H, W>,
     /// Weight gradient, lane by lane.
-    pub gw: CacheLines<[[[[[T; LANES]; K]; K]; CI]; CO]>,
+    pub gw: CacheLines<LaneWeights<T, CI, CO, K>>,
     /// Bias gradient, lane by lane.
     pub gb: CacheLines<[[T; LANES]; CO]>,
     /// One block's output gradient through a fused ReLU.
