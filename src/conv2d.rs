@@ -531,7 +531,7 @@ impl<
         &self,
         block: usize,
         input: &[Self::Input; N],
-        output: &[T],
+        output: Option<&[T]>,
         ws: &mut Self::LaneWorkspace,
         grad_output: &[T],
         grad_input: Option<&mut [Self::Input; N]>,
@@ -540,12 +540,10 @@ impl<
         check_lanes(N);
         let len = CO * OH * OW * LANES;
         let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
-        let (y, g) = (
-            &output[block * len..][..len],
-            &grad_output[block * len..][..len],
-        );
+        let y = output.map(|y| &y[block * len..][..len]);
+        let g = &grad_output[block * len..][..len];
         let gi = grad_input.map(|gi| Maps::flat_slice_mut(&mut gi[block * LANES..][..LANES]));
-        self.backward_lanes_fast::<N>(block, (x, g, Some(y)), ws, gi, grads)
+        self.backward_lanes_fast::<N>(block, (x, g, y), ws, gi, grads)
     }
 }
 

@@ -121,16 +121,18 @@ pub trait LaneLayer<const N: usize>: Layer {
         false
     }
 
-    /// The backward pass of [`LaneLayer::forward_lanes_relu`]: `output` is what it wrote,
-    /// `grad_output` the gradient with respect to it (both flat, the whole batch). Returns
-    /// `false`, having done nothing, if the layer does not fuse a ReLU (the default,
-    /// whenever [`LaneLayer::fuses_relu`] is `false`).
+    /// The backward pass of [`LaneLayer::forward_lanes_relu`]: `output` is what it wrote and
+    /// `grad_output` the gradient with respect to it (both flat, the whole batch), or, with
+    /// `output` `None`, `grad_output` is already the gradient with respect to the ReLU's
+    /// input (zero where the ReLU's output is; see [`LaneLayer::backward_lanes_through_relu`]).
+    /// Returns `false`, having done nothing, if the layer does not fuse a ReLU (the
+    /// default, whenever [`LaneLayer::fuses_relu`] is `false`).
     #[allow(clippy::too_many_arguments)]
     fn backward_lanes_relu(
         &self,
         block: usize,
         input: &[Self::Input; N],
-        output: &[Self::Scalar],
+        output: Option<&[Self::Scalar]>,
         ws: &mut Self::LaneWorkspace,
         grad_output: &[Self::Scalar],
         grad_input: Option<&mut [Self::Input; N]>,
@@ -138,6 +140,57 @@ pub trait LaneLayer<const N: usize>: Layer {
     ) -> bool {
         let _ = (block, input, output, ws, grad_output, grad_input, grads);
         false
+    }
+
+    /// Whether this layer ends in a ReLU that the layer before it applies (a chain whose
+    /// last two layers fused): its backward pass can then start from the gradient with
+    /// respect to that ReLU's input ([`LaneLayer::backward_lanes_through_relu`]).
+    fn ends_in_fused_relu(&self) -> bool {
+        false
+    }
+
+    /// [`LaneLayer::backward_lanes`] of a layer that ends in a fused ReLU, from the gradient
+    /// with respect to that ReLU's input (flat, the whole batch). Returns `false`, having
+    /// done nothing, unless [`LaneLayer::ends_in_fused_relu`].
+    fn backward_lanes_through_relu(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        ws: &mut Self::LaneWorkspace,
+        grad: &[Self::Scalar],
+        grad_input: Option<&mut [Self::Input; N]>,
+        grads: &mut Self,
+    ) -> bool {
+        let _ = (block, input, ws, grad, grad_input, grads);
+        false
+    }
+
+    /// Whether [`LaneLayer::backward_lanes_masked`] costs nothing over the plain backward
+    /// pass (max pooling: the mask is read at the winning input, already at hand).
+    const MASKS_FOR_FREE: bool = false;
+
+    /// [`LaneLayer::backward_lanes`] writing the gradient with respect to the input of the
+    /// ReLU whose output this layer reads: the input gradient, zero where the input is not
+    /// positive. By default the plain pass, then the mask over the block.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_lanes_masked(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &[Self::Output; N],
+        ws: &mut Self::LaneWorkspace,
+        grad_output: &[Self::Output; N],
+        grad_input: &mut [Self::Input; N],
+        grads: &mut Self,
+    ) {
+        let gi = Some(&mut *grad_input);
+        self.backward_lanes(block, input, output, ws, grad_output, gi, grads);
+        let x = Self::Input::flat_slice(&input[block * LANES..][..LANES]);
+        let gi = Self::Input::flat_slice_mut(&mut grad_input[block * LANES..][..LANES]);
+        let zero = <Self::Scalar as num_traits::Zero>::zero();
+        for (g, &x) in gi.iter_mut().zip(x) {
+            *g = if x > zero { *g } else { zero };
+        }
     }
 }
 
@@ -328,11 +381,36 @@ where
         self.then.fuses_relu()
     }
 
+    fn ends_in_fused_relu(&self) -> bool {
+        B::RELU && self.first.fuses_relu()
+    }
+
+    fn backward_lanes_through_relu(
+        &self,
+        block: usize,
+        input: &[A::Input; N],
+        ws: &mut Self::LaneWorkspace,
+        grad: &[A::Scalar],
+        grad_input: Option<&mut [A::Input; N]>,
+        grads: &mut Self,
+    ) -> bool {
+        self.ends_in_fused_relu()
+            && self.first.backward_lanes_relu(
+                block,
+                input,
+                None,
+                &mut ws.first,
+                grad,
+                grad_input,
+                &mut grads.first,
+            )
+    }
+
     fn backward_lanes_relu(
         &self,
         block: usize,
         input: &[A::Input; N],
-        output: &[A::Scalar],
+        output: Option<&[A::Scalar]>,
         ws: &mut Self::LaneWorkspace,
         grad_output: &[A::Scalar],
         grad_input: Option<&mut [A::Input; N]>,
@@ -392,10 +470,33 @@ where
                 B::Output::flat_slice(grad_output),
             );
             let grads = &mut grads.first;
-            let fused = self
-                .first
-                .backward_lanes_relu(block, input, y, first, g, grad_input, grads);
+            let fused =
+                self.first
+                    .backward_lanes_relu(block, input, Some(y), first, g, grad_input, grads);
             debug_assert!(fused, "fuses_relu promised a fused backward pass");
+            return;
+        }
+        if B::MASKS_FOR_FREE && self.first.ends_in_fused_relu() {
+            // The later layer hands back the gradient with respect to the fused ReLU's input.
+            let g = &mut *mid_grad;
+            self.then.backward_lanes_masked(
+                block,
+                mid,
+                output,
+                then,
+                grad_output,
+                g,
+                &mut grads.then,
+            );
+            let fused = self.first.backward_lanes_through_relu(
+                block,
+                input,
+                first,
+                A::Output::flat_slice(mid_grad),
+                grad_input,
+                &mut grads.first,
+            );
+            debug_assert!(fused, "ends_in_fused_relu promised a fused backward pass");
             return;
         }
         let g = Some(&mut *mid_grad);

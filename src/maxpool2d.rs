@@ -476,6 +476,54 @@ impl<
         const { Self::SHAPE_OK };
         check_lanes(N);
         let Some(gi) = grad_input else { return };
+        self.backward_lanes_pool(block, (input, grad_output, gi), ws, false);
+    }
+
+    const MASKS_FOR_FREE: bool = true;
+
+    /// The mask is the window's maximum, read anyway: `g` goes to the winner if it is
+    /// positive.
+    fn backward_lanes_masked(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        _output: &[Self::Output; N],
+        ws: &mut Self::LaneWorkspace,
+        grad_output: &[Self::Output; N],
+        grad_input: &mut [Self::Input; N],
+        _grads: &mut Self,
+    ) {
+        const { Self::SHAPE_OK };
+        check_lanes(N);
+        self.backward_lanes_pool(block, (input, grad_output, grad_input), ws, true);
+    }
+}
+
+impl<
+    T: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+> MaxPool2d<T, C, H, W, K, S, OH, OW>
+{
+    /// The lane backward pass of block `block`, with the input gradient zero where the input
+    /// is not positive if `relu`.
+    #[allow(clippy::type_complexity)]
+    fn backward_lanes_pool<const N: usize>(
+        &self,
+        block: usize,
+        (input, grad_output, gi): (
+            &[Maps<T, C, H, W>; N],
+            &[Maps<T, C, OH, OW>; N],
+            &mut [Maps<T, C, H, W>; N],
+        ),
+        ws: &mut <Self as LaneLayer<N>>::LaneWorkspace,
+        relu: bool,
+    ) {
         let (x, g, gi) = (
             Maps::flat_slice(&input[block * LANES..][..LANES]),
             Maps::flat_slice(&grad_output[block * LANES..][..LANES]),
@@ -486,7 +534,8 @@ impl<
                 // Overlapping windows add to the same input gradient.
                 gi.fill(0.0);
             }
-            return simd::dispatch(lanes_fast::Backward::<C, H, W, K, S, OH, OW> { x, g, gi });
+            let kernel = lanes_fast::Backward::<C, H, W, K, S, OH, OW> { x, g, gi, relu };
+            return simd::dispatch(kernel);
         }
         let ((xs, gxs), (gs, at)) = ws;
         for n in 0..LANES {
@@ -494,6 +543,11 @@ impl<
             self.forward_reference(xs, gs, at);
             lane_get(g, n, gs.flat_mut());
             Self::backward_reference(xs, at, gs, gxs);
+            if relu {
+                for (g, &x) in gxs.flat_mut().iter_mut().zip(xs.flat()) {
+                    *g = if x > T::zero() { *g } else { T::zero() };
+                }
+            }
             lane_put(gxs.flat(), n, gi);
         }
     }
@@ -577,6 +631,8 @@ mod lanes_fast {
         pub x: &'a [f32],
         pub g: &'a [f32],
         pub gi: &'a mut [f32],
+        /// Whether the gradient passes only where the winner is positive (a fused ReLU's).
+        pub relu: bool,
     }
 
     impl<
@@ -608,7 +664,10 @@ mod lanes_fast {
                                     won = s.select_gt(v, best, s.splat(t as f32), won);
                                     best = s.select_gt(v, best, v, best);
                                 }
-                                let (gv, zero) = (s.load(g, out + v0), s.splat(0.0));
+                                let (mut gv, zero) = (s.load(g, out + v0), s.splat(0.0));
+                                if self.relu {
+                                    gv = s.select_gt(best, zero, gv, zero);
+                                }
                                 for t in 0..K * K {
                                     let (lo, hi) =
                                         (s.splat(t as f32 - 0.5), s.splat(t as f32 + 0.5));

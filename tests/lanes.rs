@@ -242,3 +242,53 @@ fn f64_lane_batches_are_exactly_the_samples() {
         assert_eq!(grads.param(i), grads_one.param(i), "tensor {i}");
     }
 }
+
+/// Max pooling's masked backward pass (the gradient with respect to the input of a fused
+/// ReLU before it) equals its plain backward pass zeroed where the input is not positive.
+fn check_masked_pool<const C: usize, const H: usize, const OH: usize>(values: &[f32]) {
+    type Pool<const C: usize, const H: usize, const OH: usize> =
+        MaxPool2d<f32, C, H, H, 2, 2, OH, OH>;
+    let mut xl = zeroed_box::<[[[[f32; H]; H]; C]; 16]>();
+    fill(
+        xl.as_flattened_mut().as_flattened_mut().as_flattened_mut(),
+        values,
+        1,
+    );
+    let mut gl = zeroed_box::<[[[[f32; OH]; OH]; C]; 16]>();
+    fill(
+        gl.as_flattened_mut().as_flattened_mut().as_flattened_mut(),
+        values,
+        2,
+    );
+    let y = zeroed_box::<[[[[f32; OH]; OH]; C]; 16]>();
+    let pool = Pool::<C, H, OH>::new();
+    for isa in available() {
+        with_isa(isa, || {
+            let mut ws = zeroed_box();
+            let mut plain = zeroed_box::<[[[[f32; H]; H]; C]; 16]>();
+            pool.backward_lanes(0, &xl, &y, &mut ws, &gl, Some(&mut plain), &mut Pool::new());
+            let mut masked = zeroed_box::<[[[[f32; H]; H]; C]; 16]>();
+            pool.backward_lanes_masked(0, &xl, &y, &mut ws, &gl, &mut masked, &mut Pool::new());
+            let flat = |a: &[[[[f32; H]; H]; C]; 16]| {
+                a.as_flattened().as_flattened().as_flattened().to_vec()
+            };
+            let x = flat(&xl);
+            let expected: Vec<f32> = flat(&plain)
+                .iter()
+                .zip(&x)
+                .map(|(&g, &x)| if x > 0.0 { g } else { 0.0 })
+                .collect();
+            assert_eq!(flat(&masked), expected, "{isa:?}");
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    #[test]
+    fn masked_pool_backward_is_the_plain_one_through_a_relu(v in values()) {
+        check_masked_pool::<6, 28, 14>(&v);
+        check_masked_pool::<3, 4, 2>(&v);
+    }
+}
