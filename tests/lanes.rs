@@ -292,3 +292,89 @@ proptest! {
         check_masked_pool::<3, 4, 2>(&v);
     }
 }
+
+/// A stack through [`Lanes`] equals the samples one at a time: outputs, input gradients and
+/// parameter gradients. Used on stacks where a ReLU follows a convolution and is followed
+/// by a convolution (the convolution masks the gradient itself) or by a pool (the pool
+/// does), and at the end.
+fn check_stack<L, const N: usize>(values: &[f32])
+where
+    L: BatchLayer<N> + Layer<Scalar = f32>,
+{
+    let mut net = zeroed_box::<L>();
+    for i in 0..L::PARAM_TENSORS {
+        fill(net.param_mut(i), values, 13 * i);
+        for w in net.param_mut(i) {
+            *w *= 0.5;
+        }
+    }
+    let mut xs = zeroed_box::<[L::Input; N]>();
+    fill(L::Input::flat_slice_mut(&mut *xs), values, 3);
+    let mut gs = zeroed_box::<[L::Output; N]>();
+    fill(L::Output::flat_slice_mut(&mut *gs), values, 7);
+    for isa in available() {
+        with_isa(isa, || {
+            let mut ys_one = zeroed_box::<[L::Output; N]>();
+            let mut gis_one = zeroed_box::<[L::Input; N]>();
+            let mut grads_one = zeroed_box::<L>();
+            let mut ws = zeroed_box::<L::Workspace>();
+            for n in 0..N {
+                net.forward(&xs[n], &mut ys_one[n], &mut ws);
+                net.backward(
+                    &xs[n],
+                    &mut ws,
+                    &gs[n],
+                    Some(&mut gis_one[n]),
+                    &mut grads_one,
+                );
+            }
+            let mut ys = zeroed_box::<[L::Output; N]>();
+            let mut gis = zeroed_box::<[L::Input; N]>();
+            let mut grads = zeroed_box::<L>();
+            let mut bws = zeroed_box::<L::BatchWorkspace>();
+            net.forward_batch(&xs, &mut ys, &mut bws);
+            net.backward_batch(&xs, &mut bws, &gs, Some(&mut gis), &mut grads);
+            let out = |y: &[L::Output; N]| L::Output::flat_slice(y).to_vec();
+            assert_close("output", isa, &out(&ys), &out(&ys_one));
+            let inp = |x: &[L::Input; N]| L::Input::flat_slice(x).to_vec();
+            assert_close("input gradient", isa, &inp(&gis), &inp(&gis_one));
+            for i in 0..L::PARAM_TENSORS {
+                assert_close(
+                    "parameter gradient",
+                    isa,
+                    grads.param(i),
+                    grads_one.param(i),
+                );
+            }
+            // without the input gradient the first convolution masks in its weight gradient
+            let mut grads = zeroed_box::<L>();
+            net.forward_batch(&xs, &mut ys, &mut bws);
+            net.backward_batch(&xs, &mut bws, &gs, None, &mut grads);
+            for i in 0..L::PARAM_TENSORS {
+                let (lanes, one) = (grads.param(i), grads_one.param(i));
+                assert_close("parameter gradient, no input gradient", isa, lanes, one);
+            }
+        });
+    }
+}
+
+type ConvReluConvReluPool = constnet::Lanes<
+    constnet::sequential![
+        Conv2d<f32, 2, 4, 3, 1, 0, 12, 12, 10, 10>,
+        constnet::Relu<[[[f32; 10]; 10]; 4]>,
+        Conv2d<f32, 4, 16, 3, 1, 0, 10, 10, 8, 8>,
+        constnet::Relu<[[[f32; 8]; 8]; 16]>,
+        MaxPool2d<f32, 16, 8, 8, 2, 2, 4, 4>,
+        Conv2d<f32, 16, 3, 3, 1, 0, 4, 4, 2, 2>,
+        constnet::Relu<[[[f32; 2]; 2]; 3]>,
+    ],
+>;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+
+    #[test]
+    fn stacks_in_lanes_equal_samples_one_at_a_time(v in values()) {
+        check_stack::<ConvReluConvReluPool, 32>(&v);
+    }
+}
