@@ -20,9 +20,9 @@ use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
 ///         → Flatten 400 → Linear 120 → ReLU → Linear 100 → ReLU → Linear 10 → Softmax
 /// ```
 ///
-/// The convolutions and poolings are wrapped in [`Lanes`]: a batch of 16, 32, 48, … images
-/// runs through them 16 images per vector ([`crate::lanes`]); a single image, or another
-/// batch size, runs them as if unwrapped.
+/// The convolutions and poolings are wrapped in [`Lanes`]: with AVX-512, a batch of 16, 32,
+/// 48, … images runs through them 16 images per vector ([`crate::lanes`]); a single image,
+/// another batch size or another instruction set runs them as if unwrapped.
 ///
 /// It has 63,802 parameters (249 KiB in `f32`, 498 KiB in `f64`); build it on the heap with
 /// [`LeNet5::new_boxed`]. Its parameter tensors are, in order, PyTorch's `conv1.weight`,
