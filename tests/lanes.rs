@@ -207,40 +207,74 @@ proptest! {
     }
 }
 
-/// In `f64` the lane passes run the reference loops sample by sample: the same numbers.
-#[test]
-fn f64_lane_batches_are_exactly_the_samples() {
-    const N: usize = 16;
-    let net = LeNet5::<f64>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(4));
-    let mut xs = zeroed_box::<[Image<f64>; N]>();
-    for (i, v) in xs.iter_mut().flat_map(|x| x.flat_mut()).enumerate() {
-        *v = ((i * 29) % 17) as f64 / 17.0;
+/// In `f64` the lane passes run the reference loops sample by sample: exactly the numbers
+/// of the per-sample passes (`Lanes` itself runs `f64` batches sample by sample).
+fn check_layer_f64<L, const N: usize>()
+where
+    L: LaneLayer<N> + Layer<Scalar = f64>,
+{
+    let mut layer = zeroed_box::<L>();
+    layer.init(&mut rand::rngs::StdRng::seed_from_u64(5));
+    let mut xs = zeroed_box::<[L::Input; N]>();
+    for (i, v) in L::Input::flat_slice_mut(&mut *xs).iter_mut().enumerate() {
+        *v = ((i * 29) % 17) as f64 / 17.0 - 0.4;
     }
-    let labels: [usize; N] = core::array::from_fn(|n| n % 10);
-    let mut ws = LeNet5::<f64>::workspace();
-    let mut grads_one = zeroed_box::<LeNet5<f64>>();
-    let mut probs_one = [[0.0f64; 10]; N];
+    let mut gs = zeroed_box::<[L::Output; N]>();
+    for (i, v) in L::Output::flat_slice_mut(&mut *gs).iter_mut().enumerate() {
+        *v = ((i * 13) % 11) as f64 / 11.0 - 0.5;
+    }
+    let (mut ys_one, mut gis_one) = (
+        zeroed_box::<[L::Output; N]>(),
+        zeroed_box::<[L::Input; N]>(),
+    );
+    let mut grads_one = zeroed_box::<L>();
+    let mut ws = zeroed_box::<L::Workspace>();
     for n in 0..N {
-        net.backprop(
+        layer.forward(&xs[n], &mut ys_one[n], &mut ws);
+        layer.backward(
             &xs[n],
-            labels[n],
-            Loss::HalfSse,
             &mut ws,
+            &gs[n],
+            Some(&mut gis_one[n]),
             &mut grads_one,
-            None,
         );
-        probs_one[n] = net.probabilities(&xs[n], &mut ws);
     }
-    let mut bws = LeNet5::<f64>::batch_workspace::<N>();
-    let mut grads = zeroed_box::<LeNet5<f64>>();
-    let mut probs = [[0.0f64; 10]; N];
-    net.infer_batch(&xs, &mut probs, &mut bws);
-    assert_eq!(probs, probs_one);
-    net.backprop_batch(&xs, &labels, Loss::HalfSse, &mut bws, &mut grads);
-    // conv layers: the same additions in the same order
-    for i in 0..4 {
+    let (mut xl, mut gl) = (
+        zeroed_box::<[L::Input; N]>(),
+        zeroed_box::<[L::Output; N]>(),
+    );
+    to_lanes(&xs, &mut xl);
+    to_lanes(&gs, &mut gl);
+    let (mut yl, mut gil) = (
+        zeroed_box::<[L::Output; N]>(),
+        zeroed_box::<[L::Input; N]>(),
+    );
+    let mut grads = zeroed_box::<L>();
+    let mut lws = zeroed_box::<L::LaneWorkspace>();
+    for b in 0..N / 16 {
+        layer.forward_lanes(b, &xl, &mut yl, &mut lws);
+    }
+    for b in 0..N / 16 {
+        layer.backward_lanes(b, &xl, &yl, &mut lws, &gl, Some(&mut gil), &mut grads);
+    }
+    let (mut ys, mut gis) = (
+        zeroed_box::<[L::Output; N]>(),
+        zeroed_box::<[L::Input; N]>(),
+    );
+    from_lanes(&yl, &mut ys);
+    from_lanes(&gil, &mut gis);
+    assert_eq!(L::Output::flat_slice(&*ys), L::Output::flat_slice(&*ys_one));
+    assert_eq!(L::Input::flat_slice(&*gis), L::Input::flat_slice(&*gis_one));
+    for i in 0..L::PARAM_TENSORS {
         assert_eq!(grads.param(i), grads_one.param(i), "tensor {i}");
     }
+}
+
+#[test]
+fn f64_lane_passes_are_exactly_the_samples() {
+    check_layer_f64::<Conv2d<f64, 1, 6, 5, 1, 0, 32, 32, 28, 28>, 16>();
+    check_layer_f64::<Conv2d<f64, 6, 16, 5, 1, 0, 14, 14, 10, 10>, 32>();
+    check_layer_f64::<MaxPool2d<f64, 6, 28, 28, 2, 2, 14, 14>, 16>();
 }
 
 /// Max pooling's masked backward pass (the gradient with respect to the input of a fused
