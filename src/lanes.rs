@@ -305,6 +305,32 @@ pub struct LaneChainWorkspace<A: LaneLayer<N>, B: LaneLayer<N, Input = A::Output
     pub then: B::LaneWorkspace,
 }
 
+impl<A, B> Chain<A, B> {
+    /// The forward pass of a layer and the ReLU after it, fused, if `B` is a ReLU that `A`
+    /// can apply itself (then returns `true`: the same in training and inference).
+    fn forward_fused<const N: usize>(
+        &self,
+        block: usize,
+        input: &[A::Input; N],
+        output: &mut [B::Output; N],
+        ws: &mut LaneChainWorkspace<A, B, N>,
+    ) -> bool
+    where
+        A: LaneLayer<N>,
+        B: LaneLayer<N, Scalar = A::Scalar, Input = A::Output>,
+    {
+        if !(B::RELU && self.first.fuses_relu()) {
+            return false;
+        }
+        let y = B::Output::flat_slice_mut(output);
+        let fused = self
+            .first
+            .forward_lanes_relu(block, input, y, &mut ws.first);
+        debug_assert!(fused, "fuses_relu promised a fused forward pass");
+        true
+    }
+}
+
 /// Block by block, layer by layer.
 impl<A, B, const N: usize> LaneLayer<N> for Chain<A, B>
 where
@@ -323,12 +349,7 @@ where
         output: &mut [B::Output; N],
         ws: &mut Self::LaneWorkspace,
     ) {
-        if B::RELU && self.first.fuses_relu() {
-            let y = B::Output::flat_slice_mut(output);
-            let fused = self
-                .first
-                .forward_lanes_relu(block, input, y, &mut ws.first);
-            debug_assert!(fused, "fuses_relu promised a fused forward pass");
+        if self.forward_fused(block, input, output, ws) {
             return;
         }
         self.first
@@ -344,12 +365,7 @@ where
         output: &mut [B::Output; N],
         ws: &mut Self::LaneWorkspace,
     ) {
-        if B::RELU && self.first.fuses_relu() {
-            let y = B::Output::flat_slice_mut(output);
-            let fused = self
-                .first
-                .forward_lanes_relu(block, input, y, &mut ws.first);
-            debug_assert!(fused, "fuses_relu promised a fused forward pass");
+        if self.forward_fused(block, input, output, ws) {
             return;
         }
         self.first
