@@ -2,7 +2,7 @@
 //!
 //! [`BatchLayer<N>`] is implemented by every layer and by every [`Chain`] of them. Most layers
 //! just run their per-sample pass `N` times; a stack wrapped in [`Lanes`](crate::Lanes) runs
-//! 16 samples per vector (LeNet-5's convolutions); [`Linear`](crate::Linear) turns the batch
+//! 16 samples per vector with AVX-512 (LeNet-5's convolutions); [`Linear`](crate::Linear) turns the batch
 //! into a small matrix product, which reads each weight once per batch instead of once per sample
 //! (at batch 1 LeNet-5's fully connected layers are bound by streaming their 244 KB of
 //! weights). The batch size is a const generic, so every buffer is still fixed-size and

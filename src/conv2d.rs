@@ -1525,16 +1525,13 @@ pub(crate) mod lanes_fast {
             for p in 0..PB {
                 let at = (((o0 + o) * oh + py) * ow + px0 + p) * LANES + v0;
                 let v = acc[o][p];
-                // `0 > v ? 0 : v` lets a NaN through, like `Relu`
-                s.store(
-                    y,
-                    at,
-                    if relu {
-                        s.select_gt(zero, v, zero, v)
-                    } else {
-                        v
-                    },
-                );
+                // `0 > v ? 0 : v + 0` lets a NaN through and turns −0 into +0, like `Relu`
+                let v = if relu {
+                    s.select_gt(zero, v, zero, s.add(v, zero))
+                } else {
+                    v
+                };
+                s.store(y, at, v);
             }
         }
     }

@@ -8,8 +8,9 @@
 //! and max pooling becomes a vector `max`.
 //!
 //! [`LaneLayer`] is that batched pass; [`Lanes`] wraps a stack of layers (LeNet-5's
-//! convolutions and poolings) so that its [`BatchLayer`] passes run in lanes whenever the
-//! batch is a multiple of [`LANES`], converting the batch in and out once at its ends.
+//! convolutions and poolings) so that its [`BatchLayer`] passes run in lanes when the batch
+//! is a multiple of [`LANES`], in `f32`, with AVX-512 ([`Lanes::runs_in_lanes`]), converting
+//! the batch in and out once at its ends.
 //!
 //! ```
 //! use constnet::{BatchLayer, Conv2d, Lanes, Layer, Relu, sequential, zeroed_box};

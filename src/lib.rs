@@ -14,7 +14,7 @@
 //! * **Fast where it counts.** `f32` passes run SIMD kernels picked at run time (AVX-512,
 //!   AVX2+FMA, SSE2; see [`simd`]) with default cargo flags; [`BatchLayer`] runs mini-batches
 //!   (fully connected layers as matrix products, convolutions wrapped in [`Lanes`] with 16
-//!   images per vector, see [`lanes`]) and [`Chain::train_sgd`] fuses a batch-1 SGD step. The plain loops stay as each layer's `*_reference` methods, and `f64` runs them.
+//!   images per AVX-512 vector, see [`lanes`]) and [`Chain::train_sgd`] fuses a batch-1 SGD step. The plain loops stay as each layer's `*_reference` methods, and `f64` runs them.
 //! * **Correct by property.** Every layer's gradients are checked against finite differences,
 //!   and LeNet-5 against PyTorch's numbers.
 //!

@@ -124,7 +124,8 @@ unsafe impl<A: LaneLayer<N>, B: LaneLayer<N, Input = A::Output>, const N: usize>
 // output, grad_output: [Net::Output; N], grad_input: [Net::Input; N], in_lanes: bool (all-zero
 // bytes are `false`) }
 unsafe impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> Zeroable for LanesWorkspace<Net, N> {}
-// ConvLaneWorkspace { x, y, gx: maps of T, gw: [[[[[T; 16]; K]; K]; CI]; CO], gb: [[T; 16]; CO] }
+// ConvLaneWorkspace { x, y, gx: maps of T, gw: CacheLines<[[[[[T; 16]; K]; K]; CI]; CO]>,
+// gb: CacheLines<[[T; 16]; CO]>, g: CacheLines<[maps of T; 16]> }
 unsafe impl<
     T: Scalar,
     const CI: usize,

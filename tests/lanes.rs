@@ -333,8 +333,9 @@ proptest! {
 /// does), and at the end.
 fn check_stack<L, const N: usize>(values: &[f32])
 where
-    L: BatchLayer<N> + Layer<Scalar = f32>,
+    L: BatchLayer<N> + Layer<Scalar = f32> + InLanes<N>,
 {
+    let in_lanes = |ws: &L::BatchWorkspace| L::in_lanes(ws);
     let mut net = zeroed_box::<L>();
     for i in 0..L::PARAM_TENSORS {
         fill(net.param_mut(i), values, 13 * i);
@@ -368,6 +369,11 @@ where
             let mut bws = zeroed_box::<L::BatchWorkspace>();
             net.forward_batch(&xs, &mut ys, &mut bws);
             net.backward_batch(&xs, &mut bws, &gs, Some(&mut gis), &mut grads);
+            assert_eq!(
+                in_lanes(&bws),
+                N.is_multiple_of(16) && isa == Isa::Avx512,
+                "{isa:?}"
+            );
             let out = |y: &[L::Output; N]| L::Output::flat_slice(y).to_vec();
             assert_close("output", isa, &out(&ys), &out(&ys_one));
             let inp = |x: &[L::Input; N]| L::Input::flat_slice(x).to_vec();
@@ -392,6 +398,35 @@ where
     }
 }
 
+/// Whether the latest batch through a [`Lanes`] ran in lanes.
+trait InLanes<const N: usize>: BatchLayer<N> {
+    fn in_lanes(ws: &Self::BatchWorkspace) -> bool;
+}
+impl<Net, const N: usize> InLanes<N> for constnet::Lanes<Net>
+where
+    Net: BatchLayer<N> + LaneLayer<N>,
+{
+    fn in_lanes(ws: &Self::BatchWorkspace) -> bool {
+        ws.in_lanes
+    }
+}
+
+/// The stack inside a [`Lanes`].
+trait Stack {
+    type Net;
+}
+impl<Net> Stack for constnet::Lanes<Net> {
+    type Net = Net;
+}
+
+/// A strided, padded convolution (no lane kernel, so its ReLU is not fused) and an
+/// overlapping pool.
+type StridedReluPool = constnet::sequential![
+    Conv2d<f32, 2, 3, 3, 2, 1, 9, 9, 5, 5>,
+    constnet::Relu<[[[f32; 5]; 5]; 3]>,
+    MaxPool2d<f32, 3, 5, 5, 3, 1, 3, 3>,
+];
+
 type ConvReluConvReluPool = constnet::Lanes<
     constnet::sequential![
         Conv2d<f32, 2, 4, 3, 1, 0, 12, 12, 10, 10>,
@@ -410,5 +445,41 @@ proptest! {
     #[test]
     fn stacks_in_lanes_equal_samples_one_at_a_time(v in values()) {
         check_stack::<ConvReluConvReluPool, 32>(&v);
+        check_stack::<ConvReluConvReluPool, 48>(&v); // a block neither first nor last
+        check_stack::<ConvReluConvReluPool, 24>(&v); // not a multiple of 16: sample by sample
+    }
+
+    /// The chains' lane passes called directly, so that every ISA runs them (`Lanes` uses
+    /// them with AVX-512 only): fused ReLUs, and a ReLU no layer fuses.
+    #[test]
+    fn chain_lane_passes_equal_samples_one_at_a_time(v in values()) {
+        check_layer::<<ConvReluConvReluPool as Stack>::Net, 48>(&v);
+        check_layer::<StridedReluPool, 16>(&v);
+    }
+}
+
+/// The ReLU a convolution applies itself maps −0 to +0, as `Relu` does.
+#[test]
+fn fused_relu_turns_negative_zero_into_zero() {
+    type ConvRelu = constnet::sequential![
+        Conv2d<f32, 1, 1, 1, 1, 0, 4, 4, 4, 4>,
+        constnet::Relu<[[[f32; 4]; 4]; 1]>,
+    ];
+    let mut net = zeroed_box::<ConvRelu>();
+    net.first.weight = [[[[-1.0]]]];
+    net.first.bias = [-0.0]; // −1 · 0 + (−0) = −0 before the ReLU
+    let xl = zeroed_box::<[[[[f32; 4]; 4]; 1]; 16]>();
+    let mut one = [[[1.0f32; 4]; 4]; 1];
+    net.forward(&xl[0], &mut one, &mut zeroed_box());
+    assert!(one.flat().iter().all(|v| v.to_bits() == 0));
+    for isa in available() {
+        with_isa(isa, || {
+            let mut yl = zeroed_box::<[[[[f32; 4]; 4]; 1]; 16]>();
+            yl.iter_mut().for_each(|y| y.fill_zero());
+            let mut lws = zeroed_box::<<ConvRelu as LaneLayer<16>>::LaneWorkspace>();
+            net.forward_lanes(0, &xl, &mut yl, &mut lws);
+            let bits = <[[[f32; 4]; 4]; 1]>::flat_slice(&*yl);
+            assert!(bits.iter().all(|v| v.to_bits() == 0), "{isa:?}");
+        });
     }
 }
