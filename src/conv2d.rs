@@ -3,7 +3,9 @@
 use rand::Rng;
 
 use crate::batch::BatchLayer;
-use crate::lanes::{CacheLines, LANES, LaneLayer, check_lanes, lane_get, lane_put};
+use crate::lanes::{
+    CacheLines, LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put,
+};
 use crate::layer::{Layer, he_uniform, no_such_param};
 use crate::scalar::Scalar;
 use crate::simd;
@@ -462,8 +464,8 @@ impl<
     ) {
         const { Self::SHAPE_OK };
         check_lanes(N);
-        let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
-        let y = Maps::flat_slice_mut(&mut output[block * LANES..][..LANES]);
+        let x = Maps::flat_slice(block_of(input, block));
+        let y = Maps::flat_slice_mut(block_of_mut(output, block));
         if self.forward_lanes_fast(x, y, false) {
             return;
         }
@@ -488,10 +490,9 @@ impl<
     ) {
         const { Self::SHAPE_OK };
         check_lanes(N);
-        let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
-        let g = Maps::flat_slice(&grad_output[block * LANES..][..LANES]);
-        let mut grad_input =
-            grad_input.map(|gi| Maps::flat_slice_mut(&mut gi[block * LANES..][..LANES]));
+        let x = Maps::flat_slice(block_of(input, block));
+        let g = Maps::flat_slice(block_of(grad_output, block));
+        let mut grad_input = grad_input.map(|gi| Maps::flat_slice_mut(block_of_mut(gi, block)));
         let gi = grad_input.as_deref_mut();
         if self.backward_lanes_fast::<N>(block, (x, g, None), ws, gi, grads) {
             return;
@@ -521,7 +522,7 @@ impl<
     ) -> bool {
         check_lanes(N);
         let len = CO * OH * OW * LANES;
-        let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
+        let x = Maps::flat_slice(block_of(input, block));
         self.forward_lanes_fast(x, &mut output[block * len..][..len], true)
     }
 
@@ -539,10 +540,10 @@ impl<
     ) -> bool {
         check_lanes(N);
         let len = CO * OH * OW * LANES;
-        let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
+        let x = Maps::flat_slice(block_of(input, block));
         let y = output.map(|y| &y[block * len..][..len]);
         let g = &grad_output[block * len..][..len];
-        let gi = grad_input.map(|gi| Maps::flat_slice_mut(&mut gi[block * LANES..][..LANES]));
+        let gi = grad_input.map(|gi| Maps::flat_slice_mut(block_of_mut(gi, block)));
         self.backward_lanes_fast::<N>(block, (x, g, y), ws, gi, grads)
     }
 }
@@ -655,6 +656,7 @@ impl<
 ///
 /// [`Simd`]: crate::simd::Simd
 pub(crate) mod fast {
+    use crate::lanes::CacheLines;
     use crate::simd::{self, Kernel, Simd, for_blocks, transpose_matrix};
 
     /// `out[a][p] = init[a] + Σ_r Σ_t packed[r][t][a] · src[r·src_stride + p + taps[t]]` for
@@ -769,11 +771,6 @@ pub(crate) mod fast {
             y0 += RB;
         }
     }
-
-    /// A buffer that starts on a cache line, so that vector loads at multiples of 16 floats
-    /// from its start never straddle two lines.
-    #[repr(C, align(64))]
-    struct CacheLines<T>(T);
 
     /// Offsets `i·W + j` of the `K×K` taps in a map of row width `W`.
     fn tap_offsets<const K: usize, const W: usize>() -> [[usize; K]; K] {

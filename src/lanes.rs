@@ -186,12 +186,10 @@ pub trait LaneLayer<const N: usize>: Layer {
     ) {
         let gi = Some(&mut *grad_input);
         self.backward_lanes(block, input, output, ws, grad_output, gi, grads);
-        let x = Self::Input::flat_slice(&input[block * LANES..][..LANES]);
-        let gi = Self::Input::flat_slice_mut(&mut grad_input[block * LANES..][..LANES]);
-        let zero = <Self::Scalar as num_traits::Zero>::zero();
-        for (g, &x) in gi.iter_mut().zip(x) {
-            *g = if x > zero { *g } else { zero };
-        }
+        relu_mask(
+            Self::Input::flat_slice_mut(block_of_mut(grad_input, block)),
+            Self::Input::flat_slice(block_of(input, block)),
+        );
     }
 }
 
@@ -265,6 +263,14 @@ fn transpose_blocks<T: Scalar>(src: &[T], dst: &mut [T], (rows, cols): (usize, u
                 dst[c * rows + r] = v;
             }
         }
+    }
+}
+
+/// A ReLU's backward pass in place: `grad` zero where `input` is not positive (NaN
+/// included), as [`Relu`] does.
+pub(crate) fn relu_mask<T: Scalar>(grad: &mut [T], input: &[T]) {
+    for (g, &x) in grad.iter_mut().zip(input) {
+        *g = if x > T::zero() { *g } else { T::zero() };
     }
 }
 
@@ -532,12 +538,12 @@ where
 }
 
 /// The samples of block `block`: in lanes, the same slots hold the same block.
-fn block_of<X, const N: usize>(x: &[X; N], block: usize) -> &[X] {
+pub(crate) fn block_of<X, const N: usize>(x: &[X; N], block: usize) -> &[X] {
     &x[block * LANES..][..LANES]
 }
 
 /// Mutable version of [`block_of`].
-fn block_of_mut<X, const N: usize>(x: &mut [X; N], block: usize) -> &mut [X] {
+pub(crate) fn block_of_mut<X, const N: usize>(x: &mut [X; N], block: usize) -> &mut [X] {
     &mut x[block * LANES..][..LANES]
 }
 

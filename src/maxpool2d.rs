@@ -4,7 +4,9 @@ use core::marker::PhantomData;
 
 use rand::Rng;
 
-use crate::lanes::{LANES, LaneLayer, check_lanes, lane_get, lane_put};
+use crate::lanes::{
+    LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put, relu_mask,
+};
 use crate::layer::{Layer, no_such_param};
 use crate::scalar::Scalar;
 use crate::simd;
@@ -450,8 +452,8 @@ impl<
     ) {
         const { Self::SHAPE_OK };
         check_lanes(N);
-        let x = Maps::flat_slice(&input[block * LANES..][..LANES]);
-        let y = Maps::flat_slice_mut(&mut output[block * LANES..][..LANES]);
+        let x = Maps::flat_slice(block_of(input, block));
+        let y = Maps::flat_slice_mut(block_of_mut(output, block));
         if let (Some(x), Some(y)) = (T::as_f32(x), T::as_f32_mut(y)) {
             return simd::dispatch(lanes_fast::Forward::<C, H, W, K, S, OH, OW> { x, y });
         }
@@ -525,9 +527,9 @@ impl<
         relu: bool,
     ) {
         let (x, g, gi) = (
-            Maps::flat_slice(&input[block * LANES..][..LANES]),
-            Maps::flat_slice(&grad_output[block * LANES..][..LANES]),
-            Maps::flat_slice_mut(&mut gi[block * LANES..][..LANES]),
+            Maps::flat_slice(block_of(input, block)),
+            Maps::flat_slice(block_of(grad_output, block)),
+            Maps::flat_slice_mut(block_of_mut(gi, block)),
         );
         if let (Some(x), Some(g), Some(gi)) = (T::as_f32(x), T::as_f32(g), T::as_f32_mut(gi)) {
             if S != K {
@@ -544,9 +546,7 @@ impl<
             lane_get(g, n, gs.flat_mut());
             Self::backward_reference(xs, at, gs, gxs);
             if relu {
-                for (g, &x) in gxs.flat_mut().iter_mut().zip(xs.flat()) {
-                    *g = if x > T::zero() { *g } else { T::zero() };
-                }
+                relu_mask(gxs.flat_mut(), xs.flat());
             }
             lane_put(gxs.flat(), n, gi);
         }
