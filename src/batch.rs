@@ -2,10 +2,10 @@
 //!
 //! [`BatchLayer<N>`] is implemented by every layer and by every [`Chain`] of them. Most layers
 //! just run their per-sample pass `N` times; a stack wrapped in [`Lanes`](crate::Lanes) runs
-//! 16 samples per vector with AVX-512 (LeNet-5's convolutions); [`Linear`](crate::Linear) turns the batch
-//! into a small matrix product, which reads each weight once per batch instead of once per sample
-//! (at batch 1 LeNet-5's fully connected layers are bound by streaming their 244 KB of
-//! weights). The batch size is a const generic, so every buffer is still fixed-size and
+//! 16 samples per vector with AVX-512 (LeNet-5's layers before the softmax);
+//! [`Linear`](crate::Linear) turns the batch into a small matrix product, which reads each
+//! weight once per batch instead of once per sample (at batch 1 LeNet-5's fully connected
+//! layers are bound by streaming their 244 KB of weights). The batch size is a const generic, so every buffer is still fixed-size and
 //! nothing allocates.
 //!
 //! ```
@@ -449,7 +449,7 @@ where
     T: Scalar,
     Net: Layer<Scalar = T, Output = [T; C]>,
 {
-    /// A zeroed workspace for batches of `N` on the heap (LeNet-5 in `f32`: ≈ 130 KiB per
+    /// A zeroed workspace for batches of `N` on the heap (LeNet-5 in `f32`: ≈ 300 KiB per
     /// sample).
     #[cfg(feature = "alloc")]
     pub fn batch_workspace<const N: usize>() -> Box<<Self as BatchLayer<N>>::BatchWorkspace>

@@ -8,7 +8,7 @@
 //! and max pooling becomes a vector `max`.
 //!
 //! [`LaneLayer`] is that batched pass; [`Lanes`] wraps a stack of layers (LeNet-5's
-//! convolutions and poolings) so that its [`BatchLayer`] passes run in lanes when the batch
+//! layers before the softmax) so that its [`BatchLayer`] passes run in lanes when the batch
 //! is a multiple of [`LANES`], in `f32`, with AVX-512 ([`Lanes::runs_in_lanes`]), converting
 //! the batch in and out once at its ends.
 //!
@@ -235,7 +235,11 @@ fn block_to_lanes<X: Tensor, const N: usize>(samples: &[X; N], lanes: &mut [X; N
 }
 
 /// [`from_lanes`] of block `b` alone.
-fn block_from_lanes<X: Tensor, const N: usize>(lanes: &[X; N], samples: &mut [X; N], b: usize) {
+pub(crate) fn block_from_lanes<X: Tensor, const N: usize>(
+    lanes: &[X; N],
+    samples: &mut [X; N],
+    b: usize,
+) {
     transpose_blocks(
         X::flat_slice(block_of(lanes, b)),
         X::flat_slice_mut(block_of_mut(samples, b)),
@@ -244,7 +248,7 @@ fn block_from_lanes<X: Tensor, const N: usize>(lanes: &[X; N], samples: &mut [X;
 }
 
 /// Transposes each `rows × cols` block of `src` into `dst`.
-fn transpose_blocks<T: Scalar>(src: &[T], dst: &mut [T], (rows, cols): (usize, usize)) {
+pub(crate) fn transpose_blocks<T: Scalar>(src: &[T], dst: &mut [T], (rows, cols): (usize, usize)) {
     let block = rows * cols;
     if let (Some(src), Some(dst)) = (T::as_f32(src), T::as_f32_mut(dst)) {
         for (src, dst) in src.chunks_exact(block).zip(dst.chunks_exact_mut(block)) {
@@ -634,7 +638,7 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const L: usize, 
 /// It is `Net` in every other respect (parameters, workspace, initialisation), so wrapping a
 /// stack of layers changes no result beyond the order of `f32` sums. Its batch workspace
 /// holds both ways of running and the batch's input and output in lanes (LeNet-5's
-/// convolutions in `f32`: ≈ 240 KiB per sample, ≈ 4 MiB at the trainer's 16).
+/// layers in `f32`: ≈ 300 KiB per sample, ≈ 4.7 MiB at the trainer's 16).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Lanes<Net>(pub Net);
 

@@ -20,7 +20,7 @@ use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
 ///         → Flatten 400 → Linear 120 → ReLU → Linear 100 → ReLU → Linear 10 → Softmax
 /// ```
 ///
-/// The convolutions and poolings are wrapped in [`Lanes`]: with AVX-512, a batch of 16, 32,
+/// Every layer before the softmax is wrapped in [`Lanes`]: with AVX-512, a batch of 16, 32,
 /// 48, … images runs through them 16 images per vector ([`crate::lanes`]); a single image,
 /// another batch size or another instruction set runs them as if unwrapped.
 ///
@@ -43,7 +43,7 @@ use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
 /// assert!(class < 10);
 /// ```
 pub type LeNet5<T> = sequential![
-    Lanes<sequential![                          // batches of 16k: 16 images per vector
+    Lanes<sequential![                              // batches of 16k: 16 images per vector
         Conv2d<T, 1, 6, 5, 1, 0, 32, 32, 28, 28>,   // C1: 6 filters 5×5 → 6@28×28
         Relu<Maps<T, 6, 28, 28>>,
         MaxPool2d<T, 6, 28, 28, 2, 2, 14, 14>,      // S2: 2×2 stride 2 → 6@14×14
@@ -51,13 +51,13 @@ pub type LeNet5<T> = sequential![
         Relu<Maps<T, 16, 10, 10>>,
         MaxPool2d<T, 16, 10, 10, 2, 2, 5, 5>,       // S4: 2×2 stride 2 → 16@5×5
         Flatten<T, 16, 5, 5, 400>,                  // 400
+        Linear<T, 400, 120>,                        // F5: 120
+        Relu<[T; 120]>,
+        Linear<T, 120, 100>,                        // F6: 100
+        Relu<[T; 100]>,
+        Linear<T, 100, 10>,                         // output: 10 logits
     ]>,
-    Linear<T, 400, 120>,                        // F5: 120
-    Relu<[T; 120]>,
-    Linear<T, 120, 100>,                        // F6: 100
-    Relu<[T; 100]>,
-    Linear<T, 100, 10>,                         // output: 10 logits
-    Softmax<T, 10>,                             // class probabilities
+    Softmax<T, 10>,                                 // class probabilities
 ];
 
 /// LeNet-5's input: one 32×32 grey image (a 28×28 MNIST digit padded by 2).
@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(a.relu4[9], a.fc2[9].max(0.0));
         assert_eq!(a.probs, &probs);
         // logits are fc3 of relu4
-        let fc3 = &net.first.then;
+        let fc3 = &net.first.0.then;
         let z0 = fc3.bias[0]
             + fc3.weight[0]
                 .iter()

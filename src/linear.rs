@@ -3,6 +3,10 @@
 use rand::Rng;
 
 use crate::batch::BatchLayer;
+use crate::lanes::{
+    CacheLines, LANES, LaneLayer, block_from_lanes, block_of, block_of_mut, check_lanes, lane_get,
+    lane_put, relu_mask, transpose_blocks,
+};
 use crate::layer::{Layer, he_uniform, no_such_param};
 use crate::scalar::Scalar;
 use crate::simd;
@@ -303,6 +307,176 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
                     }
                 }
             }
+        }
+    }
+}
+
+/// What a fully connected layer's lane passes keep: the batch's inputs and output gradients
+/// sample by sample, for the weight gradient, which is a matrix product over the samples.
+pub struct LinearLaneWorkspace<T, const IN: usize, const OUT: usize, const N: usize> {
+    /// The batch's inputs, `[sample][input]`, gathered block by block in the backward pass.
+    pub x: CacheLines<[[T; IN]; N]>,
+    /// The batch's output gradients (through the fused ReLU), `[sample][output]`.
+    pub g: CacheLines<[[T; OUT]; N]>,
+    /// One block's output gradient through a fused ReLU, in lanes.
+    pub masked: CacheLines<[[T; OUT]; LANES]>,
+}
+
+/// 16 samples per vector: each weight is broadcast once per block and multiplies 16 samples;
+/// the weight gradient, a sum over the samples, runs once per batch on the samples
+/// transposed back.
+impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> LaneLayer<N>
+    for Linear<T, IN, OUT>
+{
+    type LaneWorkspace = LinearLaneWorkspace<T, IN, OUT, N>;
+
+    fn forward_lanes(
+        &self,
+        block: usize,
+        input: &[[T; IN]; N],
+        output: &mut [[T; OUT]; N],
+        _ws: &mut Self::LaneWorkspace,
+    ) {
+        const { Self::SHAPE_OK };
+        check_lanes(N);
+        let y = block_of_mut(output, block).as_flattened_mut();
+        self.forward_lanes_any(block_of(input, block).as_flattened(), y, false);
+    }
+
+    fn fuses_relu(&self) -> bool {
+        T::as_f32(&self.bias).is_some()
+    }
+
+    /// The SIMD kernel applies the ReLU as it stores the output.
+    fn forward_lanes_relu(
+        &self,
+        block: usize,
+        input: &[[T; IN]; N],
+        output: &mut [T],
+        _ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        check_lanes(N);
+        if !<Self as LaneLayer<N>>::fuses_relu(self) {
+            return false;
+        }
+        let y = &mut output[block * OUT * LANES..][..OUT * LANES];
+        self.forward_lanes_any(block_of(input, block).as_flattened(), y, true);
+        true
+    }
+
+    fn backward_lanes(
+        &self,
+        block: usize,
+        input: &[[T; IN]; N],
+        _output: &[[T; OUT]; N],
+        ws: &mut Self::LaneWorkspace,
+        grad_output: &[[T; OUT]; N],
+        grad_input: Option<&mut [[T; IN]; N]>,
+        grads: &mut Self,
+    ) {
+        const { Self::SHAPE_OK };
+        check_lanes(N);
+        let g = block_of(grad_output, block).as_flattened();
+        let samples = (&mut ws.x.0, &mut ws.g.0);
+        self.backward_lanes_any::<N>(block, input, g, samples, grad_input, grads);
+    }
+
+    /// The ReLU's gradient is applied to the block's output gradient once, before both
+    /// gradients read it.
+    fn backward_lanes_relu(
+        &self,
+        block: usize,
+        input: &[[T; IN]; N],
+        output: Option<&[T]>,
+        ws: &mut Self::LaneWorkspace,
+        grad_output: &[T],
+        grad_input: Option<&mut [[T; IN]; N]>,
+        grads: &mut Self,
+    ) -> bool {
+        check_lanes(N);
+        if !<Self as LaneLayer<N>>::fuses_relu(self) {
+            return false;
+        }
+        let len = OUT * LANES;
+        let LinearLaneWorkspace { x, g, masked } = ws;
+        let masked = masked.0.as_flattened_mut();
+        masked.copy_from_slice(&grad_output[block * len..][..len]);
+        if let Some(y) = output {
+            relu_mask(masked, &y[block * len..][..len]);
+        }
+        self.backward_lanes_any::<N>(
+            block,
+            input,
+            masked,
+            (&mut x.0, &mut g.0),
+            grad_input,
+            grads,
+        );
+        true
+    }
+}
+
+impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
+    /// One block's forward pass in lanes (`x` is `[in][16]`, `y` `[out][16]`), then a ReLU
+    /// if `relu`: the SIMD kernel in `f32`, else the reference loops sample by sample.
+    fn forward_lanes_any(&self, x: &[T], y: &mut [T], relu: bool) {
+        if let (Some(x), Some(y), Some(w), Some(b)) = (
+            T::as_f32(x),
+            T::as_f32_mut(y),
+            T::as_f32(self.weight.as_flattened()),
+            T::as_f32(&self.bias),
+        ) {
+            simd::dispatch(lanes_fast::Forward::<IN, OUT> { x, w, b, y, relu });
+            return;
+        }
+        let (mut xs, mut ys) = ([T::zero(); IN], [T::zero(); OUT]);
+        for n in 0..LANES {
+            lane_get(x, n, &mut xs);
+            self.forward_reference(&xs, &mut ys);
+            if relu {
+                ys = ys.map(|v| if v <= T::zero() { T::zero() } else { v });
+            }
+            lane_put(&ys, n, y);
+        }
+    }
+
+    /// One block's backward pass in lanes from its output gradient `g` (`[out][16]`): the
+    /// input gradient in lanes, and the block's inputs and gradients kept sample by sample
+    /// in `samples`, for the parameter gradients of the whole batch after the last block
+    /// (in `f32`; otherwise the reference loops, sample by sample).
+    fn backward_lanes_any<const N: usize>(
+        &self,
+        block: usize,
+        input: &[[T; IN]; N],
+        g: &[T],
+        (xs, gs): (&mut [[T; IN]; N], &mut [[T; OUT]; N]),
+        grad_input: Option<&mut [[T; IN]; N]>,
+        grads: &mut Self,
+    ) {
+        let mut gi = grad_input.map(|gi| block_of_mut(gi, block).as_flattened_mut());
+        let Some(gf) = T::as_f32(g) else {
+            let x = block_of(input, block).as_flattened();
+            let (mut xn, mut gn, mut gx) = ([T::zero(); IN], [T::zero(); OUT], [T::zero(); IN]);
+            for n in 0..LANES {
+                lane_get(x, n, &mut xn);
+                lane_get(g, n, &mut gn);
+                let want = gi.is_some().then_some(&mut gx);
+                self.backward_reference(&xn, &gn, want, grads);
+                if let Some(gi) = gi.as_deref_mut() {
+                    lane_put(&gx, n, gi);
+                }
+            }
+            return;
+        };
+        if let Some(gi) = gi {
+            let w = T::as_f32(self.weight.as_flattened()).expect("T is f32");
+            let gi = T::as_f32_mut(gi).expect("T is f32");
+            simd::dispatch(lanes_fast::InputGrad::<IN, OUT> { w, g: gf, gi });
+        }
+        block_from_lanes(input, xs, block);
+        transpose_blocks(g, block_of_mut(gs, block).as_flattened_mut(), (OUT, LANES));
+        if block + 1 == N / LANES {
+            self.backward_fast(xs.as_flattened(), gs.as_flattened(), None, grads);
         }
     }
 }
@@ -738,6 +912,138 @@ pub(crate) mod fast {
         fn run<S: Simd>(self, s: S) {
             let n = self.g.len() / OUT;
             axpy_rows::<S, IN>(s, n, self.g, (OUT, 1, OUT), self.w, self.gi, false);
+        }
+    }
+}
+
+/// `f32` kernels for one block of 16 samples in lanes ([`crate::lanes`]), generic over the
+/// instruction set: every multiply-add is a broadcast weight times one element of 16
+/// samples, `OB` outputs (or inputs) at a time sharing each load.
+pub(crate) mod lanes_fast {
+    use crate::lanes::LANES;
+    use crate::simd::{Kernel, Simd, for_blocks};
+
+    /// `y[o] = b[o] + Σ_i w[o][i] · x[i]` (then `max(y, 0)` if `relu`), `x` `[in][16]`,
+    /// `y` `[out][16]`.
+    pub(crate) struct Forward<'a, const IN: usize, const OUT: usize> {
+        pub x: &'a [f32],
+        pub w: &'a [f32],
+        pub b: &'a [f32],
+        pub y: &'a mut [f32],
+        /// Whether to store `max(y, 0)` (NaN passing, −0 made +0, as [`crate::Relu`]).
+        pub relu: bool,
+    }
+
+    /// Outputs `0..OB` of `w`, `b` and `y` (which start at the block's first output), for
+    /// the lanes `v0..v0 + S::LANES`.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the sums in registers
+    fn forward_block<S: Simd, const OB: usize, const IN: usize>(
+        s: S,
+        (x, w, b): (&[f32], &[f32], &[f32]),
+        y: &mut [f32],
+        v0: usize,
+        relu: bool,
+    ) {
+        let w = &w[..OB * IN];
+        let mut acc = [s.splat(0.0); OB];
+        for o in 0..OB {
+            acc[o] = s.splat(b[o]);
+        }
+        for i in 0..IN {
+            let xv = s.load(x, i * LANES + v0);
+            for o in 0..OB {
+                acc[o] = s.mul_add(s.splat(w[o * IN + i]), xv, acc[o]);
+            }
+        }
+        let zero = s.splat(0.0);
+        for o in 0..OB {
+            let v = acc[o];
+            // `0 > v ? 0 : v + 0`, as in the convolutions' lane kernel
+            let v = if relu {
+                s.select_gt(zero, v, zero, s.add(v, zero))
+            } else {
+                v
+            };
+            s.store(y, o * LANES + v0, v);
+        }
+    }
+
+    impl<const IN: usize, const OUT: usize> Kernel for Forward<'_, IN, OUT> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            let Forward { x, w, b, y, relu } = self;
+            let x = &x[..IN * LANES];
+            for v0 in (0..LANES).step_by(S::LANES) {
+                macro_rules! outputs {
+                    ([$($ob:literal),*]) => {
+                        for_blocks!(OUT, [$($ob),*], |o0, OB| {
+                            let at = (x, &w[o0 * IN..], &b[o0..]);
+                            forward_block::<S, OB, IN>(s, at, &mut y[o0 * LANES..], v0, relu);
+                        });
+                    };
+                }
+                if S::LANES >= 16 {
+                    outputs!([24, 4, 1]);
+                } else {
+                    outputs!([8, 1]);
+                }
+            }
+        }
+    }
+
+    /// `gi[i] = Σ_o w[o][i] · g[o]`, `g` `[out][16]`, `gi` `[in][16]`.
+    pub(crate) struct InputGrad<'a, const IN: usize, const OUT: usize> {
+        pub w: &'a [f32],
+        pub g: &'a [f32],
+        pub gi: &'a mut [f32],
+    }
+
+    /// Inputs `0..RB` of `w`'s rows and of `gi` (which start at the block's first input),
+    /// for the lanes `v0..v0 + S::LANES`.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    fn input_grad_block<S: Simd, const RB: usize, const IN: usize, const OUT: usize>(
+        s: S,
+        (w, g): (&[f32], &[f32]),
+        gi: &mut [f32],
+        v0: usize,
+    ) {
+        let mut acc = [s.splat(0.0); RB];
+        for o in 0..OUT {
+            let gv = s.load(g, o * LANES + v0);
+            let w: &[f32; RB] = w[o * IN..][..RB].try_into().expect("RB weights");
+            for r in 0..RB {
+                acc[r] = s.mul_add(s.splat(w[r]), gv, acc[r]);
+            }
+        }
+        for r in 0..RB {
+            s.store(gi, r * LANES + v0, acc[r]);
+        }
+    }
+
+    impl<const IN: usize, const OUT: usize> Kernel for InputGrad<'_, IN, OUT> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            let InputGrad { w, g, gi } = self;
+            let g = &g[..OUT * LANES];
+            for v0 in (0..LANES).step_by(S::LANES) {
+                macro_rules! inputs {
+                    ([$($rb:literal),*]) => {
+                        for_blocks!(IN, [$($rb),*], |i0, RB| {
+                            let at = (&w[i0..], g);
+                            input_grad_block::<S, RB, IN, OUT>(s, at, &mut gi[i0 * LANES..], v0);
+                        });
+                    };
+                }
+                if S::LANES >= 16 {
+                    inputs!([24, 4, 1]);
+                } else {
+                    inputs!([8, 1]);
+                }
+            }
         }
     }
 }

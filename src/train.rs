@@ -173,7 +173,7 @@ impl fmt::Display for Evaluation {
 }
 
 /// Samples a worker pushes through the network together ([`BatchLayer`]): with AVX-512,
-/// LeNet-5's convolutions then run one sample per vector lane ([`crate::lanes`]; the whole
+/// LeNet-5's layers then run one sample per vector lane ([`crate::lanes`]; the whole
 /// training step 24% faster than micro-batches of 8), the fully connected layers read their
 /// weights once per 16 images instead of once per image, and the images' activations stay
 /// in the L2 cache between the forward and the backward pass. (With AVX2 the batch runs

@@ -18,7 +18,7 @@ use crate::conv2d::{Conv2d, ConvLaneWorkspace};
 use crate::flatten::Flatten;
 use crate::lanes::{CacheLines, LaneChainWorkspace, LaneLayer, Lanes, LanesWorkspace};
 use crate::layer::Layer;
-use crate::linear::Linear;
+use crate::linear::{Linear, LinearLaneWorkspace};
 use crate::maxpool2d::MaxPool2d;
 use crate::optim::OptimizerState;
 use crate::relu::Relu;
@@ -136,6 +136,12 @@ unsafe impl<
     const OH: usize,
     const OW: usize,
 > Zeroable for ConvLaneWorkspace<T, CI, CO, K, H, W, OH, OW>
+{
+}
+// LinearLaneWorkspace { x: CacheLines<[[T; IN]; N]>, g: CacheLines<[[T; OUT]; N]>,
+// masked: CacheLines<[[T; OUT]; 16]> }
+unsafe impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> Zeroable
+    for LinearLaneWorkspace<T, IN, OUT, N>
 {
 }
 // CacheLines(X): one field (and padding, which is not part of the value)

@@ -9,8 +9,8 @@
 
 use constnet::simd::{Isa, with_isa};
 use constnet::{
-    BatchLayer, Conv2d, Image, LaneLayer, Layer, LeNet5, Loss, MaxPool2d, Tensor, from_lanes,
-    to_lanes, zeroed_box,
+    BatchLayer, Conv2d, Image, LaneLayer, Layer, LeNet5, Linear, Loss, MaxPool2d, Tensor,
+    from_lanes, to_lanes, zeroed_box,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -125,6 +125,14 @@ proptest! {
         check_layer::<Conv2d<f32, 3, 5, 3, 1, 0, 9, 20, 7, 18>, 16>(&v); // odd sizes
         check_layer::<Conv2d<f32, 2, 3, 3, 2, 1, 9, 9, 5, 5>, 16>(&v); // stride, padding
         check_layer::<Conv2d<f32, 2, 3, 3, 1, 0, 30, 30, 28, 28>, 16>(&v); // rows past registers
+    }
+
+    #[test]
+    fn lane_linears_equal_samples_one_at_a_time(v in values()) {
+        check_layer::<Linear<f32, 400, 120>, 16>(&v); // LeNet's F5
+        check_layer::<Linear<f32, 120, 100>, 32>(&v); // F6, two blocks
+        check_layer::<Linear<f32, 100, 10>, 16>(&v); // the output layer
+        check_layer::<Linear<f32, 7, 30>, 48>(&v); // odd sizes, a middle block
     }
 
     #[test]
@@ -275,6 +283,7 @@ fn f64_lane_passes_are_exactly_the_samples() {
     check_layer_f64::<Conv2d<f64, 1, 6, 5, 1, 0, 32, 32, 28, 28>, 16>();
     check_layer_f64::<Conv2d<f64, 6, 16, 5, 1, 0, 14, 14, 10, 10>, 32>();
     check_layer_f64::<MaxPool2d<f64, 6, 28, 28, 2, 2, 14, 14>, 16>();
+    check_layer_f64::<Linear<f64, 30, 25>, 32>();
 }
 
 /// Max pooling's masked backward pass (the gradient with respect to the input of a fused
@@ -439,6 +448,15 @@ type ConvReluConvReluPool = constnet::Lanes<
     ],
 >;
 
+/// Fully connected layers that apply the ReLU after them themselves, the second one's
+/// input gradient going back through the first one's ReLU.
+type LinearReluLinearRelu = constnet::sequential![
+    Linear<f32, 30, 25>,
+    constnet::Relu<[f32; 25]>,
+    Linear<f32, 25, 9>,
+    constnet::Relu<[f32; 9]>,
+];
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(6))]
 
@@ -455,6 +473,7 @@ proptest! {
     fn chain_lane_passes_equal_samples_one_at_a_time(v in values()) {
         check_layer::<<ConvReluConvReluPool as Stack>::Net, 48>(&v);
         check_layer::<StridedReluPool, 16>(&v);
+        check_layer::<LinearReluLinearRelu, 32>(&v);
     }
 }
 
@@ -480,6 +499,30 @@ fn fused_relu_turns_negative_zero_into_zero() {
             net.forward_lanes(0, &xl, &mut yl, &mut lws);
             let bits = <[[[f32; 4]; 4]; 1]>::flat_slice(&*yl);
             assert!(bits.iter().all(|v| v.to_bits() == 0), "{isa:?}");
+        });
+    }
+}
+
+/// The ReLU a fully connected layer applies itself maps −0 to +0 too.
+#[test]
+fn linear_fused_relu_turns_negative_zero_into_zero() {
+    type LinearRelu = constnet::sequential![Linear<f32, 3, 2>, constnet::Relu<[f32; 2]>];
+    let mut net = zeroed_box::<LinearRelu>();
+    net.first.weight = [[-1.0; 3]; 2];
+    net.first.bias = [-0.0, 1.0]; // −1 · 0 + (−0) = −0 before the ReLU
+    let xl = zeroed_box::<[[f32; 3]; 16]>();
+    for isa in available() {
+        with_isa(isa, || {
+            let mut yl = zeroed_box::<[[f32; 2]; 16]>();
+            yl.iter_mut().for_each(|y| y.fill_zero());
+            let mut lws = zeroed_box::<<LinearRelu as LaneLayer<16>>::LaneWorkspace>();
+            net.forward_lanes(0, &xl, &mut yl, &mut lws);
+            let mut ys = zeroed_box::<[[f32; 2]; 16]>();
+            from_lanes(&yl, &mut ys);
+            assert!(
+                ys.iter().all(|y| y[0].to_bits() == 0 && y[1] == 1.0),
+                "{isa:?}"
+            );
         });
     }
 }
