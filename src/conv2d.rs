@@ -466,7 +466,7 @@ impl<
         check_lanes(N);
         let x = Maps::flat_slice(block_of(input, block));
         let y = Maps::flat_slice_mut(block_of_mut(output, block));
-        if self.forward_lanes_fast(x, y, false) {
+        if self.forward_lanes_fast(x, y, false, None) {
             return;
         }
         for n in 0..LANES {
@@ -523,7 +523,32 @@ impl<
         check_lanes(N);
         let len = CO * OH * OW * LANES;
         let x = Maps::flat_slice(block_of(input, block));
-        self.forward_lanes_fast(x, &mut output[block * len..][..len], true)
+        self.forward_lanes_fast(x, &mut output[block * len..][..len], true, None)
+    }
+
+    fn fuses_relu_pool(&self) -> bool {
+        <Self as LaneLayer<N>>::fuses_relu(self) && OH.is_multiple_of(2) && OW.is_multiple_of(2)
+    }
+
+    /// Two output rows at a time go to a scratch buffer still in L1, and are pooled from
+    /// there: the maps before pooling are never written out.
+    fn infer_lanes_relu_pool(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &mut [T],
+        ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        check_lanes(N);
+        if !<Self as LaneLayer<N>>::fuses_relu_pool(self) {
+            return false;
+        }
+        let len = CO * (OH / 2) * (OW / 2) * LANES;
+        let x = Maps::flat_slice(block_of(input, block));
+        let y = &mut output[block * len..][..len];
+        // The backward pass's scratch for one block's maps; inference has no backward pass.
+        let scratch = &mut Maps::flat_slice_mut(&mut ws.g.0)[..CO * 2 * OW * LANES];
+        self.forward_lanes_fast(x, y, true, Some(scratch))
     }
 
     /// The ReLU's gradient is applied where the weight gradient loads the output gradient
@@ -561,14 +586,22 @@ impl<
     const OW: usize,
 > Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
 {
-    /// The lane forward pass of one block by the SIMD kernels (then a ReLU if `relu`), or
-    /// `false` if they do not apply.
-    fn forward_lanes_fast(&self, x: &[T], y: &mut [T], relu: bool) -> bool {
+    /// The lane forward pass of one block by the SIMD kernels (then a ReLU if `relu`, then
+    /// a 2×2 max pooling with `Some(scratch)`), or `false` if they do not apply.
+    fn forward_lanes_fast(&self, x: &[T], y: &mut [T], relu: bool, pool: Option<&mut [T]>) -> bool {
         if Self::LANES_FAST
             && let (Some(x), Some(y)) = (T::as_f32(x), T::as_f32_mut(y))
             && let (Some(w), Some(b)) = (T::as_f32(self.param(0)), T::as_f32(&self.bias))
         {
-            let kernel = lanes_fast::Forward::<CI, CO, K, H, W, OH, OW> { x, w, b, y, relu };
+            let pool = pool.map(|scratch| T::as_f32_mut(scratch).expect("T is f32"));
+            let kernel = lanes_fast::Forward::<CI, CO, K, H, W, OH, OW> {
+                x,
+                w,
+                b,
+                y,
+                relu,
+                pool,
+            };
             simd::dispatch(kernel);
             return true;
         }
@@ -1482,10 +1515,15 @@ pub(crate) mod lanes_fast {
         pub y: &'a mut [f32],
         /// Whether to store `max(y, 0)` (NaN passing) instead of `y`.
         pub relu: bool,
+        /// With `Some(scratch)` (room for two output rows of every channel), `y` receives
+        /// the 2×2, stride-2 max pooling of the output: two rows at a time are computed into
+        /// `scratch`, still in L1 when they are pooled (`OH` and `OW` even).
+        pub pool: Option<&'a mut [f32]>,
     }
 
-    /// Output channels `o0..o0 + OB` × pixels `px0..px0 + PB` of row `py`: each tap row's
-    /// `PB + K − 1` input vectors are loaded once and serve all `OB·K` weights.
+    /// Output channels `o0..o0 + OB` × pixels `px0..px0 + PB` of row `py`, written to row
+    /// `y_row` of `y` (which has `oh` rows): each tap row's `PB + K − 1` input vectors are
+    /// loaded once and serve all `OB·K` weights.
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the sums in registers
     fn forward_block<S: Simd, const OB: usize, const PB: usize, const K: usize>(
@@ -1493,7 +1531,7 @@ pub(crate) mod lanes_fast {
         (x, w, b, relu): (&[f32], &[f32], &[f32], bool),
         (o0, py, px0, v0): (usize, usize, usize, usize),
         (ci, h, wd, oh, ow): (usize, usize, usize, usize, usize),
-        y: &mut [f32],
+        (y, y_row): (&mut [f32], usize),
     ) {
         let mut acc = [[s.splat(0.0); PB]; OB];
         for o in 0..OB {
@@ -1520,7 +1558,7 @@ pub(crate) mod lanes_fast {
         let zero = s.splat(0.0);
         for o in 0..OB {
             for p in 0..PB {
-                let at = (((o0 + o) * oh + py) * ow + px0 + p) * LANES + v0;
+                let at = (((o0 + o) * oh + y_row) * ow + px0 + p) * LANES + v0;
                 let v = acc[o][p];
                 // `0 > v ? 0 : v + 0` lets a NaN through and turns −0 into +0, like `Relu`
                 let v = if relu {
@@ -1547,42 +1585,101 @@ pub(crate) mod lanes_fast {
         #[inline(always)]
         fn run<S: Simd>(self, s: S) {
             const { assert!(K <= 12, "lane kernels: K too large") };
-            let dims = (CI, H, W, OH, OW);
-            let blocks = self.x.chunks_exact(CI * H * W * LANES);
-            for (x, y) in blocks.zip(self.y.chunks_exact_mut(CO * OH * OW * LANES)) {
+            let Forward {
+                x,
+                w,
+                b,
+                y,
+                relu,
+                mut pool,
+            } = self;
+            let blocks = x.chunks_exact(CI * H * W * LANES);
+            let y_len = if pool.is_some() {
+                CO * (OH / 2) * (OW / 2) * LANES
+            } else {
+                CO * OH * OW * LANES
+            };
+            for (x, y) in blocks.zip(y.chunks_exact_mut(y_len)) {
                 for v0 in (0..LANES).step_by(S::LANES) {
-                    if S::LANES >= 16 {
-                        for_blocks!(CO, [4, 2, 1], |o0, OB| {
-                            for py in 0..OH {
-                                for_blocks!(OW, [5, 4, 3, 2, 1], |px0, PB| {
-                                    let at = (o0, py, px0, v0);
-                                    forward_block::<S, OB, PB, K>(
-                                        s,
-                                        (x, self.w, self.b, self.relu),
-                                        at,
-                                        dims,
-                                        y,
-                                    );
-                                });
+                    let at = ((x, w, b, relu), v0);
+                    match pool.as_deref_mut() {
+                        None => forward_rows::<S, CI, CO, K, H, W, OH, OW>(s, at, (0, OH), (y, OH)),
+                        Some(scratch) => {
+                            for py in (0..OH).step_by(2) {
+                                let out = (&mut *scratch, 2);
+                                forward_rows::<S, CI, CO, K, H, W, OH, OW>(s, at, (py, 2), out);
+                                pool_rows::<S, CO, OW>(s, scratch, (y, py / 2, OH / 2), v0);
                             }
-                        });
-                    } else {
-                        for_blocks!(CO, [2, 1], |o0, OB| {
-                            for py in 0..OH {
-                                for_blocks!(OW, [3, 2, 1], |px0, PB| {
-                                    let at = (o0, py, px0, v0);
-                                    forward_block::<S, OB, PB, K>(
-                                        s,
-                                        (x, self.w, self.b, self.relu),
-                                        at,
-                                        dims,
-                                        y,
-                                    );
-                                });
-                            }
-                        });
+                        }
                     }
                 }
+            }
+        }
+    }
+
+    /// Output rows `py..py + rows` of every channel, lanes `v0..v0 + S::LANES`, into `out`:
+    /// at their own rows if it has all `OH`, else at rows `0..rows`.
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn forward_rows<
+        S: Simd,
+        const CI: usize,
+        const CO: usize,
+        const K: usize,
+        const H: usize,
+        const W: usize,
+        const OH: usize,
+        const OW: usize,
+    >(
+        s: S,
+        (params, v0): ((&[f32], &[f32], &[f32], bool), usize),
+        (py, rows): (usize, usize),
+        (out, oh): (&mut [f32], usize),
+    ) {
+        macro_rules! blocks {
+            ([$($ob:literal),*], [$($pb:literal),*]) => {
+                for_blocks!(CO, [$($ob),*], |o0, OB| {
+                    for r in 0..rows {
+                        let y_row = if oh == OH { py + r } else { r };
+                        for_blocks!(OW, [$($pb),*], |px0, PB| {
+                            forward_block::<S, OB, PB, K>(
+                                s,
+                                params,
+                                (o0, py + r, px0, v0),
+                                (CI, H, W, oh, OW),
+                                (out, y_row),
+                            );
+                        });
+                    }
+                });
+            };
+        }
+        if S::LANES >= 16 {
+            blocks!([4, 2, 1], [5, 4, 3, 2, 1]);
+        } else {
+            blocks!([2, 1], [3, 2, 1]);
+        }
+    }
+
+    /// Row `qy` of the 2×2, stride-2 max pooling of `rows` (two rows of `OW` pixels per
+    /// channel), into `y` (of `oh` rows of `OW / 2`), lanes `v0..v0 + S::LANES`: the taps
+    /// in [`crate::MaxPool2d`]'s order, the first maximum kept.
+    #[inline(always)]
+    fn pool_rows<S: Simd, const C: usize, const OW: usize>(
+        s: S,
+        rows: &[f32],
+        (y, qy, oh): (&mut [f32], usize, usize),
+        v0: usize,
+    ) {
+        for c in 0..C {
+            for qx in 0..OW / 2 {
+                let at = |r: usize, x: usize| ((c * 2 + r) * OW + 2 * qx + x) * LANES + v0;
+                let mut best = s.load(rows, at(0, 0));
+                for (r, x) in [(0, 1), (1, 0), (1, 1)] {
+                    let v = s.load(rows, at(r, x));
+                    best = s.select_gt(v, best, v, best);
+                }
+                s.store(y, ((c * oh + qy) * (OW / 2) + qx) * LANES + v0, best);
             }
         }
     }

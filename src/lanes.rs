@@ -122,6 +122,18 @@ pub trait LaneLayer<const N: usize>: Layer {
         false
     }
 
+    /// [`LaneLayer::forward_lanes_relu`] when no backward pass follows (see
+    /// [`Layer::infer`]).
+    fn infer_lanes_relu(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &mut [Self::Scalar],
+        ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        self.forward_lanes_relu(block, input, output, ws)
+    }
+
     /// The backward pass of [`LaneLayer::forward_lanes_relu`]: `output` is what it wrote and
     /// `grad_output` the gradient with respect to it (both flat, the whole batch), or, with
     /// `output` `None`, `grad_output` is already the gradient with respect to the ReLU's
@@ -163,6 +175,46 @@ pub trait LaneLayer<const N: usize>: Layer {
         grads: &mut Self,
     ) -> bool {
         let _ = (block, input, ws, grad, grad_input, grads);
+        false
+    }
+
+    /// Whether this layer is a 2×2, stride-2 max pooling: in inference a chain then offers
+    /// the layer before it and its ReLU to pool their output themselves
+    /// ([`LaneLayer::infer_lanes_relu_pool`]).
+    const POOL_2X2: bool = false;
+
+    /// Whether [`LaneLayer::infer_lanes_relu_pool`] does the work (and returns `true`) for
+    /// this layer as it is.
+    fn fuses_relu_pool(&self) -> bool {
+        false
+    }
+
+    /// [`LaneLayer::infer_lanes`], a ReLU, then a 2×2, stride-2 max pooling, written to
+    /// `output` (the block's elements flat, in lanes, as the pooling would write them).
+    /// Returns `false`, having done nothing, unless [`LaneLayer::fuses_relu_pool`].
+    fn infer_lanes_relu_pool(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &mut [Self::Scalar],
+        ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        let _ = (block, input, output, ws);
+        false
+    }
+
+    /// [`LaneLayer::infer_lanes`] then a 2×2, stride-2 max pooling, written as
+    /// [`LaneLayer::infer_lanes_relu_pool`] writes it, if this layer ends in a ReLU that the
+    /// layer before it applies and pools itself (a chain); otherwise returns `false`, having
+    /// done nothing.
+    fn infer_lanes_pooled(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &mut [Self::Scalar],
+        ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        let _ = (block, input, output, ws);
         false
     }
 
@@ -318,13 +370,14 @@ pub struct LaneChainWorkspace<A: LaneLayer<N>, B: LaneLayer<N, Input = A::Output
 
 impl<A, B> Chain<A, B> {
     /// The forward pass of a layer and the ReLU after it, fused, if `B` is a ReLU that `A`
-    /// can apply itself (then returns `true`: the same in training and inference).
+    /// can apply itself (then returns `true`), for inference if `infer`.
     fn forward_fused<const N: usize>(
         &self,
         block: usize,
         input: &[A::Input; N],
         output: &mut [B::Output; N],
         ws: &mut LaneChainWorkspace<A, B, N>,
+        infer: bool,
     ) -> bool
     where
         A: LaneLayer<N>,
@@ -334,9 +387,12 @@ impl<A, B> Chain<A, B> {
             return false;
         }
         let y = B::Output::flat_slice_mut(output);
-        let fused = self
-            .first
-            .forward_lanes_relu(block, input, y, &mut ws.first);
+        let fused = if infer {
+            self.first.infer_lanes_relu(block, input, y, &mut ws.first)
+        } else {
+            self.first
+                .forward_lanes_relu(block, input, y, &mut ws.first)
+        };
         debug_assert!(fused, "fuses_relu promised a fused forward pass");
         true
     }
@@ -360,7 +416,7 @@ where
         output: &mut [B::Output; N],
         ws: &mut Self::LaneWorkspace,
     ) {
-        if self.forward_fused(block, input, output, ws) {
+        if self.forward_fused(block, input, output, ws, false) {
             return;
         }
         self.first
@@ -376,13 +432,58 @@ where
         output: &mut [B::Output; N],
         ws: &mut Self::LaneWorkspace,
     ) {
-        if self.forward_fused(block, input, output, ws) {
+        if self.forward_fused(block, input, output, ws, true) {
             return;
+        }
+        if B::POOL_2X2 {
+            let y = B::Output::flat_slice_mut(output);
+            if self
+                .first
+                .infer_lanes_pooled(block, input, y, &mut ws.first)
+            {
+                return;
+            }
         }
         self.first
             .infer_lanes(block, input, &mut ws.mid.0, &mut ws.first);
         self.then
             .infer_lanes(block, &ws.mid.0, output, &mut ws.then);
+    }
+
+    fn fuses_relu_pool(&self) -> bool {
+        self.then.fuses_relu_pool()
+    }
+
+    /// The chain's last layer applies the ReLU and the pooling, if it can.
+    fn infer_lanes_relu_pool(
+        &self,
+        block: usize,
+        input: &[A::Input; N],
+        output: &mut [A::Scalar],
+        ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        if !self.then.fuses_relu_pool() {
+            return false;
+        }
+        self.first
+            .infer_lanes(block, input, &mut ws.mid.0, &mut ws.first);
+        self.then
+            .infer_lanes_relu_pool(block, &ws.mid.0, output, &mut ws.then)
+    }
+
+    /// A chain that ends in a ReLU (`B`) hands it and the pooling to the layer before it.
+    fn infer_lanes_pooled(
+        &self,
+        block: usize,
+        input: &[A::Input; N],
+        output: &mut [A::Scalar],
+        ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        B::RELU
+            && self.first.fuses_relu_pool()
+            && self
+                .first
+                .infer_lanes_relu_pool(block, input, output, &mut ws.first)
     }
 
     /// The chain's last layer applies the ReLU, if it can.
@@ -402,6 +503,22 @@ where
             .forward_lanes(block, input, &mut ws.mid.0, &mut ws.first);
         self.then
             .forward_lanes_relu(block, &ws.mid.0, output, &mut ws.then)
+    }
+
+    fn infer_lanes_relu(
+        &self,
+        block: usize,
+        input: &[A::Input; N],
+        output: &mut [A::Scalar],
+        ws: &mut Self::LaneWorkspace,
+    ) -> bool {
+        if !self.then.fuses_relu() {
+            return false;
+        }
+        self.first
+            .infer_lanes(block, input, &mut ws.mid.0, &mut ws.first);
+        self.then
+            .infer_lanes_relu(block, &ws.mid.0, output, &mut ws.then)
     }
 
     fn fuses_relu(&self) -> bool {

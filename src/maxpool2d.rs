@@ -482,6 +482,7 @@ impl<
     }
 
     const MASKS_FOR_FREE: bool = true;
+    const POOL_2X2: bool = K == 2 && S == 2;
 
     /// The mask is the window's maximum, read anyway: `g` goes to the winner if it is
     /// positive.

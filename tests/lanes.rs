@@ -448,6 +448,14 @@ type ConvReluConvReluPool = constnet::Lanes<
     ],
 >;
 
+/// A 2×2 pooling after a strided convolution, which has no lane kernel to pool in: the
+/// pooling layer runs in inference too.
+type StridedReluPool2x2 = constnet::sequential![
+    Conv2d<f32, 2, 3, 3, 2, 0, 9, 9, 4, 4>,
+    constnet::Relu<[[[f32; 4]; 4]; 3]>,
+    MaxPool2d<f32, 3, 4, 4, 2, 2, 2, 2>,
+];
+
 /// Fully connected layers that apply the ReLU after them themselves, the second one's
 /// input gradient going back through the first one's ReLU.
 type LinearReluLinearRelu = constnet::sequential![
@@ -468,12 +476,13 @@ proptest! {
     }
 
     /// The chains' lane passes called directly, so that every ISA runs them (`Lanes` uses
-    /// them with AVX-512 only): fused ReLUs, and a ReLU no layer fuses.
+    /// them with AVX-512 only): fused ReLUs and poolings, and a ReLU or pooling no layer fuses.
     #[test]
     fn chain_lane_passes_equal_samples_one_at_a_time(v in values()) {
         check_layer::<<ConvReluConvReluPool as Stack>::Net, 48>(&v);
         check_layer::<StridedReluPool, 16>(&v);
         check_layer::<LinearReluLinearRelu, 32>(&v);
+        check_layer::<StridedReluPool2x2, 16>(&v);
     }
 }
 
