@@ -512,6 +512,29 @@ fn fused_relu_turns_negative_zero_into_zero() {
     }
 }
 
+/// So does the ReLU that inference applies after pooling, inside the convolution's kernel.
+#[test]
+fn pooled_inference_turns_negative_zero_into_zero() {
+    type ConvReluPool = constnet::sequential![
+        Conv2d<f32, 1, 1, 1, 1, 0, 4, 4, 4, 4>,
+        constnet::Relu<[[[f32; 4]; 4]; 1]>,
+        MaxPool2d<f32, 1, 4, 4, 2, 2, 2, 2>,
+    ];
+    let mut net = zeroed_box::<ConvReluPool>();
+    net.first.first.weight = [[[[-1.0]]]];
+    net.first.first.bias = [-0.0]; // −1 · 0 + (−0) = −0 before the ReLU
+    let xl = zeroed_box::<[[[[f32; 4]; 4]; 1]; 16]>();
+    for isa in available() {
+        with_isa(isa, || {
+            let mut yl = Box::new([[[[7.0f32; 2]; 2]; 1]; 16]);
+            let mut lws = zeroed_box::<<ConvReluPool as LaneLayer<16>>::LaneWorkspace>();
+            net.infer_lanes(0, &xl, &mut yl, &mut lws);
+            let bits = <[[[f32; 2]; 2]; 1]>::flat_slice(&*yl);
+            assert!(bits.iter().all(|v| v.to_bits() == 0), "{isa:?}");
+        });
+    }
+}
+
 /// The ReLU a fully connected layer applies itself maps −0 to +0 too.
 #[test]
 fn linear_fused_relu_turns_negative_zero_into_zero() {
