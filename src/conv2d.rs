@@ -1555,18 +1555,11 @@ pub(crate) mod lanes_fast {
                 }
             }
         }
-        let zero = s.splat(0.0);
         for o in 0..OB {
             for p in 0..PB {
                 let at = (((o0 + o) * oh + y_row) * ow + px0 + p) * LANES + v0;
                 let v = acc[o][p];
-                // `0 > v ? 0 : v + 0` lets a NaN through and turns −0 into +0, like `Relu`
-                let v = if relu {
-                    s.select_gt(zero, v, zero, s.add(v, zero))
-                } else {
-                    v
-                };
-                s.store(y, at, v);
+                s.store(y, at, if relu { s.relu(v) } else { v });
             }
         }
     }
@@ -1677,7 +1670,6 @@ pub(crate) mod lanes_fast {
         (y, qy, oh): (&mut [f32], usize, usize),
         (v0, relu): (usize, bool),
     ) {
-        let zero = s.splat(0.0);
         for c in 0..C {
             for qx in 0..OW / 2 {
                 let at = |r: usize, x: usize| ((c * 2 + r) * OW + 2 * qx + x) * LANES + v0;
@@ -1687,7 +1679,7 @@ pub(crate) mod lanes_fast {
                     best = s.select_gt(v, best, v, best);
                 }
                 if relu {
-                    best = s.select_gt(zero, best, zero, s.add(best, zero));
+                    best = s.relu(best);
                 }
                 s.store(y, ((c * oh + qy) * (OW / 2) + qx) * LANES + v0, best);
             }

@@ -956,16 +956,9 @@ pub(crate) mod lanes_fast {
                 acc[o] = s.mul_add(s.splat(w[o * IN + i]), xv, acc[o]);
             }
         }
-        let zero = s.splat(0.0);
         for o in 0..OB {
             let v = acc[o];
-            // `0 > v ? 0 : v + 0`, as in the convolutions' lane kernel
-            let v = if relu {
-                s.select_gt(zero, v, zero, s.add(v, zero))
-            } else {
-                v
-            };
-            s.store(y, o * LANES + v0, v);
+            s.store(y, o * LANES + v0, if relu { s.relu(v) } else { v });
         }
     }
 

@@ -56,6 +56,14 @@ pub trait Simd: Copy + Debug {
     /// The even- and the odd-numbered lanes of `a` followed by `b`: for `a = [0, 1, 2, 3]`,
     /// `b = [4, 5, 6, 7]`, `([0, 2, 4, 6], [1, 3, 5, 7])`.
     fn deinterleave(self, a: Self::F, b: Self::F) -> (Self::F, Self::F);
+
+    /// `max(y, 0)` as [`crate::Relu`] computes it: a NaN passes, −0 becomes +0 (`0 > y ? 0
+    /// : y + 0`).
+    #[inline(always)]
+    fn relu(self, y: Self::F) -> Self::F {
+        let zero = self.splat(0.0);
+        self.select_gt(zero, y, zero, self.add(y, zero))
+    }
 }
 
 /// A computation to run with the best available [`Simd`]: the generic `run` is compiled
@@ -642,7 +650,7 @@ mod tests {
     }
 
     /// Lane `i` of the concatenation `a ‖ b` for `i < 2·LANES`: `(even, odd)` deinterleaved
-    /// and `select_gt` of the lanes, stored back to plain arrays.
+    /// and `select_gt` and `relu` of the lanes, stored back to plain arrays.
     struct Lanes<'a>(&'a [f32], &'a mut [f32]);
     impl Kernel for Lanes<'_> {
         type Output = ();
@@ -654,14 +662,15 @@ mod tests {
             s.store(self.1, 0, even);
             s.store(self.1, n, odd);
             s.store(self.1, 2 * n, s.select_gt(a, b, a, b));
+            s.store(self.1, 3 * n, s.relu(a));
         }
     }
 
     #[test]
-    fn every_available_isa_deinterleaves_and_selects_lane_by_lane() {
+    fn every_available_isa_deinterleaves_selects_and_rectifies_lane_by_lane() {
         for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
             let mut input = [0.0f32; 32];
-            let mut out = [0.0f32; 48];
+            let mut out = [0.0f32; 64];
             let n = with_isa(isa, || {
                 let n = dispatch(LaneCount);
                 for (i, v) in input[..2 * n].iter_mut().enumerate() {
@@ -673,6 +682,11 @@ mod tests {
                     };
                 }
                 input[n - 1] = f32::NAN;
+                if n >= 4 {
+                    // zeros of both signs, both ways round
+                    (input[1], input[n + 1]) = (-0.0, 0.0);
+                    (input[2], input[n + 2]) = (0.0, -0.0);
+                }
                 dispatch(Lanes(&input, &mut out));
                 n
             });
@@ -695,6 +709,8 @@ mod tests {
                     want.to_bits(),
                     "{isa:?} select {i}"
                 );
+                let relu = if a <= 0.0 { 0.0 } else { a }; // `Relu`'s definition
+                assert_eq!(out[3 * n + i].to_bits(), relu.to_bits(), "{isa:?} relu {i}");
             }
         }
     }
