@@ -1,4 +1,5 @@
-//! Forward and backward of each LeNet-5 layer at LeNet's sizes, one sample, `f32`.
+//! Forward and backward of each LeNet-5 layer at LeNet's sizes, `f32`: one sample, and for
+//! the convolutions and fully connected layers also 64 samples in lanes (`*_lanes/64`).
 //!
 //! Throughput: FLOPs (2 per multiply-add) for `conv*` and `fc*`, so criterion's "elem/s"
 //! reads as FLOP/s; elements of the layer's output for the element-wise layers. conv1's
@@ -100,43 +101,35 @@ fn bench_conv_batch<
     group.finish();
 }
 
-/// A convolution's lane passes over 64 images in lanes ([`LaneLayer`]): forward, and
-/// backward with the input gradient if `input_grad`; FLOPs per image × 64.
-fn bench_conv_lanes<
-    const CI: usize,
-    const CO: usize,
-    const H: usize,
-    const W: usize,
-    const OH: usize,
-    const OW: usize,
->(
+/// A layer's lane passes over 64 samples in lanes ([`LaneLayer`]): forward, and backward
+/// with the input gradient if `input_grad`; FLOPs per sample × 64.
+fn bench_lanes<L: LaneLayer<64> + Layer<Scalar = f32>>(
     c: &mut Criterion,
     name: &str,
-    conv: &Conv2d<f32, CI, CO, 5, 1, 0, H, W, OH, OW>,
+    layer: &L,
     (forward_work, backward_work): (u64, u64),
     input_grad: bool,
 ) {
     const N: usize = 64;
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    let mut xs = zeroed_box::<[Maps<f32, CI, H, W>; N]>();
-    for v in xs.iter_mut().flat_map(|x| x.flat_mut()) {
+    let mut xs = zeroed_box::<[L::Input; N]>();
+    for v in L::Input::flat_slice_mut(&mut *xs) {
         *v = rng.random_range(-1.0..1.0);
     }
-    let mut gs = zeroed_box::<[Maps<f32, CO, OH, OW>; N]>();
-    for v in gs.iter_mut().flat_map(|x| x.flat_mut()) {
+    let mut gs = zeroed_box::<[L::Output; N]>();
+    for v in L::Output::flat_slice_mut(&mut *gs) {
         *v = rng.random_range(-1.0..1.0);
     }
-    let mut ys = zeroed_box::<[Maps<f32, CO, OH, OW>; N]>();
-    let mut gis = zeroed_box::<[Maps<f32, CI, H, W>; N]>();
-    let mut grads = zeroed_box::<Conv2d<f32, CI, CO, 5, 1, 0, H, W, OH, OW>>();
-    let mut ws =
-        zeroed_box::<<Conv2d<f32, CI, CO, 5, 1, 0, H, W, OH, OW> as LaneLayer<N>>::LaneWorkspace>();
+    let mut ys = zeroed_box::<[L::Output; N]>();
+    let mut gis = zeroed_box::<[L::Input; N]>();
+    let mut grads = zeroed_box::<L>();
+    let mut ws = zeroed_box::<L::LaneWorkspace>();
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(forward_work * N as u64));
     group.bench_function("forward_lanes/64", |b| {
         b.iter(|| {
             for block in 0..N / 16 {
-                conv.forward_lanes(block, black_box(&xs), &mut ys, &mut ws)
+                layer.forward_lanes(block, black_box(&xs), &mut ys, &mut ws)
             }
         })
     });
@@ -146,7 +139,7 @@ fn bench_conv_lanes<
             for block in 0..N / 16 {
                 let gi = if input_grad { Some(&mut *gis) } else { None };
                 let (x, g) = (black_box(&*xs), black_box(&*gs));
-                conv.backward_lanes(block, x, &ys, &mut ws, g, gi, &mut grads)
+                layer.backward_lanes(block, x, &ys, &mut ws, g, gi, &mut grads)
             }
         })
     });
@@ -170,7 +163,7 @@ fn layers(c: &mut Criterion) {
         let (c1, c2) = (6 * 28 * 28 * 25, 16 * 10 * 10 * 150);
         let (f1, f2, f3) = (400 * 120, 120 * 100, 100 * 10);
         bench_layer(c, "conv1", &*conv1, (2 * c1, 2 * c1), false);
-        bench_conv_lanes(c, "conv1", &*conv1, (2 * c1, 2 * c1), false);
+        bench_lanes(c, "conv1", &*conv1, (2 * c1, 2 * c1), false);
         bench_layer(
             c,
             "relu1",
@@ -187,7 +180,7 @@ fn layers(c: &mut Criterion) {
         );
         bench_layer(c, "conv2", &*conv2, (2 * c2, 4 * c2), true);
         bench_conv_batch(c, "conv2", &*conv2, 2 * c2);
-        bench_conv_lanes(c, "conv2", &*conv2, (2 * c2, 4 * c2), true);
+        bench_lanes(c, "conv2", &*conv2, (2 * c2, 4 * c2), true);
         bench_layer(
             c,
             "relu2",
@@ -203,8 +196,11 @@ fn layers(c: &mut Criterion) {
             true,
         );
         bench_layer(c, "fc1", &*fc1, (2 * f1, 4 * f1), true);
+        bench_lanes(c, "fc1", &*fc1, (2 * f1, 4 * f1), true);
         bench_layer(c, "fc2", &*fc2, (2 * f2, 4 * f2), true);
+        bench_lanes(c, "fc2", &*fc2, (2 * f2, 4 * f2), true);
         bench_layer(c, "fc3", &*fc3, (2 * f3, 4 * f3), true);
+        bench_lanes(c, "fc3", &*fc3, (2 * f3, 4 * f3), true);
         bench_layer(c, "softmax", &Softmax::<f32, 10>::new(), (10, 10), true);
     });
 }
