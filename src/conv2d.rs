@@ -434,7 +434,8 @@ pub struct ConvLaneWorkspace<
     pub gw: CacheLines<LaneWeights<T, CI, CO, K>>,
     /// Bias gradient, lane by lane.
     pub gb: CacheLines<[[T; LANES]; CO]>,
-    /// One block's output gradient through a fused ReLU.
+    /// One block's output gradient through a fused ReLU; in inference, the scratch rows of
+    /// a pooling done in the kernel (a backward pass writes it before reading it).
     pub g: CacheLines<[Maps<T, CO, OH, OW>; LANES]>,
 }
 

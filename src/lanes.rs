@@ -834,8 +834,9 @@ pub struct LanesWorkspace<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> {
 impl<Net: Layer> Lanes<Net> {
     /// Whether a batch of `N` runs in lanes: `N` a multiple of [`LANES`], `f32`, and 16-lane
     /// vectors (AVX-512). With AVX2's 8 lanes the lane kernels' smaller register blocks made
-    /// LeNet-5's training step 10–14% slower than sample by sample, and `f64` has no lane
-    /// kernels, so those run sample by sample.
+    /// LeNet-5's training step 10–14% slower than sample by sample (measured when only its
+    /// convolutions ran in lanes), and `f64` has no lane kernels, so those run sample by
+    /// sample.
     pub fn runs_in_lanes<const N: usize>() -> bool {
         N.is_multiple_of(LANES)
             && Net::Scalar::as_f32(&[]).is_some()

@@ -311,8 +311,9 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
     }
 }
 
-/// What a fully connected layer's lane passes keep: the batch's inputs and output gradients
-/// sample by sample, for the weight gradient, which is a matrix product over the samples.
+/// Where a fully connected layer's lane backward pass gathers the batch's inputs and output
+/// gradients sample by sample, block by block, for the weight gradient (a matrix product
+/// over the samples, after the last block; `f32` only).
 pub struct LinearLaneWorkspace<T, const IN: usize, const OUT: usize, const N: usize> {
     /// The batch's inputs, `[sample][input]`, gathered block by block in the backward pass.
     pub x: CacheLines<[[T; IN]; N]>,

@@ -174,10 +174,10 @@ impl fmt::Display for Evaluation {
 
 /// Samples a worker pushes through the network together ([`BatchLayer`]): with AVX-512,
 /// LeNet-5's layers then run one sample per vector lane ([`crate::lanes`]; the whole
-/// training step 24% faster than micro-batches of 8), the fully connected layers read their
+/// training step ~28% faster than micro-batches of 8), the fully connected layers read their
 /// weights once per 16 images instead of once per image, and the images' activations stay
-/// in the L2 cache between the forward and the backward pass. (With AVX2 the batch runs
-/// sample by sample, where 16 measured 2–6% slower than 8.)
+/// in the L2 cache between the forward and the backward pass. (With AVX2 the convolutions
+/// run sample by sample, where 16 measured 0.4–2.7% slower than 8; in `f64` 1% faster.)
 pub const MICRO_BATCH: usize = 16;
 
 /// Reads one byte of every cache line of the images `part` of `data`. The shuffled images

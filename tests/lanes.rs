@@ -448,6 +448,20 @@ type ConvReluConvReluPool = constnet::Lanes<
     ],
 >;
 
+/// A fused ReLU over an odd number of output rows (the kernel's last pair of rows is moved
+/// back to end at the last row, and computed twice).
+type OddRowsRelu = constnet::sequential![
+    Conv2d<f32, 3, 5, 3, 1, 0, 9, 20, 7, 18>,
+    constnet::Relu<[[[f32; 18]; 7]; 5]>,
+];
+
+/// Pooling in the convolution's kernel with a single pair of rows.
+type TwoRowsReluPool = constnet::sequential![
+    Conv2d<f32, 2, 17, 3, 1, 0, 4, 6, 2, 4>,
+    constnet::Relu<[[[f32; 4]; 2]; 17]>,
+    MaxPool2d<f32, 17, 2, 4, 2, 2, 1, 2>,
+];
+
 /// A 2×2 pooling after a strided convolution, which has no lane kernel to pool in: the
 /// pooling layer runs in inference too.
 type StridedReluPool2x2 = constnet::sequential![
@@ -483,6 +497,8 @@ proptest! {
         check_layer::<StridedReluPool, 16>(&v);
         check_layer::<LinearReluLinearRelu, 32>(&v);
         check_layer::<StridedReluPool2x2, 16>(&v);
+        check_layer::<OddRowsRelu, 16>(&v);
+        check_layer::<TwoRowsReluPool, 32>(&v);
     }
 }
 
@@ -502,8 +518,7 @@ fn fused_relu_turns_negative_zero_into_zero() {
     assert!(one.flat().iter().all(|v| v.to_bits() == 0));
     for isa in available() {
         with_isa(isa, || {
-            let mut yl = zeroed_box::<[[[[f32; 4]; 4]; 1]; 16]>();
-            yl.iter_mut().for_each(|y| y.fill_zero());
+            let mut yl = Box::new([[[[7.0f32; 4]; 4]; 1]; 16]); // overwritten, or the test fails
             let mut lws = zeroed_box::<<ConvRelu as LaneLayer<16>>::LaneWorkspace>();
             net.forward_lanes(0, &xl, &mut yl, &mut lws);
             let bits = <[[[f32; 4]; 4]; 1]>::flat_slice(&*yl);
@@ -545,8 +560,7 @@ fn linear_fused_relu_turns_negative_zero_into_zero() {
     let xl = zeroed_box::<[[f32; 3]; 16]>();
     for isa in available() {
         with_isa(isa, || {
-            let mut yl = zeroed_box::<[[f32; 2]; 16]>();
-            yl.iter_mut().for_each(|y| y.fill_zero());
+            let mut yl = Box::new([[7.0f32; 2]; 16]); // overwritten, or the test fails
             let mut lws = zeroed_box::<<LinearRelu as LaneLayer<16>>::LaneWorkspace>();
             net.forward_lanes(0, &xl, &mut yl, &mut lws);
             let mut ys = zeroed_box::<[[f32; 2]; 16]>();
@@ -555,6 +569,51 @@ fn linear_fused_relu_turns_negative_zero_into_zero() {
                 ys.iter().all(|y| y[0].to_bits() == 0 && y[1] == 1.0),
                 "{isa:?}"
             );
+        });
+    }
+}
+
+/// Pooled inference (the ReLU after the max, in the convolution's kernel) gives what the
+/// lane passes give without fusing (the ReLU first, then the pooling layer), NaN included:
+/// a NaN in the first tap of a window wins, one in a later tap loses.
+#[test]
+fn pooled_inference_equals_relu_then_pooling_with_nans() {
+    type ConvReluPool = constnet::sequential![
+        Conv2d<f32, 1, 1, 1, 1, 0, 4, 4, 4, 4>,
+        constnet::Relu<[[[f32; 4]; 4]; 1]>,
+        MaxPool2d<f32, 1, 4, 4, 2, 2, 2, 2>,
+    ];
+    let mut net = zeroed_box::<ConvReluPool>();
+    net.first.first.weight = [[[[1.0]]]]; // the identity, so the maps are the input
+    let mut xs = zeroed_box::<[[[[f32; 4]; 4]; 1]; 16]>();
+    for (n, x) in xs.iter_mut().enumerate() {
+        for (i, v) in x.flat_mut().iter_mut().enumerate() {
+            *v = ((n * 7 + i * 5) % 9) as f32 - 4.0;
+        }
+        // a NaN in a different tap of a different window, sample by sample
+        let (window, tap) = (n % 4, n / 4);
+        let (y, x_) = (2 * (window / 2) + tap / 2, 2 * (window % 2) + tap % 2);
+        x[0][y][x_] = f32::NAN;
+    }
+    let mut xl = zeroed_box::<[[[[f32; 4]; 4]; 1]; 16]>();
+    to_lanes(&xs, &mut xl);
+    for isa in available() {
+        with_isa(isa, || {
+            let mut lws = zeroed_box::<<ConvReluPool as LaneLayer<16>>::LaneWorkspace>();
+            let mut fused = Box::new([[[[7.0f32; 2]; 2]; 1]; 16]);
+            net.infer_lanes(0, &xl, &mut fused, &mut lws);
+            let mut plain = Box::new([[[[7.0f32; 2]; 2]; 1]; 16]);
+            net.forward_lanes(0, &xl, &mut plain, &mut lws);
+            let bits = |y: &[[[[f32; 2]; 2]; 1]; 16]| {
+                let flat = <[[[f32; 2]; 2]; 1]>::flat_slice(y);
+                flat.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&fused), bits(&plain), "{isa:?}");
+            let nans = <[[[f32; 2]; 2]; 1]>::flat_slice(&*fused)
+                .iter()
+                .filter(|v| v.is_nan())
+                .count();
+            assert_eq!(nans, 4, "{isa:?}: only the four first-tap NaNs win");
         });
     }
 }
