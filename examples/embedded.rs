@@ -47,7 +47,7 @@ fn main() {
         eprintln!("error: baked-in weights: {e}");
         std::process::exit(1);
     }
-    let mut results = [(0usize, 0usize); 10];
+    let mut results = [(None, 0usize); 10];
     for (i, r) in results.iter_mut().enumerate() {
         let mut image = [[[0.0f32; 32]; 32]; 1];
         for (k, &p) in DIGITS[10 + i * 784..10 + (i + 1) * 784].iter().enumerate() {
@@ -58,7 +58,10 @@ fn main() {
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
 
     for (i, (predicted, label)) in results.iter().enumerate() {
-        println!("digit {i}: predicted {predicted}, label {label}");
+        match predicted {
+            Some(class) => println!("digit {i}: predicted {class}, label {label}"),
+            None => println!("digit {i}: no prediction (NaN probabilities), label {label}"),
+        }
     }
     println!("heap allocations while loading weights and classifying: {allocations}");
 }

@@ -31,7 +31,7 @@
 //! assert!(after < before);
 //! let mut probs = [[0.0f32; 10]; N];
 //! net.infer_batch(&images, &mut probs, &mut ws); // forward only: nothing kept for backward
-//! assert!(net.classify_batch(&images, &mut ws).iter().all(|&class| class < 10));
+//! assert!(net.classify_batch(&images, &mut ws).iter().all(|&class| class < Some(10)));
 //! ```
 
 #[cfg(feature = "alloc")]
@@ -494,12 +494,13 @@ where
         total
     }
 
-    /// The most probable class of each of `N` samples.
+    /// The most probable class of each of `N` samples, `None` for a sample whose
+    /// probabilities are NaN (see [`crate::argmax`]).
     pub fn classify_batch<const N: usize>(
         &self,
         inputs: &[Net::Input; N],
         ws: &mut <Self as BatchLayer<N>>::BatchWorkspace,
-    ) -> [usize; N]
+    ) -> [Option<usize>; N]
     where
         Net: BatchLayer<N>,
     {

@@ -4,7 +4,8 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::lanes::{
-    CacheLines, LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put,
+    BlockOrder, CacheLines, LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get,
+    lane_put,
 };
 use crate::layer::{Layer, he_uniform, no_such_param};
 use crate::scalar::Scalar;
@@ -437,6 +438,8 @@ pub struct ConvLaneWorkspace<
     /// One block's output gradient through a fused ReLU; in inference, the scratch rows of
     /// a pooling done in the kernel (a backward pass writes it before reading it).
     pub g: CacheLines<[Maps<T, CO, OH, OW>; LANES]>,
+    /// The block the backward pass expects next: the gradient sums above span the blocks.
+    pub order: BlockOrder,
 }
 
 /// The whole batch at once: 16 samples per vector, weights broadcast (see [`crate::lanes`]).
@@ -491,6 +494,7 @@ impl<
     ) {
         const { Self::SHAPE_OK };
         check_lanes(N);
+        ws.order.take(block, N / LANES);
         let x = Maps::flat_slice(block_of(input, block));
         let g = Maps::flat_slice(block_of(grad_output, block));
         let mut grad_input = grad_input.map(|gi| Maps::flat_slice_mut(block_of_mut(gi, block)));
@@ -565,6 +569,10 @@ impl<
         grads: &mut Self,
     ) -> bool {
         check_lanes(N);
+        if !<Self as LaneLayer<N>>::fuses_relu(self) {
+            return false;
+        }
+        ws.order.take(block, N / LANES);
         let len = CO * OH * OW * LANES;
         let x = Maps::flat_slice(block_of(input, block));
         let y = output.map(|y| &y[block * len..][..len]);
@@ -1679,7 +1687,8 @@ pub(crate) mod lanes_fast {
 
     /// Row `qy` of the 2×2, stride-2 max pooling of `rows` (two rows of `OW` pixels per
     /// channel), then a ReLU if `relu`, into `y` (of `oh` rows of `OW / 2`), lanes
-    /// `v0..v0 + S::LANES`: the taps in [`crate::MaxPool2d`]'s order, the first maximum kept.
+    /// `v0..v0 + S::LANES`: the taps in [`crate::MaxPool2d`]'s order, the first maximum kept,
+    /// a NaN above every number (its rule, [`crate::maxpool2d::beats`]).
     #[inline(always)]
     fn pool_rows<S: Simd, const C: usize, const OW: usize>(
         s: S,
@@ -1693,7 +1702,7 @@ pub(crate) mod lanes_fast {
                 let mut best = s.load(rows, at(0, 0));
                 for (r, x) in [(0, 1), (1, 0), (1, 1)] {
                     let v = s.load(rows, at(r, x));
-                    best = s.select_gt(v, best, v, best);
+                    best = s.select_gt_nan(v, best, v, best);
                 }
                 if relu {
                     best = s.relu(best);

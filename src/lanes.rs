@@ -349,6 +349,37 @@ pub(crate) fn lane_put<T: Copy>(sample: &[T], n: usize, lanes: &mut [T]) {
     }
 }
 
+/// The block a layer's lane backward pass expects next, kept in its lane workspace by the
+/// layers that gather parameter gradients over the blocks ([`crate::Conv2d`] and
+/// [`crate::Linear`]): they clear their sums at block 0 and add them to `grads` after the last,
+/// so blocks out of order, repeated or skipped would give wrong gradients without a sound.
+/// Instead the pass panics, naming the block it got and the one it expected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockOrder(usize);
+
+impl BlockOrder {
+    /// The block expected next (0 before the first backward pass and after the last block).
+    pub fn expected(self) -> usize {
+        self.0
+    }
+
+    /// Records that the backward pass of `block` (of `blocks`) runs now.
+    ///
+    /// # Panics
+    /// If `block` is not the expected one: blocks run `0, 1, …, blocks − 1`, in that order.
+    #[track_caller]
+    pub fn take(&mut self, block: usize, blocks: usize) {
+        assert!(
+            block == self.0 && block < blocks,
+            "backward_lanes: got block {block}, expected block {} (the {blocks} blocks of a \
+             batch run 0, 1, …, {} in order: the parameter gradients are gathered over them)",
+            self.0,
+            blocks.saturating_sub(1),
+        );
+        self.0 = if block + 1 == blocks { 0 } else { block + 1 };
+    }
+}
+
 /// A value aligned to a 64-byte cache line. In lanes every vector load reads one whole
 /// line, so a buffer that starts mid-line would split every one of them in two.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

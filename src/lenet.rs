@@ -39,7 +39,7 @@ use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
 /// image[0][16][10..22].fill(1.0); // a horizontal stroke
 /// let probs = net.probabilities(&image, &mut ws);
 /// assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-/// let class = net.classify(&image, &mut ws);
+/// let class = net.classify(&image, &mut ws).expect("finite probabilities");
 /// assert!(class < 10);
 /// ```
 pub type LeNet5<T> = sequential![
@@ -156,8 +156,14 @@ where
         probs
     }
 
-    /// Forward pass; returns the most probable class.
-    pub fn classify(&self, input: &B::Input, ws: &mut ChainWorkspace<B, Softmax<T, N>>) -> usize {
+    /// Forward pass; returns the most probable class (the first on ties), or `None` if the
+    /// probabilities are NaN (a NaN or an infinity in the input or the weights reached the
+    /// softmax): such an input has no class, rather than an arbitrary one (see [`argmax`]).
+    pub fn classify(
+        &self,
+        input: &B::Input,
+        ws: &mut ChainWorkspace<B, Softmax<T, N>>,
+    ) -> Option<usize> {
         argmax(&self.probabilities(input, ws))
     }
 

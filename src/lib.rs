@@ -37,7 +37,7 @@
 //! }
 //! let after = net.backprop(&image, 1, Loss::CrossEntropy, &mut ws, &mut grads, None);
 //! assert!(after < before);
-//! assert_eq!(net.classify(&image, &mut ws), 1);
+//! assert_eq!(net.classify(&image, &mut ws), Some(1));
 //! ```
 //!
 //! ## Shape errors
@@ -98,7 +98,7 @@ pub use chain::{Chain, ChainWorkspace};
 pub use conv2d::{Conv2d, conv_out};
 pub use flatten::Flatten;
 pub use fused::SgdLayer;
-pub use lanes::{LANES, LaneLayer, Lanes, from_lanes, to_lanes};
+pub use lanes::{BlockOrder, LANES, LaneLayer, Lanes, from_lanes, to_lanes};
 pub use layer::Layer;
 pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;

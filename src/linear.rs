@@ -4,8 +4,8 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::lanes::{
-    CacheLines, LANES, LaneLayer, block_from_lanes, block_of, block_of_mut, check_lanes, lane_get,
-    lane_put, relu_mask, transpose_blocks,
+    BlockOrder, CacheLines, LANES, LaneLayer, block_from_lanes, block_of, block_of_mut,
+    check_lanes, lane_get, lane_put, relu_mask, transpose_blocks,
 };
 use crate::layer::{Layer, he_uniform, no_such_param};
 use crate::scalar::Scalar;
@@ -321,6 +321,8 @@ pub struct LinearLaneWorkspace<T, const IN: usize, const OUT: usize, const N: us
     pub g: CacheLines<[[T; OUT]; N]>,
     /// One block's output gradient through a fused ReLU, in lanes.
     pub masked: CacheLines<[[T; OUT]; LANES]>,
+    /// The block the backward pass expects next: the weight gradient waits for the last.
+    pub order: BlockOrder,
 }
 
 /// 16 samples per vector: each weight is broadcast once per block and multiplies 16 samples;
@@ -377,6 +379,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> LaneLayer<N>
     ) {
         const { Self::SHAPE_OK };
         check_lanes(N);
+        ws.order.take(block, N / LANES);
         let g = block_of(grad_output, block).as_flattened();
         let samples = (&mut ws.x.0, &mut ws.g.0);
         self.backward_lanes_any::<N>(block, input, g, samples, grad_input, grads);
@@ -399,7 +402,13 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> LaneLayer<N>
             return false;
         }
         let len = OUT * LANES;
-        let LinearLaneWorkspace { x, g, masked } = ws;
+        let LinearLaneWorkspace {
+            x,
+            g,
+            masked,
+            order,
+        } = ws;
+        order.take(block, N / LANES);
         let masked = masked.0.as_flattened_mut();
         masked.copy_from_slice(&grad_output[block * len..][..len]);
         if let Some(y) = output {

@@ -19,6 +19,11 @@ use crate::tensor::{Maps, Tensor};
 /// input won each window; the backward pass routes the gradient there (the first maximum on
 /// ties, like PyTorch).
 ///
+/// **NaN**: a NaN anywhere in a window makes that window's output NaN, as in PyTorch. Every
+/// path follows this one rule ([`beats`]: NaN ranks above every number): the reference loops,
+/// the SIMD passes of every instruction set, inference, batches and lanes. The gradient of
+/// such a window goes to its first NaN (PyTorch picks its last; the output is the same).
+///
 /// ```
 /// use constnet::{Layer, MaxPool2d};
 /// let pool = MaxPool2d::<f32, 1, 4, 4, 2, 2, 2, 2>::new();
@@ -38,6 +43,8 @@ pub struct MaxPool2d<
     const OH: usize,
     const OW: usize,
 >(PhantomData<T>);
+
+pub use crate::simd::beats;
 
 impl<
     T: Scalar,
@@ -91,7 +98,7 @@ impl<
                     for i in 0..K {
                         for j in 0..K {
                             let v = input[c][y * S + i][x * S + j];
-                            if v > best {
+                            if beats(v, best) {
                                 best = v;
                                 at = i * K + j;
                             }
@@ -125,12 +132,16 @@ impl<
 
     /// Forward pass for windows that tile the map (`S == K`), branch-free: with random data
     /// the winner is unpredictable, and a mispredicted branch per tap cost more than the rest.
+    /// The loops keep a plain `v > best` (the max instruction's pattern, which [`beats`] is
+    /// not: with it pool2 took 2–2.5× as long) and note whether any tap was NaN; only then
+    /// do the reference loops redo the maps by [`beats`].
     fn forward_tiled(
         &self,
         input: &Maps<T, C, H, W>,
         output: &mut Maps<T, C, OH, OW>,
         ws: &mut [[[u32; OW]; OH]; C],
     ) {
+        let mut nan = false;
         for ((x, y), at) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()) {
             for ((rows, y), at) in x.chunks_exact(K).zip(y.iter_mut()).zip(at.iter_mut()) {
                 // One tap at a time across the whole output row: loops the compiler vectorises.
@@ -145,6 +156,7 @@ impl<
                             y.iter_mut().zip(at.iter_mut()).zip(row.chunks_exact(K))
                         {
                             let v = window[j];
+                            nan |= v.is_nan();
                             // `at` by mask arithmetic and `y` in the max instruction's
                             // pattern: the compiler turns a plain select into a branch.
                             let better = u32::from(v > *y).wrapping_neg();
@@ -154,6 +166,9 @@ impl<
                     }
                 }
             }
+        }
+        if nan {
+            self.forward_reference(input, output, ws);
         }
     }
 
@@ -230,7 +245,7 @@ impl<
         if K == 2
             && S == 2
             && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
-            && simd::dispatch(fast::Max2x2::<C, H, W, OH, OW> { x, y })
+            && simd::dispatch_within(fast::Max2x2::<C, H, W, OH, OW> { x, y }, W.min(OH * OW))
         {
             return;
         }
@@ -268,8 +283,8 @@ impl<
 /// Two passes per map, each over contiguous memory: the better of each column pair of rows
 /// `2y`, `2y + 1` (whole rows of `W` pixels), then the better of each pair of neighbours in
 /// that result, which, `W` being even, is one flat run of pairs for the whole map, split
-/// into even and odd lanes by a shuffle. The winner is the first maximum in reading order, as in
-/// [`MaxPool2d::forward_reference`] (for finite values).
+/// into even and odd lanes by a shuffle. The winner is the first maximum in reading order, with
+/// NaN above every number, as in [`MaxPool2d::forward_reference`] (see [`super::beats`]).
 mod fast {
     use crate::simd::{Kernel, Simd, spans};
 
@@ -299,8 +314,8 @@ mod fast {
         for (r, pair) in x.chunks_exact(2 * w).enumerate() {
             for at in spans(w, S::LANES) {
                 let (top, bottom) = (s.load(pair, at), s.load(pair, w + at));
-                s.store(col, r * w + at, s.select_gt(bottom, top, bottom, top));
-                s.store(row, r * w + at, s.select_gt(bottom, top, two, zero));
+                s.store(col, r * w + at, s.select_gt_nan(bottom, top, bottom, top));
+                s.store(row, r * w + at, s.select_gt_nan(bottom, top, two, zero));
             }
         }
     }
@@ -314,12 +329,13 @@ mod fast {
             let (v0, v1) = s.deinterleave(s.load(col, 2 * k), s.load(col, 2 * k + S::LANES));
             let (r0, r1) = s.deinterleave(s.load(row, 2 * k), s.load(row, 2 * k + S::LANES));
             let (i0, i1) = (r0, s.add(r1, one));
-            // The right column wins if larger, or if equal and its winner comes first.
-            let right = s.select_gt(
+            // The right column wins if it beats the left, or if neither beats the other (equal,
+            // or both NaN) and its winner comes first.
+            let right = s.select_gt_nan(
                 v1,
                 v0,
                 one,
-                s.select_gt(v0, v1, zero, s.select_gt(i0, i1, one, zero)),
+                s.select_gt_nan(v0, v1, zero, s.select_gt(i0, i1, one, zero)),
             );
             s.store(y, k, s.select_gt(right, half, v1, v0));
             // + 2²³: the float's low bits are then the integer (see `run`).
@@ -343,11 +359,12 @@ mod fast {
     impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: usize> Kernel
         for Max2x2<'_, C, H, W, OH, OW>
     {
-        /// `false`, doing nothing, when a map has fewer outputs than a vector has lanes.
+        /// `false`, doing nothing, when a row or a map is narrower than a vector (never with
+        /// [`crate::simd::dispatch_within`] the row width).
         type Output = bool;
         #[inline(always)]
         fn run<S: Simd>(self, s: S) -> bool {
-            if OH * OW < S::LANES {
+            if W < S::LANES || OH * OW < S::LANES {
                 return false;
             }
             let mut col = [[0.0f32; W]; OH];
@@ -357,21 +374,13 @@ mod fast {
                 .chunks_exact(H * W)
                 .zip(self.y.chunks_exact_mut(OH * OW))
             {
-                // The better of each column pair of rows 2r, 2r + 1 (the lower row only if
-                // strictly larger, as the reference scans it).
-                if W >= S::LANES {
-                    for (r, pair) in x.chunks_exact(2 * W).enumerate() {
-                        for at in spans(W, S::LANES) {
-                            let (top, bottom) = (s.load(pair, at), s.load(pair, W + at));
-                            s.store(col, r * W + at, s.select_gt(bottom, top, bottom, top));
-                        }
-                    }
-                } else {
-                    for (col, pair) in col.chunks_exact_mut(W).zip(x.chunks_exact(2 * W)) {
-                        let (top, bottom) = pair.split_at(W);
-                        for ((c, &t), &b) in col.iter_mut().zip(top).zip(bottom) {
-                            *c = if b > t { b } else { t };
-                        }
+                // The better of each column pair of rows 2r, 2r + 1 (the lower row only if it
+                // beats the upper, as the reference scans it: a NaN in either is kept).
+                for (r, pair) in x.chunks_exact(2 * W).enumerate() {
+                    for at in spans(W, S::LANES) {
+                        let (top, bottom) = (s.load(pair, at), s.load(pair, W + at));
+                        let better = s.select_gt_nan(bottom, top, bottom, top);
+                        s.store(col, r * W + at, better);
                     }
                 }
                 // Then the better of each pair of neighbours: W is even, so the pairs of the
@@ -379,7 +388,7 @@ mod fast {
                 for k in spans(OH * OW, S::LANES) {
                     let (left, right) =
                         s.deinterleave(s.load(col, 2 * k), s.load(col, 2 * k + S::LANES));
-                    s.store(y, k, s.select_gt(right, left, right, left));
+                    s.store(y, k, s.select_gt_nan(right, left, right, left));
                 }
             }
             true
@@ -607,7 +616,7 @@ mod lanes_fast {
                                 let mut best = s.load(x, at(0));
                                 for t in 1..K * K {
                                     let v = s.load(x, at(t));
-                                    best = s.select_gt(v, best, v, best);
+                                    best = s.select_gt_nan(v, best, v, best);
                                 }
                                 s.store(y, out + v0, best);
                             }
@@ -662,8 +671,8 @@ mod lanes_fast {
                                 let (mut best, mut won) = (s.load(x, at(0)), s.splat(0.0));
                                 for t in 1..K * K {
                                     let v = s.load(x, at(t));
-                                    won = s.select_gt(v, best, s.splat(t as f32), won);
-                                    best = s.select_gt(v, best, v, best);
+                                    won = s.select_gt_nan(v, best, s.splat(t as f32), won);
+                                    best = s.select_gt_nan(v, best, v, best);
                                 }
                                 let (mut gv, zero) = (s.load(g, out + v0), s.splat(0.0));
                                 if self.relu {

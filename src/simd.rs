@@ -53,6 +53,11 @@ pub trait Simd: Copy + Debug {
     fn sum(self, v: Self::F) -> f32;
     /// Lane-wise `if a > b { x } else { y }` (ordered: `y` where `a` or `b` is NaN).
     fn select_gt(self, a: Self::F, b: Self::F, x: Self::F, y: Self::F) -> Self::F;
+    /// Lane-wise `if beats(a, b) { x } else { y }` in max pooling's order, where a NaN is
+    /// above every number: `a > b`, or `a` is NaN and `b` is not (see
+    /// [`beats`]). A running maximum kept with it is NaN once any value
+    /// was NaN, and its winner is the first NaN.
+    fn select_gt_nan(self, a: Self::F, b: Self::F, x: Self::F, y: Self::F) -> Self::F;
     /// The even- and the odd-numbered lanes of `a` followed by `b`: for `a = [0, 1, 2, 3]`,
     /// `b = [4, 5, 6, 7]`, `([0, 2, 4, 6], [1, 3, 5, 7])`.
     fn deinterleave(self, a: Self::F, b: Self::F) -> (Self::F, Self::F);
@@ -64,6 +69,20 @@ pub trait Simd: Copy + Debug {
         let zero = self.splat(0.0);
         self.select_gt(zero, y, zero, self.add(y, zero))
     }
+}
+
+/// Whether `v` replaces `best` as a pooling window's running maximum: `v > best`, or `v` is
+/// NaN and `best` is not. NaN ranks above every number, so a window that holds a NaN pools
+/// to NaN (PyTorch's rule), and among equals the first stays (ties go to the first maximum).
+///
+/// ```
+/// use constnet::maxpool2d::beats;
+/// assert!(beats(2.0, 1.0) && !beats(1.0, 1.0));
+/// assert!(beats(f32::NAN, 1.0) && !beats(1.0, f32::NAN) && !beats(f32::NAN, f32::NAN));
+/// ```
+#[inline(always)]
+pub fn beats<T: crate::scalar::Scalar>(v: T, best: T) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
 }
 
 /// A computation to run with the best available [`Simd`]: the generic `run` is compiled
@@ -99,6 +118,16 @@ impl Isa {
     /// Whether this CPU can run `self`.
     pub fn available(self) -> bool {
         self <= detected()
+    }
+
+    /// `f32` values in one of its vectors: 1, 4, 8 or 16.
+    pub const fn lanes(self) -> usize {
+        match self {
+            Isa::Scalar => 1,
+            Isa::Sse2 => 4,
+            Isa::Avx2 => 8,
+            Isa::Avx512 => 16,
+        }
     }
 }
 
@@ -177,11 +206,30 @@ pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
 /// Runs `kernel` with the instruction set [`current`] names.
 #[inline]
 pub fn dispatch<K: Kernel>(kernel: K) -> K::Output {
-    match current() {
+    run_on(current(), kernel)
+}
+
+/// Runs `kernel` with the widest instruction set, up to [`current`], whose vectors hold at
+/// most `lanes` values: a kernel over rows narrower than a 16-lane vector (LeNet-5's 10-pixel
+/// pooling rows) runs on 8 lanes instead of leaving the work to scalar loops.
+#[inline]
+pub fn dispatch_within<K: Kernel>(kernel: K, lanes: usize) -> K::Output {
+    let isa = Isa::ALL
+        .into_iter()
+        .rev()
+        .find(|&isa| isa <= current() && (isa.lanes() <= lanes || isa == Isa::Scalar))
+        .unwrap_or(Isa::Scalar);
+    run_on(isa, kernel)
+}
+
+/// Runs `kernel` with `isa`, which must not exceed [`detected`].
+#[inline(always)]
+fn run_on<K: Kernel>(isa: Isa, kernel: K) -> K::Output {
+    match isa.min(detected()) {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
-            // SAFETY: `current()` never exceeds `detected()`, which returns `Avx512` only if
-            // the CPU (or, without std, the build target) has avx512f, avx2 and fma.
+            // SAFETY: `detected()` returns `Avx512` only if the CPU (or, without std, the
+            // build target) has avx512f, avx2 and fma.
             unsafe { x86::run_avx512(kernel) }
         }
         #[cfg(target_arch = "x86_64")]
@@ -345,6 +393,10 @@ impl Simd for Scalar {
         if a > b { x } else { y }
     }
     #[inline(always)]
+    fn select_gt_nan(self, a: f32, b: f32, x: f32, y: f32) -> f32 {
+        if beats(a, b) { x } else { y }
+    }
+    #[inline(always)]
     fn deinterleave(self, a: f32, b: f32) -> (f32, f32) {
         (a, b)
     }
@@ -453,6 +505,15 @@ mod x86 {
             }
         }
         #[inline(always)]
+        fn select_gt_nan(self, a: __m128, b: __m128, x: __m128, y: __m128) -> __m128 {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe {
+                // not a ≤ b (true if either is NaN), and b is not NaN
+                let m = _mm_and_ps(_mm_cmpnle_ps(a, b), _mm_cmpord_ps(b, b));
+                _mm_or_ps(_mm_and_ps(m, x), _mm_andnot_ps(m, y))
+            }
+        }
+        #[inline(always)]
         fn deinterleave(self, a: __m128, b: __m128) -> (__m128, __m128) {
             // SAFETY: baseline SSE (see `splat`).
             unsafe {
@@ -526,6 +587,18 @@ mod x86 {
         fn select_gt(self, a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
             // SAFETY: avx is present (see `splat`).
             unsafe { _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_GT_OQ>(a, b)) }
+        }
+        #[inline(always)]
+        fn select_gt_nan(self, a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
+            // SAFETY: avx is present (see `splat`).
+            unsafe {
+                // not a ≤ b (true if either is NaN), and b is not NaN
+                let m = _mm256_and_ps(
+                    _mm256_cmp_ps::<_CMP_NLE_UQ>(a, b),
+                    _mm256_cmp_ps::<_CMP_ORD_Q>(b, b),
+                );
+                _mm256_blendv_ps(y, x, m)
+            }
         }
         #[inline(always)]
         fn deinterleave(self, a: __m256, b: __m256) -> (__m256, __m256) {
@@ -605,6 +678,16 @@ mod x86 {
             unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b), y, x) }
         }
         #[inline(always)]
+        fn select_gt_nan(self, a: __m512, b: __m512, x: __m512, y: __m512) -> __m512 {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe {
+                // not a ≤ b (true if either is NaN), where b is not NaN
+                let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(b, b);
+                let m = _mm512_mask_cmp_ps_mask::<_CMP_NLE_UQ>(ordered, a, b);
+                _mm512_mask_blend_ps(m, y, x)
+            }
+        }
+        #[inline(always)]
         fn deinterleave(self, a: __m512, b: __m512) -> (__m512, __m512) {
             // SAFETY: avx512f is present (see `splat`).
             unsafe {
@@ -663,6 +746,7 @@ mod tests {
             s.store(self.1, n, odd);
             s.store(self.1, 2 * n, s.select_gt(a, b, a, b));
             s.store(self.1, 3 * n, s.relu(a));
+            s.store(self.1, 4 * n, s.select_gt_nan(a, b, a, b));
         }
     }
 
@@ -670,7 +754,7 @@ mod tests {
     fn every_available_isa_deinterleaves_selects_and_rectifies_lane_by_lane() {
         for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
             let mut input = [0.0f32; 32];
-            let mut out = [0.0f32; 64];
+            let mut out = [0.0f32; 80];
             let n = with_isa(isa, || {
                 let n = dispatch(LaneCount);
                 for (i, v) in input[..2 * n].iter_mut().enumerate() {
@@ -686,6 +770,11 @@ mod tests {
                     // zeros of both signs, both ways round
                     (input[1], input[n + 1]) = (-0.0, 0.0);
                     (input[2], input[n + 2]) = (0.0, -0.0);
+                }
+                if n >= 8 {
+                    // a NaN in b alone, and in both (with different payloads)
+                    input[n + 4] = f32::NAN;
+                    (input[5], input[n + 5]) = (f32::NAN, -f32::NAN);
                 }
                 dispatch(Lanes(&input, &mut out));
                 n
@@ -711,6 +800,17 @@ mod tests {
                 );
                 let relu = if a <= 0.0 { 0.0 } else { a }; // `Relu`'s definition
                 assert_eq!(out[3 * n + i].to_bits(), relu.to_bits(), "{isa:?} relu {i}");
+                // NaN above every number; the first (`b`) wins among equals.
+                let nan_first = if a > b || (a.is_nan() && !b.is_nan()) {
+                    a
+                } else {
+                    b
+                };
+                assert_eq!(
+                    out[4 * n + i].to_bits(),
+                    nan_first.to_bits(),
+                    "{isa:?} select_gt_nan {i}"
+                );
             }
         }
     }

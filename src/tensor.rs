@@ -82,15 +82,27 @@ impl<T: Scalar, const W: usize, const H: usize, const C: usize> Tensor for [[[T;
 /// `C` feature maps of `H`×`W`: the tensor a convolution reads and writes.
 pub type Maps<T, const C: usize, const H: usize, const W: usize> = [[[T; W]; H]; C];
 
-/// Index of the largest element (the first one on ties; NaN never wins).
-pub fn argmax<T: Scalar>(values: &[T]) -> usize {
+/// Index of the largest element (the first one on ties), or `None` if `values` is empty or
+/// holds a NaN: a NaN has no place in the order, so no element can be called the largest.
+/// (A softmax's probabilities are all NaN once any logit is NaN or two are infinite.)
+///
+/// ```
+/// use constnet::argmax;
+/// assert_eq!(argmax(&[0.1f32, 0.7, 0.7, 0.2]), Some(1));
+/// assert_eq!(argmax(&[0.1f32, f32::NAN, 0.9]), None);
+/// assert_eq!(argmax::<f64>(&[]), None);
+/// ```
+pub fn argmax<T: Scalar>(values: &[T]) -> Option<usize> {
     let mut best = 0;
     for (i, &v) in values.iter().enumerate() {
-        if values[best].is_nan() || v > values[best] {
+        if v.is_nan() {
+            return None;
+        }
+        if v > values[best] {
             best = i;
         }
     }
-    best
+    (!values.is_empty()).then_some(best)
 }
 
 #[cfg(test)]
@@ -112,7 +124,18 @@ mod tests {
 
     #[test]
     fn argmax_takes_first_of_ties() {
-        assert_eq!(argmax(&[1.0f64, 3.0, 3.0, -1.0]), 1);
-        assert_eq!(argmax(&[f32::NAN, 1.0]), 1);
+        assert_eq!(argmax(&[1.0f64, 3.0, 3.0, -1.0]), Some(1));
+        assert_eq!(argmax(&[-1.0f32, f32::INFINITY, 2.0]), Some(1));
+    }
+
+    #[test]
+    fn argmax_of_a_nan_anywhere_is_none() {
+        for at in 0..4 {
+            let mut v = [0.25f32; 4];
+            v[at] = f32::NAN;
+            assert_eq!(argmax(&v), None, "NaN at {at}");
+        }
+        assert_eq!(argmax(&[f64::NAN; 10]), None);
+        assert_eq!(argmax::<f32>(&[]), None);
     }
 }

@@ -144,6 +144,9 @@ pub struct Evaluation {
     pub total: usize,
     /// `confusion[true][predicted]` counts.
     pub confusion: [[u32; CLASSES]; CLASSES],
+    /// Images with no class: their probabilities were NaN (counted as wrong, and in no
+    /// column of `confusion`).
+    pub unclassified: usize,
 }
 
 impl Evaluation {
@@ -167,6 +170,13 @@ impl fmt::Display for Evaluation {
                 write!(f, "{n:>6}")?;
             }
             writeln!(f)?;
+        }
+        if self.unclassified > 0 {
+            writeln!(
+                f,
+                "{} images had NaN probabilities and no class",
+                self.unclassified
+            )?;
         }
         Ok(())
     }
@@ -253,7 +263,7 @@ where
             right += labels
                 .iter()
                 .zip(&self.batch_ws.then)
-                .filter(|(l, p)| argmax(*p) == **l)
+                .filter(|(l, p)| argmax(*p) == Some(**l))
                 .count();
         }
         let image = &mut self.images[0];
@@ -264,7 +274,7 @@ where
             loss += net
                 .backprop(image, label, c.loss, &mut self.ws, &mut self.grads, None)
                 .to_f64();
-            right += usize::from(argmax(&self.ws.then) == label);
+            right += usize::from(argmax(&self.ws.then) == Some(label));
         }
         (loss, right)
     }
@@ -438,14 +448,19 @@ where
         correct: 0,
         total: data.len(),
         confusion: [[0; CLASSES]; CLASSES],
+        unclassified: 0,
     };
     let mut image = [[[T::zero(); 32]; 32]; 1];
     for i in 0..data.len() {
         data.write_image(i, &mut image);
-        let predicted = net.classify(&image, ws);
         let label = data.label(i);
-        e.confusion[label][predicted] += 1;
-        e.correct += usize::from(predicted == label);
+        match net.classify(&image, ws) {
+            Some(predicted) => {
+                e.confusion[label][predicted] += 1;
+                e.correct += usize::from(predicted == label);
+            }
+            None => e.unclassified += 1,
+        }
     }
     e
 }

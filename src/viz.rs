@@ -29,7 +29,7 @@
 //! let (_, test) = constnet::mnist::load_dir(root.join("data/mnist-10k"))?;
 //! let eight = (0..test.len()).find(|&i| test.label(i) == 8).unwrap();
 //! let pictures = viz::render(&net, &test.image::<f32>(eight), "a handwritten 8");
-//! assert_eq!(pictures.prediction, 8);
+//! assert_eq!(pictures.prediction, Some(8));
 //! // The pooled 16@5×5 maps: two rows of 8 tiles of 5·20 pixels, 15 pixels apart.
 //! let pool2 = pictures.composite.region("pool2").unwrap();
 //! assert_eq!((pool2.width, pool2.height), (8 * 100 + 7 * 15, 2 * 100 + 15));
@@ -607,9 +607,10 @@ pub const NODE_FRAME: usize = 4;
 
 /// The class probabilities as one node per class: a [`NODE`]-pixel square of grey
 /// `round(255 · p)` with the class digit under it; the `predicted` node is framed and
-/// labelled in [`HIGHLIGHT`] with its probability. Square `i` starts at pixel
+/// labelled in [`HIGHLIGHT`] with its probability (none is, for `None`: probabilities that
+/// are NaN name no class). Square `i` starts at pixel
 /// `(NODE_FRAME + i · (NODE + NODE_GAP), NODE_FRAME)` ([`NODE_FRAME`]).
-pub fn output_nodes<T: Scalar>(probs: &[T], predicted: usize) -> Canvas {
+pub fn output_nodes<T: Scalar>(probs: &[T], predicted: Option<usize>) -> Canvas {
     let n = probs.len().max(1);
     let width = 2 * NODE_FRAME + n * NODE + (n - 1) * NODE_GAP;
     let height = 2 * NODE_FRAME + NODE + 6 + 2 * GLYPH + 4 + GLYPH * 2;
@@ -618,7 +619,7 @@ pub fn output_nodes<T: Scalar>(probs: &[T], predicted: usize) -> Canvas {
         let p = wide(*p);
         let x = NODE_FRAME + i * (NODE + NODE_GAP);
         let y = NODE_FRAME;
-        if i == predicted {
+        if Some(i) == predicted {
             canvas.fill_rect(
                 x - NODE_FRAME,
                 y - NODE_FRAME,
@@ -631,11 +632,15 @@ pub fn output_nodes<T: Scalar>(probs: &[T], predicted: usize) -> Canvas {
         }
         canvas.fill_rect(x, y, NODE, NODE, gray(activation_gray(p, 1.0)));
         let digit = i.to_string();
-        let color = if i == predicted { HIGHLIGHT } else { DIM_TEXT };
+        let color = if Some(i) == predicted {
+            HIGHLIGHT
+        } else {
+            DIM_TEXT
+        };
         let tx = x + (NODE - text_width(&digit, 2)) / 2;
         let ty = y + NODE + NODE_FRAME + 6;
         canvas.text(tx, ty, &digit, 2, color);
-        if i == predicted {
+        if Some(i) == predicted {
             let pct = format!("{:.1}%", 100.0 * p);
             let w = text_width(&pct, 2);
             let px = (x + NODE / 2)
@@ -818,9 +823,10 @@ fn stack(title: &str, subtitle: &str, rows: &[Row<'_>], footer: &[&str]) -> Figu
 /// All pictures of one LeNet-5 forward pass (see [`render`]).
 #[derive(Clone, Debug)]
 pub struct Pictures {
-    /// The class the network predicts.
-    pub prediction: usize,
-    /// Its probability.
+    /// The class the network predicts; `None` if its probabilities are NaN (see
+    /// [`crate::argmax`]).
+    pub prediction: Option<usize>,
+    /// Its probability (NaN without a prediction).
     pub confidence: f64,
     /// The input, 1@32×32.
     pub input: Figure,
@@ -884,7 +890,7 @@ pub fn render_activations<T: Scalar>(
     about: &str,
 ) -> Pictures {
     let prediction = argmax(acts.probs);
-    let confidence = wide(acts.probs[prediction]);
+    let confidence = prediction.map_or(f64::NAN, |p| wide(acts.probs[p]));
     let input = activation_grid(image, INPUT_GRID);
     let conv1 = activation_grid(acts.relu1, CONV1_GRID);
     let pool1 = activation_grid(acts.pool1, POOL1_GRID);
@@ -913,10 +919,10 @@ pub fn render_activations<T: Scalar>(
         row("fc2", "fc2 + ReLU", "100", &fc2),
         row("output", "output", "softmax 10", &output),
     ];
-    let verdict = format!(
-        "{about}: predicted {prediction} ({:.1}%)",
-        100.0 * confidence
-    );
+    let verdict = match prediction {
+        Some(class) => format!("{about}: predicted {class} ({:.1}%)", 100.0 * confidence),
+        None => format!("{about}: no prediction (the probabilities are NaN)"),
+    };
     let single = |rows: &[Row<'_>], note: &str| {
         let title = match rows {
             [r] => format!("{}  {}", r.label, r.shape),

@@ -125,7 +125,7 @@ unsafe impl<A: LaneLayer<N>, B: LaneLayer<N, Input = A::Output>, const N: usize>
 // bytes are `false`) }
 unsafe impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> Zeroable for LanesWorkspace<Net, N> {}
 // ConvLaneWorkspace { x, y, gx: maps of T, gw: CacheLines<[[[[[T; 16]; K]; K]; CI]; CO]>,
-// gb: CacheLines<[[T; 16]; CO]>, g: CacheLines<[maps of T; 16]> }
+// gb: CacheLines<[[T; 16]; CO]>, g: CacheLines<[maps of T; 16]>, order: BlockOrder }
 unsafe impl<
     T: Scalar,
     const CI: usize,
@@ -139,7 +139,9 @@ unsafe impl<
 {
 }
 // LinearLaneWorkspace { x: CacheLines<[[T; IN]; N]>, g: CacheLines<[[T; OUT]; N]>,
-// masked: CacheLines<[[T; OUT]; 16]> }
+// masked: CacheLines<[[T; OUT]; 16]>, order: BlockOrder }
+// BlockOrder(usize): one integer
+unsafe impl Zeroable for crate::lanes::BlockOrder {}
 unsafe impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> Zeroable
     for LinearLaneWorkspace<T, IN, OUT, N>
 {

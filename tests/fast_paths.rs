@@ -272,50 +272,180 @@ fn check_pool<T: constnet::Scalar, const C: usize, const H: usize, const OH: usi
 
 use constnet::Maps;
 
-/// A NaN that the reference pooling passes on (one in the window's first position) is
-/// passed on by every fast path too, so that training still stops with `Diverged`; NaNs
-/// elsewhere are skipped by the reference's strict `>`, and the fast paths may skip them or
-/// pass them on.
-#[test]
-fn pooling_never_hides_a_nan_the_reference_passes_on() {
-    use constnet::MaxPool2d;
-    type Pool = MaxPool2d<f32, 6, 28, 28, 2, 2, 14, 14>;
-    let pool = Pool::new();
-    for tap in 0..4 {
-        let mut x = zeroed_box::<Maps<f32, 6, 28, 28>>();
+/// `MaxPool2d`'s NaN rule on one map layout: every third window gets a NaN at `tap` and a
+/// larger-than-everything 100 at the next tap. Such a window pools to NaN and routes its
+/// gradient to the NaN; the others to their finite maximum. The reference, the forward and
+/// inference passes of every instruction set, and the lane passes (16 copies of the maps,
+/// shifted) all agree, winners and input gradients included.
+#[allow(clippy::needless_range_loop)] // indices name sample, map, row and column
+fn check_pool_nans<const C: usize, const H: usize, const OH: usize>(tap: usize)
+where
+    constnet::MaxPool2d<f32, C, H, H, 2, 2, OH, OH>: Layer<
+            Scalar = f32,
+            Input = Maps<f32, C, H, H>,
+            Output = Maps<f32, C, OH, OH>,
+            Workspace = [[[u32; OH]; OH]; C],
+        > + constnet::LaneLayer<16>,
+{
+    use constnet::{LaneLayer, from_lanes, to_lanes};
+    type Pool<const C: usize, const H: usize, const OH: usize> =
+        constnet::MaxPool2d<f32, C, H, H, 2, 2, OH, OH>;
+    let pool = Pool::<C, H, OH>::new();
+    let mut xs = zeroed_box::<[Maps<f32, C, H, H>; 16]>();
+    for (n, x) in xs.iter_mut().enumerate() {
         for (i, v) in x.flat_mut().iter_mut().enumerate() {
-            *v = (i % 7) as f32;
+            *v = ((i + n) % 7) as f32;
         }
-        // windows of every map and position get a NaN at `tap`, every third window
-        for c in 0..6 {
-            for y in 0..14 {
-                for xx in (0..14).filter(|xx| (y + xx) % 3 == 0) {
-                    x[c][2 * y + tap / 2][2 * xx + tap % 2] = f32::NAN;
+        for c in 0..C {
+            for y in 0..OH {
+                for xx in (0..OH).filter(|xx| (y + xx + n + c) % 3 == 0) {
+                    let at = |t: usize| (2 * y + t / 2, 2 * xx + t % 2);
+                    let ((ny, nx), (by, bx)) = (at(tap), at((tap + 1) % 4));
+                    x[c][ny][nx] = f32::NAN;
+                    x[c][by][bx] = 100.0;
                 }
             }
         }
-        let mut y_ref = zeroed_box::<Maps<f32, 6, 14, 14>>();
-        pool.forward_reference(&x, &mut y_ref, &mut zeroed_box());
+    }
+    let mut gs = zeroed_box::<[Maps<f32, C, OH, OH>; 16]>();
+    for (i, v) in Maps::flat_slice_mut(&mut *gs).iter_mut().enumerate() {
+        *v = 1.0 + (i % 5) as f32;
+    }
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    // the rule, checked on the reference itself
+    let mut ys_ref = zeroed_box::<[Maps<f32, C, OH, OH>; 16]>();
+    let mut ats_ref = zeroed_box::<[[[[u32; OH]; OH]; C]; 16]>();
+    let mut gis_ref = zeroed_box::<[Maps<f32, C, H, H>; 16]>();
+    for n in 0..16 {
+        pool.forward_reference(&xs[n], &mut ys_ref[n], &mut ats_ref[n]);
+        Pool::<C, H, OH>::backward_reference(&xs[n], &ats_ref[n], &gs[n], &mut gis_ref[n]);
+        for c in 0..C {
+            for y in 0..OH {
+                for xx in 0..OH {
+                    let nan = (y + xx + n + c) % 3 == 0;
+                    let v = ys_ref[n][c][y][xx];
+                    assert_eq!(
+                        v.is_nan(),
+                        nan,
+                        "tap {tap}: reference {v} at {n} {c} {y} {xx}"
+                    );
+                    if nan {
+                        let at = ats_ref[n][c][y][xx] as usize;
+                        assert_eq!(at, tap, "tap {tap}: the NaN wins, not the 100");
+                    }
+                }
+            }
+        }
+    }
+    let mut xl = zeroed_box::<[Maps<f32, C, H, H>; 16]>();
+    to_lanes(&xs, &mut xl);
+    let mut gl = zeroed_box::<[Maps<f32, C, OH, OH>; 16]>();
+    to_lanes(&gs, &mut gl);
+    for isa in available() {
+        with_isa(isa, || {
+            for n in 0..16 {
+                let mut y = zeroed_box::<Maps<f32, C, OH, OH>>();
+                let mut at = zeroed_box::<[[[u32; OH]; OH]; C]>();
+                pool.forward(&xs[n], &mut y, &mut at);
+                assert_eq!(
+                    bits(y.flat()),
+                    bits(ys_ref[n].flat()),
+                    "tap {tap} forward {isa:?}"
+                );
+                assert!(*at == ats_ref[n], "tap {tap}: winners on {isa:?}");
+                let mut gi = zeroed_box::<Maps<f32, C, H, H>>();
+                pool.backward(&xs[n], &mut at, &gs[n], Some(&mut gi), &mut Pool::new());
+                assert!(*gi == gis_ref[n], "tap {tap}: backward on {isa:?}");
+                let mut yi = zeroed_box::<Maps<f32, C, OH, OH>>();
+                pool.infer(&xs[n], &mut yi, &mut zeroed_box());
+                assert_eq!(
+                    bits(yi.flat()),
+                    bits(ys_ref[n].flat()),
+                    "tap {tap} infer {isa:?}"
+                );
+            }
+            let mut ws = zeroed_box::<<Pool<C, H, OH> as LaneLayer<16>>::LaneWorkspace>();
+            let mut yl = zeroed_box::<[Maps<f32, C, OH, OH>; 16]>();
+            pool.forward_lanes(0, &xl, &mut yl, &mut ws);
+            let mut ys = zeroed_box::<[Maps<f32, C, OH, OH>; 16]>();
+            from_lanes(&yl, &mut ys);
+            assert_eq!(
+                bits(Maps::flat_slice(&*ys)),
+                bits(Maps::flat_slice(&*ys_ref)),
+                "tap {tap}: lanes on {isa:?}"
+            );
+            let mut gil = zeroed_box::<[Maps<f32, C, H, H>; 16]>();
+            pool.backward_lanes(0, &xl, &yl, &mut ws, &gl, Some(&mut gil), &mut Pool::new());
+            let mut gis = zeroed_box::<[Maps<f32, C, H, H>; 16]>();
+            from_lanes(&gil, &mut gis);
+            assert!(gis == gis_ref, "tap {tap}: lane backward on {isa:?}");
+        });
+    }
+}
+
+/// A NaN in any tap of a 2×2 window makes the window NaN on every path, LeNet-5's two pool
+/// shapes (rows wider and narrower than a vector), as PyTorch's pooling does; before, the
+/// fast inference pass compared columns first and could drop a NaN with the value beside it.
+#[test]
+fn pooling_propagates_a_nan_in_any_tap_on_every_path() {
+    for tap in 0..4 {
+        check_pool_nans::<6, 28, 14>(tap);
+        check_pool_nans::<16, 10, 5>(tap);
+        check_pool_nans::<1, 4, 2>(tap);
+    }
+}
+
+/// The outside test's case: bundled test image 0 (a 7) with one NaN pixel and a bright one
+/// below it. Every path says the same: the NaN reaches every logit, so no class (before,
+/// batch-1 inference said 5 while the batched and `f64` passes said 7). An all-NaN image has
+/// no class either (before: class 9).
+#[test]
+fn a_nan_pixel_gives_no_class_on_every_path() {
+    use constnet::{BatchLayer, Image, LeNet5};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let net = constnet::weights::load_lenet5(root.join("data/embedded/lenet5-mnist10k.cnet"))
+        .expect("bundled weights");
+    let (_, test) = constnet::mnist::load_dir(root.join("data/mnist-10k")).expect("bundled data");
+    let mut net64 = zeroed_box::<LeNet5<f64>>();
+    for i in 0..<LeNet5<f32> as Layer>::PARAM_TENSORS {
+        for (d, &s) in net64.param_mut(i).iter_mut().zip(net.param(i)) {
+            *d = f64::from(s);
+        }
+    }
+    let mut images = zeroed_box::<[Image<f32>; 16]>();
+    for (k, image) in images.iter_mut().enumerate() {
+        *image = test.image::<f32>(k);
+        if k == 15 {
+            image.flat_mut().fill(f32::NAN);
+        } else {
+            let (r, c) = (k % 4, 26 + k % 6);
+            image[0][r][c] = f32::NAN;
+            image[0][r + 4][c] = 100.0;
+        }
+    }
+    let mut ws = LeNet5::<f32>::workspace();
+    let mut ws64 = LeNet5::<f64>::workspace();
+    let mut image64 = [[[0.0f64; 32]; 32]; 1];
+    for (k, image) in images.iter().enumerate() {
+        for (d, &s) in image64.flat_mut().iter_mut().zip(image.flat()) {
+            *d = f64::from(s);
+        }
+        assert_eq!(net64.classify(&image64, &mut ws64), None, "f64, image {k}");
         for isa in available() {
             with_isa(isa, || {
-                let mut y = zeroed_box::<Maps<f32, 6, 14, 14>>();
-                pool.forward(&x, &mut y, &mut zeroed_box());
-                let mut y_infer = zeroed_box::<Maps<f32, 6, 14, 14>>();
-                pool.infer(&x, &mut y_infer, &mut zeroed_box());
-                for ((f, i), r) in y.flat().iter().zip(y_infer.flat()).zip(y_ref.flat()) {
-                    assert!(
-                        !r.is_nan() || f.is_nan(),
-                        "tap {tap} on {isa:?}: {f} for NaN"
-                    );
-                    assert!(
-                        !r.is_nan() || i.is_nan(),
-                        "tap {tap} on {isa:?}: inference {i} for NaN"
-                    );
-                }
+                assert_eq!(net.classify(image, &mut ws), None, "image {k} on {isa:?}");
             });
         }
-        assert_eq!(y_ref.flat().iter().any(|v| v.is_nan()), tap == 0);
     }
+    let mut bws = zeroed_box::<<LeNet5<f32> as BatchLayer<16>>::BatchWorkspace>();
+    for isa in available() {
+        with_isa(isa, || {
+            assert_eq!(net.classify_batch(&images, &mut bws), [None; 16], "{isa:?}");
+        });
+    }
+    // and the same images without the NaN get a class, on every path alike
+    let clean = test.image::<f32>(0);
+    assert_eq!(net.classify(&clean, &mut ws), Some(test.label(0)));
 }
 
 proptest! {

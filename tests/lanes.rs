@@ -574,8 +574,9 @@ fn linear_fused_relu_turns_negative_zero_into_zero() {
 }
 
 /// Pooled inference (the ReLU after the max, in the convolution's kernel) gives what the
-/// lane passes give without fusing (the ReLU first, then the pooling layer), NaN included:
-/// a NaN in the first tap of a window wins, one in a later tap loses.
+/// lane passes give without fusing (the ReLU first, then the pooling layer) and what the
+/// samples give one at a time, NaN included: a NaN in any tap of a window makes the window
+/// NaN (`MaxPool2d`'s rule), whichever tap it is in and whatever the other taps hold.
 #[test]
 fn pooled_inference_equals_relu_then_pooling_with_nans() {
     type ConvReluPool = constnet::sequential![
@@ -590,10 +591,13 @@ fn pooled_inference_equals_relu_then_pooling_with_nans() {
         for (i, v) in x.flat_mut().iter_mut().enumerate() {
             *v = ((n * 7 + i * 5) % 9) as f32 - 4.0;
         }
-        // a NaN in a different tap of a different window, sample by sample
+        // a NaN in a different tap of a different window, sample by sample, beside a
+        // larger value in another tap of the same window
         let (window, tap) = (n % 4, n / 4);
-        let (y, x_) = (2 * (window / 2) + tap / 2, 2 * (window % 2) + tap % 2);
+        let at = |t: usize| (2 * (window / 2) + t / 2, 2 * (window % 2) + t % 2);
+        let ((y, x_), (by, bx)) = (at(tap), at((tap + 1) % 4));
         x[0][y][x_] = f32::NAN;
+        x[0][by][bx] = 100.0;
     }
     let mut xl = zeroed_box::<[[[[f32; 4]; 4]; 1]; 16]>();
     to_lanes(&xs, &mut xl);
@@ -609,11 +613,109 @@ fn pooled_inference_equals_relu_then_pooling_with_nans() {
                 flat.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             };
             assert_eq!(bits(&fused), bits(&plain), "{isa:?}");
-            let nans = <[[[f32; 2]; 2]; 1]>::flat_slice(&*fused)
-                .iter()
-                .filter(|v| v.is_nan())
-                .count();
-            assert_eq!(nans, 4, "{isa:?}: only the four first-tap NaNs win");
+            let mut ys = zeroed_box::<[[[[f32; 2]; 2]; 1]; 16]>();
+            from_lanes(&fused, &mut ys);
+            let mut ws = zeroed_box::<<ConvReluPool as Layer>::Workspace>();
+            for (n, (x, y)) in xs.iter().zip(ys.iter()).enumerate() {
+                let window = n % 4;
+                for (w, v) in y.flat().iter().enumerate() {
+                    assert_eq!(
+                        v.is_nan(),
+                        w == window,
+                        "{isa:?}: sample {n} window {w}: {v}"
+                    );
+                }
+                for infer in [false, true] {
+                    let mut one = [[[7.0f32; 2]; 2]; 1];
+                    if infer {
+                        net.infer(x, &mut one, &mut ws);
+                    } else {
+                        net.forward(x, &mut one, &mut ws);
+                    }
+                    let one: Vec<u32> = one.flat().iter().map(|v| v.to_bits()).collect();
+                    let lanes: Vec<u32> = y.flat().iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(one, lanes, "{isa:?}: sample {n}, per-sample infer: {infer}");
+                }
+            }
         });
     }
+}
+
+/// A layer that gathers parameter gradients over the blocks refuses blocks out of order,
+/// repeated or skipped, naming the block it expected, instead of summing wrong gradients;
+/// in order, one batch after another, it runs and its gradients are the per-sample ones.
+fn check_block_order<L, const N: usize>(values: &[f32])
+where
+    L: LaneLayer<N> + Layer<Scalar = f32>,
+{
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let mut layer = zeroed_box::<L>();
+    for i in 0..L::PARAM_TENSORS {
+        fill(layer.param_mut(i), values, 11 * i);
+    }
+    let mut xs = zeroed_box::<[L::Input; N]>();
+    fill(L::Input::flat_slice_mut(&mut *xs), values, 3);
+    let mut gs = zeroed_box::<[L::Output; N]>();
+    fill(L::Output::flat_slice_mut(&mut *gs), values, 5);
+    let mut ys = zeroed_box::<[L::Output; N]>();
+    let blocks = N / 16;
+    // per sample, the gradients the lane passes must add
+    let mut want = zeroed_box::<L>();
+    let mut ws = zeroed_box::<L::Workspace>();
+    let mut y = zeroed_box::<L::Output>();
+    for n in 0..N {
+        layer.forward(&xs[n], &mut y, &mut ws);
+        layer.backward(&xs[n], &mut ws, &gs[n], None, &mut want);
+    }
+    let (mut xl, mut gl) = (
+        zeroed_box::<[L::Input; N]>(),
+        zeroed_box::<[L::Output; N]>(),
+    );
+    to_lanes(&xs, &mut xl);
+    to_lanes(&gs, &mut gl);
+    let run =
+        |order: &[usize], lws: &mut L::LaneWorkspace, ys: &mut [L::Output; N], grads: &mut L| {
+            for b in 0..blocks {
+                layer.forward_lanes(b, &xl, ys, lws);
+            }
+            catch_unwind(AssertUnwindSafe(|| {
+                for &b in order {
+                    layer.backward_lanes(b, &xl, ys, lws, &gl, None, grads);
+                }
+            }))
+            .map_err(|e| e.downcast_ref::<String>().cloned().unwrap_or_default())
+        };
+    for isa in available() {
+        with_isa(isa, || {
+            let mut lws = zeroed_box::<L::LaneWorkspace>();
+            let mut grads = zeroed_box::<L>();
+            let in_order: Vec<usize> = (0..blocks).collect();
+            for _ in 0..2 {
+                grads.zero_params();
+                run(&in_order, &mut lws, &mut ys, &mut grads).expect("blocks in order");
+                for i in 0..L::PARAM_TENSORS {
+                    assert_close("gradient in order", isa, grads.param(i), want.param(i));
+                }
+            }
+            for bad in [vec![1], vec![0, 0], vec![0, 2], vec![blocks]] {
+                let message = run(&bad, &mut lws, &mut ys, &mut grads)
+                    .expect_err("a block out of order panics");
+                let expected = format!("expected block {}", bad.len() - 1);
+                assert!(message.contains(&expected), "{isa:?} {bad:?}: {message}");
+                // a fresh workspace starts again at block 0
+                lws = zeroed_box::<L::LaneWorkspace>();
+            }
+        });
+    }
+}
+
+#[test]
+fn lane_backward_refuses_blocks_out_of_order() {
+    let v: Vec<f32> = (0..997)
+        .map(|i| ((i * 37) % 19) as f32 / 9.5 - 1.0)
+        .collect();
+    check_block_order::<Conv2d<f32, 1, 6, 5, 1, 0, 32, 32, 28, 28>, 48>(&v);
+    check_block_order::<Linear<f32, 400, 120>, 48>(&v);
+    // stride 2 and padding: the reference loops, which keep the order too
+    check_block_order::<Conv2d<f32, 2, 3, 3, 2, 1, 7, 7, 4, 4>, 48>(&v);
 }

@@ -45,7 +45,7 @@ fn pytorch_trained_lenet_gives_pytorchs_logits_labels_and_accuracy() {
         for (a, b) in ours.iter().zip(&torch_logits[i * 10..i * 10 + 10]) {
             worst = worst.max((a - b).abs());
         }
-        let label = argmax(&probs);
+        let label = argmax(&probs).expect("finite probabilities");
         assert_eq!(
             label, torch_labels[i],
             "image {i}: constnet predicts {label}, PyTorch {}",

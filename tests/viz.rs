@@ -132,7 +132,11 @@ fn composite_tiles_are_the_forward_pass_activations_of_the_bundled_eight() {
     let mut ws = LeNet5::<f32>::workspace();
     let probs = net.probabilities(&image, &mut ws);
     let a = LeNet5::<f32>::activations(&ws);
-    assert_eq!(pictures.prediction, 8, "the trained network reads the 8");
+    assert_eq!(
+        pictures.prediction,
+        Some(8),
+        "the trained network reads the 8"
+    );
     assert_eq!(pictures.confidence, f64::from(probs[8]));
 
     let act = |values: &[f32]| {

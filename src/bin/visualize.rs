@@ -108,12 +108,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for (path, figure) in &files {
         figure.canvas.save_png(path, args.force)?;
     }
-    println!(
-        "{about}: predicted {} ({:.2}%), weights {}",
-        pictures.prediction,
-        100.0 * pictures.confidence,
-        args.weights.display()
-    );
+    match pictures.prediction {
+        Some(class) => println!(
+            "{about}: predicted {class} ({:.2}%), weights {}",
+            100.0 * pictures.confidence,
+            args.weights.display()
+        ),
+        None => println!(
+            "{about}: no prediction (the probabilities are NaN), weights {}",
+            args.weights.display()
+        ),
+    }
     println!(
         "wrote {} PNGs to {}/ (see composite.png)",
         files.len(),
