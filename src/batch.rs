@@ -34,19 +34,9 @@
 //! assert!(net.classify_batch(&images, &mut ws).iter().all(|&class| class < Some(10)));
 //! ```
 
-#[cfg(feature = "alloc")]
-extern crate alloc;
-#[cfg(feature = "alloc")]
-use alloc::boxed::Box;
-
 use crate::chain::Chain;
 use crate::layer::Layer;
-use crate::loss::{Loss, softmax_loss};
-use crate::scalar::Scalar;
-use crate::softmax::Softmax;
-use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
-use crate::{Flatten, MaxPool2d, Relu};
 
 /// A layer that can run `N` samples in one pass.
 ///
@@ -147,11 +137,12 @@ pub trait BatchLayer<const N: usize>: Layer {
 /// already keep their weights in cache).
 macro_rules! per_sample {
     (impl<$($g:ident),* ; $(const $c:ident),*> for $ty:ty) => {
-        impl<$($g: Scalar,)* $(const $c: usize,)* const N: usize> BatchLayer<N> for $ty
+        impl<$($g: $crate::scalar::Scalar,)* $(const $c: usize,)* const N: usize>
+            $crate::batch::BatchLayer<N> for $ty
         where
-            $ty: Layer,
+            $ty: $crate::layer::Layer,
         {
-            type BatchWorkspace = [<$ty as Layer>::Workspace; N];
+            type BatchWorkspace = [<$ty as $crate::layer::Layer>::Workspace; N];
 
             fn forward_batch(
                 &self,
@@ -231,52 +222,7 @@ macro_rules! per_sample {
         }
     };
 }
-
-per_sample!(impl<T; const C, const H, const W, const K, const S, const OH, const OW>
-    for MaxPool2d<T, C, H, W, K, S, OH, OW>);
-per_sample!(impl<T; const C, const H, const W, const L> for Flatten<T, C, H, W, L>);
-per_sample!(impl<T; const L> for Softmax<T, L>);
-
-impl<X: Tensor, const N: usize> BatchLayer<N> for Relu<X> {
-    type BatchWorkspace = ();
-
-    /// One element-wise pass over the whole batch.
-    fn forward_batch(&self, input: &[X; N], output: &mut [X; N], _ws: &mut ()) {
-        for (x, y) in input.iter().zip(output.iter_mut()) {
-            self.forward(x, y, &mut ());
-        }
-    }
-
-    fn backward_batch(
-        &self,
-        input: &[X; N],
-        _ws: &mut (),
-        grad_output: &[X; N],
-        grad_input: Option<&mut [X; N]>,
-        grads: &mut Self,
-    ) {
-        let Some(gi) = grad_input else { return };
-        for ((x, g), gi) in input.iter().zip(grad_output).zip(gi) {
-            self.backward(x, &mut (), g, Some(gi), grads);
-        }
-    }
-
-    fn forward_sample(&self, _n: usize, input: &X, output: &mut X, _ws: &mut ()) {
-        self.forward(input, output, &mut ());
-    }
-
-    fn backward_sample(
-        &self,
-        _n: usize,
-        input: &X,
-        _ws: &mut (),
-        grad_output: &X,
-        grad_input: Option<&mut X>,
-        grads: &mut Self,
-    ) {
-        self.backward(input, &mut (), grad_output, grad_input, grads);
-    }
-}
+pub(crate) use per_sample;
 
 /// What a [`Chain`]'s batched passes keep: both parts' batch workspaces and the whole
 /// batch's intermediate activations and their gradients.
@@ -443,68 +389,5 @@ where
     }
 }
 
-/// Batched classification and training for every network that ends in a softmax.
-impl<Net, T, const C: usize> Chain<Net, Softmax<T, C>>
-where
-    T: Scalar,
-    Net: Layer<Scalar = T, Output = [T; C]>,
-{
-    /// A zeroed workspace for batches of `N` on the heap (LeNet-5 in `f32`: ≈ 300 KiB per
-    /// sample at `N` = 16, 266 KiB at 64).
-    #[cfg(feature = "alloc")]
-    pub fn batch_workspace<const N: usize>() -> Box<<Self as BatchLayer<N>>::BatchWorkspace>
-    where
-        Net: BatchLayer<N>,
-    {
-        crate::zeroed_box()
-    }
-
-    /// Forward pass of `N` samples, then `loss` against `labels` and the backward pass: adds
-    /// the batch's summed parameter gradients to `grads` and returns the summed loss.
-    /// The batched [`Chain::backprop`]. Panics if a label is not below `C`.
-    pub fn backprop_batch<const N: usize>(
-        &self,
-        inputs: &[Net::Input; N],
-        labels: &[usize; N],
-        loss: Loss,
-        ws: &mut <Self as BatchLayer<N>>::BatchWorkspace,
-        grads: &mut Self,
-    ) -> T
-    where
-        Net: BatchLayer<N>,
-    {
-        let BatchChainWorkspace {
-            first,
-            mid: logits,
-            mid_grad,
-            then: probs,
-        } = ws;
-        self.first.forward_batch(inputs, logits, first);
-        let mut total = T::zero();
-        for n in 0..N {
-            let label = labels[n];
-            assert!(
-                label < C,
-                "backprop_batch: label {label} is not below the class count {C}"
-            );
-            total = total + softmax_loss(&logits[n], label, loss, &mut probs[n], &mut mid_grad[n]);
-        }
-        self.first
-            .backward_batch(inputs, first, mid_grad, None, &mut grads.first);
-        total
-    }
-
-    /// The most probable class of each of `N` samples, `None` for a sample whose
-    /// probabilities are NaN (see [`crate::argmax`]).
-    pub fn classify_batch<const N: usize>(
-        &self,
-        inputs: &[Net::Input; N],
-        ws: &mut <Self as BatchLayer<N>>::BatchWorkspace,
-    ) -> [Option<usize>; N]
-    where
-        Net: BatchLayer<N>,
-    {
-        self.first.infer_batch(inputs, &mut ws.mid, &mut ws.first);
-        core::array::from_fn(|n| crate::tensor::argmax(&ws.mid[n]))
-    }
-}
+crate::zeroable!(impl [A: BatchLayer<N>, B: BatchLayer<N, Input = A::Output>, const N: usize]
+    for BatchChainWorkspace [A, B, N] { first, mid, mid_grad, then });

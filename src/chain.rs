@@ -129,6 +129,10 @@ macro_rules! sequential {
     };
 }
 
+crate::zeroable!(impl [A: crate::zeroed::Zeroable, B: crate::zeroed::Zeroable] for Chain [A, B] { first, then });
+crate::zeroable!(impl [A: Layer, B: Layer<Input = A::Output>]
+    for ChainWorkspace [A, B] { first, mid, mid_grad, then });
+
 #[cfg(test)]
 mod tests {
     use super::*;

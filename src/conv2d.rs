@@ -3,6 +3,7 @@
 use rand::Rng;
 
 use crate::batch::BatchLayer;
+use crate::fused::SgdLayer;
 use crate::lanes::{
     BlockOrder, CacheLines, LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get,
     lane_put,
@@ -2039,6 +2040,44 @@ pub(crate) mod lanes_fast {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+crate::zeroable!(impl [T: Scalar, const CI: usize, const CO: usize, const K: usize, const S: usize, const P: usize, const H: usize, const W: usize, const OH: usize, const OW: usize]
+    for Conv2d [T, CI, CO, K, S, P, H, W, OH, OW] { weight, bias });
+crate::zeroable!(impl [T: Scalar, const CI: usize, const CO: usize, const K: usize, const H: usize, const W: usize, const OH: usize, const OW: usize]
+    for ConvLaneWorkspace [T, CI, CO, K, H, W, OH, OW] { x, y, gx, gw, gb, g, order });
+
+/// A convolution's gradient is small (2,416 numbers for LeNet's conv2): it is computed on
+/// the stack, then applied.
+impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+> SgdLayer for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
+{
+    fn backward_sgd(
+        &mut self,
+        input: &Self::Input,
+        ws: &mut (),
+        grad_output: &Self::Output,
+        grad_input: Option<&mut Self::Input>,
+        lr: T,
+    ) {
+        let mut grads = <Self as crate::zeroed::Zeroable>::zeroed();
+        self.backward(input, ws, grad_output, grad_input, &mut grads);
+        for i in 0..Self::PARAM_TENSORS {
+            for (w, &g) in self.param_mut(i).iter_mut().zip(grads.param(i)) {
+                *w = *w - lr * g;
             }
         }
     }

@@ -4,6 +4,7 @@ use core::marker::PhantomData;
 
 use rand::Rng;
 
+use crate::lanes::{LaneLayer, block_of, block_of_mut, check_lanes};
 use crate::layer::{Layer, no_such_param};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
@@ -74,6 +75,58 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const N: usize> 
         no_such_param("Flatten", i)
     }
     fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
+}
+
+crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize, const N: usize]
+    for Flatten [T, C, H, W, N] (_0));
+
+// How it runs: batches, lanes, and the fused SGD step.
+
+crate::batch::per_sample!(impl<T; const C, const H, const W, const L> for Flatten<T, C, H, W, L>);
+crate::fused::no_params!(impl<T; const C, const H, const W, const L> for Flatten<T, C, H, W, L>);
+
+/// A reshape keeps every element's place, so lanes stay lanes: the per-sample pass over the
+/// block's slots.
+impl<T: Scalar, const C: usize, const H: usize, const W: usize, const L: usize, const N: usize>
+    LaneLayer<N> for Flatten<T, C, H, W, L>
+{
+    type LaneWorkspace = ();
+
+    fn forward_lanes(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        output: &mut [[T; L]; N],
+        _ws: &mut (),
+    ) {
+        check_lanes(N);
+        for (x, y) in block_of(input, block)
+            .iter()
+            .zip(block_of_mut(output, block))
+        {
+            self.forward(x, y, &mut ());
+        }
+    }
+
+    fn backward_lanes(
+        &self,
+        block: usize,
+        input: &[Self::Input; N],
+        _output: &[[T; L]; N],
+        _ws: &mut (),
+        grad_output: &[[T; L]; N],
+        grad_input: Option<&mut [Self::Input; N]>,
+        grads: &mut Self,
+    ) {
+        check_lanes(N);
+        let Some(gi) = grad_input else { return };
+        let slots = block_of(input, block)
+            .iter()
+            .zip(block_of(grad_output, block));
+        for ((x, g), gi) in slots.zip(block_of_mut(gi, block)) {
+            self.backward(x, &mut (), g, Some(gi), grads);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,6 @@ use crate::scalar::Scalar;
 use crate::simd;
 use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
-use crate::{Flatten, Relu};
 
 /// Samples per lane block: one AVX-512 vector of `f32` (two AVX2 vectors, four SSE2 ones).
 pub const LANES: usize = 16;
@@ -699,86 +698,6 @@ pub(crate) fn block_of_mut<X, const N: usize>(x: &mut [X; N], block: usize) -> &
     &mut x[block * LANES..][..LANES]
 }
 
-/// Element-wise, so the layout does not matter: the per-sample pass over the block's slots.
-impl<X: Tensor, const N: usize> LaneLayer<N> for Relu<X> {
-    type LaneWorkspace = ();
-    const RELU: bool = true;
-
-    fn forward_lanes(&self, block: usize, input: &[X; N], output: &mut [X; N], _ws: &mut ()) {
-        check_lanes(N);
-        for (x, y) in block_of(input, block)
-            .iter()
-            .zip(block_of_mut(output, block))
-        {
-            self.forward(x, y, &mut ());
-        }
-    }
-
-    fn backward_lanes(
-        &self,
-        block: usize,
-        input: &[X; N],
-        _output: &[X; N],
-        _ws: &mut (),
-        grad_output: &[X; N],
-        grad_input: Option<&mut [X; N]>,
-        grads: &mut Self,
-    ) {
-        check_lanes(N);
-        let Some(gi) = grad_input else { return };
-        let slots = block_of(input, block)
-            .iter()
-            .zip(block_of(grad_output, block));
-        for ((x, g), gi) in slots.zip(block_of_mut(gi, block)) {
-            self.backward(x, &mut (), g, Some(gi), grads);
-        }
-    }
-}
-
-/// A reshape keeps every element's place, so lanes stay lanes: the per-sample pass over the
-/// block's slots.
-impl<T: Scalar, const C: usize, const H: usize, const W: usize, const L: usize, const N: usize>
-    LaneLayer<N> for Flatten<T, C, H, W, L>
-{
-    type LaneWorkspace = ();
-
-    fn forward_lanes(
-        &self,
-        block: usize,
-        input: &[Self::Input; N],
-        output: &mut [[T; L]; N],
-        _ws: &mut (),
-    ) {
-        check_lanes(N);
-        for (x, y) in block_of(input, block)
-            .iter()
-            .zip(block_of_mut(output, block))
-        {
-            self.forward(x, y, &mut ());
-        }
-    }
-
-    fn backward_lanes(
-        &self,
-        block: usize,
-        input: &[Self::Input; N],
-        _output: &[[T; L]; N],
-        _ws: &mut (),
-        grad_output: &[[T; L]; N],
-        grad_input: Option<&mut [Self::Input; N]>,
-        grads: &mut Self,
-    ) {
-        check_lanes(N);
-        let Some(gi) = grad_input else { return };
-        let slots = block_of(input, block)
-            .iter()
-            .zip(block_of(grad_output, block));
-        for ((x, g), gi) in slots.zip(block_of_mut(gi, block)) {
-            self.backward(x, &mut (), g, Some(gi), grads);
-        }
-    }
-}
-
 /// Runs `Net`'s batches in lanes ([`LaneLayer`]) when the batch is a multiple of [`LANES`]
 /// and the `f32` kernels have 16-lane vectors ([`Lanes::runs_in_lanes`]), and sample by
 /// sample otherwise; a single sample runs as `Net` does.
@@ -1004,6 +923,15 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
         );
     }
 }
+
+crate::zeroable!(impl [Net: Zeroable] for Lanes [Net] (_0));
+crate::zeroable!(impl [A: LaneLayer<N>, B: LaneLayer<N, Input = A::Output>, const N: usize]
+    for LaneChainWorkspace [A, B, N] { first, mid, mid_grad, then });
+crate::zeroable!(impl [Net: BatchLayer<N> + LaneLayer<N>, const N: usize]
+    for LanesWorkspace [Net, N] { samples, lanes, input, output, grad_output, grad_input, in_lanes });
+crate::zeroable!(impl [X: Zeroable] for CacheLines [X] (_0));
+
+crate::zeroable!(impl [] for BlockOrder [] (_0));
 
 #[cfg(all(test, feature = "std"))]
 mod tests {

@@ -5,12 +5,10 @@ extern crate alloc;
 #[cfg(feature = "alloc")]
 use alloc::boxed::Box;
 
-use crate::chain::{Chain, ChainWorkspace};
 use crate::layer::Layer;
-use crate::loss::{Loss, softmax_loss};
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
-use crate::tensor::{Maps, argmax};
+use crate::tensor::Maps;
 use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
 
 /// LeNet-5 as in the article: a 1×32×32 digit to 10 class probabilities.
@@ -135,66 +133,6 @@ impl<T: Scalar> LeNet5<T> {
             logits: &ws.mid,
             probs: &ws.then,
         }
-    }
-}
-
-/// What every network that ends in a softmax can do: classify, and back-propagate a loss.
-impl<B, T, const N: usize> Chain<B, Softmax<T, N>>
-where
-    T: Scalar,
-    B: Layer<Scalar = T, Output = [T; N]>,
-{
-    /// Forward pass for inference ([`Layer::infer`]: `ws` is left unfit for a backward
-    /// pass); returns the class probabilities.
-    pub fn probabilities(
-        &self,
-        input: &B::Input,
-        ws: &mut ChainWorkspace<B, Softmax<T, N>>,
-    ) -> [T; N] {
-        let mut probs = [T::zero(); N];
-        self.infer(input, &mut probs, ws);
-        probs
-    }
-
-    /// Forward pass; returns the most probable class (the first on ties), or `None` if the
-    /// probabilities are NaN (a NaN or an infinity in the input or the weights reached the
-    /// softmax): such an input has no class, rather than an arbitrary one (see [`argmax`]).
-    pub fn classify(
-        &self,
-        input: &B::Input,
-        ws: &mut ChainWorkspace<B, Softmax<T, N>>,
-    ) -> Option<usize> {
-        argmax(&self.probabilities(input, ws))
-    }
-
-    /// Forward pass, `loss` against class `label`, and backward pass: adds this sample's
-    /// parameter gradients to `grads`, writes the input gradient if asked, and returns the
-    /// loss. Cross-entropy is fused with the softmax (gradient `p − onehot` straight to the
-    /// logits); the half-SSE goes back through the softmax. Panics if `label >= N`.
-    pub fn backprop(
-        &self,
-        input: &B::Input,
-        label: usize,
-        loss: Loss,
-        ws: &mut ChainWorkspace<B, Softmax<T, N>>,
-        grads: &mut Self,
-        grad_input: Option<&mut B::Input>,
-    ) -> T {
-        assert!(
-            label < N,
-            "backprop: label {label} is not below the class count {N}"
-        );
-        let ChainWorkspace {
-            first,
-            mid: logits,
-            mid_grad,
-            then: probs,
-        } = ws;
-        self.first.forward(input, logits, first);
-        let value = softmax_loss(logits, label, loss, probs, mid_grad);
-        self.first
-            .backward(input, first, mid_grad, grad_input, &mut grads.first);
-        value
     }
 }
 

@@ -64,6 +64,7 @@ pub struct ReadmeDoctests;
 pub mod augment;
 pub mod batch;
 pub mod chain;
+pub mod classifier;
 pub mod conv2d;
 pub mod flatten;
 pub mod fused;

@@ -3,6 +3,7 @@
 use rand::Rng;
 
 use crate::batch::BatchLayer;
+use crate::fused::SgdLayer;
 use crate::lanes::{
     BlockOrder, CacheLines, LANES, LaneLayer, block_from_lanes, block_of, block_of_mut,
     check_lanes, lane_get, lane_put, relu_mask, transpose_blocks,
@@ -1048,6 +1049,25 @@ pub(crate) mod lanes_fast {
                 }
             }
         }
+    }
+}
+
+crate::zeroable!(impl [T: Scalar, const IN: usize, const OUT: usize] for Linear [T, IN, OUT] { weight, bias });
+crate::zeroable!(impl [T: Scalar, const IN: usize, const OUT: usize, const N: usize]
+    for LinearLaneWorkspace [T, IN, OUT, N] { x, g, masked, order });
+
+/// A fully connected layer's gradient is as big as its weights: the update is the weight
+/// gradient's outer product, added straight to the weights.
+impl<T: Scalar, const IN: usize, const OUT: usize> SgdLayer for Linear<T, IN, OUT> {
+    fn backward_sgd(
+        &mut self,
+        input: &[T; IN],
+        _ws: &mut (),
+        grad_output: &[T; OUT],
+        grad_input: Option<&mut [T; IN]>,
+        lr: T,
+    ) {
+        self.backward_sgd_fused(input, grad_output, grad_input, lr);
     }
 }
 

@@ -700,6 +700,15 @@ mod lanes_fast {
     }
 }
 
+crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize, const K: usize, const S: usize, const OH: usize, const OW: usize]
+    for MaxPool2d [T, C, H, W, K, S, OH, OW] (_0));
+
+// In batches, sample by sample; the fused SGD step, just the backward pass.
+crate::batch::per_sample!(impl<T; const C, const H, const W, const K, const S, const OH, const OW>
+    for MaxPool2d<T, C, H, W, K, S, OH, OW>);
+crate::fused::no_params!(impl<T; const C, const H, const W, const K, const S, const OH, const OW>
+    for MaxPool2d<T, C, H, W, K, S, OH, OW>);
+
 #[cfg(test)]
 mod tests {
     use super::*;

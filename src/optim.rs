@@ -324,6 +324,8 @@ impl Schedule {
     }
 }
 
+crate::zeroable!(impl [L: crate::zeroed::Zeroable] for OptimizerState [L] { first, second, steps });
+
 #[cfg(all(test, feature = "alloc"))]
 mod tests {
     use super::*;

@@ -4,6 +4,9 @@ use core::marker::PhantomData;
 
 use rand::Rng;
 
+use crate::batch::BatchLayer;
+use crate::fused::SgdLayer;
+use crate::lanes::{LaneLayer, block_of, block_of_mut, check_lanes};
 use crate::layer::{Layer, no_such_param};
 use crate::tensor::Tensor;
 
@@ -79,6 +82,100 @@ impl<X: Tensor> Layer for Relu<X> {
         no_such_param("Relu", i)
     }
     fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
+}
+
+crate::zeroable!(impl [X] for Relu [X] (_0));
+
+// How it runs: batches, lanes, and the fused SGD step.
+
+impl<X: Tensor, const N: usize> BatchLayer<N> for Relu<X> {
+    type BatchWorkspace = ();
+
+    /// One element-wise pass over the whole batch.
+    fn forward_batch(&self, input: &[X; N], output: &mut [X; N], _ws: &mut ()) {
+        for (x, y) in input.iter().zip(output.iter_mut()) {
+            self.forward(x, y, &mut ());
+        }
+    }
+
+    fn backward_batch(
+        &self,
+        input: &[X; N],
+        _ws: &mut (),
+        grad_output: &[X; N],
+        grad_input: Option<&mut [X; N]>,
+        grads: &mut Self,
+    ) {
+        let Some(gi) = grad_input else { return };
+        for ((x, g), gi) in input.iter().zip(grad_output).zip(gi) {
+            self.backward(x, &mut (), g, Some(gi), grads);
+        }
+    }
+
+    fn forward_sample(&self, _n: usize, input: &X, output: &mut X, _ws: &mut ()) {
+        self.forward(input, output, &mut ());
+    }
+
+    fn backward_sample(
+        &self,
+        _n: usize,
+        input: &X,
+        _ws: &mut (),
+        grad_output: &X,
+        grad_input: Option<&mut X>,
+        grads: &mut Self,
+    ) {
+        self.backward(input, &mut (), grad_output, grad_input, grads);
+    }
+}
+
+/// Element-wise, so the layout does not matter: the per-sample pass over the block's slots.
+impl<X: Tensor, const N: usize> LaneLayer<N> for Relu<X> {
+    type LaneWorkspace = ();
+    const RELU: bool = true;
+
+    fn forward_lanes(&self, block: usize, input: &[X; N], output: &mut [X; N], _ws: &mut ()) {
+        check_lanes(N);
+        for (x, y) in block_of(input, block)
+            .iter()
+            .zip(block_of_mut(output, block))
+        {
+            self.forward(x, y, &mut ());
+        }
+    }
+
+    fn backward_lanes(
+        &self,
+        block: usize,
+        input: &[X; N],
+        _output: &[X; N],
+        _ws: &mut (),
+        grad_output: &[X; N],
+        grad_input: Option<&mut [X; N]>,
+        grads: &mut Self,
+    ) {
+        check_lanes(N);
+        let Some(gi) = grad_input else { return };
+        let slots = block_of(input, block)
+            .iter()
+            .zip(block_of(grad_output, block));
+        for ((x, g), gi) in slots.zip(block_of_mut(gi, block)) {
+            self.backward(x, &mut (), g, Some(gi), grads);
+        }
+    }
+}
+
+impl<X: crate::tensor::Tensor> SgdLayer for Relu<X> {
+    fn backward_sgd(
+        &mut self,
+        input: &X,
+        ws: &mut (),
+        grad_output: &X,
+        grad_input: Option<&mut X>,
+        _lr: X::Scalar,
+    ) {
+        self.backward(input, ws, grad_output, grad_input, &mut Relu::new());
+    }
 }
 
 #[cfg(test)]

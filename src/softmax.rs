@@ -86,6 +86,12 @@ impl<T: Scalar, const N: usize> Layer for Softmax<T, N> {
     fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
 }
 
+crate::zeroable!(impl [T: Scalar, const N: usize] for Softmax [T, N] (_0));
+
+// How it runs in batches and in the fused SGD step: sample by sample.
+crate::batch::per_sample!(impl<T; const L> for Softmax<T, L>);
+crate::fused::no_params!(impl<T; const L> for Softmax<T, L>);
+
 #[cfg(test)]
 mod tests {
     use super::*;

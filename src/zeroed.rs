@@ -12,19 +12,6 @@ extern crate alloc;
 #[cfg(feature = "alloc")]
 use alloc::boxed::Box;
 
-use crate::batch::{BatchChainWorkspace, BatchLayer};
-use crate::chain::{Chain, ChainWorkspace};
-use crate::conv2d::{Conv2d, ConvLaneWorkspace};
-use crate::flatten::Flatten;
-use crate::lanes::{CacheLines, LaneChainWorkspace, LaneLayer, Lanes, LanesWorkspace};
-use crate::layer::Layer;
-use crate::linear::{Linear, LinearLaneWorkspace};
-use crate::maxpool2d::MaxPool2d;
-use crate::optim::OptimizerState;
-use crate::relu::Relu;
-use crate::scalar::Scalar;
-use crate::softmax::Softmax;
-
 /// Types for which the all-zero bit pattern is a valid value (numbers equal to zero, empty
 /// markers, and structs and arrays made only of such fields).
 ///
@@ -53,98 +40,82 @@ pub fn zeroed_box<Z: Zeroable>() -> Box<Z> {
     unsafe { boxed.assume_init() }
 }
 
-// SAFETY (all impls below): IEEE-754 +0.0 and integer 0 are all-zero bytes; arrays, tuples and
-// the listed structs consist only of `Zeroable` fields (struct fields are listed beside each).
+// SAFETY: IEEE-754 +0.0 and integer 0 are all-zero bytes, and so is `false`; an array, a tuple
+// or a `PhantomData` of `Zeroable` types (or of nothing) is all-zero bytes of them.
 unsafe impl Zeroable for f32 {}
 unsafe impl Zeroable for f64 {}
 unsafe impl Zeroable for u8 {}
 unsafe impl Zeroable for u32 {}
 unsafe impl Zeroable for u64 {}
+unsafe impl Zeroable for usize {}
+unsafe impl Zeroable for bool {}
 unsafe impl Zeroable for () {}
+unsafe impl<T: ?Sized> Zeroable for core::marker::PhantomData<T> {}
 unsafe impl<Z: Zeroable, const N: usize> Zeroable for [Z; N] {}
 unsafe impl<A: Zeroable, B: Zeroable> Zeroable for (A, B) {}
-// Conv2d { weight: [[[[T; K]; K]; CI]; CO], bias: [T; CO] }
-unsafe impl<
-    T: Scalar,
-    const CI: usize,
-    const CO: usize,
-    const K: usize,
-    const S: usize,
-    const P: usize,
-    const H: usize,
-    const W: usize,
-    const OH: usize,
-    const OW: usize,
-> Zeroable for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
-{
+
+/// Implements [`Zeroable`] for a struct of the crate, in the struct's own file, after proving
+/// at compile time that it holds: the struct pattern the macro writes must name every field
+/// (Rust rejects a pattern that leaves one out), and each field must be `Zeroable`. So a field
+/// added later without the trait, or left off the list, is a compile error, not undefined
+/// behaviour; and this module imports no layer.
+///
+/// `zeroable!(impl [generics] for Name [arguments] { fields })` for a struct with named fields,
+/// `( fields )` for a tuple struct (name its positions `_0, _1, …`). Your own layers and
+/// workspaces use it too, with no `unsafe` of their own:
+///
+/// ```
+/// use constnet::{zeroable, zeroed_box};
+///
+/// /// A per-channel scale and its running count.
+/// pub struct Scale<const C: usize> {
+///     factor: [f32; C],
+///     seen: u64,
+/// }
+/// zeroable!(impl [const C: usize] for Scale [C] { factor, seen });
+///
+/// let scale = zeroed_box::<Scale<64>>();
+/// assert_eq!((scale.factor[63], scale.seen), (0.0, 0));
+/// ```
+///
+/// Leaving a field out, or a field that is not `Zeroable` (a reference, a `Box`), does not
+/// compile:
+///
+/// ```compile_fail
+/// use constnet::zeroable;
+/// pub struct Scale<const C: usize> {
+///     factor: [f32; C],
+///     seen: u64,
+/// }
+/// zeroable!(impl [const C: usize] for Scale [C] { factor }); // `seen` is missing
+/// ```
+#[macro_export]
+macro_rules! zeroable {
+    (impl [$($gen:tt)*] for $name:ident [$($arg:tt)*] { $($field:ident),* $(,)? }) => {
+        // SAFETY: every field is `Zeroable`, and the pattern below lists them all (checked
+        // by the compiler), so all-zero bytes are a valid value of each and of the whole.
+        #[allow(unsafe_code)]
+        unsafe impl<$($gen)*> $crate::zeroed::Zeroable for $name<$($arg)*> {}
+        const _: () = {
+            #[allow(dead_code)]
+            fn every_field_is_zeroable<$($gen)*>(value: &$name<$($arg)*>) {
+                fn zeroable<Z: $crate::zeroed::Zeroable>(_: &Z) {}
+                let $name { $($field),* } = value;
+                $(zeroable($field);)*
+            }
+        };
+    };
+    (impl [$($gen:tt)*] for $name:ident [$($arg:tt)*] ( $($field:ident),* $(,)? )) => {
+        // SAFETY: as above, for the positions of a tuple struct.
+        #[allow(unsafe_code)]
+        unsafe impl<$($gen)*> $crate::zeroed::Zeroable for $name<$($arg)*> {}
+        const _: () = {
+            #[allow(dead_code)]
+            fn every_field_is_zeroable<$($gen)*>(value: &$name<$($arg)*>) {
+                fn zeroable<Z: $crate::zeroed::Zeroable>(_: &Z) {}
+                let $name ( $($field),* ) = value;
+                $(zeroable($field);)*
+            }
+        };
+    };
 }
-// Linear { weight: [[T; IN]; OUT], bias: [T; OUT] }
-unsafe impl<T: Scalar, const IN: usize, const OUT: usize> Zeroable for Linear<T, IN, OUT> {}
-// MaxPool2d, Relu, Flatten, Softmax: only PhantomData (zero-sized).
-unsafe impl<
-    T: Scalar,
-    const C: usize,
-    const H: usize,
-    const W: usize,
-    const K: usize,
-    const S: usize,
-    const OH: usize,
-    const OW: usize,
-> Zeroable for MaxPool2d<T, C, H, W, K, S, OH, OW>
-{
-}
-unsafe impl<X> Zeroable for Relu<X> {}
-unsafe impl<T: Scalar, const C: usize, const H: usize, const W: usize, const N: usize> Zeroable
-    for Flatten<T, C, H, W, N>
-{
-}
-unsafe impl<T: Scalar, const N: usize> Zeroable for Softmax<T, N> {}
-// OptimizerState { first: L, second: L, steps: u64 }
-unsafe impl<L: Zeroable> Zeroable for OptimizerState<L> {}
-// Chain { first: A, then: B }
-unsafe impl<A: Zeroable, B: Zeroable> Zeroable for Chain<A, B> {}
-// ChainWorkspace { first: A::Workspace, mid: A::Output, mid_grad: A::Output, then: B::Workspace }
-unsafe impl<A: Layer, B: Layer<Input = A::Output>> Zeroable for ChainWorkspace<A, B> {}
-// BatchChainWorkspace { first: A::BatchWorkspace, mid: [A::Output; N], mid_grad: [A::Output; N],
-// then: B::BatchWorkspace }: batch workspaces are `Zeroable` by `BatchLayer`'s bound, tensors
-// by `Tensor`'s.
-unsafe impl<A: BatchLayer<N>, B: BatchLayer<N, Input = A::Output>, const N: usize> Zeroable
-    for BatchChainWorkspace<A, B, N>
-{
-}
-// Lanes(Net)
-unsafe impl<Net: Zeroable> Zeroable for Lanes<Net> {}
-// LaneChainWorkspace { first: A::LaneWorkspace, mid: [A::Output; N], mid_grad: [A::Output; N],
-// then: B::LaneWorkspace }: lane workspaces are `Zeroable` by `LaneLayer`'s bound.
-unsafe impl<A: LaneLayer<N>, B: LaneLayer<N, Input = A::Output>, const N: usize> Zeroable
-    for LaneChainWorkspace<A, B, N>
-{
-}
-// LanesWorkspace { samples: Net::BatchWorkspace, lanes: Net::LaneWorkspace, input: [Net::Input; N],
-// output, grad_output: [Net::Output; N], grad_input: [Net::Input; N], in_lanes: bool (all-zero
-// bytes are `false`) }
-unsafe impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> Zeroable for LanesWorkspace<Net, N> {}
-// ConvLaneWorkspace { x, y, gx: maps of T, gw: CacheLines<[[[[[T; 16]; K]; K]; CI]; CO]>,
-// gb: CacheLines<[[T; 16]; CO]>, g: CacheLines<[maps of T; 16]>, order: BlockOrder }
-unsafe impl<
-    T: Scalar,
-    const CI: usize,
-    const CO: usize,
-    const K: usize,
-    const H: usize,
-    const W: usize,
-    const OH: usize,
-    const OW: usize,
-> Zeroable for ConvLaneWorkspace<T, CI, CO, K, H, W, OH, OW>
-{
-}
-// LinearLaneWorkspace { x: CacheLines<[[T; IN]; N]>, g: CacheLines<[[T; OUT]; N]>,
-// masked: CacheLines<[[T; OUT]; 16]>, order: BlockOrder }
-// BlockOrder(usize): one integer
-unsafe impl Zeroable for crate::lanes::BlockOrder {}
-unsafe impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> Zeroable
-    for LinearLaneWorkspace<T, IN, OUT, N>
-{
-}
-// CacheLines(X): one field (and padding, which is not part of the value)
-unsafe impl<X: Zeroable> Zeroable for CacheLines<X> {}
