@@ -9,10 +9,10 @@ const LAYERS = [
   { name: 'input', maps: 1, h: 32, w: 32, s: 4 },
   { name: 'conv1', maps: 6, h: 28, w: 28, s: 4 },
   { name: 'pool1', maps: 6, h: 14, w: 14, s: 6 },
-  { name: 'conv2', maps: 16, h: 10, w: 10, s: 5 },
-  { name: 'pool2', maps: 16, h: 5, w: 5, s: 8 },
-  { name: 'fc1', maps: 1, h: 10, w: 12, s: 10 }, // 120 nodes, row-major
-  { name: 'fc2', maps: 1, h: 10, w: 10, s: 10 }, // 100 nodes
+  { name: 'conv2', maps: 16, h: 10, w: 10, s: 4 },
+  { name: 'pool2', maps: 16, h: 5, w: 5, s: 7 },
+  { name: 'fc1', maps: 1, h: 10, w: 12, s: 9 }, // 120 nodes, row-major
+  { name: 'fc2', maps: 1, h: 10, w: 10, s: 9 }, // 100 nodes
 ];
 const byName = Object.fromEntries(LAYERS.map((l) => [l.name, l]));
 // Which layer a pooled or convolved pixel comes from.
@@ -35,6 +35,7 @@ const state = {
   waiters: [],
 };
 window.constnet = state;
+state.schedule = () => schedule();
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -345,7 +346,7 @@ function hoverOutput(k) {
 
 async function loadFilters() {
   const filters = await (await fetch('/api/filters')).json();
-  for (const [name, s] of [['conv1', 10], ['conv2', 6]]) {
+  for (const [name, s] of [['conv1', 7], ['conv2', 6]]) {
     const f = filters[name];
     const [n, inputs, k] = f.shape;
     const box = $(`#filters-${name} .maps`);
