@@ -573,16 +573,19 @@ pub fn route(method: &str, target: &str) -> Result<Route, BadRequest> {
         "/api/fc3" => want("GET", Route::Fc3),
         "/api/digit" => {
             let route = match query.split_once('=') {
-                Some(("index", v)) => Route::Digit(
-                    v.parse()
-                        .map_err(|_| BadQuery::new(format!("index={v:.20}: not a digit index")))?,
-                ),
+                Some(("index", v)) => Route::Digit(v.parse().map_err(|_| {
+                    BadRequest::BadQuery(format!("index={v:.20}: not a digit index"))
+                })?),
                 Some(("first", v)) => match v.parse::<u8>() {
                     Ok(d) if d < 10 => Route::FirstDigit(d),
-                    _ => return Err(BadQuery::new(format!("first={v:.20}: not a class 0-9"))),
+                    _ => {
+                        return Err(BadRequest::BadQuery(format!(
+                            "first={v:.20}: not a class 0-9"
+                        )));
+                    }
                 },
                 _ => {
-                    return Err(BadQuery::new(
+                    return Err(BadRequest::BadQuery(
                         "expected ?index=I or ?first=D (D a class 0-9)".to_string(),
                     ));
                 }
@@ -590,14 +593,6 @@ pub fn route(method: &str, target: &str) -> Result<Route, BadRequest> {
             want("GET", route)
         }
         _ => Err(BadRequest::NotFound(path.chars().take(100).collect())),
-    }
-}
-
-/// Builds [`BadRequest::BadQuery`].
-struct BadQuery;
-impl BadQuery {
-    fn new(why: String) -> BadRequest {
-        BadRequest::BadQuery(why)
     }
 }
 
