@@ -199,7 +199,18 @@ mod live {
     /// stops reading a refused body early may reset the rest of the write: that is ignored,
     /// and the answer read.
     fn http(addr: &str, method: &str, path: &str, body: &[u8], headers: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        try_http(addr, method, path, body, headers).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`http`], with a connection that fails or closes before an answer as an error.
+    fn try_http(
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        headers: &str,
+    ) -> Result<(u16, String), String> {
+        let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
@@ -232,7 +243,9 @@ mod live {
                 break;
             }
             match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
+                Err(e) if answer.is_empty() => return Err(format!("no answer: {e}")),
+                Err(_) => break,
                 Ok(n) => answer.extend_from_slice(&chunk[..n]),
             }
         }
@@ -241,12 +254,12 @@ mod live {
             .split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+            .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
         let body = text
             .split_once("\r\n\r\n")
             .map_or("", |(_, b)| b)
             .to_string();
-        (status, body)
+        Ok((status, body))
     }
 
     fn drawing(values: &[f64]) -> Vec<u8> {
@@ -386,41 +399,41 @@ mod live {
             assert_eq!(http(&addr, "POST", "/api/forward", &body, "").0, 200);
         }
         let rss_before = server.rss_kib();
-        let (ok, refused, failed) = (
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicUsize::new(0)),
-        );
+        let [ok, refused, wrong, dropped] = [(); 4].map(|()| Arc::new(AtomicUsize::new(0)));
+        let first_drop = Arc::new(std::sync::Mutex::new(None::<String>));
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let clients: Vec<_> = (0..200)
             .map(|i| {
                 let (addr, body) = (Arc::clone(&addr), Arc::clone(&body));
-                let (ok, refused, failed) =
-                    (Arc::clone(&ok), Arc::clone(&refused), Arc::clone(&failed));
+                let counters = [&ok, &refused, &wrong, &dropped].map(Arc::clone);
+                let first_drop = Arc::clone(&first_drop);
                 std::thread::spawn(move || {
+                    let [ok, refused, wrong, dropped] = counters;
                     let mut n = 0;
                     while Instant::now() < deadline {
                         n += 1;
                         // mostly drawings, some digits, some bad bodies
-                        let outcome = std::panic::catch_unwind(|| match (i + n) % 10 {
-                            0 => http(&addr, "POST", "/api/forward", b"[1,2", "").0,
-                            1 => {
-                                http(
-                                    &addr,
-                                    "GET",
-                                    &format!("/api/digit?index={}", n % 2000),
-                                    b"",
-                                    "",
-                                )
-                                .0
-                            }
-                            _ => http(&addr, "POST", "/api/forward", &body, "").0,
-                        });
-                        match outcome {
-                            Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
-                            Ok(400) => refused.fetch_add(1, Ordering::Relaxed),
-                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        let outcome = match (i + n) % 10 {
+                            0 => try_http(&addr, "POST", "/api/forward", b"[1,2", ""),
+                            1 => try_http(
+                                &addr,
+                                "GET",
+                                &format!("/api/digit?index={}", n % 2000),
+                                b"",
+                                "",
+                            ),
+                            _ => try_http(&addr, "POST", "/api/forward", &body, ""),
                         };
+                        let counter = match outcome {
+                            Ok((200, _)) => &ok,
+                            Ok((400, _)) => &refused,
+                            Ok(_) => &wrong,
+                            Err(e) => {
+                                first_drop.lock().unwrap().get_or_insert(e);
+                                &dropped
+                            }
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
                     }
                 })
             })
@@ -429,19 +442,24 @@ mod live {
             c.join().unwrap();
         }
         let rss_after = server.rss_kib();
-        let (ok, refused, failed) = (
-            ok.load(Ordering::Relaxed),
-            refused.load(Ordering::Relaxed),
-            failed.load(Ordering::Relaxed),
-        );
+        let [ok, refused, wrong, dropped] =
+            [ok, refused, wrong, dropped].map(|c| c.load(Ordering::Relaxed));
         println!(
-            "200 clients for {seconds} s: {ok} answered, {refused} refused as asked, {failed} failed \
-             ({:.0} requests/s); server RSS {rss_before} KiB before, {rss_after} KiB after",
+            "200 clients for {seconds} s: {ok} answered, {refused} refused as asked, {wrong} wrong \
+             answers, {dropped} connections dropped ({:?}); {:.0} requests/s; server RSS \
+             {rss_before} KiB before, {rss_after} KiB after",
+            first_drop.lock().unwrap(),
             (ok + refused) as f64 / seconds
         );
         assert!(ok > 200, "only {ok} requests answered");
         assert!(refused > 0);
-        assert_eq!(failed, 0, "requests failed under load");
+        assert_eq!(wrong, 0, "wrong answers under load");
+        // Past the listen queue the kernel may drop a connection now and then: a rare
+        // dropped connection is load shedding, many would be a server that stopped answering.
+        assert!(
+            dropped * 1000 <= ok + refused,
+            "{dropped} connections dropped under load"
+        );
         assert!(
             rss_after < rss_before + 64 * 1024,
             "memory grew from {rss_before} KiB to {rss_after} KiB"
