@@ -22,8 +22,8 @@
 //! Request parsing and validation are pure functions ([`parse_pixels`], [`route`]) that never
 //! panic: bad input is a [`BadRequest`] with a 4xx status and a message. The server is a fixed
 //! pool of [`WORKERS`] threads, one connection at a time each, with a body limit
-//! ([`MAX_BODY`]), a header limit ([`MAX_HEAD`]) and timeouts ([`IO_TIMEOUT`],
-//! [`REQUEST_DEADLINE`]); HTTP/1.1 request heads are parsed by `httparse`.
+//! ([`MAX_BODY`]), a header limit ([`MAX_HEAD`]), a deadline for reading a request
+//! ([`REQUEST_DEADLINE`]) and a write timeout ([`IO_TIMEOUT`]); HTTP/1.1 request heads are parsed by `httparse`.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
@@ -47,7 +47,7 @@ pub const MAX_HEAD: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 32;
 /// Threads serving connections; further clients wait in the listen queue.
 pub const WORKERS: usize = 4;
-/// Read and write timeout of each socket operation.
+/// Write timeout of each socket operation (reads wait at most until [`REQUEST_DEADLINE`]).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest one connection may hold a worker, however slowly its bytes trickle in.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
@@ -759,7 +759,6 @@ fn connection(
     mut stream: TcpStream,
     ws: &mut <LeNet5<f32> as Layer>::Workspace,
 ) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + REQUEST_DEADLINE;
@@ -846,7 +845,7 @@ fn read_request(stream: &mut TcpStream, deadline: Instant) -> Result<Option<Requ
         if filled == buf.len() {
             return Err(ReadError::Bad(BadRequest::HeadTooLarge));
         }
-        let n = stream.read(&mut buf[filled..])?;
+        let n = read_by(stream, &mut buf[filled..], deadline)?;
         if n == 0 {
             if filled == 0 {
                 return Ok(None);
@@ -885,7 +884,7 @@ fn read_request(stream: &mut TcpStream, deadline: Instant) -> Result<Option<Requ
             return Err(io::Error::new(io::ErrorKind::TimedOut, "request deadline").into());
         }
         let want = (length - body.len()).min(chunk.len());
-        let n = stream.read(&mut chunk[..want])?;
+        let n = read_by(stream, &mut chunk[..want], deadline)?;
         if n == 0 {
             return Err(ReadError::Bad(BadRequest::MalformedJson {
                 index: None,
@@ -899,6 +898,18 @@ fn read_request(stream: &mut TcpStream, deadline: Instant) -> Result<Option<Requ
         target,
         body,
     }))
+}
+
+/// One read that waits at most until `deadline`. A request's bytes may come late without
+/// the client being slow: past a full listen queue the kernel drops handshakes, and the
+/// client's first packet then arrives after its retransmission back-off (seconds).
+fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "request deadline"));
+    }
+    stream.set_read_timeout(Some(left))?;
+    stream.read(buf)
 }
 
 /// The body length a request declares: its `Content-Length` (0 if none), refused over
