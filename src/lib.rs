@@ -72,6 +72,8 @@ pub mod lanes;
 pub mod layer;
 pub mod lenet;
 pub mod linear;
+#[cfg(feature = "cli")]
+pub mod live;
 pub mod loss;
 pub mod maxpool2d;
 #[cfg(feature = "std")]

@@ -4,6 +4,7 @@
 //! cargo run --release --bin visualize                       # the first "8" of the test set
 //! cargo run --release --bin visualize -- --index 0 --out viz-7 --force
 //! cargo run --release --bin visualize -- --weights lenet.safetensors
+//! cargo run --release --bin visualize -- --serve            # the live page, http://127.0.0.1:2828/
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ OPTIONS:
   --data DIR       IDX directory (train-/t10k- images and labels) [default: data/mnist-10k]
   --out DIR        where to write the PNGs (created if missing) [default: viz]
   --force          overwrite PNGs that already exist in DIR
+  --serve          instead of PNGs, serve the live page: draw a digit, watch every layer
+  --port N         the live page's port; 0 picks a free one [default: 2828]
+  --host ADDR      the address to listen on; anything but loopback must be asked for here
+                   [default: 127.0.0.1]
   -h, --help       this text
 
 Writes input.png, conv1.png, pool1.png, conv2.png, pool2.png, fc.png, output.png,
@@ -35,6 +40,9 @@ struct Args {
     data: PathBuf,
     out: PathBuf,
     force: bool,
+    serve: bool,
+    port: u16,
+    host: std::net::IpAddr,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -46,6 +54,9 @@ fn parse() -> Result<Args, lexopt::Error> {
         data: root.join("data/mnist-10k"),
         out: PathBuf::from("viz"),
         force: false,
+        serve: false,
+        port: constnet::live::DEFAULT_PORT,
+        host: std::net::Ipv4Addr::LOCALHOST.into(),
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -55,6 +66,9 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("data") => args.data = p.value()?.into(),
             Long("out") => args.out = p.value()?.into(),
             Long("force") => args.force = true,
+            Long("serve") => args.serve = true,
+            Long("port") => args.port = p.value()?.parse()?,
+            Long("host") => args.host = p.value()?.parse()?,
             Short('h') | Long("help") => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -70,6 +84,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let test = load_test_dir(&args.data)?;
     if test.is_empty() {
         return Err(format!("{}: the test set holds no images", args.data.display()).into());
+    }
+    if args.serve {
+        let app = constnet::live::App::new(net, test);
+        return Ok(constnet::live::run(app, args.host, args.port)?);
     }
     let index = match args.index {
         Some(i) if i < test.len() => i,
