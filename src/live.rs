@@ -375,7 +375,8 @@ pub fn forward_json(
     let _ = write!(
         out,
         "{{\"prediction\":{},\"probabilities\":[",
-        argmax(a.probs)
+        // never null in practice: the pixels and the weights are checked to be finite
+        argmax(a.probs).map_or("null".to_string(), |c| c.to_string())
     );
     for (i, &p) in a.probs.iter().enumerate() {
         if i > 0 {

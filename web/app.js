@@ -108,8 +108,8 @@ function render(result) {
     node.classList.toggle('best', k === result.prediction);
     node.querySelector('.p').textContent = `${(100 * result.probabilities[k]).toFixed(1)}%`;
   });
-  $('#prediction').textContent = result.prediction;
-  $('#confidence').textContent =
+  $('#prediction').textContent = result.prediction ?? '–';
+  $('#confidence').textContent = result.prediction === null ? '(NaN probabilities)' :
     `(${(100 * result.probabilities[result.prediction]).toFixed(1)}%)`;
   const trips = state.roundTrips.slice(-20).sort((a, b) => a - b);
   const median = trips[Math.floor(trips.length / 2)];
