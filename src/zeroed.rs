@@ -5,7 +5,7 @@
 //! (≈ 0.5 MB) and its gradients as many again: returned by value from a constructor, a debug
 //! build copies such values through several stack frames and overflows small thread stacks.
 //! [`zeroed_box`] allocates the memory already zeroed and never materialises the value on the
-//! stack; `tests/stack.rs` runs a whole training step in a thread with a 2 MiB stack.
+//! stack; `tests/suite/stack.rs` runs a whole training step in a thread with a 2 MiB stack.
 
 #[cfg(feature = "alloc")]
 extern crate alloc;

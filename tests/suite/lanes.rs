@@ -3,7 +3,7 @@
 //! (outputs, input gradients, summed parameter gradients), and LeNet-5's batches through
 //! [`Lanes`].
 //!
-//! Tolerance as in `tests/fast_paths.rs`: |lanes − per sample| ≤ 1e-4 · max(1, |per sample|)
+//! Tolerance as in `tests/suite/fast_paths.rs`: |lanes − per sample| ≤ 1e-4 · max(1, |per sample|)
 //! in `f32`; `f64` runs the reference loops in both ways, sample by sample in the same
 //! order, so it must agree exactly.
 

@@ -1,0 +1,20 @@
+//! Every integration test in one binary: each file was its own test binary, and each linked
+//! and compiled its own copies of LeNet-5's kernels (15 binaries, 10 minutes for a fresh
+//! clone's `cargo test` on 2 cores). One binary compiles each network once.
+//!
+//! Run one part with `cargo test --test suite lanes::`, or one test by name.
+
+#[cfg(feature = "cli")]
+mod cli;
+mod fast_paths;
+mod gradients;
+mod lanes;
+mod mnist_data;
+mod no_alloc;
+mod pytorch_golden;
+mod pytorch_trained;
+mod stack;
+mod structure;
+mod training;
+mod viz;
+mod weights_props;
