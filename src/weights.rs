@@ -1101,6 +1101,11 @@ impl std::error::Error for FileError {
 /// Saves `net` to `path` in constnet's format. An existing file is kept (and an
 /// `AlreadyExists` error returned) unless `overwrite`; with `overwrite` the new file is
 /// written beside it and renamed over it, so a crash never leaves a half-written file.
+///
+/// # Errors
+/// [`FileError::Io`] if the file cannot be written (or exists, without `overwrite`), and
+/// [`FileError::Weights`] with [`WeightsError::NonFinite`] if a parameter is NaN or infinite:
+/// nothing is written then, and an existing file is left as it was.
 #[cfg(feature = "std")]
 pub fn save_file<L: Layer + Describe>(
     net: &L,
