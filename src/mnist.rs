@@ -63,6 +63,11 @@ pub const CLASSES: usize = 10;
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 /// Magic number of an IDX labels file (unsigned bytes, 1 dimension).
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
+/// The most images (or labels) an IDX file may declare: over sixteen times MNIST's 60,000
+/// (EMNIST's largest digits set holds 240,000). A header declaring more is refused before
+/// any data is read or decompressed ([`IdxErrorKind::TooManyItems`]), so a file costs at most
+/// this many images' memory (784 MB) however large it claims or decompresses to be.
+pub const MAX_ITEMS: u32 = 1_000_000;
 
 /// Zero pixels added on each side to make LeNet-5's 32×32 input.
 const PAD: usize = 2;
@@ -351,6 +356,13 @@ pub enum IdxErrorKind {
         /// Bytes the file holds.
         actual_bytes: u64,
     },
+    /// The header declares more items than [`MAX_ITEMS`]: refused before reading the data.
+    TooManyItems {
+        /// Items (images or labels) the header declares.
+        claimed: u32,
+        /// [`MAX_ITEMS`].
+        max: u32,
+    },
     /// The file goes on past the data its header declares.
     TrailingBytes {
         /// Bytes the header declares (header included); the file holds more.
@@ -416,6 +428,11 @@ impl fmt::Display for IdxErrorKind {
                 f,
                 "truncated data: the header declares {claimed} items ({expected_bytes} bytes) \
                  but the file holds {actual_bytes} bytes ({held} whole items)"
+            ),
+            Self::TooManyItems { claimed, max } => write!(
+                f,
+                "the header declares {claimed} items, more than the {max} this loader accepts \
+                 (a damaged header, or not an MNIST-sized data set)"
             ),
             Self::TrailingBytes { expected_bytes } => write!(
                 f,
@@ -556,6 +573,12 @@ fn read_idx(source: impl Read, file: &Path, kind: Kind) -> Result<Vec<u8>, IdxEr
         }));
     }
     let claimed = word(4);
+    if claimed > MAX_ITEMS {
+        return Err(err(IdxErrorKind::TooManyItems {
+            claimed,
+            max: MAX_ITEMS,
+        }));
+    }
     if let Kind::Images = kind {
         let (rows, cols) = (word(8), word(12));
         if (rows, cols) != (SIDE as u32, SIDE as u32) {
@@ -563,8 +586,9 @@ fn read_idx(source: impl Read, file: &Path, kind: Kind) -> Result<Vec<u8>, IdxEr
         }
     }
 
-    // Read what the file really holds, stopping one byte past what the header declares: the
-    // vector grows with the bytes read, never with the header's claim.
+    // Read (or decompress) what the file really holds, stopping one byte past what the header
+    // declares (at most MAX_ITEMS items): the vector grows with the bytes read, never with the
+    // header's claim, and no more is decompressed than the header declares plus one byte.
     let declared = u64::from(claimed) * kind.item_len();
     let mut data = Vec::new();
     reader
@@ -844,9 +868,9 @@ mod tests {
     }
 
     #[test]
-    fn a_header_claiming_u32_max_images_allocates_nothing_and_fails_fast() {
+    fn a_header_claiming_the_most_images_allowed_allocates_nothing_and_fails_fast() {
         let (mut im, lb) = valid();
-        im[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        im[4..8].copy_from_slice(&MAX_ITEMS.to_be_bytes());
         for images in [im.clone(), gzip(&im)] {
             let t = std::time::Instant::now();
             let (_, kind, _) = kind_of(Dataset::from_idx_bytes(&images, &lb));
@@ -858,12 +882,81 @@ mod tests {
                     expected_bytes,
                     ..
                 } => {
-                    assert_eq!((claimed, held), (u32::MAX, 3));
-                    assert_eq!(expected_bytes, 16 + u64::from(u32::MAX) * 784);
+                    assert_eq!((claimed, held), (MAX_ITEMS, 3));
+                    assert_eq!(expected_bytes, 16 + u64::from(MAX_ITEMS) * 784);
                 }
                 k => panic!("{k:?}"),
             }
         }
+    }
+
+    /// A reader of `blocks` copies of `block` after `head`, counting the bytes handed out.
+    struct Repeating {
+        head: Vec<u8>,
+        block: Vec<u8>,
+        blocks: usize,
+        at: usize,
+        read: usize,
+    }
+    impl Read for Repeating {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let (head, block) = (self.head.len(), self.block.len());
+            if self.at >= head + self.blocks * block {
+                return Ok(0);
+            }
+            let (src, pos) = if self.at < head {
+                (&self.head, self.at)
+            } else {
+                (&self.block, (self.at - head) % block)
+            };
+            let n = buf.len().min(src.len() - pos);
+            buf[..n].copy_from_slice(&src[pos..pos + n]);
+            self.at += n;
+            self.read += n;
+            Ok(n)
+        }
+    }
+
+    /// A header declaring more than `MAX_ITEMS` images, followed by 64 MB of blank images,
+    /// raw or as a gzip stream (of stored deflate blocks, made on the fly): refused from the
+    /// header alone, without reading or decompressing the data.
+    #[test]
+    fn a_header_claiming_too_many_items_is_refused_before_the_data_is_read() {
+        let blocks = 1000;
+        for claimed in [MAX_ITEMS + 1, u32::MAX] {
+            let header = images_file(claimed, 28, 28, &[]);
+            let mut stored = vec![0x00, 0xff, 0xff, 0x00, 0x00]; // not final, 65,535 bytes
+            stored.resize(5 + 65_535, 0);
+            let mut gz_head = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+            gz_head.extend([0x00, 16, 0, !16, 0xff]); // a stored block holding the header
+            gz_head.extend(&header);
+            let raw = Repeating {
+                head: header.clone(),
+                block: vec![0; 65_536],
+                blocks,
+                at: 0,
+                read: 0,
+            };
+            let gz = Repeating {
+                head: gz_head,
+                block: stored,
+                blocks,
+                at: 0,
+                read: 0,
+            };
+            for (mut source, bound) in [(raw, 16), (gz, 200_000)] {
+                let e = read_idx(&mut source, Path::new("bomb"), Kind::Images).unwrap_err();
+                assert!(
+                    matches!(e.kind(), IdxErrorKind::TooManyItems { claimed: c, max: MAX_ITEMS } if *c == claimed),
+                    "{e}"
+                );
+                assert!(e.to_string().contains(&claimed.to_string()), "{e}");
+                assert!(source.read <= bound, "read {} bytes", source.read);
+            }
+        }
+        let labels = labels_file(MAX_ITEMS + 1, &[0; 4]);
+        let e = read_idx(&labels[..], Path::new("l"), Kind::Labels).unwrap_err();
+        assert!(matches!(e.kind(), IdxErrorKind::TooManyItems { .. }), "{e}");
     }
 
     #[test]

@@ -67,12 +67,24 @@ pub enum SafetensorsError {
         /// The element type in the file.
         found: String,
     },
-    /// A value is NaN or infinite, or an F64 value too large for an `f32` network.
+    /// A value is NaN or infinite, or an F64 value too large for an `f32` network (when
+    /// loading); a parameter is NaN or infinite (when saving).
     NonFinite {
         /// The tensor's name.
         tensor: String,
         /// Index of the value in the flattened tensor.
         index: usize,
+    },
+    /// A part of the file is larger than any file the network can load: the header (over
+    /// [`MAX_HEADER_LEN`]), the data the header declares (over the network's parameters in
+    /// F64), or the file itself (longer than its header declares). Reading stopped there.
+    TooLarge {
+        /// Which part: "the header", "the data its header declares" or "the file".
+        part: &'static str,
+        /// Its size in bytes, where known (declared by the header, or a regular file's size).
+        size: Option<u64>,
+        /// The most it may hold, in bytes.
+        limit: u64,
     },
 }
 
@@ -105,6 +117,19 @@ impl fmt::Display for SafetensorsError {
                 "tensor `{tensor}` holds a NaN or infinite value at index {index} (or one too \
                  large for the network's scalar type)"
             ),
+            Self::TooLarge { part, size, limit } => {
+                match size {
+                    Some(size) => write!(f, "{part} is {size} bytes")?,
+                    None => write!(
+                        f,
+                        "{part} is more than {limit} bytes (reading stopped there)"
+                    )?,
+                }
+                write!(
+                    f,
+                    ", where a file this network can load holds at most {limit}"
+                )
+            }
         }
     }
 }
@@ -200,6 +225,10 @@ fn values<'a, T: Scalar>(view: &'a TensorView<'_>) -> impl Iterator<Item = T> + 
 
 /// Serialises `net`'s parameter tensors under the names and shapes of `spec`, in the
 /// network's own element type (F32 or F64).
+///
+/// # Errors
+/// [`SafetensorsError::NonFinite`], naming the tensor, if a parameter is NaN or infinite
+/// (the network diverged): [`load_named`] would refuse the bytes.
 pub fn save_named<L: Layer>(
     net: &L,
     spec: &[(&str, &[usize])],
@@ -209,6 +238,14 @@ pub fn save_named<L: Layer>(
         L::PARAM_TENSORS,
         "one name per parameter tensor"
     );
+    for (i, &(name, _)) in spec.iter().enumerate() {
+        if let Some(index) = net.param(i).iter().position(|w| !w.to_f64().is_finite()) {
+            return Err(SafetensorsError::NonFinite {
+                tensor: name.to_string(),
+                index,
+            });
+        }
+    }
     let wide = core::mem::size_of::<L::Scalar>() == 8;
     let data: Vec<Vec<u8>> = (0..L::PARAM_TENSORS)
         .map(|i| {
@@ -235,6 +272,80 @@ pub fn save_named<L: Layer>(
         })
         .collect::<Result<Vec<_>, _>>()?;
     safetensors::serialize(views, None).map_err(|e| SafetensorsError::Invalid(e.to_string()))
+}
+
+/// The largest safetensors header (its JSON) this crate reads: LeNet-5's takes under 1 KiB,
+/// so this leaves ample room for `__metadata__`.
+pub const MAX_HEADER_LEN: u64 = 1 << 20;
+
+/// The `safetensors` crate's own limit on a header: a file claiming more is not safetensors.
+const SAFETENSORS_MAX_HEADER: u64 = 100_000_000;
+
+/// Reads one safetensors file from `reader`, whose first bytes are already in `bytes`:
+/// the 8-byte header length, the header (at most [`MAX_HEADER_LEN`]), then the data the
+/// header declares (at most `max_data`) and one byte more, which is refused. `size` is the
+/// file's size, if known, for the error. A file whose header cannot be read is returned as
+/// read so far, for [`SafeTensors::deserialize`] to say what is wrong with it.
+pub(crate) fn read_safetensors(
+    mut reader: impl std::io::Read,
+    mut bytes: Vec<u8>,
+    max_data: u64,
+    size: Option<u64>,
+) -> std::io::Result<Result<Vec<u8>, SafetensorsError>> {
+    use crate::weights::read_at_most;
+    use std::io::Read as _;
+    read_at_most(&mut reader, &mut bytes, 7)?;
+    let Some(len) = bytes.first_chunk::<8>() else {
+        return Ok(Ok(bytes));
+    };
+    let header = u64::from_le_bytes(*len);
+    if header > SAFETENSORS_MAX_HEADER {
+        // Beyond what any safetensors file may hold (text, say): not safetensors at all.
+        return Ok(Ok(bytes));
+    }
+    if header > MAX_HEADER_LEN {
+        return Ok(Err(SafetensorsError::TooLarge {
+            part: "the header",
+            size: Some(header),
+            limit: MAX_HEADER_LEN,
+        }));
+    }
+    // The header, and not a byte more.
+    (&mut reader)
+        .take(8 + header - bytes.len() as u64)
+        .read_to_end(&mut bytes)?;
+    let Some(data) = bytes
+        .get(8..8 + header as usize)
+        .and_then(declared_data_len)
+    else {
+        return Ok(Ok(bytes));
+    };
+    if data > max_data {
+        return Ok(Err(SafetensorsError::TooLarge {
+            part: "the data its header declares",
+            size: Some(data),
+            limit: max_data,
+        }));
+    }
+    let limit = 8 + header + data;
+    if !read_at_most(reader, &mut bytes, limit)? {
+        return Ok(Err(SafetensorsError::TooLarge {
+            part: "the file",
+            size,
+            limit,
+        }));
+    }
+    Ok(Ok(bytes))
+}
+
+/// The data size a safetensors header declares: the end of its last tensor. `None` if the
+/// header is not a JSON object of tensors with offsets (the file is then invalid anyway).
+fn declared_data_len(header: &[u8]) -> Option<u64> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    map.iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .map(|(_, tensor)| tensor.get("data_offsets")?.get(1)?.as_u64())
+        .try_fold(0, |end, e| Some(end.max(e?)))
 }
 
 impl<T: Scalar> LeNet5<T> {
@@ -354,9 +465,28 @@ mod tests {
         let mut net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(4));
         let before = net.clone();
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            // `to_safetensors` refuses such a network: serialise the tensors directly.
             let mut source = net.clone();
             source.param_mut(4)[7] = bad;
-            let bytes = source.to_safetensors().unwrap();
+            let data: Vec<Vec<u8>> = (0..LeNet5::<f32>::PARAM_TENSORS)
+                .map(|i| {
+                    source
+                        .param(i)
+                        .iter()
+                        .flat_map(|w| w.to_le_bytes())
+                        .collect()
+                })
+                .collect();
+            let views = LENET5_TENSORS
+                .iter()
+                .zip(&data)
+                .map(|(&(name, shape), bytes)| {
+                    (
+                        name,
+                        TensorView::new(Dtype::F32, shape.to_vec(), bytes).unwrap(),
+                    )
+                });
+            let bytes = safetensors::serialize(views, None).unwrap();
             let e = net.load_safetensors(&bytes).unwrap_err();
             assert_eq!(
                 e,
@@ -384,5 +514,128 @@ mod tests {
         zeroed_box::<LeNet5<f64>>()
             .load_safetensors(&bytes)
             .unwrap();
+    }
+
+    /// What `load_safetensors` refuses as non-finite, `to_safetensors` refuses too, with the
+    /// same error naming the tensor and the index.
+    #[test]
+    fn non_finite_parameters_are_refused_at_save_time() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut net = LeNet5::<f32>::new_boxed(&mut rng);
+            net.param_mut(7)[42] = bad as f32;
+            let mut wide = LeNet5::<f64>::new_boxed(&mut rng);
+            wide.param_mut(0)[0] = bad;
+            assert_eq!(
+                net.to_safetensors(),
+                Err(SafetensorsError::NonFinite {
+                    tensor: "fc2.bias".into(),
+                    index: 42
+                })
+            );
+            assert_eq!(
+                wide.to_safetensors(),
+                Err(SafetensorsError::NonFinite {
+                    tensor: "conv1.weight".into(),
+                    index: 0
+                })
+            );
+        }
+    }
+
+    /// `prefix`, then zeros without end; counts the bytes handed out.
+    struct Endless<'a> {
+        prefix: &'a [u8],
+        read: u64,
+    }
+    impl std::io::Read for Endless<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = if self.prefix.is_empty() {
+                buf.fill(0);
+                buf.len()
+            } else {
+                let n = buf.len().min(self.prefix.len());
+                buf[..n].copy_from_slice(&self.prefix[..n]);
+                self.prefix = &self.prefix[n..];
+                n
+            };
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    /// A safetensors stream is read no further than its header and the data it declares,
+    /// plus one byte: an endless tail, a huge header or huge declared data is refused
+    /// without being read.
+    #[test]
+    fn reading_stops_at_the_declared_size() {
+        let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(6));
+        let file = net.to_safetensors().unwrap();
+        let max_data = (net.param_count() * 8) as u64;
+        let read = |prefix: &[u8]| {
+            let mut reader = Endless { prefix, read: 0 };
+            let result = read_safetensors(&mut reader, Vec::new(), max_data, None).unwrap();
+            (result, reader.read)
+        };
+        // A valid file, then zeros forever (as /dev/zero after it).
+        let (result, consumed) = read(&file);
+        let limit = file.len() as u64;
+        assert_eq!(
+            result,
+            Err(SafetensorsError::TooLarge {
+                part: "the file",
+                size: None,
+                limit
+            })
+        );
+        assert_eq!(consumed, limit + 1);
+        // The file alone is read whole and loads.
+        let mut reader = &file[..];
+        let bytes = read_safetensors(&mut reader, Vec::new(), max_data, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(bytes, file);
+        zeroed_box::<LeNet5<f32>>()
+            .load_safetensors(&bytes)
+            .unwrap();
+        // A header over MAX_HEADER_LEN: refused after its 8 bytes.
+        let (result, consumed) = read(&(MAX_HEADER_LEN + 1).to_le_bytes());
+        assert_eq!(
+            result,
+            Err(SafetensorsError::TooLarge {
+                part: "the header",
+                size: Some(MAX_HEADER_LEN + 1),
+                limit: MAX_HEADER_LEN
+            })
+        );
+        assert_eq!(consumed, 8);
+        // A header length of a terabyte (text, say) is not safetensors: 8 bytes are read,
+        // and loading them says the file is invalid.
+        let (result, consumed) = read(&(1u64 << 40).to_le_bytes());
+        let e = zeroed_box::<LeNet5<f32>>()
+            .load_safetensors(&result.unwrap())
+            .unwrap_err();
+        assert!(matches!(e, SafetensorsError::Invalid(_)), "{e}");
+        assert_eq!(consumed, 8);
+        // A header declaring 10 GB of data: refused after the header.
+        let header = br#"{"fc1.weight":{"dtype":"F32","shape":[2500000000],"data_offsets":[0,10000000000]}}"#;
+        let mut huge = (header.len() as u64).to_le_bytes().to_vec();
+        huge.extend_from_slice(header);
+        let (result, consumed) = read(&huge);
+        assert_eq!(
+            result,
+            Err(SafetensorsError::TooLarge {
+                part: "the data its header declares",
+                size: Some(10_000_000_000),
+                limit: max_data
+            })
+        );
+        assert_eq!(consumed, huge.len() as u64);
+        assert!(
+            result
+                .unwrap_err()
+                .to_string()
+                .contains("10000000000 bytes")
+        );
     }
 }

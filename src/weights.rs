@@ -319,7 +319,7 @@ pub fn file_descriptor(bytes: &[u8]) -> Option<&str> {
 ///
 /// let mut a = zeroed_box::<Linear<f32, 3, 2>>();
 /// a.bias = [1.0, 2.0];
-/// let bytes = save_weights(&*a);
+/// let bytes = save_weights(&*a).unwrap();
 ///
 /// let mut b = zeroed_box::<Linear<f32, 3, 2>>();
 /// load_weights(&mut *b, &bytes).unwrap();
@@ -445,14 +445,49 @@ fn read_scalar<T: Scalar>(b: &[u8]) -> T {
     }
 }
 
-/// Serialises `net`'s parameters in constnet's weights format.
+/// The size in bytes of `net`'s weights in constnet's format: what [`save_weights`] writes,
+/// and so the only size [`load_weights`] accepts for this network.
+pub fn weights_len<L: Layer + Describe>(net: &L) -> usize {
+    padded(HEADER + descriptor_len::<L>())
+        + net.param_count() * core::mem::size_of::<L::Scalar>()
+        + 4
+}
+
+/// The first parameter of `net` that is NaN or infinite, as ([`Layer::param`] tensor, index).
 #[cfg(feature = "alloc")]
-pub fn save_weights<L: Layer + Describe>(net: &L) -> Vec<u8> {
+fn first_non_finite<L: Layer>(net: &L) -> Option<(usize, usize)> {
+    (0..L::PARAM_TENSORS).find_map(|tensor| {
+        net.param(tensor)
+            .iter()
+            .position(|w| !w.to_f64().is_finite())
+            .map(|index| (tensor, index))
+    })
+}
+
+/// Serialises `net`'s parameters in constnet's weights format.
+///
+/// # Errors
+/// [`WeightsError::NonFinite`] if a parameter is NaN or infinite (the network diverged):
+/// [`load_weights`] would refuse the bytes, so they are not written.
+///
+/// ```
+/// use constnet::weights::{save_weights, WeightsError};
+/// use constnet::{Layer, Linear, zeroed_box};
+///
+/// let mut net = zeroed_box::<Linear<f32, 3, 2>>();
+/// net.bias[1] = f32::NAN;
+/// assert_eq!(save_weights(&*net), Err(WeightsError::NonFinite { tensor: 1, index: 1 }));
+/// ```
+#[cfg(feature = "alloc")]
+pub fn save_weights<L: Layer + Describe>(net: &L) -> Result<Vec<u8>, WeightsError> {
+    if let Some((tensor, index)) = first_non_finite(net) {
+        return Err(WeightsError::NonFinite { tensor, index });
+    }
     let desc = describe::<L>();
     let width = core::mem::size_of::<L::Scalar>();
     let count = net.param_count();
     let params_at = padded(HEADER + desc.len());
-    let mut out = Vec::with_capacity(params_at + count * width + 4);
+    let mut out = Vec::with_capacity(weights_len(net));
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&[width as u8, 0, 0, 0]);
@@ -471,7 +506,7 @@ pub fn save_weights<L: Layer + Describe>(net: &L) -> Vec<u8> {
     }
     let crc = crc32(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    out
+    Ok(out)
 }
 
 /// Why [`load_lenet5`] could not load a file.
@@ -514,7 +549,11 @@ impl LoadError {
             Self::Io { path, .. } | Self::Unrecognized { path, .. } => path,
             #[cfg(feature = "safetensors")]
             Self::Safetensors { path, .. } => path,
-            Self::Constnet(FileError::Io { path, .. } | FileError::Weights { path, .. }) => path,
+            Self::Constnet(
+                FileError::Io { path, .. }
+                | FileError::TooLarge { path, .. }
+                | FileError::Weights { path, .. },
+            ) => path,
         }
     }
 }
@@ -564,6 +603,12 @@ impl std::error::Error for LoadError {
 /// [`MAGIC`]) or, with the `safetensors` feature, a PyTorch
 /// `state_dict` saved as safetensors.
 ///
+/// Reads at most what the largest valid file holds, plus one byte: for constnet's format,
+/// one byte more than LeNet-5's weights take ([`weights_len`]); for safetensors, the header
+/// (at most `pytorch::MAX_HEADER_LEN` bytes), then the data it declares (at most
+/// LeNet-5's parameters in `f64`) and one byte more. Anything larger, or a device such as
+/// `/dev/zero`, is refused having cost no more memory than a valid file.
+///
 /// # Errors
 /// [`LoadError`], whose message names the file.
 #[cfg(feature = "std")]
@@ -571,31 +616,72 @@ pub fn load_lenet5(
     path: impl AsRef<std::path::Path>,
 ) -> Result<Box<crate::LeNet5<f32>>, LoadError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|error| LoadError::Io {
+    let file = std::fs::File::open(path).map_err(|error| LoadError::Io {
         path: path.to_path_buf(),
         error,
     })?;
+    let size = regular_file_size(&file);
+    load_lenet5_sized(file, path, size)
+}
+
+/// [`load_lenet5`] from any reader (a pipe, a socket, a buffer), named `path` in errors,
+/// reading no more of it than [`load_lenet5`] reads of a file.
+#[cfg(feature = "std")]
+pub fn load_lenet5_reader(
+    reader: impl std::io::Read,
+    path: impl AsRef<std::path::Path>,
+) -> Result<Box<crate::LeNet5<f32>>, LoadError> {
+    load_lenet5_sized(reader, path.as_ref(), None)
+}
+
+#[cfg(feature = "std")]
+fn load_lenet5_sized(
+    mut reader: impl std::io::Read,
+    path: &std::path::Path,
+    size: Option<u64>,
+) -> Result<Box<crate::LeNet5<f32>>, LoadError> {
+    let io = |error| LoadError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
     let mut net = crate::zeroed_box::<crate::LeNet5<f32>>();
+    let mut bytes = Vec::new();
+    read_at_most(&mut reader, &mut bytes, MAGIC.len() as u64 - 1).map_err(io)?;
     if bytes.starts_with(&MAGIC) {
+        let limit = weights_len(&*net) as u64;
+        if !read_at_most(reader, &mut bytes, limit).map_err(io)? {
+            return Err(LoadError::Constnet(FileError::TooLarge {
+                path: path.to_path_buf(),
+                limit,
+                size,
+            }));
+        }
         load_bytes_from(&mut *net, &bytes, path).map_err(LoadError::Constnet)?;
         return Ok(net);
     }
     #[cfg(feature = "safetensors")]
-    let result = match net.load_safetensors(&bytes) {
-        // Not safetensors at all: say it is neither format.
-        Err(crate::pytorch::SafetensorsError::Invalid(reason)) => Err(reason),
-        // A safetensors file with a problem: report the problem itself.
-        Err(error) => {
-            return Err(LoadError::Safetensors {
-                path: path.to_path_buf(),
-                error,
-            });
+    let result = {
+        // Every tensor in F64: the most data a LeNet-5 state_dict holds.
+        let max_data = (net.param_count() * 8) as u64;
+        let read = crate::pytorch::read_safetensors(reader, bytes, max_data, size).map_err(io)?;
+        match read.and_then(|bytes| net.load_safetensors(&bytes)) {
+            // Not safetensors at all: say it is neither format.
+            Err(crate::pytorch::SafetensorsError::Invalid(reason)) => Err(reason),
+            // A safetensors file with a problem: report the problem itself.
+            Err(error) => {
+                return Err(LoadError::Safetensors {
+                    path: path.to_path_buf(),
+                    error,
+                });
+            }
+            Ok(()) => Ok(()),
         }
-        Ok(()) => Ok(()),
     };
     #[cfg(not(feature = "safetensors"))]
-    let result: Result<(), String> =
-        Err("safetensors support is not compiled in: enable the `safetensors` feature".into());
+    let result: Result<(), String> = {
+        let _ = (reader, size); // nothing more to read: the format is not known
+        Err("safetensors support is not compiled in: enable the `safetensors` feature".into())
+    };
     result.map_err(|reason| LoadError::Unrecognized {
         path: path.to_path_buf(),
         reason,
@@ -616,9 +702,9 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let target = LeNet5::<f32>::new_boxed(&mut rng);
         for bad in [f32::NAN, f32::INFINITY] {
-            let mut source = LeNet5::<f32>::new_boxed(&mut rng);
-            source.param_mut(2)[11] = bad;
-            let bytes = save_weights(&*source);
+            // `save_weights` refuses such a network: write the value into saved bytes.
+            let source = LeNet5::<f32>::new_boxed(&mut rng);
+            let bytes = with_value(save_weights(&*source).unwrap(), &source, 2, 11, bad);
             let mut net = target.clone();
             let e = load_weights(&mut *net, &bytes).unwrap_err();
             assert_eq!(
@@ -633,6 +719,199 @@ mod tests {
         }
     }
 
+    /// `bytes` (saved from `net`) with parameter `index` of tensor `tensor` set to `value`,
+    /// and the checksum made to match.
+    fn with_value(
+        mut bytes: Vec<u8>,
+        net: &LeNet5<f32>,
+        tensor: usize,
+        index: usize,
+        value: f32,
+    ) -> Vec<u8> {
+        let before: usize = (0..tensor).map(|t| net.param(t).len()).sum();
+        let at = padded(HEADER + describe::<LeNet5<f32>>().len()) + (before + index) * 4;
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let body = bytes.len() - 4;
+        let crc = crc32(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// What `load_weights` refuses, `save_weights` and `save_file` refuse too, with the same
+    /// error, writing nothing and leaving an existing file as it was.
+    #[test]
+    fn non_finite_parameters_are_refused_at_save_time() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let dir = std::env::temp_dir().join(format!("constnet-save-nan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (fresh, existing) = (dir.join("new.cnet"), dir.join("old.cnet"));
+        std::fs::write(&existing, b"keep me").unwrap();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut net = LeNet5::<f32>::new_boxed(&mut rng);
+            net.param_mut(4)[123] = bad;
+            let expected = WeightsError::NonFinite {
+                tensor: 4,
+                index: 123,
+            };
+            assert_eq!(save_weights(&*net), Err(expected));
+            for (path, overwrite) in [(&fresh, false), (&fresh, true), (&existing, true)] {
+                match save_file(&*net, path, overwrite).unwrap_err() {
+                    FileError::Weights { error, path: p, .. } => {
+                        assert_eq!((error, &p), (expected, path));
+                    }
+                    e => panic!("{e}"),
+                }
+            }
+            assert!(!fresh.exists());
+            assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+        }
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["old.cnet"], "no temporary file left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `prefix`, then zeros without end (as `/dev/zero`); counts the bytes handed out.
+    struct Endless<'a> {
+        prefix: &'a [u8],
+        read: u64,
+    }
+    impl std::io::Read for Endless<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = if self.prefix.is_empty() {
+                buf.fill(0);
+                buf.len()
+            } else {
+                let n = buf.len().min(self.prefix.len());
+                buf[..n].copy_from_slice(&self.prefix[..n]);
+                self.prefix = &self.prefix[n..];
+                n
+            };
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    /// An endless stream is refused having been read one byte past the largest valid size,
+    /// whichever format it starts like: constnet's (the weights' size is fixed by the
+    /// network), safetensors (see `pytorch`), or none (refused after 8 bytes).
+    #[test]
+    fn endless_input_is_read_only_to_the_largest_valid_size() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let good = save_weights(&*LeNet5::<f32>::new_boxed(&mut rng)).unwrap();
+        let limit = good.len() as u64;
+        assert_eq!(limit, weights_len(&*zeroed_box::<LeNet5<f32>>()) as u64);
+
+        let mut net = LeNet5::<f32>::new_boxed(&mut rng);
+        let before = net.clone();
+        for prefix in [&MAGIC[..], &good[..]] {
+            let mut endless = Endless { prefix, read: 0 };
+            let e = load_reader(&mut *net, &mut endless, "endless").unwrap_err();
+            assert!(
+                matches!(e, FileError::TooLarge { limit: l, size: None, .. } if l == limit),
+                "{e}"
+            );
+            assert_eq!(endless.read, limit + 1);
+            assert_eq!(net, before);
+
+            let mut endless = Endless { prefix, read: 0 };
+            let e = load_lenet5_reader(&mut endless, "endless").unwrap_err();
+            assert!(
+                matches!(e, LoadError::Constnet(FileError::TooLarge { limit: l, .. }) if l == limit),
+                "{e}"
+            );
+            assert_eq!(endless.read, limit + 1);
+        }
+        let mut zeros = Endless {
+            prefix: &[],
+            read: 0,
+        };
+        let e = load_lenet5_reader(&mut zeros, "/dev/zero").unwrap_err();
+        assert!(matches!(e, LoadError::Unrecognized { .. }), "{e}");
+        assert_eq!(zeros.read, 8);
+        // The exact bytes still load.
+        load_reader(&mut *net, &good[..], "good").unwrap();
+        assert_ne!(net, before);
+    }
+
+    /// A large file on disk (sparse: it takes no room) is refused with both sizes, having
+    /// cost one byte more than valid weights to read.
+    #[test]
+    fn a_large_file_is_refused_with_both_sizes() {
+        let dir = std::env::temp_dir().join(format!("constnet-large-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.cnet");
+        let size = 900_000_000;
+        let file = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut &file, &MAGIC).unwrap();
+        file.set_len(size).unwrap();
+        drop(file);
+        let limit = weights_len(&*zeroed_box::<LeNet5<f32>>()) as u64;
+        let e = load_lenet5(&path).unwrap_err();
+        match &e {
+            LoadError::Constnet(FileError::TooLarge {
+                path: p,
+                limit: l,
+                size: s,
+            }) => {
+                assert_eq!((p, *l, *s), (&path, limit, Some(size)));
+            }
+            e => panic!("{e}"),
+        }
+        let msg = e.to_string();
+        assert!(
+            msg.contains("big.cnet")
+                && msg.contains(&size.to_string())
+                && msg.contains(&limit.to_string()),
+            "{msg}"
+        );
+        let mut net = zeroed_box::<LeNet5<f32>>();
+        let e = load_file(&mut *net, &path).unwrap_err();
+        assert!(
+            matches!(e, FileError::TooLarge { size: Some(s), .. } if s == size),
+            "{e}"
+        );
+
+        // A valid safetensors state_dict, then zeros to 900 MB: read to its declared end.
+        #[cfg(feature = "safetensors")]
+        {
+            let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(8));
+            let bytes = net.to_safetensors().unwrap();
+            let path = dir.join("big.safetensors");
+            std::fs::write(&path, &bytes).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(size)
+                .unwrap();
+            let e = load_lenet5(&path).unwrap_err();
+            let limit = bytes.len() as u64;
+            match &e {
+                LoadError::Safetensors {
+                    error:
+                        crate::pytorch::SafetensorsError::TooLarge {
+                            part,
+                            size: s,
+                            limit: l,
+                        },
+                    ..
+                } => assert_eq!((*part, *s, *l), ("the file", Some(size), limit)),
+                e => panic!("{e}"),
+            }
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&size.to_string()) && msg.contains(&limit.to_string()),
+                "{msg}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
@@ -642,7 +921,7 @@ mod tests {
     fn lenet_round_trips_exactly_in_f32_and_f64() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let a = LeNet5::<f32>::new_boxed(&mut rng);
-        let bytes = save_weights(&*a);
+        let bytes = save_weights(&*a).unwrap();
         assert_eq!(
             bytes.len(),
             padded(HEADER + describe::<LeNet5<f32>>().len()) + 63_802 * 4 + 4
@@ -653,7 +932,7 @@ mod tests {
 
         let c = LeNet5::<f64>::new_boxed(&mut rng);
         let mut d = zeroed_box::<LeNet5<f64>>();
-        load_weights(&mut *d, &save_weights(&*c)).unwrap();
+        load_weights(&mut *d, &save_weights(&*c).unwrap()).unwrap();
         assert_eq!(c, d);
     }
 
@@ -669,7 +948,7 @@ mod tests {
     #[test]
     fn each_defect_gives_its_error_and_leaves_the_network_alone() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-        let good = save_weights(&*LeNet5::<f32>::new_boxed(&mut rng));
+        let good = save_weights(&*LeNet5::<f32>::new_boxed(&mut rng)).unwrap();
         let mut net = LeNet5::<f32>::new_boxed(&mut rng);
         let before = net.clone();
         let check = |bytes: &[u8], net: &mut LeNet5<f32>| load_weights(net, bytes).unwrap_err();
@@ -703,7 +982,7 @@ mod tests {
             check(&long, &mut net),
             WeightsError::TrailingBytes { extra: 1 }
         );
-        let f64_bytes = save_weights(&*LeNet5::<f64>::new_boxed(&mut rng));
+        let f64_bytes = save_weights(&*LeNet5::<f64>::new_boxed(&mut rng)).unwrap();
         assert_eq!(
             check(&f64_bytes, &mut net),
             WeightsError::ScalarMismatch {
@@ -742,7 +1021,18 @@ pub enum FileError {
         /// The underlying error.
         error: std::io::Error,
     },
-    /// The file's contents are not weights for this network.
+    /// The file is larger than weights for this network can be (their size is fixed by the
+    /// network): reading stopped one byte past that size.
+    TooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The size of weights for this network, in bytes.
+        limit: u64,
+        /// The file's size, if it is a regular file (not a pipe or a device).
+        size: Option<u64>,
+    },
+    /// The file's contents are not weights for this network (when loading), or the network's
+    /// parameters cannot be saved as weights, being NaN or infinite (when saving).
     Weights {
         /// The file.
         path: std::path::PathBuf,
@@ -767,6 +1057,18 @@ impl fmt::Display for FileError {
                 )
             }
             Self::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            Self::TooLarge { path, limit, size } => {
+                write!(
+                    f,
+                    "{}: too large to be weights for this network: ",
+                    path.display()
+                )?;
+                match size {
+                    Some(size) => write!(f, "{size} bytes")?,
+                    None => write!(f, "more than {limit} bytes (reading stopped there)")?,
+                }
+                write!(f, ", where its weights take exactly {limit} bytes")
+            }
             Self::Weights {
                 path,
                 error,
@@ -790,6 +1092,7 @@ impl std::error::Error for FileError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Io { error, .. } => Some(error),
+            Self::TooLarge { .. } => None,
             Self::Weights { error, .. } => Some(error),
         }
     }
@@ -798,6 +1101,11 @@ impl std::error::Error for FileError {
 /// Saves `net` to `path` in constnet's format. An existing file is kept (and an
 /// `AlreadyExists` error returned) unless `overwrite`; with `overwrite` the new file is
 /// written beside it and renamed over it, so a crash never leaves a half-written file.
+///
+/// # Errors
+/// [`FileError::Io`] if the file cannot be written (or exists, without `overwrite`), and
+/// [`FileError::Weights`] with [`WeightsError::NonFinite`] if a parameter is NaN or infinite:
+/// nothing is written then, and an existing file is left as it was.
 #[cfg(feature = "std")]
 pub fn save_file<L: Layer + Describe>(
     net: &L,
@@ -810,7 +1118,12 @@ pub fn save_file<L: Layer + Describe>(
         path: path.to_path_buf(),
         error,
     };
-    let bytes = save_weights(net);
+    let bytes = save_weights(net).map_err(|error| FileError::Weights {
+        path: path.to_path_buf(),
+        error,
+        file_architecture: None,
+        network_architecture: describe::<L>(),
+    })?;
     if overwrite {
         // A new temporary file beside the target (never someone else's), synced, then
         // renamed over the target: the target is either the old file or the whole new one.
@@ -843,17 +1156,90 @@ pub fn save_file<L: Layer + Describe>(
 }
 
 /// Loads a weights file saved by [`save_file`] into `net` (unchanged on error).
+///
+/// Reads at most one byte more than weights for `net` take ([`weights_len`]): a larger file
+/// (or a device such as `/dev/zero`) is refused with [`FileError::TooLarge`], having cost
+/// no more memory than a valid file.
 #[cfg(feature = "std")]
 pub fn load_file<L: Layer + Describe>(
     net: &mut L,
     path: impl AsRef<std::path::Path>,
 ) -> Result<(), FileError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|error| FileError::Io {
+    let file = std::fs::File::open(path).map_err(|error| FileError::Io {
         path: path.to_path_buf(),
         error,
     })?;
+    let size = regular_file_size(&file);
+    load_reader_sized(net, file, path, size)
+}
+
+/// [`load_file`] from any reader (a pipe, a socket, a buffer), named `path` in errors: reads
+/// at most one byte more than weights for `net` take, then refuses a longer stream with
+/// [`FileError::TooLarge`].
+///
+/// ```
+/// use constnet::weights::{load_reader, weights_len, FileError};
+/// use constnet::{Linear, zeroed_box};
+///
+/// let mut net = zeroed_box::<Linear<f32, 3, 2>>();
+/// let endless = std::io::repeat(0);
+/// let err = load_reader(&mut *net, endless, "zeros").unwrap_err();
+/// assert!(matches!(err, FileError::TooLarge { limit, .. } if limit == weights_len(&*net) as u64));
+/// ```
+#[cfg(feature = "std")]
+pub fn load_reader<L: Layer + Describe>(
+    net: &mut L,
+    reader: impl std::io::Read,
+    path: impl AsRef<std::path::Path>,
+) -> Result<(), FileError> {
+    load_reader_sized(net, reader, path.as_ref(), None)
+}
+
+#[cfg(feature = "std")]
+fn load_reader_sized<L: Layer + Describe>(
+    net: &mut L,
+    reader: impl std::io::Read,
+    path: &std::path::Path,
+    size: Option<u64>,
+) -> Result<(), FileError> {
+    let limit = weights_len(net) as u64;
+    let mut bytes = Vec::new();
+    let fits = read_at_most(reader, &mut bytes, limit).map_err(|error| FileError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    if !fits {
+        return Err(FileError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+            size,
+        });
+    }
     load_bytes_from(net, &bytes, path)
+}
+
+/// The size of `file` if it is a regular file (a device or a pipe has none worth reporting).
+#[cfg(feature = "std")]
+pub(crate) fn regular_file_size(file: &std::fs::File) -> Option<u64> {
+    file.metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+}
+
+/// Appends `reader`'s bytes to `bytes` until it holds `limit + 1` bytes or the reader ends;
+/// returns whether it holds at most `limit` (the reader is never read past that byte).
+#[cfg(feature = "std")]
+pub(crate) fn read_at_most(
+    reader: impl std::io::Read,
+    bytes: &mut Vec<u8>,
+    limit: u64,
+) -> std::io::Result<bool> {
+    use std::io::Read as _;
+    let want = limit.saturating_add(1).saturating_sub(bytes.len() as u64);
+    reader.take(want).read_to_end(bytes)?;
+    Ok(bytes.len() as u64 <= limit)
 }
 
 /// [`load_weights`] of bytes read from `path`, with an error that names the file and shows

@@ -40,7 +40,9 @@ OPTIONS:
   --no-augment        train on the images as they are (same as --shift 0 --rotate 0
                       --scale 0); best for Fashion-MNIST
   --seed N            seed of weights, shuffles and shifts [default: 1]
-  --threads N         worker threads per batch [default: 1]
+  --threads N         worker threads per batch [default: 1]; at most one per 16
+                      images of a batch is started (--batch 32 runs 2), as more
+                      would have nothing to do
   --out FILE          where to save the weights [default: lenet5.cnet]
   --curves PREFIX     per-epoch loss and accuracy go to PREFIX.csv and a plot to
                       PREFIX.png, updated every epoch [default: OUT without its
@@ -213,7 +215,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    if args.out.exists() && !args.force {
+    // A directory is refused below as such: --force would not help.
+    if args.out.exists() && !args.out.is_dir() && !args.force {
         return Err(format!(
             "{} already exists; not overwriting it (pass --force to replace it, or --out FILE)",
             args.out.display()
@@ -234,7 +237,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (csv, png) = (with(".csv"), with(".png"));
     {
         for f in [&csv, &png] {
-            if f.exists() && !args.force {
+            if f.exists() && !f.is_dir() && !args.force {
                 return Err(format!(
                     "{} already exists; not overwriting it (pass --force)",
                     f.display()

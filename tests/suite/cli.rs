@@ -43,6 +43,7 @@ fn the_trainer_checks_where_it_will_write_before_training() {
     let dir = scratch("train");
     std::fs::create_dir(dir.join("a-directory")).unwrap();
     std::fs::create_dir(dir.join("sub")).unwrap();
+    std::fs::create_dir(dir.join("curves-dir.csv")).unwrap();
     let long = "w".repeat(250); // a legal name the probe must not make too long
     for (args, expected) in [
         (
@@ -52,6 +53,12 @@ fn the_trainer_checks_where_it_will_write_before_training() {
         (
             &["--out", "a-directory", "--force"][..],
             "a-directory is a directory",
+        ),
+        // Without --force too: not "already exists ... pass --force", which would not help.
+        (&["--out", "a-directory"][..], "a-directory is a directory"),
+        (
+            &["--out", "w.cnet", "--curves", "curves-dir"][..],
+            "curves-dir.csv is a directory",
         ),
         (
             &["--out", "run.csv", "--curves", "run"][..],
@@ -83,7 +90,7 @@ fn the_trainer_checks_where_it_will_write_before_training() {
         .map(|e| e.unwrap().file_name())
         .collect();
     left.sort();
-    assert_eq!(left, ["a-directory", "sub"]);
+    assert_eq!(left, ["a-directory", "curves-dir.csv", "sub"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -109,6 +116,26 @@ fn evaluating_or_drawing_an_empty_test_set_is_an_error() {
     );
     assert!(!ok && stderr.contains("holds no images"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--help` says what a `--threads` beyond one worker per micro-batch does (it is capped).
+#[test]
+fn the_help_says_how_many_threads_a_batch_can_use() {
+    let (ok, stdout, _) = run(env!("CARGO_BIN_EXE_train"), Path::new("."), &["--help"]);
+    assert!(ok);
+    let threads: String = stdout
+        .split("--threads")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  --").next())
+        .expect("--threads is documented")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let per = format!(
+        "at most one per {} images of a batch",
+        constnet::train::MICRO_BATCH
+    );
+    assert!(threads.contains(&per), "{threads}");
 }
 
 // ---- the live page (`visualize --serve`, issue 16) ---------------------------------------

@@ -182,7 +182,8 @@ fn lenet5_f64_forward_backward_update_allocate_nothing() {
 fn loading_weights_from_bytes_allocates_nothing() {
     let bytes = save_weights(&*LeNet5::<f32>::new_boxed(
         &mut rand::rngs::StdRng::seed_from_u64(1),
-    ));
+    ))
+    .unwrap();
     let mut net = zeroed_box::<LeNet5<f32>>();
     let mut broken = bytes.clone();
     broken[5000] ^= 1;

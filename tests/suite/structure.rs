@@ -114,7 +114,9 @@ fn level(module: &str) -> usize {
     LEVELS
         .iter()
         .position(|(_, ms)| ms.contains(&module))
-        .unwrap_or_else(|| panic!("src/{module}.rs has no level in tests/suite/structure.rs: add it"))
+        .unwrap_or_else(|| {
+            panic!("src/{module}.rs has no level in tests/suite/structure.rs: add it")
+        })
 }
 
 #[test]

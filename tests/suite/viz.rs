@@ -367,10 +367,16 @@ fn missing_or_wrong_weights_files_give_errors_that_name_the_file() {
     // A safetensors state_dict with a NaN: the problem itself, naming file and tensor.
     #[cfg(feature = "safetensors")]
     {
-        let mut net = constnet::weights::load_lenet5(default_weights()).unwrap();
-        constnet::Layer::param_mut(&mut *net, 0)[3] = f32::NAN;
+        // `to_safetensors` refuses a NaN: write it into the saved bytes (F32, little-endian).
+        let net = constnet::weights::load_lenet5(default_weights()).unwrap();
+        let mut bytes = net.to_safetensors().unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let start = header["conv1.weight"]["data_offsets"][0].as_u64().unwrap() as usize;
+        let at = 8 + n + start + 3 * 4;
+        bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
         let nan = dir.join("nan.safetensors");
-        std::fs::write(&nan, net.to_safetensors().unwrap()).unwrap();
+        std::fs::write(&nan, bytes).unwrap();
         let err = constnet::weights::load_lenet5(&nan).unwrap_err();
         assert!(matches!(err, LoadError::Safetensors { .. }), "{err:?}");
         assert_eq!(err.path(), nan);

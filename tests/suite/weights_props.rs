@@ -11,6 +11,7 @@ static FILE: LazyLock<Vec<u8>> = LazyLock::new(|| {
     save_weights(&*LeNet5::<f32>::new_boxed(
         &mut rand::rngs::StdRng::seed_from_u64(11),
     ))
+    .expect("fresh weights are finite")
 });
 
 fn target() -> Box<LeNet5<f32>> {
