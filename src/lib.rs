@@ -81,6 +81,8 @@ pub mod mnist;
 pub mod optim;
 #[cfg(feature = "safetensors")]
 pub mod pytorch;
+#[cfg(feature = "std")]
+mod read;
 pub mod relu;
 pub mod scalar;
 pub mod shape_errors;

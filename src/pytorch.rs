@@ -292,7 +292,7 @@ pub(crate) fn read_safetensors(
     max_data: u64,
     size: Option<u64>,
 ) -> std::io::Result<Result<Vec<u8>, SafetensorsError>> {
-    use crate::weights::read_at_most;
+    use crate::read::read_at_most;
     use std::io::Read as _;
     read_at_most(&mut reader, &mut bytes, 7)?;
     let Some(len) = bytes.first_chunk::<8>() else {

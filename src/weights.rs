@@ -27,6 +27,8 @@ use core::fmt::{self, Write};
 
 use crate::chain::Chain;
 use crate::layer::Layer;
+#[cfg(feature = "std")]
+use crate::read::read_at_most;
 use crate::scalar::Scalar;
 use crate::tensor::Tensor;
 use crate::{Conv2d, Flatten, Linear, MaxPool2d, Relu, Softmax};
@@ -1226,20 +1228,6 @@ pub(crate) fn regular_file_size(file: &std::fs::File) -> Option<u64> {
         .ok()
         .filter(|m| m.is_file())
         .map(|m| m.len())
-}
-
-/// Appends `reader`'s bytes to `bytes` until it holds `limit + 1` bytes or the reader ends;
-/// returns whether it holds at most `limit` (the reader is never read past that byte).
-#[cfg(feature = "std")]
-pub(crate) fn read_at_most(
-    reader: impl std::io::Read,
-    bytes: &mut Vec<u8>,
-    limit: u64,
-) -> std::io::Result<bool> {
-    use std::io::Read as _;
-    let want = limit.saturating_add(1).saturating_sub(bytes.len() as u64);
-    reader.take(want).read_to_end(bytes)?;
-    Ok(bytes.len() as u64 <= limit)
 }
 
 /// [`load_weights`] of bytes read from `path`, with an error that names the file and shows

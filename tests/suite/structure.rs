@@ -34,7 +34,7 @@ const LEVELS: &[(&str, &[&str])] = &[
     (
         "training, files, pictures",
         &[
-            "optim", "train", "augment", "weights", "pytorch", "mnist", "viz", "live",
+            "optim", "train", "augment", "weights", "pytorch", "mnist", "viz", "live", "read",
         ],
     ),
 ];
