@@ -95,7 +95,7 @@ pub trait LaneLayer<const N: usize>: Layer {
         grads: &mut Self,
     );
 
-    /// Whether this layer is a [`Relu`]: a chain then offers the layer before it to apply
+    /// Whether this layer is a [`Relu`](crate::Relu): a chain then offers the layer before it to apply
     /// the ReLU itself ([`LaneLayer::forward_lanes_relu`]), so that the pre-activation maps
     /// are never written and read back.
     const RELU: bool = false;
@@ -107,7 +107,7 @@ pub trait LaneLayer<const N: usize>: Layer {
     }
 
     /// [`LaneLayer::forward_lanes`] followed by a ReLU, written to `output`: the block's
-    /// elements flat, in lanes, as a [`Relu`] after this layer would write them. Returns
+    /// elements flat, in lanes, as a [`Relu`](crate::Relu) after this layer would write them. Returns
     /// `false`, having done nothing, if the layer does not fuse a ReLU (the default,
     /// whenever [`LaneLayer::fuses_relu`] is `false`).
     fn forward_lanes_relu(
@@ -322,7 +322,7 @@ pub(crate) fn transpose_blocks<T: Scalar>(src: &[T], dst: &mut [T], (rows, cols)
 }
 
 /// A ReLU's backward pass in place: `grad` zero where `input` is not positive (NaN
-/// included), as [`Relu`] does.
+/// included), as [`Relu`](crate::Relu) does.
 pub(crate) fn relu_mask<T: Scalar>(grad: &mut [T], input: &[T]) {
     for (g, &x) in grad.iter_mut().zip(input) {
         *g = if x > T::zero() { *g } else { T::zero() };
