@@ -372,6 +372,7 @@ impl<T: Scalar> LeNet5<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::testing::Endless;
     use crate::zeroed_box;
     use rand::SeedableRng;
 
@@ -540,27 +541,6 @@ mod tests {
                     index: 0
                 })
             );
-        }
-    }
-
-    /// `prefix`, then zeros without end; counts the bytes handed out.
-    struct Endless<'a> {
-        prefix: &'a [u8],
-        read: u64,
-    }
-    impl std::io::Read for Endless<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = if self.prefix.is_empty() {
-                buf.fill(0);
-                buf.len()
-            } else {
-                let n = buf.len().min(self.prefix.len());
-                buf[..n].copy_from_slice(&self.prefix[..n]);
-                self.prefix = &self.prefix[n..];
-                n
-            };
-            self.read += n as u64;
-            Ok(n)
         }
     }
 

@@ -694,6 +694,7 @@ fn load_lenet5_sized(
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+    use crate::read::testing::Endless;
     use crate::{LeNet5, zeroed_box};
     use rand::SeedableRng;
 
@@ -774,27 +775,6 @@ mod tests {
             .collect();
         assert_eq!(names, ["old.cnet"], "no temporary file left behind");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    /// `prefix`, then zeros without end (as `/dev/zero`); counts the bytes handed out.
-    struct Endless<'a> {
-        prefix: &'a [u8],
-        read: u64,
-    }
-    impl std::io::Read for Endless<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = if self.prefix.is_empty() {
-                buf.fill(0);
-                buf.len()
-            } else {
-                let n = buf.len().min(self.prefix.len());
-                buf[..n].copy_from_slice(&self.prefix[..n]);
-                self.prefix = &self.prefix[n..];
-                n
-            };
-            self.read += n as u64;
-            Ok(n)
-        }
     }
 
     /// An endless stream is refused having been read one byte past the largest valid size,
