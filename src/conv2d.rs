@@ -13,25 +13,13 @@ use crate::scalar::Scalar;
 use crate::simd;
 use crate::tensor::{Maps, Tensor};
 
-/// Output size of a convolution or pooling window along one axis:
-/// `(input + 2·padding − kernel) / stride + 1`.
-///
-/// Use it to spell out output sizes in concrete types:
-/// ```
-/// use constnet::{conv_out, Conv2d};
-/// type Conv1 = Conv2d<f32, 1, 6, 5, 1, 0, 32, 32, { conv_out(32, 5, 1, 0) }, { conv_out(32, 5, 1, 0) }>;
-/// assert_eq!(conv_out(32, 5, 1, 0), 28);
-/// # let _ = constnet::zeroed_box::<Conv1>();
-/// ```
-pub const fn conv_out(input: usize, kernel: usize, stride: usize, padding: usize) -> usize {
-    (input + 2 * padding - kernel) / stride + 1
-}
+pub use crate::shape::conv_out;
 
 /// A 2-D convolution: `CO` filters of `CI`×`K`×`K`, stride `S`, zero padding `P`, from
 /// `CI`×`H`×`W` maps to `CO`×`OH`×`OW` maps, plus one bias per output channel.
 ///
-/// `OH` and `OW` must equal `(H + 2·P − K) / S + 1` (see [`conv_out`]), with the division exact
-/// so that no input pixel is silently dropped; a mismatch does not compile. Weights use
+/// `OH` and `OW` must equal `⌊(H + 2·P − K) / S⌋ + 1` (see [`conv_out`]), PyTorch's rule:
+/// rows and columns past the last window that fits are not read; a mismatch does not compile. Weights use
 /// PyTorch's layout `[out][in][kh][kw]`, so a state dict copies straight in.
 ///
 /// ```
@@ -91,17 +79,15 @@ impl<
             "Conv2d: kernel K is larger than the padded input (H + 2·P, W + 2·P)"
         );
         assert!(P < K, "Conv2d: padding P must be smaller than the kernel K");
-        assert!(
-            (H + 2 * P - K).is_multiple_of(S) && (W + 2 * P - K).is_multiple_of(S),
-            "Conv2d: stride S must divide (H + 2·P − K) and (W + 2·P − K) exactly"
-        );
+        // PyTorch's rule: the last window that fits, rows and columns past it unread
+        // (ResNet-18's stem: ⌊(224 + 6 − 7) / 2⌋ + 1 = 112).
         assert!(
             OH == (H + 2 * P - K) / S + 1,
-            "Conv2d: output height OH must equal (H + 2·P − K) / S + 1"
+            "Conv2d: output height OH must equal ⌊(H + 2·P − K) / S⌋ + 1"
         );
         assert!(
             OW == (W + 2 * P - K) / S + 1,
-            "Conv2d: output width OW must equal (W + 2·P − K) / S + 1"
+            "Conv2d: output width OW must equal ⌊(W + 2·P − K) / S⌋ + 1"
         );
     };
 
@@ -2113,14 +2099,6 @@ mod tests {
         assert_eq!(out[0][0][0], 103.0);
         // output (1,1) centres on input (2,2): same by symmetry.
         assert_eq!(out[0][1][1], 103.0);
-    }
-
-    #[test]
-    fn conv_out_follows_the_formula() {
-        assert_eq!(conv_out(32, 5, 1, 0), 28);
-        assert_eq!(conv_out(14, 5, 1, 0), 10);
-        assert_eq!(conv_out(28, 5, 1, 2), 28);
-        assert_eq!(conv_out(28, 2, 2, 0), 14);
     }
 
     #[test]

@@ -44,7 +44,7 @@
 //! A mistake in a layer's own numbers is reported by the build with the layer and formula:
 //!
 //! ```text
-//! error[E0080]: evaluation panicked: Conv2d: output height OH must equal (H + 2·P − K) / S + 1
+//! error[E0080]: evaluation panicked: Conv2d: output height OH must equal ⌊(H + 2·P − K) / S⌋ + 1
 //! ```
 //!
 //! `cargo check` sees it too once the network is named in a constant:
@@ -85,6 +85,7 @@ pub mod pytorch;
 mod read;
 pub mod relu;
 pub mod scalar;
+pub mod shape;
 pub mod shape_errors;
 #[allow(unsafe_code)]
 pub mod simd;
@@ -100,7 +101,7 @@ pub mod zeroed;
 
 pub use batch::{BatchChainWorkspace, BatchLayer};
 pub use chain::{Chain, ChainWorkspace};
-pub use conv2d::{Conv2d, conv_out};
+pub use conv2d::Conv2d;
 pub use flatten::Flatten;
 pub use fused::SgdLayer;
 pub use lanes::{BlockOrder, LANES, LaneLayer, Lanes, from_lanes, to_lanes};
@@ -112,6 +113,7 @@ pub use maxpool2d::MaxPool2d;
 pub use optim::{Optimizer, OptimizerState, Schedule, Sgd};
 pub use relu::Relu;
 pub use scalar::Scalar;
+pub use shape::{conv_out, pool_out};
 pub use softmax::Softmax;
 pub use tensor::{Maps, Tensor, argmax};
 pub use zeroed::Zeroable;

@@ -14,8 +14,8 @@ use crate::tensor::{Maps, Tensor};
 
 /// Max pooling over `K`×`K` windows with stride `S`, from `C`×`H`×`W` to `C`×`OH`×`OW`.
 ///
-/// `OH` and `OW` must equal `(H − K) / S + 1` with the division exact (every pixel is covered;
-/// a window that does not divide the map does not compile). The forward pass records which
+/// `OH` and `OW` must equal `⌊(H − K) / S⌋ + 1`, PyTorch's rule: rows and columns past the
+/// last window that fits are not read (see [`crate::pool_out`]). The forward pass records which
 /// input won each window; the backward pass routes the gradient there (the first maximum on
 /// ties, like PyTorch).
 ///
@@ -68,19 +68,20 @@ impl<
             "MaxPool2d: window K is larger than the map"
         );
         assert!(K * K <= u32::MAX as usize, "MaxPool2d: window too large");
-        assert!(
-            (H - K).is_multiple_of(S) && (W - K).is_multiple_of(S),
-            "MaxPool2d: the window does not tile the map: stride S must divide (H − K) and (W − K) exactly"
-        );
+        // PyTorch's rule: the last window that fits, rows and columns past it unread.
         assert!(
             OH == (H - K) / S + 1,
-            "MaxPool2d: output height OH must equal (H − K) / S + 1"
+            "MaxPool2d: output height OH must equal ⌊(H − K) / S⌋ + 1"
         );
         assert!(
             OW == (W - K) / S + 1,
-            "MaxPool2d: output width OW must equal (W − K) / S + 1"
+            "MaxPool2d: output width OW must equal ⌊(W − K) / S⌋ + 1"
         );
     };
+
+    /// Whether the windows reach the map's last row and column (`S` divides `H − K` and
+    /// `W − K`): the tiled and SIMD passes need it; other maps run the reference loops.
+    const COVERS: bool = (H - K).is_multiple_of(S) && (W - K).is_multiple_of(S);
 
     /// The plain loops of [`Layer::forward`], for any window and stride: the definition the
     /// fast path is tested against.
@@ -223,13 +224,14 @@ impl<
         const { Self::SHAPE_OK };
         if K == 2
             && S == 2
+            && Self::COVERS
             && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
         {
             let at = ws.as_flattened_mut().as_flattened_mut();
             if !simd::dispatch(fast::Forward2x2::<C, H, W, OH, OW> { x, y, at }) {
                 self.forward_tiled(input, output, ws);
             }
-        } else if S == K {
+        } else if S == K && Self::COVERS {
             self.forward_tiled(input, output, ws);
         } else {
             self.forward_reference(input, output, ws);
@@ -244,6 +246,7 @@ impl<
         const { Self::SHAPE_OK };
         if K == 2
             && S == 2
+            && Self::COVERS
             && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
             && simd::dispatch_within(fast::Max2x2::<C, H, W, OH, OW> { x, y }, W.min(OH * OW))
         {
@@ -262,7 +265,7 @@ impl<
     ) {
         const { Self::SHAPE_OK };
         let Some(gi) = grad_input else { return };
-        if S == K {
+        if S == K && Self::COVERS {
             Self::backward_tiled(ws, grad_output, gi);
         } else {
             Self::backward_reference(input, ws, grad_output, gi);
@@ -491,7 +494,7 @@ impl<
     }
 
     const MASKS_FOR_FREE: bool = true;
-    const POOL_2X2: bool = K == 2 && S == 2;
+    const POOL_2X2: bool = K == 2 && S == 2 && Self::COVERS;
 
     /// The mask is the window's maximum, read anyway: `g` goes to the winner if it is
     /// positive.
@@ -542,8 +545,9 @@ impl<
             Maps::flat_slice_mut(block_of_mut(gi, block)),
         );
         if let (Some(x), Some(g), Some(gi)) = (T::as_f32(x), T::as_f32(g), T::as_f32_mut(gi)) {
-            if S != K {
-                // Overlapping windows add to the same input gradient.
+            if S != K || !Self::COVERS {
+                // Overlapping windows add to the same input gradient; inputs past the last
+                // window get none.
                 gi.fill(0.0);
             }
             let kernel = lanes_fast::Backward::<C, H, W, K, S, OH, OW> { x, g, gi, relu };
@@ -683,8 +687,12 @@ mod lanes_fast {
                                         (s.splat(t as f32 - 0.5), s.splat(t as f32 + 0.5));
                                     let mine =
                                         s.select_gt(won, lo, s.select_gt(hi, won, gv, zero), zero);
-                                    // Tiled windows (S = K) write each input once.
-                                    let v = if S == K {
+                                    // Tiled windows (S = K, covering the map) write each
+                                    // input once.
+                                    let v = if S == K
+                                        && (H - K).is_multiple_of(S)
+                                        && (W - K).is_multiple_of(S)
+                                    {
                                         mine
                                     } else {
                                         s.add(s.load(gi, at(t)), mine)

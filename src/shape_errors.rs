@@ -7,7 +7,7 @@
 //!   type error (`E0271: type mismatch resolving … == [[[f32; 14]; 14]; 6]`), reported by
 //!   `cargo check` and the IDE like any other.
 //! * **Within a layer**, the const parameters must obey the layer's formula (a convolution's
-//!   output size, a pool window that tiles its map, a flatten length). Those are compile-time
+//!   or a pooling's output size, a flatten length). Those are compile-time
 //!   assertions evaluated when the layer is used (`cargo build`, `cargo test`), with a message
 //!   naming the layer and the formula. `cargo check` only evaluates them when the network is
 //!   named in a constant, so add this line beside your network's type:
@@ -21,7 +21,7 @@
 //! only in the wrong number, so the failure is the shape rule's and not a typo's.
 //!
 //! ## 1. Wrong convolution output size
-//! (32 + 2·0 − 5) / 1 + 1 = 28, not 27:
+//! ⌊(32 + 2·0 − 5) / 1⌋ + 1 = 28, not 27:
 //! ```compile_fail
 //! use constnet::{Conv2d, Layer};
 //! const _: () = <Conv2d<f32, 1, 6, 5, 1, 0, 32, 32, 27, 27> as Layer>::CHECK;
@@ -32,7 +32,17 @@
 //! ```
 //! The build says:
 //! ```text
-//! error[E0080]: evaluation panicked: Conv2d: output height OH must equal (H + 2·P − K) / S + 1
+//! error[E0080]: evaluation panicked: Conv2d: output height OH must equal ⌊(H + 2·P − K) / S⌋ + 1
+//! ```
+//! The stride need not divide, as in PyTorch: ResNet-18's stem maps 224 to
+//! ⌊(224 + 6 − 7) / 2⌋ + 1 = 112 (111.5 rounded down), and 113 does not compile:
+//! ```compile_fail
+//! use constnet::{Conv2d, Layer};
+//! const _: () = <Conv2d<f32, 3, 64, 7, 2, 3, 224, 224, 113, 113> as Layer>::CHECK;
+//! ```
+//! ```
+//! use constnet::{Conv2d, Layer};
+//! const _: () = <Conv2d<f32, 3, 64, 7, 2, 3, 224, 224, 112, 112> as Layer>::CHECK;
 //! ```
 //!
 //! ## 2. Channel mismatch between layers
@@ -64,18 +74,19 @@
 //!              found array `[[[f32; 14]; 14]; 3]`
 //! ```
 //!
-//! ## 3. A pool window that does not tile the map
-//! A 2×2 window with stride 2 over a 29×29 map leaves a row and a column over:
+//! ## 3. Wrong pooling output size
+//! A 2×2 window with stride 2 over a 29×29 map gives ⌊27 / 2⌋ + 1 = 14 (PyTorch's floor
+//! rule: the last row and column are not read), not 15:
 //! ```compile_fail
+//! use constnet::{Layer, MaxPool2d};
+//! const _: () = <MaxPool2d<f32, 6, 29, 29, 2, 2, 15, 15> as Layer>::CHECK;
+//! ```
+//! ```
 //! use constnet::{Layer, MaxPool2d};
 //! const _: () = <MaxPool2d<f32, 6, 29, 29, 2, 2, 14, 14> as Layer>::CHECK;
 //! ```
-//! ```
-//! use constnet::{Layer, MaxPool2d};
-//! const _: () = <MaxPool2d<f32, 6, 28, 28, 2, 2, 14, 14> as Layer>::CHECK;
-//! ```
 //! ```text
-//! error[E0080]: evaluation panicked: MaxPool2d: the window does not tile the map: stride S must divide (H − K) and (W − K) exactly
+//! error[E0080]: evaluation panicked: MaxPool2d: output height OH must equal ⌊(H − K) / S⌋ + 1
 //! ```
 //!
 //! ## 4. Wrong flatten size

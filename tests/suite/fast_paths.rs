@@ -456,6 +456,7 @@ proptest! {
         check_pool::<f32, 6, 28, 14>(&x, &g);
         check_pool::<f32, 16, 10, 5>(&x, &g);
         check_pool::<f32, 1, 4, 2>(&x, &g);
+        check_pool::<f32, 6, 29, 14>(&x, &g); // the floor rule: the last row and column unread
         check_pool::<f64, 6, 28, 14>(&x, &g);
     }
 }

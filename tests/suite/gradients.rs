@@ -308,6 +308,12 @@ type ConvPlain = Conv2d<f64, 2, 3, 2, 1, 0, 5, 4, 4, 3>;
 type PoolTiled = MaxPool2d<f64, 3, 6, 8, 2, 2, 3, 4>;
 /// Overlapping 3×3 windows at stride 1: an input can win several windows.
 type PoolOverlap = MaxPool2d<f64, 2, 5, 6, 3, 1, 3, 4>;
+/// PyTorch's floor rule: 2×2 windows, stride 2, over 7×9 maps leave the last row and column
+/// unread (their gradient is zero).
+type PoolFloor = MaxPool2d<f64, 2, 7, 9, 2, 2, 3, 4>;
+/// The floor rule in a convolution: 3×3, stride 2, no padding, 8×6 → 3×2 (a row and a
+/// column past the last window).
+type ConvFloor = Conv2d<f64, 2, 3, 3, 2, 0, 8, 6, 3, 2>;
 type ReluMaps = Relu<Maps<f64, 2, 3, 5>>;
 type FlattenMaps = Flatten<f64, 3, 2, 4, 24>;
 type Dense = Linear<f64, 7, 5>;
@@ -345,6 +351,22 @@ proptest! {
         check_layer::<PoolTiled>(&d, ATOL_LAYER, |x, _| {
             pool_gap(x, 2, 2, f64::NEG_INFINITY) > KINK_EPS
         })?;
+    }
+
+    #[test]
+    fn maxpool2d_floor_rule_input_gradient_matches_finite_differences(
+        d in draw::<PoolFloor>(-1.0..1.0)
+    ) {
+        check_layer::<PoolFloor>(&d, ATOL_LAYER, |x, _| {
+            pool_gap(x, 2, 2, f64::NEG_INFINITY) > KINK_EPS
+        })?;
+    }
+
+    #[test]
+    fn conv2d_floor_rule_gradients_match_finite_differences(
+        d in draw::<ConvFloor>(-1.0..1.0)
+    ) {
+        check_layer::<ConvFloor>(&d, ATOL_LAYER, smooth)?;
     }
 
     #[test]

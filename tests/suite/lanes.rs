@@ -124,6 +124,7 @@ proptest! {
         check_layer::<Conv2d<f32, 6, 16, 5, 1, 0, 14, 14, 10, 10>, 32>(&v); // C3, two blocks
         check_layer::<Conv2d<f32, 3, 5, 3, 1, 0, 9, 20, 7, 18>, 16>(&v); // odd sizes
         check_layer::<Conv2d<f32, 2, 3, 3, 2, 1, 9, 9, 5, 5>, 16>(&v); // stride, padding
+        check_layer::<Conv2d<f32, 2, 3, 3, 2, 0, 8, 6, 3, 2>, 16>(&v); // the floor rule
         check_layer::<Conv2d<f32, 2, 3, 3, 1, 0, 30, 30, 28, 28>, 16>(&v); // rows past registers
     }
 
@@ -140,6 +141,7 @@ proptest! {
         check_layer::<MaxPool2d<f32, 6, 28, 28, 2, 2, 14, 14>, 16>(&v);
         check_layer::<MaxPool2d<f32, 16, 10, 10, 2, 2, 5, 5>, 32>(&v);
         check_layer::<MaxPool2d<f32, 3, 7, 9, 3, 2, 3, 4>, 16>(&v); // overlapping windows
+        check_layer::<MaxPool2d<f32, 4, 9, 7, 2, 2, 4, 3>, 16>(&v); // the floor rule
     }
 }
 

@@ -14,7 +14,14 @@ use std::path::Path;
 const LEVELS: &[(&str, &[&str])] = &[
     (
         "core",
-        &["scalar", "tensor", "zeroed", "layer", "shape_errors"],
+        &[
+            "scalar",
+            "tensor",
+            "zeroed",
+            "layer",
+            "shape",
+            "shape_errors",
+        ],
     ),
     ("kernels", &["simd"]),
     ("execution", &["chain", "batch", "lanes", "fused"]),
