@@ -136,8 +136,8 @@ pub trait BatchLayer<const N: usize>: Layer {
 /// Implements [`BatchLayer`] as `N` per-sample passes (for layers whose per-sample kernels
 /// already keep their weights in cache).
 macro_rules! per_sample {
-    (impl<$($g:ident),* ; $(const $c:ident),*> for $ty:ty) => {
-        impl<$($g: $crate::scalar::Scalar,)* $(const $c: usize,)* const N: usize>
+    (impl<$($g:ident),* ; $(const $c:ident : $ct:ty),*> for $ty:ty) => {
+        impl<$($g: $crate::scalar::Scalar,)* $(const $c: $ct,)* const N: usize>
             $crate::batch::BatchLayer<N> for $ty
         where
             $ty: $crate::layer::Layer,

@@ -43,8 +43,8 @@ pub trait SgdLayer: Layer {
 
 /// Layers without parameters: just the backward pass.
 macro_rules! no_params {
-    (impl<$($g:ident),* ; $(const $c:ident),*> for $ty:ty) => {
-        impl<$($g: $crate::scalar::Scalar,)* $(const $c: usize,)*> $crate::fused::SgdLayer for $ty
+    (impl<$($g:ident),* ; $(const $c:ident : $ct:ty),*> for $ty:ty) => {
+        impl<$($g: $crate::scalar::Scalar,)* $(const $c: $ct,)*> $crate::fused::SgdLayer for $ty
         where
             $ty: $crate::layer::Layer,
         {

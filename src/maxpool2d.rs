@@ -9,13 +9,20 @@ use crate::lanes::{
 };
 use crate::layer::{Layer, no_such_param};
 use crate::scalar::Scalar;
+use crate::shape::pool_out;
 use crate::simd;
 use crate::tensor::{Maps, Tensor};
 
 /// Max pooling over `K`×`K` windows with stride `S`, from `C`×`H`×`W` to `C`×`OH`×`OW`.
 ///
-/// `OH` and `OW` must equal `⌊(H − K) / S⌋ + 1`, PyTorch's rule: rows and columns past the
-/// last window that fits are not read (see [`crate::pool_out`]). The forward pass records which
+/// Optional `P` pads each side with −∞ (at most `K / 2`, as PyTorch requires), and `CEIL`
+/// turns on PyTorch's ceil mode; both default to off, so `MaxPool2d<T, C, H, W, K, S, OH, OW>`
+/// is the plain pool. `OH` and `OW` must equal [`crate::pool_out`]`(H, K, S, P, CEIL)`:
+/// `⌊(H + 2·P − K) / S⌋ + 1`, rows and columns past the last window that fits unread, or in
+/// ceil mode `⌈…⌉ + 1` as long as the last window starts inside the map or its left padding.
+/// ResNet-18's `MaxPool2d<T, 64, 112, 112, 3, 2, 56, 56, 1>` and GoogLeNet's
+/// `MaxPool2d<T, 64, 112, 112, 3, 2, 56, 56, 0, true>` are both 112 → 56. Padded, ceil-mode
+/// and uncovered maps run the reference loops (SIMD for them is still to come). The forward pass records which
 /// input won each window; the backward pass routes the gradient there (the first maximum on
 /// ties, like PyTorch).
 ///
@@ -42,6 +49,8 @@ pub struct MaxPool2d<
     const S: usize,
     const OH: usize,
     const OW: usize,
+    const P: usize = 0,
+    const CEIL: bool = false,
 >(PhantomData<T>);
 
 pub use crate::simd::beats;
@@ -55,7 +64,9 @@ impl<
     const S: usize,
     const OH: usize,
     const OW: usize,
-> MaxPool2d<T, C, H, W, K, S, OH, OW>
+    const P: usize,
+    const CEIL: bool,
+> MaxPool2d<T, C, H, W, K, S, OH, OW, P, CEIL>
 {
     /// The shape rules; evaluated at compile time by every pass and by [`Layer::CHECK`].
     pub const SHAPE_OK: () = {
@@ -64,24 +75,38 @@ impl<
             "MaxPool2d: window K and stride S must be at least 1"
         );
         assert!(
-            K <= H && K <= W,
-            "MaxPool2d: window K is larger than the map"
+            2 * P <= K,
+            "MaxPool2d: padding P must be at most half the window K (PyTorch's rule)"
+        );
+        assert!(
+            K <= H + 2 * P && K <= W + 2 * P,
+            "MaxPool2d: window K is larger than the padded map"
         );
         assert!(K * K <= u32::MAX as usize, "MaxPool2d: window too large");
-        // PyTorch's rule: the last window that fits, rows and columns past it unread.
+        // PyTorch's rule: the last window that fits (floor), or in ceil mode one more if it
+        // starts inside the map or its left padding; rows and columns past it unread.
         assert!(
-            OH == (H - K) / S + 1,
-            "MaxPool2d: output height OH must equal ⌊(H − K) / S⌋ + 1"
+            OH == pool_out(H, K, S, P, CEIL),
+            "MaxPool2d: output height OH must equal pool_out(H, K, S, P, CEIL): ⌊(H + 2·P − K) / S⌋ + 1, or ⌈…⌉ + 1 in ceil mode"
         );
         assert!(
-            OW == (W - K) / S + 1,
-            "MaxPool2d: output width OW must equal ⌊(W − K) / S⌋ + 1"
+            OW == pool_out(W, K, S, P, CEIL),
+            "MaxPool2d: output width OW must equal pool_out(W, K, S, P, CEIL): ⌊(W + 2·P − K) / S⌋ + 1, or ⌈…⌉ + 1 in ceil mode"
         );
     };
 
-    /// Whether the windows reach the map's last row and column (`S` divides `H − K` and
+    /// Whether the windows cover the map exactly, without padding (`S` divides `H − K` and
     /// `W − K`): the tiled and SIMD passes need it; other maps run the reference loops.
-    const COVERS: bool = (H - K).is_multiple_of(S) && (W - K).is_multiple_of(S);
+    const COVERS: bool = P == 0 && !CEIL && (H - K).is_multiple_of(S) && (W - K).is_multiple_of(S);
+
+    /// Input pixel of tap `(i, j)` of window `(y, x)`, or `None` in the padding or past the
+    /// map (a ceil-mode window may reach past it).
+    #[inline(always)]
+    fn tap(y: usize, x: usize, i: usize, j: usize) -> Option<(usize, usize)> {
+        let r = (y * S + i).checked_sub(P)?;
+        let c = (x * S + j).checked_sub(P)?;
+        (r < H && c < W).then_some((r, c))
+    }
 
     /// The plain loops of [`Layer::forward`], for any window and stride: the definition the
     /// fast path is tested against.
@@ -94,17 +119,24 @@ impl<
         for c in 0..C {
             for y in 0..OH {
                 for x in 0..OW {
-                    let mut best = input[c][y * S][x * S];
-                    let mut at = 0;
+                    // The padding is −∞, as in PyTorch: only taps on the map compete.
+                    let mut best = T::neg_infinity();
+                    let mut at = None;
                     for i in 0..K {
                         for j in 0..K {
-                            let v = input[c][y * S + i][x * S + j];
-                            if beats(v, best) {
+                            let Some((r, s)) = Self::tap(y, x, i, j) else {
+                                continue;
+                            };
+                            let v = input[c][r][s];
+                            if at.is_none() || beats(v, best) {
                                 best = v;
-                                at = i * K + j;
+                                at = Some(i * K + j);
                             }
                         }
                     }
+                    // Every window holds a tap of the map (P ≤ K/2, and a ceil-mode window
+                    // starts inside the map or its left padding).
+                    let at = at.unwrap_or(0);
                     output[c][y][x] = best;
                     ws[c][y][x] = at as u32;
                 }
@@ -124,8 +156,9 @@ impl<
             for y in 0..OH {
                 for x in 0..OW {
                     let at = ws[c][y][x] as usize;
-                    let (r, s) = (y * S + at / K, x * S + at % K);
-                    gi[c][r][s] = gi[c][r][s] + grad_output[c][y][x];
+                    if let Some((r, s)) = Self::tap(y, x, at / K, at % K) {
+                        gi[c][r][s] = gi[c][r][s] + grad_output[c][y][x];
+                    }
                 }
             }
         }
@@ -210,7 +243,9 @@ impl<
     const S: usize,
     const OH: usize,
     const OW: usize,
-> Layer for MaxPool2d<T, C, H, W, K, S, OH, OW>
+    const P: usize,
+    const CEIL: bool,
+> Layer for MaxPool2d<T, C, H, W, K, S, OH, OW, P, CEIL>
 {
     type Scalar = T;
     type Input = Maps<T, C, H, W>;
@@ -446,8 +481,10 @@ impl<
     const S: usize,
     const OH: usize,
     const OW: usize,
+    const P: usize,
+    const CEIL: bool,
     const N: usize,
-> LaneLayer<N> for MaxPool2d<T, C, H, W, K, S, OH, OW>
+> LaneLayer<N> for MaxPool2d<T, C, H, W, K, S, OH, OW, P, CEIL>
 {
     /// One sample's input and input gradient, output and winners, for the reference loops.
     type LaneWorkspace = (
@@ -466,7 +503,11 @@ impl<
         check_lanes(N);
         let x = Maps::flat_slice(block_of(input, block));
         let y = Maps::flat_slice_mut(block_of_mut(output, block));
-        if let (Some(x), Some(y)) = (T::as_f32(x), T::as_f32_mut(y)) {
+        // The lane kernels know no padding: padded and ceil-mode windows run the reference.
+        if P == 0
+            && !CEIL
+            && let (Some(x), Some(y)) = (T::as_f32(x), T::as_f32_mut(y))
+        {
             return simd::dispatch(lanes_fast::Forward::<C, H, W, K, S, OH, OW> { x, y });
         }
         let ((xs, _), (ys, at)) = ws;
@@ -523,7 +564,9 @@ impl<
     const S: usize,
     const OH: usize,
     const OW: usize,
-> MaxPool2d<T, C, H, W, K, S, OH, OW>
+    const P: usize,
+    const CEIL: bool,
+> MaxPool2d<T, C, H, W, K, S, OH, OW, P, CEIL>
 {
     /// The lane backward pass of block `block`, with the input gradient zero where the input
     /// is not positive if `relu`.
@@ -544,7 +587,10 @@ impl<
             Maps::flat_slice(block_of(grad_output, block)),
             Maps::flat_slice_mut(block_of_mut(gi, block)),
         );
-        if let (Some(x), Some(g), Some(gi)) = (T::as_f32(x), T::as_f32(g), T::as_f32_mut(gi)) {
+        if P == 0
+            && !CEIL
+            && let (Some(x), Some(g), Some(gi)) = (T::as_f32(x), T::as_f32(g), T::as_f32_mut(gi))
+        {
             if S != K || !Self::COVERS {
                 // Overlapping windows add to the same input gradient; inputs past the last
                 // window get none.
@@ -708,18 +754,62 @@ mod lanes_fast {
     }
 }
 
-crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize, const K: usize, const S: usize, const OH: usize, const OW: usize]
-    for MaxPool2d [T, C, H, W, K, S, OH, OW] (_0));
+crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize, const K: usize, const S: usize, const OH: usize, const OW: usize, const P: usize, const CEIL: bool]
+    for MaxPool2d [T, C, H, W, K, S, OH, OW, P, CEIL] (_0));
 
 // In batches, sample by sample; the fused SGD step, just the backward pass.
-crate::batch::per_sample!(impl<T; const C, const H, const W, const K, const S, const OH, const OW>
-    for MaxPool2d<T, C, H, W, K, S, OH, OW>);
-crate::fused::no_params!(impl<T; const C, const H, const W, const K, const S, const OH, const OW>
-    for MaxPool2d<T, C, H, W, K, S, OH, OW>);
+crate::batch::per_sample!(impl<T; const C: usize, const H: usize, const W: usize, const K: usize,
+    const S: usize, const OH: usize, const OW: usize, const P: usize, const CEIL: bool>
+    for MaxPool2d<T, C, H, W, K, S, OH, OW, P, CEIL>);
+crate::fused::no_params!(impl<T; const C: usize, const H: usize, const W: usize, const K: usize,
+    const S: usize, const OH: usize, const OW: usize, const P: usize, const CEIL: bool>
+    for MaxPool2d<T, C, H, W, K, S, OH, OW, P, CEIL>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PyTorch's `F.max_pool2d(x, 2, 2, padding=1)` of 1..9 in a 3×3 map: the padding never
+    /// wins, and the gradient goes to the winners on the map.
+    #[test]
+    fn padding_is_minus_infinity() {
+        let pool = MaxPool2d::<f64, 1, 3, 3, 2, 2, 2, 2, 1>::new();
+        let x = [[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]];
+        let (mut y, mut at) = ([[[0.0; 2]; 2]; 1], [[[0; 2]; 2]; 1]);
+        pool.forward(&x, &mut y, &mut at);
+        assert_eq!(y, [[[1.0, 3.0], [7.0, 9.0]]]);
+        let mut gi = [[[7.0; 3]; 3]; 1];
+        let g = [[[1.0, 2.0], [3.0, 4.0]]];
+        pool.backward(&x, &mut at, &g, Some(&mut gi), &mut MaxPool2d::new());
+        assert_eq!(gi, [[[1.0, 0.0, 2.0], [0.0; 3], [3.0, 0.0, 4.0]]]);
+        // all-negative maps: still a value of the map, never the −∞ of the padding
+        let neg = x.map(|m| m.map(|r| r.map(|v: f64| -v)));
+        pool.forward(&neg, &mut y, &mut at);
+        assert_eq!(y, [[[-1.0, -2.0], [-4.0, -5.0]]]);
+    }
+
+    /// Ceil mode (`F.max_pool2d(x, 2, 2, ceil_mode=True)` over 0..24 in a 5×5 map): a third
+    /// row and column of windows, clipped to the map's last row and column.
+    #[test]
+    fn ceil_mode_adds_the_clipped_last_windows() {
+        let pool = MaxPool2d::<f32, 1, 5, 5, 2, 2, 3, 3, 0, true>::new();
+        let mut x = [[[0.0f32; 5]; 5]; 1];
+        for (i, v) in x[0].iter_mut().flatten().enumerate() {
+            *v = i as f32;
+        }
+        for isa in [false, true] {
+            let mut y = [[[0.0; 3]; 3]; 1];
+            if isa {
+                pool.infer(&x, &mut y, &mut [[[0; 3]; 3]; 1]);
+            } else {
+                pool.forward(&x, &mut y, &mut [[[0; 3]; 3]; 1]);
+            }
+            assert_eq!(
+                y,
+                [[[6.0, 8.0, 9.0], [16.0, 18.0, 19.0], [21.0, 23.0, 24.0]]]
+            );
+        }
+    }
 
     #[test]
     fn backward_routes_to_the_winner_and_first_on_ties() {

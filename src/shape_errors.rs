@@ -89,6 +89,20 @@
 //! error[E0080]: evaluation panicked: MaxPool2d: output height OH must equal ⌊(H − K) / S⌋ + 1
 //! ```
 //!
+//! A pooling's padding may be at most half its window, as in PyTorch: a 3×3 window with
+//! padding 2 does not compile, with padding 1 (ResNet-18's max-pool) it does:
+//! ```compile_fail
+//! use constnet::{Layer, MaxPool2d};
+//! const _: () = <MaxPool2d<f32, 64, 112, 112, 3, 2, 57, 57, 2> as Layer>::CHECK;
+//! ```
+//! ```
+//! use constnet::{Layer, MaxPool2d};
+//! const _: () = <MaxPool2d<f32, 64, 112, 112, 3, 2, 56, 56, 1> as Layer>::CHECK;
+//! ```
+//! ```text
+//! error[E0080]: evaluation panicked: MaxPool2d: padding P must be at most half the window K (PyTorch's rule)
+//! ```
+//!
 //! ## 4. Wrong flatten size
 //! 16·5·5 = 400, not 256:
 //! ```compile_fail

@@ -73,10 +73,18 @@ impl<
     const S: usize,
     const OH: usize,
     const OW: usize,
-> Describe for MaxPool2d<T, C, H, W, K, S, OH, OW>
+    const P: usize,
+    const CEIL: bool,
+> Describe for MaxPool2d<T, C, H, W, K, S, OH, OW, P, CEIL>
 {
+    /// Padding and ceil mode are written only when used, so the files of unpadded
+    /// networks (LeNet-5's) keep their descriptor.
     fn describe(out: &mut dyn Write) -> fmt::Result {
-        write!(out, "MaxPool2d({C},{H},{W},{K},{S},{OH},{OW})")
+        write!(out, "MaxPool2d({C},{H},{W},{K},{S},{OH},{OW}")?;
+        if P > 0 || CEIL {
+            write!(out, ",pad={P},ceil={CEIL}")?;
+        }
+        write!(out, ")")
     }
 }
 

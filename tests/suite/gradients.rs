@@ -266,6 +266,38 @@ fn clear_of_zero(values: &[f64]) -> bool {
     values.iter().all(|v| v.abs() > KINK_EPS)
 }
 
+/// [`pool_gap`] for padded or ceil-mode windows: `oh`×`ow` windows starting at
+/// `(y·s − p, x·s − p)`, clipped to the map (the padding never competes).
+fn padded_pool_gap<T: Scalar, const C: usize, const H: usize, const W: usize>(
+    maps: &Maps<T, C, H, W>,
+    (k, s, p): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+) -> f64 {
+    let mut gap = f64::INFINITY;
+    for map in maps {
+        for y in 0..oh {
+            for x in 0..ow {
+                let (mut first, mut second) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+                let rows = (y * s).saturating_sub(p)..(y * s + k).saturating_sub(p).min(H);
+                let cols = (x * s).saturating_sub(p)..(x * s + k).saturating_sub(p).min(W);
+                for row in &map[rows] {
+                    for &v in &row[cols.clone()] {
+                        let v = Scalar::to_f64(v);
+                        if v > first {
+                            second = first;
+                            first = v;
+                        } else if v > second {
+                            second = v;
+                        }
+                    }
+                }
+                gap = gap.min(first - second);
+            }
+        }
+    }
+    gap
+}
+
 /// Smallest gap between the largest and second-largest value of any `K`×`K` window at
 /// stride `S`, ignoring windows whose maximum is at most `floor` (pass `0.0` for windows of a
 /// ReLU's output, where an all-zero window is flat; `−∞` to count every window).
@@ -311,6 +343,10 @@ type PoolOverlap = MaxPool2d<f64, 2, 5, 6, 3, 1, 3, 4>;
 /// PyTorch's floor rule: 2×2 windows, stride 2, over 7×9 maps leave the last row and column
 /// unread (their gradient is zero).
 type PoolFloor = MaxPool2d<f64, 2, 7, 9, 2, 2, 3, 4>;
+/// ResNet-18's pooling, 3×3 at stride 2 with padding 1, on a small odd map: 7×8 → 4×4.
+type PoolPadded = MaxPool2d<f64, 2, 7, 8, 3, 2, 4, 4, 1>;
+/// GoogLeNet's, in ceil mode: 3×3 at stride 2 over 8×6 → 4×3 (the last windows clipped).
+type PoolCeil = MaxPool2d<f64, 2, 8, 6, 3, 2, 4, 3, 0, true>;
 /// The floor rule in a convolution: 3×3, stride 2, no padding, 8×6 → 3×2 (a row and a
 /// column past the last window).
 type ConvFloor = Conv2d<f64, 2, 3, 3, 2, 0, 8, 6, 3, 2>;
@@ -359,6 +395,24 @@ proptest! {
     ) {
         check_layer::<PoolFloor>(&d, ATOL_LAYER, |x, _| {
             pool_gap(x, 2, 2, f64::NEG_INFINITY) > KINK_EPS
+        })?;
+    }
+
+    #[test]
+    fn maxpool2d_padded_input_gradient_matches_finite_differences(
+        d in draw::<PoolPadded>(-1.0..1.0)
+    ) {
+        check_layer::<PoolPadded>(&d, ATOL_LAYER, |x, _| {
+            padded_pool_gap(x, (3, 2, 1), (4, 4)) > KINK_EPS
+        })?;
+    }
+
+    #[test]
+    fn maxpool2d_ceil_mode_input_gradient_matches_finite_differences(
+        d in draw::<PoolCeil>(-1.0..1.0)
+    ) {
+        check_layer::<PoolCeil>(&d, ATOL_LAYER, |x, _| {
+            padded_pool_gap(x, (3, 2, 0), (4, 3)) > KINK_EPS
         })?;
     }
 

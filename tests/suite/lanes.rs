@@ -142,6 +142,8 @@ proptest! {
         check_layer::<MaxPool2d<f32, 16, 10, 10, 2, 2, 5, 5>, 32>(&v);
         check_layer::<MaxPool2d<f32, 3, 7, 9, 3, 2, 3, 4>, 16>(&v); // overlapping windows
         check_layer::<MaxPool2d<f32, 4, 9, 7, 2, 2, 4, 3>, 16>(&v); // the floor rule
+        check_layer::<MaxPool2d<f32, 3, 9, 9, 3, 2, 5, 5, 1>, 16>(&v); // padding
+        check_layer::<MaxPool2d<f32, 2, 10, 10, 3, 2, 5, 5, 0, true>, 16>(&v); // ceil mode
     }
 }
 
