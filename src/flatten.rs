@@ -4,7 +4,7 @@ use core::marker::PhantomData;
 
 use rand::Rng;
 
-use crate::lanes::{LaneLayer, block_of, block_of_mut, check_lanes};
+use crate::lanes::{LaneLayer, backward_slots, forward_slots};
 use crate::layer::{Layer, no_such_param};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
@@ -99,13 +99,7 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const L: usize, 
         output: &mut [[T; L]; N],
         _ws: &mut (),
     ) {
-        check_lanes(N);
-        for (x, y) in block_of(input, block)
-            .iter()
-            .zip(block_of_mut(output, block))
-        {
-            self.forward(x, y, &mut ());
-        }
+        forward_slots(self, block, input, output);
     }
 
     fn backward_lanes(
@@ -118,14 +112,7 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const L: usize, 
         grad_input: Option<&mut [Self::Input; N]>,
         grads: &mut Self,
     ) {
-        check_lanes(N);
-        let Some(gi) = grad_input else { return };
-        let slots = block_of(input, block)
-            .iter()
-            .zip(block_of(grad_output, block));
-        for ((x, g), gi) in slots.zip(block_of_mut(gi, block)) {
-            self.backward(x, &mut (), g, Some(gi), grads);
-        }
+        backward_slots(self, block, (input, grad_output), grad_input, grads);
     }
 }
 

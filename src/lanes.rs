@@ -348,6 +348,41 @@ pub(crate) fn lane_put<T: Copy>(sample: &[T], n: usize, lanes: &mut [T]) {
     }
 }
 
+/// [`LaneLayer::forward_lanes`] of a layer whose lanes can stay lanes (element-wise, or a
+/// reshape): its per-sample pass over the block's slots.
+pub(crate) fn forward_slots<L: Layer<Workspace = ()>, const N: usize>(
+    layer: &L,
+    block: usize,
+    input: &[L::Input; N],
+    output: &mut [L::Output; N],
+) {
+    check_lanes(N);
+    for (x, y) in block_of(input, block)
+        .iter()
+        .zip(block_of_mut(output, block))
+    {
+        layer.forward(x, y, &mut ());
+    }
+}
+
+/// [`LaneLayer::backward_lanes`] of such a layer (see [`forward_slots`]).
+pub(crate) fn backward_slots<L: Layer<Workspace = ()>, const N: usize>(
+    layer: &L,
+    block: usize,
+    (input, grad_output): (&[L::Input; N], &[L::Output; N]),
+    grad_input: Option<&mut [L::Input; N]>,
+    grads: &mut L,
+) {
+    check_lanes(N);
+    let Some(gi) = grad_input else { return };
+    let slots = block_of(input, block)
+        .iter()
+        .zip(block_of(grad_output, block));
+    for ((x, g), gi) in slots.zip(block_of_mut(gi, block)) {
+        layer.backward(x, &mut (), g, Some(gi), grads);
+    }
+}
+
 /// The block a layer's lane backward pass expects next, kept in its lane workspace by the
 /// layers that gather parameter gradients over the blocks ([`crate::Conv2d`] and
 /// [`crate::Linear`]): they clear their sums at block 0 and add them to `grads` after the last,

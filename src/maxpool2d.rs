@@ -22,8 +22,9 @@ use crate::tensor::{Maps, Tensor};
 /// ceil mode `⌈…⌉ + 1` as long as the last window starts inside the map or its left padding.
 /// ResNet-18's `MaxPool2d<T, 64, 112, 112, 3, 2, 56, 56, 1>` and GoogLeNet's
 /// `MaxPool2d<T, 64, 112, 112, 3, 2, 56, 56, 0, true>` are both 112 → 56. Padded, ceil-mode
-/// and uncovered maps run the reference loops (SIMD for them is still to come). The forward pass records which
-/// input won each window; the backward pass routes the gradient there (the first maximum on
+/// and uncovered maps run the reference loops (SIMD for them is still to come).
+///
+/// The forward pass records which input won each window; the backward pass routes the gradient there (the first maximum on
 /// ties, like PyTorch).
 ///
 /// **NaN**: a NaN anywhere in a window makes that window's output NaN, as in PyTorch. Every
@@ -54,6 +55,11 @@ pub struct MaxPool2d<
 >(PhantomData<T>);
 
 pub use crate::simd::beats;
+
+/// Whether `K`×`K` windows at stride `S` reach the last row and column of an `H`×`W` map.
+const fn covers(h: usize, w: usize, k: usize, s: usize) -> bool {
+    (h - k).is_multiple_of(s) && (w - k).is_multiple_of(s)
+}
 
 impl<
     T: Scalar,
@@ -97,7 +103,7 @@ impl<
 
     /// Whether the windows cover the map exactly, without padding (`S` divides `H − K` and
     /// `W − K`): the tiled and SIMD passes need it; other maps run the reference loops.
-    const COVERS: bool = P == 0 && !CEIL && (H - K).is_multiple_of(S) && (W - K).is_multiple_of(S);
+    const COVERS: bool = P == 0 && !CEIL && covers(H, W, K, S);
 
     /// Input pixel of tap `(i, j)` of window `(y, x)`, or `None` in the padding or past the
     /// map (a ceil-mode window may reach past it).
@@ -735,10 +741,7 @@ mod lanes_fast {
                                         s.select_gt(won, lo, s.select_gt(hi, won, gv, zero), zero);
                                     // Tiled windows (S = K, covering the map) write each
                                     // input once.
-                                    let v = if S == K
-                                        && (H - K).is_multiple_of(S)
-                                        && (W - K).is_multiple_of(S)
-                                    {
+                                    let v = if S == K && super::covers(H, W, K, S) {
                                         mine
                                     } else {
                                         s.add(s.load(gi, at(t)), mine)

@@ -6,7 +6,7 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
-use crate::lanes::{LaneLayer, block_of, block_of_mut, check_lanes};
+use crate::lanes::{LaneLayer, backward_slots, forward_slots};
 use crate::layer::{Layer, no_such_param};
 use crate::tensor::Tensor;
 
@@ -135,13 +135,7 @@ impl<X: Tensor, const N: usize> LaneLayer<N> for Relu<X> {
     const RELU: bool = true;
 
     fn forward_lanes(&self, block: usize, input: &[X; N], output: &mut [X; N], _ws: &mut ()) {
-        check_lanes(N);
-        for (x, y) in block_of(input, block)
-            .iter()
-            .zip(block_of_mut(output, block))
-        {
-            self.forward(x, y, &mut ());
-        }
+        forward_slots(self, block, input, output);
     }
 
     fn backward_lanes(
@@ -154,14 +148,7 @@ impl<X: Tensor, const N: usize> LaneLayer<N> for Relu<X> {
         grad_input: Option<&mut [X; N]>,
         grads: &mut Self,
     ) {
-        check_lanes(N);
-        let Some(gi) = grad_input else { return };
-        let slots = block_of(input, block)
-            .iter()
-            .zip(block_of(grad_output, block));
-        for ((x, g), gi) in slots.zip(block_of_mut(gi, block)) {
-            self.backward(x, &mut (), g, Some(gi), grads);
-        }
+        backward_slots(self, block, (input, grad_output), grad_input, grads);
     }
 }
 

@@ -92,6 +92,12 @@ unsafe impl<A: Zeroable, B: Zeroable> Zeroable for (A, B) {}
 #[macro_export]
 macro_rules! zeroable {
     (impl [$($gen:tt)*] for $name:ident [$($arg:tt)*] { $($field:ident),* $(,)? }) => {
+        $crate::zeroable!(@emit [$($gen)*] $name [$($arg)*] ($($field),*) $name { $($field),* });
+    };
+    (impl [$($gen:tt)*] for $name:ident [$($arg:tt)*] ( $($field:ident),* $(,)? )) => {
+        $crate::zeroable!(@emit [$($gen)*] $name [$($arg)*] ($($field),*) $name ( $($field),* ));
+    };
+    (@emit [$($gen:tt)*] $name:ident [$($arg:tt)*] ($($field:ident),*) $every_field:pat) => {
         // SAFETY: every field is `Zeroable`, and the pattern below lists them all (checked
         // by the compiler), so all-zero bytes are a valid value of each and of the whole.
         #[allow(unsafe_code)]
@@ -100,20 +106,7 @@ macro_rules! zeroable {
             #[allow(dead_code)]
             fn every_field_is_zeroable<$($gen)*>(value: &$name<$($arg)*>) {
                 fn zeroable<Z: $crate::zeroed::Zeroable>(_: &Z) {}
-                let $name { $($field),* } = value;
-                $(zeroable($field);)*
-            }
-        };
-    };
-    (impl [$($gen:tt)*] for $name:ident [$($arg:tt)*] ( $($field:ident),* $(,)? )) => {
-        // SAFETY: as above, for the positions of a tuple struct.
-        #[allow(unsafe_code)]
-        unsafe impl<$($gen)*> $crate::zeroed::Zeroable for $name<$($arg)*> {}
-        const _: () = {
-            #[allow(dead_code)]
-            fn every_field_is_zeroable<$($gen)*>(value: &$name<$($arg)*>) {
-                fn zeroable<Z: $crate::zeroed::Zeroable>(_: &Z) {}
-                let $name ( $($field),* ) = value;
+                let $every_field = value;
                 $(zeroable($field);)*
             }
         };
