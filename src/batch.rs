@@ -36,6 +36,7 @@
 
 use crate::chain::Chain;
 use crate::layer::Layer;
+use crate::mode::{Mode, Pass, Train};
 use crate::zeroed::Zeroable;
 
 /// A layer that can run `N` samples in one pass.
@@ -55,8 +56,23 @@ pub trait BatchLayer<const N: usize>: Layer {
         ws: &mut Self::BatchWorkspace,
     );
 
-    /// Back-propagates every sample's `grad_output`; `input` and `ws` must be those of the
-    /// latest [`BatchLayer::forward_batch`].
+    /// [`BatchLayer::forward_batch`] in the mode and with the seed that `pass` gives (see
+    /// [`crate::mode`]); sample `n` runs with `pass.offset(n)`. Layers that behave the same
+    /// in both modes need not implement it; combinators pass it on.
+    fn forward_batch_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        input: &[Self::Input; N],
+        output: &mut [Self::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        let _ = pass;
+        self.forward_batch(input, output, ws);
+    }
+
+    /// Back-propagates every sample's `grad_output`; `input` and `ws` must be those of the latest
+    /// [`BatchLayer::forward_batch`] (or
+    /// [`BatchLayer::forward_batch_in`]).
     fn backward_batch(
         &self,
         input: &[Self::Input; N],
@@ -108,6 +124,20 @@ pub trait BatchLayer<const N: usize>: Layer {
         ws: &mut Self::BatchWorkspace,
     );
 
+    /// [`BatchLayer::forward_sample`] in the mode that `pass`, the batch's pass, gives: the
+    /// sample runs with `pass.offset(n)`.
+    fn forward_sample_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        n: usize,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        let _ = pass;
+        self.forward_sample(n, input, output, ws);
+    }
+
     /// [`Layer::infer`] of one sample in slot `n` of the batch workspace (see
     /// [`BatchLayer::infer_batch`]).
     fn infer_sample(
@@ -137,7 +167,13 @@ pub trait BatchLayer<const N: usize>: Layer {
 /// already keep their weights in cache).
 macro_rules! per_sample {
     (impl<$($g:ident),* ; $(const $c:ident : $ct:ty),*> for $ty:ty) => {
-        impl<$($g: $crate::scalar::Scalar,)* $(const $c: $ct,)* const N: usize>
+        $crate::batch::per_sample!(@impl [$($g: $crate::scalar::Scalar,)* $(const $c: $ct,)*] for $ty);
+    };
+    (impl<$g:ident : $bound:path> for $ty:ty) => {
+        $crate::batch::per_sample!(@impl [$g: $bound,] for $ty);
+    };
+    (@impl [$($gen:tt)*] for $ty:ty) => {
+        impl<$($gen)* const N: usize>
             $crate::batch::BatchLayer<N> for $ty
         where
             $ty: $crate::layer::Layer,
@@ -153,6 +189,29 @@ macro_rules! per_sample {
                 for ((x, y), ws) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()) {
                     self.forward(x, y, ws);
                 }
+            }
+
+            fn forward_batch_in<M: $crate::mode::Mode>(
+                &self,
+                pass: &$crate::mode::Pass<M>,
+                input: &[Self::Input; N],
+                output: &mut [Self::Output; N],
+                ws: &mut Self::BatchWorkspace,
+            ) {
+                for (n, ((x, y), ws)) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()).enumerate() {
+                    self.forward_in(&pass.offset(n), x, y, ws);
+                }
+            }
+
+            fn forward_sample_in<M: $crate::mode::Mode>(
+                &self,
+                pass: &$crate::mode::Pass<M>,
+                n: usize,
+                input: &Self::Input,
+                output: &mut Self::Output,
+                ws: &mut Self::BatchWorkspace,
+            ) {
+                self.forward_in(&pass.offset(n), input, output, &mut ws[n]);
             }
 
             fn backward_batch(
@@ -256,13 +315,25 @@ where
         output: &mut [B::Output; N],
         ws: &mut Self::BatchWorkspace,
     ) {
+        self.forward_batch_in(&Pass::<Train>::DEFAULT, input, output, ws);
+    }
+
+    fn forward_batch_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        input: &[A::Input; N],
+        output: &mut [B::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
         if Self::WHOLE_BATCH {
-            self.first.forward_batch(input, &mut ws.mid, &mut ws.first);
-            self.then.forward_batch(&ws.mid, output, &mut ws.then);
+            self.first
+                .forward_batch_in(pass, input, &mut ws.mid, &mut ws.first);
+            self.then
+                .forward_batch_in(pass, &ws.mid, output, &mut ws.then);
         } else {
             self.prepare_forward(ws);
             for (n, (x, y)) in input.iter().zip(output.iter_mut()).enumerate() {
-                self.forward_sample(n, x, y, ws);
+                self.forward_sample_in(pass, n, x, y, ws);
             }
         }
     }
@@ -305,10 +376,21 @@ where
         output: &mut B::Output,
         ws: &mut Self::BatchWorkspace,
     ) {
+        self.forward_sample_in(&Pass::<Train>::DEFAULT, n, input, output, ws);
+    }
+
+    fn forward_sample_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        n: usize,
+        input: &A::Input,
+        output: &mut B::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
         self.first
-            .forward_sample(n, input, &mut ws.mid[n], &mut ws.first);
+            .forward_sample_in(pass, n, input, &mut ws.mid[n], &mut ws.first);
         self.then
-            .forward_sample(n, &ws.mid[n], output, &mut ws.then);
+            .forward_sample_in(pass, n, &ws.mid[n], output, &mut ws.then);
     }
 
     fn infer_sample(

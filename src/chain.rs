@@ -3,6 +3,7 @@
 use rand::Rng;
 
 use crate::layer::Layer;
+use crate::mode::{Mode, Pass, Train};
 
 /// Two layers in sequence, `first` then `then`. It compiles only if `then` reads exactly the
 /// tensor `first` writes (same element type, channels and sizes).
@@ -57,8 +58,19 @@ where
     const PARAM_TENSORS: usize = A::PARAM_TENSORS + B::PARAM_TENSORS;
 
     fn forward(&self, input: &A::Input, output: &mut B::Output, ws: &mut Self::Workspace) {
-        self.first.forward(input, &mut ws.mid, &mut ws.first);
-        self.then.forward(&ws.mid, output, &mut ws.then);
+        self.forward_in(&Pass::<Train>::DEFAULT, input, output, ws);
+    }
+
+    fn forward_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        input: &A::Input,
+        output: &mut B::Output,
+        ws: &mut Self::Workspace,
+    ) {
+        self.first
+            .forward_in(pass, input, &mut ws.mid, &mut ws.first);
+        self.then.forward_in(pass, &ws.mid, output, &mut ws.then);
     }
 
     fn infer(&self, input: &A::Input, output: &mut B::Output, ws: &mut Self::Workspace) {
@@ -100,6 +112,47 @@ where
         } else {
             self.then.param_mut(i - A::PARAM_TENSORS)
         }
+    }
+
+    const BUFFER_TENSORS: usize = A::BUFFER_TENSORS + B::BUFFER_TENSORS;
+
+    fn buffer(&self, i: usize) -> &[A::Scalar] {
+        if i < A::BUFFER_TENSORS {
+            self.first.buffer(i)
+        } else {
+            self.then.buffer(i - A::BUFFER_TENSORS)
+        }
+    }
+
+    fn buffer_mut(&mut self, i: usize) -> &mut [A::Scalar] {
+        if i < A::BUFFER_TENSORS {
+            self.first.buffer_mut(i)
+        } else {
+            self.then.buffer_mut(i - A::BUFFER_TENSORS)
+        }
+    }
+
+    const COUNTERS: usize = A::COUNTERS + B::COUNTERS;
+
+    fn counter(&self, i: usize) -> u64 {
+        if i < A::COUNTERS {
+            self.first.counter(i)
+        } else {
+            self.then.counter(i - A::COUNTERS)
+        }
+    }
+
+    fn counter_mut(&mut self, i: usize) -> &mut u64 {
+        if i < A::COUNTERS {
+            self.first.counter_mut(i)
+        } else {
+            self.then.counter_mut(i - A::COUNTERS)
+        }
+    }
+
+    fn update_buffers(&mut self, stats: &Self) {
+        self.first.update_buffers(&stats.first);
+        self.then.update_buffers(&stats.then);
     }
 
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {

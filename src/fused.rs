@@ -44,7 +44,13 @@ pub trait SgdLayer: Layer {
 /// Layers without parameters: just the backward pass.
 macro_rules! no_params {
     (impl<$($g:ident),* ; $(const $c:ident : $ct:ty),*> for $ty:ty) => {
-        impl<$($g: $crate::scalar::Scalar,)* $(const $c: $ct,)*> $crate::fused::SgdLayer for $ty
+        $crate::fused::no_params!(@impl [$($g: $crate::scalar::Scalar,)* $(const $c: $ct,)*] for $ty);
+    };
+    (impl<$g:ident : $bound:path> for $ty:ty) => {
+        $crate::fused::no_params!(@impl [$g: $bound,] for $ty);
+    };
+    (@impl [$($gen:tt)*] for $ty:ty) => {
+        impl<$($gen)*> $crate::fused::SgdLayer for $ty
         where
             $ty: $crate::layer::Layer,
         {

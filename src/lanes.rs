@@ -35,6 +35,7 @@ use crate::batch::BatchLayer;
 use crate::chain::Chain;
 use crate::fused::SgdLayer;
 use crate::layer::Layer;
+use crate::mode::{Mode, Pass, Train};
 use crate::scalar::Scalar;
 use crate::simd;
 use crate::tensor::Tensor;
@@ -780,6 +781,40 @@ impl<Net: Layer> Layer for Lanes<Net> {
         self.0.param_mut(i)
     }
 
+    fn forward_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        input: &Net::Input,
+        output: &mut Net::Output,
+        ws: &mut Net::Workspace,
+    ) {
+        self.0.forward_in(pass, input, output, ws);
+    }
+
+    const BUFFER_TENSORS: usize = Net::BUFFER_TENSORS;
+
+    fn buffer(&self, i: usize) -> &[Net::Scalar] {
+        self.0.buffer(i)
+    }
+
+    fn buffer_mut(&mut self, i: usize) -> &mut [Net::Scalar] {
+        self.0.buffer_mut(i)
+    }
+
+    const COUNTERS: usize = Net::COUNTERS;
+
+    fn counter(&self, i: usize) -> u64 {
+        self.0.counter(i)
+    }
+
+    fn counter_mut(&mut self, i: usize) -> &mut u64 {
+        self.0.counter_mut(i)
+    }
+
+    fn update_buffers(&mut self, stats: &Self) {
+        self.0.update_buffers(&stats.0);
+    }
+
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         self.0.init(rng);
     }
@@ -841,6 +876,18 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
         output: &mut [Net::Output; N],
         ws: &mut Self::BatchWorkspace,
     ) {
+        self.forward_batch_in(&Pass::<Train>::DEFAULT, input, output, ws);
+    }
+
+    /// The layers that run in lanes behave the same in both modes, so the lanes ignore the
+    /// pass; outside the lanes `Net` gets it.
+    fn forward_batch_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        input: &[Net::Input; N],
+        output: &mut [Net::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
         ws.in_lanes = Self::runs_in_lanes::<N>();
         if ws.in_lanes {
             for b in 0..N / LANES {
@@ -850,7 +897,8 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
                 block_from_lanes(&ws.output.0, output, b);
             }
         } else {
-            self.0.forward_batch(input, output, &mut ws.samples);
+            self.0
+                .forward_batch_in(pass, input, output, &mut ws.samples);
         }
     }
 
@@ -927,6 +975,18 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
         ws: &mut Self::BatchWorkspace,
     ) {
         self.0.forward_sample(n, input, output, &mut ws.samples);
+    }
+
+    fn forward_sample_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        n: usize,
+        input: &Net::Input,
+        output: &mut Net::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.0
+            .forward_sample_in(pass, n, input, output, &mut ws.samples);
     }
 
     fn infer_sample(

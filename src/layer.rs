@@ -3,6 +3,7 @@
 use num_traits::Zero;
 use rand::Rng;
 
+use crate::mode::{Mode, Pass};
 use crate::scalar::Scalar;
 use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
@@ -42,7 +43,24 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     const PARAM_TENSORS: usize;
 
     /// Computes `output` from `input`, storing in `ws` what [`Layer::backward`] needs.
+    ///
+    /// This is a training pass ([`Pass::train`] with seed 0); see [`Layer::forward_in`].
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace);
+
+    /// [`Layer::forward`] in the mode and with the seed that `pass` gives (see
+    /// [`crate::mode`]): an evaluation pass that a backward pass may follow, or a training
+    /// pass whose dropout masks depend on the run's seed and step. Layers that behave the same
+    /// in both modes need not implement it; combinators pass it on.
+    fn forward_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::Workspace,
+    ) {
+        let _ = pass;
+        self.forward(input, output, ws);
+    }
 
     /// The forward pass when no backward pass follows: the same `output` as
     /// [`Layer::forward`], but `ws` may be left unfit for [`Layer::backward`] (max pooling
@@ -77,6 +95,46 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     /// Parameter tensor `i` (`i < PARAM_TENSORS`), flat and mutable. Panics if out of range.
     fn param_mut(&mut self, i: usize) -> &mut [Self::Scalar];
 
+    /// How many buffer tensors the layer has: state that is saved and loaded with the
+    /// parameters but not trained (batch normalisation's running mean and variance).
+    const BUFFER_TENSORS: usize = 0;
+
+    /// Buffer tensor `i` (`i < BUFFER_TENSORS`), flat. Panics if `i` is out of range.
+    fn buffer(&self, i: usize) -> &[Self::Scalar] {
+        no_such_tensor("buffer", i)
+    }
+
+    /// Buffer tensor `i` (`i < BUFFER_TENSORS`), flat and mutable. Panics if out of range.
+    fn buffer_mut(&mut self, i: usize) -> &mut [Self::Scalar] {
+        no_such_tensor("buffer", i)
+    }
+
+    /// How many integer counters the layer keeps (batch normalisation's
+    /// `num_batches_tracked`); saved and loaded like buffers, as `i64` in safetensors.
+    const COUNTERS: usize = 0;
+
+    /// Counter `i` (`i < COUNTERS`). Panics if `i` is out of range.
+    fn counter(&self, i: usize) -> u64 {
+        no_such_tensor("counter", i)
+    }
+
+    /// Counter `i` (`i < COUNTERS`), mutable. Panics if `i` is out of range.
+    fn counter_mut(&mut self, i: usize) -> &mut u64 {
+        no_such_tensor("counter", i)
+    }
+
+    /// Folds the statistics a training backward pass left in the buffer slots of a gradient
+    /// value (`stats`, of the layer's own type) into this layer's buffers. Every optimizer
+    /// step calls it after updating the parameters; layers without buffers do nothing.
+    ///
+    /// A training pass reads the network by shared reference, so that threads can share it;
+    /// batch normalisation therefore adds each batch's mean and variance to the gradient
+    /// value (which the trainer sums over its threads), and this method applies the momentum
+    /// update once per step.
+    fn update_buffers(&mut self, stats: &Self) {
+        let _ = stats;
+    }
+
     /// Draws fresh random parameters (see each layer for the scheme; biases start at zero).
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R);
 
@@ -85,10 +143,35 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
         (0..Self::PARAM_TENSORS).map(|i| self.param(i).len()).sum()
     }
 
-    /// Sets every parameter to zero (used on gradient buffers before a mini-batch).
+    /// Sets every parameter, buffer and counter to zero (used on gradient values before a
+    /// mini-batch: their buffer slots gather batch statistics).
     fn zero_params(&mut self) {
         for i in 0..Self::PARAM_TENSORS {
             self.param_mut(i).fill(Self::Scalar::zero());
+        }
+        for i in 0..Self::BUFFER_TENSORS {
+            self.buffer_mut(i).fill(Self::Scalar::zero());
+        }
+        for i in 0..Self::COUNTERS {
+            *self.counter_mut(i) = 0;
+        }
+    }
+
+    /// Adds every parameter, buffer and counter of `other` to `self` (the sum of two
+    /// gradient values, for instance two threads' parts of a batch).
+    fn add_grads(&mut self, other: &Self) {
+        for i in 0..Self::PARAM_TENSORS {
+            for (s, &o) in self.param_mut(i).iter_mut().zip(other.param(i)) {
+                *s = *s + o;
+            }
+        }
+        for i in 0..Self::BUFFER_TENSORS {
+            for (s, &o) in self.buffer_mut(i).iter_mut().zip(other.buffer(i)) {
+                *s = *s + o;
+            }
+        }
+        for i in 0..Self::COUNTERS {
+            *self.counter_mut(i) += other.counter(i);
         }
     }
 }
@@ -98,6 +181,13 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
 #[track_caller]
 pub(crate) fn no_such_param(layer: &str, i: usize) -> ! {
     panic!("{layer} has no parameter tensor {i}")
+}
+
+/// Panics with a clear message on a buffer or counter index that does not exist.
+#[cold]
+#[track_caller]
+pub(crate) fn no_such_tensor(kind: &str, i: usize) -> ! {
+    panic!("this layer has no {kind} {i}")
 }
 
 /// He (Kaiming) uniform initialisation, suited to layers followed by ReLU: every value drawn

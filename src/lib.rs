@@ -63,9 +63,11 @@ pub struct ReadmeDoctests;
 #[cfg(feature = "std")]
 pub mod augment;
 pub mod batch;
+pub mod batchnorm2d;
 pub mod chain;
 pub mod classifier;
 pub mod conv2d;
+pub mod dropout;
 pub mod flatten;
 pub mod fused;
 pub mod lanes;
@@ -78,6 +80,7 @@ pub mod loss;
 pub mod maxpool2d;
 #[cfg(feature = "std")]
 pub mod mnist;
+pub mod mode;
 pub mod optim;
 #[cfg(feature = "safetensors")]
 pub mod pytorch;
@@ -100,8 +103,10 @@ pub mod weights;
 pub mod zeroed;
 
 pub use batch::{BatchChainWorkspace, BatchLayer};
+pub use batchnorm2d::{BatchNorm2d, BatchNormWorkspace};
 pub use chain::{Chain, ChainWorkspace};
 pub use conv2d::Conv2d;
+pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use fused::SgdLayer;
 pub use lanes::{BlockOrder, LANES, LaneLayer, Lanes, from_lanes, to_lanes};
@@ -110,6 +115,7 @@ pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;
 pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot, softmax_loss};
 pub use maxpool2d::MaxPool2d;
+pub use mode::{Eval, Mode, Pass, Train};
 pub use optim::{Optimizer, OptimizerState, Schedule, Sgd};
 pub use relu::Relu;
 pub use scalar::Scalar;

@@ -25,13 +25,16 @@ pub struct Sgd<T> {
 }
 
 impl<T: Scalar> Sgd<T> {
-    /// Applies one update to every parameter of `net` from `grads` (same network type).
+    /// Applies one update to every parameter of `net` from `grads` (same network type), then
+    /// lets the layers with buffers fold in the batch statistics `grads` gathered
+    /// ([`Layer::update_buffers`]).
     pub fn step<L: Layer<Scalar = T>>(&self, net: &mut L, grads: &L) {
         for i in 0..L::PARAM_TENSORS {
             for (w, &g) in net.param_mut(i).iter_mut().zip(grads.param(i)) {
                 *w = *w - self.lr * g;
             }
         }
+        net.update_buffers(grads);
     }
 }
 
@@ -91,7 +94,9 @@ pub struct OptimizerState<L> {
 
 impl<L: Layer> OptimizerState<L> {
     /// Updates `net` from the gradient sum `grads` of a mini-batch: the gradient used is
-    /// `grads · scale` (pass `1 / batch size` to average), with learning rate `lr`.
+    /// `grads · scale` (pass `1 / batch size` to average), with learning rate `lr`. Then
+    /// the layers with buffers fold in the batch statistics `grads` gathered
+    /// ([`Layer::update_buffers`]).
     pub fn step(&mut self, opt: &Optimizer, lr: f64, scale: f64, net: &mut L, grads: &L) {
         self.steps += 1;
         let s = L::Scalar::from_f64;
@@ -173,6 +178,7 @@ impl<L: Layer> OptimizerState<L> {
                 }
             }
         }
+        net.update_buffers(grads);
     }
 }
 

@@ -376,7 +376,7 @@ where
             }
             let (first, rest) = self.workers.split_first_mut().expect("at least one worker");
             for w in rest.iter() {
-                add_params(&mut *first.grads, &*w.grads);
+                first.grads.add_grads(&w.grads);
             }
             let scale = 1.0 / indices.len() as f64;
             self.state
@@ -463,13 +463,4 @@ where
         }
     }
     e
-}
-
-/// Adds every parameter of `other` to `sum`.
-fn add_params<L: Layer>(sum: &mut L, other: &L) {
-    for i in 0..L::PARAM_TENSORS {
-        for (s, &o) in sum.param_mut(i).iter_mut().zip(other.param(i)) {
-            *s = *s + o;
-        }
-    }
 }

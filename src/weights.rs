@@ -108,6 +108,21 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Describe for Linear<T, IN, OU
     }
 }
 
+impl<T: Scalar, const C: usize, const H: usize, const W: usize> Describe
+    for crate::BatchNorm2d<T, C, H, W>
+{
+    /// `eps` and `momentum` are values of the network's definition, not of its weights.
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "BatchNorm2d({C},{H},{W})")
+    }
+}
+
+impl<X: Tensor> Describe for crate::Dropout<X> {
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "Dropout({})", X::LEN)
+    }
+}
+
 impl<T: Scalar, const N: usize> Describe for Softmax<T, N> {
     fn describe(out: &mut dyn Write) -> fmt::Result {
         write!(out, "Softmax({N})")
@@ -179,10 +194,11 @@ pub enum WeightsError {
     },
     /// The reserved header bytes are not zero.
     BadHeader,
-    /// A parameter is NaN or infinite (the checksum matched: the network it was saved from
-    /// had diverged).
+    /// A parameter or buffer is NaN or infinite (the checksum matched: the network it was
+    /// saved from had diverged).
     NonFinite {
-        /// Which parameter tensor ([`Layer::param`] order).
+        /// Which tensor: [`Layer::param`] order, then the [`Layer::buffer`]s numbered after
+        /// the parameters.
         tensor: usize,
         /// Index within that tensor.
         index: usize,
@@ -225,7 +241,7 @@ impl fmt::Display for WeightsError {
             Self::BadHeader => f.write_str("weights header has non-zero reserved bytes"),
             Self::NonFinite { tensor, index } => write!(
                 f,
-                "weights hold a NaN or infinite value (parameter tensor {tensor}, index {index}): \
+                "weights hold a NaN or infinite value (tensor {tensor}, index {index}): \
                  they come from a network that diverged"
             ),
         }
@@ -398,6 +414,7 @@ pub fn load_weights<L: Layer + Describe>(net: &mut L, bytes: &[u8]) -> Result<()
     let params_at = padded(HEADER + d);
     let needed = params_at
         .saturating_add(p.saturating_mul(width))
+        .saturating_add(buffers_len(net))
         .saturating_add(4);
     let count = net.param_count();
     if p != count {
@@ -425,8 +442,8 @@ pub fn load_weights<L: Layer + Describe>(net: &mut L, bytes: &[u8]) -> Result<()
     }
     // Every value is checked before any is written: `net` is unchanged on error.
     let mut at = params_at;
-    for tensor in 0..L::PARAM_TENSORS {
-        for index in 0..net.param(tensor).len() {
+    for tensor in 0..L::PARAM_TENSORS + L::BUFFER_TENSORS {
+        for index in 0..scalars(net, tensor).len() {
             if !read_scalar::<L::Scalar>(&bytes[at..at + width])
                 .to_f64()
                 .is_finite()
@@ -437,13 +454,40 @@ pub fn load_weights<L: Layer + Describe>(net: &mut L, bytes: &[u8]) -> Result<()
         }
     }
     let mut at = params_at;
-    for i in 0..L::PARAM_TENSORS {
-        for w in net.param_mut(i) {
+    for i in 0..L::PARAM_TENSORS + L::BUFFER_TENSORS {
+        let values = if i < L::PARAM_TENSORS {
+            net.param_mut(i)
+        } else {
+            net.buffer_mut(i - L::PARAM_TENSORS)
+        };
+        for w in values {
             *w = read_scalar(&bytes[at..at + width]);
             at += width;
         }
     }
+    for i in 0..L::COUNTERS {
+        let b: [u8; 8] = bytes[at..at + 8].try_into().expect("8 bytes");
+        *net.counter_mut(i) = u64::from_le_bytes(b);
+        at += 8;
+    }
     Ok(())
+}
+
+/// Parameter tensor `tensor`, or buffer `tensor − PARAM_TENSORS` after the parameters: the
+/// order in which a weights file stores them.
+fn scalars<L: Layer>(net: &L, tensor: usize) -> &[L::Scalar] {
+    if tensor < L::PARAM_TENSORS {
+        net.param(tensor)
+    } else {
+        net.buffer(tensor - L::PARAM_TENSORS)
+    }
+}
+
+/// The bytes a file spends on `net`'s buffers and counters (after its parameters; none for a
+/// network without batch normalisation, whose files are as before).
+fn buffers_len<L: Layer>(net: &L) -> usize {
+    let scalars: usize = (0..L::BUFFER_TENSORS).map(|i| net.buffer(i).len()).sum();
+    scalars * core::mem::size_of::<L::Scalar>() + L::COUNTERS * 8
 }
 
 fn read_scalar<T: Scalar>(b: &[u8]) -> T {
@@ -460,14 +504,16 @@ fn read_scalar<T: Scalar>(b: &[u8]) -> T {
 pub fn weights_len<L: Layer + Describe>(net: &L) -> usize {
     padded(HEADER + descriptor_len::<L>())
         + net.param_count() * core::mem::size_of::<L::Scalar>()
+        + buffers_len(net)
         + 4
 }
 
-/// The first parameter of `net` that is NaN or infinite, as ([`Layer::param`] tensor, index).
+/// The first parameter or buffer of `net` that is NaN or infinite, as (tensor, index):
+/// [`Layer::param`] tensors first, then [`Layer::buffer`]s numbered after them.
 #[cfg(feature = "alloc")]
 fn first_non_finite<L: Layer>(net: &L) -> Option<(usize, usize)> {
-    (0..L::PARAM_TENSORS).find_map(|tensor| {
-        net.param(tensor)
+    (0..L::PARAM_TENSORS + L::BUFFER_TENSORS).find_map(|tensor| {
+        scalars(net, tensor)
             .iter()
             .position(|w| !w.to_f64().is_finite())
             .map(|index| (tensor, index))
@@ -505,14 +551,17 @@ pub fn save_weights<L: Layer + Describe>(net: &L) -> Result<Vec<u8>, WeightsErro
     out.extend_from_slice(&(count as u32).to_le_bytes());
     out.extend_from_slice(desc.as_bytes());
     out.resize(params_at, 0);
-    for i in 0..L::PARAM_TENSORS {
-        for &w in net.param(i) {
+    for i in 0..L::PARAM_TENSORS + L::BUFFER_TENSORS {
+        for &w in scalars(net, i) {
             if width == 4 {
                 out.extend_from_slice(&(w.to_f64() as f32).to_le_bytes());
             } else {
                 out.extend_from_slice(&w.to_f64().to_le_bytes());
             }
         }
+    }
+    for i in 0..L::COUNTERS {
+        out.extend_from_slice(&net.counter(i).to_le_bytes());
     }
     let crc = crc32(&out);
     out.extend_from_slice(&crc.to_le_bytes());

@@ -11,6 +11,7 @@ mod gradients;
 mod lanes;
 mod mnist_data;
 mod no_alloc;
+mod norm;
 mod pytorch_golden;
 mod pytorch_trained;
 mod stack;

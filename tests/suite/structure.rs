@@ -21,6 +21,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "layer",
             "shape",
             "shape_errors",
+            "mode",
         ],
     ),
     ("kernels", &["simd"]),
@@ -30,6 +31,8 @@ const LEVELS: &[(&str, &[&str])] = &[
         &[
             "conv2d",
             "maxpool2d",
+            "dropout",
+            "batchnorm2d",
             "relu",
             "flatten",
             "linear",

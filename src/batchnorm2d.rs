@@ -1,0 +1,621 @@
+//! Batch normalisation over the channels of feature maps (Ioffe & Szegedy 2015), as
+//! PyTorch's `nn.BatchNorm2d`.
+
+use core::marker::PhantomData;
+
+use rand::Rng;
+
+use crate::batch::BatchLayer;
+use crate::layer::{Layer, no_such_param, no_such_tensor};
+use crate::mode::{Mode, Pass, Train};
+use crate::scalar::Scalar;
+use crate::tensor::Maps;
+
+/// `y = (x − m) / √(v + eps) · weight + bias` per channel of `C` maps of `H`×`W`.
+///
+/// * **Training** ([`BatchLayer::forward_batch_in`] with a [`Pass<Train>`]): `m` and `v` are
+///   the mean and the biased variance of the channel's `N·H·W` values in the batch, and the
+///   gradient flows through them. This needs the whole batch, and a batch of at least 2: a
+///   training pass over one sample does not compile.
+/// * **Evaluation** ([`Layer::infer`], [`BatchLayer::infer_batch`], or any pass with a
+///   [`Pass<Eval>`](crate::Pass::eval)): `m` and `v` are the running statistics, and the
+///   layer is a per-channel affine map (which a backward pass may follow).
+///
+/// Parameters `weight`, `bias`; buffers `running_mean`, `running_var` and the counter
+/// `num_batches_tracked`, named as PyTorch names them. `eps` and `momentum` are values, not
+/// parameters.
+///
+/// **Running statistics.** A training pass reads the network by shared reference (threads
+/// share it), so it cannot move the running statistics itself. Instead the training backward
+/// pass adds the batch's mean and unbiased variance to the buffer slots of the gradient
+/// value, and counts the batch in its counter; the optimizer step then calls
+/// [`Layer::update_buffers`], which moves the running statistics by `momentum` towards the
+/// mean of the batches counted and adds 1 to `num_batches_tracked`. For one batch per step
+/// this is PyTorch's update exactly: `running ← (1 − momentum)·running + momentum·batch`, with
+/// the unbiased variance `v·n/(n − 1)`. When a step's batch is split over threads or micro-
+/// batches, each part is normalised with its own statistics (as PyTorch's `DataParallel`
+/// does) and the running statistics move towards their mean.
+///
+/// ```
+/// use constnet::{BatchLayer, BatchNorm2d, Layer, Pass, Sgd, zeroed_box};
+/// use rand::SeedableRng;
+///
+/// let mut bn = BatchNorm2d::<f64, 1, 1, 2>::new(1e-5, 0.1);
+/// bn.init(&mut rand::rngs::StdRng::seed_from_u64(0)); // weight 1, bias 0, mean 0, var 1
+/// let x = [[[[1.0, 3.0]]], [[[5.0, 7.0]]]]; // a batch of 2, one channel of 1×2
+/// let mut y = [[[[0.0; 2]]]; 2];
+/// let mut ws = zeroed_box::<<BatchNorm2d<f64, 1, 1, 2> as BatchLayer<2>>::BatchWorkspace>();
+/// bn.forward_batch_in(&Pass::train(0, 0), &x, &mut y, &mut ws);
+/// // Mean 4, biased variance 5: y = (x − 4) / √5.
+/// assert!((y[1][0][0][1] - 3.0 / 5f64.sqrt()).abs() < 1e-5);
+///
+/// let mut grads = zeroed_box::<BatchNorm2d<f64, 1, 1, 2>>();
+/// bn.backward_batch(&x, &mut ws, &[[[[1.0, 0.0]]]; 2], None, &mut grads);
+/// Sgd { lr: 0.0 }.step(&mut bn, &grads); // moves the running statistics
+/// assert!((bn.running_mean[0] - 0.4).abs() < 1e-12); // 0.9·0 + 0.1·4
+/// assert!((bn.running_var[0] - (0.9 + 0.1 * 20.0 / 3.0)).abs() < 1e-12); // unbiased: 20/3
+/// assert_eq!(bn.num_batches_tracked, 1);
+/// ```
+///
+/// **Checked at compile time.** A training pass over a batch of one sample does not build
+/// (`cargo build`, `cargo test`: the check is evaluated where the pass is instantiated):
+/// ```compile_fail
+/// use constnet::{BatchLayer, BatchNorm2d, Pass, zeroed_box};
+/// let bn = BatchNorm2d::<f32, 4, 2, 2>::new(1e-5, 0.1);
+/// let x = [[[[0.5f32; 2]; 2]; 4]; 1];
+/// let mut y = x;
+/// bn.forward_batch_in(&Pass::train(0, 0), &x, &mut y, &mut zeroed_box());
+/// ```
+/// ```
+/// use constnet::{BatchLayer, BatchNorm2d, Pass, zeroed_box};
+/// let bn = BatchNorm2d::<f32, 4, 2, 2>::new(1e-5, 0.1);
+/// let x = [[[[0.5f32; 2]; 2]; 4]; 2];
+/// let mut y = x;
+/// bn.forward_batch_in(&Pass::train(0, 0), &x, &mut y, &mut zeroed_box());
+/// ```
+/// The build says `BatchNorm2d: a training pass needs a batch of N ≥ 2 samples …`. Nor does a
+/// single-sample training pass ([`Layer::forward`]) of a network with batch normalisation;
+/// its evaluation pass does:
+/// ```compile_fail
+/// use constnet::{BatchNorm2d, Layer, Pass};
+/// let bn = BatchNorm2d::<f64, 1, 1, 2>::new(1e-5, 0.1);
+/// let mut y = [[[0.0; 2]]];
+/// bn.forward_in(&Pass::train(0, 0), &[[[1.0, 2.0]]], &mut y, &mut ());
+/// ```
+/// ```
+/// use constnet::{BatchNorm2d, Layer, Pass};
+/// let bn = BatchNorm2d::<f64, 1, 1, 2>::new(1e-5, 0.1);
+/// let mut y = [[[0.0; 2]]];
+/// bn.forward_in(&Pass::eval(), &[[[1.0, 2.0]]], &mut y, &mut ());
+/// ```
+/// Its channels must be those of the layer before it:
+/// ```compile_fail
+/// use constnet::{sequential, BatchNorm2d, Conv2d, Layer};
+/// type Net = sequential![Conv2d<f32, 3, 8, 3, 1, 1, 6, 6, 6, 6>, BatchNorm2d<f32, 6, 6, 6>];
+/// const _: () = <Net as Layer>::CHECK;
+/// ```
+/// ```
+/// use constnet::{sequential, BatchNorm2d, Conv2d, Layer};
+/// type Net = sequential![Conv2d<f32, 3, 8, 3, 1, 1, 6, 6, 6, 6>, BatchNorm2d<f32, 8, 6, 6>];
+/// const _: () = <Net as Layer>::CHECK;
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNorm2d<T, const C: usize, const H: usize, const W: usize> {
+    /// Scale γ per channel (PyTorch `weight`).
+    pub weight: [T; C],
+    /// Shift β per channel (PyTorch `bias`).
+    pub bias: [T; C],
+    /// Running mean per channel (a buffer).
+    pub running_mean: [T; C],
+    /// Running unbiased variance per channel (a buffer).
+    pub running_var: [T; C],
+    /// How many training steps moved the running statistics (a counter, `i64` in PyTorch).
+    pub num_batches_tracked: u64,
+    /// Added to the variance before its square root (PyTorch's default 1e-5; GoogLeNet's
+    /// BasicConv2d uses 1e-3).
+    pub eps: T,
+    /// How far one step moves the running statistics (PyTorch's default 0.1).
+    pub momentum: T,
+    maps: PhantomData<[[T; W]; H]>,
+}
+
+/// What a batched pass keeps for its backward pass: the mode it ran in and each channel's
+/// mean, `1/√(v + eps)` and biased variance.
+#[derive(Debug)]
+pub struct BatchNormWorkspace<T, const C: usize> {
+    /// Whether the latest forward pass was a training pass.
+    pub train: bool,
+    /// The mean it normalised with.
+    pub mean: [T; C],
+    /// `1 / √(v + eps)` it normalised with.
+    pub inv_std: [T; C],
+    /// The batch's biased variance (training passes only).
+    pub var: [T; C],
+}
+
+/// Evaluated when a training pass over `N` samples is compiled: batch statistics need
+/// `N ≥ 2`.
+struct TrainingBatch<L, M, const N: usize>(PhantomData<(L, M)>);
+
+impl<L, M: Mode, const N: usize> TrainingBatch<L, M, N> {
+    const OK: () = assert!(
+        !M::TRAIN || N >= 2,
+        "BatchNorm2d: a training pass needs a batch of N ≥ 2 samples (the statistics of one sample are the sample itself); evaluate single samples with `infer` or `Pass::eval()`"
+    );
+}
+
+impl<T: Scalar, const C: usize, const H: usize, const W: usize> BatchNorm2d<T, C, H, W> {
+    /// A layer with PyTorch's initial values (weight 1, bias 0, running mean 0, running
+    /// variance 1) and the given `eps` and `momentum`.
+    pub fn new(eps: f64, momentum: f64) -> Self {
+        let mut bn = <Self as crate::zeroed::Zeroable>::zeroed();
+        (bn.eps, bn.momentum) = (T::from_f64(eps), T::from_f64(momentum));
+        bn.reset();
+        bn
+    }
+
+    /// PyTorch's `reset_parameters`: weight 1, bias 0, running mean 0, running variance 1,
+    /// count 0. `eps` and `momentum` are kept.
+    pub fn reset(&mut self) {
+        self.weight = [T::one(); C];
+        self.bias = [T::zero(); C];
+        self.running_mean = [T::zero(); C];
+        self.running_var = [T::one(); C];
+        self.num_batches_tracked = 0;
+    }
+
+    /// The evaluation-mode affine map of channel `c`: `y = x·scale + shift`.
+    fn eval_affine(&self, c: usize) -> (T, T, T) {
+        let inv_std = T::one() / (self.running_var[c] + self.eps).sqrt();
+        (self.running_mean[c], inv_std, self.weight[c] * inv_std)
+    }
+
+    fn affine(&self, c: usize, mean: T, inv_std: T, x: &[[T; W]; H], y: &mut [[T; W]; H]) {
+        let scale = self.weight[c] * inv_std;
+        for (y, &x) in y.as_flattened_mut().iter_mut().zip(x.as_flattened()) {
+            *y = (x - mean) * scale + self.bias[c];
+        }
+    }
+
+    /// Adds channel `c`'s parameter gradients for one sample and writes its input gradient
+    /// for a pass that normalised with fixed `mean` and `inv_std` (evaluation), or with the
+    /// batch's statistics, whose gradient terms `mean_g` = mean(g) and `mean_gx` =
+    /// mean(g·x̂) are given.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_channel(
+        &self,
+        c: usize,
+        (mean, inv_std): (T, T),
+        batch_terms: Option<(T, T)>,
+        x: &[[T; W]; H],
+        g: &[[T; W]; H],
+        gi: Option<&mut [[T; W]; H]>,
+        grads: &mut Self,
+    ) {
+        let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
+        for (&x, &g) in x.as_flattened().iter().zip(g.as_flattened()) {
+            sum_g = sum_g + g;
+            sum_gx = sum_gx + g * (x - mean) * inv_std;
+        }
+        grads.bias[c] = grads.bias[c] + sum_g;
+        grads.weight[c] = grads.weight[c] + sum_gx;
+        let Some(gi) = gi else { return };
+        let scale = self.weight[c] * inv_std;
+        let flat = gi.as_flattened_mut().iter_mut();
+        match batch_terms {
+            None => {
+                for (gi, &g) in flat.zip(g.as_flattened()) {
+                    *gi = g * scale;
+                }
+            }
+            Some((mean_g, mean_gx)) => {
+                for ((gi, &g), &x) in flat.zip(g.as_flattened()).zip(x.as_flattened()) {
+                    *gi = scale * (g - mean_g - (x - mean) * inv_std * mean_gx);
+                }
+            }
+        }
+    }
+}
+
+impl<T: Scalar, const C: usize, const H: usize, const W: usize> Layer for BatchNorm2d<T, C, H, W> {
+    type Scalar = T;
+    type Input = Maps<T, C, H, W>;
+    type Output = Maps<T, C, H, W>;
+    type Workspace = ();
+    const CHECK: () = ();
+    const PARAM_TENSORS: usize = 2;
+    const BUFFER_TENSORS: usize = 2;
+    const COUNTERS: usize = 1;
+
+    /// A training pass over one sample, which does not compile: see [`TrainingBatch`].
+    fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut ()) {
+        self.forward_in(&Pass::<Train>::DEFAULT, input, output, ws);
+    }
+
+    /// Evaluation only: a training pass over one sample does not compile.
+    fn forward_in<M: Mode>(
+        &self,
+        _pass: &Pass<M>,
+        x: &Self::Input,
+        y: &mut Self::Output,
+        _: &mut (),
+    ) {
+        let () = TrainingBatch::<Self, M, 1>::OK;
+        self.infer(x, y, &mut ());
+    }
+
+    fn infer(&self, input: &Self::Input, output: &mut Self::Output, _ws: &mut ()) {
+        for c in 0..C {
+            let (mean, inv_std, _) = self.eval_affine(c);
+            self.affine(c, mean, inv_std, &input[c], &mut output[c]);
+        }
+    }
+
+    /// The backward pass of an evaluation pass (the only per-sample forward pass there is).
+    fn backward(
+        &self,
+        input: &Self::Input,
+        _ws: &mut (),
+        grad_output: &Self::Output,
+        mut grad_input: Option<&mut Self::Input>,
+        grads: &mut Self,
+    ) {
+        for c in 0..C {
+            let (mean, inv_std, _) = self.eval_affine(c);
+            let gi = grad_input.as_deref_mut().map(|gi| &mut gi[c]);
+            self.backward_channel(
+                c,
+                (mean, inv_std),
+                None,
+                &input[c],
+                &grad_output[c],
+                gi,
+                grads,
+            );
+        }
+    }
+
+    fn param(&self, i: usize) -> &[T] {
+        match i {
+            0 => &self.weight,
+            1 => &self.bias,
+            _ => no_such_param("BatchNorm2d", i),
+        }
+    }
+
+    fn param_mut(&mut self, i: usize) -> &mut [T] {
+        match i {
+            0 => &mut self.weight,
+            1 => &mut self.bias,
+            _ => no_such_param("BatchNorm2d", i),
+        }
+    }
+
+    fn buffer(&self, i: usize) -> &[T] {
+        match i {
+            0 => &self.running_mean,
+            1 => &self.running_var,
+            _ => no_such_tensor("buffer", i),
+        }
+    }
+
+    fn buffer_mut(&mut self, i: usize) -> &mut [T] {
+        match i {
+            0 => &mut self.running_mean,
+            1 => &mut self.running_var,
+            _ => no_such_tensor("buffer", i),
+        }
+    }
+
+    fn counter(&self, i: usize) -> u64 {
+        match i {
+            0 => self.num_batches_tracked,
+            _ => no_such_tensor("counter", i),
+        }
+    }
+
+    fn counter_mut(&mut self, i: usize) -> &mut u64 {
+        match i {
+            0 => &mut self.num_batches_tracked,
+            _ => no_such_tensor("counter", i),
+        }
+    }
+
+    fn update_buffers(&mut self, stats: &Self) {
+        let batches = stats.num_batches_tracked;
+        if batches == 0 {
+            return;
+        }
+        let k = T::from_f64(batches as f64);
+        let m = self.momentum;
+        for c in 0..C {
+            let (mean, var) = (stats.running_mean[c] / k, stats.running_var[c] / k);
+            self.running_mean[c] = (T::one() - m) * self.running_mean[c] + m * mean;
+            self.running_var[c] = (T::one() - m) * self.running_var[c] + m * var;
+        }
+        self.num_batches_tracked += 1;
+    }
+
+    /// PyTorch's initial values ([`BatchNorm2d::reset`]; nothing is random). A zeroed
+    /// layer's `eps` and `momentum` of 0 become PyTorch's defaults, 1e-5 and 0.1; values set
+    /// before are kept.
+    fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {
+        if self.eps == T::zero() {
+            self.eps = T::from_f64(1e-5);
+        }
+        if self.momentum == T::zero() {
+            self.momentum = T::from_f64(0.1);
+        }
+        self.reset();
+    }
+}
+
+impl<T: Scalar, const C: usize, const H: usize, const W: usize, const N: usize> BatchLayer<N>
+    for BatchNorm2d<T, C, H, W>
+{
+    type BatchWorkspace = BatchNormWorkspace<T, C>;
+
+    /// Batch statistics need every sample before any output.
+    const WHOLE_BATCH: bool = true;
+
+    fn forward_batch(
+        &self,
+        x: &[Self::Input; N],
+        y: &mut [Self::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.forward_batch_in(&Pass::<Train>::DEFAULT, x, y, ws);
+    }
+
+    fn forward_batch_in<M: Mode>(
+        &self,
+        _pass: &Pass<M>,
+        x: &[Self::Input; N],
+        y: &mut [Self::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        let () = TrainingBatch::<Self, M, N>::OK;
+        ws.train = M::TRAIN;
+        let n = (N * H * W) as f64;
+        for c in 0..C {
+            if M::TRAIN {
+                // Two passes, summed in f64 so that f32 statistics over large maps stay exact
+                // to f32 precision.
+                let values = || x.iter().flat_map(|x| x[c].as_flattened());
+                let mean = values().map(|&v| Scalar::to_f64(v)).sum::<f64>() / n;
+                let var = values()
+                    .map(|&v| (Scalar::to_f64(v) - mean).powi(2))
+                    .sum::<f64>()
+                    / n;
+                ws.mean[c] = T::from_f64(mean);
+                ws.var[c] = T::from_f64(var);
+                ws.inv_std[c] = T::one() / (T::from_f64(var) + self.eps).sqrt();
+            } else {
+                (ws.mean[c], ws.inv_std[c], _) = self.eval_affine(c);
+            }
+            for (x, y) in x.iter().zip(y.iter_mut()) {
+                self.affine(c, ws.mean[c], ws.inv_std[c], &x[c], &mut y[c]);
+            }
+        }
+    }
+
+    fn infer_batch(
+        &self,
+        x: &[Self::Input; N],
+        y: &mut [Self::Output; N],
+        _ws: &mut Self::BatchWorkspace,
+    ) {
+        for (x, y) in x.iter().zip(y.iter_mut()) {
+            self.infer(x, y, &mut ());
+        }
+    }
+
+    fn backward_batch(
+        &self,
+        x: &[Self::Input; N],
+        ws: &mut Self::BatchWorkspace,
+        g: &[Self::Output; N],
+        mut grad_input: Option<&mut [Self::Input; N]>,
+        grads: &mut Self,
+    ) {
+        let n = T::from_f64((N * H * W) as f64);
+        for c in 0..C {
+            let (mean, inv_std) = (ws.mean[c], ws.inv_std[c]);
+            let terms = ws.train.then(|| {
+                let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
+                for (x, g) in x.iter().zip(g) {
+                    for (&x, &g) in x[c].as_flattened().iter().zip(g[c].as_flattened()) {
+                        sum_g = sum_g + g;
+                        sum_gx = sum_gx + g * (x - mean) * inv_std;
+                    }
+                }
+                (sum_g / n, sum_gx / n)
+            });
+            for s in 0..N {
+                let gi = grad_input.as_deref_mut().map(|gi| &mut gi[s][c]);
+                self.backward_channel(c, (mean, inv_std), terms, &x[s][c], &g[s][c], gi, grads);
+            }
+            if ws.train {
+                let unbiased = ws.var[c] * n / (n - T::one());
+                grads.running_mean[c] = grads.running_mean[c] + mean;
+                grads.running_var[c] = grads.running_var[c] + unbiased;
+            }
+        }
+        if ws.train {
+            grads.num_batches_tracked += 1;
+        }
+    }
+
+    /// Evaluation passes only: a chain runs batch normalisation on the whole batch
+    /// (`WHOLE_BATCH`), and in training one sample alone has no batch statistics.
+    ///
+    /// # Panics
+    /// In training mode.
+    fn forward_sample_in<M: Mode>(
+        &self,
+        _pass: &Pass<M>,
+        n: usize,
+        x: &Self::Input,
+        y: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        assert!(
+            !M::TRAIN,
+            "BatchNorm2d: a training pass runs on the whole batch, not sample by sample"
+        );
+        let _ = n;
+        ws.train = false;
+        for c in 0..C {
+            (ws.mean[c], ws.inv_std[c], _) = self.eval_affine(c);
+        }
+        self.infer(x, y, &mut ());
+    }
+
+    /// See [`BatchLayer::forward_sample_in`]: evaluation only.
+    fn forward_sample(
+        &self,
+        n: usize,
+        x: &Self::Input,
+        y: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        BatchLayer::<N>::forward_sample_in(self, &Pass::<crate::mode::Eval>::DEFAULT, n, x, y, ws);
+    }
+
+    fn infer_sample(
+        &self,
+        _n: usize,
+        x: &Self::Input,
+        y: &mut Self::Output,
+        _ws: &mut Self::BatchWorkspace,
+    ) {
+        self.infer(x, y, &mut ());
+    }
+
+    /// The backward pass of one sample after an evaluation pass.
+    ///
+    /// # Panics
+    /// After a training pass, whose gradient needs the whole batch.
+    fn backward_sample(
+        &self,
+        _n: usize,
+        x: &Self::Input,
+        ws: &mut Self::BatchWorkspace,
+        g: &Self::Output,
+        grad_input: Option<&mut Self::Input>,
+        grads: &mut Self,
+    ) {
+        assert!(
+            !ws.train,
+            "BatchNorm2d: the backward pass of a training pass runs on the whole batch"
+        );
+        self.backward(x, &mut (), g, grad_input, grads);
+    }
+}
+
+crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize]
+    for BatchNorm2d [T, C, H, W] { weight, bias, running_mean, running_var, num_batches_tracked, eps, momentum, maps });
+crate::zeroable!(impl [T: Scalar, const C: usize] for BatchNormWorkspace [T, C] { train, mean, inv_std, var });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mode::Eval;
+    use crate::zeroed_box;
+
+    type Bn = BatchNorm2d<f64, 2, 2, 3>;
+
+    fn batch() -> [Maps<f64, 2, 2, 3>; 3] {
+        core::array::from_fn(|s| {
+            core::array::from_fn(|c| {
+                core::array::from_fn(|i| {
+                    core::array::from_fn(|j| ((s * 7 + c * 5 + i * 3 + j) % 11) as f64 - 4.0)
+                })
+            })
+        })
+    }
+
+    #[test]
+    fn training_normalises_each_channel_to_mean_zero_variance_one() {
+        let bn = Bn::new(0.0, 0.1);
+        let x = batch();
+        let mut y = [[[[0.0; 3]; 2]; 2]; 3];
+        let mut ws = zeroed_box::<BatchNormWorkspace<f64, 2>>();
+        bn.forward_batch_in(&Pass::train(0, 0), &x, &mut y, &mut ws);
+        for c in 0..2 {
+            let v: Vec<f64> = y
+                .iter()
+                .flat_map(|y| y[c].as_flattened().to_vec())
+                .collect();
+            let mean = v.iter().sum::<f64>() / 18.0;
+            let var = v.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 18.0;
+            assert!(
+                mean.abs() < 1e-12 && (var - 1.0).abs() < 1e-12,
+                "{mean} {var}"
+            );
+        }
+    }
+
+    #[test]
+    fn evaluation_uses_the_running_statistics_per_sample_and_in_batches() {
+        let mut bn = Bn::new(1e-5, 0.1);
+        (bn.running_mean, bn.running_var, bn.weight, bn.bias) =
+            ([1.0, -2.0], [4.0, 0.25], [2.0, 3.0], [0.5, 0.0]);
+        let x = batch();
+        let (mut y, mut yb) = ([[[0.0; 3]; 2]; 2], [[[[0.0; 3]; 2]; 2]; 3]);
+        bn.forward_in(&Pass::eval(), &x[1], &mut y, &mut ());
+        let expected = |c: usize, v: f64| {
+            (v - bn.running_mean[c]) / (bn.running_var[c] + 1e-5).sqrt() * bn.weight[c] + bn.bias[c]
+        };
+        assert_eq!(y[1][1][2], expected(1, x[1][1][1][2]));
+        bn.forward_batch_in(&Pass::<Eval>::DEFAULT, &x, &mut yb, &mut zeroed_box());
+        assert_eq!(yb[1], y);
+        bn.infer_batch(&x, &mut yb, &mut zeroed_box());
+        assert_eq!(yb[1], y);
+    }
+
+    #[test]
+    fn the_optimizer_step_moves_running_statistics_once_per_step() {
+        let mut bn = Bn::new(1e-5, 0.1);
+        let x = batch();
+        let mut y = [[[[0.0; 3]; 2]; 2]; 3];
+        let mut ws = zeroed_box::<BatchNormWorkspace<f64, 2>>();
+        let mut grads = zeroed_box::<Bn>();
+        // Two micro-batches in one step: the running statistics move towards their mean.
+        for _ in 0..2 {
+            bn.forward_batch_in(&Pass::train(0, 0), &x, &mut y, &mut ws);
+            bn.backward_batch(&x, &mut ws, &y, None, &mut grads);
+        }
+        assert_eq!(grads.num_batches_tracked, 2);
+        let v: Vec<f64> = x
+            .iter()
+            .flat_map(|x| x[0].as_flattened().to_vec())
+            .collect();
+        let mean = v.iter().sum::<f64>() / 18.0;
+        let unbiased = v.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 17.0;
+        crate::optim::Sgd { lr: 0.0 }.step(&mut bn, &grads);
+        assert!((bn.running_mean[0] - 0.1 * mean).abs() < 1e-12);
+        assert!((bn.running_var[0] - (0.9 + 0.1 * unbiased)).abs() < 1e-12);
+        assert_eq!(bn.num_batches_tracked, 1);
+        // A step with no training pass leaves them alone.
+        let before = bn.clone();
+        grads.zero_params();
+        crate::optim::Sgd { lr: 0.0 }.step(&mut bn, &grads);
+        assert_eq!(bn, before);
+    }
+
+    #[test]
+    fn init_keeps_set_hyper_parameters_and_fills_in_zero_ones() {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+        let mut bn = zeroed_box::<BatchNorm2d<f32, 3, 1, 1>>();
+        bn.init(&mut rng);
+        assert_eq!(
+            (bn.eps, bn.momentum, bn.weight, bn.running_var),
+            (1e-5, 0.1, [1.0; 3], [1.0; 3])
+        );
+        bn.eps = 1e-3;
+        bn.running_mean = [5.0; 3];
+        bn.init(&mut rng);
+        assert_eq!((bn.eps, bn.running_mean), (1e-3, [0.0; 3]));
+    }
+}
