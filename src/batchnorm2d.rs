@@ -23,7 +23,8 @@ use crate::tensor::Maps;
 ///
 /// Parameters `weight`, `bias`; buffers `running_mean`, `running_var` and the counter
 /// `num_batches_tracked`, named as PyTorch names them. `eps` and `momentum` are values, not
-/// parameters.
+/// parameters. Build it with [`BatchNorm2d::new`] or [`Layer::init`]: a zeroed layer (before
+/// `init`) has `eps` and running variance 0, and divides by zero in evaluation.
 ///
 /// **Running statistics.** A training pass reads the network by shared reference (threads
 /// share it), so it cannot move the running statistics itself. Instead the training backward

@@ -82,6 +82,24 @@ impl<T: Scalar, const W: usize, const H: usize, const C: usize> Tensor for [[[T;
 /// `C` feature maps of `H`×`W`: the tensor a convolution reads and writes.
 pub type Maps<T, const C: usize, const H: usize, const W: usize> = [[[T; W]; H]; C];
 
+/// The channel count and map size of a [`Maps`] tensor, as constants, so that a layer can
+/// state rules between the shapes of other layers' outputs (a channel concatenation's
+/// channels are the sum of its branches').
+pub trait MapsShape: Tensor {
+    /// Channels.
+    const C: usize;
+    /// Height of each map.
+    const H: usize;
+    /// Width of each map.
+    const W: usize;
+}
+
+impl<T: Scalar, const W: usize, const H: usize, const C: usize> MapsShape for [[[T; W]; H]; C] {
+    const C: usize = C;
+    const H: usize = H;
+    const W: usize = W;
+}
+
 /// Index of the largest element (the first one on ties), or `None` if `values` is empty or
 /// holds a NaN: a NaN has no place in the order, so no element can be called the largest.
 /// (A softmax's probabilities are all NaN once any logit is NaN or two are infinite.)

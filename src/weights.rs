@@ -136,6 +136,41 @@ impl<Net: Describe> Describe for crate::Lanes<Net> {
     }
 }
 
+impl<X: Tensor> Describe for crate::Identity<X> {
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "Identity({})", X::LEN)
+    }
+}
+
+impl<F: Describe, S: Describe> Describe for crate::Residual<F, S> {
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        out.write_str("Residual(")?;
+        F::describe(out)?;
+        out.write_str(" + ")?;
+        S::describe(out)?;
+        out.write_str(")")
+    }
+}
+
+macro_rules! describe_concat {
+    ($first:ident $(, $b:ident)*) => {
+        impl<$first: Describe, $($b: Describe,)* Out: Tensor> Describe for crate::Concat<($first, $($b,)*), Out> {
+            fn describe(out: &mut dyn Write) -> fmt::Result {
+                out.write_str("Concat(")?;
+                $first::describe(out)?;
+                $(
+                    out.write_str(" | ")?;
+                    $b::describe(out)?;
+                )*
+                write!(out, " -> {})", Out::LEN)
+            }
+        }
+    };
+}
+describe_concat!(A, B);
+describe_concat!(A, B, C);
+describe_concat!(A, B, C, D);
+
 impl<A: Describe, B: Describe> Describe for Chain<A, B> {
     fn describe(out: &mut dyn Write) -> fmt::Result {
         A::describe(out)?;

@@ -53,6 +53,8 @@ unsafe impl Zeroable for () {}
 unsafe impl<T: ?Sized> Zeroable for core::marker::PhantomData<T> {}
 unsafe impl<Z: Zeroable, const N: usize> Zeroable for [Z; N] {}
 unsafe impl<A: Zeroable, B: Zeroable> Zeroable for (A, B) {}
+unsafe impl<A: Zeroable, B: Zeroable, C: Zeroable> Zeroable for (A, B, C) {}
+unsafe impl<A: Zeroable, B: Zeroable, C: Zeroable, D: Zeroable> Zeroable for (A, B, C, D) {}
 
 /// Implements [`Zeroable`] for a struct of the crate, in the struct's own file, after proving
 /// at compile time that it holds: the struct pattern the macro writes must name every field

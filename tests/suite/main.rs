@@ -6,6 +6,7 @@
 
 #[cfg(feature = "cli")]
 mod cli;
+mod compose;
 mod fast_paths;
 mod gradients;
 mod lanes;

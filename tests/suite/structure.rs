@@ -25,7 +25,10 @@ const LEVELS: &[(&str, &[&str])] = &[
         ],
     ),
     ("kernels", &["simd"]),
-    ("execution", &["chain", "batch", "lanes", "fused"]),
+    (
+        "execution",
+        &["chain", "batch", "lanes", "fused", "residual", "concat"],
+    ),
     (
         "layers",
         &[

@@ -1,0 +1,407 @@
+//! Parallel branches on one input, their maps stacked along the channels: GoogLeNet's
+//! Inception module, DenseNet's growing input.
+
+use core::marker::PhantomData;
+
+use rand::Rng;
+
+use crate::batch::BatchLayer;
+use crate::layer::{Layer, no_such_param, no_such_tensor};
+use crate::mode::{Mode, Pass, Train};
+use crate::tensor::{MapsShape, Tensor};
+
+/// The branches `B` (a tuple of 2, 3 or 4 layers) all read the same input; the output `Out`
+/// holds their maps one after the other along the channels (PyTorch's
+/// `torch.cat([b(x) for b in branches], 1)`). In CHW layout each branch's maps are one
+/// contiguous range of the output.
+///
+/// Checked at compile time: every branch reads the same tensor (a type error otherwise), and
+/// [`Layer::CHECK`] requires that `Out`'s channels are the sum of the branches' and that every
+/// branch gives maps of `Out`'s height and width. The gradient of the input is the sum of the
+/// branches' input gradients.
+///
+/// ```
+/// use constnet::{Concat, Conv2d, Layer, Maps, MaxPool2d, zeroed_box};
+/// // Three branches on 8 channels of 5×5: 1×1 conv to 4, 3×3 conv to 5, pool then 1×1 to 2.
+/// type Module = Concat<(
+///     Conv2d<f32, 8, 4, 1, 1, 0, 5, 5, 5, 5>,
+///     Conv2d<f32, 8, 5, 3, 1, 1, 5, 5, 5, 5>,
+///     constnet::Chain<MaxPool2d<f32, 8, 5, 5, 3, 1, 5, 5, 1, true>, Conv2d<f32, 8, 2, 1, 1, 0, 5, 5, 5, 5>>,
+/// ), Maps<f32, 11, 5, 5>>;
+/// const _: () = <Module as Layer>::CHECK;
+/// let mut module = zeroed_box::<Module>();
+/// module.branches.1.bias = [1.0; 5];
+/// let mut y = zeroed_box::<Maps<f32, 11, 5, 5>>();
+/// module.infer(&[[[0.0; 5]; 5]; 8], &mut y, &mut zeroed_box());
+/// assert_eq!((y[3][0][0], y[4][0][0], y[8][0][0], y[9][0][0]), (0.0, 1.0, 1.0, 0.0));
+/// ```
+///
+/// Channels that do not add up, or maps of another size, do not compile:
+/// ```compile_fail
+/// use constnet::{Concat, Conv2d, Layer, Maps};
+/// type Two = Concat<(Conv2d<f32, 8, 4, 1, 1, 0, 5, 5, 5, 5>, Conv2d<f32, 8, 5, 1, 1, 0, 5, 5, 5, 5>), Maps<f32, 10, 5, 5>>;
+/// const _: () = <Two as Layer>::CHECK;
+/// ```
+/// ```
+/// use constnet::{Concat, Conv2d, Layer, Maps};
+/// type Two = Concat<(Conv2d<f32, 8, 4, 1, 1, 0, 5, 5, 5, 5>, Conv2d<f32, 8, 5, 1, 1, 0, 5, 5, 5, 5>), Maps<f32, 9, 5, 5>>;
+/// const _: () = <Two as Layer>::CHECK;
+/// ```
+/// ```compile_fail
+/// use constnet::{Concat, Conv2d, Layer, Maps};
+/// // The second branch has stride 2: 3×3 maps next to 5×5 ones.
+/// type Two = Concat<(Conv2d<f32, 8, 4, 1, 1, 0, 5, 5, 5, 5>, Conv2d<f32, 8, 5, 1, 2, 0, 5, 5, 3, 3>), Maps<f32, 9, 5, 5>>;
+/// const _: () = <Two as Layer>::CHECK;
+/// ```
+/// ```
+/// use constnet::{Concat, Conv2d, Layer, Maps};
+/// type Two = Concat<(Conv2d<f32, 8, 4, 1, 1, 0, 5, 5, 5, 5>, Conv2d<f32, 8, 5, 1, 1, 0, 5, 5, 5, 5>), Maps<f32, 9, 5, 5>>;
+/// const _: () = <Two as Layer>::CHECK;
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Concat<B, Out> {
+    /// The branches, in output order.
+    pub branches: B,
+    out: PhantomData<Out>,
+}
+
+/// What one branch keeps: its workspace and its output (which carries its share of the
+/// output gradient during backward).
+pub struct Branch<W, Y> {
+    /// The branch's workspace.
+    pub ws: W,
+    /// The branch's output (per sample, or `[_; N]` in batches).
+    pub out: Y,
+}
+
+/// What a [`Concat`] keeps: one [`Branch`] per branch and room for an input gradient.
+pub struct ConcatWorkspace<B, G> {
+    /// The branches' workspaces and outputs, as a tuple.
+    pub branches: B,
+    /// A branch's input gradient before it is added to the others'.
+    pub grad: G,
+}
+
+fn add_to<T: crate::Scalar>(sum: &mut [T], other: &[T]) {
+    for (s, &o) in sum.iter_mut().zip(other) {
+        *s = *s + o;
+    }
+}
+
+macro_rules! concat {
+    ($($b:ident $i:tt),+) => {
+        impl<X, Out, $($b),+> Layer for Concat<($($b,)+), Out>
+        where
+            X: Tensor,
+            Out: MapsShape<Scalar = X::Scalar>,
+            $($b: Layer<Scalar = X::Scalar, Input = X>, $b::Output: MapsShape,)+
+        {
+            type Scalar = X::Scalar;
+            type Input = X;
+            type Output = Out;
+            type Workspace = ConcatWorkspace<($(Branch<$b::Workspace, $b::Output>,)+), X>;
+            const CHECK: () = {
+                $(let () = $b::CHECK;)+
+                assert!(
+                    0 $(+ <$b::Output as MapsShape>::C)+ == Out::C,
+                    "Concat: the output's channels must equal the sum of the branches' channels"
+                );
+                $(assert!(
+                    <$b::Output as MapsShape>::H == Out::H && <$b::Output as MapsShape>::W == Out::W,
+                    "Concat: every branch must give maps of the output's height and width"
+                );)+
+            };
+            const PARAM_TENSORS: usize = 0 $(+ $b::PARAM_TENSORS)+;
+            const BUFFER_TENSORS: usize = 0 $(+ $b::BUFFER_TENSORS)+;
+            const COUNTERS: usize = 0 $(+ $b::COUNTERS)+;
+
+            fn forward(&self, x: &X, y: &mut Out, ws: &mut Self::Workspace) {
+                self.forward_in(&Pass::<Train>::DEFAULT, x, y, ws);
+            }
+
+            fn forward_in<M: Mode>(&self, pass: &Pass<M>, x: &X, y: &mut Out, ws: &mut Self::Workspace) {
+                let mut at = 0;
+                $(
+                    let b = &mut ws.branches.$i;
+                    self.branches.$i.forward_in(pass, x, &mut b.out, &mut b.ws);
+                    let len = <$b::Output as Tensor>::LEN;
+                    y.flat_mut()[at..at + len].copy_from_slice(b.out.flat());
+                    at += len;
+                )+
+                let _ = at;
+            }
+
+            fn infer(&self, x: &X, y: &mut Out, ws: &mut Self::Workspace) {
+                let mut at = 0;
+                $(
+                    let b = &mut ws.branches.$i;
+                    self.branches.$i.infer(x, &mut b.out, &mut b.ws);
+                    let len = <$b::Output as Tensor>::LEN;
+                    y.flat_mut()[at..at + len].copy_from_slice(b.out.flat());
+                    at += len;
+                )+
+                let _ = at;
+            }
+
+            fn backward(
+                &self,
+                x: &X,
+                ws: &mut Self::Workspace,
+                g: &Out,
+                mut grad_input: Option<&mut X>,
+                grads: &mut Self,
+            ) {
+                let mut at = 0;
+                $(
+                    let b = &mut ws.branches.$i;
+                    let len = <$b::Output as Tensor>::LEN;
+                    b.out.flat_mut().copy_from_slice(&g.flat()[at..at + len]);
+                    at += len;
+                    let layer = &self.branches.$i;
+                    let branch_grads = &mut grads.branches.$i;
+                    match grad_input.as_deref_mut() {
+                        None => layer.backward(x, &mut b.ws, &b.out, None, branch_grads),
+                        Some(gi) if $i == 0 => layer.backward(x, &mut b.ws, &b.out, Some(gi), branch_grads),
+                        Some(gi) => {
+                            layer.backward(x, &mut b.ws, &b.out, Some(&mut ws.grad), branch_grads);
+                            add_to(gi.flat_mut(), ws.grad.flat());
+                        }
+                    }
+                )+
+                let _ = at;
+            }
+
+            fn param(&self, i: usize) -> &[X::Scalar] {
+                let mut i = i;
+                $(
+                    if i < $b::PARAM_TENSORS {
+                        return self.branches.$i.param(i);
+                    }
+                    i -= $b::PARAM_TENSORS;
+                )+
+                no_such_param("Concat", i)
+            }
+
+            fn param_mut(&mut self, i: usize) -> &mut [X::Scalar] {
+                let mut i = i;
+                $(
+                    if i < $b::PARAM_TENSORS {
+                        return self.branches.$i.param_mut(i);
+                    }
+                    i -= $b::PARAM_TENSORS;
+                )+
+                no_such_param("Concat", i)
+            }
+
+            fn buffer(&self, i: usize) -> &[X::Scalar] {
+                let mut i = i;
+                $(
+                    if i < $b::BUFFER_TENSORS {
+                        return self.branches.$i.buffer(i);
+                    }
+                    i -= $b::BUFFER_TENSORS;
+                )+
+                no_such_tensor("buffer", i)
+            }
+
+            fn buffer_mut(&mut self, i: usize) -> &mut [X::Scalar] {
+                let mut i = i;
+                $(
+                    if i < $b::BUFFER_TENSORS {
+                        return self.branches.$i.buffer_mut(i);
+                    }
+                    i -= $b::BUFFER_TENSORS;
+                )+
+                no_such_tensor("buffer", i)
+            }
+
+            fn counter(&self, i: usize) -> u64 {
+                let mut i = i;
+                $(
+                    if i < $b::COUNTERS {
+                        return self.branches.$i.counter(i);
+                    }
+                    i -= $b::COUNTERS;
+                )+
+                no_such_tensor("counter", i)
+            }
+
+            fn counter_mut(&mut self, i: usize) -> &mut u64 {
+                let mut i = i;
+                $(
+                    if i < $b::COUNTERS {
+                        return self.branches.$i.counter_mut(i);
+                    }
+                    i -= $b::COUNTERS;
+                )+
+                no_such_tensor("counter", i)
+            }
+
+            fn update_buffers(&mut self, stats: &Self) {
+                $(self.branches.$i.update_buffers(&stats.branches.$i);)+
+            }
+
+            fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
+                $(self.branches.$i.init(rng);)+
+            }
+        }
+
+        impl<X, Out, $($b),+, const N: usize> BatchLayer<N> for Concat<($($b,)+), Out>
+        where
+            X: Tensor,
+            Out: MapsShape<Scalar = X::Scalar>,
+            $($b: BatchLayer<N, Scalar = X::Scalar, Input = X>, $b::Output: MapsShape,)+
+        {
+            type BatchWorkspace = ConcatWorkspace<($(Branch<$b::BatchWorkspace, [$b::Output; N]>,)+), [X; N]>;
+            const WHOLE_BATCH: bool = false $(|| $b::WHOLE_BATCH)+;
+
+            fn forward_batch(&self, x: &[X; N], y: &mut [Out; N], ws: &mut Self::BatchWorkspace) {
+                self.forward_batch_in(&Pass::<Train>::DEFAULT, x, y, ws);
+            }
+
+            fn forward_batch_in<M: Mode>(
+                &self,
+                pass: &Pass<M>,
+                x: &[X; N],
+                y: &mut [Out; N],
+                ws: &mut Self::BatchWorkspace,
+            ) {
+                let mut at = 0;
+                $(
+                    let b = &mut ws.branches.$i;
+                    self.branches.$i.forward_batch_in(pass, x, &mut b.out, &mut b.ws);
+                    let len = <$b::Output as Tensor>::LEN;
+                    for (y, o) in y.iter_mut().zip(&b.out) {
+                        y.flat_mut()[at..at + len].copy_from_slice(o.flat());
+                    }
+                    at += len;
+                )+
+                let _ = at;
+            }
+
+            fn infer_batch(&self, x: &[X; N], y: &mut [Out; N], ws: &mut Self::BatchWorkspace) {
+                let mut at = 0;
+                $(
+                    let b = &mut ws.branches.$i;
+                    self.branches.$i.infer_batch(x, &mut b.out, &mut b.ws);
+                    let len = <$b::Output as Tensor>::LEN;
+                    for (y, o) in y.iter_mut().zip(&b.out) {
+                        y.flat_mut()[at..at + len].copy_from_slice(o.flat());
+                    }
+                    at += len;
+                )+
+                let _ = at;
+            }
+
+            fn backward_batch(
+                &self,
+                x: &[X; N],
+                ws: &mut Self::BatchWorkspace,
+                g: &[Out; N],
+                mut grad_input: Option<&mut [X; N]>,
+                grads: &mut Self,
+            ) {
+                let mut at = 0;
+                $(
+                    let b = &mut ws.branches.$i;
+                    let len = <$b::Output as Tensor>::LEN;
+                    for (o, g) in b.out.iter_mut().zip(g) {
+                        o.flat_mut().copy_from_slice(&g.flat()[at..at + len]);
+                    }
+                    at += len;
+                    let layer = &self.branches.$i;
+                    let branch_grads = &mut grads.branches.$i;
+                    match grad_input.as_deref_mut() {
+                        None => layer.backward_batch(x, &mut b.ws, &b.out, None, branch_grads),
+                        Some(gi) if $i == 0 => layer.backward_batch(x, &mut b.ws, &b.out, Some(gi), branch_grads),
+                        Some(gi) => {
+                            layer.backward_batch(x, &mut b.ws, &b.out, Some(&mut ws.grad), branch_grads);
+                            add_to(X::flat_slice_mut(gi), X::flat_slice(&ws.grad));
+                        }
+                    }
+                )+
+                let _ = at;
+            }
+
+            fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
+                $(self.branches.$i.prepare_forward(&mut ws.branches.$i.ws);)+
+            }
+
+            fn prepare_backward(&self, ws: &mut Self::BatchWorkspace) {
+                $(self.branches.$i.prepare_backward(&mut ws.branches.$i.ws);)+
+            }
+
+            fn forward_sample(&self, n: usize, x: &X, y: &mut Out, ws: &mut Self::BatchWorkspace) {
+                self.forward_sample_in(&Pass::<Train>::DEFAULT, n, x, y, ws);
+            }
+
+            fn forward_sample_in<M: Mode>(
+                &self,
+                pass: &Pass<M>,
+                n: usize,
+                x: &X,
+                y: &mut Out,
+                ws: &mut Self::BatchWorkspace,
+            ) {
+                let mut at = 0;
+                $(
+                    let b = &mut ws.branches.$i;
+                    self.branches.$i.forward_sample_in(pass, n, x, &mut b.out[n], &mut b.ws);
+                    let len = <$b::Output as Tensor>::LEN;
+                    y.flat_mut()[at..at + len].copy_from_slice(b.out[n].flat());
+                    at += len;
+                )+
+                let _ = at;
+            }
+
+            fn infer_sample(&self, n: usize, x: &X, y: &mut Out, ws: &mut Self::BatchWorkspace) {
+                let mut at = 0;
+                $(
+                    let b = &mut ws.branches.$i;
+                    self.branches.$i.infer_sample(n, x, &mut b.out[n], &mut b.ws);
+                    let len = <$b::Output as Tensor>::LEN;
+                    y.flat_mut()[at..at + len].copy_from_slice(b.out[n].flat());
+                    at += len;
+                )+
+                let _ = at;
+            }
+
+            fn backward_sample(
+                &self,
+                n: usize,
+                x: &X,
+                ws: &mut Self::BatchWorkspace,
+                g: &Out,
+                mut grad_input: Option<&mut X>,
+                grads: &mut Self,
+            ) {
+                let mut at = 0;
+                $(
+                    let b = &mut ws.branches.$i;
+                    let len = <$b::Output as Tensor>::LEN;
+                    b.out[n].flat_mut().copy_from_slice(&g.flat()[at..at + len]);
+                    at += len;
+                    let layer = &self.branches.$i;
+                    let branch_grads = &mut grads.branches.$i;
+                    match grad_input.as_deref_mut() {
+                        None => layer.backward_sample(n, x, &mut b.ws, &b.out[n], None, branch_grads),
+                        Some(gi) if $i == 0 => layer.backward_sample(n, x, &mut b.ws, &b.out[n], Some(gi), branch_grads),
+                        Some(gi) => {
+                            layer.backward_sample(n, x, &mut b.ws, &b.out[n], Some(&mut ws.grad[0]), branch_grads);
+                            add_to(gi.flat_mut(), ws.grad[0].flat());
+                        }
+                    }
+                )+
+                let _ = at;
+            }
+        }
+    };
+}
+
+concat!(A 0, B 1);
+concat!(A 0, B 1, C 2);
+concat!(A 0, B 1, C 2, D 3);
+
+crate::zeroable!(impl [B: crate::zeroed::Zeroable, Out] for Concat [B, Out] { branches, out });
+crate::zeroable!(impl [W: crate::zeroed::Zeroable, Y: crate::zeroed::Zeroable] for Branch [W, Y] { ws, out });
+crate::zeroable!(impl [B: crate::zeroed::Zeroable, G: crate::zeroed::Zeroable] for ConcatWorkspace [B, G] { branches, grad });

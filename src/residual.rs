@@ -1,0 +1,434 @@
+//! Residual connections (He et al. 2015): `y = F(x) + S(x)`, where the shortcut `S` is the
+//! identity or a projection.
+
+use core::marker::PhantomData;
+
+use rand::Rng;
+
+use crate::batch::BatchLayer;
+use crate::layer::{Layer, no_such_param};
+use crate::mode::{Mode, Pass, Train};
+use crate::tensor::Tensor;
+
+/// The identity map `y = x` over any tensor type: the shortcut of a residual block whose body
+/// keeps the shape, and the first branch of a DenseNet layer's concatenation.
+///
+/// ```
+/// use constnet::{Identity, Layer};
+/// let mut y = [0.0f32; 3];
+/// Identity::<[f32; 3]>::new().forward(&[1.0, -2.0, 3.0], &mut y, &mut ());
+/// assert_eq!(y, [1.0, -2.0, 3.0]);
+/// ```
+#[derive(Debug, Default, PartialEq)]
+pub struct Identity<X>(PhantomData<X>);
+
+impl<X> Identity<X> {
+    /// The identity (it has no parameters).
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<X> Clone for Identity<X> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<X> Copy for Identity<X> {}
+
+impl<X: Tensor> Layer for Identity<X> {
+    type Scalar = X::Scalar;
+    type Input = X;
+    type Output = X;
+    type Workspace = ();
+    const CHECK: () = ();
+    const PARAM_TENSORS: usize = 0;
+
+    fn forward(&self, input: &X, output: &mut X, _ws: &mut ()) {
+        *output = *input;
+    }
+
+    fn backward(&self, _x: &X, _ws: &mut (), g: &X, grad_input: Option<&mut X>, _: &mut Self) {
+        if let Some(gi) = grad_input {
+            *gi = *g;
+        }
+    }
+
+    fn param(&self, i: usize) -> &[X::Scalar] {
+        no_such_param("Identity", i)
+    }
+
+    fn param_mut(&mut self, i: usize) -> &mut [X::Scalar] {
+        no_such_param("Identity", i)
+    }
+
+    fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
+}
+
+crate::zeroable!(impl [X] for Identity [X] (_0));
+crate::batch::per_sample!(impl<X: Tensor> for Identity<X>);
+crate::fused::no_params!(impl<X: Tensor> for Identity<X>);
+
+/// `y = body(x) + shortcut(x)`: a residual block. Both read the same input and must write the
+/// same tensor type, or the block does not compile; with an [`Identity`] shortcut the body
+/// must keep its input's shape ([`Skip`]).
+///
+/// The activation after the add (ResNet's final ReLU) is the next layer of a chain. The
+/// gradient reaches the input along both paths and is summed.
+///
+/// ```
+/// use constnet::{sequential, BatchNorm2d, Conv2d, Layer, Maps, Relu, Skip, zeroed_box};
+/// use rand::SeedableRng;
+/// // ResNet's BasicBlock on 8 channels of 6×6: relu(bn2(conv2(relu(bn1(conv1(x))))) + x).
+/// type Body = sequential![
+///     Conv2d<f32, 8, 8, 3, 1, 1, 6, 6, 6, 6>, BatchNorm2d<f32, 8, 6, 6>, Relu<Maps<f32, 8, 6, 6>>,
+///     Conv2d<f32, 8, 8, 3, 1, 1, 6, 6, 6, 6>, BatchNorm2d<f32, 8, 6, 6>,
+/// ];
+/// type Block = sequential![Skip<Body>, Relu<Maps<f32, 8, 6, 6>>];
+/// const _: () = <Block as Layer>::CHECK;
+/// let mut block = zeroed_box::<Block>();
+/// block.init(&mut rand::rngs::StdRng::seed_from_u64(0)); // batch norm: weight 1, var 1, eps 1e-5
+/// block.first.body.first.first.first.first.weight = [[[[0.0; 3]; 3]; 8]; 8]; // conv1 = 0
+/// let mut y = zeroed_box::<Maps<f32, 8, 6, 6>>();
+/// let x = [[[1.0f32; 6]; 6]; 8];
+/// block.infer(&x, &mut y, &mut zeroed_box()); // the body gives 0: y = relu(0 + x)
+/// assert_eq!(*y, x);
+/// ```
+///
+/// A shortcut whose output differs from the body's does not compile:
+/// ```compile_fail
+/// use constnet::{Conv2d, Layer, Residual};
+/// // The body halves the maps (stride 2) but the projection keeps them.
+/// type Down = Residual<Conv2d<f32, 4, 8, 3, 2, 1, 7, 7, 4, 4>, Conv2d<f32, 4, 8, 1, 1, 0, 7, 7, 7, 7>>;
+/// const _: () = <Down as Layer>::CHECK;
+/// ```
+/// ```
+/// use constnet::{Conv2d, Layer, Residual};
+/// type Down = Residual<Conv2d<f32, 4, 8, 3, 2, 1, 7, 7, 4, 4>, Conv2d<f32, 4, 8, 1, 2, 0, 7, 7, 4, 4>>;
+/// const _: () = <Down as Layer>::CHECK;
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Residual<F, S> {
+    /// The residual branch `F`.
+    pub body: F,
+    /// The shortcut `S`: [`Identity`] or a projection.
+    pub shortcut: S,
+}
+
+/// A residual block with the identity shortcut: `y = F(x) + x`.
+pub type Skip<F> = Residual<F, Identity<<F as Layer>::Input>>;
+
+/// What a [`Residual`] keeps: both parts' workspaces, the shortcut's output and, during
+/// backward, the shortcut's input gradient.
+pub struct ResidualWorkspace<F: Layer, S: Layer> {
+    /// Workspace of the body.
+    pub body: F::Workspace,
+    /// Workspace of the shortcut.
+    pub shortcut: S::Workspace,
+    /// The shortcut's output from the latest forward pass.
+    pub skip: F::Output,
+    /// The shortcut's input gradient from the latest backward pass.
+    pub skip_grad: F::Input,
+}
+
+fn add_to<X: Tensor>(sum: &mut X, other: &X) {
+    for (s, &o) in sum.flat_mut().iter_mut().zip(other.flat()) {
+        *s = *s + o;
+    }
+}
+
+impl<F, S> Layer for Residual<F, S>
+where
+    F: Layer,
+    S: Layer<Scalar = F::Scalar, Input = F::Input, Output = F::Output>,
+{
+    type Scalar = F::Scalar;
+    type Input = F::Input;
+    type Output = F::Output;
+    type Workspace = ResidualWorkspace<F, S>;
+    const CHECK: () = {
+        let ((), ()) = (F::CHECK, S::CHECK);
+    };
+    const PARAM_TENSORS: usize = F::PARAM_TENSORS + S::PARAM_TENSORS;
+    const BUFFER_TENSORS: usize = F::BUFFER_TENSORS + S::BUFFER_TENSORS;
+    const COUNTERS: usize = F::COUNTERS + S::COUNTERS;
+
+    fn forward(&self, x: &F::Input, y: &mut F::Output, ws: &mut Self::Workspace) {
+        self.forward_in(&Pass::<Train>::DEFAULT, x, y, ws);
+    }
+
+    fn forward_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        x: &F::Input,
+        y: &mut F::Output,
+        ws: &mut Self::Workspace,
+    ) {
+        self.body.forward_in(pass, x, y, &mut ws.body);
+        self.shortcut
+            .forward_in(pass, x, &mut ws.skip, &mut ws.shortcut);
+        add_to(y, &ws.skip);
+    }
+
+    fn infer(&self, x: &F::Input, y: &mut F::Output, ws: &mut Self::Workspace) {
+        self.body.infer(x, y, &mut ws.body);
+        self.shortcut.infer(x, &mut ws.skip, &mut ws.shortcut);
+        add_to(y, &ws.skip);
+    }
+
+    fn backward(
+        &self,
+        x: &F::Input,
+        ws: &mut Self::Workspace,
+        g: &F::Output,
+        grad_input: Option<&mut F::Input>,
+        grads: &mut Self,
+    ) {
+        match grad_input {
+            Some(gi) => {
+                self.body
+                    .backward(x, &mut ws.body, g, Some(gi), &mut grads.body);
+                let skip_grad = Some(&mut ws.skip_grad);
+                self.shortcut
+                    .backward(x, &mut ws.shortcut, g, skip_grad, &mut grads.shortcut);
+                add_to(gi, &ws.skip_grad);
+            }
+            None => {
+                self.body
+                    .backward(x, &mut ws.body, g, None, &mut grads.body);
+                self.shortcut
+                    .backward(x, &mut ws.shortcut, g, None, &mut grads.shortcut);
+            }
+        }
+    }
+
+    fn param(&self, i: usize) -> &[F::Scalar] {
+        if i < F::PARAM_TENSORS {
+            self.body.param(i)
+        } else {
+            self.shortcut.param(i - F::PARAM_TENSORS)
+        }
+    }
+
+    fn param_mut(&mut self, i: usize) -> &mut [F::Scalar] {
+        if i < F::PARAM_TENSORS {
+            self.body.param_mut(i)
+        } else {
+            self.shortcut.param_mut(i - F::PARAM_TENSORS)
+        }
+    }
+
+    fn buffer(&self, i: usize) -> &[F::Scalar] {
+        if i < F::BUFFER_TENSORS {
+            self.body.buffer(i)
+        } else {
+            self.shortcut.buffer(i - F::BUFFER_TENSORS)
+        }
+    }
+
+    fn buffer_mut(&mut self, i: usize) -> &mut [F::Scalar] {
+        if i < F::BUFFER_TENSORS {
+            self.body.buffer_mut(i)
+        } else {
+            self.shortcut.buffer_mut(i - F::BUFFER_TENSORS)
+        }
+    }
+
+    fn counter(&self, i: usize) -> u64 {
+        if i < F::COUNTERS {
+            self.body.counter(i)
+        } else {
+            self.shortcut.counter(i - F::COUNTERS)
+        }
+    }
+
+    fn counter_mut(&mut self, i: usize) -> &mut u64 {
+        if i < F::COUNTERS {
+            self.body.counter_mut(i)
+        } else {
+            self.shortcut.counter_mut(i - F::COUNTERS)
+        }
+    }
+
+    fn update_buffers(&mut self, stats: &Self) {
+        self.body.update_buffers(&stats.body);
+        self.shortcut.update_buffers(&stats.shortcut);
+    }
+
+    fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
+        self.body.init(rng);
+        self.shortcut.init(rng);
+    }
+}
+
+/// What a [`Residual`]'s batched passes keep.
+pub struct ResidualBatchWorkspace<F: BatchLayer<N>, S: BatchLayer<N>, const N: usize> {
+    /// Batch workspace of the body.
+    pub body: F::BatchWorkspace,
+    /// Batch workspace of the shortcut.
+    pub shortcut: S::BatchWorkspace,
+    /// The shortcut's outputs.
+    pub skip: [F::Output; N],
+    /// The shortcut's input gradients (slot 0 only, when run sample by sample).
+    pub skip_grad: [F::Input; N],
+}
+
+impl<F, S, const N: usize> BatchLayer<N> for Residual<F, S>
+where
+    F: BatchLayer<N>,
+    S: BatchLayer<N, Scalar = F::Scalar, Input = F::Input, Output = F::Output>,
+{
+    type BatchWorkspace = ResidualBatchWorkspace<F, S, N>;
+    const WHOLE_BATCH: bool = F::WHOLE_BATCH || S::WHOLE_BATCH;
+
+    fn forward_batch(
+        &self,
+        x: &[F::Input; N],
+        y: &mut [F::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.forward_batch_in(&Pass::<Train>::DEFAULT, x, y, ws);
+    }
+
+    fn forward_batch_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        x: &[F::Input; N],
+        y: &mut [F::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.body.forward_batch_in(pass, x, y, &mut ws.body);
+        self.shortcut
+            .forward_batch_in(pass, x, &mut ws.skip, &mut ws.shortcut);
+        y.iter_mut().zip(&ws.skip).for_each(|(y, s)| add_to(y, s));
+    }
+
+    fn infer_batch(
+        &self,
+        x: &[F::Input; N],
+        y: &mut [F::Output; N],
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.body.infer_batch(x, y, &mut ws.body);
+        self.shortcut.infer_batch(x, &mut ws.skip, &mut ws.shortcut);
+        y.iter_mut().zip(&ws.skip).for_each(|(y, s)| add_to(y, s));
+    }
+
+    fn backward_batch(
+        &self,
+        x: &[F::Input; N],
+        ws: &mut Self::BatchWorkspace,
+        g: &[F::Output; N],
+        grad_input: Option<&mut [F::Input; N]>,
+        grads: &mut Self,
+    ) {
+        match grad_input {
+            Some(gi) => {
+                self.body
+                    .backward_batch(x, &mut ws.body, g, Some(gi), &mut grads.body);
+                let skip_grad = Some(&mut ws.skip_grad);
+                self.shortcut.backward_batch(
+                    x,
+                    &mut ws.shortcut,
+                    g,
+                    skip_grad,
+                    &mut grads.shortcut,
+                );
+                gi.iter_mut()
+                    .zip(&ws.skip_grad)
+                    .for_each(|(gi, s)| add_to(gi, s));
+            }
+            None => {
+                self.body
+                    .backward_batch(x, &mut ws.body, g, None, &mut grads.body);
+                self.shortcut
+                    .backward_batch(x, &mut ws.shortcut, g, None, &mut grads.shortcut);
+            }
+        }
+    }
+
+    fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
+        self.body.prepare_forward(&mut ws.body);
+        self.shortcut.prepare_forward(&mut ws.shortcut);
+    }
+
+    fn prepare_backward(&self, ws: &mut Self::BatchWorkspace) {
+        self.body.prepare_backward(&mut ws.body);
+        self.shortcut.prepare_backward(&mut ws.shortcut);
+    }
+
+    fn forward_sample(
+        &self,
+        n: usize,
+        x: &F::Input,
+        y: &mut F::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.forward_sample_in(&Pass::<Train>::DEFAULT, n, x, y, ws);
+    }
+
+    fn forward_sample_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        n: usize,
+        x: &F::Input,
+        y: &mut F::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.body.forward_sample_in(pass, n, x, y, &mut ws.body);
+        self.shortcut
+            .forward_sample_in(pass, n, x, &mut ws.skip[n], &mut ws.shortcut);
+        add_to(y, &ws.skip[n]);
+    }
+
+    fn infer_sample(
+        &self,
+        n: usize,
+        x: &F::Input,
+        y: &mut F::Output,
+        ws: &mut Self::BatchWorkspace,
+    ) {
+        self.body.infer_sample(n, x, y, &mut ws.body);
+        self.shortcut
+            .infer_sample(n, x, &mut ws.skip[n], &mut ws.shortcut);
+        add_to(y, &ws.skip[n]);
+    }
+
+    fn backward_sample(
+        &self,
+        n: usize,
+        x: &F::Input,
+        ws: &mut Self::BatchWorkspace,
+        g: &F::Output,
+        grad_input: Option<&mut F::Input>,
+        grads: &mut Self,
+    ) {
+        match grad_input {
+            Some(gi) => {
+                self.body
+                    .backward_sample(n, x, &mut ws.body, g, Some(gi), &mut grads.body);
+                let skip_grad = &mut ws.skip_grad[0];
+                self.shortcut.backward_sample(
+                    n,
+                    x,
+                    &mut ws.shortcut,
+                    g,
+                    Some(skip_grad),
+                    &mut grads.shortcut,
+                );
+                add_to(gi, skip_grad);
+            }
+            None => {
+                self.body
+                    .backward_sample(n, x, &mut ws.body, g, None, &mut grads.body);
+                self.shortcut
+                    .backward_sample(n, x, &mut ws.shortcut, g, None, &mut grads.shortcut);
+            }
+        }
+    }
+}
+
+crate::zeroable!(impl [F: crate::zeroed::Zeroable, S: crate::zeroed::Zeroable] for Residual [F, S] { body, shortcut });
+crate::zeroable!(impl [F: Layer, S: Layer] for ResidualWorkspace [F, S] { body, shortcut, skip, skip_grad });
+crate::zeroable!(impl [F: BatchLayer<N>, S: BatchLayer<N>, const N: usize]
+    for ResidualBatchWorkspace [F, S, N] { body, shortcut, skip, skip_grad });
