@@ -228,7 +228,7 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize> Layer for BatchN
     const BUFFER_TENSORS: usize = 2;
     const COUNTERS: usize = 1;
 
-    /// A training pass over one sample, which does not compile: see [`TrainingBatch`].
+    /// A training pass over one sample, which does not compile (see the type's docs).
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut ()) {
         self.forward_in(&Pass::<Train>::DEFAULT, input, output, ws);
     }
@@ -385,7 +385,10 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const N: usize> 
                 let values = || x.iter().flat_map(|x| x[c].as_flattened());
                 let mean = values().map(|&v| Scalar::to_f64(v)).sum::<f64>() / n;
                 let var = values()
-                    .map(|&v| (Scalar::to_f64(v) - mean).powi(2))
+                    .map(|&v| {
+                        let d = Scalar::to_f64(v) - mean;
+                        d * d
+                    })
                     .sum::<f64>()
                     / n;
                 ws.mean[c] = T::from_f64(mean);

@@ -2,7 +2,9 @@
 
 use rand::Rng;
 
-use crate::layer::Layer;
+use core::fmt;
+
+use crate::layer::{Activation, Layer, Shape, TensorKind, count};
 use crate::mode::{Mode, Pass, Train};
 
 /// Two layers in sequence, `first` then `then`. It compiles only if `then` reads exactly the
@@ -153,6 +155,48 @@ where
     fn update_buffers(&mut self, stats: &Self) {
         self.first.update_buffers(&stats.first);
         self.then.update_buffers(&stats.then);
+    }
+
+    const CHILDREN: usize = A::CHILDREN + B::CHILDREN;
+
+    /// A chain is a sequence: its layers are numbered from 0 (or called by their names).
+    fn tensor_name(kind: TensorKind, i: usize, out: &mut dyn fmt::Write) -> fmt::Result {
+        Self::tensor_name_at(kind, i, 0, out)
+    }
+
+    /// Nested chains are one sequence: `B` is numbered after all of `A`'s layers.
+    fn tensor_name_at(
+        kind: TensorKind,
+        i: usize,
+        position: usize,
+        out: &mut dyn fmt::Write,
+    ) -> fmt::Result {
+        let split = count::<A>(kind);
+        if i < split {
+            A::tensor_name_at(kind, i, position, out)
+        } else {
+            B::tensor_name_at(kind, i - split, position + A::CHILDREN, out)
+        }
+    }
+
+    fn tensor_shape(&self, kind: TensorKind, i: usize) -> Shape {
+        let split = count::<A>(kind);
+        if i < split {
+            self.first.tensor_shape(kind, i)
+        } else {
+            self.then.tensor_shape(kind, i - split)
+        }
+    }
+
+    fn activation<'a>(ws: &'a Self::Workspace, name: &str) -> Option<Activation<'a, A::Scalar>> {
+        if A::ends_with(name) {
+            return Some(Activation::of(&ws.mid));
+        }
+        A::activation(&ws.first, name).or_else(|| B::activation(&ws.then, name))
+    }
+
+    fn ends_with(name: &str) -> bool {
+        B::ends_with(name)
     }
 
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {

@@ -6,7 +6,9 @@ use core::marker::PhantomData;
 use rand::Rng;
 
 use crate::batch::BatchLayer;
-use crate::layer::{Layer, no_such_param, no_such_tensor};
+use core::fmt;
+
+use crate::layer::{Activation, Layer, Shape, TensorKind, count, no_such_param, no_such_tensor};
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::{MapsShape, Tensor};
 
@@ -239,6 +241,47 @@ macro_rules! concat {
 
             fn update_buffers(&mut self, stats: &Self) {
                 $(self.branches.$i.update_buffers(&stats.branches.$i);)+
+            }
+
+            /// The branches' names, unprefixed (torchvision's Inception has `branch1` …
+            /// `branch4` side by side): name the branches.
+            fn tensor_name(kind: TensorKind, i: usize, out: &mut dyn fmt::Write) -> fmt::Result {
+                let mut i = i;
+                $(
+                    if i < count::<$b>(kind) {
+                        return $b::tensor_name(kind, i, out);
+                    }
+                    i -= count::<$b>(kind);
+                )+
+                write!(out, "{kind:?}{i}")
+            }
+
+            /// In a sequence too (put it in a [`Block`](crate::Block) to number it).
+            fn tensor_name_at(kind: TensorKind, i: usize, _position: usize, out: &mut dyn fmt::Write) -> fmt::Result {
+                Self::tensor_name(kind, i, out)
+            }
+
+            fn tensor_shape(&self, kind: TensorKind, i: usize) -> Shape {
+                let mut i = i;
+                $(
+                    if i < count::<$b>(kind) {
+                        return self.branches.$i.tensor_shape(kind, i);
+                    }
+                    i -= count::<$b>(kind);
+                )+
+                no_such_tensor("tensor", i)
+            }
+
+            fn activation<'a>(ws: &'a Self::Workspace, name: &str) -> Option<Activation<'a, X::Scalar>> {
+                $(
+                    if $b::ends_with(name) {
+                        return Some(Activation::of(&ws.branches.$i.out));
+                    }
+                    if let Some(found) = $b::activation(&ws.branches.$i.ws, name) {
+                        return Some(found);
+                    }
+                )+
+                None
             }
 
             fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {

@@ -8,7 +8,7 @@ use crate::lanes::{
     BlockOrder, CacheLines, LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get,
     lane_put,
 };
-use crate::layer::{Layer, he_uniform, no_such_param};
+use crate::layer::{Layer, Shape, TensorKind, he_uniform, no_such_param};
 use crate::scalar::Scalar;
 use crate::simd;
 use crate::tensor::{Maps, Tensor};
@@ -281,6 +281,15 @@ impl<
     }
 
     /// He uniform over fan-in `CI·K·K`; biases zero.
+    /// PyTorch's layout: the weight is `[CO, CI, K, K]`.
+    fn tensor_shape(&self, kind: TensorKind, i: usize) -> Shape {
+        match (kind, i) {
+            (TensorKind::Param, 0) => Shape::new(&[CO, CI, K, K]),
+            (TensorKind::Param, 1) => Shape::new(&[self.param(1).len()]),
+            _ => no_such_param("Conv2d", i),
+        }
+    }
+
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         he_uniform(self.param_mut(0), CI * K * K, rng);
         self.bias = [T::zero(); CO];

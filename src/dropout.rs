@@ -77,7 +77,7 @@ impl<X: Tensor> Dropout<X> {
             return mask.flat_mut().fill(zero);
         }
         // Keep when a 24-bit uniform integer is at least p·2²⁴.
-        let threshold = (p * (1u64 << 24) as f64).round() as u64;
+        let threshold = (p * (1u64 << 24) as f64 + 0.5) as u64;
         let scale = one / (one - self.p);
         let key = pass.sample_key();
         for (e, m) in mask.flat_mut().iter_mut().enumerate() {

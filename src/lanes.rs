@@ -34,7 +34,9 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use crate::chain::Chain;
 use crate::fused::SgdLayer;
-use crate::layer::Layer;
+use core::fmt;
+
+use crate::layer::{Activation, Layer, Shape, TensorKind};
 use crate::mode::{Mode, Pass, Train};
 use crate::scalar::Scalar;
 use crate::simd;
@@ -813,6 +815,34 @@ impl<Net: Layer> Layer for Lanes<Net> {
 
     fn update_buffers(&mut self, stats: &Self) {
         self.0.update_buffers(&stats.0);
+    }
+
+    const CHILDREN: usize = Net::CHILDREN;
+    const NAMED: bool = Net::NAMED;
+
+    fn tensor_name(kind: TensorKind, i: usize, out: &mut dyn fmt::Write) -> fmt::Result {
+        Net::tensor_name(kind, i, out)
+    }
+
+    fn tensor_name_at(
+        kind: TensorKind,
+        i: usize,
+        position: usize,
+        out: &mut dyn fmt::Write,
+    ) -> fmt::Result {
+        Net::tensor_name_at(kind, i, position, out)
+    }
+
+    fn tensor_shape(&self, kind: TensorKind, i: usize) -> Shape {
+        self.0.tensor_shape(kind, i)
+    }
+
+    fn activation<'a>(ws: &'a Net::Workspace, name: &str) -> Option<Activation<'a, Net::Scalar>> {
+        Net::activation(ws, name)
+    }
+
+    fn ends_with(name: &str) -> bool {
+        Net::ends_with(name)
     }
 
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {

@@ -1,5 +1,7 @@
 //! The one trait every layer and every chain of layers implements.
 
+use core::fmt;
+
 use num_traits::Zero;
 use rand::Rng;
 
@@ -135,6 +137,74 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
         let _ = stats;
     }
 
+    /// How many positions this layer takes in a sequence ([`Chain`](crate::Chain)): a chain
+    /// takes its layers' (it is flattened, as PyTorch's `nn.Sequential` numbers its children
+    /// 0, 1, 2, … whatever the nesting of `sequential!`), any other layer one.
+    const CHILDREN: usize = 1;
+
+    /// Whether the layer carries its own name ([`Named`](crate::Named)): in a sequence it is
+    /// then called by that name instead of its position.
+    const NAMED: bool = false;
+
+    /// Writes the name of tensor `i` of `kind`, as PyTorch's `state_dict` names it relative
+    /// to this layer: `weight` and `bias` for parameters 0 and 1, `running_mean` and
+    /// `running_var` for buffers 0 and 1, `num_batches_tracked` for counter 0 (the names of
+    /// PyTorch's layers); combinators prefix their parts' names (`conv1.weight`,
+    /// `layer1.0.bn2.running_var`). See [`crate::named`].
+    fn tensor_name(kind: TensorKind, i: usize, out: &mut dyn fmt::Write) -> fmt::Result {
+        const PARAMS: [&str; 2] = ["weight", "bias"];
+        const BUFFERS: [&str; 2] = ["running_mean", "running_var"];
+        let names: &[&str] = match kind {
+            TensorKind::Param => &PARAMS,
+            TensorKind::Buffer => &BUFFERS,
+            TensorKind::Counter => &["num_batches_tracked"],
+        };
+        match names.get(i) {
+            Some(name) => out.write_str(name),
+            None => write!(out, "{kind:?}{i}"),
+        }
+    }
+
+    /// [`Layer::tensor_name`] of this layer as the child at `position` of a sequence: the
+    /// position, a dot and the name, or only the name for a [`Layer::NAMED`] layer.
+    fn tensor_name_at(
+        kind: TensorKind,
+        i: usize,
+        position: usize,
+        out: &mut dyn fmt::Write,
+    ) -> fmt::Result {
+        if !Self::NAMED {
+            write!(out, "{position}.")?;
+        }
+        Self::tensor_name(kind, i, out)
+    }
+
+    /// The shape of tensor `i` of `kind` as PyTorch stores it (a convolution's weight is
+    /// `[C_out, C_in, K, K]`); by default a vector of its length.
+    fn tensor_shape(&self, kind: TensorKind, i: usize) -> Shape {
+        match kind {
+            TensorKind::Param => Shape::new(&[self.param(i).len()]),
+            TensorKind::Buffer => Shape::new(&[self.buffer(i).len()]),
+            TensorKind::Counter => Shape::new(&[]),
+        }
+    }
+
+    /// The output of the layer called `name` ([`Named`](crate::Named)) in the latest
+    /// forward pass that used `ws`; `None` if no such layer keeps its output in `ws`
+    /// (the last layer's output is the pass's `output`). A dotted path (`layer1.conv1`)
+    /// goes through named parts.
+    fn activation<'a>(ws: &'a Self::Workspace, name: &str) -> Option<Activation<'a, Self::Scalar>> {
+        let _ = (ws, name);
+        None
+    }
+
+    /// Whether this layer's output is that of the layer called `name` (the layer itself, or
+    /// the last layer of a chain, is named `name`).
+    fn ends_with(name: &str) -> bool {
+        let _ = name;
+        false
+    }
+
     /// Draws fresh random parameters (see each layer for the scheme; biases start at zero).
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R);
 
@@ -197,5 +267,102 @@ pub(crate) fn he_uniform<T: Scalar, R: Rng + ?Sized>(values: &mut [T], fan_in: u
     let bound = num_traits::Float::sqrt(6.0 / fan_in as f64);
     for v in values {
         *v = T::from_f64(rng.random_range(-bound..bound));
+    }
+}
+
+/// A layer's output kept in a workspace, found by name ([`Layer::activation`]): as its own
+/// type, or flat.
+#[derive(Clone, Copy)]
+pub struct Activation<'a, T> {
+    value: &'a dyn core::any::Any,
+    flat: &'a [T],
+}
+
+impl<'a, T> Activation<'a, T> {
+    /// The activation `x`.
+    pub fn of<X: Tensor<Scalar = T>>(x: &'a X) -> Self {
+        Self {
+            value: x,
+            flat: x.flat(),
+        }
+    }
+
+    /// Its elements in row-major order.
+    pub fn flat(&self) -> &'a [T] {
+        self.flat
+    }
+
+    /// The activation as tensor type `X`, or `None` if it is of another type.
+    pub fn get<X: 'static>(&self) -> Option<&'a X> {
+        self.value.downcast_ref()
+    }
+}
+
+impl<T> fmt::Debug for Activation<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Activation({} values)", self.flat.len())
+    }
+}
+
+/// Which list of a layer's tensors: trained parameters, floating-point buffers, or integer
+/// counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TensorKind {
+    /// [`Layer::param`].
+    Param,
+    /// [`Layer::buffer`].
+    Buffer,
+    /// [`Layer::counter`].
+    Counter,
+}
+
+/// A tensor's shape as PyTorch stores it: up to four dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    dims: [usize; 4],
+    rank: usize,
+}
+
+/// How many tensors of `kind` layer `L` has.
+pub const fn count<L: Layer>(kind: TensorKind) -> usize {
+    match kind {
+        TensorKind::Param => L::PARAM_TENSORS,
+        TensorKind::Buffer => L::BUFFER_TENSORS,
+        TensorKind::Counter => L::COUNTERS,
+    }
+}
+
+impl Shape {
+    /// The shape with these dimensions.
+    ///
+    /// # Panics
+    /// With more than four dimensions.
+    pub const fn new(dims: &[usize]) -> Self {
+        assert!(dims.len() <= 4, "at most four dimensions");
+        let mut d = [0; 4];
+        let mut i = 0;
+        while i < dims.len() {
+            d[i] = dims[i];
+            i += 1;
+        }
+        Self {
+            dims: d,
+            rank: dims.len(),
+        }
+    }
+
+    /// The dimensions.
+    pub fn dims(&self) -> &[usize] {
+        &self.dims[..self.rank]
+    }
+
+    /// The number of elements (1 for a scalar).
+    pub fn len(&self) -> usize {
+        self.dims().iter().product()
+    }
+
+    /// Whether the shape holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

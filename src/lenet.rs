@@ -9,7 +9,7 @@ use crate::layer::Layer;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Maps;
-use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
+use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Named, Relu, sequential};
 
 /// LeNet-5 as in the article: a 1×32×32 digit to 10 class probabilities.
 ///
@@ -42,21 +42,70 @@ use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
 /// ```
 pub type LeNet5<T> = sequential![
     Lanes<sequential![                              // batches of 16k: 16 images per vector
-        Conv2d<T, 1, 6, 5, 1, 0, 32, 32, 28, 28>,   // C1: 6 filters 5×5 → 6@28×28
-        Relu<Maps<T, 6, 28, 28>>,
-        MaxPool2d<T, 6, 28, 28, 2, 2, 14, 14>,      // S2: 2×2 stride 2 → 6@14×14
-        Conv2d<T, 6, 16, 5, 1, 0, 14, 14, 10, 10>,  // C3: 16 filters 5×5 → 16@10×10
-        Relu<Maps<T, 16, 10, 10>>,
-        MaxPool2d<T, 16, 10, 10, 2, 2, 5, 5>,       // S4: 2×2 stride 2 → 16@5×5
-        Flatten<T, 16, 5, 5, 400>,                  // 400
-        Linear<T, 400, 120>,                        // F5: 120
-        Relu<[T; 120]>,
-        Linear<T, 120, 100>,                        // F6: 100
-        Relu<[T; 100]>,
-        Linear<T, 100, 10>,                         // output: 10 logits
+        Named<Conv1, Conv2d<T, 1, 6, 5, 1, 0, 32, 32, 28, 28>>,   // C1: 6 filters 5×5 → 6@28×28
+        Named<Relu1, Relu<Maps<T, 6, 28, 28>>>,
+        Named<Pool1, MaxPool2d<T, 6, 28, 28, 2, 2, 14, 14>>,      // S2: 2×2 stride 2 → 6@14×14
+        Named<Conv2, Conv2d<T, 6, 16, 5, 1, 0, 14, 14, 10, 10>>,  // C3: 16 filters 5×5 → 16@10×10
+        Named<Relu2, Relu<Maps<T, 16, 10, 10>>>,
+        Named<Pool2, MaxPool2d<T, 16, 10, 10, 2, 2, 5, 5>>,       // S4: 2×2 stride 2 → 16@5×5
+        Named<Flat, Flatten<T, 16, 5, 5, 400>>,                  // 400
+        Named<Fc1, Linear<T, 400, 120>>,            // F5: 120
+        Named<Relu3, Relu<[T; 120]>>,
+        Named<Fc2, Linear<T, 120, 100>>,            // F6: 100
+        Named<Relu4, Relu<[T; 100]>>,
+        Named<Fc3, Linear<T, 100, 10>>,             // output: 10 logits
     ]>,
     Softmax<T, 10>,                                 // class probabilities
 ];
+
+crate::name!(
+    /// LeNet-5's first convolution (PyTorch `conv1`).
+    pub Conv1 = "conv1"
+);
+crate::name!(
+    /// The ReLU after `conv1` (no parameters: not in the `state_dict`).
+    pub Relu1 = "relu1"
+);
+crate::name!(
+    /// The first max pooling.
+    pub Pool1 = "pool1"
+);
+crate::name!(
+    /// The ReLU after `conv2`.
+    pub Relu2 = "relu2"
+);
+crate::name!(
+    /// The second max pooling.
+    pub Pool2 = "pool2"
+);
+crate::name!(
+    /// The pooled maps as one vector.
+    pub Flat = "flatten"
+);
+crate::name!(
+    /// The ReLU after `fc1`.
+    pub Relu3 = "relu3"
+);
+crate::name!(
+    /// The ReLU after `fc2`.
+    pub Relu4 = "relu4"
+);
+crate::name!(
+    /// LeNet-5's second convolution (PyTorch `conv2`).
+    pub Conv2 = "conv2"
+);
+crate::name!(
+    /// LeNet-5's first fully connected layer (PyTorch `fc1`).
+    pub Fc1 = "fc1"
+);
+crate::name!(
+    /// LeNet-5's second fully connected layer (PyTorch `fc2`).
+    pub Fc2 = "fc2"
+);
+crate::name!(
+    /// LeNet-5's output layer (PyTorch `fc3`).
+    pub Fc3 = "fc3"
+);
 
 /// LeNet-5's input: one 32×32 grey image (a 28×28 MNIST digit padded by 2).
 pub type Image<T> = Maps<T, 1, 32, 32>;
@@ -110,30 +159,32 @@ impl<T: Scalar> LeNet5<T> {
         crate::zeroed_box()
     }
 
-    /// The activations of the latest forward pass that used `ws`.
+    /// The activations of the latest forward pass that used `ws`, found by their layers'
+    /// names ([`Layer::activation`]).
     pub fn activations(ws: &<Self as Layer>::Workspace) -> LeNet5Activations<'_, T> {
-        let l11 = &ws.first; // … → ReLU after fc2
-        let l9 = &l11.first.first; // … → ReLU after fc1
-        let l7 = &l9.first.first; // … → Flatten
-        let l6 = &l7.first; // … → pool2
-        let l4 = &l6.first.first; // … → conv2
-        let l2 = &l4.first.first; // conv1 → ReLU
         LeNet5Activations {
-            conv1: &l2.first.mid,
-            relu1: &l4.first.first.mid,
-            pool1: &l4.first.mid,
-            conv2: &l6.first.first.mid,
-            relu2: &l6.first.mid,
-            pool2: &l7.first.mid,
-            flat: &l7.mid,
-            fc1: &l9.first.mid,
-            relu3: &l9.mid,
-            fc2: &l11.first.mid,
-            relu4: &l11.mid,
-            logits: &ws.mid,
+            conv1: tap(ws, "conv1"),
+            relu1: tap(ws, "relu1"),
+            pool1: tap(ws, "pool1"),
+            conv2: tap(ws, "conv2"),
+            relu2: tap(ws, "relu2"),
+            pool2: tap(ws, "pool2"),
+            flat: tap(ws, "flatten"),
+            fc1: tap(ws, "fc1"),
+            relu3: tap(ws, "relu3"),
+            fc2: tap(ws, "fc2"),
+            relu4: tap(ws, "relu4"),
+            logits: tap(ws, "fc3"),
             probs: &ws.then,
         }
     }
+}
+
+/// The output of LeNet-5's layer `name`, as its type.
+fn tap<'a, T: Scalar, X: 'static>(ws: &'a <LeNet5<T> as Layer>::Workspace, name: &str) -> &'a X {
+    <LeNet5<T> as Layer>::activation(ws, name)
+        .and_then(|a| a.get())
+        .unwrap_or_else(|| panic!("LeNet-5 keeps the output of its layer `{name}`"))
 }
 
 #[cfg(all(test, feature = "std"))]

@@ -82,6 +82,8 @@ pub mod maxpool2d;
 #[cfg(feature = "std")]
 pub mod mnist;
 pub mod mode;
+pub mod named;
+pub mod no_bias;
 pub mod optim;
 #[cfg(feature = "safetensors")]
 pub mod pytorch;
@@ -95,6 +97,8 @@ pub mod shape_errors;
 #[allow(unsafe_code)]
 pub mod simd;
 pub mod softmax;
+#[cfg(feature = "safetensors")]
+pub mod state_dict;
 pub mod tensor;
 #[cfg(feature = "std")]
 pub mod train;
@@ -113,12 +117,16 @@ pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use fused::SgdLayer;
 pub use lanes::{BlockOrder, LANES, LaneLayer, Lanes, from_lanes, to_lanes};
-pub use layer::Layer;
+pub use layer::{Activation, Layer, Shape, TensorKind};
 pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;
 pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot, softmax_loss};
 pub use maxpool2d::MaxPool2d;
 pub use mode::{Eval, Mode, Pass, Train};
+#[cfg(feature = "alloc")]
+pub use named::tensor_names;
+pub use named::{Block, Label, Named, Unnamed};
+pub use no_bias::NoBias;
 pub use optim::{Optimizer, OptimizerState, Schedule, Sgd};
 pub use relu::Relu;
 pub use residual::{Identity, Residual, Skip};

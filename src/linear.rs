@@ -8,7 +8,7 @@ use crate::lanes::{
     BlockOrder, CacheLines, LANES, LaneLayer, block_from_lanes, block_of, block_of_mut,
     check_lanes, lane_get, lane_put, relu_mask, transpose_blocks,
 };
-use crate::layer::{Layer, he_uniform, no_such_param};
+use crate::layer::{Layer, Shape, TensorKind, he_uniform, no_such_param};
 use crate::scalar::Scalar;
 use crate::simd;
 
@@ -218,6 +218,15 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Layer for Linear<T, IN, OUT> 
     }
 
     /// He uniform over fan-in `IN`; biases zero.
+    /// PyTorch's layout: the weight is `[OUT, IN]`.
+    fn tensor_shape(&self, kind: TensorKind, i: usize) -> Shape {
+        match (kind, i) {
+            (TensorKind::Param, 0) => Shape::new(&[OUT, IN]),
+            (TensorKind::Param, 1) => Shape::new(&[self.param(1).len()]),
+            _ => no_such_param("Linear", i),
+        }
+    }
+
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         he_uniform(self.weight.as_flattened_mut(), IN, rng);
         self.bias = [T::zero(); OUT];

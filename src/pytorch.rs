@@ -13,16 +13,15 @@
 //! `conv2.bias [16]`, `fc1.weight [120,400]`, `fc1.bias [120]`, `fc2.weight [100,120]`,
 //! `fc2.bias [100]`, `fc3.weight [10,100]`, `fc3.bias [10]`; dtype F32 or F64.
 
-use std::fmt;
-
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::layer::Layer;
 use crate::lenet::LeNet5;
 use crate::scalar::Scalar;
+use crate::state_dict::values;
 
 /// LeNet-5's parameter tensors as PyTorch names them, with their shapes, in
-/// [`Layer::param`] order.
+/// [`Layer::param`] order: what its type's names give ([`crate::named`], checked by a test).
 pub const LENET5_TENSORS: [(&str, &[usize]); 10] = [
     ("conv1.weight", &[6, 1, 5, 5]),
     ("conv1.bias", &[6]),
@@ -36,105 +35,7 @@ pub const LENET5_TENSORS: [(&str, &[usize]); 10] = [
     ("fc3.bias", &[10]),
 ];
 
-/// Why a safetensors file could not be loaded (or written).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SafetensorsError {
-    /// The bytes are not a valid safetensors file.
-    Invalid(String),
-    /// A tensor the network needs is not in the file.
-    Missing {
-        /// Its name.
-        tensor: String,
-    },
-    /// The file has a tensor the network does not.
-    Unexpected {
-        /// Its name.
-        tensor: String,
-    },
-    /// A tensor has another shape than the network's.
-    Shape {
-        /// Its name.
-        tensor: String,
-        /// Shape in the file.
-        found: Vec<usize>,
-        /// Shape the network needs.
-        expected: Vec<usize>,
-    },
-    /// A tensor's element type is not F32 or F64.
-    Dtype {
-        /// Its name.
-        tensor: String,
-        /// The element type in the file.
-        found: String,
-    },
-    /// A value is NaN or infinite, or an F64 value too large for an `f32` network (when
-    /// loading); a parameter is NaN or infinite (when saving).
-    NonFinite {
-        /// The tensor's name.
-        tensor: String,
-        /// Index of the value in the flattened tensor.
-        index: usize,
-    },
-    /// A part of the file is larger than any file the network can load: the header (over
-    /// [`MAX_HEADER_LEN`]), the data the header declares (over the network's parameters in
-    /// F64), or the file itself (longer than its header declares). Reading stopped there.
-    TooLarge {
-        /// Which part: "the header", "the data its header declares" or "the file".
-        part: &'static str,
-        /// Its size in bytes, where known (declared by the header, or a regular file's size).
-        size: Option<u64>,
-        /// The most it may hold, in bytes.
-        limit: u64,
-    },
-}
-
-impl fmt::Display for SafetensorsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Invalid(e) => write!(f, "not a valid safetensors file: {e}"),
-            Self::Missing { tensor } => write!(f, "tensor `{tensor}` is missing"),
-            Self::Unexpected { tensor } => {
-                write!(f, "tensor `{tensor}` is not a parameter of this network")
-            }
-            Self::Shape {
-                tensor,
-                found,
-                expected,
-            } => {
-                write!(
-                    f,
-                    "tensor `{tensor}` has shape {found:?}, the network needs {expected:?}"
-                )
-            }
-            Self::Dtype { tensor, found } => {
-                write!(
-                    f,
-                    "tensor `{tensor}` has dtype {found}; only F32 and F64 can be loaded"
-                )
-            }
-            Self::NonFinite { tensor, index } => write!(
-                f,
-                "tensor `{tensor}` holds a NaN or infinite value at index {index} (or one too \
-                 large for the network's scalar type)"
-            ),
-            Self::TooLarge { part, size, limit } => {
-                match size {
-                    Some(size) => write!(f, "{part} is {size} bytes")?,
-                    None => write!(
-                        f,
-                        "{part} is more than {limit} bytes (reading stopped there)"
-                    )?,
-                }
-                write!(
-                    f,
-                    ", where a file this network can load holds at most {limit}"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for SafetensorsError {}
+pub use crate::state_dict::SafetensorsError;
 
 /// Loads named tensors into `net`'s parameter tensors, `spec[i]` giving the name and shape
 /// of [`Layer::param`]`(i)`. Every tensor is checked before any parameter is written, so on
@@ -206,21 +107,6 @@ pub fn load_named<L: Layer>(
         }
     }
     Ok(())
-}
-
-/// The values of an F32 or F64 tensor, converted to `T` (an F64 value beyond `f32`'s range
-/// becomes infinite in an `f32` network).
-fn values<'a, T: Scalar>(view: &'a TensorView<'_>) -> impl Iterator<Item = T> + 'a {
-    let wide = view.dtype() == Dtype::F64;
-    view.data()
-        .chunks_exact(if wide { 8 } else { 4 })
-        .map(move |b| {
-            T::from_f64(if wide {
-                f64::from_le_bytes(b.try_into().expect("chunks of 8"))
-            } else {
-                f64::from(f32::from_le_bytes(b.try_into().expect("chunks of 4")))
-            })
-        })
 }
 
 /// Serialises `net`'s parameter tensors under the names and shapes of `spec`, in the
@@ -360,12 +246,12 @@ impl<T: Scalar> LeNet5<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn load_safetensors(&mut self, bytes: &[u8]) -> Result<(), SafetensorsError> {
-        load_named(self, bytes, &LENET5_TENSORS)
+        crate::state_dict::load_state_dict(self, bytes)
     }
 
     /// The network as a PyTorch-compatible `state_dict` in safetensors bytes.
     pub fn to_safetensors(&self) -> Result<Vec<u8>, SafetensorsError> {
-        save_named(self, &LENET5_TENSORS)
+        crate::state_dict::save_state_dict(self)
     }
 }
 
@@ -375,6 +261,17 @@ mod tests {
     use crate::read::testing::Endless;
     use crate::zeroed_box;
     use rand::SeedableRng;
+
+    #[test]
+    fn lenet_names_and_shapes_come_from_its_type() {
+        let net = zeroed_box::<LeNet5<f32>>();
+        let names = crate::tensor_names::<LeNet5<f32>>();
+        assert_eq!(names.len(), LENET5_TENSORS.len());
+        for (i, (name, shape)) in LENET5_TENSORS.iter().enumerate() {
+            assert_eq!(names[i], *name);
+            assert_eq!(net.tensor_shape(crate::TensorKind::Param, i).dims(), *shape);
+        }
+    }
 
     #[test]
     fn round_trip_is_exact() {

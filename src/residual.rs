@@ -6,7 +6,9 @@ use core::marker::PhantomData;
 use rand::Rng;
 
 use crate::batch::BatchLayer;
-use crate::layer::{Layer, no_such_param};
+use core::fmt;
+
+use crate::layer::{Activation, Layer, Shape, TensorKind, count, no_such_param};
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
 
@@ -253,6 +255,41 @@ where
     fn update_buffers(&mut self, stats: &Self) {
         self.body.update_buffers(&stats.body);
         self.shortcut.update_buffers(&stats.shortcut);
+    }
+
+    /// The body's and the shortcut's names, unprefixed (torchvision's `BasicBlock` has
+    /// `conv1`, `bn1`, … and `downsample` side by side): name their parts.
+    fn tensor_name(kind: TensorKind, i: usize, out: &mut dyn fmt::Write) -> fmt::Result {
+        let split = count::<F>(kind);
+        if i < split {
+            F::tensor_name(kind, i, out)
+        } else {
+            S::tensor_name(kind, i - split, out)
+        }
+    }
+
+    /// In a sequence too: a residual block is the module its parts belong to (put it in a
+    /// [`Block`](crate::Block) to number it).
+    fn tensor_name_at(
+        kind: TensorKind,
+        i: usize,
+        _position: usize,
+        out: &mut dyn fmt::Write,
+    ) -> fmt::Result {
+        Self::tensor_name(kind, i, out)
+    }
+
+    fn tensor_shape(&self, kind: TensorKind, i: usize) -> Shape {
+        let split = count::<F>(kind);
+        if i < split {
+            self.body.tensor_shape(kind, i)
+        } else {
+            self.shortcut.tensor_shape(kind, i - split)
+        }
+    }
+
+    fn activation<'a>(ws: &'a Self::Workspace, name: &str) -> Option<Activation<'a, F::Scalar>> {
+        F::activation(&ws.body, name).or_else(|| S::activation(&ws.shortcut, name))
     }
 
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {

@@ -142,6 +142,22 @@ impl<X: Tensor> Describe for crate::Identity<X> {
     }
 }
 
+/// Names are not part of the weights: the same as `L` (so LeNet-5's files kept their
+/// descriptor when its layers were named).
+impl<N, L: Describe> Describe for crate::Named<N, L> {
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        L::describe(out)
+    }
+}
+
+impl<L: Describe> Describe for crate::NoBias<L> {
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        out.write_str("NoBias(")?;
+        L::describe(out)?;
+        out.write_str(")")
+    }
+}
+
 impl<F: Describe, S: Describe> Describe for crate::Residual<F, S> {
     fn describe(out: &mut dyn Write) -> fmt::Result {
         out.write_str("Residual(")?;

@@ -11,6 +11,7 @@ mod fast_paths;
 mod gradients;
 mod lanes;
 mod mnist_data;
+mod names;
 mod no_alloc;
 mod norm;
 mod pytorch_golden;

@@ -27,7 +27,9 @@ const LEVELS: &[(&str, &[&str])] = &[
     ("kernels", &["simd"]),
     (
         "execution",
-        &["chain", "batch", "lanes", "fused", "residual", "concat"],
+        &[
+            "chain", "batch", "lanes", "fused", "residual", "concat", "named", "no_bias",
+        ],
     ),
     (
         "layers",
@@ -47,7 +49,16 @@ const LEVELS: &[(&str, &[&str])] = &[
     (
         "training, files, pictures",
         &[
-            "optim", "train", "augment", "weights", "pytorch", "mnist", "viz", "live", "read",
+            "optim",
+            "train",
+            "augment",
+            "weights",
+            "pytorch",
+            "state_dict",
+            "mnist",
+            "viz",
+            "live",
+            "read",
         ],
     ),
 ];
