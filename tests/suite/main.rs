@@ -4,6 +4,7 @@
 //!
 //! Run one part with `cargo test --test suite lanes::`, or one test by name.
 
+mod block_nets;
 #[cfg(feature = "cli")]
 mod cli;
 mod compose;

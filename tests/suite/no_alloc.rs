@@ -46,7 +46,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn allocations() -> usize {
+pub(crate) fn allocations() -> usize {
     ALLOCATIONS.with(Cell::get)
 }
 
