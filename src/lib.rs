@@ -62,6 +62,7 @@ pub struct ReadmeDoctests;
 
 #[cfg(feature = "std")]
 pub mod augment;
+pub mod avgpool2d;
 pub mod batch;
 pub mod chain;
 pub mod classifier;
@@ -99,6 +100,7 @@ pub mod weights;
 #[allow(unsafe_code)]
 pub mod zeroed;
 
+pub use avgpool2d::AvgPool2d;
 pub use batch::{BatchChainWorkspace, BatchLayer};
 pub use chain::{Chain, ChainWorkspace};
 pub use conv2d::Conv2d;

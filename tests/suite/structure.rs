@@ -30,6 +30,7 @@ const LEVELS: &[(&str, &[&str])] = &[
         &[
             "conv2d",
             "maxpool2d",
+            "avgpool2d",
             "relu",
             "flatten",
             "linear",
