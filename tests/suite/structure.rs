@@ -31,6 +31,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "conv2d",
             "maxpool2d",
             "avgpool2d",
+            "global_avgpool2d",
             "relu",
             "flatten",
             "linear",
