@@ -77,6 +77,7 @@ pub mod linear;
 #[cfg(feature = "cli")]
 pub mod live;
 pub mod loss;
+pub mod lrn;
 pub mod maxpool2d;
 #[cfg(feature = "std")]
 pub mod mnist;
@@ -113,6 +114,7 @@ pub use layer::Layer;
 pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;
 pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot, softmax_loss};
+pub use lrn::LocalResponseNorm;
 pub use maxpool2d::MaxPool2d;
 pub use optim::{Optimizer, OptimizerState, Schedule, Sgd};
 pub use relu::Relu;

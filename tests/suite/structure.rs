@@ -32,6 +32,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "maxpool2d",
             "avgpool2d",
             "global_avgpool2d",
+            "lrn",
             "relu",
             "flatten",
             "linear",
