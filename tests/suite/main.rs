@@ -4,6 +4,7 @@
 //!
 //! Run one part with `cargo test --test suite lanes::`, or one test by name.
 
+mod blocks;
 #[cfg(feature = "cli")]
 mod cli;
 mod fast_paths;
