@@ -5,6 +5,7 @@
 //! Run one part with `cargo test --test suite lanes::`, or one test by name.
 
 mod blocks;
+mod blocks_golden;
 #[cfg(feature = "cli")]
 mod cli;
 mod fast_paths;
