@@ -6,12 +6,16 @@ use rand::Rng;
 
 use crate::layer::{Layer, no_such_param};
 use crate::scalar::Scalar;
-use crate::tensor::Maps;
+use crate::simd::{self, Kernel, Simd};
+use crate::tensor::{Maps, Tensor};
 
 /// The mean of each of `C` maps of `H`×`W`, from `C`×`H`×`W` to a vector of `C`: PyTorch's
 /// `AdaptiveAvgPool2d(1)` followed by `flatten(1)`, the head of ResNet, GoogLeNet and
 /// DenseNet (`GlobalAvgPool2d<T, 512, 7, 7>` in ResNet-18). The gradient of each mean goes
 /// to every pixel of its map, divided by `H·W`.
+///
+/// In `f32` the sums run in SIMD vectors (several partial sums per map, added at the end),
+/// so they may differ from [`GlobalAvgPool2d::forward_reference`]'s in the last bits.
 ///
 /// ```
 /// use constnet::{GlobalAvgPool2d, Layer};
@@ -80,6 +84,9 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize> Layer
 
     fn forward(&self, input: &Self::Input, output: &mut [T; C], _ws: &mut ()) {
         const { Self::SHAPE_OK };
+        if let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output)) {
+            return simd::dispatch_within(Means::<H, W> { x, y }, H * W);
+        }
         Self::forward_reference(input, output);
     }
 
@@ -104,6 +111,30 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize> Layer
         no_such_param("GlobalAvgPool2d", i)
     }
     fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
+}
+
+/// The `f32` means: each map summed a vector at a time (the last, partial vector one value
+/// at a time), the lanes added at the end.
+struct Means<'a, const H: usize, const W: usize> {
+    x: &'a [f32],
+    y: &'a mut [f32],
+}
+
+impl<const H: usize, const W: usize> Kernel for Means<'_, H, W> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let n = (H * W) as f32;
+        for (map, y) in self.x.chunks_exact(H * W).zip(self.y.iter_mut()) {
+            let whole = map.len() - map.len() % S::LANES;
+            let mut acc = s.splat(0.0);
+            for at in (0..whole).step_by(S::LANES) {
+                acc = s.add(acc, s.load(map, at));
+            }
+            let sum = map[whole..].iter().fold(s.sum(acc), |a, &v| a + v);
+            *y = sum / n;
+        }
+    }
 }
 
 crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize]

@@ -24,6 +24,7 @@
 //! by `2h`. The averaging pools are linear, so their differences are exact up to rounding;
 //! LRN is smooth (`s ≥ k ≥ 0.5`), so no case is skipped. Every property runs 64 cases.
 
+use constnet::simd::{Isa, with_isa};
 use constnet::{
     AvgPool2d, BatchLayer, Conv2d, GlobalAvgPool2d, Layer, Linear, LocalResponseNorm, Loss, Sgd,
     Softmax, Tensor, sequential, zeroed_box,
@@ -336,4 +337,153 @@ fn train_sgd_through_the_blocks_equals_backprop_then_sgd() {
     }
     let lrn = *net_lrn(&mut fused.first);
     assert_eq!((lrn.alpha, lrn.beta, lrn.k), (1.0, 0.75, 1.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The f32 SIMD paths against the reference loops, on every instruction set this CPU has.
+// ---------------------------------------------------------------------------------------------
+
+/// `AvgPool2d<f32, …>` with its const parameters in order.
+type Avg<
+    const C: usize,
+    const HH: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+    const P: usize,
+    const CEIL: bool,
+    const INC: bool,
+> = AvgPool2d<f32, C, HH, W, K, S, OH, OW, P, CEIL, INC>;
+
+fn available() -> impl Iterator<Item = Isa> {
+    Isa::ALL.into_iter().filter(|isa| isa.available())
+}
+
+/// `values` repeated over `x`.
+fn fill(x: &mut [f32], values: &[f32]) {
+    for (v, &s) in x.iter_mut().zip(values.iter().cycle()) {
+        *v = s;
+    }
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Forward and backward of one average pool on every instruction set, bit for bit the
+/// reference loops (the SIMD path adds in their order), also through `BatchLayer`.
+fn check_avg_fast<
+    const C: usize,
+    const HH: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+    const P: usize,
+    const CEIL: bool,
+    const INC: bool,
+>(
+    values: &[f32],
+    grads: &[f32],
+) {
+    let pool = Avg::<C, HH, W, K, S, OH, OW, P, CEIL, INC>::new();
+    let mut x = zeroed_box::<[[[f32; W]; HH]; C]>();
+    fill(x.flat_mut(), values);
+    let mut g = zeroed_box::<[[[f32; OW]; OH]; C]>();
+    fill(g.flat_mut(), grads);
+    let mut y_ref = zeroed_box::<[[[f32; OW]; OH]; C]>();
+    Avg::<C, HH, W, K, S, OH, OW, P, CEIL, INC>::forward_reference(&x, &mut y_ref);
+    let mut gi_ref = zeroed_box::<[[[f32; W]; HH]; C]>();
+    Avg::<C, HH, W, K, S, OH, OW, P, CEIL, INC>::backward_reference(&g, &mut gi_ref);
+    for isa in available() {
+        with_isa(isa, || {
+            let mut y = zeroed_box::<[[[f32; OW]; OH]; C]>();
+            pool.forward(&x, &mut y, &mut ());
+            assert_eq!(bits(y.flat()), bits(y_ref.flat()), "forward on {isa:?}");
+            let mut gi = zeroed_box::<[[[f32; W]; HH]; C]>();
+            gi.flat_mut().fill(f32::NAN);
+            pool.backward(&x, &mut (), &g, Some(&mut gi), &mut Avg::new());
+            assert_eq!(bits(gi.flat()), bits(gi_ref.flat()), "backward on {isa:?}");
+            let xs = [*x, *x];
+            let mut ys = [*y, *y];
+            pool.forward_batch(&xs, &mut ys, &mut [(), ()]);
+            assert_eq!(bits(ys[1].flat()), bits(y_ref.flat()), "batch on {isa:?}");
+        });
+    }
+}
+
+/// The f32 means on every instruction set, within 1e-6 of the reference's magnitude
+/// (the vectors add in another order), and the gradient exactly.
+fn check_global_fast<const C: usize, const HH: usize, const W: usize>(values: &[f32]) {
+    let pool = GlobalAvgPool2d::<f32, C, HH, W>::new();
+    let mut x = zeroed_box::<[[[f32; W]; HH]; C]>();
+    fill(x.flat_mut(), values);
+    let mut y_ref = [0.0; C];
+    GlobalAvgPool2d::<f32, C, HH, W>::forward_reference(&x, &mut y_ref);
+    for isa in available() {
+        with_isa(isa, || {
+            let mut y = [f32::NAN; C];
+            pool.forward(&x, &mut y, &mut ());
+            for (c, (&f, &r)) in y.iter().zip(&y_ref).enumerate() {
+                assert!(
+                    (f - r).abs() <= 1e-6 * r.abs().max(1.0),
+                    "{isa:?} [{c}]: {f} vs {r}"
+                );
+            }
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// DenseNet-121's transitions (2×2 at stride 2: 56 → 28, 28 → 14, 14 → 7), fewer channels.
+    #[test]
+    fn densenet_transition_pools_fast_equal_reference(
+        x in vec(-1.0f32..1.0, 997), g in vec(-1.0f32..1.0, 997)
+    ) {
+        check_avg_fast::<2, 56, 56, 2, 2, 28, 28, 0, false, true>(&x, &g);
+        check_avg_fast::<2, 28, 28, 2, 2, 14, 14, 0, false, true>(&x, &g);
+        check_avg_fast::<3, 14, 14, 2, 2, 7, 7, 0, false, true>(&x, &g);
+    }
+
+    /// Inception-v3's branch pools (3×3, stride 1, padding 1, the padding counted) at
+    /// 35, 17 and 8, and the same without counting the padding.
+    #[test]
+    fn inception_branch_pools_fast_equal_reference(
+        x in vec(-1.0f32..1.0, 997), g in vec(-1.0f32..1.0, 997)
+    ) {
+        check_avg_fast::<2, 35, 35, 3, 1, 35, 35, 1, false, true>(&x, &g);
+        check_avg_fast::<2, 17, 17, 3, 1, 17, 17, 1, false, true>(&x, &g);
+        check_avg_fast::<3, 8, 8, 3, 1, 8, 8, 1, false, true>(&x, &g);
+        check_avg_fast::<2, 17, 17, 3, 1, 17, 17, 1, false, false>(&x, &g);
+    }
+
+    /// The other geometries: ceil mode with a window past the padding (both counts), odd
+    /// maps at stride 2 with padding, stride 3 (no vector of outputs), maps narrower than
+    /// any vector, and a wide map at stride 2 with a 3×3 window.
+    #[test]
+    fn other_average_pools_fast_equal_reference(
+        x in vec(-1.0f32..1.0, 997), g in vec(-1.0f32..1.0, 997)
+    ) {
+        check_avg_fast::<2, 6, 5, 3, 2, 4, 3, 1, true, true>(&x, &g);
+        check_avg_fast::<2, 6, 5, 3, 2, 4, 3, 1, true, false>(&x, &g);
+        check_avg_fast::<2, 23, 21, 3, 2, 12, 11, 1, false, false>(&x, &g);
+        check_avg_fast::<2, 40, 41, 3, 2, 21, 21, 1, true, true>(&x, &g);
+        check_avg_fast::<2, 9, 9, 3, 3, 3, 3, 0, false, true>(&x, &g);
+        check_avg_fast::<3, 3, 3, 2, 1, 2, 2, 0, false, true>(&x, &g);
+        check_avg_fast::<1, 64, 70, 3, 2, 31, 34, 0, false, true>(&x, &g);
+    }
+
+    /// The heads of ResNet, GoogLeNet and DenseNet (7×7), CIFAR ResNet-20 (8×8), and 1×1.
+    #[test]
+    fn global_average_pools_fast_match_reference(x in vec(-1.0f32..1.0, 997)) {
+        check_global_fast::<16, 7, 7>(&x);
+        check_global_fast::<4, 8, 8>(&x);
+        check_global_fast::<3, 1, 1>(&x);
+        check_global_fast::<2, 5, 13>(&x);
+    }
 }
