@@ -9,6 +9,7 @@ mod blocks_golden;
 #[cfg(feature = "cli")]
 mod cli;
 mod fast_paths;
+mod golden_harness;
 mod gradients;
 mod lanes;
 mod mnist_data;
