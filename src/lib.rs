@@ -2,8 +2,9 @@
 //!
 //! Convolutional networks whose every tensor shape is a const generic parameter.
 //!
-//! * **Shapes are types.** [`Conv2d`], [`MaxPool2d`], [`Relu`], [`Flatten`], [`Linear`] and
-//!   [`Softmax`] carry their channels, kernel, stride, padding and sizes as const parameters;
+//! * **Shapes are types.** [`Conv2d`], [`MaxPool2d`], [`AvgPool2d`], [`GlobalAvgPool2d`],
+//!   [`LocalResponseNorm`], [`Relu`], [`Flatten`], [`Linear`] and [`Softmax`] carry their
+//!   channels, kernel, stride, padding and sizes as const parameters;
 //!   tensors are plain nested arrays. A network whose shapes do not fit together does not
 //!   compile, on stable Rust: layer-to-layer agreement is type equality, and each layer's own
 //!   formula (a convolution's output size, a flatten's length) is a compile-time assertion
