@@ -208,7 +208,7 @@ impl<
     pub fn backward_reference(grad_output: &Maps<T, C, OH, OW>, gi: &mut Maps<T, C, H, W>) {
         const { Self::SHAPE_OK };
         for (g, gi) in grad_output.iter().zip(gi.iter_mut()) {
-            *gi = [[T::zero(); W]; H];
+            gi.as_flattened_mut().fill(T::zero());
             for (oy, g) in g.iter().enumerate() {
                 let mut shares = [T::zero(); W];
                 let rows = Self::shares(oy, g, &mut shares);
