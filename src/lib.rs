@@ -2,8 +2,9 @@
 //!
 //! Convolutional networks whose every tensor shape is a const generic parameter.
 //!
-//! * **Shapes are types.** [`Conv2d`], [`MaxPool2d`], [`Relu`], [`Flatten`], [`Linear`] and
-//!   [`Softmax`] carry their channels, kernel, stride, padding and sizes as const parameters;
+//! * **Shapes are types.** [`Conv2d`], [`MaxPool2d`], [`AvgPool2d`], [`GlobalAvgPool2d`],
+//!   [`LocalResponseNorm`], [`Relu`], [`Flatten`], [`Linear`] and [`Softmax`] carry their
+//!   channels, kernel, stride, padding and sizes as const parameters;
 //!   tensors are plain nested arrays. A network whose shapes do not fit together does not
 //!   compile, on stable Rust: layer-to-layer agreement is type equality, and each layer's own
 //!   formula (a convolution's output size, a flatten's length) is a compile-time assertion
@@ -62,6 +63,7 @@ pub struct ReadmeDoctests;
 
 #[cfg(feature = "std")]
 pub mod augment;
+pub mod avgpool2d;
 pub mod batch;
 pub mod batchnorm2d;
 pub mod chain;
@@ -71,6 +73,7 @@ pub mod conv2d;
 pub mod dropout;
 pub mod flatten;
 pub mod fused;
+pub mod global_avgpool2d;
 pub mod lanes;
 pub mod layer;
 pub mod lenet;
@@ -78,6 +81,7 @@ pub mod linear;
 #[cfg(feature = "cli")]
 pub mod live;
 pub mod loss;
+pub mod lrn;
 pub mod maxpool2d;
 #[cfg(feature = "std")]
 pub mod mnist;
@@ -108,6 +112,7 @@ pub mod weights;
 #[allow(unsafe_code)]
 pub mod zeroed;
 
+pub use avgpool2d::AvgPool2d;
 pub use batch::{BatchChainWorkspace, BatchLayer};
 pub use batchnorm2d::{BatchNorm2d, BatchNormWorkspace};
 pub use chain::{Chain, ChainWorkspace};
@@ -116,11 +121,13 @@ pub use conv2d::Conv2d;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use fused::SgdLayer;
+pub use global_avgpool2d::GlobalAvgPool2d;
 pub use lanes::{BlockOrder, LANES, LaneLayer, Lanes, from_lanes, to_lanes};
 pub use layer::{Activation, Layer, Shape, TensorKind};
 pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;
 pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot, softmax_loss};
+pub use lrn::LocalResponseNorm;
 pub use maxpool2d::MaxPool2d;
 pub use mode::{Eval, Mode, Pass, Train};
 #[cfg(feature = "alloc")]

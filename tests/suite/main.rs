@@ -5,10 +5,13 @@
 //! Run one part with `cargo test --test suite lanes::`, or one test by name.
 
 mod block_nets;
+mod blocks;
+mod blocks_golden;
 #[cfg(feature = "cli")]
 mod cli;
 mod compose;
 mod fast_paths;
+mod golden_harness;
 mod gradients;
 mod lanes;
 mod mnist_data;
