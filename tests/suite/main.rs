@@ -7,6 +7,7 @@
 #[cfg(feature = "cli")]
 mod cli;
 mod compose;
+mod conv_kernels;
 mod fast_paths;
 mod gradients;
 mod lanes;

@@ -24,7 +24,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "mode",
         ],
     ),
-    ("kernels", &["simd"]),
+    ("kernels", &["simd", "conv_kernel"]),
     (
         "execution",
         &[
