@@ -289,3 +289,352 @@ fn kernels_check_the_slice_lengths() {
     };
     conv_kernel::forward(&geo, &[0.0; 4], &[1.0], &[0.0], &mut [0.0; 3]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The layers in f32 (the kernels) against themselves in f64.
+// ---------------------------------------------------------------------------------------------
+
+use constnet::{
+    BatchLayer, Conv2d, DepthwiseConv2d, GroupedConv2d, Layer, SgdLayer, Tensor, conv_out,
+    zeroed_box,
+};
+
+/// `values` from `from`, every 7th, cyclically: `len` numbers in [−1, 1].
+fn pick(values: &[f32], len: usize, from: usize) -> impl Iterator<Item = f32> + '_ {
+    (0..len).map(move |i| values[(from + 7 * i) % values.len()])
+}
+
+/// The f64 twin of an f32 tensor, its values widened, or their absolute values.
+fn widen<X: Tensor<Scalar = f32>, Y: Tensor<Scalar = f64>>(x: &X, abs: bool) -> Box<Y> {
+    let mut y = zeroed_box::<Y>();
+    for (y, &x) in y.flat_mut().iter_mut().zip(x.flat()) {
+        *y = if abs {
+            f64::from(x.abs())
+        } else {
+            f64::from(x)
+        };
+    }
+    y
+}
+
+/// A layer `L32` in f32 (the SIMD kernels, or Conv2d's LeNet kernels where they apply)
+/// against `L64`, the same layer in f64 (the reference loops), on every instruction set:
+/// forward, weight, bias and input gradients within the bound of the module (with
+/// `Σ|term|` from the reference on absolute values); a batch of two equal to two single
+/// passes; and the fused SGD step equal to `backward` then `w − lr·∂E/∂w`, to the bit.
+fn check_pair<L32, L64>(geo: &ConvGeometry, values: &[f32])
+where
+    L32: SgdLayer<Scalar = f32, Workspace = ()> + BatchLayer<2>,
+    L64: Layer<Scalar = f64, Workspace = ()>,
+{
+    let mut l32 = zeroed_box::<L32>();
+    for i in 0..L32::PARAM_TENSORS {
+        let p = l32.param_mut(i);
+        let len = p.len();
+        p.iter_mut()
+            .zip(pick(values, len, 11 * i))
+            .for_each(|(p, v)| *p = v);
+    }
+    let (mut l64, mut abs) = (zeroed_box::<L64>(), zeroed_box::<L64>());
+    for i in 0..L32::PARAM_TENSORS {
+        for ((w, a), &v) in l64
+            .param_mut(i)
+            .iter_mut()
+            .zip(abs.param_mut(i))
+            .zip(l32.param(i))
+        {
+            (*w, *a) = (f64::from(v), f64::from(v.abs()));
+        }
+    }
+    let mut x = zeroed_box::<L32::Input>();
+    let len = x.flat().len();
+    x.flat_mut()
+        .iter_mut()
+        .zip(pick(values, len, 3))
+        .for_each(|(x, v)| *x = v);
+    let mut g = zeroed_box::<L32::Output>();
+    let len = g.flat().len();
+    g.flat_mut()
+        .iter_mut()
+        .zip(pick(values, len, 5))
+        .for_each(|(g, v)| *g = v);
+
+    // The reference, and Σ|term| of every value.
+    let (x64, g64) = (
+        widen::<_, L64::Input>(&*x, false),
+        widen::<_, L64::Output>(&*g, false),
+    );
+    let (xa, ga) = (
+        widen::<_, L64::Input>(&*x, true),
+        widen::<_, L64::Output>(&*g, true),
+    );
+    let (mut y64, mut ya) = (zeroed_box::<L64::Output>(), zeroed_box::<L64::Output>());
+    l64.forward(&x64, &mut y64, &mut ());
+    abs.forward(&xa, &mut ya, &mut ());
+    let (mut grads64, mut gradsa) = (zeroed_box::<L64>(), zeroed_box::<L64>());
+    let (mut gi64, mut gia) = (zeroed_box::<L64::Input>(), zeroed_box::<L64::Input>());
+    l64.backward(&x64, &mut (), &g64, Some(&mut gi64), &mut grads64);
+    abs.backward(&xa, &mut (), &ga, Some(&mut gia), &mut gradsa);
+
+    let (cig, cog, kk) = (geo.in_per_group(), geo.out_per_group(), geo.k * geo.k);
+    let pixels = geo.oh * geo.ow;
+    for isa in available() {
+        with_isa(isa, || {
+            let mut y = zeroed_box::<L32::Output>();
+            y.flat_mut().fill(f32::NAN);
+            l32.forward(&x, &mut y, &mut ());
+            assert_within(
+                "forward",
+                isa,
+                y.flat(),
+                y64.flat(),
+                ya.flat(),
+                cig * kk + 1,
+            );
+            let mut grads = zeroed_box::<L32>();
+            let mut gi = zeroed_box::<L32::Input>();
+            gi.flat_mut().fill(f32::NAN);
+            l32.backward(&x, &mut (), &g, Some(&mut gi), &mut grads);
+            for (i, what) in ["weight grad", "bias grad"].into_iter().enumerate() {
+                let (got, want, scale) = (grads.param(i), grads64.param(i), gradsa.param(i));
+                assert_within(what, isa, got, want, scale, pixels);
+            }
+            assert_within(
+                "input grad",
+                isa,
+                gi.flat(),
+                gi64.flat(),
+                gia.flat(),
+                cog * kk,
+            );
+
+            // A batch of the same sample twice: the same outputs, twice the gradients.
+            let mut xs = zeroed_box::<[L32::Input; 2]>();
+            let mut gs = zeroed_box::<[L32::Output; 2]>();
+            (xs[0], xs[1], gs[0], gs[1]) = (*x, *x, *g, *g);
+            let mut ys = zeroed_box::<[L32::Output; 2]>();
+            let mut gis = zeroed_box::<[L32::Input; 2]>();
+            let mut ws = zeroed_box::<<L32 as BatchLayer<2>>::BatchWorkspace>();
+            let mut batch_grads = zeroed_box::<L32>();
+            l32.forward_batch(&xs, &mut ys, &mut ws);
+            l32.backward_batch(&xs, &mut ws, &gs, Some(&mut gis), &mut batch_grads);
+            for n in 0..2 {
+                assert_eq!(ys[n].flat(), y.flat(), "batch forward on {isa:?}");
+                assert_eq!(gis[n].flat(), gi.flat(), "batch input grad on {isa:?}");
+            }
+            for i in 0..L32::PARAM_TENSORS {
+                let twice: Vec<f32> = grads.param(i).iter().map(|g| 2.0 * g).collect();
+                assert_eq!(batch_grads.param(i), twice, "batch grads on {isa:?}");
+            }
+
+            // The fused SGD step: the input gradient with the old weights, then the step.
+            let lr = 0.375f32;
+            let mut stepped = zeroed_box::<L32>();
+            for i in 0..L32::PARAM_TENSORS {
+                stepped.param_mut(i).copy_from_slice(l32.param(i));
+            }
+            let mut gi_sgd = zeroed_box::<L32::Input>();
+            stepped.backward_sgd(&x, &mut (), &g, Some(&mut gi_sgd), lr);
+            assert_eq!(gi_sgd.flat(), gi.flat(), "SGD input grad on {isa:?}");
+            for i in 0..L32::PARAM_TENSORS {
+                let want: Vec<f32> = (l32.param(i).iter().zip(grads.param(i)))
+                    .map(|(&w, &g)| w - lr * g)
+                    .collect();
+                assert_eq!(stepped.param(i), want, "SGD step of tensor {i} on {isa:?}");
+            }
+        });
+    }
+}
+
+/// `GroupedConv2d` with `G` groups.
+macro_rules! grouped {
+    ($v:expr, $ci:literal => $co:literal, G $g:literal, $k:literal, S $s:literal, P $p:literal, $h:literal x $w:literal) => {{
+        const OH: usize = conv_out($h, $k, $s, $p);
+        const OW: usize = conv_out($w, $k, $s, $p);
+        type G<T> = GroupedConv2d<T, $ci, $co, $g, { $ci / $g }, $k, $s, $p, $h, $w, OH, OW>;
+        check_pair::<G<f32>, G<f64>>(&G::<f32>::GEOMETRY, $v);
+    }};
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// AlexNet's two groups: its 5×5 and its 3×3 grouped layers, and a stride.
+    #[test]
+    fn two_groups_equal_the_reference(v in values()) {
+        grouped!(&v, 4 => 6, G 2, 5, S 1, P 2, 9 x 9);
+        grouped!(&v, 4 => 6, G 2, 3, S 1, P 1, 7 x 7);
+        grouped!(&v, 6 => 4, G 2, 3, S 2, P 1, 9 x 8);
+    }
+
+    /// MobileNet's depthwise 3×3 convolutions, stride 1 and 2, padding 1.
+    #[test]
+    fn depthwise_equals_the_reference(v in values()) {
+        grouped!(&v, 5 => 5, G 5, 3, S 1, P 1, 9 x 9);
+        grouped!(&v, 5 => 5, G 5, 3, S 2, P 1, 9 x 9);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference loops of GroupedConv2d, in f64.
+// ---------------------------------------------------------------------------------------------
+
+/// Fills a flat tensor with `values` from `from`.
+fn fill64(x: &mut [f64], values: &[f32], from: usize) {
+    let len = x.len();
+    x.iter_mut()
+        .zip(pick(values, len, from))
+        .for_each(|(x, v)| *x = f64::from(v));
+}
+
+/// `GroupedConv2d` with one group is `Conv2d`, to the last bit: forward, input gradient, and
+/// parameter gradients added to buffers that already hold a gradient.
+fn check_one_group_is_conv2d<C, G>(values: &[f32])
+where
+    C: Layer<Scalar = f64, Workspace = ()>,
+    G: Layer<Scalar = f64, Workspace = (), Input = C::Input, Output = C::Output>,
+{
+    let (mut c, mut g) = (zeroed_box::<C>(), zeroed_box::<G>());
+    for i in 0..C::PARAM_TENSORS {
+        fill64(c.param_mut(i), values, 11 * i);
+        g.param_mut(i).copy_from_slice(c.param(i));
+    }
+    let mut x = zeroed_box::<C::Input>();
+    fill64(x.flat_mut(), values, 3);
+    let mut r = zeroed_box::<C::Output>();
+    fill64(r.flat_mut(), values, 5);
+    let (mut yc, mut yg) = (zeroed_box::<C::Output>(), zeroed_box::<C::Output>());
+    c.forward(&x, &mut yc, &mut ());
+    g.forward(&x, &mut yg, &mut ());
+    assert_eq!(yc.flat(), yg.flat(), "forward");
+    let (mut gc, mut gg) = (zeroed_box::<C>(), zeroed_box::<G>());
+    for i in 0..C::PARAM_TENSORS {
+        fill64(gc.param_mut(i), values, 13 + i);
+        fill64(gg.param_mut(i), values, 13 + i);
+    }
+    let (mut gic, mut gig) = (zeroed_box::<C::Input>(), zeroed_box::<C::Input>());
+    c.backward(&x, &mut (), &r, Some(&mut gic), &mut gc);
+    g.backward(&x, &mut (), &r, Some(&mut gig), &mut gg);
+    assert_eq!(gic.flat(), gig.flat(), "input gradient");
+    for i in 0..C::PARAM_TENSORS {
+        assert_eq!(gc.param(i), gg.param(i), "parameter gradient {i}");
+    }
+}
+
+/// `G` groups are `G` convolutions side by side: group `k`'s outputs are `Conv2d` of group
+/// `k`'s inputs with group `k`'s filters, to the last bit, in the forward and the backward
+/// pass.
+#[test]
+fn groups_are_convolutions_side_by_side() {
+    type Grouped = GroupedConv2d<f64, 4, 6, 2, 2, 3, 2, 1, 7, 6, 4, 3>;
+    type Part = Conv2d<f64, 2, 3, 3, 2, 1, 7, 6, 4, 3>;
+    let values: Vec<f32> = (0..997)
+        .map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0)
+        .collect();
+    let mut grouped = zeroed_box::<Grouped>();
+    fill64(grouped.param_mut(0), &values, 0);
+    fill64(grouped.param_mut(1), &values, 1);
+    let mut x = zeroed_box::<[[[f64; 6]; 7]; 4]>();
+    fill64(x.flat_mut(), &values, 2);
+    let mut r = zeroed_box::<[[[f64; 3]; 4]; 6]>();
+    fill64(r.flat_mut(), &values, 3);
+    let mut y = zeroed_box::<[[[f64; 3]; 4]; 6]>();
+    grouped.forward(&x, &mut y, &mut ());
+    let mut grads = zeroed_box::<Grouped>();
+    let mut gi = zeroed_box::<[[[f64; 6]; 7]; 4]>();
+    grouped.backward(&x, &mut (), &r, Some(&mut gi), &mut grads);
+    for k in 0..2 {
+        let mut part = zeroed_box::<Part>();
+        part.weight
+            .copy_from_slice(&grouped.weight[3 * k..3 * k + 3]);
+        part.bias.copy_from_slice(&grouped.bias[3 * k..3 * k + 3]);
+        let xk: [[[f64; 6]; 7]; 2] = x[2 * k..2 * k + 2].try_into().unwrap();
+        let rk: [[[f64; 3]; 4]; 3] = r[3 * k..3 * k + 3].try_into().unwrap();
+        let mut yk = [[[0.0; 3]; 4]; 3];
+        part.forward(&xk, &mut yk, &mut ());
+        assert_eq!(yk[..], y[3 * k..3 * k + 3], "group {k} forward");
+        let mut part_grads = zeroed_box::<Part>();
+        let mut gik = [[[0.0; 6]; 7]; 2];
+        part.backward(&xk, &mut (), &rk, Some(&mut gik), &mut part_grads);
+        assert_eq!(gik[..], gi[2 * k..2 * k + 2], "group {k} input gradient");
+        assert_eq!(
+            part_grads.weight[..],
+            grads.weight[3 * k..3 * k + 3],
+            "group {k} weights"
+        );
+        assert_eq!(
+            part_grads.bias[..],
+            grads.bias[3 * k..3 * k + 3],
+            "group {k} biases"
+        );
+    }
+}
+
+/// The f64 SGD step equals `backward` into zeroed gradients then `Sgd::step`, to the bit.
+#[test]
+fn the_f64_sgd_step_equals_backward_then_a_step() {
+    type L = DepthwiseConv2d<f64, 3, 3, 2, 1, 7, 6, 4, 3>;
+    let values: Vec<f32> = (0..997)
+        .map(|i| ((i * 29 % 89) as f32 / 44.0) - 1.0)
+        .collect();
+    let mut layer = zeroed_box::<L>();
+    fill64(layer.param_mut(0), &values, 0);
+    fill64(layer.param_mut(1), &values, 1);
+    let mut x = zeroed_box::<[[[f64; 6]; 7]; 3]>();
+    fill64(x.flat_mut(), &values, 2);
+    let mut r = zeroed_box::<[[[f64; 3]; 4]; 3]>();
+    fill64(r.flat_mut(), &values, 3);
+    let mut grads = zeroed_box::<L>();
+    let mut gi = zeroed_box::<[[[f64; 6]; 7]; 3]>();
+    layer.backward(&x, &mut (), &r, Some(&mut gi), &mut grads);
+    let mut stepped = layer.clone();
+    let mut gi_sgd = zeroed_box::<[[[f64; 6]; 7]; 3]>();
+    stepped.backward_sgd(&x, &mut (), &r, Some(&mut gi_sgd), 0.1);
+    constnet::Sgd { lr: 0.1 }.step(&mut *layer, &grads);
+    assert_eq!(*stepped, *layer);
+    assert_eq!(*gi_sgd, *gi);
+}
+
+#[test]
+fn one_group_is_conv2d_in_f64() {
+    let values: Vec<f32> = (0..997)
+        .map(|i| ((i * 41 % 103) as f32 / 51.0) - 1.0)
+        .collect();
+    check_one_group_is_conv2d::<
+        Conv2d<f64, 3, 4, 3, 2, 1, 9, 8, 5, 4>,
+        GroupedConv2d<f64, 3, 4, 1, 3, 3, 2, 1, 9, 8, 5, 4>,
+    >(&values);
+    check_one_group_is_conv2d::<
+        Conv2d<f64, 3, 4, 7, 2, 3, 13, 11, 7, 6>,
+        GroupedConv2d<f64, 3, 4, 1, 3, 7, 2, 3, 13, 11, 7, 6>,
+    >(&values);
+    check_one_group_is_conv2d::<
+        Conv2d<f64, 4, 2, 1, 1, 0, 5, 6, 5, 6>,
+        GroupedConv2d<f64, 4, 2, 1, 4, 1, 1, 0, 5, 6, 5, 6>,
+    >(&values);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finite differences, with the harness and tolerances of `gradients.rs`.
+// ---------------------------------------------------------------------------------------------
+
+use crate::gradients::{ATOL_LAYER, CASES, check_layer, draw, smooth};
+
+/// 4 → 6 channels in 2 groups, 3×3 at stride 2 with padding 1, on a non-square 7×6 map.
+type GroupedFd = GroupedConv2d<f64, 4, 6, 2, 2, 3, 2, 1, 7, 6, 4, 3>;
+/// 3 channels, 3×3, stride 1, padding 1, on a non-square 5×6 map.
+type DepthwiseFd = DepthwiseConv2d<f64, 3, 3, 1, 1, 5, 6, 5, 6>;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn grouped_conv2d_gradients_match_finite_differences(d in draw::<GroupedFd>(-1.0..1.0)) {
+        check_layer::<GroupedFd>(&d, ATOL_LAYER, smooth)?;
+    }
+
+    #[test]
+    fn depthwise_conv2d_gradients_match_finite_differences(d in draw::<DepthwiseFd>(-1.0..1.0)) {
+        check_layer::<DepthwiseFd>(&d, ATOL_LAYER, smooth)?;
+    }
+}
