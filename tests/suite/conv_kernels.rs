@@ -638,3 +638,62 @@ proptest! {
         check_layer::<DepthwiseFd>(&d, ATOL_LAYER, smooth)?;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Conv2d: every geometry its LeNet-sized kernels do not take runs the kernels above.
+// ---------------------------------------------------------------------------------------------
+
+/// `Conv2d` and `GroupedConv2d` with one group, `CI` → `CO` channels, a `K`×`K` kernel at
+/// stride `S` with padding `P`, over `H`×`W` maps.
+macro_rules! dense {
+    ($v:expr, $ci:literal => $co:literal, $k:literal, S $s:literal, P $p:literal, $h:literal x $w:literal) => {{
+        const OH: usize = conv_out($h, $k, $s, $p);
+        const OW: usize = conv_out($w, $k, $s, $p);
+        type C<T> = Conv2d<T, $ci, $co, $k, $s, $p, $h, $w, OH, OW>;
+        type G<T> = GroupedConv2d<T, $ci, $co, 1, $ci, $k, $s, $p, $h, $w, OH, OW>;
+        check_pair::<C<f32>, C<f64>>(&G::<f32>::GEOMETRY, $v);
+        check_pair::<G<f32>, G<f64>>(&G::<f32>::GEOMETRY, $v);
+    }};
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// VGG's and ResNet's 3×3 convolutions, padding 1, stride 1 and 2; odd, non-square maps.
+    #[test]
+    fn three_by_three_padding_one_equals_the_reference(v in values()) {
+        dense!(&v, 3 => 5, 3, S 1, P 1, 9 x 9);
+        dense!(&v, 3 => 5, 3, S 2, P 1, 9 x 11);
+        // a row of more than one pass of 64 pixels
+        dense!(&v, 2 => 3, 3, S 1, P 1, 3 x 70);
+    }
+
+    /// ResNet's and GoogLeNet's 1×1 convolutions, stride 1 (Conv2d's LeNet kernels take the
+    /// 7×9 map, the new kernel the 5×5 one) and stride 2 (ResNet's downsampling shortcut).
+    #[test]
+    fn one_by_one_equals_the_reference(v in values()) {
+        dense!(&v, 4 => 6, 1, S 1, P 0, 7 x 9);
+        dense!(&v, 4 => 6, 1, S 1, P 0, 5 x 5);
+        dense!(&v, 4 => 6, 1, S 2, P 0, 9 x 7);
+        // more than one block of 16 output channels
+        dense!(&v, 3 => 20, 1, S 1, P 0, 5 x 5);
+    }
+
+    /// GoogLeNet's and AlexNet's 5×5 convolutions with padding 2.
+    #[test]
+    fn five_by_five_padding_two_equals_the_reference(v in values()) {
+        dense!(&v, 3 => 4, 5, S 1, P 2, 11 x 9);
+    }
+
+    /// ResNet's and GoogLeNet's 7×7 stem at stride 2 with padding 3.
+    #[test]
+    fn seven_by_seven_stride_two_equals_the_reference(v in values()) {
+        dense!(&v, 3 => 4, 7, S 2, P 3, 13 x 11);
+    }
+
+    /// AlexNet's 11×11 stem at stride 4 with padding 2 (torchvision's).
+    #[test]
+    fn eleven_by_eleven_stride_four_equals_the_reference(v in values()) {
+        dense!(&v, 3 => 4, 11, S 4, P 2, 27 x 23);
+    }
+}
