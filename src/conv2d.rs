@@ -120,10 +120,34 @@ impl<
         (r < H && c < W).then_some((r, c))
     }
 
-    /// Whether the `f32` passes use the SIMD kernels of [`fast`]: stride 1, no padding, and
-    /// at least one 32-float vector block of output pixels.
-    const FAST: bool =
-        S == 1 && P == 0 && (OH - 1) * W + OW >= 32 && OH * W + K + 16 <= 2 * OH * W && H * W >= 32;
+    /// Whether the `f32` passes use the SIMD kernels of [`fast`]: stride 1, no padding, at
+    /// least one 32-float vector block of output pixels, and buffers that fit on a thread's
+    /// stack (the kernels of [`crate::conv_kernel`] take the rest).
+    const FAST: bool = S == 1
+        && P == 0
+        && (OH - 1) * W + OW >= 32
+        && OH * W + K + 16 <= 2 * OH * W
+        && H * W >= 32
+        && 4 * Self::FAST_STACK_FLOATS <= 256 * 1024;
+
+    /// Floats the kernels of [`fast`] keep on the stack, bounded by every buffer of the
+    /// largest pass: ResNet's 64-channel 1×1 convolution on 56×56 maps would need 3.2 MB
+    /// in its input gradient alone, LeNet-5's convolutions need at most 71 KB.
+    const FAST_STACK_FLOATS: usize = {
+        let forward = 2 * CO * CI * K * K + CO * OH * W + OH * OW * CO;
+        let input_grad = 2 * CO * OH * W + K * CO * K * CI + 2 * CI * H * W;
+        let weight_grad = OH * OW * CO + 2 * CI * K * K * CO + 3 * CO * OH * W + 2 * CI * H * W;
+        let most = if forward > input_grad {
+            forward
+        } else {
+            input_grad
+        };
+        if most > weight_grad {
+            most
+        } else {
+            weight_grad
+        }
+    };
 
     /// Whether the `f32` lane passes use the SIMD kernels of `lanes_fast`: stride 1, no
     /// padding, a kernel whose row of taps fits in registers, and at least two output rows.
@@ -2200,6 +2224,20 @@ mod tests {
         assert_eq!(out[0][0][0], 103.0);
         // output (1,1) centres on input (2,2): same by symmetry.
         assert_eq!(out[0][1][1], 103.0);
+    }
+
+    /// LeNet-5's convolutions stay on their kernels; a ResNet-sized 1×1 convolution, whose
+    /// buffers would not fit on the stack, and strided or padded ones go to `conv_kernel`.
+    /// (Checked at compile time.)
+    #[test]
+    fn lenet_convolutions_keep_their_fast_path() {
+        const {
+            assert!(Conv2d::<f32, 1, 6, 5, 1, 0, 32, 32, 28, 28>::FAST);
+            assert!(Conv2d::<f32, 6, 16, 5, 1, 0, 14, 14, 10, 10>::FAST);
+            assert!(!Conv2d::<f32, 64, 64, 1, 1, 0, 56, 56, 56, 56>::FAST);
+            assert!(!Conv2d::<f32, 6, 16, 5, 1, 2, 14, 14, 14, 14>::FAST);
+            assert!(!Conv2d::<f32, 6, 16, 5, 2, 0, 15, 15, 6, 6>::FAST);
+        }
     }
 
     #[test]

@@ -697,3 +697,35 @@ proptest! {
         dense!(&v, 3 => 4, 11, S 4, P 2, 27 x 23);
     }
 }
+
+/// ResNet- and VGG-sized layers run in a thread with a 2 MiB stack: the kernels keep no
+/// layer-sized buffer there (Conv2d's LeNet-sized kernels, which do, are not used for them),
+/// and the fused SGD step builds no gradient there.
+#[test]
+fn big_convolutions_run_on_a_small_stack() {
+    fn run<L: SgdLayer<Scalar = f32, Workspace = ()>>() {
+        let mut layer = zeroed_box::<L>();
+        layer.param_mut(1).fill(0.5);
+        let x = zeroed_box::<L::Input>();
+        let mut y = zeroed_box::<L::Output>();
+        layer.forward(&x, &mut y, &mut ());
+        assert!(y.flat().iter().all(|&y| y == 0.5));
+        let mut grads = zeroed_box::<L>();
+        let mut gi = zeroed_box::<L::Input>();
+        layer.backward(&x, &mut (), &y, Some(&mut gi), &mut grads);
+        let pixels = (L::Output::LEN / layer.param(1).len()) as f32;
+        assert!(grads.param(1).iter().all(|&g| g == 0.5 * pixels));
+        layer.backward_sgd(&x, &mut (), &y, Some(&mut gi), 1.0);
+        assert!(layer.param(1).iter().all(|&b| b == 0.5 - 0.5 * pixels));
+    }
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            run::<Conv2d<f32, 64, 64, 1, 1, 0, 56, 56, 56, 56>>(); // ResNet's 1×1
+            run::<Conv2d<f32, 32, 32, 3, 1, 1, 56, 56, 56, 56>>(); // VGG's 3×3
+            run::<DepthwiseConv2d<f32, 64, 3, 2, 1, 56, 56, 28, 28>>(); // MobileNet's
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
