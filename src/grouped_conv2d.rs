@@ -60,7 +60,7 @@ use rand::Rng;
 
 use crate::conv_kernel::{self, ConvGeometry};
 use crate::fused::SgdLayer;
-use crate::layer::{Layer, he_uniform, no_such_param};
+use crate::layer::{Layer, Shape, TensorKind, he_uniform, no_such_param};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
 
@@ -431,6 +431,15 @@ impl<
                 .as_flattened_mut()
                 .as_flattened_mut(),
             1 => &mut self.bias,
+            _ => no_such_param("GroupedConv2d", i),
+        }
+    }
+
+    /// PyTorch's layout: the weight is `[CO, CI / G, K, K]`.
+    fn tensor_shape(&self, kind: TensorKind, i: usize) -> Shape {
+        match (kind, i) {
+            (TensorKind::Param, 0) => Shape::new(&[CO, CIG, K, K]),
+            (TensorKind::Param, 1) => Shape::new(&[CO]),
             _ => no_such_param("GroupedConv2d", i),
         }
     }

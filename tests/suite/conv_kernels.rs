@@ -614,6 +614,32 @@ fn one_group_is_conv2d_in_f64() {
     >(&values);
 }
 
+/// A grouped convolution's state_dict entries are PyTorch's: `weight` of shape
+/// `[C_out, C_in / groups, K, K]` and `bias`, and they load back.
+#[cfg(feature = "safetensors")]
+#[test]
+fn grouped_weights_have_pytorchs_names_and_shapes() {
+    use constnet::state_dict::{load_state_dict, save_state_dict};
+    use constnet::{Named, TensorKind, name, tensor_names};
+    use rand::SeedableRng;
+    name!(Conv = "conv2");
+    type Net = Named<Conv, GroupedConv2d<f32, 4, 6, 2, 2, 3, 1, 1, 5, 5, 5, 5>>;
+    assert_eq!(tensor_names::<Net>(), ["conv2.weight", "conv2.bias"]);
+    let mut net = zeroed_box::<Net>();
+    net.init(&mut rand::rngs::StdRng::seed_from_u64(7));
+    net.param_mut(1).fill(0.25);
+    assert_eq!(net.tensor_shape(TensorKind::Param, 0).dims(), [6, 2, 3, 3]);
+    assert_eq!(net.tensor_shape(TensorKind::Param, 1).dims(), [6]);
+    let bytes = save_state_dict(&*net).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(file.tensor("conv2.weight").unwrap().shape(), [6, 2, 3, 3]);
+    assert_eq!(file.tensor("conv2.bias").unwrap().shape(), [6]);
+    let mut copy = zeroed_box::<Net>();
+    load_state_dict(&mut *copy, &bytes).unwrap();
+    assert_eq!(copy.param(0), net.param(0));
+    assert_eq!(copy.param(1), net.param(1));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Finite differences, with the harness and tolerances of `gradients.rs`.
 // ---------------------------------------------------------------------------------------------
