@@ -3,6 +3,7 @@
 use rand::Rng;
 
 use crate::batch::BatchLayer;
+use crate::conv_kernel::{self, ConvGeometry};
 use crate::fused::SgdLayer;
 use crate::lanes::{
     BlockOrder, CacheLines, LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get,
@@ -91,6 +92,25 @@ impl<
         );
     };
 
+    /// The shape as the kernels of [`crate::conv_kernel`] read it: the `f32` path of every
+    /// geometry the LeNet-sized kernels below do not take.
+    const GEOMETRY: ConvGeometry = {
+        let () = Self::SHAPE_OK;
+        ConvGeometry {
+            c_in: CI,
+            c_out: CO,
+            groups: 1,
+            k: K,
+            stride: S,
+            pad: P,
+            h: H,
+            w: W,
+            oh: OH,
+            ow: OW,
+        }
+        .checked()
+    };
+
     /// Input pixel `(y·S + i − P, x·S + j − P)` for output `(y, x)` and tap `(i, j)`, or
     /// `None` when it falls in the zero padding.
     #[inline(always)]
@@ -100,10 +120,34 @@ impl<
         (r < H && c < W).then_some((r, c))
     }
 
-    /// Whether the `f32` passes use the SIMD kernels of [`fast`]: stride 1, no padding, and
-    /// at least one 32-float vector block of output pixels.
-    const FAST: bool =
-        S == 1 && P == 0 && (OH - 1) * W + OW >= 32 && OH * W + K + 16 <= 2 * OH * W && H * W >= 32;
+    /// Whether the `f32` passes use the SIMD kernels of [`fast`]: stride 1, no padding, at
+    /// least one 32-float vector block of output pixels, and buffers that fit on a thread's
+    /// stack (the kernels of [`crate::conv_kernel`] take the rest).
+    const FAST: bool = S == 1
+        && P == 0
+        && (OH - 1) * W + OW >= 32
+        && OH * W + K + 16 <= 2 * OH * W
+        && H * W >= 32
+        && 4 * Self::FAST_STACK_FLOATS <= 256 * 1024;
+
+    /// Floats the kernels of [`fast`] keep on the stack, bounded by every buffer of the
+    /// largest pass: ResNet's 64-channel 1×1 convolution on 56×56 maps would need 3.2 MB
+    /// in its input gradient alone, LeNet-5's convolutions need at most 71 KB.
+    const FAST_STACK_FLOATS: usize = {
+        let forward = 2 * CO * CI * K * K + CO * OH * W + OH * OW * CO;
+        let input_grad = 2 * CO * OH * W + K * CO * K * CI + 2 * CI * H * W;
+        let weight_grad = OH * OW * CO + 2 * CI * K * K * CO + 3 * CO * OH * W + 2 * CI * H * W;
+        let most = if forward > input_grad {
+            forward
+        } else {
+            input_grad
+        };
+        if most > weight_grad {
+            most
+        } else {
+            weight_grad
+        }
+    };
 
     /// Whether the `f32` lane passes use the SIMD kernels of `lanes_fast`: stride 1, no
     /// padding, a kernel whose row of taps fits in registers, and at least two output rows.
@@ -125,6 +169,12 @@ impl<
             let wt =
                 packed.and_then(|p| T::as_f32(p.0.as_flattened().as_flattened().as_flattened()));
             simd::dispatch(fast::Forward::<CI, CO, K, H, W, OH, OW> { x, w, wt, b, y });
+        } else if let (Some(x), Some(y)) =
+            (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
+            && let (Some(w), Some(b)) = (T::as_f32(self.param(0)), T::as_f32(&self.bias))
+        {
+            // Any other geometry: one set of kernels for every shape.
+            conv_kernel::forward(&Self::GEOMETRY, x, w, b, y);
         } else {
             self.forward_reference(input, output);
         }
@@ -140,8 +190,11 @@ impl<
         packed: Option<&ConvPacked<T, CI, CO, K>>,
     ) {
         const { Self::SHAPE_OK };
-        if !Self::FAST || T::as_f32(&self.bias).is_none() {
+        if T::as_f32(&self.bias).is_none() {
             return self.backward_reference(input, grad_output, grad_input, grads);
+        }
+        if !Self::FAST {
+            return self.backward_any_geometry(input, grad_output, grad_input, grads, 1.0);
         }
         let Conv2d { weight, bias } = grads;
         let (Some(x), Some(g), Some(gw), Some(gb)) = (
@@ -167,8 +220,63 @@ impl<
         }
     }
 
-    /// The plain loops of [`Layer::forward`]: the definition the fast path is tested against,
-    /// and the path for `f64`, strides, padding and maps too small for a vector block.
+    /// The `f32` backward pass by the kernels of [`crate::conv_kernel`], for the geometries
+    /// that are not [`Conv2d::FAST`]: the input gradient (with `self`'s weights), then
+    /// `scale ·` the parameter gradients added to `grads`.
+    fn backward_any_geometry(
+        &self,
+        input: &Maps<T, CI, H, W>,
+        grad_output: &Maps<T, CO, OH, OW>,
+        grad_input: Option<&mut Maps<T, CI, H, W>>,
+        grads: &mut Self,
+        scale: f32,
+    ) {
+        self.input_grad_any_geometry(grad_output, grad_input);
+        Self::param_grad_any_geometry(input, grad_output, grads, scale);
+    }
+
+    /// The input gradient of [`Conv2d::backward_any_geometry`].
+    fn input_grad_any_geometry(
+        &self,
+        grad_output: &Maps<T, CO, OH, OW>,
+        grad_input: Option<&mut Maps<T, CI, H, W>>,
+    ) {
+        if let Some(gi) = grad_input
+            && let (Some(w), Some(g), Some(gi)) = (
+                T::as_f32(self.param(0)),
+                T::as_f32(grad_output.flat()),
+                T::as_f32_mut(gi.flat_mut()),
+            )
+        {
+            conv_kernel::input_grad(&Self::GEOMETRY, w, g, gi);
+        }
+    }
+
+    /// `grads += scale · ∂E/∂parameters` by the kernel of [`crate::conv_kernel`] (`grads` may
+    /// be the layer itself: `scale = −lr` is an SGD step).
+    fn param_grad_any_geometry(
+        input: &Maps<T, CI, H, W>,
+        grad_output: &Maps<T, CO, OH, OW>,
+        grads: &mut Self,
+        scale: f32,
+    ) {
+        let Conv2d { weight, bias } = grads;
+        let weight = weight
+            .as_flattened_mut()
+            .as_flattened_mut()
+            .as_flattened_mut();
+        if let (Some(x), Some(g), Some(gw), Some(gb)) = (
+            T::as_f32(input.flat()),
+            T::as_f32(grad_output.flat()),
+            T::as_f32_mut(weight),
+            T::as_f32_mut(bias),
+        ) {
+            conv_kernel::weight_grad(&Self::GEOMETRY, x, g, gw, gb, scale);
+        }
+    }
+
+    /// The plain loops of [`Layer::forward`]: the definition the fast paths are tested
+    /// against, and the path for `f64`.
     pub fn forward_reference(&self, input: &Maps<T, CI, H, W>, output: &mut Maps<T, CO, OH, OW>) {
         const { Self::SHAPE_OK };
         for (o, out) in output.iter_mut().enumerate() {
@@ -469,9 +577,10 @@ impl<
         if self.forward_lanes_fast(x, y, false, None) {
             return;
         }
+        // Other geometries sample by sample, on the `f32` kernels (or the `f64` loops).
         for n in 0..LANES {
             lane_get(x, n, ws.x.flat_mut());
-            self.forward_reference(&ws.x, &mut ws.y);
+            self.forward_packed(&ws.x, &mut ws.y, None);
             lane_put(ws.y.flat(), n, y);
         }
     }
@@ -502,7 +611,7 @@ impl<
             lane_get(x, n, ws.x.flat_mut());
             lane_get(g, n, ws.y.flat_mut());
             let gx = grad_input.is_some().then_some(&mut ws.gx);
-            self.backward_reference(&ws.x, &ws.y, gx, grads);
+            self.backward_packed(&ws.x, &ws.y, gx, grads, None);
             if let Some(gi) = grad_input.as_deref_mut() {
                 lane_put(ws.gx.flat(), n, gi);
             }
@@ -2045,8 +2154,9 @@ crate::zeroable!(impl [T: Scalar, const CI: usize, const CO: usize, const K: usi
 crate::zeroable!(impl [T: Scalar, const CI: usize, const CO: usize, const K: usize, const H: usize, const W: usize, const OH: usize, const OW: usize]
     for ConvLaneWorkspace [T, CI, CO, K, H, W, OH, OW] { x, y, gx, gw, gb, g, order });
 
-/// A convolution's gradient is small (2,416 numbers for LeNet's conv2): it is computed on
-/// the stack, then applied.
+/// A LeNet-sized convolution's gradient is small (2,416 numbers for LeNet's conv2): it is
+/// computed on the stack, then applied. Other `f32` geometries apply the step in place, with
+/// no gradient buffer (the weight-gradient kernel adds `−lr ·` its sums to the weights).
 impl<
     T: Scalar,
     const CI: usize,
@@ -2068,6 +2178,12 @@ impl<
         grad_input: Option<&mut Self::Input>,
         lr: T,
     ) {
+        if !Self::FAST && T::as_f32(&self.bias).is_some() {
+            // The input gradient first, with the weights from before the step.
+            self.input_grad_any_geometry(grad_output, grad_input);
+            let scale = -(lr.to_f64() as f32);
+            return Self::param_grad_any_geometry(input, grad_output, self, scale);
+        }
         let mut grads = <Self as crate::zeroed::Zeroable>::zeroed();
         self.backward(input, ws, grad_output, grad_input, &mut grads);
         for i in 0..Self::PARAM_TENSORS {
@@ -2108,6 +2224,20 @@ mod tests {
         assert_eq!(out[0][0][0], 103.0);
         // output (1,1) centres on input (2,2): same by symmetry.
         assert_eq!(out[0][1][1], 103.0);
+    }
+
+    /// LeNet-5's convolutions stay on their kernels; a ResNet-sized 1×1 convolution, whose
+    /// buffers would not fit on the stack, and strided or padded ones go to `conv_kernel`.
+    /// (Checked at compile time.)
+    #[test]
+    fn lenet_convolutions_keep_their_fast_path() {
+        const {
+            assert!(Conv2d::<f32, 1, 6, 5, 1, 0, 32, 32, 28, 28>::FAST);
+            assert!(Conv2d::<f32, 6, 16, 5, 1, 0, 14, 14, 10, 10>::FAST);
+            assert!(!Conv2d::<f32, 64, 64, 1, 1, 0, 56, 56, 56, 56>::FAST);
+            assert!(!Conv2d::<f32, 6, 16, 5, 1, 2, 14, 14, 14, 14>::FAST);
+            assert!(!Conv2d::<f32, 6, 16, 5, 2, 0, 15, 15, 6, 6>::FAST);
+        }
     }
 
     #[test]

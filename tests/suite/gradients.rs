@@ -101,13 +101,13 @@ const H: f64 = 1e-6;
 /// Relative tolerance between analytic and numeric derivatives.
 const RTOL: f64 = 1e-6;
 /// Absolute floor for single layers (one sum of a few products of values in `[−1, 1]`).
-const ATOL_LAYER: f64 = 1e-9;
+pub(crate) const ATOL_LAYER: f64 = 1e-9;
 /// Absolute floor for networks, the chain and LeNet-5 (sums of sums, outputs up to ≈ 10).
 const ATOL_NET: f64 = 1e-8;
 /// Distance from a ReLU or max-pool kink below which a case is skipped.
 const KINK_EPS: f64 = 1e-4;
 /// Cases per property.
-const CASES: u32 = 64;
+pub(crate) const CASES: u32 = 64;
 /// Coordinates sampled per LeNet-5 tensor larger than this many entries (smaller ones: all).
 const SAMPLES: usize = 16;
 /// Value the parameter-gradient buffers hold before `backward` adds to them.
@@ -145,7 +145,7 @@ fn stencil(theta: f64) -> (f64, f64, f64) {
 type Draw = (Vec<Vec<f64>>, Vec<f64>, Vec<f64>);
 
 /// Parameters and input uniform in `range`, `r` uniform in `[−1, 1]`.
-fn draw<L: Layer<Scalar = f64>>(range: Range<f64>) -> impl Strategy<Value = Draw> {
+pub(crate) fn draw<L: Layer<Scalar = f64>>(range: Range<f64>) -> impl Strategy<Value = Draw> {
     let shape = zeroed_box::<L>();
     let params: Vec<_> = (0..L::PARAM_TENSORS)
         .map(|i| vec(range.clone(), shape.param(i).len()))
@@ -189,7 +189,7 @@ fn slot<'a, L: Layer<Scalar = f64>>(
 /// Builds the layer and input of `draw`, skips the case if `kink_free` (given the input and
 /// the workspace after a forward pass) says it is too close to a kink, then checks every
 /// coordinate of the input and of every parameter tensor with absolute floor `atol`.
-fn check_layer<L: Layer<Scalar = f64>>(
+pub(crate) fn check_layer<L: Layer<Scalar = f64>>(
     (params, input, r): &Draw,
     atol: f64,
     kink_free: impl Fn(&L::Input, &L::Workspace) -> bool,
@@ -257,7 +257,7 @@ fn check_layer<L: Layer<Scalar = f64>>(
 }
 
 /// For layers without kinks.
-fn smooth<X, W>(_: &X, _: &W) -> bool {
+pub(crate) fn smooth<X, W>(_: &X, _: &W) -> bool {
     true
 }
 

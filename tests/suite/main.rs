@@ -10,6 +10,7 @@ mod blocks_golden;
 #[cfg(feature = "cli")]
 mod cli;
 mod compose;
+mod conv_kernels;
 mod fast_paths;
 mod golden_harness;
 mod gradients;

@@ -24,7 +24,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "mode",
         ],
     ),
-    ("kernels", &["simd"]),
+    ("kernels", &["simd", "conv_kernel"]),
     (
         "execution",
         &[
@@ -35,6 +35,7 @@ const LEVELS: &[(&str, &[&str])] = &[
         "layers",
         &[
             "conv2d",
+            "grouped_conv2d",
             "maxpool2d",
             "dropout",
             "batchnorm2d",
