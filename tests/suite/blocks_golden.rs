@@ -35,38 +35,23 @@
 use std::path::{Path, PathBuf};
 
 use constnet::{
-    AvgPool2d, Conv2d, GlobalAvgPool2d, Linear, LocalResponseNorm, MaxPool2d, Scalar, zeroed_box,
+    AvgPool2d, BatchNorm2d, Conv2d, DepthwiseConv2d, GlobalAvgPool2d, GroupedConv2d, Layer, Linear,
+    LocalResponseNorm, MaxPool2d, Scalar, zeroed_box,
 };
+use rand::SeedableRng;
 use serde_json::{Value, json};
 
-use super::golden_harness::{Case, Dims, Worst, check_block};
+use super::golden_harness::{Case, Dims, Worst, check_batch_block, check_block};
+use super::golden_types::{
+    BasicDown, BasicIdentity, CifarResNet20, DenseBlock, DenseLayer, Inception, Transition,
+    inception_eps,
+};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/arch/blocks");
 
 /// Cases whose blocks are being written elsewhere, with what they wait for. A trailing `*`
 /// matches any ending. They are printed, not failed, while no [`registry`] entry matches.
-const PENDING: &[(&str, &str)] = &[
-    ("batchnorm_*", "BatchNorm2d (train and eval mode)"),
-    (
-        "resnet_*",
-        "ResNet's BasicBlock (BatchNorm2d, residual sum)",
-    ),
-    (
-        "inception_*",
-        "GoogLeNet's Inception (BatchNorm2d, channel concat)",
-    ),
-    (
-        "dense_*",
-        "DenseNet's _DenseLayer and _DenseBlock (BatchNorm2d, concat)",
-    ),
-    ("transition_*", "DenseNet's _Transition (BatchNorm2d)"),
-    (
-        "cifar_resnet20_mini",
-        "the CIFAR ResNet-20 network (BatchNorm2d, BasicBlock)",
-    ),
-    ("conv_groups2", "grouped convolution"),
-    ("depthwise", "depthwise (grouped) convolution"),
-];
+const PENDING: &[(&str, &str)] = &[];
 
 // ---------------------------------------------------------------------------------------------
 // The registry's entries.
@@ -104,6 +89,30 @@ macro_rules! block {
         }
     }};
 }
+/// `batch_block!("Op" {hyper…}, [input shape] => [output shape], N = batch, |T| Type<T, …>
+/// [, setup function])`: a block whose tensors load by the names its type gives them
+/// (buffers and counters too) and that runs as one batch in the file's mode
+/// (`check_batch_block`): batch normalisation in training mode needs the whole batch.
+macro_rules! batch_block {
+    ($op:literal $hyper:tt, [$($i:literal),*] => [$($o:literal),*], N = $n:literal, |$t:ident| $ty:ty
+     $(, setup $setup:path)? $(, kinks $kinks:literal)?) => {{
+        fn run<$t: Scalar + Dims>(case: &Case) -> Result<Vec<Worst>, String> {
+            let mut layer = zeroed_box::<$ty>();
+            // PyTorch's eps and momentum, which the files' parameters do not carry.
+            layer.init(&mut rand::rngs::StdRng::seed_from_u64(0));
+            $($setup(&mut *layer, case)?;)?
+            check_batch_block::<_, $n>(&mut *layer, case, false $(|| $kinks)?)
+        }
+        Block {
+            operation: $op,
+            hyper: json!($hyper),
+            input: &[$($i),*],
+            output: &[$($o),*],
+            runs: [("f64", run::<f64>), ("f32", run::<f32>)],
+        }
+    }};
+}
+
 /// The registered blocks. One line per configuration; see the module documentation.
 fn registry() -> Vec<Block> {
     vec![
@@ -135,7 +144,33 @@ fn registry() -> Vec<Block> {
             [2, 7, 3, 3] => [2, 7, 3, 3], |T| LocalResponseNorm<T, 7, 3, 3, 5>, [], setup lrn_constants),
         block!("LocalResponseNorm" {"size": 4, "alpha": 0.5, "beta": 0.75, "k": 1.0},
             [2, 7, 3, 3] => [2, 7, 3, 3], |T| LocalResponseNorm<T, 7, 3, 3, 4>, [], setup lrn_constants),
+        block!("Conv2d" {"in_channels": 4, "out_channels": 6, "kernel": 3, "stride": 1, "padding": 1, "groups": 2, "bias": true},
+            [2, 4, 6, 6] => [2, 6, 6, 6], |T| GroupedConv2d<T, 4, 6, 2, 2, 3, 1, 1, 6, 6, 6, 6>, ["weight", "bias"]),
+        block!("Conv2d" {"in_channels": 4, "out_channels": 4, "kernel": 3, "stride": 1, "padding": 1, "groups": 4, "bias": true},
+            [2, 4, 6, 6] => [2, 4, 6, 6], |T| DepthwiseConv2d<T, 4, 3, 1, 1, 6, 6, 6, 6>, ["weight", "bias"]),
+        batch_block!("BatchNorm2d" {"num_features": 3, "eps": 1e-5, "momentum": 0.1, "affine": true},
+            [3, 3, 4, 4] => [3, 3, 4, 4], N = 3, |T| BatchNorm2d<T, 3, 4, 4>),
+        batch_block!("BasicBlock" {"inplanes": 8, "planes": 8, "stride": 1, "downsample": null},
+            [2, 8, 6, 6] => [2, 8, 6, 6], N = 2, |T| BasicIdentity<T, 8, 6>),
+        batch_block!("BasicBlock" {"inplanes": 4, "planes": 8, "stride": 2, "downsample": "conv1x1 s2 + BN"},
+            [2, 4, 7, 7] => [2, 8, 4, 4], N = 2, |T| BasicDown<T, 4, 8, 7, 4>),
+        batch_block!("Inception" {"in_channels": 8, "ch1x1": 4, "ch3x3red": 3, "ch3x3": 5, "ch5x5red": 2, "ch5x5": 3, "pool_proj": 2, "bn_eps": 0.001},
+            [2, 8, 5, 5] => [2, 14, 5, 5], N = 2, |T| Inception<T>, setup inception_setup),
+        batch_block!("_DenseLayer" {"num_input_features": 6, "growth_rate": 4, "bn_size": 2, "drop_rate": 0.0},
+            [2, 6, 6, 6] => [2, 4, 6, 6], N = 2, |T| DenseLayer<T, 6, 6>),
+        batch_block!("_DenseBlock" {"num_layers": 3, "num_input_features": 6, "bn_size": 2, "growth_rate": 4, "drop_rate": 0.0},
+            [2, 6, 6, 6] => [2, 18, 6, 6], N = 2, |T| DenseBlock<T>),
+        batch_block!("_Transition" {"num_input_features": 18, "num_output_features": 9},
+            [2, 18, 6, 6] => [2, 9, 3, 3], N = 2, |T| Transition<T>),
+        batch_block!("ResNet-20" {"n": 3, "widths": [16, 32, 64], "in_channels": 1, "num_classes": 10, "shortcut": "B (1x1 conv + BN projection)"},
+            [2, 1, 32, 32] => [2, 10], N = 2, |T| CifarResNet20<T>, kinks true),
     ]
+}
+
+/// GoogLeNet's batch-norm eps (`hyper.bn_eps`) on every batch norm of the module.
+fn inception_setup<T: Scalar>(module: &mut Inception<T>, case: &Case) -> Result<(), String> {
+    inception_eps(module, T::from_f64(case.hyper_f64("bn_eps")?));
+    Ok(())
 }
 
 /// LRN's `alpha`, `beta` and `k` from the file's `hyper` (the size is the type's).

@@ -13,6 +13,7 @@ mod compose;
 mod conv_kernels;
 mod fast_paths;
 mod golden_harness;
+mod golden_types;
 mod gradients;
 mod lanes;
 mod mnist_data;
