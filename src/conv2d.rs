@@ -388,7 +388,6 @@ impl<
         }
     }
 
-    /// He uniform over fan-in `CI·K·K`; biases zero.
     /// PyTorch's layout: the weight is `[CO, CI, K, K]`.
     fn tensor_shape(&self, kind: TensorKind, i: usize) -> Shape {
         match (kind, i) {
@@ -398,6 +397,7 @@ impl<
         }
     }
 
+    /// He uniform over fan-in `CI·K·K`; biases zero.
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         he_uniform(self.param_mut(0), CI * K * K, rng);
         self.bias = [T::zero(); CO];

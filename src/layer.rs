@@ -26,7 +26,7 @@ use crate::zeroed::Zeroable;
 /// None of the methods allocate.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a constnet layer",
-    note = "layers are `Conv2d`, `MaxPool2d`, `Relu`, `Flatten`, `Linear`, `Softmax` and chains of them"
+    note = "layers are `Conv2d`, `GroupedConv2d`, `MaxPool2d`, `AvgPool2d`, `GlobalAvgPool2d`, `BatchNorm2d`, `LocalResponseNorm`, `Dropout`, `Relu`, `Flatten`, `Linear`, `Softmax`, and `Chain`, `Residual`, `Concat`, `Named` of them"
 )]
 pub trait Layer: Zeroable + Send + Sync + 'static {
     /// The element type (`f32` or `f64`).

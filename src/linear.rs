@@ -217,7 +217,6 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Layer for Linear<T, IN, OUT> 
         }
     }
 
-    /// He uniform over fan-in `IN`; biases zero.
     /// PyTorch's layout: the weight is `[OUT, IN]`.
     fn tensor_shape(&self, kind: TensorKind, i: usize) -> Shape {
         match (kind, i) {
@@ -227,6 +226,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Layer for Linear<T, IN, OUT> 
         }
     }
 
+    /// He uniform over fan-in `IN`; biases zero.
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         he_uniform(self.weight.as_flattened_mut(), IN, rng);
         self.bias = [T::zero(); OUT];

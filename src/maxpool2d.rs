@@ -157,7 +157,8 @@ impl<
         grad_output: &Maps<T, C, OH, OW>,
         gi: &mut Maps<T, C, H, W>,
     ) {
-        *gi = [[[T::zero(); W]; H]; C];
+        // In place: a whole-tensor temporary would be built on the stack.
+        gi.as_flattened_mut().as_flattened_mut().fill(T::zero());
         for c in 0..C {
             for y in 0..OH {
                 for x in 0..OW {

@@ -117,6 +117,68 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize> Describe
     }
 }
 
+impl<
+    T: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+    const P: usize,
+    const CEIL: bool,
+    const INCLUDE_PAD: bool,
+> Describe for crate::AvgPool2d<T, C, H, W, K, S, OH, OW, P, CEIL, INCLUDE_PAD>
+{
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(
+            out,
+            "AvgPool2d({C},{H},{W},{K},{S},{OH},{OW},pad={P},ceil={CEIL},include_pad={INCLUDE_PAD})"
+        )
+    }
+}
+
+impl<T: Scalar, const C: usize, const H: usize, const W: usize> Describe
+    for crate::GlobalAvgPool2d<T, C, H, W>
+{
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "GlobalAvgPool2d({C},{H},{W})")
+    }
+}
+
+/// `alpha`, `beta` and `k` are values of the network's definition, not of its weights.
+impl<T: Scalar, const C: usize, const H: usize, const W: usize, const SIZE: usize> Describe
+    for crate::LocalResponseNorm<T, C, H, W, SIZE>
+{
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(out, "LocalResponseNorm({C},{H},{W},{SIZE})")
+    }
+}
+
+impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const G: usize,
+    const CIG: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
+> Describe for crate::GroupedConv2d<T, CI, CO, G, CIG, K, S, P, H, W, OH, OW>
+{
+    fn describe(out: &mut dyn Write) -> fmt::Result {
+        write!(
+            out,
+            "GroupedConv2d({CI},{CO},{G},{K},{S},{P},{H},{W},{OH},{OW})"
+        )
+    }
+}
+
 impl<X: Tensor> Describe for crate::Dropout<X> {
     fn describe(out: &mut dyn Write) -> fmt::Result {
         write!(out, "Dropout({})", X::LEN)

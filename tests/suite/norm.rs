@@ -300,3 +300,39 @@ fn the_descriptor_names_batch_norm_so_its_weights_fit_no_other_network() {
         Err(WeightsError::ArchitectureMismatch { .. })
     ));
 }
+
+/// A network of the new layers saves and loads in constnet's format, and its descriptor
+/// tells it from a network with another grouping.
+#[test]
+fn weights_files_cover_every_new_layer() {
+    use constnet::{AvgPool2d, GlobalAvgPool2d, GroupedConv2d, LocalResponseNorm, sequential};
+    type Net = sequential![
+        GroupedConv2d<f32, 4, 6, 2, 2, 3, 1, 1, 8, 8, 8, 8>,
+        LocalResponseNorm<f32, 6, 8, 8, 5>,
+        AvgPool2d<f32, 6, 8, 8, 2, 2, 4, 4>,
+        BatchNorm2d<f32, 6, 4, 4>,
+        Dropout<[[[f32; 4]; 4]; 6]>,
+        GlobalAvgPool2d<f32, 6, 4, 4>,
+    ];
+    type Other = sequential![
+        GroupedConv2d<f32, 4, 6, 1, 4, 3, 1, 1, 8, 8, 8, 8>,
+        LocalResponseNorm<f32, 6, 8, 8, 5>,
+        AvgPool2d<f32, 6, 8, 8, 2, 2, 4, 4>,
+        BatchNorm2d<f32, 6, 4, 4>,
+        Dropout<[[[f32; 4]; 4]; 6]>,
+        GlobalAvgPool2d<f32, 6, 4, 4>,
+    ];
+    let mut net = zeroed_box::<Net>();
+    net.init(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3));
+    let bytes = save_weights(&*net).unwrap();
+    let mut back = zeroed_box::<Net>();
+    load_weights(&mut *back, &bytes).unwrap();
+    for i in 0..<Net as Layer>::PARAM_TENSORS {
+        assert_eq!(back.param(i), net.param(i));
+    }
+    let mut other = zeroed_box::<Other>();
+    assert!(matches!(
+        load_weights(&mut *other, &bytes),
+        Err(WeightsError::ArchitectureMismatch { .. })
+    ));
+}
