@@ -308,7 +308,8 @@ impl<
     ) {
         const { Self::SHAPE_OK };
         if let Some(gi) = grad_input.as_deref_mut() {
-            *gi = [[[T::zero(); W]; H]; CI];
+            // In place: a whole-tensor temporary would be built on the stack.
+            gi.as_flattened_mut().as_flattened_mut().fill(T::zero());
         }
         for (o, g_map) in grad_output.iter().enumerate() {
             for (y, g_row) in g_map.iter().enumerate() {
@@ -2168,8 +2169,44 @@ impl<
     const W: usize,
     const OH: usize,
     const OW: usize,
+> Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
+{
+    /// The fused step on LeNet-5's f32 kernels (`FAST`), whose gradient is a few KiB. A
+    /// function of its own, never inlined: its gradient value must not be part of the
+    /// caller's stack frame, which a large f64 layer also takes.
+    #[inline(never)]
+    fn fast_sgd(
+        &mut self,
+        input: &Maps<T, CI, H, W>,
+        ws: &mut (),
+        grad_output: &Maps<T, CO, OH, OW>,
+        grad_input: Option<&mut Maps<T, CI, H, W>>,
+        lr: T,
+    ) {
+        let mut grads = <Self as crate::zeroed::Zeroable>::zeroed();
+        self.backward(input, ws, grad_output, grad_input, &mut grads);
+        for i in 0..Self::PARAM_TENSORS {
+            for (w, &g) in self.param_mut(i).iter_mut().zip(grads.param(i)) {
+                *w = *w - lr * g;
+            }
+        }
+    }
+}
+
+impl<
+    T: Scalar,
+    const CI: usize,
+    const CO: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const OH: usize,
+    const OW: usize,
 > SgdLayer for Conv2d<T, CI, CO, K, S, P, H, W, OH, OW>
 {
+    #[allow(clippy::needless_range_loop)] // the loop nest of `backward_reference`, for its sums' order
     fn backward_sgd(
         &mut self,
         input: &Self::Input,
@@ -2184,12 +2221,53 @@ impl<
             let scale = -(lr.to_f64() as f32);
             return Self::param_grad_any_geometry(input, grad_output, self, scale);
         }
-        let mut grads = <Self as crate::zeroed::Zeroable>::zeroed();
-        self.backward(input, ws, grad_output, grad_input, &mut grads);
-        for i in 0..Self::PARAM_TENSORS {
-            for (w, &g) in self.param_mut(i).iter_mut().zip(grads.param(i)) {
+        if T::as_f32(&self.bias).is_some() {
+            return self.fast_sgd(input, ws, grad_output, grad_input, lr);
+        }
+        // The reference (f64): the layer's gradient would be a layer-sized value on the
+        // stack (19 MB for ResNet-18's last convolution), so the input gradient comes first,
+        // with the weights from before the step, then each output channel's gradient and
+        // step. Every sum runs in `backward_reference`'s order: the same result, bit for bit.
+        if let Some(gi) = grad_input {
+            gi.as_flattened_mut().as_flattened_mut().fill(T::zero());
+            for (o, g_map) in grad_output.iter().enumerate() {
+                for (y, g_row) in g_map.iter().enumerate() {
+                    for (x, &g) in g_row.iter().enumerate() {
+                        for c in 0..CI {
+                            for i in 0..K {
+                                for j in 0..K {
+                                    if let Some((r, s)) = Self::source(y, x, i, j) {
+                                        gi[c][r][s] = gi[c][r][s] + g * self.weight[o][c][i][j];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (o, g_map) in grad_output.iter().enumerate() {
+            let mut gw = [[[T::zero(); K]; K]; CI];
+            let mut gb = T::zero();
+            for (y, g_row) in g_map.iter().enumerate() {
+                for (x, &g) in g_row.iter().enumerate() {
+                    gb = gb + g;
+                    for (c, gw) in gw.iter_mut().enumerate() {
+                        for i in 0..K {
+                            for j in 0..K {
+                                if let Some((r, s)) = Self::source(y, x, i, j) {
+                                    gw[i][j] = gw[i][j] + g * input[c][r][s];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let weights = self.weight[o].as_flattened_mut().as_flattened_mut();
+            for (w, &g) in weights.iter_mut().zip(gw.as_flattened().as_flattened()) {
                 *w = *w - lr * g;
             }
+            self.bias[o] = self.bias[o] - lr * gb;
         }
     }
 }

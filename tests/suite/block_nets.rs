@@ -201,3 +201,58 @@ fn the_block_networks_have_torchvisions_names() {
     );
     assert!(names.contains(&"branch4.1.bn.num_batches_tracked".to_string()));
 }
+
+/// The fused SGD step of a large `f64` convolution (ResNet-18's last, 512→512 3×3 on 7×7:
+/// its gradient alone is 19 MB) runs in a 2 MiB thread and equals `backward` then
+/// `Sgd::step`, bit for bit.
+#[test]
+fn a_large_f64_convolution_steps_in_place_in_a_2_mib_thread() {
+    const STACK_FOR_STEP: usize = 2 * 1024 * 1024;
+    use constnet::SgdLayer;
+    type Big = Conv2d<f64, 512, 512, 3, 1, 1, 7, 7, 7, 7>;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let mut fused = zeroed_box::<Big>();
+    fused.init(&mut rng);
+    let mut separate = zeroed_box::<Big>();
+    separate.weight = fused.weight;
+    separate.bias = fused.bias;
+    let mut x = zeroed_box::<Maps<f64, 512, 7, 7>>();
+    let mut g = zeroed_box::<Maps<f64, 512, 7, 7>>();
+    for (i, v) in x
+        .as_flattened_mut()
+        .as_flattened_mut()
+        .iter_mut()
+        .enumerate()
+    {
+        *v = ((i * 37) % 19) as f64 / 9.0 - 1.0;
+    }
+    for (i, v) in g
+        .as_flattened_mut()
+        .as_flattened_mut()
+        .iter_mut()
+        .enumerate()
+    {
+        *v = ((i * 13) % 23) as f64 / 11.0 - 1.0;
+    }
+    let (mut gi_fused, mut gi_separate) = (
+        zeroed_box::<Maps<f64, 512, 7, 7>>(),
+        zeroed_box::<Maps<f64, 512, 7, 7>>(),
+    );
+    let (fused, x, g, gi_fused) = std::thread::Builder::new()
+        .stack_size(STACK_FOR_STEP)
+        .spawn(move || {
+            fused.backward_sgd(&x, &mut (), &g, Some(&mut gi_fused), 0.01);
+            (fused, x, g, gi_fused)
+        })
+        .expect("spawn")
+        .join()
+        .expect("the step must not overflow a 2 MiB stack");
+    let mut grads = zeroed_box::<Big>();
+    separate.backward(&x, &mut (), &g, Some(&mut gi_separate), &mut grads);
+    Sgd { lr: 0.01 }.step(&mut *separate, &grads);
+    assert!(
+        *fused == *separate,
+        "the fused step differs from backward + step"
+    );
+    assert!(*gi_fused == *gi_separate);
+}
