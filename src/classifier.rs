@@ -13,6 +13,7 @@ use crate::chain::{Chain, ChainWorkspace};
 use crate::fused::SgdLayer;
 use crate::layer::Layer;
 use crate::loss::{Loss, softmax_loss};
+use crate::mode::{Mode, Pass, Train};
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::argmax;
@@ -107,13 +108,31 @@ where
     where
         Net: BatchLayer<N>,
     {
+        self.backprop_batch_in(&Pass::<Train>::DEFAULT, inputs, labels, loss, ws, grads)
+    }
+
+    /// [`Chain::backprop_batch`] with its forward pass in the mode and with the seed that
+    /// `pass` gives (see [`crate::mode`]): the trainer passes each step's seed, so that
+    /// dropout masks differ between steps and samples.
+    pub fn backprop_batch_in<M: Mode, const N: usize>(
+        &self,
+        pass: &Pass<M>,
+        inputs: &[Net::Input; N],
+        labels: &[usize; N],
+        loss: Loss,
+        ws: &mut <Self as BatchLayer<N>>::BatchWorkspace,
+        grads: &mut Self,
+    ) -> T
+    where
+        Net: BatchLayer<N>,
+    {
         let BatchChainWorkspace {
             first,
             mid: logits,
             mid_grad,
             then: probs,
         } = ws;
-        self.first.forward_batch(inputs, logits, first);
+        self.first.forward_batch_in(pass, inputs, logits, first);
         let mut total = T::zero();
         for n in 0..N {
             let label = labels[n];

@@ -18,6 +18,7 @@ use crate::layer::Layer;
 use crate::lenet::Image;
 use crate::loss::Loss;
 use crate::mnist::Dataset;
+use crate::mode::{Pass, Train};
 use crate::optim::{Optimizer, OptimizerState, Schedule};
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
@@ -240,11 +241,12 @@ where
         part: &[u32],
         epoch: usize,
         c: &TrainConfig,
+        pass: Pass<Train>,
     ) -> (f64, usize) {
         self.grads.zero_params();
         let (mut loss, mut right) = (0.0, 0);
         let mut chunks = part.chunks_exact(MICRO_BATCH);
-        for chunk in &mut chunks {
+        for (k, chunk) in (&mut chunks).enumerate() {
             touch_images(data, chunk);
             let mut labels = [0; MICRO_BATCH];
             for ((image, label), &i) in self.images.iter_mut().zip(&mut labels).zip(chunk) {
@@ -252,7 +254,8 @@ where
                 warp_digit(data.pixels(i), &c.augment.draw(c.seed, epoch, i), image);
                 *label = data.label(i);
             }
-            let l = net.backprop_batch(
+            let l = net.backprop_batch_in(
+                &pass.offset(k * MICRO_BATCH),
                 &self.images,
                 &labels,
                 c.loss,
@@ -406,18 +409,23 @@ where
             .len()
             .div_ceil(self.workers.len())
             .next_multiple_of(MICRO_BATCH);
-        let run = |w: &mut Worker<B, T>, part: &[u32]| w.accumulate(net, data, part, epoch, &c);
+        // The step's pass: each worker's samples are numbered from the start of the batch.
+        let pass = Pass::train(c.seed, self.step as u64);
+        let run = |w: &mut Worker<B, T>, part: &[u32], pass: Pass<Train>| {
+            w.accumulate(net, data, part, epoch, &c, pass)
+        };
         if self.workers.len() == 1 {
-            return run(&mut self.workers[0], indices);
+            return run(&mut self.workers[0], indices, pass);
         }
-        let mut parts = indices.chunks(per.max(1));
+        let per = per.max(1);
+        let mut parts = indices.chunks(per).enumerate();
         std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .workers
                 .iter_mut()
                 .map(|w| {
-                    let part = parts.next().unwrap_or(&[]);
-                    s.spawn(move || run(w, part))
+                    let (k, part) = parts.next().unwrap_or((0, &[]));
+                    s.spawn(move || run(w, part, pass.offset(k * per)))
                 })
                 .collect();
             handles

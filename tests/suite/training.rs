@@ -176,3 +176,63 @@ fn a_nan_weight_in_a_hidden_layer_stops_training() {
         assert!(err.loss.is_nan());
     }
 }
+
+/// A small classifier with dropout, trained by the same driver.
+type DropNet = constnet::sequential![
+    constnet::Flatten<f64, 1, 32, 32, 1024>,
+    constnet::Dropout<[f64; 1024]>,
+    constnet::Linear<f64, 1024, 10>,
+];
+
+fn dropout_weights_after(config: TrainConfig) -> Box<constnet::train::Classifier<DropNet, f64>> {
+    let train = first(&DATA.0, 96);
+    let mut net = constnet::zeroed_box::<constnet::train::Classifier<DropNet, f64>>();
+    net.init(&mut rand::rngs::StdRng::seed_from_u64(config.seed));
+    net.first.first.then = constnet::Dropout::new(0.5);
+    let mut t = constnet::train::Trainer::new(net, config);
+    t.train_epoch(&train, 1, |_| {}).unwrap();
+    t.net
+}
+
+/// The trainer passes each step's seed to the network: dropout masks follow the seed, not
+/// the thread that runs a sample, so a seed gives the same weights run after run, and one
+/// or two threads (a batch of 48 split 32 + 16) give the same masks, differing only by the
+/// order of the gradient sums.
+#[test]
+fn dropout_masks_follow_the_seed_and_not_the_thread_split() {
+    let config = TrainConfig {
+        batch: 48,
+        augment: Augment::NONE,
+        optimizer: Optimizer::Sgd {
+            momentum: 0.0,
+            weight_decay: 0.0,
+        },
+        schedule: Schedule::Constant,
+        ..TrainConfig::default()
+    };
+    let (a, b) = (dropout_weights_after(config), dropout_weights_after(config));
+    assert!(a == b, "the same seed must give the same weights");
+    let two = dropout_weights_after(TrainConfig {
+        threads: 2,
+        ..config
+    });
+    let worst = (0..<DropNet as Layer>::PARAM_TENSORS)
+        .flat_map(|i| {
+            a.param(i)
+                .iter()
+                .zip(two.param(i))
+                .map(|(x, y)| (x - y).abs())
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0f64, f64::max);
+    assert!(
+        worst < 1e-12,
+        "one and two threads differ by {worst}: other masks"
+    );
+    // Without dropout the same runs give other weights: the masks did something.
+    let mut plain = constnet::zeroed_box::<constnet::train::Classifier<DropNet, f64>>();
+    plain.init(&mut rand::rngs::StdRng::seed_from_u64(config.seed));
+    let mut t = constnet::train::Trainer::new(plain, config);
+    t.train_epoch(&first(&DATA.0, 96), 1, |_| {}).unwrap();
+    assert!(*t.net != *a, "dropout must change the training");
+}
