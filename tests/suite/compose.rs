@@ -3,7 +3,11 @@
 //! and their batched passes against their per-sample ones.
 //!
 //! The blocks here have no ReLU or pooling, so they have no kinks and nothing is skipped.
-//! Tolerance as in `norm.rs`: `|a − n| ≤ 1e-6·max(|a|, |n|) + 1e-8`.
+//! Tolerance: `|a − n| ≤ 1e-6·max(|a|, |n|) + 1e-7`. The absolute floor is the rounding
+//! error of the numeric derivative: in training, one input value moves its channel's batch
+//! statistics and so every one of the module's 150–300 outputs, each rounded to a few
+//! `1e-16`, and dividing by `2h` scales their sum's error to `≈ 1.5e-8` (a CI run drew a case
+//! off by 1.3e-8, over the former floor of 1e-8; it is kept in the regressions file).
 
 use constnet::{
     BatchLayer, BatchNorm2d, Chain, Concat, Conv2d, Eval, Identity, Layer, Maps, Mode, Pass,
@@ -34,7 +38,7 @@ type Module = Concat<
 >;
 
 fn close(a: f64, n: f64, what: &str) -> Result<(), TestCaseError> {
-    let tol = 1e-6 * a.abs().max(n.abs()) + 1e-8;
+    let tol = 1e-6 * a.abs().max(n.abs()) + 1e-7;
     prop_assert!((a - n).abs() <= tol, "{what}: analytic {a}, numeric {n}");
     Ok(())
 }
