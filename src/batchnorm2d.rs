@@ -178,29 +178,30 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize> BatchNorm2d<T, C
         }
     }
 
-    /// Adds channel `c`'s parameter gradients for one sample and writes its input gradient
-    /// for a pass that normalised with fixed `mean` and `inv_std` (evaluation), or with the
-    /// batch's statistics, whose gradient terms `mean_g` = mean(g) and `mean_gx` =
-    /// mean(g·x̂) are given.
-    #[allow(clippy::too_many_arguments)]
-    fn backward_channel(
+    /// `(Σ g, Σ g·x̂)` over one map, with `x̂ = (x − mean)·inv_std`: the
+    /// channel's bias and weight gradients, and (over the batch) the terms of a training
+    /// pass's input gradient.
+    fn sums((mean, inv_std): (T, T), x: &[[T; W]; H], g: &[[T; W]; H]) -> (T, T) {
+        let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
+        for (&x, &g) in x.as_flattened().iter().zip(g.as_flattened()) {
+            sum_g = sum_g + g;
+            sum_gx = sum_gx + g * (x - mean) * inv_std;
+        }
+        (sum_g, sum_gx)
+    }
+
+    /// Writes channel `c`'s input gradient for one map, for a pass that normalised with
+    /// fixed `mean` and `inv_std` (evaluation), or with the batch's statistics, whose gradient
+    /// terms `mean_g` = mean(g) and `mean_gx` = mean(g·x̂) are given.
+    fn input_grad_channel(
         &self,
         c: usize,
         (mean, inv_std): (T, T),
         batch_terms: Option<(T, T)>,
         x: &[[T; W]; H],
         g: &[[T; W]; H],
-        gi: Option<&mut [[T; W]; H]>,
-        grads: &mut Self,
+        gi: &mut [[T; W]; H],
     ) {
-        let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
-        for (&x, &g) in x.as_flattened().iter().zip(g.as_flattened()) {
-            sum_g = sum_g + g;
-            sum_gx = sum_gx + g * (x - mean) * inv_std;
-        }
-        grads.bias[c] = grads.bias[c] + sum_g;
-        grads.weight[c] = grads.weight[c] + sum_gx;
-        let Some(gi) = gi else { return };
         let scale = self.weight[c] * inv_std;
         let flat = gi.as_flattened_mut().iter_mut();
         match batch_terms {
@@ -263,16 +264,13 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize> Layer for BatchN
     ) {
         for c in 0..C {
             let (mean, inv_std, _) = self.eval_affine(c);
-            let gi = grad_input.as_deref_mut().map(|gi| &mut gi[c]);
-            self.backward_channel(
-                c,
-                (mean, inv_std),
-                None,
-                &input[c],
-                &grad_output[c],
-                gi,
-                grads,
-            );
+            let stats = (mean, inv_std);
+            let (sum_g, sum_gx) = Self::sums(stats, &input[c], &grad_output[c]);
+            grads.bias[c] = grads.bias[c] + sum_g;
+            grads.weight[c] = grads.weight[c] + sum_gx;
+            if let Some(gi) = grad_input.as_deref_mut() {
+                self.input_grad_channel(c, stats, None, &input[c], &grad_output[c], &mut gi[c]);
+            }
         }
     }
 
@@ -424,24 +422,26 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const N: usize> 
     ) {
         let n = T::from_f64((N * H * W) as f64);
         for c in 0..C {
-            let (mean, inv_std) = (ws.mean[c], ws.inv_std[c]);
-            let terms = ws.train.then(|| {
-                let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
-                for (x, g) in x.iter().zip(g) {
-                    for (&x, &g) in x[c].as_flattened().iter().zip(g[c].as_flattened()) {
-                        sum_g = sum_g + g;
-                        sum_gx = sum_gx + g * (x - mean) * inv_std;
-                    }
+            // The batch's sums once: they are the parameter gradients, and a training pass's
+            // input gradient needs their means.
+            let stats = (ws.mean[c], ws.inv_std[c]);
+            // Per sample, added to the gradients in turn, as the per-sample passes add them.
+            let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
+            for (x, g) in x.iter().zip(g) {
+                let (sg, sgx) = Self::sums(stats, &x[c], &g[c]);
+                grads.bias[c] = grads.bias[c] + sg;
+                grads.weight[c] = grads.weight[c] + sgx;
+                (sum_g, sum_gx) = (sum_g + sg, sum_gx + sgx);
+            }
+            if let Some(gi) = grad_input.as_deref_mut() {
+                let terms = ws.train.then(|| (sum_g / n, sum_gx / n));
+                for s in 0..N {
+                    self.input_grad_channel(c, stats, terms, &x[s][c], &g[s][c], &mut gi[s][c]);
                 }
-                (sum_g / n, sum_gx / n)
-            });
-            for s in 0..N {
-                let gi = grad_input.as_deref_mut().map(|gi| &mut gi[s][c]);
-                self.backward_channel(c, (mean, inv_std), terms, &x[s][c], &g[s][c], gi, grads);
             }
             if ws.train {
                 let unbiased = ws.var[c] * n / (n - T::one());
-                grads.running_mean[c] = grads.running_mean[c] + mean;
+                grads.running_mean[c] = grads.running_mean[c] + ws.mean[c];
                 grads.running_var[c] = grads.running_var[c] + unbiased;
             }
         }
