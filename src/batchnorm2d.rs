@@ -101,7 +101,7 @@ use crate::tensor::Maps;
 /// const _: () = <Net as Layer>::CHECK;
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub struct BatchNorm2d<T, const C: usize, const H: usize, const W: usize> {
+pub struct BatchNorm2d<T, const C: usize, const H: usize, const W: usize, E = Eps1e5> {
     /// Scale γ per channel (PyTorch `weight`).
     pub weight: [T; C],
     /// Shift β per channel (PyTorch `bias`).
@@ -117,7 +117,32 @@ pub struct BatchNorm2d<T, const C: usize, const H: usize, const W: usize> {
     pub eps: T,
     /// How far one step moves the running statistics (PyTorch's default 0.1).
     pub momentum: T,
-    maps: PhantomData<[[T; W]; H]>,
+    maps: PhantomData<([[T; W]; H], E)>,
+}
+
+/// The `eps` a [`BatchNorm2d`] starts with ([`Layer::init`]), as a type, so that a network's
+/// type says it: torchvision's GoogLeNet builds every batch norm with 1e-3 ([`Eps1e3`]), the
+/// others with PyTorch's default 1e-5 ([`Eps1e5`]). Implement it for your own marker type for
+/// another value; the `eps` field can still be set after `init`.
+pub trait BatchNormEps: Send + Sync + 'static {
+    /// The value.
+    const EPS: f64;
+}
+
+/// PyTorch's default `eps`, 1e-5.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Eps1e5;
+
+impl BatchNormEps for Eps1e5 {
+    const EPS: f64 = 1e-5;
+}
+
+/// `eps` = 1e-3, as torchvision's GoogLeNet (`BasicConv2d`) and Inception v3 have it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Eps1e3;
+
+impl BatchNormEps for Eps1e3 {
+    const EPS: f64 = 1e-3;
 }
 
 /// What a batched pass keeps for its backward pass: the mode it ran in and each channel's
@@ -145,7 +170,9 @@ impl<L, M: Mode, const N: usize> TrainingBatch<L, M, N> {
     );
 }
 
-impl<T: Scalar, const C: usize, const H: usize, const W: usize> BatchNorm2d<T, C, H, W> {
+impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps>
+    BatchNorm2d<T, C, H, W, E>
+{
     /// A layer with PyTorch's initial values (weight 1, bias 0, running mean 0, running
     /// variance 1) and the given `eps` and `momentum`.
     pub fn new(eps: f64, momentum: f64) -> Self {
@@ -219,7 +246,9 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize> BatchNorm2d<T, C
     }
 }
 
-impl<T: Scalar, const C: usize, const H: usize, const W: usize> Layer for BatchNorm2d<T, C, H, W> {
+impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps> Layer
+    for BatchNorm2d<T, C, H, W, E>
+{
     type Scalar = T;
     type Input = Maps<T, C, H, W>;
     type Output = Maps<T, C, H, W>;
@@ -336,11 +365,12 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize> Layer for BatchN
     }
 
     /// PyTorch's initial values ([`BatchNorm2d::reset`]; nothing is random). A zeroed
-    /// layer's `eps` and `momentum` of 0 become PyTorch's defaults, 1e-5 and 0.1; values set
+    /// layer's `eps` of 0 becomes the type's default `E::EPS` ([`Eps1e5`], PyTorch's, unless
+    /// the type says otherwise) and its `momentum` of 0 becomes PyTorch's 0.1; values set
     /// before are kept.
     fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {
         if self.eps == T::zero() {
-            self.eps = T::from_f64(1e-5);
+            self.eps = T::from_f64(E::EPS);
         }
         if self.momentum == T::zero() {
             self.momentum = T::from_f64(0.1);
@@ -349,8 +379,8 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize> Layer for BatchN
     }
 }
 
-impl<T: Scalar, const C: usize, const H: usize, const W: usize, const N: usize> BatchLayer<N>
-    for BatchNorm2d<T, C, H, W>
+impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps, const N: usize>
+    BatchLayer<N> for BatchNorm2d<T, C, H, W, E>
 {
     type BatchWorkspace = BatchNormWorkspace<T, C>;
 
@@ -517,8 +547,8 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const N: usize> 
     }
 }
 
-crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize]
-    for BatchNorm2d [T, C, H, W] { weight, bias, running_mean, running_var, num_batches_tracked, eps, momentum, maps });
+crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps]
+    for BatchNorm2d [T, C, H, W, E] { weight, bias, running_mean, running_var, num_batches_tracked, eps, momentum, maps });
 crate::zeroable!(impl [T: Scalar, const C: usize] for BatchNormWorkspace [T, C] { train, mean, inv_std, var });
 
 #[cfg(test)]

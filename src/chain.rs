@@ -203,6 +203,11 @@ where
         self.first.init(rng);
         self.then.init(rng);
     }
+
+    fn visit_layers_mut(&mut self, visit: &mut dyn FnMut(&mut dyn core::any::Any)) {
+        self.first.visit_layers_mut(visit);
+        self.then.visit_layers_mut(visit);
+    }
 }
 
 /// The type of layers applied in sequence: `sequential![A, B, C]` is

@@ -287,6 +287,10 @@ macro_rules! concat {
             fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
                 $(self.branches.$i.init(rng);)+
             }
+
+            fn visit_layers_mut(&mut self, visit: &mut dyn FnMut(&mut dyn core::any::Any)) {
+                $(self.branches.$i.visit_layers_mut(visit);)+
+            }
         }
 
         impl<X, Out, $($b),+, const N: usize> BatchLayer<N> for Concat<($($b,)+), Out>

@@ -848,6 +848,10 @@ impl<Net: Layer> Layer for Lanes<Net> {
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         self.0.init(rng);
     }
+
+    fn visit_layers_mut(&mut self, visit: &mut dyn FnMut(&mut dyn core::any::Any)) {
+        self.0.visit_layers_mut(visit);
+    }
 }
 
 impl<Net: SgdLayer> SgdLayer for Lanes<Net> {

@@ -208,6 +208,29 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     /// Draws fresh random parameters (see each layer for the scheme; biases start at zero).
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R);
 
+    /// Calls `visit` on every layer of the network that is not a combinator, in the network's
+    /// order: `Chain`, `Residual`, `Concat`, `Named`, `NoBias` and `Lanes` pass it to their
+    /// parts. Settings that are values rather than parameters (a [`Dropout`](crate::Dropout)'s
+    /// `p`, a [`LocalResponseNorm`](crate::LocalResponseNorm)'s constants, a batch norm's
+    /// `momentum`) are set this way across a network, by downcasting:
+    ///
+    /// ```
+    /// use constnet::{sequential, Dropout, Layer, Linear, zeroed_box};
+    /// type Net = sequential![Linear<f32, 4, 4>, Dropout<[f32; 4]>, Linear<f32, 4, 2>, Dropout<[f32; 2]>];
+    /// let mut net = zeroed_box::<Net>();
+    /// let mut seen = 0;
+    /// net.visit_layers_mut(&mut |layer| {
+    ///     seen += 1;
+    ///     if let Some(drop) = layer.downcast_mut::<Dropout<[f32; 4]>>() {
+    ///         drop.p = 0.5;
+    ///     }
+    /// });
+    /// assert_eq!((seen, net.first.first.then.p, net.then.p), (4, 0.5, 0.0));
+    /// ```
+    fn visit_layers_mut(&mut self, visit: &mut dyn FnMut(&mut dyn core::any::Any)) {
+        visit(self)
+    }
+
     /// Number of scalar parameters.
     fn param_count(&self) -> usize {
         (0..Self::PARAM_TENSORS).map(|i| self.param(i).len()).sum()

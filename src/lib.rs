@@ -116,7 +116,7 @@ pub mod zeroed;
 
 pub use avgpool2d::AvgPool2d;
 pub use batch::{BatchChainWorkspace, BatchLayer};
-pub use batchnorm2d::{BatchNorm2d, BatchNormWorkspace};
+pub use batchnorm2d::{BatchNorm2d, BatchNormEps, BatchNormWorkspace, Eps1e3, Eps1e5};
 pub use chain::{Chain, ChainWorkspace};
 pub use concat::Concat;
 pub use conv_kernel::ConvGeometry;

@@ -232,6 +232,10 @@ impl<N: Label, L: Layer> Layer for Named<N, L> {
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         self.layer.init(rng);
     }
+
+    fn visit_layers_mut(&mut self, visit: &mut dyn FnMut(&mut dyn core::any::Any)) {
+        self.layer.visit_layers_mut(visit);
+    }
 }
 
 /// `path` without `name` and the dot after it.

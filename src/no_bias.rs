@@ -125,6 +125,11 @@ impl<L: Layer> Layer for NoBias<L> {
         self.zero_bias();
     }
 
+    /// Visits the wrapped layer.
+    fn visit_layers_mut(&mut self, visit: &mut dyn FnMut(&mut dyn core::any::Any)) {
+        self.0.visit_layers_mut(visit);
+    }
+
     /// Also zeroes the hidden bias of a gradient value, so sums of gradients stay finite.
     fn zero_params(&mut self) {
         self.0.zero_params();

@@ -296,6 +296,11 @@ where
         self.body.init(rng);
         self.shortcut.init(rng);
     }
+
+    fn visit_layers_mut(&mut self, visit: &mut dyn FnMut(&mut dyn core::any::Any)) {
+        self.body.visit_layers_mut(visit);
+        self.shortcut.visit_layers_mut(visit);
+    }
 }
 
 /// What a [`Residual`]'s batched passes keep.

@@ -108,8 +108,8 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Describe for Linear<T, IN, OU
     }
 }
 
-impl<T: Scalar, const C: usize, const H: usize, const W: usize> Describe
-    for crate::BatchNorm2d<T, C, H, W>
+impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: crate::BatchNormEps> Describe
+    for crate::BatchNorm2d<T, C, H, W, E>
 {
     /// `eps` and `momentum` are values of the network's definition, not of its weights.
     fn describe(out: &mut dyn Write) -> fmt::Result {
