@@ -61,6 +61,7 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod alexnet;
 #[cfg(feature = "std")]
 pub mod augment;
 pub mod avgpool2d;
@@ -71,10 +72,12 @@ pub mod classifier;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_kernel;
+pub mod densenet;
 pub mod dropout;
 pub mod flatten;
 pub mod fused;
 pub mod global_avgpool2d;
+pub mod googlenet;
 pub mod grouped_conv2d;
 pub mod lanes;
 pub mod layer;
@@ -89,6 +92,7 @@ pub mod maxpool2d;
 pub mod mnist;
 pub mod mode;
 pub mod named;
+pub mod network;
 pub mod no_bias;
 pub mod optim;
 #[cfg(feature = "safetensors")]
@@ -97,6 +101,7 @@ pub mod pytorch;
 mod read;
 pub mod relu;
 pub mod residual;
+pub mod resnet;
 pub mod scalar;
 pub mod shape;
 pub mod shape_errors;
@@ -108,12 +113,15 @@ pub mod state_dict;
 pub mod tensor;
 #[cfg(feature = "std")]
 pub mod train;
+pub mod vgg;
 #[cfg(feature = "viz")]
 pub mod viz;
 pub mod weights;
 #[allow(unsafe_code)]
 pub mod zeroed;
+pub mod zfnet;
 
+pub use alexnet::{AlexNet, AlexNet2012};
 pub use avgpool2d::AvgPool2d;
 pub use batch::{BatchChainWorkspace, BatchLayer};
 pub use batchnorm2d::{BatchNorm2d, BatchNormEps, BatchNormWorkspace, Eps1e3, Eps1e5};
@@ -121,10 +129,12 @@ pub use chain::{Chain, ChainWorkspace};
 pub use concat::Concat;
 pub use conv_kernel::ConvGeometry;
 pub use conv2d::Conv2d;
+pub use densenet::DenseNet121;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use fused::SgdLayer;
 pub use global_avgpool2d::GlobalAvgPool2d;
+pub use googlenet::GoogLeNet;
 pub use grouped_conv2d::{DepthwiseConv2d, GroupedConv2d};
 pub use lanes::{BlockOrder, LANES, LaneLayer, Lanes, from_lanes, to_lanes};
 pub use layer::{Activation, Layer, Shape, TensorKind};
@@ -141,10 +151,13 @@ pub use no_bias::NoBias;
 pub use optim::{Optimizer, OptimizerState, Schedule, Sgd};
 pub use relu::Relu;
 pub use residual::{Identity, Residual, Skip};
+pub use resnet::{ResNet18, ResNet20};
 pub use scalar::Scalar;
 pub use shape::{conv_out, pool_out};
 pub use softmax::Softmax;
 pub use tensor::{Maps, MapsShape, Tensor, argmax};
+pub use vgg::Vgg16;
 pub use zeroed::Zeroable;
 #[cfg(feature = "alloc")]
 pub use zeroed::zeroed_box;
+pub use zfnet::ZfNet;

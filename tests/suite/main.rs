@@ -18,6 +18,7 @@ mod gradients;
 mod lanes;
 mod mnist_data;
 mod names;
+mod nets_golden;
 mod no_alloc;
 mod norm;
 mod pytorch_golden;

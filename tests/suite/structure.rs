@@ -49,7 +49,20 @@ const LEVELS: &[(&str, &[&str])] = &[
             "loss",
         ],
     ),
-    ("networks", &["lenet", "classifier"]),
+    (
+        "networks",
+        &[
+            "lenet",
+            "classifier",
+            "network",
+            "resnet",
+            "vgg",
+            "alexnet",
+            "zfnet",
+            "googlenet",
+            "densenet",
+        ],
+    ),
     (
         "training, files, pictures",
         &[
