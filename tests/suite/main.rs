@@ -19,6 +19,7 @@ mod lanes;
 mod mnist_data;
 mod names;
 mod nets_golden;
+mod nets_memory;
 mod no_alloc;
 mod norm;
 mod pytorch_golden;
