@@ -405,3 +405,64 @@ fn resnet18_training_step_matches_pytorch_in_f64() {
         }
     }
 }
+
+/// Per parameter tensor, the sum of its values' bit patterns (changes if any value does;
+/// a clone of a 233 MiB network would go through the stack).
+fn fingerprint<L: Layer<Scalar = f32>>(net: &L) -> Vec<u64> {
+    (0..L::PARAM_TENSORS)
+        .map(|i| net.param(i).iter().map(|v| u64::from(v.to_bits())).sum())
+        .collect()
+}
+
+/// torchvision's AlexNet `state_dict` does not fit the 2012 AlexNet: a typed error naming
+/// the first tensor that does not fit, and the network unchanged.
+#[test]
+fn another_variants_state_dict_is_refused_naming_the_tensor() {
+    let torchvision = read(&dir().join("alexnet.json")).state_dict();
+    let mut net = AlexNet2012::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(4));
+    let before = fingerprint(&*net);
+    let err = load_state_dict(&mut *net, &torchvision).unwrap_err();
+    assert!(
+        matches!(&err, constnet::pytorch::SafetensorsError::Missing { tensor } if tensor == "conv1.weight"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("conv1.weight"), "{err}");
+    assert!(fingerprint(&*net) == before, "the network is unchanged");
+    // and the other way round: the 2012 dict into torchvision's network
+    let paper = read(&dir().join("alexnet_paper.json")).state_dict();
+    let mut tv = AlexNet::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(4));
+    let err = load_state_dict(&mut *tv, &paper).unwrap_err();
+    assert!(err.to_string().contains("features.0.weight"), "{err}");
+}
+
+/// ResNet-18 exports its `state_dict` as torchvision's (names, shapes, F32 and I64 counters),
+/// and what it writes loads back to the same network.
+#[test]
+fn resnet18_state_dict_round_trips_with_torchvision_names() {
+    let case = read(&dir().join("resnet18.json"));
+    let mut net = ResNet18::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(5));
+    load_state_dict(&mut *net, &case.state_dict()).unwrap();
+    *net.counter_mut(3) = 7; // a counter that is not 0 survives the trip as I64
+    let bytes = constnet::state_dict::save_state_dict(&*net).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for key in case.keys() {
+        let view = st.tensor(key[0].as_str().unwrap()).unwrap();
+        let shape: Vec<usize> = key[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(view.shape(), &shape[..], "{}", key[0]);
+        let dtype = if key[2] == "int64" {
+            Dtype::I64
+        } else {
+            Dtype::F32
+        };
+        assert_eq!(view.dtype(), dtype, "{}", key[0]);
+    }
+    assert_eq!(st.len(), case.keys().len());
+    let mut copy = ResNet18::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(6));
+    load_state_dict(&mut *copy, &bytes).unwrap();
+    assert!(*copy == *net);
+}
