@@ -189,14 +189,28 @@ where
     }
 
     fn activation<'a>(ws: &'a Self::Workspace, name: &str) -> Option<Activation<'a, A::Scalar>> {
-        if A::ends_with(name) {
-            return Some(Activation::of(&ws.mid));
-        }
-        A::activation(&ws.first, name).or_else(|| B::activation(&ws.then, name))
+        Self::activation_at(ws, name, 0)
     }
 
     fn ends_with(name: &str) -> bool {
-        B::ends_with(name)
+        Self::ends_with_at(name, 0)
+    }
+
+    /// Nested chains are one sequence: `B`'s layers are numbered after all of `A`'s.
+    fn activation_at<'a>(
+        ws: &'a Self::Workspace,
+        name: &str,
+        position: usize,
+    ) -> Option<Activation<'a, A::Scalar>> {
+        if A::ends_with_at(name, position) {
+            return Some(Activation::of(&ws.mid));
+        }
+        A::activation_at(&ws.first, name, position)
+            .or_else(|| B::activation_at(&ws.then, name, position + A::CHILDREN))
+    }
+
+    fn ends_with_at(name: &str, position: usize) -> bool {
+        B::ends_with_at(name, position + A::CHILDREN)
     }
 
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {

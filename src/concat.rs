@@ -272,6 +272,15 @@ macro_rules! concat {
                 no_such_tensor("tensor", i)
             }
 
+            /// In a sequence too, as its tensors' names.
+            fn activation_at<'a>(ws: &'a Self::Workspace, name: &str, _position: usize) -> Option<Activation<'a, X::Scalar>> {
+                Self::activation(ws, name)
+            }
+
+            fn ends_with_at(name: &str, _position: usize) -> bool {
+                Self::ends_with(name)
+            }
+
             fn activation<'a>(ws: &'a Self::Workspace, name: &str) -> Option<Activation<'a, X::Scalar>> {
                 $(
                     if $b::ends_with(name) {

@@ -845,6 +845,18 @@ impl<Net: Layer> Layer for Lanes<Net> {
         Net::ends_with(name)
     }
 
+    fn activation_at<'a>(
+        ws: &'a Net::Workspace,
+        name: &str,
+        position: usize,
+    ) -> Option<Activation<'a, Net::Scalar>> {
+        Net::activation_at(ws, name, position)
+    }
+
+    fn ends_with_at(name: &str, position: usize) -> bool {
+        Net::ends_with_at(name, position)
+    }
+
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         self.0.init(rng);
     }

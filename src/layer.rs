@@ -205,6 +205,29 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
         false
     }
 
+    /// [`Layer::activation`] of this layer as the child at `position` of a sequence: unless
+    /// it is [`Layer::NAMED`], its parts are `position.…` (`layer1.0.conv1` in a stage of
+    /// [`Block`](crate::Block)s, `features.0` in a chain of unnamed layers).
+    fn activation_at<'a>(
+        ws: &'a Self::Workspace,
+        name: &str,
+        position: usize,
+    ) -> Option<Activation<'a, Self::Scalar>> {
+        if Self::NAMED {
+            return Self::activation(ws, name);
+        }
+        Self::activation(ws, after_position(name, position)?)
+    }
+
+    /// [`Layer::ends_with`] of this layer as the child at `position` of a sequence: unless it
+    /// is [`Layer::NAMED`], it is called `position`.
+    fn ends_with_at(name: &str, position: usize) -> bool {
+        if Self::NAMED {
+            return Self::ends_with(name);
+        }
+        is_position(name, position) || after_position(name, position).is_some_and(Self::ends_with)
+    }
+
     /// Draws fresh random parameters (see each layer for the scheme; biases start at zero).
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R);
 
@@ -269,6 +292,19 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     }
 }
 
+/// Whether `name` is the decimal `position`.
+fn is_position(name: &str, position: usize) -> bool {
+    name.parse::<usize>() == Ok(position)
+        && !name.starts_with('+')
+        && (name == "0" || !name.starts_with('0'))
+}
+
+/// `name` after `position` and a dot (`"3.conv1"` at 3 → `"conv1"`).
+fn after_position(name: &str, position: usize) -> Option<&str> {
+    let (head, rest) = name.split_once('.')?;
+    is_position(head, position).then_some(rest)
+}
+
 /// Panics with a clear message on a parameter index that does not exist.
 #[cold]
 #[track_caller]
@@ -299,6 +335,7 @@ pub(crate) fn he_uniform<T: Scalar, R: Rng + ?Sized>(values: &mut [T], fan_in: u
 pub struct Activation<'a, T> {
     value: &'a dyn core::any::Any,
     flat: &'a [T],
+    dims: &'static [usize],
 }
 
 impl<'a, T> Activation<'a, T> {
@@ -307,7 +344,13 @@ impl<'a, T> Activation<'a, T> {
         Self {
             value: x,
             flat: x.flat(),
+            dims: X::DIMS,
         }
+    }
+
+    /// Its dimensions, outermost first ([`Tensor::DIMS`]: `[C, H, W]` for feature maps).
+    pub fn dims(&self) -> &'static [usize] {
+        self.dims
     }
 
     /// Its elements in row-major order.

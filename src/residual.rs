@@ -292,6 +292,19 @@ where
         F::activation(&ws.body, name).or_else(|| S::activation(&ws.shortcut, name))
     }
 
+    /// In a sequence too, as its tensors' names.
+    fn activation_at<'a>(
+        ws: &'a Self::Workspace,
+        name: &str,
+        _position: usize,
+    ) -> Option<Activation<'a, F::Scalar>> {
+        Self::activation(ws, name)
+    }
+
+    fn ends_with_at(name: &str, _position: usize) -> bool {
+        Self::ends_with(name)
+    }
+
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
         self.body.init(rng);
         self.shortcut.init(rng);

@@ -14,6 +14,9 @@ pub trait Tensor: Copy + Zeroable + Send + Sync + 'static {
     type Scalar: Scalar;
     /// Number of elements.
     const LEN: usize;
+    /// The dimensions, outermost first: `[N]` for a vector, `[H, W]` for a map, `[C, H, W]`
+    /// for [`Maps`].
+    const DIMS: &'static [usize] = &[Self::LEN];
     /// All elements in row-major order.
     fn flat(&self) -> &[Self::Scalar];
     /// All elements in row-major order, mutable.
@@ -48,6 +51,7 @@ impl<T: Scalar, const N: usize> Tensor for [T; N] {
 impl<T: Scalar, const W: usize, const H: usize> Tensor for [[T; W]; H] {
     type Scalar = T;
     const LEN: usize = H * W;
+    const DIMS: &'static [usize] = &[H, W];
     fn flat(&self) -> &[T] {
         self.as_flattened()
     }
@@ -65,6 +69,7 @@ impl<T: Scalar, const W: usize, const H: usize> Tensor for [[T; W]; H] {
 impl<T: Scalar, const W: usize, const H: usize, const C: usize> Tensor for [[[T; W]; H]; C] {
     type Scalar = T;
     const LEN: usize = C * H * W;
+    const DIMS: &'static [usize] = &[C, H, W];
     fn flat(&self) -> &[T] {
         self.as_flattened().as_flattened()
     }

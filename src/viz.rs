@@ -526,6 +526,27 @@ pub fn activation_grid<T: Scalar, const C: usize, const H: usize, const W: usize
     tiles(values, C, H, W, grid, |a| activation_gray(a, m))
 }
 
+/// A named layer's feature maps ([`Layer::activation`](crate::Layer::activation)) as grey
+/// tiles, drawn as [`activation_grid`] draws them (the scale's white is the largest value of
+/// all the maps); `None` if the activation is not `C`×`H`×`W` maps (a vector).
+///
+/// ```
+/// use constnet::viz::{Grid, activation_tiles};
+/// use constnet::Activation;
+/// let maps = [[[0.0f32, 1.0], [2.0, 4.0]]; 3];
+/// let c = activation_tiles(&Activation::of(&maps), Grid { zoom: 8, gap: 2, columns: 3 }).unwrap();
+/// assert_eq!((c.width(), c.height()), (3 * 16 + 2 * 2, 16));
+/// assert!(activation_tiles(&Activation::of(&[1.0f32; 4]), Grid { zoom: 1, gap: 0, columns: 1 }).is_none());
+/// ```
+pub fn activation_tiles<T: Scalar>(act: &crate::Activation<'_, T>, grid: Grid) -> Option<Canvas> {
+    let &[c, h, w] = act.dims() else {
+        return None;
+    };
+    let values = act.flat();
+    let m = max_value(values);
+    Some(tiles(values, c, h, w, grid, |a| activation_gray(a, m)))
+}
+
 /// Convolution filters as grey tiles, `weights` in PyTorch's layout
 /// `[out_channels][in_channels][k][k]` (as [`Layer::param`] gives them): one tile per
 /// (output, input) channel pair, in that order, so with `grid.columns == in_channels` each

@@ -5,6 +5,8 @@
 //! cargo run --release --bin visualize -- --index 0 --out viz-7 --force
 //! cargo run --release --bin visualize -- --weights lenet.safetensors
 //! cargo run --release --bin visualize -- --serve            # the live page, http://127.0.0.1:2828/
+//! cargo run --release --bin visualize -- --model resnet20 --layer layer1 --layer layer3 \
+//!     --weights resnet20.safetensors --data /usr/share/datasets/fashion-mnist
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -29,10 +31,20 @@ OPTIONS:
   --port N         the live page's port; 0 picks a free one [default: 2828]
   --host ADDR      the address to listen on; anything but loopback must be asked for here
                    [default: 127.0.0.1]
+  --model NAME     lenet5 (the default: every layer, as above), or any of the later
+                   networks: alexnet, alexnet2012, zfnet, vgg16, resnet18, resnet20,
+                   googlenet, densenet121; with --layer
+  --layer NAME     (with --model) draw the feature maps of the layer called NAME, as
+                   torchvision names it (conv1, layer1, layer2.0.conv1, features.0,
+                   inception3a, ...); repeat for more. --weights is then a torchvision
+                   state_dict saved as safetensors; without it the weights are random.
+                   The digit is the network's input: padded to 32×32 (resnet20, 1
+                   channel), or enlarged to 224×224 (227 for alexnet2012) in 3 channels
   -h, --help       this text
 
 Writes input.png, conv1.png, pool1.png, conv2.png, pool2.png, fc.png, output.png,
-filters_conv1.png, filters_conv2.png and composite.png.";
+filters_conv1.png, filters_conv2.png and composite.png; with --model, MODEL-LAYER.png
+for each --layer.";
 
 struct Args {
     weights: PathBuf,
@@ -43,6 +55,9 @@ struct Args {
     serve: bool,
     port: u16,
     host: std::net::IpAddr,
+    model: String,
+    layers: Vec<String>,
+    weights_given: bool,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -57,11 +72,19 @@ fn parse() -> Result<Args, lexopt::Error> {
         serve: false,
         port: constnet::live::DEFAULT_PORT,
         host: std::net::Ipv4Addr::LOCALHOST.into(),
+        model: "lenet5".into(),
+        layers: Vec::new(),
+        weights_given: false,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
         match arg {
-            Long("weights") => args.weights = p.value()?.into(),
+            Long("weights") => {
+                args.weights = p.value()?.into();
+                args.weights_given = true;
+            }
+            Long("model") => args.model = p.value()?.string()?,
+            Long("layer") => args.layers.push(p.value()?.string()?),
             Long("index") => args.index = Some(p.value()?.parse()?),
             Long("data") => args.data = p.value()?.into(),
             Long("out") => args.out = p.value()?.into(),
@@ -80,6 +103,12 @@ fn parse() -> Result<Args, lexopt::Error> {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.model != "lenet5" {
+        return later::run(&args);
+    }
+    if !args.layers.is_empty() {
+        return Err("--layer goes with --model (LeNet-5 draws every layer)".into());
+    }
     let net = constnet::weights::load_lenet5(&args.weights)?;
     let test = load_test_dir(&args.data)?;
     if test.is_empty() {
@@ -159,5 +188,149 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--model`: the feature maps of named layers of the later networks.
+mod later {
+    use std::path::PathBuf;
+
+    use constnet::mnist::load_test_dir;
+    use constnet::state_dict::load_state_dict;
+    use constnet::viz::{self, Grid};
+    use constnet::{
+        AlexNet, AlexNet2012, DenseNet121, GoogLeNet, Layer, ResNet18, ResNet20, Tensor, Vgg16,
+        ZfNet, tensor_names, zeroed_box,
+    };
+    use rand::SeedableRng;
+
+    use super::Args;
+
+    type Error = Box<dyn std::error::Error>;
+
+    pub fn run(args: &Args) -> Result<(), Error> {
+        if args.layers.is_empty() {
+            return Err("--model needs at least one --layer NAME".into());
+        }
+        if args.serve {
+            return Err("--serve shows LeNet-5 only".into());
+        }
+        let rng = &mut rand::rngs::StdRng::seed_from_u64(0);
+        macro_rules! models {
+            ($($name:literal => $ty:ty),+ $(,)?) => {
+                match args.model.as_str() {
+                    $($name => draw(args, &mut *<$ty>::new_boxed(rng)),)+
+                    other => Err(format!(
+                        "--model {other}: not one of lenet5, {}",
+                        [$($name),+].join(", ")
+                    ).into()),
+                }
+            };
+        }
+        models! {
+            "alexnet" => AlexNet<f32>,
+            "alexnet2012" => AlexNet2012<f32>,
+            "zfnet" => ZfNet<f32>,
+            "vgg16" => Vgg16<f32>,
+            "resnet18" => ResNet18<f32>,
+            "resnet20" => ResNet20<f32, 1, 10>,
+            "googlenet" => GoogLeNet<f32>,
+            "densenet121" => DenseNet121<f32>,
+        }
+    }
+
+    /// The test digit as the network's input: nearest-neighbour to its size, in every channel.
+    fn input<X: Tensor<Scalar = f32>>(digit: &[[f32; 32]; 32]) -> Box<X> {
+        let mut x = zeroed_box::<X>();
+        let &[c, h, w] = X::DIMS else {
+            unreachable!("the networks read C×H×W maps")
+        };
+        let flat = x.flat_mut();
+        for ch in 0..c {
+            for y in 0..h {
+                for xx in 0..w {
+                    flat[(ch * h + y) * w + xx] = digit[y * 32 / h][xx * 32 / w];
+                }
+            }
+        }
+        x
+    }
+
+    fn draw<L: Layer<Scalar = f32>>(args: &Args, net: &mut L) -> Result<(), Error> {
+        if args.weights_given {
+            let bytes = std::fs::read(&args.weights)
+                .map_err(|e| format!("{}: {e}", args.weights.display()))?;
+            load_state_dict(net, &bytes).map_err(|e| format!("{}: {e}", args.weights.display()))?;
+        } else {
+            eprintln!("note: no --weights: {} has random weights", args.model);
+        }
+        let test = load_test_dir(&args.data)?;
+        let index = match args.index {
+            Some(i) if i < test.len() => i,
+            Some(i) => {
+                return Err(format!("--index {i}: the test set has {} images", test.len()).into());
+            }
+            None if test.is_empty() => {
+                return Err(
+                    format!("{}: the test set holds no images", args.data.display()).into(),
+                );
+            }
+            None => 0,
+        };
+        let digit = test.image::<f32>(index);
+        let x = input::<L::Input>(&digit[0]);
+        let mut y = zeroed_box::<L::Output>();
+        let mut ws = zeroed_box::<L::Workspace>();
+        net.infer(&x, &mut y, &mut ws);
+
+        let mut files: Vec<(PathBuf, viz::Canvas)> = Vec::new();
+        for name in &args.layers {
+            let Some(act) = L::activation(&ws, name) else {
+                let mut known: Vec<String> = tensor_names::<L>()
+                    .into_iter()
+                    .filter_map(|n| n.strip_suffix(".weight").map(str::to_string))
+                    .collect();
+                known.truncate(12);
+                return Err(format!(
+                    "{}: no layer called `{name}` (layers with weights include: {}, …)",
+                    args.model,
+                    known.join(", ")
+                )
+                .into());
+            };
+            let &[c, h, _] = act.dims() else {
+                return Err(format!("`{name}` is a vector, not feature maps").into());
+            };
+            let columns = (c as f64).sqrt().ceil() as usize;
+            let zoom = (96 / h).max(1);
+            let canvas = viz::activation_tiles(
+                &act,
+                Grid {
+                    zoom,
+                    gap: 2,
+                    columns,
+                },
+            )
+            .expect("C×H×W maps draw");
+            files.push((
+                args.out.join(format!("{}-{}.png", args.model, name)),
+                canvas,
+            ));
+        }
+        if let Some((path, _)) = files.iter().find(|(p, _)| p.exists() && !args.force) {
+            return Err(format!(
+                "not overwriting {} (pass --force to replace it)",
+                path.display()
+            )
+            .into());
+        }
+        std::fs::create_dir_all(&args.out)
+            .map_err(|e| format!("{}: cannot create the directory: {e}", args.out.display()))?;
+        for (path, canvas) in &files {
+            canvas.save_png(path, args.force)?;
+            println!("wrote {}", path.display());
+        }
+        println!("test image {index} (label {})", test.label(index));
+        Ok(())
     }
 }

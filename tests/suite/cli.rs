@@ -919,3 +919,61 @@ mod live {
         assert!(!server.stderr().contains("panic"), "{}", server.stderr());
     }
 }
+
+/// `visualize --model NAME --layer PATH` draws a named layer of a later network as one PNG
+/// per layer, refuses an unknown layer by name (listing some that exist), and does not
+/// overwrite without `--force`.
+#[test]
+fn the_visualizer_draws_named_layers_of_the_later_networks() {
+    let dir = scratch("layers");
+    let bin = env!("CARGO_BIN_EXE_visualize");
+    let args = ["--model", "resnet20", "--data", DATA, "--out", "maps"];
+    let (ok, stdout, stderr) = run(
+        bin,
+        &dir,
+        &[
+            &args[..],
+            &["--layer", "layer1", "--layer", "layer3.0.conv1"],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("random weights"), "{stderr}");
+    for (file, (w, h)) in [
+        // 16 maps of 32×32 in 4 columns, zoom 3, gap 2; 64 maps of 8×8 in 8 columns, zoom 12
+        ("resnet20-layer1.png", (4 * 96 + 3 * 2, 4 * 96 + 3 * 2)),
+        (
+            "resnet20-layer3.0.conv1.png",
+            (8 * 96 + 7 * 2, 8 * 96 + 7 * 2),
+        ),
+    ] {
+        let png = std::fs::read(dir.join("maps").join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}\n{stdout}"));
+        let header = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
+        let info = header.info();
+        assert_eq!(
+            (info.width as usize, info.height as usize),
+            (w, h),
+            "{file}"
+        );
+    }
+    let (ok, _, stderr) = run(bin, &dir, &[&args[..], &["--layer", "layer1"]].concat());
+    assert!(!ok && stderr.contains("--force"), "{stderr}");
+    let (ok, _, stderr) = run(
+        bin,
+        &dir,
+        &[&args[..], &["--layer", "layer9", "--force"]].concat(),
+    );
+    assert!(
+        !ok && stderr.contains("no layer called `layer9`") && stderr.contains("layer1.0.conv1"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(bin, &dir, &["--layer", "conv1", "--data", DATA]);
+    assert!(
+        !ok && stderr.contains("--layer goes with --model"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

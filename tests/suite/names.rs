@@ -234,12 +234,89 @@ fn activations_are_found_by_name_through_named_parts() {
         .first
         .first
         .infer(&x, &mut conv1, &mut ());
-    let found = <Stage as Layer>::activation(&ws, "layer1.conv1").expect("a named layer");
+    // the paths of the tensors' names: the block is `layer1.0`
+    let found = <Stage as Layer>::activation(&ws, "layer1.0.conv1").expect("a named layer");
     assert_eq!(found.get::<Maps<f64, 8, 4, 4>>(), Some(&*conv1));
-    assert!(<Stage as Layer>::activation(&ws, "layer1.relu").is_some());
+    assert!(<Stage as Layer>::activation(&ws, "layer1.0.relu").is_some());
+    assert!(<Stage as Layer>::activation(&ws, "layer1.0").is_some());
+    assert!(
+        <Stage as Layer>::activation(&ws, "layer1.conv1").is_none(),
+        "the block's number is part of the path"
+    );
     assert!(
         <Stage as Layer>::activation(&ws, "conv1").is_none(),
         "paths start at the top"
     );
     assert!(<Stage as Layer>::activation(&ws, "layer1.nothing").is_none());
+}
+
+/// Activations are found by the same paths as the tensors: through named parts, numbered
+/// blocks (`layer1.0`), a residual block's parts (`layer2.0.downsample.0`) and a
+/// sequence's unnamed layers (`features.0`).
+#[test]
+fn activations_are_found_by_torchvision_paths() {
+    use constnet::{Layer, ResNet20, Tensor, zeroed_box};
+    use rand::SeedableRng;
+    type Net = ResNet20<f64, 1, 10>;
+    let net = Net::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(8));
+    let mut ws = zeroed_box::<<Net as Layer>::Workspace>();
+    let mut x = zeroed_box::<<Net as Layer>::Input>();
+    for (i, v) in x.flat_mut().iter_mut().enumerate() {
+        *v = ((i * 37) % 11) as f64 / 11.0 - 0.5;
+    }
+    let mut y = [0.0; 10];
+    net.infer(&x, &mut y, &mut ws);
+    let dims = |name: &str| Net::activation(&ws, name).map(|a| a.dims().to_vec());
+    assert_eq!(dims("conv1"), Some(vec![16, 32, 32]));
+    assert_eq!(dims("layer1.0.conv1"), Some(vec![16, 32, 32]));
+    assert_eq!(dims("layer2.0.conv1"), Some(vec![32, 16, 16]));
+    assert_eq!(dims("layer2.0.downsample.0"), Some(vec![32, 16, 16]));
+    assert_eq!(dims("layer3"), Some(vec![64, 8, 8]));
+    assert_eq!(dims("avgpool"), Some(vec![64]));
+    for missing in ["layer1.3", "layer1.0.conv3", "layer1.00", "layer4", "0"] {
+        assert_eq!(dims(missing), None, "{missing}");
+    }
+    // a stage's output is its last block's, and a block's is its ReLU's
+    let flat = |name: &str| Net::activation(&ws, name).unwrap().flat().to_vec();
+    assert_eq!(flat("layer2"), flat("layer2.2"));
+    assert_ne!(flat("layer2.1"), flat("layer2.2"));
+    // the block's first convolution reads the stage's input: conv1 → bn1 → relu of the stem
+    let relu = flat("relu");
+    assert!(relu.iter().all(|&v| v >= 0.0) && relu.iter().any(|&v| v > 0.0));
+    assert_eq!(flat("layer1.0.bn1").len(), 16 * 32 * 32);
+}
+
+/// In a chain of unnamed layers (torchvision's `features`), each is called by its position.
+#[test]
+fn unnamed_layers_of_a_sequence_are_called_by_position() {
+    use constnet::{Conv2d, Layer, Maps, MaxPool2d, Named, Relu, name, sequential, zeroed_box};
+    name!(Features = "features");
+    type Net = Named<
+        Features,
+        sequential![
+            Conv2d<f32, 1, 2, 3, 1, 1, 4, 4, 4, 4>,
+            Relu<Maps<f32, 2, 4, 4>>,
+            MaxPool2d<f32, 2, 4, 4, 2, 2, 2, 2>,
+            Conv2d<f32, 2, 3, 1, 1, 0, 2, 2, 2, 2>,
+        ],
+    >;
+    let mut net = zeroed_box::<Net>();
+    net.layer.first.first.first.bias = [-1.0, 2.0];
+    let ws = {
+        let mut ws = zeroed_box::<<Net as Layer>::Workspace>();
+        let mut y = [[[0.0f32; 2]; 2]; 3];
+        net.infer(&[[[1.0; 4]; 4]], &mut y, &mut ws);
+        ws
+    };
+    let act = |name: &str| Net::activation(&ws, name).map(|a| (a.dims().to_vec(), a.flat()[0]));
+    assert_eq!(act("features.0"), Some((vec![2, 4, 4], -1.0)));
+    assert_eq!(act("features.1"), Some((vec![2, 4, 4], 0.0)));
+    assert_eq!(act("features.2"), Some((vec![2, 2, 2], 0.0)));
+    assert_eq!(
+        act("features.3"),
+        None,
+        "the last layer's output is the pass's output"
+    );
+    assert_eq!(act("features.4"), None);
+    assert_eq!(act("0"), None);
 }
