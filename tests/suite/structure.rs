@@ -24,11 +24,20 @@ const LEVELS: &[(&str, &[&str])] = &[
             "mode",
         ],
     ),
-    ("kernels", &["simd", "conv_kernel"]),
+    ("kernels", &["simd", "lane_layout", "conv_kernel"]),
     (
         "execution",
         &[
-            "chain", "batch", "lanes", "fused", "residual", "concat", "named", "no_bias",
+            "chain",
+            "batch",
+            "lane_layer",
+            "lane_chain",
+            "lanes",
+            "fused",
+            "residual",
+            "concat",
+            "named",
+            "no_bias",
         ],
     ),
     (
