@@ -87,6 +87,8 @@ pub mod lanes;
 pub mod layer;
 pub mod lenet;
 pub mod linear;
+mod linear_kernel;
+mod linear_lanes;
 #[cfg(feature = "cli")]
 pub mod live;
 pub mod loss;

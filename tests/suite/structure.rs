@@ -34,6 +34,8 @@ const LEVELS: &[(&str, &[&str])] = &[
             "conv_fast_backward",
             "conv_lanes",
             "conv_lanes_backward",
+            "linear_kernel",
+            "linear_lanes",
         ],
     ),
     (
