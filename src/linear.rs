@@ -1,4 +1,7 @@
 //! Fully connected layer, `y = W·x + b`.
+//!
+//! The layer, its reference loops and its passes are here; its `f32` kernels are apart, in
+//! `linear_kernel` (samples one after the other) and `linear_lanes` (16 samples per vector).
 
 use rand::Rng;
 
@@ -8,9 +11,9 @@ use crate::lanes::{
     BlockOrder, CacheLines, LANES, LaneLayer, block_from_lanes, block_of, block_of_mut,
     check_lanes, lane_get, lane_put, relu_mask, transpose_blocks,
 };
-use crate::layer::{Layer, Shape, TensorKind, he_uniform, no_such_param};
+use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
 use crate::scalar::Scalar;
-use crate::simd;
+use crate::{linear_kernel, linear_lanes};
 
 /// A fully connected layer from `IN` to `OUT` values: `y = W·x + b`.
 ///
@@ -88,7 +91,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
         ) else {
             return false;
         };
-        simd::dispatch(fast::Forward::<IN, OUT> { x, w, b, y });
+        linear_kernel::forward::<IN, OUT>(x, (w, b), y);
         true
     }
 
@@ -102,24 +105,10 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
         lr: T,
     ) {
         if let (Some(xf), Some(gf)) = (T::as_f32(x), T::as_f32(g)) {
-            let lr = lr.to_f64() as f32;
-            let mut scaled = [0.0f32; OUT];
-            for (s, &g) in scaled.iter_mut().zip(gf) {
-                *s = -lr * g;
-            }
             let w = T::as_f32_mut(self.weight.as_flattened_mut()).expect("T is f32");
-            let gi = grad_input.map(|gi| T::as_f32_mut(gi).expect("T is f32"));
-            simd::dispatch(fast::SgdStep::<IN, OUT> {
-                w,
-                x: xf,
-                g: gf,
-                scaled: &scaled,
-                gi,
-            });
             let b = T::as_f32_mut(&mut self.bias).expect("T is f32");
-            for (b, &s) in b.iter_mut().zip(&scaled) {
-                *b += s;
-            }
+            let gi = grad_input.map(|gi| T::as_f32_mut(gi).expect("T is f32"));
+            linear_kernel::sgd_step::<IN, OUT>((w, b), (xf, gf), lr.to_f64() as f32, gi);
             return;
         }
         // The reference loops' arithmetic, so that f64 matches backward + Sgd::step exactly.
@@ -152,19 +141,11 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
         let (Some(x), Some(g)) = (T::as_f32(x), T::as_f32(g)) else {
             return false;
         };
-        let gb = T::as_f32_mut(&mut grads.bias).expect("T is f32");
-        for g_row in g.chunks_exact(OUT) {
-            for (gb, &v) in gb.iter_mut().zip(g_row) {
-                *gb += v;
-            }
-        }
+        let w = T::as_f32(self.weight.as_flattened()).expect("T is f32");
         let gw = T::as_f32_mut(grads.weight.as_flattened_mut()).expect("T is f32");
-        simd::dispatch(fast::WeightGrad::<IN, OUT> { x, g, gw });
-        if let Some(gi) = grad_input {
-            let gi = T::as_f32_mut(gi).expect("T is f32");
-            let w = T::as_f32(self.weight.as_flattened()).expect("T is f32");
-            simd::dispatch(fast::InputGrad::<IN, OUT> { w, g, gi });
-        }
+        let gb = T::as_f32_mut(&mut grads.bias).expect("T is f32");
+        let gi = grad_input.map(|gi| T::as_f32_mut(gi).expect("T is f32"));
+        linear_kernel::backward::<IN, OUT>((x, g), w, (gw, gb), gi);
         true
     }
 }
@@ -226,10 +207,11 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Layer for Linear<T, IN, OUT> 
         }
     }
 
-    /// He uniform over fan-in `IN`; biases zero.
+    /// PyTorch's default (`nn.Linear.reset_parameters`): the weights, then the biases, drawn
+    /// from U(−1/√fan_in, 1/√fan_in) over the fan-in `IN`.
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
-        he_uniform(self.weight.as_flattened_mut(), IN, rng);
-        self.bias = [T::zero(); OUT];
+        torch_default_uniform(self.weight.as_flattened_mut(), IN, rng);
+        torch_default_uniform(&mut self.bias, IN, rng);
     }
 }
 
@@ -281,7 +263,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
             T::as_f32(&self.bias),
             T::as_f32_mut(ws.0.as_flattened_mut()),
             T::as_f32_mut(ws.1.as_flattened_mut()),
-        ) && simd::dispatch(fast::ForwardSamples::<IN, OUT> { x, w, b, y, xt, yt })
+        ) && linear_kernel::forward_samples::<IN, OUT>(x, (w, b), y, (xt, yt))
         {
             return;
         }
@@ -446,7 +428,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
             T::as_f32(self.weight.as_flattened()),
             T::as_f32(&self.bias),
         ) {
-            simd::dispatch(lanes_fast::Forward::<IN, OUT> { x, w, b, y, relu });
+            linear_lanes::forward::<IN, OUT>(x, (w, b), y, relu);
             return;
         }
         let (mut xs, mut ys) = ([T::zero(); IN], [T::zero(); OUT]);
@@ -491,572 +473,12 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
         if let Some(gi) = gi {
             let w = T::as_f32(self.weight.as_flattened()).expect("T is f32");
             let gi = T::as_f32_mut(gi).expect("T is f32");
-            simd::dispatch(lanes_fast::InputGrad::<IN, OUT> { w, g: gf, gi });
+            linear_lanes::input_grad::<IN, OUT>(w, gf, gi);
         }
         block_from_lanes(input, xs, block);
         transpose_blocks(g, block_of_mut(gs, block).as_flattened_mut(), (OUT, LANES));
         if block + 1 == N / LANES {
             self.backward_fast(xs.as_flattened(), gs.as_flattened(), None, grads);
-        }
-    }
-}
-
-/// `f32` kernels for `n` samples at once (`n = 1` for [`Layer::forward`]), generic over the
-/// instruction set. Forward is a block of dot products (`RB` samples × `OB` outputs share
-/// every load); the two gradients are blocks of `axpy`s along the contiguous input axis.
-pub(crate) mod fast {
-    use crate::simd::{Kernel, Simd, for_blocks, transpose_matrix};
-
-    /// Ones in the last `rem` lanes, zeros before (`0 < rem < LANES`): which lanes of a
-    /// vector ending at a row's end lie past the row's last whole vector.
-    #[inline(always)]
-    fn tail_mask<S: Simd>(s: S, rem: usize) -> S::F {
-        const STEPS: [f32; 32] = {
-            let mut steps = [0.0; 32];
-            let mut i = 16;
-            while i < 32 {
-                steps[i] = 1.0;
-                i += 1;
-            }
-            steps
-        };
-        s.load(&STEPS, 16 - S::LANES + rem)
-    }
-
-    /// `y[r][c] = b[c] + Σ_i x[r][i] · w[c][i]` for `RB` rows × `OB` columns.
-    #[inline(always)]
-    fn dot_block<S: Simd, const RB: usize, const OB: usize, const IN: usize>(
-        s: S,
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        y: &mut [f32],
-        y_stride: usize,
-    ) {
-        let full = IN / S::LANES * S::LANES;
-        let mut acc = [[s.splat(0.0); OB]; RB];
-        for i in (0..full).step_by(S::LANES) {
-            let wv: [S::F; OB] = core::array::from_fn(|c| s.load(w, c * IN + i));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let xv = s.load(x, r * IN + i);
-                for (a, &wv) in acc.iter_mut().zip(&wv) {
-                    *a = s.mul_add(xv, wv, *a);
-                }
-            }
-        }
-        let vector_tail = full < IN && IN >= S::LANES;
-        if vector_tail {
-            // The last vector ends at IN; its lanes already summed see x = 0.
-            let (i, keep) = (IN - S::LANES, tail_mask(s, IN - full));
-            let wv: [S::F; OB] = core::array::from_fn(|c| s.load(w, c * IN + i));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let xv = s.load(x, r * IN + i);
-                let xv = s.select_gt(keep, s.splat(0.5), xv, s.splat(0.0));
-                for (a, &wv) in acc.iter_mut().zip(&wv) {
-                    *a = s.mul_add(xv, wv, *a);
-                }
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            for (c, &a) in acc.iter().enumerate() {
-                let mut sum = s.sum(a);
-                if !vector_tail {
-                    for i in full..IN {
-                        sum += x[r * IN + i] * w[c * IN + i];
-                    }
-                }
-                y[r * y_stride + c] = b[c] + sum;
-            }
-        }
-    }
-
-    /// Forward pass of `x.len() / IN` samples.
-    pub(crate) struct Forward<'a, const IN: usize, const OUT: usize> {
-        pub x: &'a [f32],
-        pub w: &'a [f32],
-        pub b: &'a [f32],
-        pub y: &'a mut [f32],
-    }
-
-    impl<const IN: usize, const OUT: usize> Kernel for Forward<'_, IN, OUT> {
-        type Output = ();
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) {
-            let n = self.x.len() / IN;
-            macro_rules! columns {
-                ($r0:ident, $RB:ident) => {
-                    // Three outputs, not four: with 4 × 4 sums LLVM kept one in memory,
-                    // and its store-to-load chain bound the loop (batch-64 inference −5%).
-                    for_blocks!(OUT, [3, 1], |c0, OB| {
-                        dot_block::<S, $RB, OB, IN>(
-                            s,
-                            &self.x[$r0 * IN..],
-                            &self.w[c0 * IN..],
-                            &self.b[c0..],
-                            &mut self.y[$r0 * OUT + c0..],
-                            OUT,
-                        );
-                    });
-                };
-            }
-            if S::LANES >= 16 && n == 1 && IN * OUT > 16 * 1024 {
-                // One sample, weights bigger than L1 (fc1: 192 KB): the layer streams them
-                // from L2, and eight rows at a time keep more loads in flight.
-                for_blocks!(OUT, [8, 4, 1], |c0, OB| {
-                    dot_block::<S, 1, OB, IN>(
-                        s,
-                        self.x,
-                        &self.w[c0 * IN..],
-                        &self.b[c0..],
-                        &mut self.y[c0..],
-                        OUT,
-                    );
-                });
-            } else if S::LANES >= 16 {
-                for_blocks!(n, [4, 1], |r0, RB| {
-                    columns!(r0, RB);
-                });
-            } else {
-                for_blocks!(n, [2, 1], |r0, RB| {
-                    columns!(r0, RB);
-                });
-            }
-        }
-    }
-
-    /// `yt[o][r] = b[o] + Σ_i w[o][i] · xt[i][r]` for `OB` outputs × `RV` vectors of samples
-    /// from vector `v0` (`xt` and `yt` have `n` samples per row).
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    // Index loops on purpose (see the comment inside).
-    #[allow(clippy::needless_range_loop)]
-    fn samples_block<S: Simd, const OB: usize, const RV: usize, const IN: usize>(
-        s: S,
-        xt: &[f32],
-        n: usize,
-        w: &[f32],
-        b: &[f32],
-        yt: &mut [f32],
-        v0: usize,
-    ) {
-        // Constant trip counts only: LLVM then keeps the 24 sums in registers (iterating
-        // over the bias slice made it store every sum back to the stack after each step).
-        let mut acc = [[s.splat(0.0); RV]; OB];
-        for o in 0..OB {
-            acc[o] = [s.splat(b[o]); RV];
-        }
-        let w: &[f32] = &w[..OB * IN];
-        for i in 0..IN {
-            let mut xv = [s.splat(0.0); RV];
-            for v in 0..RV {
-                xv[v] = s.load(xt, i * n + (v0 + v) * S::LANES);
-            }
-            for o in 0..OB {
-                let wv = s.splat(w[o * IN + i]);
-                for v in 0..RV {
-                    acc[o][v] = s.mul_add(wv, xv[v], acc[o][v]);
-                }
-            }
-        }
-        for o in 0..OB {
-            for v in 0..RV {
-                s.store(yt, o * n + (v0 + v) * S::LANES, acc[o][v]);
-            }
-        }
-    }
-
-    /// Forward pass of `n` samples with the samples in the lanes, when `n` is a multiple of
-    /// the lane count (and the instruction set has FMA): `x` is transposed into `xt`, the
-    /// result `yt` back into `y`. Returns `false`, doing nothing, otherwise.
-    pub(crate) struct ForwardSamples<'a, const IN: usize, const OUT: usize> {
-        pub x: &'a [f32],
-        pub w: &'a [f32],
-        pub b: &'a [f32],
-        pub y: &'a mut [f32],
-        pub xt: &'a mut [f32],
-        pub yt: &'a mut [f32],
-    }
-
-    impl<const IN: usize, const OUT: usize> Kernel for ForwardSamples<'_, IN, OUT> {
-        type Output = bool;
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) -> bool {
-            let n = self.x.len() / IN;
-            if S::LANES < 8 || n == 0 || !n.is_multiple_of(S::LANES) {
-                return false;
-            }
-            transpose_matrix(s, self.x, (n, IN), self.xt);
-            let vectors = n / S::LANES;
-            let (xt, w, b) = (&*self.xt, self.w, self.b);
-            macro_rules! blocks {
-                ([$($ob:literal),*], [$($rv:literal),*]) => {
-                    for_blocks!(OUT, [$($ob),*], |o0, OB| {
-                        for_blocks!(vectors, [$($rv),*], |v0, RV| {
-                            samples_block::<S, OB, RV, IN>(
-                                s,
-                                xt,
-                                n,
-                                &w[o0 * IN..],
-                                &b[o0..],
-                                &mut self.yt[o0 * n..],
-                                v0,
-                            );
-                        });
-                    });
-                };
-            }
-            if S::LANES >= 16 {
-                // 32 registers: 6 outputs × 4 vectors of samples.
-                blocks!([6, 4, 1], [4, 2, 1]);
-            } else {
-                blocks!([4, 1], [2, 1]);
-            }
-            transpose_matrix(s, self.yt, (OUT, n), self.y);
-            true
-        }
-    }
-
-    /// `out[r][i] (+)= Σ_k coef[r·cr + k·ck] · m[k][i]` for `RB` rows × `NV` vectors of `i`
-    /// starting at `i0`, over `k < K`; rows of `m` and `out` are `IN` long.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn axpy_block<S: Simd, const RB: usize, const NV: usize, const IN: usize>(
-        s: S,
-        coef: &[f32],
-        (cr, ck, k_count): (usize, usize, usize),
-        m: &[f32],
-        out: &mut [f32],
-        (i0, keep): (usize, Option<S::F>),
-        accumulate: bool,
-    ) {
-        let mut acc = [[s.splat(0.0); NV]; RB];
-        if accumulate {
-            for (r, acc) in acc.iter_mut().enumerate() {
-                for (v, a) in acc.iter_mut().enumerate() {
-                    *a = s.load(out, r * IN + i0 + v * S::LANES);
-                }
-            }
-        }
-        for k in 0..k_count {
-            let mut mv: [S::F; NV] =
-                core::array::from_fn(|v| s.load(m, k * IN + i0 + v * S::LANES));
-            if let Some(keep) = keep {
-                for mv in &mut mv {
-                    *mv = s.select_gt(keep, s.splat(0.5), *mv, s.splat(0.0));
-                }
-            }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let c = s.splat(coef[r * cr + k * ck]);
-                for (a, &mv) in acc.iter_mut().zip(&mv) {
-                    *a = s.mul_add(c, mv, *a);
-                }
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            for (v, &a) in acc.iter().enumerate() {
-                s.store(out, r * IN + i0 + v * S::LANES, a);
-            }
-        }
-    }
-
-    /// Rows `0..rows` of `out` from [`axpy_block`]s: 4-vector then 1-vector blocks along `i`,
-    /// then plain scalars for the last `IN % LANES` columns.
-    #[inline(always)]
-    fn axpy_rows<S: Simd, const IN: usize>(
-        s: S,
-        rows: usize,
-        coef: &[f32],
-        (cr, ck, k_count): (usize, usize, usize),
-        m: &[f32],
-        out: &mut [f32],
-        accumulate: bool,
-    ) {
-        let full = IN / S::LANES;
-        let vector_tail = full * S::LANES < IN && IN >= S::LANES;
-        macro_rules! along_i {
-            ($r0:ident, $RB:ident) => {
-                let (coef, out) = (&coef[$r0 * cr..], &mut out[$r0 * IN..]);
-                for_blocks!(full, [4, 1], |v0, NV| {
-                    axpy_block::<S, $RB, NV, IN>(
-                        s,
-                        coef,
-                        (cr, ck, k_count),
-                        m,
-                        out,
-                        (v0 * S::LANES, None),
-                        accumulate,
-                    );
-                });
-                if vector_tail {
-                    // One vector ending at IN: written over, its first lanes get the same
-                    // values again; added to, they add zeros.
-                    let keep = if accumulate {
-                        Some(tail_mask(s, IN - full * S::LANES))
-                    } else {
-                        None
-                    };
-                    axpy_block::<S, $RB, 1, IN>(
-                        s,
-                        coef,
-                        (cr, ck, k_count),
-                        m,
-                        out,
-                        (IN - S::LANES, keep),
-                        accumulate,
-                    );
-                }
-                // Rows shorter than a vector: plain scalars.
-                let scalar_tail = if vector_tail {
-                    IN..IN
-                } else {
-                    full * S::LANES..IN
-                };
-                for r in 0..$RB {
-                    for i in scalar_tail.clone() {
-                        let sum = (0..k_count)
-                            .fold(0.0, |acc, k| acc + coef[r * cr + k * ck] * m[k * IN + i]);
-                        let o = &mut out[r * IN + i];
-                        *o = if accumulate { *o + sum } else { sum };
-                    }
-                }
-            };
-        }
-        if S::LANES >= 16 {
-            for_blocks!(rows, [4, 1], |r0, RB| {
-                along_i!(r0, RB);
-            });
-        } else {
-            for_blocks!(rows, [2, 1], |r0, RB| {
-                along_i!(r0, RB);
-            });
-        }
-    }
-
-    /// `gw[o][i] += Σ_b g[b][o] · x[b][i]`.
-    pub(crate) struct WeightGrad<'a, const IN: usize, const OUT: usize> {
-        pub x: &'a [f32],
-        pub g: &'a [f32],
-        pub gw: &'a mut [f32],
-    }
-
-    impl<const IN: usize, const OUT: usize> Kernel for WeightGrad<'_, IN, OUT> {
-        type Output = ();
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) {
-            let n = self.x.len() / IN;
-            axpy_rows::<S, IN>(s, OUT, self.g, (1, OUT, n), self.x, self.gw, true);
-        }
-    }
-
-    /// One sample's input gradient with the current weights, `gi[i] = Σ_o g[o] · w[o][i]`,
-    /// and the update `w[o][i] += scaled[o] · x[i]` (`scaled = −lr·g`) in one pass over the
-    /// weights: at batch 1 they stream from L2 (fc1: 192 KB), and two passes read them
-    /// twice. On whole vectors, the same arithmetic in the same order as [`InputGrad`] then
-    /// [`WeightGrad`]; the last `IN % LANES` columns as plain scalars (a vector ending at
-    /// `IN` would read weights its neighbour already updated).
-    pub(crate) struct SgdStep<'a, const IN: usize, const OUT: usize> {
-        pub w: &'a mut [f32],
-        pub x: &'a [f32],
-        pub g: &'a [f32],
-        pub scaled: &'a [f32],
-        pub gi: Option<&'a mut [f32]>,
-    }
-
-    /// [`SgdStep`] for the `NV` vectors of columns from `i0`, every row.
-    #[inline(always)]
-    fn sgd_columns<S: Simd, const NV: usize, const IN: usize>(
-        s: S,
-        w: &mut [f32],
-        (x, g, scaled): (&[f32], &[f32], &[f32]),
-        gi: Option<&mut [f32]>,
-        i0: usize,
-    ) {
-        let xv: [S::F; NV] = core::array::from_fn(|v| s.load(x, i0 + v * S::LANES));
-        let mut acc = [s.splat(0.0); NV];
-        for (o, (&g, &scaled)) in g.iter().zip(scaled).enumerate() {
-            let (g, scaled) = (s.splat(g), s.splat(scaled));
-            for (v, (a, &xv)) in acc.iter_mut().zip(&xv).enumerate() {
-                let at = o * IN + i0 + v * S::LANES;
-                let wv = s.load(w, at);
-                *a = s.mul_add(g, wv, *a);
-                s.store(w, at, s.mul_add(scaled, xv, wv));
-            }
-        }
-        if let Some(gi) = gi {
-            for (v, &a) in acc.iter().enumerate() {
-                s.store(gi, i0 + v * S::LANES, a);
-            }
-        }
-    }
-
-    impl<const IN: usize, const OUT: usize> Kernel for SgdStep<'_, IN, OUT> {
-        type Output = ();
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) {
-            let SgdStep {
-                w,
-                x,
-                g,
-                scaled,
-                mut gi,
-            } = self;
-            let full = IN / S::LANES;
-            for_blocks!(full, [4, 1], |v0, NV| {
-                sgd_columns::<S, NV, IN>(s, w, (x, g, scaled), gi.as_deref_mut(), v0 * S::LANES);
-            });
-            // The last `IN % LANES` columns, one at a time.
-            for i in full * S::LANES..IN {
-                let mut sum = 0.0;
-                for (o, (&g, &scaled)) in g.iter().zip(scaled).enumerate() {
-                    let w = &mut w[o * IN + i];
-                    sum += g * *w;
-                    *w += 0.0 + scaled * x[i];
-                }
-                if let Some(gi) = gi.as_deref_mut() {
-                    gi[i] = sum;
-                }
-            }
-        }
-    }
-
-    /// `gi[b][i] = Σ_o g[b][o] · w[o][i]`.
-    pub(crate) struct InputGrad<'a, const IN: usize, const OUT: usize> {
-        pub w: &'a [f32],
-        pub g: &'a [f32],
-        pub gi: &'a mut [f32],
-    }
-
-    impl<const IN: usize, const OUT: usize> Kernel for InputGrad<'_, IN, OUT> {
-        type Output = ();
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) {
-            let n = self.g.len() / OUT;
-            axpy_rows::<S, IN>(s, n, self.g, (OUT, 1, OUT), self.w, self.gi, false);
-        }
-    }
-}
-
-/// `f32` kernels for one block of 16 samples in lanes ([`crate::lanes`]), generic over the
-/// instruction set: every multiply-add is a broadcast weight times one element of 16
-/// samples, `OB` outputs (or inputs) at a time sharing each load.
-pub(crate) mod lanes_fast {
-    use crate::lanes::LANES;
-    use crate::simd::{Kernel, Simd, for_blocks};
-
-    /// `y[o] = b[o] + Σ_i w[o][i] · x[i]` (then `max(y, 0)` if `relu`), `x` `[in][16]`,
-    /// `y` `[out][16]`.
-    pub(crate) struct Forward<'a, const IN: usize, const OUT: usize> {
-        pub x: &'a [f32],
-        pub w: &'a [f32],
-        pub b: &'a [f32],
-        pub y: &'a mut [f32],
-        /// Whether to store `max(y, 0)` (NaN passing, −0 made +0, as [`crate::Relu`]).
-        pub relu: bool,
-    }
-
-    /// Outputs `0..OB` of `w`, `b` and `y` (which start at the block's first output), for
-    /// the lanes `v0..v0 + S::LANES`.
-    #[inline(always)]
-    #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the sums in registers
-    fn forward_block<S: Simd, const OB: usize, const IN: usize>(
-        s: S,
-        (x, w, b): (&[f32], &[f32], &[f32]),
-        y: &mut [f32],
-        v0: usize,
-        relu: bool,
-    ) {
-        let w = &w[..OB * IN];
-        let mut acc = [s.splat(0.0); OB];
-        for o in 0..OB {
-            acc[o] = s.splat(b[o]);
-        }
-        for i in 0..IN {
-            let xv = s.load(x, i * LANES + v0);
-            for o in 0..OB {
-                acc[o] = s.mul_add(s.splat(w[o * IN + i]), xv, acc[o]);
-            }
-        }
-        for o in 0..OB {
-            let v = acc[o];
-            s.store(y, o * LANES + v0, if relu { s.relu(v) } else { v });
-        }
-    }
-
-    impl<const IN: usize, const OUT: usize> Kernel for Forward<'_, IN, OUT> {
-        type Output = ();
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) {
-            let Forward { x, w, b, y, relu } = self;
-            let x = &x[..IN * LANES];
-            for v0 in (0..LANES).step_by(S::LANES) {
-                macro_rules! outputs {
-                    ([$($ob:literal),*]) => {
-                        for_blocks!(OUT, [$($ob),*], |o0, OB| {
-                            let at = (x, &w[o0 * IN..], &b[o0..]);
-                            forward_block::<S, OB, IN>(s, at, &mut y[o0 * LANES..], v0, relu);
-                        });
-                    };
-                }
-                if S::LANES >= 16 {
-                    outputs!([24, 4, 1]);
-                } else {
-                    outputs!([8, 1]);
-                }
-            }
-        }
-    }
-
-    /// `gi[i] = Σ_o w[o][i] · g[o]`, `g` `[out][16]`, `gi` `[in][16]`.
-    pub(crate) struct InputGrad<'a, const IN: usize, const OUT: usize> {
-        pub w: &'a [f32],
-        pub g: &'a [f32],
-        pub gi: &'a mut [f32],
-    }
-
-    /// Inputs `0..RB` of `w`'s rows and of `gi` (which start at the block's first input),
-    /// for the lanes `v0..v0 + S::LANES`.
-    #[inline(always)]
-    #[allow(clippy::needless_range_loop)]
-    fn input_grad_block<S: Simd, const RB: usize, const IN: usize, const OUT: usize>(
-        s: S,
-        (w, g): (&[f32], &[f32]),
-        gi: &mut [f32],
-        v0: usize,
-    ) {
-        let mut acc = [s.splat(0.0); RB];
-        for o in 0..OUT {
-            let gv = s.load(g, o * LANES + v0);
-            let w: &[f32; RB] = w[o * IN..][..RB].try_into().expect("RB weights");
-            for r in 0..RB {
-                acc[r] = s.mul_add(s.splat(w[r]), gv, acc[r]);
-            }
-        }
-        for r in 0..RB {
-            s.store(gi, r * LANES + v0, acc[r]);
-        }
-    }
-
-    impl<const IN: usize, const OUT: usize> Kernel for InputGrad<'_, IN, OUT> {
-        type Output = ();
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) {
-            let InputGrad { w, g, gi } = self;
-            let g = &g[..OUT * LANES];
-            for v0 in (0..LANES).step_by(S::LANES) {
-                macro_rules! inputs {
-                    ([$($rb:literal),*]) => {
-                        for_blocks!(IN, [$($rb),*], |i0, RB| {
-                            let at = (&w[i0..], g);
-                            input_grad_block::<S, RB, IN, OUT>(s, at, &mut gi[i0 * LANES..], v0);
-                        });
-                    };
-                }
-                if S::LANES >= 16 {
-                    inputs!([24, 4, 1]);
-                } else {
-                    inputs!([8, 1]);
-                }
-            }
         }
     }
 }
@@ -1104,5 +526,18 @@ mod tests {
         // A second sample accumulates.
         fc.backward(&[5.0, 6.0], &mut (), &[1.0, -1.0], None, &mut grads);
         assert_eq!(grads.bias, [2.0, -2.0]);
+    }
+
+    /// PyTorch's default over the fan-in 400 (LeNet's fc1), weights and biases.
+    #[test]
+    fn init_is_pytorchs_default_over_the_inputs() {
+        use rand::SeedableRng;
+        let mut fc = zeroed_box::<Linear<f32, 400, 120>>();
+        fc.init(&mut rand::rngs::StdRng::seed_from_u64(1));
+        let bound = (1.0 / 400f64.sqrt()) as f32;
+        let w = fc.weight.as_flattened();
+        assert!(w.iter().chain(&fc.bias).all(|v| v.abs() <= bound));
+        assert!(w.iter().fold(0.0f32, |m, v| m.max(v.abs())) > 0.99 * bound);
+        assert!(fc.bias.iter().fold(0.0f32, |m, v| m.max(v.abs())) > 0.9 * bound);
     }
 }

@@ -2,10 +2,11 @@
 //! of `unsafe` besides [`crate::zeroed`].
 //!
 //! Default cargo builds target baseline x86-64 (SSE2, no FMA), and the compiler neither fuses
-//! `a * b + c` nor vectorises a float sum. So each fast kernel (beside the layer it serves,
-//! in `conv2d.rs`, `linear.rs`) is written once, generically over [`Simd`], and compiled
-//! several times: for AVX-512, for AVX2+FMA, for SSE2 and for plain scalars. [`dispatch`]
-//! runs the best version this CPU has (detected once with `is_x86_feature_detected!`);
+//! `a * b + c` nor vectorises a float sum. So each fast kernel (in the kernel modules apart
+//! from the layers: `conv_fast.rs`, `linear_kernel.rs`, …) is written once, generically over
+//! [`Simd`], and compiled several times: for AVX-512, for AVX2+FMA, for SSE2 and for plain
+//! scalars. [`dispatch`] runs the best version this CPU has (detected once with
+//! `is_x86_feature_detected!`);
 //! [`with_isa`] forces a narrower one on the current thread (tests and benches use it).
 //!
 //! What is unsafe here, and why it is sound:

@@ -24,11 +24,33 @@ const LEVELS: &[(&str, &[&str])] = &[
             "mode",
         ],
     ),
-    ("kernels", &["simd", "conv_kernel"]),
+    (
+        "kernels",
+        &[
+            "simd",
+            "lane_layout",
+            "conv_kernel",
+            "conv_fast",
+            "conv_fast_backward",
+            "conv_lanes",
+            "conv_lanes_backward",
+            "linear_kernel",
+            "linear_lanes",
+        ],
+    ),
     (
         "execution",
         &[
-            "chain", "batch", "lanes", "fused", "residual", "concat", "named", "no_bias",
+            "chain",
+            "batch",
+            "lane_layer",
+            "lane_chain",
+            "lanes",
+            "fused",
+            "residual",
+            "concat",
+            "named",
+            "no_bias",
         ],
     ),
     (
@@ -225,6 +247,15 @@ fn no_module_imports_itself_through_others() {
 fn the_import_reader_finds_known_edges() {
     let graph = imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
     assert!(graph["lenet"].contains("lanes"), "{:?}", graph["lenet"]);
-    assert!(graph["conv2d"].contains("simd"), "{:?}", graph["conv2d"]);
+    assert!(
+        graph["conv2d"].contains("conv_fast"),
+        "{:?}",
+        graph["conv2d"]
+    );
+    assert!(
+        graph["conv_fast"].contains("simd"),
+        "{:?}",
+        graph["conv_fast"]
+    );
     assert!(graph["train"].contains("lenet"), "{:?}", graph["train"]);
 }
