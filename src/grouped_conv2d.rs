@@ -60,7 +60,7 @@ use rand::Rng;
 
 use crate::conv_kernel::{self, ConvGeometry};
 use crate::fused::SgdLayer;
-use crate::layer::{Layer, Shape, TensorKind, he_uniform, no_such_param};
+use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
 
@@ -80,10 +80,9 @@ use crate::tensor::{Maps, Tensor};
 /// of the CPU, for any shape; `f64` passes run the plain loops of
 /// [`GroupedConv2d::forward_reference`] and [`GroupedConv2d::backward_reference`].
 ///
-/// [`Layer::init`] draws the weights He-uniform over the fan-in `CIG·K·K` and sets the biases
-/// to zero, as [`crate::Conv2d`] does (suited to a following ReLU). PyTorch's own default
-/// draws both from U(−1/√fan_in, 1/√fan_in); load a state dict to start from PyTorch's
-/// numbers.
+/// [`Layer::init`] is PyTorch's default, as [`crate::Conv2d`]'s: the weights, then the biases,
+/// drawn from U(−1/√fan_in, 1/√fan_in) over the fan-in `CIG·K·K` (the distribution, not
+/// PyTorch's numbers: load a state dict for those).
 ///
 /// ```
 /// use constnet::{GroupedConv2d, Layer, zeroed_box};
@@ -444,10 +443,11 @@ impl<
         }
     }
 
-    /// He uniform over fan-in `CIG·K·K`; biases zero (as [`crate::Conv2d`]).
+    /// PyTorch's default (`nn.Conv2d.reset_parameters` with `groups`): the weights, then the
+    /// biases, drawn from U(−1/√fan_in, 1/√fan_in) over the fan-in `CIG·K·K`.
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
-        he_uniform(self.param_mut(0), CIG * K * K, rng);
-        self.bias = [T::zero(); CO];
+        torch_default_uniform(self.param_mut(0), CIG * K * K, rng);
+        torch_default_uniform(&mut self.bias, CIG * K * K, rng);
     }
 }
 
@@ -526,15 +526,15 @@ mod tests {
     }
 
     #[test]
-    fn init_is_he_uniform_over_the_group_fan_in() {
+    fn init_is_pytorchs_default_over_the_group_fan_in() {
         use rand::SeedableRng;
         let mut conv = zeroed_box::<DepthwiseConv2d<f32, 64, 3, 1, 1, 4, 4, 4, 4>>();
         conv.bias = [1.0; 64];
         conv.init(&mut rand::rngs::StdRng::seed_from_u64(1));
-        let bound = (6.0f32 / 9.0).sqrt(); // fan-in 1·3·3
+        let bound = (1.0 / 9f64.sqrt()) as f32; // fan-in 1·3·3
         let w = conv.param(0);
-        assert!(w.iter().all(|v| v.abs() <= bound));
+        assert!(w.iter().chain(&conv.bias).all(|v| v.abs() <= bound));
         assert!(w.iter().fold(0.0f32, |m, v| m.max(v.abs())) > 0.95 * bound);
-        assert!(conv.bias.iter().all(|&b| b == 0.0));
+        assert!(conv.bias.iter().fold(0.0f32, |m, v| m.max(v.abs())) > 0.8 * bound);
     }
 }

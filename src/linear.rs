@@ -11,7 +11,7 @@ use crate::lanes::{
     BlockOrder, CacheLines, LANES, LaneLayer, block_from_lanes, block_of, block_of_mut,
     check_lanes, lane_get, lane_put, relu_mask, transpose_blocks,
 };
-use crate::layer::{Layer, Shape, TensorKind, he_uniform, no_such_param};
+use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
 use crate::scalar::Scalar;
 use crate::{linear_kernel, linear_lanes};
 
@@ -207,10 +207,11 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Layer for Linear<T, IN, OUT> 
         }
     }
 
-    /// He uniform over fan-in `IN`; biases zero.
+    /// PyTorch's default (`nn.Linear.reset_parameters`): the weights, then the biases, drawn
+    /// from U(−1/√fan_in, 1/√fan_in) over the fan-in `IN`.
     fn init<R: Rng + ?Sized>(&mut self, rng: &mut R) {
-        he_uniform(self.weight.as_flattened_mut(), IN, rng);
-        self.bias = [T::zero(); OUT];
+        torch_default_uniform(self.weight.as_flattened_mut(), IN, rng);
+        torch_default_uniform(&mut self.bias, IN, rng);
     }
 }
 
@@ -525,5 +526,18 @@ mod tests {
         // A second sample accumulates.
         fc.backward(&[5.0, 6.0], &mut (), &[1.0, -1.0], None, &mut grads);
         assert_eq!(grads.bias, [2.0, -2.0]);
+    }
+
+    /// PyTorch's default over the fan-in 400 (LeNet's fc1), weights and biases.
+    #[test]
+    fn init_is_pytorchs_default_over_the_inputs() {
+        use rand::SeedableRng;
+        let mut fc = zeroed_box::<Linear<f32, 400, 120>>();
+        fc.init(&mut rand::rngs::StdRng::seed_from_u64(1));
+        let bound = (1.0 / 400f64.sqrt()) as f32;
+        let w = fc.weight.as_flattened();
+        assert!(w.iter().chain(&fc.bias).all(|v| v.abs() <= bound));
+        assert!(w.iter().fold(0.0f32, |m, v| m.max(v.abs())) > 0.99 * bound);
+        assert!(fc.bias.iter().fold(0.0f32, |m, v| m.max(v.abs())) > 0.9 * bound);
     }
 }

@@ -90,7 +90,8 @@ crate::fused::no_params!(impl<X: Tensor> for Identity<X>);
 /// const _: () = <Block as Layer>::CHECK;
 /// let mut block = zeroed_box::<Block>();
 /// block.init(&mut rand::rngs::StdRng::seed_from_u64(0)); // batch norm: weight 1, var 1, eps 1e-5
-/// block.first.body.first.first.first.first.weight = [[[[0.0; 3]; 3]; 8]; 8]; // conv1 = 0
+/// let conv2 = &mut block.first.body.first.then; // conv2 = 0, weights and bias
+/// (conv2.weight, conv2.bias) = ([[[[0.0; 3]; 3]; 8]; 8], [0.0; 8]);
 /// let mut y = zeroed_box::<Maps<f32, 8, 6, 6>>();
 /// let x = [[[1.0f32; 6]; 6]; 8];
 /// block.infer(&x, &mut y, &mut zeroed_box()); // the body gives 0: y = relu(0 + x)

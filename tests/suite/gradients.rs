@@ -472,7 +472,7 @@ proptest! {
 type Net = LeNet5<f64>;
 type NetWs = <Net as Layer>::Workspace;
 
-/// A LeNet-5 and an image drawn from `seed`: He-uniform weights (`LeNet5::init`), biases
+/// A LeNet-5 and an image drawn from `seed`: PyTorch-default weights (`LeNet5::init`), biases
 /// uniform in `[−0.1, 0.1]` (so they are not all zero), pixels uniform in `[−1, 1]`. Every
 /// value is drawn in `f64` and rounded to `T`.
 fn random_lenet<T: Scalar>(seed: u64) -> (Box<LeNet5<T>>, Box<Image<T>>) {

@@ -51,8 +51,10 @@ fn two_epochs_on_2000_digits_learn_with_cross_entropy() {
         ..TrainConfig::default()
     };
     let accuracy = train_and_test(config, 2000);
-    // Observed: 92.5–93.5% over seeds; chance is 10%.
-    assert!(accuracy > 0.88, "test accuracy {accuracy}");
+    // Observed with PyTorch's default initialisation: 78.6–84.9% over seeds 1–6 (80.75% for
+    // seed 1, on AVX-512); chance is 10%. (He-uniform, 6 times the initial variance, learned
+    // faster in these 126 steps: 85.4–90.4%; both end alike after the main job's 15 epochs.)
+    assert!(accuracy > 0.75, "test accuracy {accuracy}");
 }
 
 #[test]
@@ -64,8 +66,9 @@ fn two_epochs_on_2000_digits_learn_with_the_articles_half_sse() {
         ..TrainConfig::default()
     };
     let accuracy = train_and_test(config, 2000);
-    // Observed: ~88%; chance is 10%.
-    assert!(accuracy > 0.80, "test accuracy {accuracy}");
+    // Observed with PyTorch's default initialisation: 77.0–85.2% over seeds 1–6 (82.0% for
+    // seed 1); chance is 10%.
+    assert!(accuracy > 0.75, "test accuracy {accuracy}");
 }
 
 fn weights_after(config: TrainConfig) -> Box<LeNet5<f32>> {
