@@ -76,6 +76,7 @@ const fn stack_floats(geo: &ConvGeometry) -> usize {
 /// `y = conv(x, w) + b` for one sample: `x` is `[CI][H][W]`, `w` `[CO][CI][K][K]`, `y`
 /// `[CO][OH][OW]`. `wt`, if given, holds the weights already in `[c][i][j][o]` order
 /// ([`pack_channel_lanes`]): a batch packs them once for all its samples.
+#[inline]
 pub(crate) fn forward<
     const CI: usize,
     const CO: usize,

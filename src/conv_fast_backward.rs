@@ -10,6 +10,7 @@ use crate::simd::{self, Kernel, Simd, for_blocks, transpose_matrix};
 /// `gi = ∂E/∂x` for one sample's output gradient `g` (`[CO][OH][OW]`) and the weights `w`
 /// (`[CO][CI][K][K]`); every value of `gi` (`[CI][H][W]`) is written. `packed`, if given,
 /// holds the weights already packed by [`pack_input_grad`]: a batch packs them once.
+#[inline]
 pub(crate) fn input_grad<
     const CI: usize,
     const CO: usize,
@@ -27,6 +28,7 @@ pub(crate) fn input_grad<
 }
 
 /// `gw += ∂E/∂w` and `gb += ∂E/∂b` for one sample's input `x` and output gradient `g`.
+#[inline]
 pub(crate) fn weight_grad<
     const CI: usize,
     const CO: usize,

@@ -55,6 +55,7 @@ pub struct ConvLaneWorkspace<
 /// then a ReLU if `relu`, then with `Some(scratch)` (two output rows of every channel, in
 /// lanes) a 2×2, stride-2 max pooling, `y` then `[CO][OH / 2][OW / 2]`. Returns `false`,
 /// doing nothing, unless `T` is `f32`.
+#[inline]
 pub(crate) fn forward<
     T: Scalar,
     const CI: usize,

@@ -14,6 +14,7 @@ use crate::tensor::{Maps, Tensor};
 /// after its `last`; the input gradient is written to `grad_input` if asked. With
 /// `relu_output`, `g` is the gradient of the ReLU of this layer's output, and passes where
 /// `relu_output > 0`. Returns `false`, doing nothing, unless `T` is `f32`.
+#[inline]
 pub(crate) fn backward<
     T: Scalar,
     const CI: usize,

@@ -9,6 +9,7 @@
 use crate::simd::{self, Kernel, Simd, for_blocks, transpose_matrix};
 
 /// `y[r] = b + w·x[r]` for each of the `x.len() / IN` samples (rows) of `x` and `y`.
+#[inline]
 pub(crate) fn forward<const IN: usize, const OUT: usize>(
     x: &[f32],
     (w, b): (&[f32], &[f32]),
@@ -20,6 +21,7 @@ pub(crate) fn forward<const IN: usize, const OUT: usize>(
 /// [`forward`] with the samples in the vector lanes (`xt` and `yt` are room for the
 /// transposed batch), when their number is a multiple of the lane count and the instruction
 /// set has FMA. Returns `false`, doing nothing, otherwise.
+#[inline]
 pub(crate) fn forward_samples<const IN: usize, const OUT: usize>(
     x: &[f32],
     (w, b): (&[f32], &[f32]),
@@ -31,6 +33,7 @@ pub(crate) fn forward_samples<const IN: usize, const OUT: usize>(
 
 /// The gradients of the `x.len() / IN` samples of `x` with output gradients `g`: `gb += Σ g`
 /// and `gw += Σ g·xᵀ` over the samples, and each sample's input gradient `gi = wᵀ·g` if asked.
+#[inline]
 pub(crate) fn backward<const IN: usize, const OUT: usize>(
     (x, g): (&[f32], &[f32]),
     w: &[f32],
@@ -51,6 +54,7 @@ pub(crate) fn backward<const IN: usize, const OUT: usize>(
 /// One sample's SGD step with no gradient buffer: the input gradient `gi = wᵀ·g` with the
 /// weights from before the step (if asked), then `w ← w − lr·g·xᵀ` and `b ← b − lr·g`, in
 /// one pass over the weights ([`SgdStep`]).
+#[inline]
 pub(crate) fn sgd_step<const IN: usize, const OUT: usize>(
     (w, b): (&mut [f32], &mut [f32]),
     (x, g): (&[f32], &[f32]),

@@ -9,6 +9,7 @@ use crate::simd::{self, Kernel, Simd, for_blocks};
 
 /// `y[o] = b[o] + Σ_i w[o][i] · x[i]` for one block (`x` `[IN][16]`, `y` `[OUT][16]`), then
 /// `max(y, 0)` if `relu`.
+#[inline]
 pub(crate) fn forward<const IN: usize, const OUT: usize>(
     x: &[f32],
     (w, b): (&[f32], &[f32]),
@@ -19,6 +20,7 @@ pub(crate) fn forward<const IN: usize, const OUT: usize>(
 }
 
 /// `gi[i] = Σ_o w[o][i] · g[o]` for one block (`g` `[OUT][16]`, `gi` `[IN][16]`).
+#[inline]
 pub(crate) fn input_grad<const IN: usize, const OUT: usize>(w: &[f32], g: &[f32], gi: &mut [f32]) {
     simd::dispatch(InputGrad::<IN, OUT> { w, g, gi });
 }
