@@ -91,6 +91,7 @@ pub mod mode;
 pub mod named;
 pub mod no_bias;
 pub mod optim;
+pub mod pool_kernel;
 #[cfg(feature = "safetensors")]
 pub mod pytorch;
 #[cfg(feature = "std")]
@@ -139,6 +140,7 @@ pub use named::tensor_names;
 pub use named::{Block, Label, Named, Unnamed};
 pub use no_bias::NoBias;
 pub use optim::{Optimizer, OptimizerState, Schedule, Sgd};
+pub use pool_kernel::PoolGeometry;
 pub use relu::Relu;
 pub use residual::{Identity, Residual, Skip};
 pub use scalar::Scalar;

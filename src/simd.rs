@@ -61,6 +61,9 @@ pub trait Simd: Copy + Debug {
     /// The even- and the odd-numbered lanes of `a` followed by `b`: for `a = [0, 1, 2, 3]`,
     /// `b = [4, 5, 6, 7]`, `([0, 2, 4, 6], [1, 3, 5, 7])`.
     fn deinterleave(self, a: Self::F, b: Self::F) -> (Self::F, Self::F);
+    /// The inverse of [`Simd::deinterleave`]: the lanes of `a` and `b` taken in turns, as two
+    /// vectors. For `a = [0, 2, 4, 6]`, `b = [1, 3, 5, 7]`, `([0, 1, 2, 3], [4, 5, 6, 7])`.
+    fn interleave(self, a: Self::F, b: Self::F) -> (Self::F, Self::F);
 
     /// `max(y, 0)` as [`crate::Relu`] computes it: a NaN passes, −0 becomes +0 (`0 > y ? 0
     /// : y + 0`).
@@ -400,6 +403,10 @@ impl Simd for Scalar {
     fn deinterleave(self, a: f32, b: f32) -> (f32, f32) {
         (a, b)
     }
+    #[inline(always)]
+    fn interleave(self, a: f32, b: f32) -> (f32, f32) {
+        (a, b)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -523,6 +530,11 @@ mod x86 {
                 )
             }
         }
+        #[inline(always)]
+        fn interleave(self, a: __m128, b: __m128) -> (__m128, __m128) {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe { (_mm_unpacklo_ps(a, b), _mm_unpackhi_ps(a, b)) }
+        }
     }
 
     impl Simd for Avx2 {
@@ -614,6 +626,19 @@ mod x86 {
                 (order(even), order(odd))
             }
         }
+        #[inline(always)]
+        fn interleave(self, a: __m256, b: __m256) -> (__m256, __m256) {
+            // Per 128-bit half: [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7];
+            // then the low halves together and the high halves together.
+            // SAFETY: avx is present (see `splat`).
+            unsafe {
+                let (lo, hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+                (
+                    _mm256_permute2f128_ps::<0x20>(lo, hi),
+                    _mm256_permute2f128_ps::<0x31>(lo, hi),
+                )
+            }
+        }
     }
 
     impl Simd for Avx512 {
@@ -701,6 +726,19 @@ mod x86 {
                 )
             }
         }
+        #[inline(always)]
+        fn interleave(self, a: __m512, b: __m512) -> (__m512, __m512) {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe {
+                let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+                let high =
+                    _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+                (
+                    _mm512_permutex2var_ps(a, low, b),
+                    _mm512_permutex2var_ps(a, high, b),
+                )
+            }
+        }
     }
 }
 
@@ -747,6 +785,10 @@ mod tests {
             s.store(self.1, 2 * n, s.select_gt(a, b, a, b));
             s.store(self.1, 3 * n, s.relu(a));
             s.store(self.1, 4 * n, s.select_gt_nan(a, b, a, b));
+            // interleaving the deinterleaved halves gives `a` and `b` back
+            let (a2, b2) = s.interleave(even, odd);
+            s.store(self.1, 5 * n, a2);
+            s.store(self.1, 6 * n, b2);
         }
     }
 
@@ -754,7 +796,7 @@ mod tests {
     fn every_available_isa_deinterleaves_selects_and_rectifies_lane_by_lane() {
         for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
             let mut input = [0.0f32; 32];
-            let mut out = [0.0f32; 80];
+            let mut out = [0.0f32; 112];
             let n = with_isa(isa, || {
                 let n = dispatch(LaneCount);
                 for (i, v) in input[..2 * n].iter_mut().enumerate() {
@@ -811,6 +853,8 @@ mod tests {
                     nan_first.to_bits(),
                     "{isa:?} select_gt_nan {i}"
                 );
+                assert_eq!(out[5 * n + i].to_bits(), a.to_bits(), "{isa:?} interleave {i}");
+                assert_eq!(out[6 * n + i].to_bits(), b.to_bits(), "{isa:?} interleave {i}");
             }
         }
     }
