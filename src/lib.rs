@@ -92,6 +92,7 @@ pub mod named;
 pub mod no_bias;
 pub mod optim;
 pub mod pool_kernel;
+mod pool_lenet;
 #[cfg(feature = "safetensors")]
 pub mod pytorch;
 #[cfg(feature = "std")]

@@ -9,8 +9,10 @@ use crate::lanes::{
 };
 use crate::layer::{Layer, no_such_param};
 use crate::pool_kernel::{self, PoolGeometry};
+use crate::pool_lenet;
 use crate::scalar::Scalar;
 use crate::shape::pool_out;
+use crate::simd;
 use crate::tensor::{Maps, Tensor};
 
 /// Max pooling over `K`×`K` windows with stride `S`, from `C`×`H`×`W` to `C`×`OH`×`OW`.
@@ -23,7 +25,8 @@ use crate::tensor::{Maps, Tensor};
 /// ResNet-18's `MaxPool2d<T, 64, 112, 112, 3, 2, 56, 56, 1>` and GoogLeNet's
 /// `MaxPool2d<T, 64, 112, 112, 3, 2, 56, 56, 0, true>` are both 112 → 56. In `f32` every
 /// pass runs the SIMD kernels of [`crate::pool_kernel`], whatever the window, stride, padding
-/// and mode ([`MaxPool2d::uses_simd`]), and gives the bits of the reference loops.
+/// and mode ([`MaxPool2d::uses_simd`]), and gives the bits of the reference loops; only
+/// LeNet-sized 2×2 layers (at most 6×28×28 inputs) keep the passes tuned for them.
 ///
 /// The forward pass records which input won each window; the backward pass routes the gradient there (the first maximum on
 /// ties, like PyTorch).
@@ -109,6 +112,11 @@ impl<
     /// `W − K`): the tiled passes of other scalars than `f32` need it.
     const COVERS: bool = P == 0 && !CEIL && covers(H, W, K, S);
 
+    /// Whether the `f32` passes are LeNet-5's tuned 2×2 ones (`pool_lenet.rs`): 2×2
+    /// windows at stride 2 tiling maps of at most 28×28, at most 6×28×28 inputs. On so
+    /// few outputs they cost less than [`crate::pool_kernel`]'s.
+    const LENET: bool = pool_lenet::takes((C, H, W), (K, S, P), CEIL);
+
     /// The shape, for the kernels of [`crate::pool_kernel`].
     pub const GEO: PoolGeometry = PoolGeometry {
         c: C,
@@ -123,9 +131,12 @@ impl<
     }
     .checked();
 
-    /// Whether the passes of this layer run SIMD kernels: in `f32` (the others run the
-    /// reference loops), for every window up to 32 wide at strides up to 8
-    /// ([`PoolGeometry::vectorised`]; beyond, plain loops).
+    /// Whether the passes of this layer run the SIMD kernels of [`crate::pool_kernel`]: in
+    /// `f32` (the others run the reference loops), for every window up to 32 wide at strides
+    /// up to 8 ([`PoolGeometry::vectorised`]; beyond, plain loops), except LeNet-sized 2×2
+    /// layers (at most 6×28×28 inputs, 2×2 windows at stride 2 tiling maps of at most
+    /// 28×28). Those keep the passes tuned for LeNet-5: SIMD where a map's row fills a
+    /// vector, branch-free loops otherwise, and a branch-free backward pass.
     ///
     /// ```
     /// use constnet::MaxPool2d;
@@ -134,7 +145,7 @@ impl<
     /// ```
     pub fn uses_simd() -> bool {
         const { Self::SHAPE_OK };
-        T::as_f32(&[]).is_some() && Self::GEO.vectorised()
+        T::as_f32(&[]).is_some() && !Self::LENET && Self::GEO.vectorised()
     }
 
     /// Input pixel of tap `(i, j)` of window `(y, x)`, or `None` in the padding or past the
@@ -299,7 +310,11 @@ impl<
         const { Self::SHAPE_OK };
         if let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut())) {
             let at = ws.as_flattened_mut().as_flattened_mut();
-            pool_kernel::forward(&Self::GEO, x, y, at);
+            if !Self::LENET {
+                pool_kernel::forward(&Self::GEO, x, y, at);
+            } else if !simd::dispatch(pool_lenet::Forward2x2::<C, H, W, OH, OW> { x, y, at }) {
+                self.forward_tiled(input, output, ws);
+            }
         } else if S == K && Self::COVERS {
             self.forward_tiled(input, output, ws);
         } else {
@@ -308,11 +323,19 @@ impl<
     }
 
     /// In `f32`, only the maxima ([`pool_kernel::max`], the values of [`Layer::forward`]
-    /// bit for bit); otherwise [`Layer::forward`].
+    /// bit for bit); otherwise [`Layer::forward`]. LeNet-sized 2×2 layers take the maxima of
+    /// columns before rows, so a window whose maximum is a zero of both signs may give
+    /// `+0.0` where [`Layer::forward`] gives `-0.0`.
     fn infer(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace) {
         const { Self::SHAPE_OK };
         if let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut())) {
-            return pool_kernel::max(&Self::GEO, x, y);
+            if !Self::LENET {
+                return pool_kernel::max(&Self::GEO, x, y);
+            }
+            let kernel = pool_lenet::Max2x2::<C, H, W, OH, OW> { x, y };
+            if simd::dispatch_within(kernel, W.min(OH * OW)) {
+                return;
+            }
         }
         self.forward(input, output, ws);
     }
@@ -328,7 +351,9 @@ impl<
     ) {
         const { Self::SHAPE_OK };
         let Some(gi) = grad_input else { return };
-        if let (Some(g), Some(gx)) = (T::as_f32(grad_output.flat()), T::as_f32_mut(gi.flat_mut())) {
+        if !Self::LENET
+            && let (Some(g), Some(gx)) = (T::as_f32(grad_output.flat()), T::as_f32_mut(gi.flat_mut()))
+        {
             let at = ws.as_flattened().as_flattened();
             pool_kernel::backward(&Self::GEO, at, g, gx);
         } else if S == K && Self::COVERS {
@@ -382,6 +407,10 @@ impl<
         let x = Maps::flat_slice(block_of(input, block));
         let y = Maps::flat_slice_mut(block_of_mut(output, block));
         if let (Some(x), Some(y)) = (T::as_f32(x), T::as_f32_mut(y)) {
+            if Self::LENET {
+                let kernel = pool_lenet::ForwardLanes::<C, H, W, K, S, OH, OW> { x, y };
+                return simd::dispatch(kernel);
+            }
             return pool_kernel::forward_lanes(&Self::GEO, x, y);
         }
         let ((xs, _), (ys, at)) = ws;
@@ -462,6 +491,11 @@ impl<
             Maps::flat_slice_mut(block_of_mut(gi, block)),
         );
         if let (Some(x), Some(g), Some(gi)) = (T::as_f32(x), T::as_f32(g), T::as_f32_mut(gi)) {
+            if Self::LENET {
+                // Tiling windows: every input gradient is written.
+                let kernel = pool_lenet::BackwardLanes::<C, H, W, K, S, OH, OW> { x, g, gi, relu };
+                return simd::dispatch(kernel);
+            }
             return pool_kernel::backward_lanes(&Self::GEO, x, g, gi, relu);
         }
         let ((xs, gxs), (gs, at)) = ws;

@@ -14,19 +14,21 @@
 //!
 //! One scheme serves every window, stride and padding:
 //!
-//! * the lanes of a vector are neighbouring **output pixels of one row**, up to 128 per pass
-//!   (whole vectors: the pixels past the row's end are computed and dropped);
-//! * for each input row a window row reads, the input columns the pass needs are copied into
-//!   a row buffer on the stack, −∞ in the padding and past the map (0 for gradients); a tap
-//!   is then one vector load at stride 1, two loads split by a shuffle at stride 2, and one
-//!   load from a buffer split by column phase at larger strides;
-//! * the forward pass keeps a running maximum and winner per output over the window rows in
-//!   order, which is the reference's scan order; the backward pass adds each window row's
-//!   gradients to its input row taps last to first, so that each input adds the gradients
-//!   of its windows in output order, as the reference loops do.
+//! * the lanes of a vector are neighbouring **output pixels of one row** whose windows lie
+//!   inside the map's columns; the few windows at the row's ends that reach into the
+//!   padding or past the map (at most `⌈pad / stride⌉` on the left) go one at a time;
+//! * a window tap is one vector load straight from the input at stride 1, two loads split
+//!   by a shuffle at stride 2, and a gather of lanes at larger strides; the lanes of a last
+//!   vector past the row read on (their results are written over or dropped), through a
+//!   small copy only at the very end of the tensor;
+//! * the forward pass keeps a running maximum and winner per output over the window rows
+//!   and taps in order, which is the reference's scan order; the backward pass adds each
+//!   window row's gradients to its taps last to first (interleaved with zeros at stride
+//!   2), so that each input adds the gradients of its windows in output order, as the
+//!   reference loops do.
 //!
-//! No scratch is asked of the caller and nothing grows with the layer: each kernel keeps
-//! under 3 KB of fixed-size buffers on its stack.
+//! No scratch is asked of the caller and nothing grows with the layer: the kernels keep a
+//! few hundred bytes of buffers on the stack.
 //!
 //! ```
 //! use constnet::pool_kernel::{self, PoolGeometry};
@@ -45,19 +47,25 @@
 use core::ops::Range;
 
 use crate::shape::pool_out;
-use crate::simd::{self, Kernel, Simd};
+use crate::simd::{self, Kernel, Simd, beats};
 
-/// Output pixels of a row per pass: a multiple of every vector width.
-const COLS: usize = 128;
 /// The widest window the vector passes take; wider ones run plain loops.
 const MAX_K: usize = 32;
-/// Floats of a row buffer: the input columns of [`COLS`] outputs at stride 2, windows up to
-/// [`MAX_K`] wide (at larger strides a pass takes fewer outputs).
-const ROW: usize = 2 * COLS + MAX_K;
-/// 2²³: for an integer `0 ≤ i < 2²³`, the bits of `i + 2²³` are those of 2²³ plus `i`, so
-/// winners kept as floats convert to integers with an integer subtraction the compiler
-/// vectorises (`as u32` saturates, and stays scalar).
-const MAGIC: f32 = 8_388_608.0;
+/// The largest stride the vector passes take; larger ones run plain loops.
+const MAX_STRIDE: usize = 8;
+/// Floats of the buffer for reads past the end of a tensor: what one vector of outputs
+/// reads of one input row, `(16 − 1)·stride + k`, or `2·16 + k` at stride 2.
+const TAIL: usize = 15 * MAX_STRIDE + MAX_K;
+/// `0, 1, …, 15`: lane numbers.
+const IOTA: [f32; 16] = {
+    let mut v = [0.0f32; 16];
+    let mut i = 0;
+    while i < 16 {
+        v[i] = i as f32;
+        i += 1;
+    }
+    v
+};
 
 /// The shape of a max pooling, as numbers: what the kernels of this module need to know.
 ///
@@ -140,21 +148,25 @@ impl PoolGeometry {
         self.c * self.oh * self.ow
     }
 
-    /// Outputs of a row per vector pass (a multiple of 16; 0 if the window is too wide or
-    /// the stride too large for the row buffer).
-    const fn cols(&self) -> usize {
-        if self.k > MAX_K {
-            return 0;
-        }
-        let cols = (ROW - self.k) / self.stride / 16 * 16;
-        if cols < COLS { cols } else { COLS }
-    }
-
     /// Whether the single-sample passes ([`forward`], [`max`], [`backward`]) run SIMD
     /// kernels for this geometry: windows up to 32 wide at strides up to 8 (beyond, plain
     /// loops). The lane passes ([`forward_lanes`], [`backward_lanes`]) always do.
     pub const fn vectorised(&self) -> bool {
-        self.cols() >= 16
+        self.k <= MAX_K && self.stride <= MAX_STRIDE
+    }
+
+    /// The output columns whose windows lie inside the map's columns (the vector passes' part
+    /// of each row; the others, at most `⌈pad / stride⌉` on the left and a few on the right,
+    /// go one at a time).
+    #[inline(always)]
+    fn inner(&self) -> Range<usize> {
+        let lo = self.pad.div_ceil(self.stride).min(self.ow);
+        let hi = if self.w + self.pad >= self.k {
+            ((self.w + self.pad - self.k) / self.stride + 1).min(self.ow)
+        } else {
+            0
+        };
+        lo..hi.max(lo)
     }
 
     /// Whether the windows tile the map: stride equal to the window, no padding, and every
@@ -178,12 +190,6 @@ impl PoolGeometry {
         on_map(ox * self.stride, self.k, self.pad, self.w)
     }
 
-    /// The first output column whose window starts on the map (no left padding).
-    #[inline(always)]
-    fn first_inside(&self) -> usize {
-        self.pad.div_ceil(self.stride).min(self.ow)
-    }
-
     /// Panics unless the geometry holds and the slices have its lengths.
     #[track_caller]
     fn check(&self, lens: &[(usize, usize, &str)]) {
@@ -205,106 +211,103 @@ fn on_map(start: usize, k: usize, pad: usize, n: usize) -> Range<usize> {
     pad.saturating_sub(start).min(hi)..hi
 }
 
-/// Copies the input columns that outputs `ox0..ox0 + np` of a row read from input row `row`
-/// into `buf`, `pad` where they fall in the padding or past the map; returns the length of
-/// a phase. At strides 1 and 2, `buf[t]` is padded column `ox0·stride + t` (one phase of
-/// `stride·np + k`); at larger strides, `buf[q·len + t]` is padded column
-/// `ox0·stride + q + stride·t` (`min(stride, k)` phases of `len = np + (k − 1) / stride`).
+/// Floats that one vector of `lanes` outputs reads from the start of its window row: its
+/// taps' loads (pairs of vectors at stride 2).
 #[inline(always)]
-fn fill(row: &[f32], geo: &PoolGeometry, ox0: usize, np: usize, pad: f32, buf: &mut [f32]) -> usize {
-    let (st, k, p, w) = (geo.stride, geo.k, geo.pad, geo.w);
-    let first = ox0 * st;
-    if st <= 2 {
-        let len = st * np + k;
-        let on = on_map(first, len, p, w);
-        buf[..on.start].fill(pad);
-        buf[on.clone()].copy_from_slice(&row[first + on.start - p..first + on.end - p]);
-        buf[on.end..len].fill(pad);
-        return len;
-    }
-    let len = np + (k - 1) / st;
-    for (q, phase) in buf.chunks_exact_mut(len).take(st.min(k)).enumerate() {
-        for (t, v) in phase.iter_mut().enumerate() {
-            let col = first + q + st * t;
-            *v = if col >= p && col - p < w {
-                row[col - p]
-            } else {
-                pad
-            };
-        }
-    }
-    len
-}
-
-/// The reverse of [`fill`]: writes the columns of `buf` that are on the map back to `row`.
-#[inline(always)]
-fn spill(buf: &[f32], geo: &PoolGeometry, ox0: usize, len: usize, row: &mut [f32]) {
-    let (st, k, p, w) = (geo.stride, geo.k, geo.pad, geo.w);
-    let first = ox0 * st;
-    if st <= 2 {
-        let on = on_map(first, len, p, w);
-        row[first + on.start - p..first + on.end - p].copy_from_slice(&buf[on]);
-        return;
-    }
-    for (q, phase) in buf.chunks_exact(len).take(st.min(k)).enumerate() {
-        for (t, &v) in phase.iter().enumerate() {
-            let col = first + q + st * t;
-            if col >= p && col - p < w {
-                row[col - p] = v;
-            }
-        }
+fn reach(lanes: usize, st: usize, k: usize) -> usize {
+    match st {
+        1 => lanes + k - 1,
+        2 => 2 * lanes + k,
+        _ => (lanes - 1) * st + k,
     }
 }
 
-/// Tap `t` (as `t + 2²³` if `ARG`) replaces the running maximum `b` and winner `a` where
-/// `v` beats `b`.
+/// `src[at..at + n]`, or a copy in `tail` where that runs past the end of `src` (past it,
+/// what the copy holds is read only by lanes whose results are dropped).
 #[inline(always)]
-fn update<S: Simd, const ARG: bool>(s: S, v: S::F, t: S::F, b: &mut S::F, a: &mut S::F) {
+fn reads<'a>(src: &'a [f32], at: usize, n: usize, tail: &'a mut [f32; TAIL]) -> &'a [f32] {
+    if at + n <= src.len() {
+        return &src[at..at + n];
+    }
+    let have = src.len() - at;
+    tail[..have].copy_from_slice(&src[at..]);
+    tail[have..n].fill(0.0);
+    &tail[..n]
+}
+
+/// Tap `t` (a float whose bits are `t`, see [`Simd::load_bits`], if `ARG`) replaces the
+/// running maximum `b` and winner `a` where `v` beats `b`.
+#[inline(always)]
+fn update<S: Simd, const ARG: bool>(s: S, v: S::F, t: u32, b: &mut S::F, a: &mut S::F) {
     if ARG {
-        *a = s.select_gt_nan(v, *b, t, *a);
+        *a = s.select_gt_nan(v, *b, s.splat(f32::from_bits(t)), *a);
     }
     *b = s.select_gt_nan(v, *b, v, *b);
 }
 
-/// One window row of a forward pass: for outputs `0..np` of the pass, the taps `t0 + j` read
-/// from the row buffer `buf` (see [`fill`]) update `best` and (if `ARG`) `arg`.
+/// One window row `i` of a vector of outputs: its taps `j`, read from `row` (which starts
+/// at the window row's first column), update the running maxima `b` and winners `a`.
 #[inline(always)]
 fn max_row<S: Simd, const ARG: bool>(
     s: S,
-    (k, st, len): (usize, usize, usize),
-    buf: &[f32],
-    (np, t0): (usize, usize),
-    best: &mut [f32],
-    arg: &mut [f32],
+    (k, st): (usize, usize),
+    row: &[f32],
+    t0: u32,
+    b: &mut S::F,
+    a: &mut S::F,
 ) {
     let l = S::LANES;
-    let tap = |j: usize| s.splat((t0 + j) as f32 + MAGIC);
-    for u in (0..np).step_by(l) {
-        let mut b = s.load(best, u);
-        let mut a = if ARG { s.load(arg, u) } else { b };
-        if st == 1 {
-            for j in 0..k {
-                update::<S, ARG>(s, s.load(buf, u + j), tap(j), &mut b, &mut a);
-            }
-        } else if st == 2 {
-            // Columns 2·(u + lane) + j and the next one: taps j and j + 1.
-            for j in (0..k).step_by(2) {
-                let (even, odd) = s.deinterleave(s.load(buf, 2 * u + j), s.load(buf, 2 * u + j + l));
-                update::<S, ARG>(s, even, tap(j), &mut b, &mut a);
-                if j + 1 < k {
-                    update::<S, ARG>(s, odd, tap(j + 1), &mut b, &mut a);
-                }
-            }
-        } else {
-            for j in 0..k {
-                let v = s.load(buf, (j % st) * len + j / st + u);
-                update::<S, ARG>(s, v, tap(j), &mut b, &mut a);
+    // Loops, not closures: a closure is not compiled with the kernel's instruction set.
+    if st == 1 {
+        for j in 0..k {
+            update::<S, ARG>(s, s.load(row, j), t0 + j as u32, b, a);
+        }
+    } else if st == 2 {
+        // Columns 2·lane + j and the next one: taps j and j + 1.
+        for j in (0..k).step_by(2) {
+            let (even, odd) = s.deinterleave(s.load(row, j), s.load(row, j + l));
+            update::<S, ARG>(s, even, t0 + j as u32, b, a);
+            if j + 1 < k {
+                update::<S, ARG>(s, odd, t0 + j as u32 + 1, b, a);
             }
         }
-        s.store(best, u, b);
-        if ARG {
-            s.store(arg, u, a);
+    } else {
+        let mut taps = [0.0f32; 16];
+        for j in 0..k {
+            for (lane, v) in taps[..l].iter_mut().enumerate() {
+                *v = row[lane * st + j];
+            }
+            update::<S, ARG>(s, s.load(&taps, 0), t0 + j as u32, b, a);
         }
+    }
+}
+
+/// The maximum and winner of window `(oy, ox)` of the map `x`, one tap at a time: the
+/// reference loops, for the windows at the edges and for geometries too large for vectors.
+#[inline(always)]
+fn window_max(geo: &PoolGeometry, x: &[f32], oy: usize, ox: usize) -> (f32, u32) {
+    let (rows, cols) = (geo.rows(oy), geo.columns(ox));
+    // −∞ and the first tap on the map: the winner if every tap is −∞.
+    let mut best = (f32::NEG_INFINITY, rows.start * geo.k + cols.start);
+    for i in rows {
+        let r = oy * geo.stride + i - geo.pad;
+        for j in cols.clone() {
+            let v = x[r * geo.w + ox * geo.stride + j - geo.pad];
+            if beats(v, best.0) {
+                best = (v, i * geo.k + j);
+            }
+        }
+    }
+    (best.0, best.1 as u32)
+}
+
+/// Adds the gradient `g` of window `(oy, ox)` to its winner `at` in the map gradient `gi`,
+/// if the winner is a tap on the map.
+#[inline(always)]
+fn window_grad(geo: &PoolGeometry, (oy, ox): (usize, usize), at: u32, g: f32, gi: &mut [f32]) {
+    let (i, j) = (at as usize / geo.k, at as usize % geo.k);
+    if geo.rows(oy).contains(&i) && geo.columns(ox).contains(&j) {
+        gi[(oy * geo.stride + i - geo.pad) * geo.w + ox * geo.stride + j - geo.pad] += g;
     }
 }
 
@@ -316,48 +319,86 @@ struct Forward<'a, const ARG: bool> {
     at: &'a mut [u32],
 }
 
+/// Runs `$pass::<S, K, ST>` with the window `K` and stride `ST` as constants for the
+/// common pools (2×2 at stride 2, 3×3 at strides 2 and 1), `0, 0` (read from the geometry)
+/// for the others: a few compiled copies, not one per shape.
+macro_rules! specialised {
+    ($self:ident, $s:ident, $pass:ident) => {
+        match ($self.geo.k, $self.geo.stride) {
+            (2, 2) => $self.$pass::<S, 2, 2>($s),
+            (3, 2) => $self.$pass::<S, 3, 2>($s),
+            (3, 1) => $self.$pass::<S, 3, 1>($s),
+            _ => $self.$pass::<S, 0, 0>($s),
+        }
+    };
+}
+
 impl<const ARG: bool> Kernel for Forward<'_, ARG> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
+        specialised!(self, s, pass)
+    }
+}
+
+impl<const ARG: bool> Forward<'_, ARG> {
+    #[inline(always)]
+    fn pass<S: Simd, const K: usize, const ST: usize>(self, s: S) {
         let Forward { geo, x, y, at } = self;
-        let (h, w, oh, ow, k, st) = (geo.h, geo.w, geo.oh, geo.ow, geo.k, geo.stride);
-        let cols = geo.cols();
-        let mut buf = [0.0f32; ROW];
-        let mut best = [0.0f32; COLS];
-        let mut arg = [0.0f32; COLS];
-        for (x, (y, at)) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(oh * ow).zip(
-            at.chunks_mut(oh * ow)
-                .chain(core::iter::repeat_with(|| &mut [][..])),
-        )) {
+        let (k, st) = if K == 0 { (geo.k, geo.stride) } else { (K, ST) };
+        let (h, w, oh, ow) = (geo.h, geo.w, geo.oh, geo.ow);
+        let (l, inner) = (S::LANES, geo.inner());
+        let span = reach(l, st, k);
+        let mut tail = [0.0f32; TAIL];
+        let (mut best, mut arg) = ([0.0f32; 16], [0u32; 16]);
+        for c in 0..geo.c {
+            let map = &x[c * h * w..(c + 1) * h * w];
             for oy in 0..oh {
                 let rows = geo.rows(oy);
-                for ox0 in (0..ow).step_by(cols) {
-                    let n = cols.min(ow - ox0);
-                    let np = n.div_ceil(S::LANES) * S::LANES;
-                    best[..np].fill(f32::NEG_INFINITY);
-                    // The first tap of the first row on the map: the winner of a window whose
-                    // taps are all −∞ (outputs in the left padding are set below).
-                    arg[..np].fill((rows.start * k) as f32 + MAGIC);
+                let out = (c * oh + oy) * ow;
+                // In output order, so that the lanes a last vector writes past the inner
+                // windows are written again.
+                for ox in 0..inner.start {
+                    let (v, t) = window_max(geo, map, oy, ox);
+                    y[out + ox] = v;
+                    if ARG {
+                        at[out + ox] = t;
+                    }
+                }
+                for ox0 in inner.clone().step_by(l) {
+                    // −∞, and the first tap of the first row on the map: the winner if every
+                    // tap is −∞ (these windows lie inside the map's columns).
+                    let mut b = s.splat(f32::NEG_INFINITY);
+                    let mut a = s.splat(f32::from_bits((rows.start * k) as u32));
                     for i in rows.clone() {
                         let r = oy * st + i - geo.pad;
-                        let len = fill(&x[r * w..][..w], geo, ox0, np, f32::NEG_INFINITY, &mut buf);
-                        max_row::<S, ARG>(s, (k, st, len), &buf, (np, i * k), &mut best, &mut arg);
+                        // Lanes past the inner windows read on, into the next rows or maps;
+                        // their results are written over or dropped.
+                        let from = (c * h + r) * w + ox0 * st - geo.pad;
+                        let row = reads(x, from, span, &mut tail);
+                        max_row::<S, ARG>(s, (k, st), row, (i * k) as u32, &mut b, &mut a);
                     }
-                    let out = oy * ow + ox0;
-                    y[out..out + n].copy_from_slice(&best[..n]);
+                    let o = out + ox0;
+                    if o + l <= y.len() {
+                        s.store(y, o, b);
+                        if ARG {
+                            s.store_bits(at, o, a);
+                        }
+                    } else {
+                        s.store(&mut best, 0, b);
+                        s.store_bits(&mut arg, 0, a);
+                        let n = inner.end - ox0;
+                        y[o..o + n].copy_from_slice(&best[..n]);
+                        if ARG {
+                            at[o..o + n].copy_from_slice(&arg[..n]);
+                        }
+                    }
+                }
+                for ox in inner.end..ow {
+                    let (v, t) = window_max(geo, map, oy, ox);
+                    y[out + ox] = v;
                     if ARG {
-                        let at = &mut at[out..out + n];
-                        for (o, &a) in at.iter_mut().zip(&arg[..n]) {
-                            *o = a.to_bits().wrapping_sub(MAGIC.to_bits());
-                        }
-                        // A window starting in the left padding whose taps on the map are
-                        // all −∞ went to a padding tap: the reference keeps its first tap.
-                        for ox in ox0..geo.first_inside().max(ox0).min(ox0 + n) {
-                            if y[oy * ow + ox] == f32::NEG_INFINITY {
-                                at[ox - ox0] = (rows.start * k + geo.columns(ox).start) as u32;
-                            }
-                        }
+                        at[out + ox] = t;
                     }
                 }
             }
@@ -365,14 +406,46 @@ impl<const ARG: bool> Kernel for Forward<'_, ARG> {
     }
 }
 
-/// `buf[at..at + LANES] += v`.
+/// Tap `t` as the bounds `(t − 1, t + 1)` that [`mine`] compares winners with: winners are
+/// small integers in the bits of non-negative floats, and below 0's bits are the smallest
+/// negative float's.
 #[inline(always)]
-fn add_to<S: Simd>(s: S, buf: &mut [f32], at: usize, v: S::F) {
-    let sum = s.add(s.load(buf, at), v);
-    s.store(buf, at, sum);
+fn tap<S: Simd>(s: S, t: u32) -> (S::F, S::F) {
+    let lo = f32::from_bits(if t == 0 { 0x8000_0001 } else { t - 1 });
+    (s.splat(lo), s.splat(f32::from_bits(t + 1)))
 }
 
-/// The backward pass (see [`backward`]).
+/// The gradients `gv` where the winners `av` are the tap of `(lo, hi)` (see [`tap`]), else
+/// 0. A winner whose bits are NaN is no tap.
+#[inline(always)]
+fn mine<S: Simd>(s: S, (gv, av): (S::F, S::F), (lo, hi): (S::F, S::F)) -> S::F {
+    let zero = s.splat(0.0);
+    s.select_gt(av, lo, s.select_gt(hi, av, gv, zero), zero)
+}
+
+/// Writes `v`, the input gradients of columns `c0..` of the row starting at `gi[row]`, only
+/// on the row's `w` columns (where a vector store would reach out of `gi`, or back into the
+/// row before).
+#[inline(always)]
+fn store_cols(gi: &mut [f32], row: usize, (c0, w): (isize, usize), v: &[f32]) {
+    for (t, &v) in v.iter().enumerate() {
+        let c = c0 + t as isize;
+        if c >= 0 && (c as usize) < w {
+            gi[row + c as usize] = v;
+        }
+    }
+}
+
+/// The backward pass (see [`backward`]), input row by input row: every input gradient is
+/// summed in registers and written once (no clearing, no read-modify-write).
+///
+/// Input column `c` of phase `q = (c + pad) mod stride` is `stride·m + q − pad`; the taps
+/// that read it are `j = q + stride·d` of the windows `m − d`. A vector holds the columns
+/// of neighbouring `m` of every phase; for each output row whose windows read the input
+/// row (in order), and each `d` from the largest (the windows in output order), it adds
+/// the gradients of windows `m − d` whose winner is tap `j`, loaded from the output
+/// gradients and winners shifted by `d`. At stride 2 the two phases then interleave into
+/// the row's columns.
 struct Backward<'a> {
     geo: &'a PoolGeometry,
     at: &'a [u32],
@@ -384,60 +457,140 @@ impl Kernel for Backward<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
+        specialised!(self, s, pass)
+    }
+}
+
+impl Backward<'_> {
+    #[inline(always)]
+    fn pass<S: Simd, const K: usize, const ST: usize>(self, s: S) {
         let Backward { geo, at, g, gi } = self;
-        let (h, w, oh, ow, k, st) = (geo.h, geo.w, geo.oh, geo.ow, geo.k, geo.stride);
-        let (l, cols, zero) = (S::LANES, geo.cols(), s.splat(0.0));
-        gi.fill(0.0);
-        let mut buf = [0.0f32; ROW];
-        // A pass's output gradients and winners (as floats), zero past the row's end.
-        let mut gv = [0.0f32; COLS];
-        let mut av = [0.0f32; COLS];
-        let maps = at.chunks_exact(oh * ow).zip(g.chunks_exact(oh * ow));
-        for ((at, g), gi) in maps.zip(gi.chunks_exact_mut(h * w)) {
-            for oy in 0..oh {
-                for ox0 in (0..ow).step_by(cols) {
-                    let n = cols.min(ow - ox0);
-                    let np = n.div_ceil(l) * l;
-                    let out = oy * ow + ox0;
-                    gv[..n].copy_from_slice(&g[out..out + n]);
-                    gv[n..np].fill(0.0);
-                    for (v, &a) in av.iter_mut().zip(&at[out..out + n]) {
-                        *v = f32::from_bits(MAGIC.to_bits().wrapping_add(a)) - MAGIC;
-                    }
-                    for i in geo.rows(oy) {
-                        let r = oy * st + i - geo.pad;
-                        let row = &mut gi[r * w..][..w];
-                        let len = fill(row, geo, ox0, np, 0.0, &mut buf);
-                        // Last tap first: an input then adds the gradients of its windows in
-                        // output order (a window further right reads it with an earlier tap).
-                        for j in (0..k).rev() {
-                            let t = (i * k + j) as f32;
-                            let (lo, hi) = (s.splat(t - 0.5), s.splat(t + 0.5));
-                            for u in (0..np).step_by(l) {
-                                let a = s.load(&av, u);
-                                let mine =
-                                    s.select_gt(a, lo, s.select_gt(hi, a, s.load(&gv, u), zero), zero);
-                                // Adding 0 changes nothing: no gradient here is −0 (sums
-                                // start at +0, and +0 + −0 = +0).
-                                if st == 1 {
-                                    add_to(s, &mut buf, u + j, mine);
-                                } else if st == 2 {
-                                    let (first, second) = s.interleave(mine, zero);
-                                    let at = 2 * u + j;
-                                    add_to(s, &mut buf, at, first);
-                                    add_to(s, &mut buf, at + l, second);
-                                } else {
-                                    let at = (j % st) * len + j / st + u;
-                                    add_to(s, &mut buf, at, mine);
+        let (k, st) = if K == 0 { (geo.k, geo.stride) } else { (K, ST) };
+        let (h, w, oh, ow, p) = (geo.h, geo.w, geo.oh, geo.ow, geo.pad);
+        let (l, phases, zero, dmax) = (S::LANES, st.min(k), s.splat(0.0), (k - 1) / st);
+        // The phases' columns: m in first..end covers every column of the row.
+        let (first, end) = (p / st, (w - 1 + p) / st + 1);
+        // A phase's sums, and a vector's columns in row order.
+        let mut sums = [0.0f32; 16];
+        let mut cols = [0.0f32; 16 * MAX_STRIDE + MAX_K];
+        let mut pad = ([0.0f32; 16], [0u32; 16]);
+        for c in 0..geo.c {
+            for r in 0..h {
+                let row = (c * h + r) * w;
+                // Output rows whose windows read input row r: i = r + p − oy·st < k.
+                let oys = (r + p + 1).saturating_sub(k).div_ceil(st)..((r + p) / st + 1).min(oh);
+                if oys.is_empty() {
+                    gi[row..row + w].fill(0.0);
+                    continue;
+                }
+                let count = end - first;
+                let mut pending = None;
+                for step in (0..count).step_by(l) {
+                    // The last vector moved back to end at the row's end (the overlap is
+                    // written twice, the same values), unless the row is narrower.
+                    let m0 = first + if count >= l { step.min(count - l) } else { step };
+                    // Whether every lane's windows m − d are in the output rows.
+                    let inside = m0 >= dmax && m0 + l <= ow;
+                    let mut acc = [zero; MAX_STRIDE];
+                    for oy in oys.clone() {
+                        let t0 = (r + p - oy * st) * k;
+                        let out = (c * oh + oy) * ow;
+                        // Windows m − d from the last (output order), each for every phase
+                        // whose tap q + st·d it has.
+                        for d in (0..=dmax).rev() {
+                            let v = if inside {
+                                let from = out + m0 - d;
+                                (s.load(g, from), s.load_bits(at, from))
+                            } else {
+                                edge(s, (g, at), (out, ow), m0 as isize - d as isize, &mut pad)
+                            };
+                            for (q, acc) in acc.iter_mut().enumerate().take(phases) {
+                                if q + st * d < k {
+                                    let t = tap(s, (t0 + q + st * d) as u32);
+                                    *acc = s.add(*acc, mine(s, v, t));
                                 }
                             }
                         }
-                        spill(&buf, geo, ox0, len, row);
                     }
+                    if let Some(shift) = pending.take() {
+                        // The left edge, from the last vector (by now its stores are in the
+                        // cache: no stall on the shifted loads).
+                        s.store(gi, row, s.load(&cols, shift));
+                        s.store(gi, row + l, s.load(&cols, shift + l));
+                    }
+                    // Column of lane 0 of phase 0. Stores past the row's end land on the
+                    // next rows, which are written after.
+                    let c0 = (st * m0) as isize - p as isize;
+                    let to = row.wrapping_add(c0 as usize);
+                    let whole = c0 >= 0 && to + st * l <= gi.len();
+                    if st == 1 && whole {
+                        s.store(gi, to, acc[0]);
+                        continue;
+                    }
+                    if st == 2 {
+                        let (lo, hi) = s.interleave(acc[0], acc[1]);
+                        if whole {
+                            s.store(gi, to, lo);
+                            s.store(gi, to + l, hi);
+                            continue;
+                        }
+                        s.store(&mut cols, 0, lo);
+                        s.store(&mut cols, l, hi);
+                        if c0 < 0 && row + 2 * l <= gi.len() {
+                            // In the left padding: the row's columns from the first on, and
+                            // after them what the next vector writes again, once that is
+                            // computed.
+                            pending = Some(c0.unsigned_abs());
+                            continue;
+                        }
+                    } else {
+                        for (q, acc) in acc.iter().enumerate().take(st) {
+                            s.store(&mut sums, 0, *acc);
+                            for (lane, &sum) in sums[..l].iter().enumerate() {
+                                cols[lane * st + q] = sum;
+                            }
+                        }
+                    }
+                    store_cols(gi, row, (c0, w), &cols[..l * st]);
+                }
+                if let Some(shift) = pending {
+                    s.store(gi, row, s.load(&cols, shift));
+                    s.store(gi, row + l, s.load(&cols, shift + l));
                 }
             }
         }
     }
+}
+
+/// The gradients and winners of windows `m..m + LANES` of the output row at `out` (of `ow`
+/// windows) in `(g, at)`, zero gradients for lanes outside the row (the ends of the rows).
+#[inline(always)]
+fn edge<S: Simd>(
+    s: S,
+    (g, at): (&[f32], &[u32]),
+    (out, ow): (usize, usize),
+    m: isize,
+    (gp, ap): &mut ([f32; 16], [u32; 16]),
+) -> (S::F, S::F) {
+    let (l, zero) = (S::LANES as isize, s.splat(0.0));
+    let from = out as isize + m;
+    if from >= 0 && from + l <= g.len() as isize {
+        // Lanes with 0 ≤ m + lane < ow.
+        let (gv, av) = (s.load(g, from as usize), s.load_bits(at, from as usize));
+        let lanes = s.load(&IOTA, 0);
+        let (lo, hi) = (s.splat(-m as f32 - 0.5), s.splat((ow as isize - m) as f32 - 0.5));
+        return (s.select_gt(lanes, lo, s.select_gt(hi, lanes, gv, zero), zero), av);
+    }
+    // At the ends of the tensor, where loads would leave it: a padded copy.
+    for (lane, (gp, ap)) in gp.iter_mut().zip(ap.iter_mut()).enumerate().take(S::LANES) {
+        let ox = m + lane as isize;
+        (*gp, *ap) = if ox >= 0 && ox < ow as isize {
+            (g[out + ox as usize], at[out + ox as usize])
+        } else {
+            (0.0, 0)
+        };
+    }
+    (s.load(gp, 0), s.load_bits(ap, 0))
 }
 
 /// The maxima `y` and winners `at` of every window of the maps `x`: each window's first
@@ -553,25 +706,27 @@ fn window(geo: &PoolGeometry, (c, oy, ox): (usize, usize, usize)) -> (usize, usi
     (((c * geo.h + r) * geo.w + col) * BLOCK, rows.len(), cols.len())
 }
 
-/// The taps of a window of `rows`×`cols` taps on the map, in scan order, as element offsets
-/// from its first (`w` the row length): for `K`×`K` windows with a constant `K` the loop
-/// is unrolled.
-#[inline(always)]
-fn each_tap<const K: usize>(
-    (rows, cols, w): (usize, usize, usize),
-    mut f: impl FnMut(usize, usize),
-) {
-    if K != 0 && rows == K && cols == K {
-        for t in 0..K * K {
-            f(t, (t / K * w + t % K) * BLOCK);
-        }
-    } else {
-        for i in 0..rows {
-            for j in 0..cols {
-                f(i * cols + j, (i * w + j) * BLOCK);
+/// Runs `$body` for each tap `$t` of a window of `$rows`×`$cols` taps on the map, in scan
+/// order, with `$at` its element offset from the first (`$w` the row length): for `K`×`K`
+/// windows with a constant `K` the loop is unrolled. A macro, not a function taking a
+/// closure: a closure is not compiled with the kernel's instruction set.
+macro_rules! for_taps {
+    ($k:ident, ($rows:expr, $cols:expr, $w:expr), |$t:ident, $at:ident| $body:block) => {{
+        let (rows, cols, w): (usize, usize, usize) = ($rows, $cols, $w);
+        if $k != 0 && rows == $k && cols == $k {
+            for $t in 0..$k * $k {
+                let $at = ($t / $k * w + $t % $k) * BLOCK;
+                $body
+            }
+        } else {
+            for i in 0..rows {
+                for j in 0..cols {
+                    let ($t, $at) = (i * cols + j, (i * w + j) * BLOCK);
+                    $body
+                }
             }
         }
-    }
+    }};
 }
 
 impl ForwardLanes<'_> {
@@ -583,7 +738,7 @@ impl ForwardLanes<'_> {
             let (first, rows, cols) = window(geo, (c, oy, ox));
             for v0 in (0..BLOCK).step_by(S::LANES) {
                 let mut best = s.load(x, first + v0);
-                each_tap::<K>((rows, cols, geo.w), |t, at| {
+                for_taps!(K, (rows, cols, geo.w), |t, at| {
                     if t > 0 {
                         let v = s.load(x, first + at + v0);
                         best = s.select_gt_nan(v, best, v, best);
@@ -630,7 +785,7 @@ impl BackwardLanes<'_> {
             for v0 in (0..BLOCK).step_by(S::LANES) {
                 // the winning tap's number, as a float, lane by lane
                 let (mut best, mut won) = (s.load(x, first + v0), zero);
-                each_tap::<K>((rows, cols, geo.w), |t, at| {
+                for_taps!(K, (rows, cols, geo.w), |t, at| {
                     if t > 0 {
                         let v = s.load(x, first + at + v0);
                         won = s.select_gt_nan(v, best, s.splat(t as f32), won);
@@ -641,7 +796,7 @@ impl BackwardLanes<'_> {
                 if relu {
                     gv = s.select_gt(best, zero, gv, zero);
                 }
-                each_tap::<K>((rows, cols, geo.w), |t, at| {
+                for_taps!(K, (rows, cols, geo.w), |t, at| {
                     let (lo, hi) = (s.splat(t as f32 - 0.5), s.splat(t as f32 + 0.5));
                     let mine = s.select_gt(won, lo, s.select_gt(hi, won, gv, zero), zero);
                     let at = first + at + v0;
@@ -698,50 +853,28 @@ pub fn backward_lanes(geo: &PoolGeometry, x: &[f32], g: &[f32], gi: &mut [f32], 
     });
 }
 
-/// The plain loops, for windows too wide or strides too large for the row buffer.
+/// The plain loops, for windows too wide or strides too large for the vector passes.
 mod plain {
-    use super::PoolGeometry;
-    use crate::simd::beats;
+    use super::{PoolGeometry, window_grad, window_max};
 
     pub(super) fn forward(geo: &PoolGeometry, x: &[f32], y: &mut [f32], mut at: Option<&mut [u32]>) {
-        let (h, w, oh, ow, k, st) = (geo.h, geo.w, geo.oh, geo.ow, geo.k, geo.stride);
-        for c in 0..geo.c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (rows, cols) = (geo.rows(oy), geo.columns(ox));
-                    let mut best = (f32::NEG_INFINITY, rows.start * k + cols.start);
-                    for i in rows {
-                        for j in cols.clone() {
-                            let v = x[(c * h + oy * st + i - geo.pad) * w + ox * st + j - geo.pad];
-                            if beats(v, best.0) {
-                                best = (v, i * k + j);
-                            }
-                        }
-                    }
-                    let o = (c * oh + oy) * ow + ox;
-                    y[o] = best.0;
-                    if let Some(at) = at.as_deref_mut() {
-                        at[o] = best.1 as u32;
-                    }
-                }
+        let (map, out) = (geo.h * geo.w, geo.oh * geo.ow);
+        for (o, y) in y.iter_mut().enumerate() {
+            let (c, oy, ox) = (o / out, o / geo.ow % geo.oh, o % geo.ow);
+            let (v, t) = window_max(geo, &x[c * map..(c + 1) * map], oy, ox);
+            *y = v;
+            if let Some(at) = at.as_deref_mut() {
+                at[o] = t;
             }
         }
     }
 
     pub(super) fn backward(geo: &PoolGeometry, at: &[u32], g: &[f32], gi: &mut [f32]) {
-        let (h, w, oh, ow, k, st) = (geo.h, geo.w, geo.oh, geo.ow, geo.k, geo.stride);
+        let (map, out) = (geo.h * geo.w, geo.oh * geo.ow);
         gi.fill(0.0);
-        for c in 0..geo.c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let o = (c * oh + oy) * ow + ox;
-                    let (i, j) = (at[o] as usize / k, at[o] as usize % k);
-                    if geo.rows(oy).contains(&i) && geo.columns(ox).contains(&j) {
-                        let at = (c * h + oy * st + i - geo.pad) * w + ox * st + j - geo.pad;
-                        gi[at] += g[o];
-                    }
-                }
-            }
+        for (o, (&at, &g)) in at.iter().zip(g).enumerate() {
+            let (c, oy, ox) = (o / out, o / geo.ow % geo.oh, o % geo.ow);
+            window_grad(geo, (oy, ox), at, g, &mut gi[c * map..(c + 1) * map]);
         }
     }
 }

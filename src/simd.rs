@@ -37,6 +37,13 @@ pub trait Simd: Copy + Debug {
     fn load(self, s: &[f32], at: usize) -> Self::F;
     /// Writes the lanes to `s[at..at + LANES]`. Panics if `at + LANES > s.len()`.
     fn store(self, s: &mut [f32], at: usize, v: Self::F);
+    /// `LANES` values whose bit patterns are `s[at..]`: an integer carried in a float's bits,
+    /// which selects move unchanged (and comparisons order, for small non-negative
+    /// integers, as the integers: they are subnormal). Panics if `at + LANES > s.len()`.
+    fn load_bits(self, s: &[u32], at: usize) -> Self::F;
+    /// Writes the lanes' bit patterns to `s[at..at + LANES]` (see [`Simd::load_bits`]).
+    /// Panics if `at + LANES > s.len()`.
+    fn store_bits(self, s: &mut [u32], at: usize, v: Self::F);
     /// Lane-wise `a + b`.
     fn add(self, a: Self::F, b: Self::F) -> Self::F;
     /// Lane-wise `a − b`.
@@ -364,6 +371,14 @@ impl Simd for Scalar {
         s[at] = v;
     }
     #[inline(always)]
+    fn load_bits(self, s: &[u32], at: usize) -> f32 {
+        f32::from_bits(s[at])
+    }
+    #[inline(always)]
+    fn store_bits(self, s: &mut [u32], at: usize, v: f32) {
+        s[at] = v.to_bits();
+    }
+    #[inline(always)]
     fn add(self, a: f32, b: f32) -> f32 {
         a + b
     }
@@ -466,6 +481,19 @@ mod x86 {
             unsafe { _mm_storeu_ps(s.as_mut_ptr(), v) }
         }
         #[inline(always)]
+        fn load_bits(self, s: &[u32], at: usize) -> __m128 {
+            let s = &s[at..at + 4];
+            // SAFETY: `s` holds 4 values of 4 bytes, read as floats of the same size (any
+            // bits are a float); loadu/storeu need no alignment.
+            unsafe { _mm_loadu_ps(s.as_ptr().cast::<f32>()) }
+        }
+        #[inline(always)]
+        fn store_bits(self, s: &mut [u32], at: usize, v: __m128) {
+            let s = &mut s[at..at + 4];
+            // SAFETY: `s` holds 4 writable values of 4 bytes (any bits are a u32); loadu/storeu need no alignment.
+            unsafe { _mm_storeu_ps(s.as_mut_ptr().cast::<f32>(), v) }
+        }
+        #[inline(always)]
         fn add(self, a: __m128, b: __m128) -> __m128 {
             // SAFETY: baseline SSE (see `splat`).
             unsafe { _mm_add_ps(a, b) }
@@ -557,6 +585,19 @@ mod x86 {
             let s = &mut s[at..at + 8];
             // SAFETY: `s` holds 8 writable floats; avx is present; no alignment needed.
             unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn load_bits(self, s: &[u32], at: usize) -> __m256 {
+            let s = &s[at..at + 8];
+            // SAFETY: `s` holds 8 values of 4 bytes, read as floats of the same size (any
+            // bits are a float); avx is present; no alignment needed.
+            unsafe { _mm256_loadu_ps(s.as_ptr().cast::<f32>()) }
+        }
+        #[inline(always)]
+        fn store_bits(self, s: &mut [u32], at: usize, v: __m256) {
+            let s = &mut s[at..at + 8];
+            // SAFETY: `s` holds 8 writable values of 4 bytes (any bits are a u32); avx is present; no alignment needed.
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr().cast::<f32>(), v) }
         }
         #[inline(always)]
         fn add(self, a: __m256, b: __m256) -> __m256 {
@@ -661,6 +702,19 @@ mod x86 {
             let s = &mut s[at..at + 16];
             // SAFETY: `s` holds 16 writable floats; avx512f is present; no alignment needed.
             unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn load_bits(self, s: &[u32], at: usize) -> __m512 {
+            let s = &s[at..at + 16];
+            // SAFETY: `s` holds 16 values of 4 bytes, read as floats of the same size (any
+            // bits are a float); avx512f is present; no alignment needed.
+            unsafe { _mm512_loadu_ps(s.as_ptr().cast::<f32>()) }
+        }
+        #[inline(always)]
+        fn store_bits(self, s: &mut [u32], at: usize, v: __m512) {
+            let s = &mut s[at..at + 16];
+            // SAFETY: `s` holds 16 writable values of 4 bytes (any bits are a u32); avx512f is present; no alignment needed.
+            unsafe { _mm512_storeu_ps(s.as_mut_ptr().cast::<f32>(), v) }
         }
         #[inline(always)]
         fn add(self, a: __m512, b: __m512) -> __m512 {
@@ -789,6 +843,12 @@ mod tests {
             let (a2, b2) = s.interleave(even, odd);
             s.store(self.1, 5 * n, a2);
             s.store(self.1, 6 * n, b2);
+            // bit patterns in and out, through a select
+            let mut bits = [0u32; 16];
+            let ints: [u32; 16] = core::array::from_fn(|i| i as u32 * 0x0101_0101);
+            let v = s.select_gt(a, b, s.load_bits(&ints, 0), s.load_bits(&ints, 0));
+            s.store_bits(&mut bits, 0, v);
+            assert_eq!(bits[..n], ints[..n]);
         }
     }
 
