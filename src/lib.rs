@@ -84,6 +84,7 @@ pub mod linear;
 pub mod live;
 pub mod loss;
 pub mod lrn;
+pub mod lrn_kernel;
 pub mod maxpool2d;
 #[cfg(feature = "std")]
 pub mod mnist;
@@ -134,6 +135,7 @@ pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;
 pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot, softmax_loss};
 pub use lrn::LocalResponseNorm;
+pub use lrn_kernel::LrnGeometry;
 pub use maxpool2d::MaxPool2d;
 pub use mode::{Eval, Mode, Pass, Train};
 #[cfg(feature = "alloc")]

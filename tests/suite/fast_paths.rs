@@ -919,3 +919,101 @@ fn classic_pools_in_lanes_equal_the_reference() {
     classic_pools!(&x, &g, true);
 }
 
+/// `LocalResponseNorm<f32, C, H, W, SIZE>` runs SIMD (`uses_simd`), and on every instruction
+/// set: its window sums are the reference's bits; its factors `s^−beta` too, except for
+/// `beta = 0.75` (square roots: within 3 ulp); its outputs are the input times its factors,
+/// bit for bit; its input gradients, from its workspace, are the reference backward's bits;
+/// every instruction set gives the same bits as the others; a batch of two the same as one
+/// sample at a time.
+fn check_lrn<const C: usize, const H: usize, const W: usize, const SIZE: usize>(
+    input: &[f32],
+    grad: &[f32],
+    (alpha, beta, k): (f32, f32, f32),
+) where
+    constnet::LocalResponseNorm<f32, C, H, W, SIZE>: Layer<
+            Scalar = f32,
+            Input = Maps<f32, C, H, W>,
+            Output = Maps<f32, C, H, W>,
+            Workspace = constnet::lrn::LrnWorkspace<f32, C, H, W>,
+        > + constnet::BatchLayer<2>,
+{
+    use constnet::BatchLayer;
+    use constnet::lrn::LrnWorkspace;
+    type Lrn<const C: usize, const H: usize, const W: usize, const SIZE: usize> =
+        constnet::LocalResponseNorm<f32, C, H, W, SIZE>;
+    let name = format!("LRN {C}×{H}×{W} size {SIZE} ({alpha}, {beta}, {k})");
+    assert!(Lrn::<C, H, W, SIZE>::uses_simd(), "{name}: not SIMD");
+    let lrn = Lrn::<C, H, W, SIZE>::new(alpha, beta, k);
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    let mut xs = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
+    fill_slice(Maps::flat_slice_mut(&mut *xs), input);
+    xs[0].flat_mut()[0] = 0.0;
+    xs[0].flat_mut()[1] = -3.5;
+    let mut gs = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
+    fill_slice(Maps::flat_slice_mut(&mut *gs), grad);
+    let mut y_ref = zeroed_box::<Maps<f32, C, H, W>>();
+    let mut ws_ref = zeroed_box::<LrnWorkspace<f32, C, H, W>>();
+    lrn.forward_reference(&xs[0], &mut y_ref, &mut ws_ref);
+    let mut first: Option<(Vec<u32>, Vec<u32>)> = None;
+    for isa in available() {
+        with_isa(isa, || {
+            let mut y = zeroed_box::<Maps<f32, C, H, W>>();
+            let mut ws = zeroed_box::<LrnWorkspace<f32, C, H, W>>();
+            lrn.forward(&xs[0], &mut y, &mut ws);
+            assert_eq!(bits(ws.scale.flat()), bits(ws_ref.scale.flat()), "{name}: sums on {isa:?}");
+            for (i, (&f, &r)) in ws.factor.flat().iter().zip(ws_ref.factor.flat()).enumerate() {
+                let ulps = (f.to_bits() as i64 - r.to_bits() as i64).abs();
+                let most = if beta == 0.75 { 3 } else { 0 };
+                assert!(ulps <= most, "{name}: factor [{i}] {f} vs {r} on {isa:?}");
+            }
+            for ((&y, &a), &f) in y.flat().iter().zip(xs[0].flat()).zip(ws.factor.flat()) {
+                assert_eq!(y.to_bits(), (a * f).to_bits(), "{name}: output on {isa:?}");
+            }
+            let mut gi_ref = zeroed_box::<Maps<f32, C, H, W>>();
+            lrn.backward_reference(&xs[0], &ws, &gs[0], &mut gi_ref);
+            let mut gi = zeroed_box::<Maps<f32, C, H, W>>();
+            lrn.backward(&xs[0], &mut ws, &gs[0], Some(&mut gi), &mut Lrn::new(alpha, beta, k));
+            assert_eq!(bits(gi.flat()), bits(gi_ref.flat()), "{name}: backward on {isa:?}");
+            let got = (bits(y.flat()), bits(gi.flat()));
+            match &first {
+                None => first = Some(got),
+                Some(first) => assert!(*first == got, "{name}: {isa:?} differs from the others"),
+            }
+            // a batch of two, sample by sample
+            let mut bws = zeroed_box::<<Lrn<C, H, W, SIZE> as BatchLayer<2>>::BatchWorkspace>();
+            let mut y2 = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
+            lrn.forward_batch(&xs, &mut y2, &mut bws);
+            let mut gi2 = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
+            lrn.backward_batch(&xs, &mut bws, &gs, Some(&mut gi2), &mut Lrn::new(alpha, beta, k));
+            assert_eq!(bits(y2[0].flat()), bits(y.flat()), "{name}: batch on {isa:?}");
+            assert_eq!(bits(gi2[0].flat()), bits(gi.flat()), "{name}: batch backward on {isa:?}");
+            let (mut y1, mut gi1) = (zeroed_box::<Maps<f32, C, H, W>>(), zeroed_box::<Maps<f32, C, H, W>>());
+            let mut ws1 = zeroed_box::<LrnWorkspace<f32, C, H, W>>();
+            lrn.forward(&xs[1], &mut y1, &mut ws1);
+            lrn.backward(&xs[1], &mut ws1, &gs[1], Some(&mut gi1), &mut Lrn::new(alpha, beta, k));
+            assert_eq!(bits(y2[1].flat()), bits(y1.flat()), "{name}: batch sample 1 on {isa:?}");
+            assert_eq!(bits(gi2[1].flat()), bits(gi1.flat()), "{name}: batch sample 1 backward on {isa:?}");
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3))]
+
+    /// AlexNet's and ZF Net's LRN maps (a few channels), windows odd, even, wider than the
+    /// channels and of one, maps narrower than a vector; beta 0.75 (square roots), 0.5 and 1
+    /// (`powf`) and 0 (a zeroed layer's).
+    #[test]
+    fn lrn_is_simd_and_equals_the_reference(x in values(), g in values()) {
+        let alexnet = (1e-4, 0.75, 2.0);
+        check_lrn::<7, 55, 55, 5>(&x, &g, alexnet);
+        check_lrn::<9, 27, 27, 5>(&x, &g, alexnet);
+        check_lrn::<4, 110, 110, 5>(&x, &g, (1e-4, 0.75, 1.0));
+        check_lrn::<6, 26, 26, 5>(&x, &g, (0.5, 0.75, 1.0));
+        check_lrn::<7, 13, 11, 4>(&x, &g, (0.5, 0.75, 1.0));
+        check_lrn::<5, 9, 9, 9>(&x, &g, (2.0, 0.5, 1.0));
+        check_lrn::<20, 4, 5, 19>(&x, &g, (2.0, 1.0, 0.5));
+        check_lrn::<3, 1, 3, 1>(&x, &g, (1.0, 0.75, 1.0));
+        check_lrn::<3, 2, 3, 2>(&x, &g, (0.0, 0.0, 0.0));
+    }
+}

@@ -24,7 +24,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "mode",
         ],
     ),
-    ("kernels", &["simd", "conv_kernel", "pool_kernel", "pool_lenet"]),
+    ("kernels", &["simd", "conv_kernel", "pool_kernel", "pool_lenet", "lrn_kernel"]),
     (
         "execution",
         &[
