@@ -214,69 +214,6 @@ impl<
         }
     }
 
-    /// Forward pass for windows that tile the map (`S == K`), branch-free: with random data
-    /// the winner is unpredictable, and a mispredicted branch per tap cost more than the rest.
-    /// The loops keep a plain `v > best` (the max instruction's pattern, which [`beats`] is
-    /// not: with it pool2 took 2–2.5× as long) and note whether any tap was NaN; only then
-    /// do the reference loops redo the maps by [`beats`].
-    fn forward_tiled(
-        &self,
-        input: &Maps<T, C, H, W>,
-        output: &mut Maps<T, C, OH, OW>,
-        ws: &mut [[[u32; OW]; OH]; C],
-    ) {
-        let mut nan = false;
-        for ((x, y), at) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()) {
-            for ((rows, y), at) in x.chunks_exact(K).zip(y.iter_mut()).zip(at.iter_mut()) {
-                // One tap at a time across the whole output row: loops the compiler vectorises.
-                for (ox, (y, at)) in y.iter_mut().zip(at.iter_mut()).enumerate() {
-                    *y = rows[0][ox * K];
-                    *at = 0;
-                }
-                for (i, row) in rows.iter().enumerate() {
-                    for j in 0..K {
-                        let tap = (i * K + j) as u32;
-                        for ((y, at), window) in
-                            y.iter_mut().zip(at.iter_mut()).zip(row.chunks_exact(K))
-                        {
-                            let v = window[j];
-                            nan |= v.is_nan();
-                            // `at` by mask arithmetic and `y` in the max instruction's
-                            // pattern: the compiler turns a plain select into a branch.
-                            let better = u32::from(v > *y).wrapping_neg();
-                            *at ^= (*at ^ tap) & better;
-                            *y = if v > *y { v } else { *y };
-                        }
-                    }
-                }
-            }
-        }
-        if nan {
-            self.forward_reference(input, output, ws);
-        }
-    }
-
-    /// Backward pass for tiling windows: every input pixel belongs to exactly one window, so
-    /// each is *written* once (the gradient or zero), with no branch and no zero-fill.
-    fn backward_tiled(
-        ws: &[[[u32; OW]; OH]; C],
-        grad_output: &Maps<T, C, OH, OW>,
-        gi: &mut Maps<T, C, H, W>,
-    ) {
-        for ((gi, g), at) in gi.iter_mut().zip(grad_output).zip(ws) {
-            for ((rows, g), at) in gi.chunks_exact_mut(K).zip(g).zip(at) {
-                for (i, row) in rows.iter_mut().enumerate() {
-                    for (ox, (&g, &at)) in g.iter().zip(at).enumerate() {
-                        for (j, v) in row[ox * K..ox * K + K].iter_mut().enumerate() {
-                            // An index, not a select, which the compiler may make a branch.
-                            *v = [T::zero(), g][usize::from(at as usize == i * K + j)];
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// The pooling layer (it has no parameters).
     pub const fn new() -> Self {
         const { Self::SHAPE_OK };
@@ -312,11 +249,15 @@ impl<
             let at = ws.as_flattened_mut().as_flattened_mut();
             if !Self::LENET {
                 pool_kernel::forward(&Self::GEO, x, y, at);
-            } else if !simd::dispatch(pool_lenet::Forward2x2::<C, H, W, OH, OW> { x, y, at }) {
-                self.forward_tiled(input, output, ws);
+            } else if !simd::dispatch(pool_lenet::Forward2x2::<C, H, W, OH, OW> { x, y, at })
+                && pool_lenet::forward_tiled::<T, C, H, W, K, OH, OW>(input, output, ws)
+            {
+                self.forward_reference(input, output, ws);
             }
         } else if S == K && Self::COVERS {
-            self.forward_tiled(input, output, ws);
+            if pool_lenet::forward_tiled::<T, C, H, W, K, OH, OW>(input, output, ws) {
+                self.forward_reference(input, output, ws);
+            }
         } else {
             self.forward_reference(input, output, ws);
         }
@@ -352,12 +293,13 @@ impl<
         const { Self::SHAPE_OK };
         let Some(gi) = grad_input else { return };
         if !Self::LENET
-            && let (Some(g), Some(gx)) = (T::as_f32(grad_output.flat()), T::as_f32_mut(gi.flat_mut()))
+            && let (Some(g), Some(gx)) =
+                (T::as_f32(grad_output.flat()), T::as_f32_mut(gi.flat_mut()))
         {
             let at = ws.as_flattened().as_flattened();
             pool_kernel::backward(&Self::GEO, at, g, gx);
         } else if S == K && Self::COVERS {
-            Self::backward_tiled(ws, grad_output, gi);
+            pool_lenet::backward_tiled::<T, C, H, W, K, OH, OW>(ws, grad_output, gi);
         } else {
             Self::backward_reference(input, ws, grad_output, gi);
         }
@@ -522,93 +464,3 @@ crate::batch::per_sample!(impl<T; const C: usize, const H: usize, const W: usize
 crate::fused::no_params!(impl<T; const C: usize, const H: usize, const W: usize, const K: usize,
     const S: usize, const OH: usize, const OW: usize, const P: usize, const CEIL: bool>
     for MaxPool2d<T, C, H, W, K, S, OH, OW, P, CEIL>);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// PyTorch's `F.max_pool2d(x, 2, 2, padding=1)` of 1..9 in a 3×3 map: the padding never
-    /// wins, and the gradient goes to the winners on the map.
-    #[test]
-    fn padding_is_minus_infinity() {
-        let pool = MaxPool2d::<f64, 1, 3, 3, 2, 2, 2, 2, 1>::new();
-        let x = [[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]];
-        let (mut y, mut at) = ([[[0.0; 2]; 2]; 1], [[[0; 2]; 2]; 1]);
-        pool.forward(&x, &mut y, &mut at);
-        assert_eq!(y, [[[1.0, 3.0], [7.0, 9.0]]]);
-        let mut gi = [[[7.0; 3]; 3]; 1];
-        let g = [[[1.0, 2.0], [3.0, 4.0]]];
-        pool.backward(&x, &mut at, &g, Some(&mut gi), &mut MaxPool2d::new());
-        assert_eq!(gi, [[[1.0, 0.0, 2.0], [0.0; 3], [3.0, 0.0, 4.0]]]);
-        // all-negative maps: still a value of the map, never the −∞ of the padding
-        let neg = x.map(|m| m.map(|r| r.map(|v: f64| -v)));
-        pool.forward(&neg, &mut y, &mut at);
-        assert_eq!(y, [[[-1.0, -2.0], [-4.0, -5.0]]]);
-    }
-
-    /// Ceil mode (`F.max_pool2d(x, 2, 2, ceil_mode=True)` over 0..24 in a 5×5 map): a third
-    /// row and column of windows, clipped to the map's last row and column.
-    #[test]
-    fn ceil_mode_adds_the_clipped_last_windows() {
-        let pool = MaxPool2d::<f32, 1, 5, 5, 2, 2, 3, 3, 0, true>::new();
-        let mut x = [[[0.0f32; 5]; 5]; 1];
-        for (i, v) in x[0].iter_mut().flatten().enumerate() {
-            *v = i as f32;
-        }
-        for isa in [false, true] {
-            let mut y = [[[0.0; 3]; 3]; 1];
-            if isa {
-                pool.infer(&x, &mut y, &mut [[[0; 3]; 3]; 1]);
-            } else {
-                pool.forward(&x, &mut y, &mut [[[0; 3]; 3]; 1]);
-            }
-            assert_eq!(
-                y,
-                [[[6.0, 8.0, 9.0], [16.0, 18.0, 19.0], [21.0, 23.0, 24.0]]]
-            );
-        }
-    }
-
-    #[test]
-    fn backward_routes_to_the_winner_and_first_on_ties() {
-        let pool = MaxPool2d::<f64, 1, 2, 4, 2, 2, 1, 2>::new();
-        let x = [[[1.0, 5.0, 7.0, 7.0], [2.0, 3.0, 7.0, 0.0]]];
-        let mut y = [[[0.0; 2]; 1]; 1];
-        let mut ws = [[[0; 2]; 1]; 1];
-        pool.forward(&x, &mut y, &mut ws);
-        assert_eq!(y, [[[5.0, 7.0]]]);
-        let mut gx = [[[9.0; 4]; 2]; 1];
-        pool.backward(
-            &x,
-            &mut ws,
-            &[[[10.0, 20.0]]],
-            Some(&mut gx),
-            &mut MaxPool2d::new(),
-        );
-        assert_eq!(gx, [[[0.0, 10.0, 20.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]);
-    }
-
-    #[test]
-    fn overlapping_windows_add_their_gradients() {
-        // 3-wide window, stride 1: the centre max wins both windows.
-        let pool = MaxPool2d::<f64, 1, 3, 4, 3, 1, 1, 2>::new();
-        let x = [[
-            [0.0, 0.0, 0.0, 0.0],
-            [0.0, 0.0, 9.0, 0.0],
-            [0.0, 0.0, 0.0, 0.0],
-        ]];
-        let mut y = [[[0.0; 2]; 1]; 1];
-        let mut ws = [[[0; 2]; 1]; 1];
-        pool.forward(&x, &mut y, &mut ws);
-        let mut gx = [[[0.0; 4]; 3]; 1];
-        pool.backward(
-            &x,
-            &mut ws,
-            &[[[1.0, 2.0]]],
-            Some(&mut gx),
-            &mut MaxPool2d::new(),
-        );
-        assert_eq!(gx[0][1][2], 3.0);
-        assert_eq!(gx.iter().flatten().flatten().sum::<f64>(), 3.0);
-    }
-}

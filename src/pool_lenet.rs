@@ -1,5 +1,6 @@
-//! LeNet-5's 2×2 max pooling in `f32`: the passes tuned for its two small layers before
-//! [`crate::pool_kernel`] took every other pooling.
+//! LeNet-5's 2×2 max pooling: the passes tuned for its two small layers before
+//! [`crate::pool_kernel`] took every other pooling (and, in any scalar, the branch-free
+//! loops of tiling windows).
 //!
 //! These kernels are compiled per shape (the sizes are const parameters, their per-map
 //! buffers arrays on the stack), so they take only layers of at most 6×28×28 inputs whose
@@ -15,7 +16,9 @@
 //! with NaN above every number, as in [`crate::MaxPool2d::forward_reference`] (see
 //! [`crate::simd::beats`]).
 
+use crate::scalar::Scalar;
 use crate::simd::{Kernel, Simd, spans};
+use crate::tensor::Maps;
 
 /// Samples per block of the lane passes ([`crate::LANES`]).
 const BLOCK: usize = 16;
@@ -180,9 +183,86 @@ impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: 
     }
 }
 
+/// The forward pass of `K`×`K` windows that tile the maps (stride `K`), in any scalar,
+/// branch-free: with random data the winner is unpredictable, and a mispredicted branch
+/// per tap cost more than the rest. The loops keep a plain `v > best` (the max
+/// instruction's pattern, which [`crate::simd::beats`] is not: with it pool2 took 2–2.5× as long);
+/// `true` if any tap was NaN, and the caller must redo the maps by [`crate::simd::beats`] (the
+/// reference loops).
+pub(crate) fn forward_tiled<
+    T: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+>(
+    input: &Maps<T, C, H, W>,
+    output: &mut Maps<T, C, OH, OW>,
+    ws: &mut [[[u32; OW]; OH]; C],
+) -> bool {
+    let mut nan = false;
+    for ((x, y), at) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()) {
+        for ((rows, y), at) in x.chunks_exact(K).zip(y.iter_mut()).zip(at.iter_mut()) {
+            // One tap at a time across the whole output row: loops the compiler vectorises.
+            for (ox, (y, at)) in y.iter_mut().zip(at.iter_mut()).enumerate() {
+                *y = rows[0][ox * K];
+                *at = 0;
+            }
+            for (i, row) in rows.iter().enumerate() {
+                for j in 0..K {
+                    let tap = (i * K + j) as u32;
+                    for ((y, at), window) in
+                        y.iter_mut().zip(at.iter_mut()).zip(row.chunks_exact(K))
+                    {
+                        let v = window[j];
+                        nan |= v.is_nan();
+                        // `at` by mask arithmetic and `y` in the max instruction's
+                        // pattern: the compiler turns a plain select into a branch.
+                        let better = u32::from(v > *y).wrapping_neg();
+                        *at ^= (*at ^ tap) & better;
+                        *y = if v > *y { v } else { *y };
+                    }
+                }
+            }
+        }
+    }
+    nan
+}
+
+/// The backward pass of `K`×`K` windows that tile the maps, in any scalar: every input
+/// pixel belongs to exactly one window, so each is *written* once (the gradient or zero),
+/// with no branch and no zero-fill.
+pub(crate) fn backward_tiled<
+    T: Scalar,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const OH: usize,
+    const OW: usize,
+>(
+    ws: &[[[u32; OW]; OH]; C],
+    grad_output: &Maps<T, C, OH, OW>,
+    gi: &mut Maps<T, C, H, W>,
+) {
+    for ((gi, g), at) in gi.iter_mut().zip(grad_output).zip(ws) {
+        for ((rows, g), at) in gi.chunks_exact_mut(K).zip(g).zip(at) {
+            for (i, row) in rows.iter_mut().enumerate() {
+                for (ox, (&g, &at)) in g.iter().zip(at).enumerate() {
+                    for (j, v) in row[ox * K..ox * K + K].iter_mut().enumerate() {
+                        // An index, not a select, which the compiler may make a branch.
+                        *v = [T::zero(), g][usize::from(at as usize == i * K + j)];
+                    }
+                }
+            }
+        }
+    }
+}
+
 // The lane passes (16 samples per vector, see `crate::lanes`): one vector of lanes per
 // window tap.
-
 
 /// Where tap `t` of the window of output `(c, oy, ox)` lies, in elements of the input.
 #[inline(always)]
@@ -295,8 +375,7 @@ impl<
                                 gv = s.select_gt(best, zero, gv, zero);
                             }
                             for t in 0..K * K {
-                                let (lo, hi) =
-                                    (s.splat(t as f32 - 0.5), s.splat(t as f32 + 0.5));
+                                let (lo, hi) = (s.splat(t as f32 - 0.5), s.splat(t as f32 + 0.5));
                                 let mine =
                                     s.select_gt(won, lo, s.select_gt(hi, won, gv, zero), zero);
                                 // Tiled windows (S = K, covering the map) write each

@@ -913,8 +913,16 @@ mod tests {
                     nan_first.to_bits(),
                     "{isa:?} select_gt_nan {i}"
                 );
-                assert_eq!(out[5 * n + i].to_bits(), a.to_bits(), "{isa:?} interleave {i}");
-                assert_eq!(out[6 * n + i].to_bits(), b.to_bits(), "{isa:?} interleave {i}");
+                assert_eq!(
+                    out[5 * n + i].to_bits(),
+                    a.to_bits(),
+                    "{isa:?} interleave {i}"
+                );
+                assert_eq!(
+                    out[6 * n + i].to_bits(),
+                    b.to_bits(),
+                    "{isa:?} interleave {i}"
+                );
             }
         }
     }

@@ -808,9 +808,9 @@ fn check_max_pool<
                 _ => (s * 3.0).round(),
             };
         }
-        for c in (1..C).step_by(2) {
-            for r in 0..H.min(3) {
-                x[c][r][..W.min(3)].fill(f32::NEG_INFINITY);
+        for map in x.iter_mut().skip(1).step_by(2) {
+            for row in map.iter_mut().take(3) {
+                row[..W.min(3)].fill(f32::NEG_INFINITY);
             }
         }
     }
@@ -839,27 +839,52 @@ fn check_max_pool<
                 let mut y = zeroed_box::<Maps<f32, C, OH, OW>>();
                 let mut at = zeroed_box::<[[[u32; OW]; OH]; C]>();
                 pool.forward(&xs[n], &mut y, &mut at);
-                assert_eq!(bits(y.flat()), bits(ys_ref[n].flat()), "{name} forward {isa:?}");
+                assert_eq!(
+                    bits(y.flat()),
+                    bits(ys_ref[n].flat()),
+                    "{name} forward {isa:?}"
+                );
                 assert!(*at == ats_ref[n], "{name}: winners on {isa:?}");
                 y.flat_mut().fill(7.0);
                 pool.infer(&xs[n], &mut y, &mut zeroed_box());
-                assert_eq!(bits(y.flat()), bits(ys_ref[n].flat()), "{name} infer {isa:?}");
+                assert_eq!(
+                    bits(y.flat()),
+                    bits(ys_ref[n].flat()),
+                    "{name} infer {isa:?}"
+                );
                 let mut gi = zeroed_box::<Maps<f32, C, H, W>>();
                 gi.flat_mut().fill(9.0); // every input gradient must be written
                 pool.backward(&xs[n], &mut at, &gs[n], Some(&mut gi), &mut Pool::new());
-                assert_eq!(bits(gi.flat()), bits(gis_ref[n].flat()), "{name} backward {isa:?}");
+                assert_eq!(
+                    bits(gi.flat()),
+                    bits(gis_ref[n].flat()),
+                    "{name} backward {isa:?}"
+                );
             }
             // a batch of two, sample by sample
-            let mut ws = zeroed_box::<<Pool<C, H, W, K, S, OH, OW, P, CEIL> as BatchLayer<2>>::BatchWorkspace>();
-            let (x2, g2) = (xs.first_chunk::<2>().unwrap(), gs.first_chunk::<2>().unwrap());
+            let mut ws = zeroed_box::<
+                <Pool<C, H, W, K, S, OH, OW, P, CEIL> as BatchLayer<2>>::BatchWorkspace,
+            >();
+            let (x2, g2) = (
+                xs.first_chunk::<2>().unwrap(),
+                gs.first_chunk::<2>().unwrap(),
+            );
             let mut y2 = zeroed_box::<[Maps<f32, C, OH, OW>; 2]>();
             pool.forward_batch(x2, &mut y2, &mut ws);
             let mut gi2 = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
             pool.backward_batch(x2, &mut ws, g2, Some(&mut gi2), &mut Pool::new());
             for n in 0..2 {
-                assert_eq!(bits(y2[n].flat()), bits(ys_ref[n].flat()), "{name} batch {isa:?}");
+                assert_eq!(
+                    bits(y2[n].flat()),
+                    bits(ys_ref[n].flat()),
+                    "{name} batch {isa:?}"
+                );
                 let gi = gi2[n].flat();
-                assert_eq!(bits(gi), bits(gis_ref[n].flat()), "{name} batch backward {isa:?}");
+                assert_eq!(
+                    bits(gi),
+                    bits(gis_ref[n].flat()),
+                    "{name} batch backward {isa:?}"
+                );
             }
             if !lanes {
                 return;
@@ -868,7 +893,9 @@ fn check_max_pool<
             to_lanes(&xs, &mut xl);
             let mut gl = zeroed_box::<[Maps<f32, C, OH, OW>; 16]>();
             to_lanes(&gs, &mut gl);
-            let mut lws = zeroed_box::<<Pool<C, H, W, K, S, OH, OW, P, CEIL> as LaneLayer<16>>::LaneWorkspace>();
+            let mut lws = zeroed_box::<
+                <Pool<C, H, W, K, S, OH, OW, P, CEIL> as LaneLayer<16>>::LaneWorkspace,
+            >();
             let mut yl = zeroed_box::<[Maps<f32, C, OH, OW>; 16]>();
             pool.forward_lanes(0, &xl, &mut yl, &mut lws);
             let mut ys = zeroed_box::<[Maps<f32, C, OH, OW>; 16]>();
@@ -888,14 +915,21 @@ fn check_max_pool<
                 let mut want = zeroed_box::<[Maps<f32, C, H, W>; 16]>();
                 *want = *gis_ref;
                 if relu {
-                    for (g, x) in Maps::flat_slice_mut(&mut *want).iter_mut().zip(Maps::flat_slice(&*xs)) {
-                        if !(*x > 0.0) {
+                    for (g, x) in Maps::flat_slice_mut(&mut *want)
+                        .iter_mut()
+                        .zip(Maps::flat_slice(&*xs))
+                    {
+                        if *x <= 0.0 || x.is_nan() {
                             *g = 0.0;
                         }
                     }
                 }
                 let flat_x = |x: &[Maps<f32, C, H, W>; 16]| bits(Maps::flat_slice(x));
-                assert_eq!(flat_x(&gis), flat_x(&want), "{name} lane backward (relu {relu}) {isa:?}");
+                assert_eq!(
+                    flat_x(&gis),
+                    flat_x(&want),
+                    "{name} lane backward (relu {relu}) {isa:?}"
+                );
             }
         });
     }
@@ -914,8 +948,12 @@ proptest! {
 /// The lane passes of the classic pools, once.
 #[test]
 fn classic_pools_in_lanes_equal_the_reference() {
-    let x: Vec<f32> = (0..997).map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0).collect();
-    let g: Vec<f32> = (0..997).map(|i| ((i * 104_729) % 1999) as f32 / 999.0 - 1.0).collect();
+    let x: Vec<f32> = (0..997)
+        .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
+        .collect();
+    let g: Vec<f32> = (0..997)
+        .map(|i| ((i * 104_729) % 1999) as f32 / 999.0 - 1.0)
+        .collect();
     classic_pools!(&x, &g, true);
 }
 
@@ -960,8 +998,18 @@ fn check_lrn<const C: usize, const H: usize, const W: usize, const SIZE: usize>(
             let mut y = zeroed_box::<Maps<f32, C, H, W>>();
             let mut ws = zeroed_box::<LrnWorkspace<f32, C, H, W>>();
             lrn.forward(&xs[0], &mut y, &mut ws);
-            assert_eq!(bits(ws.scale.flat()), bits(ws_ref.scale.flat()), "{name}: sums on {isa:?}");
-            for (i, (&f, &r)) in ws.factor.flat().iter().zip(ws_ref.factor.flat()).enumerate() {
+            assert_eq!(
+                bits(ws.scale.flat()),
+                bits(ws_ref.scale.flat()),
+                "{name}: sums on {isa:?}"
+            );
+            for (i, (&f, &r)) in ws
+                .factor
+                .flat()
+                .iter()
+                .zip(ws_ref.factor.flat())
+                .enumerate()
+            {
                 let ulps = (f.to_bits() as i64 - r.to_bits() as i64).abs();
                 let most = if beta == 0.75 { 3 } else { 0 };
                 assert!(ulps <= most, "{name}: factor [{i}] {f} vs {r} on {isa:?}");
@@ -972,8 +1020,18 @@ fn check_lrn<const C: usize, const H: usize, const W: usize, const SIZE: usize>(
             let mut gi_ref = zeroed_box::<Maps<f32, C, H, W>>();
             lrn.backward_reference(&xs[0], &ws, &gs[0], &mut gi_ref);
             let mut gi = zeroed_box::<Maps<f32, C, H, W>>();
-            lrn.backward(&xs[0], &mut ws, &gs[0], Some(&mut gi), &mut Lrn::new(alpha, beta, k));
-            assert_eq!(bits(gi.flat()), bits(gi_ref.flat()), "{name}: backward on {isa:?}");
+            lrn.backward(
+                &xs[0],
+                &mut ws,
+                &gs[0],
+                Some(&mut gi),
+                &mut Lrn::new(alpha, beta, k),
+            );
+            assert_eq!(
+                bits(gi.flat()),
+                bits(gi_ref.flat()),
+                "{name}: backward on {isa:?}"
+            );
             let got = (bits(y.flat()), bits(gi.flat()));
             match &first {
                 None => first = Some(got),
@@ -984,15 +1042,46 @@ fn check_lrn<const C: usize, const H: usize, const W: usize, const SIZE: usize>(
             let mut y2 = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
             lrn.forward_batch(&xs, &mut y2, &mut bws);
             let mut gi2 = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
-            lrn.backward_batch(&xs, &mut bws, &gs, Some(&mut gi2), &mut Lrn::new(alpha, beta, k));
-            assert_eq!(bits(y2[0].flat()), bits(y.flat()), "{name}: batch on {isa:?}");
-            assert_eq!(bits(gi2[0].flat()), bits(gi.flat()), "{name}: batch backward on {isa:?}");
-            let (mut y1, mut gi1) = (zeroed_box::<Maps<f32, C, H, W>>(), zeroed_box::<Maps<f32, C, H, W>>());
+            lrn.backward_batch(
+                &xs,
+                &mut bws,
+                &gs,
+                Some(&mut gi2),
+                &mut Lrn::new(alpha, beta, k),
+            );
+            assert_eq!(
+                bits(y2[0].flat()),
+                bits(y.flat()),
+                "{name}: batch on {isa:?}"
+            );
+            assert_eq!(
+                bits(gi2[0].flat()),
+                bits(gi.flat()),
+                "{name}: batch backward on {isa:?}"
+            );
+            let (mut y1, mut gi1) = (
+                zeroed_box::<Maps<f32, C, H, W>>(),
+                zeroed_box::<Maps<f32, C, H, W>>(),
+            );
             let mut ws1 = zeroed_box::<LrnWorkspace<f32, C, H, W>>();
             lrn.forward(&xs[1], &mut y1, &mut ws1);
-            lrn.backward(&xs[1], &mut ws1, &gs[1], Some(&mut gi1), &mut Lrn::new(alpha, beta, k));
-            assert_eq!(bits(y2[1].flat()), bits(y1.flat()), "{name}: batch sample 1 on {isa:?}");
-            assert_eq!(bits(gi2[1].flat()), bits(gi1.flat()), "{name}: batch sample 1 backward on {isa:?}");
+            lrn.backward(
+                &xs[1],
+                &mut ws1,
+                &gs[1],
+                Some(&mut gi1),
+                &mut Lrn::new(alpha, beta, k),
+            );
+            assert_eq!(
+                bits(y2[1].flat()),
+                bits(y1.flat()),
+                "{name}: batch sample 1 on {isa:?}"
+            );
+            assert_eq!(
+                bits(gi2[1].flat()),
+                bits(gi1.flat()),
+                "{name}: batch sample 1 backward on {isa:?}"
+            );
         });
     }
 }

@@ -24,7 +24,16 @@ const LEVELS: &[(&str, &[&str])] = &[
             "mode",
         ],
     ),
-    ("kernels", &["simd", "conv_kernel", "pool_kernel", "pool_lenet", "lrn_kernel"]),
+    (
+        "kernels",
+        &[
+            "simd",
+            "conv_kernel",
+            "pool_kernel",
+            "pool_lenet",
+            "lrn_kernel",
+        ],
+    ),
     (
         "execution",
         &[
