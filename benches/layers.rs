@@ -1,5 +1,8 @@
 //! Forward and backward of each LeNet-5 layer at LeNet's sizes, `f32`: one sample, and for
 //! the convolutions and fully connected layers also 64 samples in lanes (`*_lanes/64`).
+//! Then the larger networks' max pooling (ResNet's stem, 3×3 stride 2 padding 1 on
+//! 64×112×112) and local response normalisation (AlexNet's, 96×55×55), each against its
+//! reference loops called directly (`*_reference`): the speed-up of the SIMD paths.
 //!
 //! Throughput: FLOPs (2 per multiply-add) for `conv*` and `fc*`, so criterion's "elem/s"
 //! reads as FLOP/s; elements of the layer's output for the element-wise layers. conv1's
@@ -9,8 +12,8 @@
 
 use constnet::simd::{Isa, with_isa};
 use constnet::{
-    BatchLayer, Conv2d, LaneLayer, Layer, Linear, Maps, MaxPool2d, Relu, Softmax, Tensor,
-    zeroed_box,
+    BatchLayer, Conv2d, LaneLayer, Layer, Linear, LocalResponseNorm, Maps, MaxPool2d, Relu,
+    Softmax, Tensor, zeroed_box,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, RngExt, SeedableRng};
@@ -202,7 +205,55 @@ fn layers(c: &mut Criterion) {
         bench_layer(c, "fc3", &*fc3, (2 * f3, 4 * f3), true);
         bench_lanes(c, "fc3", &*fc3, (2 * f3, 4 * f3), true);
         bench_layer(c, "softmax", &Softmax::<f32, 10>::new(), (10, 10), true);
+        bench_stem_pool(c);
+        bench_lrn(c);
     });
+}
+
+/// AlexNet's local response normalisation (size 5, alpha 1e-4, beta 0.75, k 2 on
+/// 96×55×55): the layer's passes and its reference loops, in elements.
+fn bench_lrn(c: &mut Criterion) {
+    type Lrn = LocalResponseNorm<f32, 96, 55, 55, 5>;
+    let lrn = Lrn::new(1e-4, 0.75, 2.0);
+    bench_layer(c, "alexnet_lrn", &lrn, (96 * 55 * 55, 96 * 55 * 55), true);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let x = random::<Maps<f32, 96, 55, 55>>(&mut rng);
+    let g = random::<Maps<f32, 96, 55, 55>>(&mut rng);
+    let mut y = zeroed_box::<Maps<f32, 96, 55, 55>>();
+    let mut gi = zeroed_box::<Maps<f32, 96, 55, 55>>();
+    let mut ws = zeroed_box::<<Lrn as Layer>::Workspace>();
+    let mut group = c.benchmark_group("alexnet_lrn");
+    group.throughput(Throughput::Elements(96 * 55 * 55));
+    group.bench_function("forward_reference", |b| {
+        b.iter(|| lrn.forward_reference(black_box(&x), &mut y, &mut ws))
+    });
+    group.bench_function("backward_reference", |b| {
+        b.iter(|| lrn.backward_reference(black_box(&x), &ws, black_box(&g), &mut gi))
+    });
+    group.finish();
+}
+
+/// ResNet-18's max pooling (3×3, stride 2, padding 1, 64×112×112 → 64×56×56): the layer's
+/// passes and its reference loops, in output elements.
+fn bench_stem_pool(c: &mut Criterion) {
+    type Pool = MaxPool2d<f32, 64, 112, 112, 3, 2, 56, 56, 1>;
+    let pool = Pool::new();
+    bench_layer(c, "stem_pool", &pool, (64 * 56 * 56, 64 * 56 * 56), true);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let x = random::<Maps<f32, 64, 112, 112>>(&mut rng);
+    let g = random::<Maps<f32, 64, 56, 56>>(&mut rng);
+    let mut y = zeroed_box::<Maps<f32, 64, 56, 56>>();
+    let mut gi = zeroed_box::<Maps<f32, 64, 112, 112>>();
+    let mut ws = zeroed_box::<[[[u32; 56]; 56]; 64]>();
+    let mut group = c.benchmark_group("stem_pool");
+    group.throughput(Throughput::Elements(64 * 56 * 56));
+    group.bench_function("forward_reference", |b| {
+        b.iter(|| pool.forward_reference(black_box(&x), &mut y, &mut ws))
+    });
+    group.bench_function("backward_reference", |b| {
+        b.iter(|| Pool::backward_reference(black_box(&x), &ws, black_box(&g), &mut gi))
+    });
+    group.finish();
 }
 
 criterion_group! {

@@ -96,6 +96,7 @@ mod linear_lanes;
 pub mod live;
 pub mod loss;
 pub mod lrn;
+pub mod lrn_kernel;
 pub mod maxpool2d;
 #[cfg(feature = "std")]
 pub mod mnist;
@@ -104,6 +105,8 @@ pub mod named;
 pub mod network;
 pub mod no_bias;
 pub mod optim;
+pub mod pool_kernel;
+mod pool_lenet;
 #[cfg(feature = "safetensors")]
 pub mod pytorch;
 #[cfg(feature = "std")]
@@ -153,6 +156,7 @@ pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;
 pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot, softmax_loss};
 pub use lrn::LocalResponseNorm;
+pub use lrn_kernel::LrnGeometry;
 pub use maxpool2d::MaxPool2d;
 pub use mode::{Eval, Mode, Pass, Train};
 #[cfg(feature = "alloc")]
@@ -160,6 +164,7 @@ pub use named::tensor_names;
 pub use named::{Block, Label, Named, Unnamed};
 pub use no_bias::NoBias;
 pub use optim::{Optimizer, OptimizerState, Schedule, Sgd};
+pub use pool_kernel::PoolGeometry;
 pub use relu::Relu;
 pub use residual::{Identity, Residual, Skip};
 pub use resnet::{ResNet18, ResNet20};

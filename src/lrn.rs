@@ -4,8 +4,9 @@
 use rand::Rng;
 
 use crate::layer::{Layer, no_such_param};
+use crate::lrn_kernel::{self, LrnGeometry};
 use crate::scalar::Scalar;
-use crate::tensor::Maps;
+use crate::tensor::{Maps, Tensor};
 
 /// Local response normalisation over `SIZE` neighbouring channels of `C` maps of `H`×`W`,
 /// with PyTorch's (and Caffe's) formula:
@@ -37,6 +38,11 @@ use crate::tensor::Maps;
 /// set the constants after building such a network. [`Default`] gives PyTorch's defaults
 /// (`alpha = 1e-4`, `beta = 0.75`, `k = 1`). With `k > 0`, `alpha ≥ 0` every `s` is positive and
 /// the output finite; with `k = 0` an all-zero pixel gives NaN, as in PyTorch.
+///
+/// In `f32` both passes run the SIMD kernels of [`crate::lrn_kernel`] (vectors of
+/// neighbouring pixels): the window sums, and the input gradients from them, are the
+/// reference loops' bits; the factor `s^−beta` is too, except for `beta = 0.75`, which takes
+/// two square roots and a division (within 3 ulp of `powf`).
 ///
 /// ```
 /// use constnet::{Layer, LocalResponseNorm};
@@ -77,6 +83,28 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const SIZE: usiz
         SIZE >= 1,
         "LocalResponseNorm: the window SIZE must be at least 1 channel"
     );
+
+    /// The shape, for the kernels of [`crate::lrn_kernel`].
+    pub const GEO: LrnGeometry = LrnGeometry {
+        c: C,
+        h: H,
+        w: W,
+        size: SIZE,
+    }
+    .checked();
+
+    /// Whether the passes of this layer run SIMD kernels: in `f32`, always (the others run
+    /// the reference loops).
+    ///
+    /// ```
+    /// use constnet::LocalResponseNorm;
+    /// assert!(LocalResponseNorm::<f32, 96, 55, 55, 5>::uses_simd());
+    /// assert!(!LocalResponseNorm::<f64, 96, 55, 55, 5>::uses_simd());
+    /// ```
+    pub fn uses_simd() -> bool {
+        const { Self::SHAPE_OK };
+        T::as_f32(&[]).is_some()
+    }
 
     /// The layer with PyTorch's constants, in the order of its constructor
     /// `LocalResponseNorm(size, alpha, beta, k)` (the size is the type's `SIZE`).
@@ -194,11 +222,23 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const SIZE: usiz
     const CHECK: () = Self::SHAPE_OK;
     const PARAM_TENSORS: usize = 0;
 
+    /// In `f32`, [`lrn_kernel::forward`] (see the type's documentation).
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace) {
         const { Self::SHAPE_OK };
+        let constants = (self.alpha.to_f64(), self.beta.to_f64(), self.k.to_f64());
+        if let (Some(x), Some(y), Some(scale), Some(factor)) = (
+            T::as_f32(input.flat()),
+            T::as_f32_mut(output.flat_mut()),
+            T::as_f32_mut(ws.scale.flat_mut()),
+            T::as_f32_mut(ws.factor.flat_mut()),
+        ) {
+            let (alpha, beta, k) = (constants.0 as f32, constants.1 as f32, constants.2 as f32);
+            return lrn_kernel::forward(&Self::GEO, (alpha, beta, k), x, y, (scale, factor));
+        }
         self.forward_reference(input, output, ws);
     }
 
+    /// In `f32`, [`lrn_kernel::backward`] (the reference's bits, given the same workspace).
     fn backward(
         &self,
         input: &Self::Input,
@@ -208,9 +248,20 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, const SIZE: usiz
         _grads: &mut Self,
     ) {
         const { Self::SHAPE_OK };
-        if let Some(gi) = grad_input {
-            self.backward_reference(input, ws, grad_output, gi);
+        let Some(gi) = grad_input else { return };
+        if let (Some(x), Some(scale), Some(factor), Some(g), Some(gx)) = (
+            T::as_f32(input.flat()),
+            T::as_f32(ws.scale.flat()),
+            T::as_f32(ws.factor.flat()),
+            T::as_f32(grad_output.flat()),
+            T::as_f32_mut(gi.flat_mut()),
+        ) {
+            // As the reference rounds it: 2·alpha·beta / SIZE.
+            let (alpha, beta) = (self.alpha.to_f64() as f32, self.beta.to_f64() as f32);
+            let coef = 2.0 * alpha * beta / SIZE as f32;
+            return lrn_kernel::backward(&Self::GEO, coef, x, (scale, factor), g, gx);
         }
+        self.backward_reference(input, ws, grad_output, gi);
     }
 
     fn param(&self, i: usize) -> &[T] {

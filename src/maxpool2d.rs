@@ -8,6 +8,8 @@ use crate::lanes::{
     LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put, relu_mask,
 };
 use crate::layer::{Layer, no_such_param};
+use crate::pool_kernel::{self, PoolGeometry};
+use crate::pool_lenet;
 use crate::scalar::Scalar;
 use crate::shape::pool_out;
 use crate::simd;
@@ -21,8 +23,10 @@ use crate::tensor::{Maps, Tensor};
 /// `⌊(H + 2·P − K) / S⌋ + 1`, rows and columns past the last window that fits unread, or in
 /// ceil mode `⌈…⌉ + 1` as long as the last window starts inside the map or its left padding.
 /// ResNet-18's `MaxPool2d<T, 64, 112, 112, 3, 2, 56, 56, 1>` and GoogLeNet's
-/// `MaxPool2d<T, 64, 112, 112, 3, 2, 56, 56, 0, true>` are both 112 → 56. Padded, ceil-mode
-/// and uncovered maps run the reference loops (SIMD for them is still to come).
+/// `MaxPool2d<T, 64, 112, 112, 3, 2, 56, 56, 0, true>` are both 112 → 56. In `f32` every
+/// pass runs the SIMD kernels of [`crate::pool_kernel`], whatever the window, stride, padding
+/// and mode ([`MaxPool2d::uses_simd`]), and gives the bits of the reference loops; only
+/// LeNet-sized 2×2 layers (at most 6×28×28 inputs) keep the passes tuned for them.
 ///
 /// The forward pass records which input won each window; the backward pass routes the gradient there (the first maximum on
 /// ties, like PyTorch).
@@ -55,6 +59,9 @@ pub struct MaxPool2d<
 >(PhantomData<T>);
 
 pub use crate::simd::beats;
+
+// The lane kernels take blocks of the lane layout's width.
+const _: () = assert!(pool_kernel::BLOCK == LANES);
 
 /// Whether `K`×`K` windows at stride `S` reach the last row and column of an `H`×`W` map.
 const fn covers(h: usize, w: usize, k: usize, s: usize) -> bool {
@@ -102,8 +109,44 @@ impl<
     };
 
     /// Whether the windows cover the map exactly, without padding (`S` divides `H − K` and
-    /// `W − K`): the tiled and SIMD passes need it; other maps run the reference loops.
+    /// `W − K`): the tiled passes of other scalars than `f32` need it.
     const COVERS: bool = P == 0 && !CEIL && covers(H, W, K, S);
+
+    /// Whether the `f32` passes are LeNet-5's tuned 2×2 ones (`pool_lenet.rs`): 2×2
+    /// windows at stride 2 tiling maps of at most 28×28, at most 6×28×28 inputs. On so
+    /// few outputs they cost less than [`crate::pool_kernel`]'s.
+    const LENET: bool = pool_lenet::takes((C, H, W), (K, S, P), CEIL);
+
+    /// The shape, for the kernels of [`crate::pool_kernel`].
+    pub const GEO: PoolGeometry = PoolGeometry {
+        c: C,
+        h: H,
+        w: W,
+        k: K,
+        stride: S,
+        pad: P,
+        ceil: CEIL,
+        oh: OH,
+        ow: OW,
+    }
+    .checked();
+
+    /// Whether the passes of this layer run the SIMD kernels of [`crate::pool_kernel`]: in
+    /// `f32` (the others run the reference loops), for every window up to 32 wide at strides
+    /// up to 8 ([`PoolGeometry::vectorised`]; beyond, plain loops), except LeNet-sized 2×2
+    /// layers (at most 6×28×28 inputs, 2×2 windows at stride 2 tiling maps of at most
+    /// 28×28). Those keep the passes tuned for LeNet-5: SIMD where a map's row fills a
+    /// vector, branch-free loops otherwise, and a branch-free backward pass.
+    ///
+    /// ```
+    /// use constnet::MaxPool2d;
+    /// assert!(MaxPool2d::<f32, 64, 112, 112, 3, 2, 56, 56, 1>::uses_simd());
+    /// assert!(!MaxPool2d::<f64, 64, 112, 112, 3, 2, 56, 56, 1>::uses_simd());
+    /// ```
+    pub fn uses_simd() -> bool {
+        const { Self::SHAPE_OK };
+        T::as_f32(&[]).is_some() && !Self::LENET && Self::GEO.vectorised()
+    }
 
     /// Input pixel of tap `(i, j)` of window `(y, x)`, or `None` in the padding or past the
     /// map (a ceil-mode window may reach past it).
@@ -171,69 +214,6 @@ impl<
         }
     }
 
-    /// Forward pass for windows that tile the map (`S == K`), branch-free: with random data
-    /// the winner is unpredictable, and a mispredicted branch per tap cost more than the rest.
-    /// The loops keep a plain `v > best` (the max instruction's pattern, which [`beats`] is
-    /// not: with it pool2 took 2–2.5× as long) and note whether any tap was NaN; only then
-    /// do the reference loops redo the maps by [`beats`].
-    fn forward_tiled(
-        &self,
-        input: &Maps<T, C, H, W>,
-        output: &mut Maps<T, C, OH, OW>,
-        ws: &mut [[[u32; OW]; OH]; C],
-    ) {
-        let mut nan = false;
-        for ((x, y), at) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()) {
-            for ((rows, y), at) in x.chunks_exact(K).zip(y.iter_mut()).zip(at.iter_mut()) {
-                // One tap at a time across the whole output row: loops the compiler vectorises.
-                for (ox, (y, at)) in y.iter_mut().zip(at.iter_mut()).enumerate() {
-                    *y = rows[0][ox * K];
-                    *at = 0;
-                }
-                for (i, row) in rows.iter().enumerate() {
-                    for j in 0..K {
-                        let tap = (i * K + j) as u32;
-                        for ((y, at), window) in
-                            y.iter_mut().zip(at.iter_mut()).zip(row.chunks_exact(K))
-                        {
-                            let v = window[j];
-                            nan |= v.is_nan();
-                            // `at` by mask arithmetic and `y` in the max instruction's
-                            // pattern: the compiler turns a plain select into a branch.
-                            let better = u32::from(v > *y).wrapping_neg();
-                            *at ^= (*at ^ tap) & better;
-                            *y = if v > *y { v } else { *y };
-                        }
-                    }
-                }
-            }
-        }
-        if nan {
-            self.forward_reference(input, output, ws);
-        }
-    }
-
-    /// Backward pass for tiling windows: every input pixel belongs to exactly one window, so
-    /// each is *written* once (the gradient or zero), with no branch and no zero-fill.
-    fn backward_tiled(
-        ws: &[[[u32; OW]; OH]; C],
-        grad_output: &Maps<T, C, OH, OW>,
-        gi: &mut Maps<T, C, H, W>,
-    ) {
-        for ((gi, g), at) in gi.iter_mut().zip(grad_output).zip(ws) {
-            for ((rows, g), at) in gi.chunks_exact_mut(K).zip(g).zip(at) {
-                for (i, row) in rows.iter_mut().enumerate() {
-                    for (ox, (&g, &at)) in g.iter().zip(at).enumerate() {
-                        for (j, v) in row[ox * K..ox * K + K].iter_mut().enumerate() {
-                            // An index, not a select, which the compiler may make a branch.
-                            *v = [T::zero(), g][usize::from(at as usize == i * K + j)];
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// The pooling layer (it has no parameters).
     pub const fn new() -> Self {
         const { Self::SHAPE_OK };
@@ -262,41 +242,46 @@ impl<
     const CHECK: () = Self::SHAPE_OK;
     const PARAM_TENSORS: usize = 0;
 
+    /// In `f32`, [`pool_kernel::forward`] (bit for bit [`MaxPool2d::forward_reference`]).
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace) {
         const { Self::SHAPE_OK };
-        if K == 2
-            && S == 2
-            && Self::COVERS
-            && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
-        {
+        if let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut())) {
             let at = ws.as_flattened_mut().as_flattened_mut();
-            if !simd::dispatch(fast::Forward2x2::<C, H, W, OH, OW> { x, y, at }) {
-                self.forward_tiled(input, output, ws);
+            if !Self::LENET {
+                pool_kernel::forward(&Self::GEO, x, y, at);
+            } else if !simd::dispatch(pool_lenet::Forward2x2::<C, H, W, OH, OW> { x, y, at })
+                && pool_lenet::forward_tiled::<T, C, H, W, K, OH, OW>(input, output, ws)
+            {
+                self.forward_reference(input, output, ws);
             }
         } else if S == K && Self::COVERS {
-            self.forward_tiled(input, output, ws);
+            if pool_lenet::forward_tiled::<T, C, H, W, K, OH, OW>(input, output, ws) {
+                self.forward_reference(input, output, ws);
+            }
         } else {
             self.forward_reference(input, output, ws);
         }
     }
 
-    /// 2×2 windows with stride 2 in `f32`: only the maxima, in one SIMD pass (a third of
-    /// the work of recording the winners too), columns before rows, so a window whose
-    /// maximum is a zero of both signs may give `+0.0` where [`Layer::forward`] gives
-    /// `-0.0`. Otherwise [`Layer::forward`].
+    /// In `f32`, only the maxima ([`pool_kernel::max`], the values of [`Layer::forward`]
+    /// bit for bit); otherwise [`Layer::forward`]. LeNet-sized 2×2 layers take the maxima of
+    /// columns before rows, so a window whose maximum is a zero of both signs may give
+    /// `+0.0` where [`Layer::forward`] gives `-0.0`.
     fn infer(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut Self::Workspace) {
         const { Self::SHAPE_OK };
-        if K == 2
-            && S == 2
-            && Self::COVERS
-            && let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut()))
-            && simd::dispatch_within(fast::Max2x2::<C, H, W, OH, OW> { x, y }, W.min(OH * OW))
-        {
-            return;
+        if let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut())) {
+            if !Self::LENET {
+                return pool_kernel::max(&Self::GEO, x, y);
+            }
+            let kernel = pool_lenet::Max2x2::<C, H, W, OH, OW> { x, y };
+            if simd::dispatch_within(kernel, W.min(OH * OW)) {
+                return;
+            }
         }
         self.forward(input, output, ws);
     }
 
+    /// In `f32`, [`pool_kernel::backward`] (bit for bit [`MaxPool2d::backward_reference`]).
     fn backward(
         &self,
         input: &Self::Input,
@@ -307,8 +292,14 @@ impl<
     ) {
         const { Self::SHAPE_OK };
         let Some(gi) = grad_input else { return };
-        if S == K && Self::COVERS {
-            Self::backward_tiled(ws, grad_output, gi);
+        if !Self::LENET
+            && let (Some(g), Some(gx)) =
+                (T::as_f32(grad_output.flat()), T::as_f32_mut(gi.flat_mut()))
+        {
+            let at = ws.as_flattened().as_flattened();
+            pool_kernel::backward(&Self::GEO, at, g, gx);
+        } else if S == K && Self::COVERS {
+            pool_lenet::backward_tiled::<T, C, H, W, K, OH, OW>(ws, grad_output, gi);
         } else {
             Self::backward_reference(input, ws, grad_output, gi);
         }
@@ -321,159 +312,6 @@ impl<
         no_such_param("MaxPool2d", i)
     }
     fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
-}
-
-/// The `f32` forward pass of 2×2 windows with stride 2, generic over the instruction set.
-///
-/// Two passes per map, each over contiguous memory: the better of each column pair of rows
-/// `2y`, `2y + 1` (whole rows of `W` pixels), then the better of each pair of neighbours in
-/// that result, which, `W` being even, is one flat run of pairs for the whole map, split
-/// into even and odd lanes by a shuffle. The winner is the first maximum in reading order, with
-/// NaN above every number, as in [`MaxPool2d::forward_reference`] (see [`super::beats`]).
-mod fast {
-    use crate::simd::{Kernel, Simd, spans};
-
-    /// `y` and the winners `at` of 2×2 windows with stride 2 over the `C` maps `x`.
-    pub(super) struct Forward2x2<
-        'a,
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        const OH: usize,
-        const OW: usize,
-    > {
-        pub x: &'a [f32],
-        pub y: &'a mut [f32],
-        /// Winning tap `i·2 + j` of each window.
-        pub at: &'a mut [u32],
-    }
-
-    /// 2²³: for an integer `0 ≤ i < 2²³`, the bits of `i + 2²³` are those of 2²³ plus `i`.
-    const MAGIC: f32 = 8_388_608.0;
-
-    /// `col[r][x] = max(x[2r][x], x[2r + 1][x])` for every row pair `r` of every map, and
-    /// `row[r][x]` = 2 where the lower row won (strictly), else 0.
-    #[inline(always)]
-    fn columns<S: Simd>(s: S, x: &[f32], w: usize, col: &mut [f32], row: &mut [f32]) {
-        let (zero, two) = (s.splat(0.0), s.splat(2.0));
-        for (r, pair) in x.chunks_exact(2 * w).enumerate() {
-            for at in spans(w, S::LANES) {
-                let (top, bottom) = (s.load(pair, at), s.load(pair, w + at));
-                s.store(col, r * w + at, s.select_gt_nan(bottom, top, bottom, top));
-                s.store(row, r * w + at, s.select_gt_nan(bottom, top, two, zero));
-            }
-        }
-    }
-
-    /// `y[k]`, `at[k]` from the pairs `2k`, `2k + 1` of `col` and `row` (see [`columns`]).
-    #[inline(always)]
-    fn pairs<S: Simd>(s: S, col: &[f32], row: &[f32], y: &mut [f32], at: &mut [f32]) {
-        let (zero, half, one) = (s.splat(0.0), s.splat(0.5), s.splat(1.0));
-        let magic = s.splat(MAGIC);
-        for k in spans(y.len(), S::LANES) {
-            let (v0, v1) = s.deinterleave(s.load(col, 2 * k), s.load(col, 2 * k + S::LANES));
-            let (r0, r1) = s.deinterleave(s.load(row, 2 * k), s.load(row, 2 * k + S::LANES));
-            let (i0, i1) = (r0, s.add(r1, one));
-            // The right column wins if it beats the left, or if neither beats the other (equal,
-            // or both NaN) and its winner comes first.
-            let right = s.select_gt_nan(
-                v1,
-                v0,
-                one,
-                s.select_gt_nan(v0, v1, zero, s.select_gt(i0, i1, one, zero)),
-            );
-            s.store(y, k, s.select_gt(right, half, v1, v0));
-            // + 2²³: the float's low bits are then the integer (see `run`).
-            s.store(at, k, s.add(s.select_gt(right, half, i1, i0), magic));
-        }
-    }
-
-    /// `y` of 2×2 windows with stride 2 over the `C` maps `x`, without the winners.
-    pub(super) struct Max2x2<
-        'a,
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        const OH: usize,
-        const OW: usize,
-    > {
-        pub x: &'a [f32],
-        pub y: &'a mut [f32],
-    }
-
-    impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: usize> Kernel
-        for Max2x2<'_, C, H, W, OH, OW>
-    {
-        /// `false`, doing nothing, when a row or a map is narrower than a vector (never with
-        /// [`crate::simd::dispatch_within`] the row width).
-        type Output = bool;
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) -> bool {
-            if W < S::LANES || OH * OW < S::LANES {
-                return false;
-            }
-            let mut col = [[0.0f32; W]; OH];
-            let col = col.as_flattened_mut();
-            for (x, y) in self
-                .x
-                .chunks_exact(H * W)
-                .zip(self.y.chunks_exact_mut(OH * OW))
-            {
-                // The better of each column pair of rows 2r, 2r + 1 (the lower row only if it
-                // beats the upper, as the reference scans it: a NaN in either is kept).
-                for (r, pair) in x.chunks_exact(2 * W).enumerate() {
-                    for at in spans(W, S::LANES) {
-                        let (top, bottom) = (s.load(pair, at), s.load(pair, W + at));
-                        let better = s.select_gt_nan(bottom, top, bottom, top);
-                        s.store(col, r * W + at, better);
-                    }
-                }
-                // Then the better of each pair of neighbours: W is even, so the pairs of the
-                // whole map are one flat run, split into even and odd lanes by a shuffle.
-                for k in spans(OH * OW, S::LANES) {
-                    let (left, right) =
-                        s.deinterleave(s.load(col, 2 * k), s.load(col, 2 * k + S::LANES));
-                    s.store(y, k, s.select_gt_nan(right, left, right, left));
-                }
-            }
-            true
-        }
-    }
-
-    impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: usize> Kernel
-        for Forward2x2<'_, C, H, W, OH, OW>
-    {
-        /// `false`, doing nothing, when a row is narrower than a vector (LeNet's pool2 with
-        /// 16 lanes): the branch-free scalar loop is faster there.
-        type Output = bool;
-        #[inline(always)]
-        fn run<S: Simd>(self, s: S) -> bool {
-            if W < S::LANES || OH * OW < S::LANES {
-                return false;
-            }
-            // One map at a time, in buffers cleared once (clearing buffers for all maps
-            // cost a third of the pass).
-            let mut col = [[0.0f32; W]; OH];
-            let mut row = [[0.0f32; W]; OH];
-            let mut at = [[0.0f32; OW]; OH];
-            let (col, row) = (col.as_flattened_mut(), row.as_flattened_mut());
-            let at = at.as_flattened_mut();
-            for ((x, y), out) in self
-                .x
-                .chunks_exact(H * W)
-                .zip(self.y.chunks_exact_mut(OH * OW))
-                .zip(self.at.chunks_exact_mut(OH * OW))
-            {
-                columns(s, x, W, col, row);
-                pairs(s, col, row, y, at);
-                // Not `a as u32`, which saturates and stays scalar.
-                for (out, &a) in out.iter_mut().zip(at.iter()) {
-                    *out = a.to_bits() - MAGIC.to_bits();
-                }
-            }
-            true
-        }
-    }
 }
 
 /// The whole batch at once, 16 samples per vector (see [`crate::lanes`]): a window's
@@ -510,12 +348,12 @@ impl<
         check_lanes(N);
         let x = Maps::flat_slice(block_of(input, block));
         let y = Maps::flat_slice_mut(block_of_mut(output, block));
-        // The lane kernels know no padding: padded and ceil-mode windows run the reference.
-        if P == 0
-            && !CEIL
-            && let (Some(x), Some(y)) = (T::as_f32(x), T::as_f32_mut(y))
-        {
-            return simd::dispatch(lanes_fast::Forward::<C, H, W, K, S, OH, OW> { x, y });
+        if let (Some(x), Some(y)) = (T::as_f32(x), T::as_f32_mut(y)) {
+            if Self::LENET {
+                let kernel = pool_lenet::ForwardLanes::<C, H, W, K, S, OH, OW> { x, y };
+                return simd::dispatch(kernel);
+            }
+            return pool_kernel::forward_lanes(&Self::GEO, x, y);
         }
         let ((xs, _), (ys, at)) = ws;
         for n in 0..LANES {
@@ -594,17 +432,13 @@ impl<
             Maps::flat_slice(block_of(grad_output, block)),
             Maps::flat_slice_mut(block_of_mut(gi, block)),
         );
-        if P == 0
-            && !CEIL
-            && let (Some(x), Some(g), Some(gi)) = (T::as_f32(x), T::as_f32(g), T::as_f32_mut(gi))
-        {
-            if S != K || !Self::COVERS {
-                // Overlapping windows add to the same input gradient; inputs past the last
-                // window get none.
-                gi.fill(0.0);
+        if let (Some(x), Some(g), Some(gi)) = (T::as_f32(x), T::as_f32(g), T::as_f32_mut(gi)) {
+            if Self::LENET {
+                // Tiling windows: every input gradient is written.
+                let kernel = pool_lenet::BackwardLanes::<C, H, W, K, S, OH, OW> { x, g, gi, relu };
+                return simd::dispatch(kernel);
             }
-            let kernel = lanes_fast::Backward::<C, H, W, K, S, OH, OW> { x, g, gi, relu };
-            return simd::dispatch(kernel);
+            return pool_kernel::backward_lanes(&Self::GEO, x, g, gi, relu);
         }
         let ((xs, gxs), (gs, at)) = ws;
         for n in 0..LANES {
@@ -620,144 +454,6 @@ impl<
     }
 }
 
-/// `f32` kernels of the lane passes: one vector of lanes per window tap.
-mod lanes_fast {
-    use crate::lanes::LANES;
-    use crate::simd::{Kernel, Simd};
-
-    /// Where tap `t` of the window of output `(c, oy, ox)` lies, in elements of the input.
-    #[inline(always)]
-    fn tap<const H: usize, const W: usize, const K: usize, const S: usize>(
-        (c, oy, ox): (usize, usize, usize),
-        t: usize,
-    ) -> usize {
-        (c * H + oy * S + t / K) * W + ox * S + t % K
-    }
-
-    /// The maximum of each window, lane by lane.
-    pub(super) struct Forward<
-        'a,
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        const K: usize,
-        const S: usize,
-        const OH: usize,
-        const OW: usize,
-    > {
-        pub x: &'a [f32],
-        pub y: &'a mut [f32],
-    }
-
-    impl<
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        const K: usize,
-        const S: usize,
-        const OH: usize,
-        const OW: usize,
-    > Kernel for Forward<'_, C, H, W, K, S, OH, OW>
-    {
-        type Output = ();
-        #[inline(always)]
-        fn run<Sd: Simd>(self, s: Sd) {
-            let blocks = self.x.chunks_exact(C * H * W * LANES);
-            for (x, y) in blocks.zip(self.y.chunks_exact_mut(C * OH * OW * LANES)) {
-                for c in 0..C {
-                    for oy in 0..OH {
-                        for ox in 0..OW {
-                            let out = ((c * OH + oy) * OW + ox) * LANES;
-                            for v0 in (0..LANES).step_by(Sd::LANES) {
-                                let at = |t| tap::<H, W, K, S>((c, oy, ox), t) * LANES + v0;
-                                let mut best = s.load(x, at(0));
-                                for t in 1..K * K {
-                                    let v = s.load(x, at(t));
-                                    best = s.select_gt_nan(v, best, v, best);
-                                }
-                                s.store(y, out + v0, best);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Each window's gradient added to its first maximum, lane by lane (`gi` starts zero).
-    pub(super) struct Backward<
-        'a,
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        const K: usize,
-        const S: usize,
-        const OH: usize,
-        const OW: usize,
-    > {
-        pub x: &'a [f32],
-        pub g: &'a [f32],
-        pub gi: &'a mut [f32],
-        /// Whether the gradient passes only where the winner is positive (a fused ReLU's).
-        pub relu: bool,
-    }
-
-    impl<
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        const K: usize,
-        const S: usize,
-        const OH: usize,
-        const OW: usize,
-    > Kernel for Backward<'_, C, H, W, K, S, OH, OW>
-    {
-        type Output = ();
-        #[inline(always)]
-        fn run<Sd: Simd>(self, s: Sd) {
-            let blocks = self.x.chunks_exact(C * H * W * LANES);
-            let blocks = blocks.zip(self.g.chunks_exact(C * OH * OW * LANES));
-            for ((x, g), gi) in blocks.zip(self.gi.chunks_exact_mut(C * H * W * LANES)) {
-                for c in 0..C {
-                    for oy in 0..OH {
-                        for ox in 0..OW {
-                            let out = ((c * OH + oy) * OW + ox) * LANES;
-                            for v0 in (0..LANES).step_by(Sd::LANES) {
-                                let at = |t| tap::<H, W, K, S>((c, oy, ox), t) * LANES + v0;
-                                // the winning tap's number, as a float, lane by lane
-                                let (mut best, mut won) = (s.load(x, at(0)), s.splat(0.0));
-                                for t in 1..K * K {
-                                    let v = s.load(x, at(t));
-                                    won = s.select_gt_nan(v, best, s.splat(t as f32), won);
-                                    best = s.select_gt_nan(v, best, v, best);
-                                }
-                                let (mut gv, zero) = (s.load(g, out + v0), s.splat(0.0));
-                                if self.relu {
-                                    gv = s.select_gt(best, zero, gv, zero);
-                                }
-                                for t in 0..K * K {
-                                    let (lo, hi) =
-                                        (s.splat(t as f32 - 0.5), s.splat(t as f32 + 0.5));
-                                    let mine =
-                                        s.select_gt(won, lo, s.select_gt(hi, won, gv, zero), zero);
-                                    // Tiled windows (S = K, covering the map) write each
-                                    // input once.
-                                    let v = if S == K && super::covers(H, W, K, S) {
-                                        mine
-                                    } else {
-                                        s.add(s.load(gi, at(t)), mine)
-                                    };
-                                    s.store(gi, at(t), v);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize, const K: usize, const S: usize, const OH: usize, const OW: usize, const P: usize, const CEIL: bool]
     for MaxPool2d [T, C, H, W, K, S, OH, OW, P, CEIL] (_0));
 
@@ -768,93 +464,3 @@ crate::batch::per_sample!(impl<T; const C: usize, const H: usize, const W: usize
 crate::fused::no_params!(impl<T; const C: usize, const H: usize, const W: usize, const K: usize,
     const S: usize, const OH: usize, const OW: usize, const P: usize, const CEIL: bool>
     for MaxPool2d<T, C, H, W, K, S, OH, OW, P, CEIL>);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// PyTorch's `F.max_pool2d(x, 2, 2, padding=1)` of 1..9 in a 3×3 map: the padding never
-    /// wins, and the gradient goes to the winners on the map.
-    #[test]
-    fn padding_is_minus_infinity() {
-        let pool = MaxPool2d::<f64, 1, 3, 3, 2, 2, 2, 2, 1>::new();
-        let x = [[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]];
-        let (mut y, mut at) = ([[[0.0; 2]; 2]; 1], [[[0; 2]; 2]; 1]);
-        pool.forward(&x, &mut y, &mut at);
-        assert_eq!(y, [[[1.0, 3.0], [7.0, 9.0]]]);
-        let mut gi = [[[7.0; 3]; 3]; 1];
-        let g = [[[1.0, 2.0], [3.0, 4.0]]];
-        pool.backward(&x, &mut at, &g, Some(&mut gi), &mut MaxPool2d::new());
-        assert_eq!(gi, [[[1.0, 0.0, 2.0], [0.0; 3], [3.0, 0.0, 4.0]]]);
-        // all-negative maps: still a value of the map, never the −∞ of the padding
-        let neg = x.map(|m| m.map(|r| r.map(|v: f64| -v)));
-        pool.forward(&neg, &mut y, &mut at);
-        assert_eq!(y, [[[-1.0, -2.0], [-4.0, -5.0]]]);
-    }
-
-    /// Ceil mode (`F.max_pool2d(x, 2, 2, ceil_mode=True)` over 0..24 in a 5×5 map): a third
-    /// row and column of windows, clipped to the map's last row and column.
-    #[test]
-    fn ceil_mode_adds_the_clipped_last_windows() {
-        let pool = MaxPool2d::<f32, 1, 5, 5, 2, 2, 3, 3, 0, true>::new();
-        let mut x = [[[0.0f32; 5]; 5]; 1];
-        for (i, v) in x[0].iter_mut().flatten().enumerate() {
-            *v = i as f32;
-        }
-        for isa in [false, true] {
-            let mut y = [[[0.0; 3]; 3]; 1];
-            if isa {
-                pool.infer(&x, &mut y, &mut [[[0; 3]; 3]; 1]);
-            } else {
-                pool.forward(&x, &mut y, &mut [[[0; 3]; 3]; 1]);
-            }
-            assert_eq!(
-                y,
-                [[[6.0, 8.0, 9.0], [16.0, 18.0, 19.0], [21.0, 23.0, 24.0]]]
-            );
-        }
-    }
-
-    #[test]
-    fn backward_routes_to_the_winner_and_first_on_ties() {
-        let pool = MaxPool2d::<f64, 1, 2, 4, 2, 2, 1, 2>::new();
-        let x = [[[1.0, 5.0, 7.0, 7.0], [2.0, 3.0, 7.0, 0.0]]];
-        let mut y = [[[0.0; 2]; 1]; 1];
-        let mut ws = [[[0; 2]; 1]; 1];
-        pool.forward(&x, &mut y, &mut ws);
-        assert_eq!(y, [[[5.0, 7.0]]]);
-        let mut gx = [[[9.0; 4]; 2]; 1];
-        pool.backward(
-            &x,
-            &mut ws,
-            &[[[10.0, 20.0]]],
-            Some(&mut gx),
-            &mut MaxPool2d::new(),
-        );
-        assert_eq!(gx, [[[0.0, 10.0, 20.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]);
-    }
-
-    #[test]
-    fn overlapping_windows_add_their_gradients() {
-        // 3-wide window, stride 1: the centre max wins both windows.
-        let pool = MaxPool2d::<f64, 1, 3, 4, 3, 1, 1, 2>::new();
-        let x = [[
-            [0.0, 0.0, 0.0, 0.0],
-            [0.0, 0.0, 9.0, 0.0],
-            [0.0, 0.0, 0.0, 0.0],
-        ]];
-        let mut y = [[[0.0; 2]; 1]; 1];
-        let mut ws = [[[0; 2]; 1]; 1];
-        pool.forward(&x, &mut y, &mut ws);
-        let mut gx = [[[0.0; 4]; 3]; 1];
-        pool.backward(
-            &x,
-            &mut ws,
-            &[[[1.0, 2.0]]],
-            Some(&mut gx),
-            &mut MaxPool2d::new(),
-        );
-        assert_eq!(gx[0][1][2], 3.0);
-        assert_eq!(gx.iter().flatten().flatten().sum::<f64>(), 3.0);
-    }
-}

@@ -38,6 +38,13 @@ pub trait Simd: Copy + Debug {
     fn load(self, s: &[f32], at: usize) -> Self::F;
     /// Writes the lanes to `s[at..at + LANES]`. Panics if `at + LANES > s.len()`.
     fn store(self, s: &mut [f32], at: usize, v: Self::F);
+    /// `LANES` values whose bit patterns are `s[at..]`: an integer carried in a float's bits,
+    /// which selects move unchanged (and comparisons order, for small non-negative
+    /// integers, as the integers: they are subnormal). Panics if `at + LANES > s.len()`.
+    fn load_bits(self, s: &[u32], at: usize) -> Self::F;
+    /// Writes the lanes' bit patterns to `s[at..at + LANES]` (see [`Simd::load_bits`]).
+    /// Panics if `at + LANES > s.len()`.
+    fn store_bits(self, s: &mut [u32], at: usize, v: Self::F);
     /// Lane-wise `a + b`.
     fn add(self, a: Self::F, b: Self::F) -> Self::F;
     /// Lane-wise `a − b`.
@@ -62,6 +69,9 @@ pub trait Simd: Copy + Debug {
     /// The even- and the odd-numbered lanes of `a` followed by `b`: for `a = [0, 1, 2, 3]`,
     /// `b = [4, 5, 6, 7]`, `([0, 2, 4, 6], [1, 3, 5, 7])`.
     fn deinterleave(self, a: Self::F, b: Self::F) -> (Self::F, Self::F);
+    /// The inverse of [`Simd::deinterleave`]: the lanes of `a` and `b` taken in turns, as two
+    /// vectors. For `a = [0, 2, 4, 6]`, `b = [1, 3, 5, 7]`, `([0, 1, 2, 3], [4, 5, 6, 7])`.
+    fn interleave(self, a: Self::F, b: Self::F) -> (Self::F, Self::F);
 
     /// `max(y, 0)` as [`crate::Relu`] computes it: a NaN passes, −0 becomes +0 (`0 > y ? 0
     /// : y + 0`).
@@ -362,6 +372,14 @@ impl Simd for Scalar {
         s[at] = v;
     }
     #[inline(always)]
+    fn load_bits(self, s: &[u32], at: usize) -> f32 {
+        f32::from_bits(s[at])
+    }
+    #[inline(always)]
+    fn store_bits(self, s: &mut [u32], at: usize, v: f32) {
+        s[at] = v.to_bits();
+    }
+    #[inline(always)]
     fn add(self, a: f32, b: f32) -> f32 {
         a + b
     }
@@ -399,6 +417,10 @@ impl Simd for Scalar {
     }
     #[inline(always)]
     fn deinterleave(self, a: f32, b: f32) -> (f32, f32) {
+        (a, b)
+    }
+    #[inline(always)]
+    fn interleave(self, a: f32, b: f32) -> (f32, f32) {
         (a, b)
     }
 }
@@ -458,6 +480,19 @@ mod x86 {
             let s = &mut s[at..at + 4];
             // SAFETY: `s` holds 4 writable floats; storeu needs no alignment.
             unsafe { _mm_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn load_bits(self, s: &[u32], at: usize) -> __m128 {
+            let s = &s[at..at + 4];
+            // SAFETY: `s` holds 4 values of 4 bytes, read as floats of the same size (any
+            // bits are a float); loadu/storeu need no alignment.
+            unsafe { _mm_loadu_ps(s.as_ptr().cast::<f32>()) }
+        }
+        #[inline(always)]
+        fn store_bits(self, s: &mut [u32], at: usize, v: __m128) {
+            let s = &mut s[at..at + 4];
+            // SAFETY: `s` holds 4 writable values of 4 bytes (any bits are a u32); loadu/storeu need no alignment.
+            unsafe { _mm_storeu_ps(s.as_mut_ptr().cast::<f32>(), v) }
         }
         #[inline(always)]
         fn add(self, a: __m128, b: __m128) -> __m128 {
@@ -524,6 +559,11 @@ mod x86 {
                 )
             }
         }
+        #[inline(always)]
+        fn interleave(self, a: __m128, b: __m128) -> (__m128, __m128) {
+            // SAFETY: baseline SSE (see `splat`).
+            unsafe { (_mm_unpacklo_ps(a, b), _mm_unpackhi_ps(a, b)) }
+        }
     }
 
     impl Simd for Avx2 {
@@ -546,6 +586,19 @@ mod x86 {
             let s = &mut s[at..at + 8];
             // SAFETY: `s` holds 8 writable floats; avx is present; no alignment needed.
             unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn load_bits(self, s: &[u32], at: usize) -> __m256 {
+            let s = &s[at..at + 8];
+            // SAFETY: `s` holds 8 values of 4 bytes, read as floats of the same size (any
+            // bits are a float); avx is present; no alignment needed.
+            unsafe { _mm256_loadu_ps(s.as_ptr().cast::<f32>()) }
+        }
+        #[inline(always)]
+        fn store_bits(self, s: &mut [u32], at: usize, v: __m256) {
+            let s = &mut s[at..at + 8];
+            // SAFETY: `s` holds 8 writable values of 4 bytes (any bits are a u32); avx is present; no alignment needed.
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr().cast::<f32>(), v) }
         }
         #[inline(always)]
         fn add(self, a: __m256, b: __m256) -> __m256 {
@@ -615,6 +668,19 @@ mod x86 {
                 (order(even), order(odd))
             }
         }
+        #[inline(always)]
+        fn interleave(self, a: __m256, b: __m256) -> (__m256, __m256) {
+            // Per 128-bit half: [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7];
+            // then the low halves together and the high halves together.
+            // SAFETY: avx is present (see `splat`).
+            unsafe {
+                let (lo, hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+                (
+                    _mm256_permute2f128_ps::<0x20>(lo, hi),
+                    _mm256_permute2f128_ps::<0x31>(lo, hi),
+                )
+            }
+        }
     }
 
     impl Simd for Avx512 {
@@ -637,6 +703,19 @@ mod x86 {
             let s = &mut s[at..at + 16];
             // SAFETY: `s` holds 16 writable floats; avx512f is present; no alignment needed.
             unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn load_bits(self, s: &[u32], at: usize) -> __m512 {
+            let s = &s[at..at + 16];
+            // SAFETY: `s` holds 16 values of 4 bytes, read as floats of the same size (any
+            // bits are a float); avx512f is present; no alignment needed.
+            unsafe { _mm512_loadu_ps(s.as_ptr().cast::<f32>()) }
+        }
+        #[inline(always)]
+        fn store_bits(self, s: &mut [u32], at: usize, v: __m512) {
+            let s = &mut s[at..at + 16];
+            // SAFETY: `s` holds 16 writable values of 4 bytes (any bits are a u32); avx512f is present; no alignment needed.
+            unsafe { _mm512_storeu_ps(s.as_mut_ptr().cast::<f32>(), v) }
         }
         #[inline(always)]
         fn add(self, a: __m512, b: __m512) -> __m512 {
@@ -702,6 +781,19 @@ mod x86 {
                 )
             }
         }
+        #[inline(always)]
+        fn interleave(self, a: __m512, b: __m512) -> (__m512, __m512) {
+            // SAFETY: avx512f is present (see `splat`).
+            unsafe {
+                let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+                let high =
+                    _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+                (
+                    _mm512_permutex2var_ps(a, low, b),
+                    _mm512_permutex2var_ps(a, high, b),
+                )
+            }
+        }
     }
 }
 
@@ -748,6 +840,16 @@ mod tests {
             s.store(self.1, 2 * n, s.select_gt(a, b, a, b));
             s.store(self.1, 3 * n, s.relu(a));
             s.store(self.1, 4 * n, s.select_gt_nan(a, b, a, b));
+            // interleaving the deinterleaved halves gives `a` and `b` back
+            let (a2, b2) = s.interleave(even, odd);
+            s.store(self.1, 5 * n, a2);
+            s.store(self.1, 6 * n, b2);
+            // bit patterns in and out, through a select
+            let mut bits = [0u32; 16];
+            let ints: [u32; 16] = core::array::from_fn(|i| i as u32 * 0x0101_0101);
+            let v = s.select_gt(a, b, s.load_bits(&ints, 0), s.load_bits(&ints, 0));
+            s.store_bits(&mut bits, 0, v);
+            assert_eq!(bits[..n], ints[..n]);
         }
     }
 
@@ -755,7 +857,7 @@ mod tests {
     fn every_available_isa_deinterleaves_selects_and_rectifies_lane_by_lane() {
         for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
             let mut input = [0.0f32; 32];
-            let mut out = [0.0f32; 80];
+            let mut out = [0.0f32; 112];
             let n = with_isa(isa, || {
                 let n = dispatch(LaneCount);
                 for (i, v) in input[..2 * n].iter_mut().enumerate() {
@@ -811,6 +913,16 @@ mod tests {
                     out[4 * n + i].to_bits(),
                     nan_first.to_bits(),
                     "{isa:?} select_gt_nan {i}"
+                );
+                assert_eq!(
+                    out[5 * n + i].to_bits(),
+                    a.to_bits(),
+                    "{isa:?} interleave {i}"
+                );
+                assert_eq!(
+                    out[6 * n + i].to_bits(),
+                    b.to_bits(),
+                    "{isa:?} interleave {i}"
                 );
             }
         }

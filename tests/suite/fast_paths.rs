@@ -700,3 +700,409 @@ fn optimizer_steps_are_bit_identical_on_every_isa() {
         }
     }
 }
+
+/// The pools of the classic networks, with their real maps and windows and a few channels:
+/// `(C, H, W, K, S, OH, OW, P, CEIL)` for [`check_max_pool`].
+macro_rules! classic_pools {
+    ($x:expr, $g:expr, $lanes:expr) => {{
+        let (x, g, lanes) = ($x, $g, $lanes);
+        // ResNet and DenseNet stem: 3×3, stride 2, padding 1
+        check_max_pool::<3, 112, 112, 3, 2, 56, 56, 1, false>(x, g, lanes);
+        // GoogLeNet: 3×3/2 ceil, 2×2/2 ceil, and branch 4's 3×3/1 padding 1 ceil
+        check_max_pool::<3, 112, 112, 3, 2, 56, 56, 0, true>(x, g, lanes);
+        check_max_pool::<3, 56, 56, 3, 2, 28, 28, 0, true>(x, g, lanes);
+        check_max_pool::<3, 28, 28, 3, 2, 14, 14, 0, true>(x, g, lanes);
+        check_max_pool::<3, 14, 14, 2, 2, 7, 7, 0, true>(x, g, lanes);
+        check_max_pool::<3, 28, 28, 3, 1, 28, 28, 1, true>(x, g, lanes);
+        check_max_pool::<3, 14, 14, 3, 1, 14, 14, 1, true>(x, g, lanes);
+        check_max_pool::<3, 7, 7, 3, 1, 7, 7, 1, true>(x, g, lanes);
+        // AlexNet 3×3/2, and ZF Net's in ceil mode
+        check_max_pool::<3, 55, 55, 3, 2, 27, 27, 0, false>(x, g, lanes);
+        check_max_pool::<3, 27, 27, 3, 2, 13, 13, 0, false>(x, g, lanes);
+        check_max_pool::<3, 13, 13, 3, 2, 6, 6, 0, false>(x, g, lanes);
+        check_max_pool::<3, 110, 110, 3, 2, 55, 55, 0, true>(x, g, lanes);
+        check_max_pool::<3, 26, 26, 3, 2, 13, 13, 0, true>(x, g, lanes);
+        check_max_pool::<3, 13, 13, 3, 2, 6, 6, 0, true>(x, g, lanes);
+        // VGG 2×2/2 (on 28×28 and 14×14 maps, at least 6×28×28 inputs: below, LeNet-5's
+        // tuned passes take them)
+        check_max_pool::<2, 224, 224, 2, 2, 112, 112, 0, false>(x, g, lanes);
+        check_max_pool::<3, 112, 112, 2, 2, 56, 56, 0, false>(x, g, lanes);
+        check_max_pool::<3, 56, 56, 2, 2, 28, 28, 0, false>(x, g, lanes);
+        check_max_pool::<8, 28, 28, 2, 2, 14, 14, 0, false>(x, g, lanes);
+        check_max_pool::<32, 14, 14, 2, 2, 7, 7, 0, false>(x, g, lanes);
+        // odd ones: a wide window, stride 3, padding on a ragged map, stride above the window
+        check_max_pool::<2, 23, 19, 5, 3, 9, 7, 2, true>(x, g, lanes);
+        check_max_pool::<2, 9, 40, 2, 3, 4, 14, 1, false>(x, g, lanes);
+        check_max_pool::<2, 300, 9, 4, 1, 299, 8, 1, false>(x, g, lanes);
+    }};
+}
+
+/// `MaxPool2d<f32, C, H, W, K, S, OH, OW, P, CEIL>` runs SIMD (`uses_simd`), and its
+/// forward, inference and backward passes, one sample and a batch of two, give the bits of
+/// the reference loops on every instruction set: maxima, winners and input gradients.
+/// The input is rounded to a few levels, so ties (zeros of both signs among them) are
+/// common; it holds NaNs, −∞ and, in every other map, −∞ in the top-left corner, so that
+/// windows in the padding see only −∞ on the map. With `lanes`, also the lane passes of 16
+/// samples (forward, backward, and backward with a fused ReLU's mask).
+#[allow(clippy::type_complexity)]
+fn check_max_pool<
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const K: usize,
+    const S: usize,
+    const OH: usize,
+    const OW: usize,
+    const P: usize,
+    const CEIL: bool,
+>(
+    input: &[f32],
+    grad: &[f32],
+    lanes: bool,
+) where
+    constnet::MaxPool2d<f32, C, H, W, K, S, OH, OW, P, CEIL>: Layer<
+            Scalar = f32,
+            Input = Maps<f32, C, H, W>,
+            Output = Maps<f32, C, OH, OW>,
+            Workspace = [[[u32; OW]; OH]; C],
+        > + constnet::BatchLayer<2>
+        + constnet::LaneLayer<16>,
+{
+    use constnet::{BatchLayer, LaneLayer, from_lanes, to_lanes};
+    type Pool<
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const K: usize,
+        const S: usize,
+        const OH: usize,
+        const OW: usize,
+        const P: usize,
+        const CEIL: bool,
+    > = constnet::MaxPool2d<f32, C, H, W, K, S, OH, OW, P, CEIL>;
+    type This<
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const K: usize,
+        const S: usize,
+        const OH: usize,
+        const OW: usize,
+        const P: usize,
+        const CEIL: bool,
+    > = Pool<C, H, W, K, S, OH, OW, P, CEIL>;
+    let name = format!("{C}×{H}×{W} K{K} S{S} P{P} ceil {CEIL}");
+    assert!(
+        This::<C, H, W, K, S, OH, OW, P, CEIL>::uses_simd(),
+        "{name}: not SIMD"
+    );
+    let pool = This::<C, H, W, K, S, OH, OW, P, CEIL>::new();
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    let mut xs = zeroed_box::<[Maps<f32, C, H, W>; 16]>();
+    for (n, x) in xs.iter_mut().enumerate() {
+        let values = input.iter().cycle().skip(31 * n);
+        for (i, (v, &s)) in x.flat_mut().iter_mut().zip(values).enumerate() {
+            *v = match (i + n) % 97 {
+                13 => f32::NAN,
+                40 | 41 => f32::NEG_INFINITY,
+                _ => (s * 3.0).round(),
+            };
+        }
+        for map in x.iter_mut().skip(1).step_by(2) {
+            for row in map.iter_mut().take(3) {
+                row[..W.min(3)].fill(f32::NEG_INFINITY);
+            }
+        }
+    }
+    let mut gs = zeroed_box::<[Maps<f32, C, OH, OW>; 16]>();
+    for (n, g) in gs.iter_mut().enumerate() {
+        for (v, &s) in g.flat_mut().iter_mut().zip(grad.iter().cycle().skip(7 * n)) {
+            *v = s;
+        }
+    }
+    let mut ys_ref = zeroed_box::<[Maps<f32, C, OH, OW>; 16]>();
+    let mut ats_ref = zeroed_box::<[[[[u32; OW]; OH]; C]; 16]>();
+    let mut gis_ref = zeroed_box::<[Maps<f32, C, H, W>; 16]>();
+    let samples = if lanes { 16 } else { 2 };
+    for n in 0..samples {
+        pool.forward_reference(&xs[n], &mut ys_ref[n], &mut ats_ref[n]);
+        This::<C, H, W, K, S, OH, OW, P, CEIL>::backward_reference(
+            &xs[n],
+            &ats_ref[n],
+            &gs[n],
+            &mut gis_ref[n],
+        );
+    }
+    for isa in available() {
+        with_isa(isa, || {
+            for n in 0..2 {
+                let mut y = zeroed_box::<Maps<f32, C, OH, OW>>();
+                let mut at = zeroed_box::<[[[u32; OW]; OH]; C]>();
+                pool.forward(&xs[n], &mut y, &mut at);
+                assert_eq!(
+                    bits(y.flat()),
+                    bits(ys_ref[n].flat()),
+                    "{name} forward {isa:?}"
+                );
+                assert!(*at == ats_ref[n], "{name}: winners on {isa:?}");
+                y.flat_mut().fill(7.0);
+                pool.infer(&xs[n], &mut y, &mut zeroed_box());
+                assert_eq!(
+                    bits(y.flat()),
+                    bits(ys_ref[n].flat()),
+                    "{name} infer {isa:?}"
+                );
+                let mut gi = zeroed_box::<Maps<f32, C, H, W>>();
+                gi.flat_mut().fill(9.0); // every input gradient must be written
+                pool.backward(&xs[n], &mut at, &gs[n], Some(&mut gi), &mut Pool::new());
+                assert_eq!(
+                    bits(gi.flat()),
+                    bits(gis_ref[n].flat()),
+                    "{name} backward {isa:?}"
+                );
+            }
+            // a batch of two, sample by sample
+            let mut ws = zeroed_box::<
+                <Pool<C, H, W, K, S, OH, OW, P, CEIL> as BatchLayer<2>>::BatchWorkspace,
+            >();
+            let (x2, g2) = (
+                xs.first_chunk::<2>().unwrap(),
+                gs.first_chunk::<2>().unwrap(),
+            );
+            let mut y2 = zeroed_box::<[Maps<f32, C, OH, OW>; 2]>();
+            pool.forward_batch(x2, &mut y2, &mut ws);
+            let mut gi2 = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
+            pool.backward_batch(x2, &mut ws, g2, Some(&mut gi2), &mut Pool::new());
+            for n in 0..2 {
+                assert_eq!(
+                    bits(y2[n].flat()),
+                    bits(ys_ref[n].flat()),
+                    "{name} batch {isa:?}"
+                );
+                let gi = gi2[n].flat();
+                assert_eq!(
+                    bits(gi),
+                    bits(gis_ref[n].flat()),
+                    "{name} batch backward {isa:?}"
+                );
+            }
+            if !lanes {
+                return;
+            }
+            let mut xl = zeroed_box::<[Maps<f32, C, H, W>; 16]>();
+            to_lanes(&xs, &mut xl);
+            let mut gl = zeroed_box::<[Maps<f32, C, OH, OW>; 16]>();
+            to_lanes(&gs, &mut gl);
+            let mut lws = zeroed_box::<
+                <Pool<C, H, W, K, S, OH, OW, P, CEIL> as LaneLayer<16>>::LaneWorkspace,
+            >();
+            let mut yl = zeroed_box::<[Maps<f32, C, OH, OW>; 16]>();
+            pool.forward_lanes(0, &xl, &mut yl, &mut lws);
+            let mut ys = zeroed_box::<[Maps<f32, C, OH, OW>; 16]>();
+            from_lanes(&yl, &mut ys);
+            let flat_y = |y: &[Maps<f32, C, OH, OW>; 16]| bits(Maps::flat_slice(y));
+            assert_eq!(flat_y(&ys), flat_y(&ys_ref), "{name} lanes {isa:?}");
+            for relu in [false, true] {
+                let mut gil = zeroed_box::<[Maps<f32, C, H, W>; 16]>();
+                let mut grads = Pool::new();
+                if relu {
+                    pool.backward_lanes_masked(0, &xl, &yl, &mut lws, &gl, &mut gil, &mut grads);
+                } else {
+                    pool.backward_lanes(0, &xl, &yl, &mut lws, &gl, Some(&mut gil), &mut grads);
+                }
+                let mut gis = zeroed_box::<[Maps<f32, C, H, W>; 16]>();
+                from_lanes(&gil, &mut gis);
+                let mut want = zeroed_box::<[Maps<f32, C, H, W>; 16]>();
+                *want = *gis_ref;
+                if relu {
+                    for (g, x) in Maps::flat_slice_mut(&mut *want)
+                        .iter_mut()
+                        .zip(Maps::flat_slice(&*xs))
+                    {
+                        if *x <= 0.0 || x.is_nan() {
+                            *g = 0.0;
+                        }
+                    }
+                }
+                let flat_x = |x: &[Maps<f32, C, H, W>; 16]| bits(Maps::flat_slice(x));
+                assert_eq!(
+                    flat_x(&gis),
+                    flat_x(&want),
+                    "{name} lane backward (relu {relu}) {isa:?}"
+                );
+            }
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3))]
+
+    /// Every classic network's pooling geometry: SIMD, and the reference's bits.
+    #[test]
+    fn classic_pools_are_simd_and_equal_the_reference(x in values(), g in values()) {
+        classic_pools!(&x, &g, false);
+    }
+}
+
+/// The lane passes of the classic pools, once.
+#[test]
+fn classic_pools_in_lanes_equal_the_reference() {
+    let x: Vec<f32> = (0..997)
+        .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
+        .collect();
+    let g: Vec<f32> = (0..997)
+        .map(|i| ((i * 104_729) % 1999) as f32 / 999.0 - 1.0)
+        .collect();
+    classic_pools!(&x, &g, true);
+}
+
+/// `LocalResponseNorm<f32, C, H, W, SIZE>` runs SIMD (`uses_simd`), and on every instruction
+/// set: its window sums are the reference's bits; its factors `s^−beta` too, except for
+/// `beta = 0.75` (square roots: within 3 ulp); its outputs are the input times its factors,
+/// bit for bit; its input gradients, from its workspace, are the reference backward's bits;
+/// every instruction set gives the same bits as the others; a batch of two the same as one
+/// sample at a time.
+fn check_lrn<const C: usize, const H: usize, const W: usize, const SIZE: usize>(
+    input: &[f32],
+    grad: &[f32],
+    (alpha, beta, k): (f32, f32, f32),
+) where
+    constnet::LocalResponseNorm<f32, C, H, W, SIZE>: Layer<
+            Scalar = f32,
+            Input = Maps<f32, C, H, W>,
+            Output = Maps<f32, C, H, W>,
+            Workspace = constnet::lrn::LrnWorkspace<f32, C, H, W>,
+        > + constnet::BatchLayer<2>,
+{
+    use constnet::BatchLayer;
+    use constnet::lrn::LrnWorkspace;
+    type Lrn<const C: usize, const H: usize, const W: usize, const SIZE: usize> =
+        constnet::LocalResponseNorm<f32, C, H, W, SIZE>;
+    let name = format!("LRN {C}×{H}×{W} size {SIZE} ({alpha}, {beta}, {k})");
+    assert!(Lrn::<C, H, W, SIZE>::uses_simd(), "{name}: not SIMD");
+    let lrn = Lrn::<C, H, W, SIZE>::new(alpha, beta, k);
+    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    let mut xs = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
+    fill_slice(Maps::flat_slice_mut(&mut *xs), input);
+    xs[0].flat_mut()[0] = 0.0;
+    xs[0].flat_mut()[1] = -3.5;
+    let mut gs = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
+    fill_slice(Maps::flat_slice_mut(&mut *gs), grad);
+    let mut y_ref = zeroed_box::<Maps<f32, C, H, W>>();
+    let mut ws_ref = zeroed_box::<LrnWorkspace<f32, C, H, W>>();
+    lrn.forward_reference(&xs[0], &mut y_ref, &mut ws_ref);
+    let mut first: Option<(Vec<u32>, Vec<u32>)> = None;
+    for isa in available() {
+        with_isa(isa, || {
+            let mut y = zeroed_box::<Maps<f32, C, H, W>>();
+            let mut ws = zeroed_box::<LrnWorkspace<f32, C, H, W>>();
+            lrn.forward(&xs[0], &mut y, &mut ws);
+            assert_eq!(
+                bits(ws.scale.flat()),
+                bits(ws_ref.scale.flat()),
+                "{name}: sums on {isa:?}"
+            );
+            for (i, (&f, &r)) in ws
+                .factor
+                .flat()
+                .iter()
+                .zip(ws_ref.factor.flat())
+                .enumerate()
+            {
+                let ulps = (f.to_bits() as i64 - r.to_bits() as i64).abs();
+                let most = if beta == 0.75 { 3 } else { 0 };
+                assert!(ulps <= most, "{name}: factor [{i}] {f} vs {r} on {isa:?}");
+            }
+            for ((&y, &a), &f) in y.flat().iter().zip(xs[0].flat()).zip(ws.factor.flat()) {
+                assert_eq!(y.to_bits(), (a * f).to_bits(), "{name}: output on {isa:?}");
+            }
+            let mut gi_ref = zeroed_box::<Maps<f32, C, H, W>>();
+            lrn.backward_reference(&xs[0], &ws, &gs[0], &mut gi_ref);
+            let mut gi = zeroed_box::<Maps<f32, C, H, W>>();
+            lrn.backward(
+                &xs[0],
+                &mut ws,
+                &gs[0],
+                Some(&mut gi),
+                &mut Lrn::new(alpha, beta, k),
+            );
+            assert_eq!(
+                bits(gi.flat()),
+                bits(gi_ref.flat()),
+                "{name}: backward on {isa:?}"
+            );
+            let got = (bits(y.flat()), bits(gi.flat()));
+            match &first {
+                None => first = Some(got),
+                Some(first) => assert!(*first == got, "{name}: {isa:?} differs from the others"),
+            }
+            // a batch of two, sample by sample
+            let mut bws = zeroed_box::<<Lrn<C, H, W, SIZE> as BatchLayer<2>>::BatchWorkspace>();
+            let mut y2 = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
+            lrn.forward_batch(&xs, &mut y2, &mut bws);
+            let mut gi2 = zeroed_box::<[Maps<f32, C, H, W>; 2]>();
+            lrn.backward_batch(
+                &xs,
+                &mut bws,
+                &gs,
+                Some(&mut gi2),
+                &mut Lrn::new(alpha, beta, k),
+            );
+            assert_eq!(
+                bits(y2[0].flat()),
+                bits(y.flat()),
+                "{name}: batch on {isa:?}"
+            );
+            assert_eq!(
+                bits(gi2[0].flat()),
+                bits(gi.flat()),
+                "{name}: batch backward on {isa:?}"
+            );
+            let (mut y1, mut gi1) = (
+                zeroed_box::<Maps<f32, C, H, W>>(),
+                zeroed_box::<Maps<f32, C, H, W>>(),
+            );
+            let mut ws1 = zeroed_box::<LrnWorkspace<f32, C, H, W>>();
+            lrn.forward(&xs[1], &mut y1, &mut ws1);
+            lrn.backward(
+                &xs[1],
+                &mut ws1,
+                &gs[1],
+                Some(&mut gi1),
+                &mut Lrn::new(alpha, beta, k),
+            );
+            assert_eq!(
+                bits(y2[1].flat()),
+                bits(y1.flat()),
+                "{name}: batch sample 1 on {isa:?}"
+            );
+            assert_eq!(
+                bits(gi2[1].flat()),
+                bits(gi1.flat()),
+                "{name}: batch sample 1 backward on {isa:?}"
+            );
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3))]
+
+    /// AlexNet's and ZF Net's LRN maps (a few channels), windows odd, even, wider than the
+    /// channels and of one, maps narrower than a vector; beta 0.75 (square roots), 0.5 and 1
+    /// (`powf`) and 0 (a zeroed layer's).
+    #[test]
+    fn lrn_is_simd_and_equals_the_reference(x in values(), g in values()) {
+        let alexnet = (1e-4, 0.75, 2.0);
+        check_lrn::<7, 55, 55, 5>(&x, &g, alexnet);
+        check_lrn::<9, 27, 27, 5>(&x, &g, alexnet);
+        check_lrn::<4, 110, 110, 5>(&x, &g, (1e-4, 0.75, 1.0));
+        check_lrn::<6, 26, 26, 5>(&x, &g, (0.5, 0.75, 1.0));
+        check_lrn::<7, 13, 11, 4>(&x, &g, (0.5, 0.75, 1.0));
+        check_lrn::<5, 9, 9, 9>(&x, &g, (2.0, 0.5, 1.0));
+        check_lrn::<20, 4, 5, 19>(&x, &g, (2.0, 1.0, 0.5));
+        check_lrn::<3, 1, 3, 1>(&x, &g, (1.0, 0.75, 1.0));
+        check_lrn::<3, 2, 3, 2>(&x, &g, (0.0, 0.0, 0.0));
+    }
+}

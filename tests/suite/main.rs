@@ -16,6 +16,7 @@ mod golden_harness;
 mod golden_types;
 mod gradients;
 mod lanes;
+mod max_pool;
 mod mnist_data;
 mod names;
 mod nets_golden;

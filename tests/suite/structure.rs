@@ -36,6 +36,9 @@ const LEVELS: &[(&str, &[&str])] = &[
             "conv_lanes_backward",
             "linear_kernel",
             "linear_lanes",
+            "pool_kernel",
+            "pool_lenet",
+            "lrn_kernel",
         ],
     ),
     (
