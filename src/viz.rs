@@ -526,7 +526,7 @@ pub fn activation_grid<T: Scalar, const C: usize, const H: usize, const W: usize
     tiles(values, C, H, W, grid, |a| activation_gray(a, m))
 }
 
-/// A named layer's feature maps ([`Layer::activation`](crate::Layer::activation)) as grey
+/// A named layer's feature maps ([`Layer::activation`]) as grey
 /// tiles, drawn as [`activation_grid`] draws them (the scale's white is the largest value of
 /// all the maps); `None` if the activation is not `C`×`H`×`W` maps (a vector).
 ///
