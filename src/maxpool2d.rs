@@ -214,6 +214,29 @@ impl<
         }
     }
 
+    /// Backward pass for tiling windows: every input pixel belongs to exactly one window, so
+    /// each is *written* once (the gradient or zero), with no branch and no zero-fill. (Here,
+    /// not beside `pool_lenet`'s forward loops: moved there, it was vectorised worse, LeNet-5's
+    /// pool1 backward 5× as long.)
+    fn backward_tiled(
+        ws: &[[[u32; OW]; OH]; C],
+        grad_output: &Maps<T, C, OH, OW>,
+        gi: &mut Maps<T, C, H, W>,
+    ) {
+        for ((gi, g), at) in gi.iter_mut().zip(grad_output).zip(ws) {
+            for ((rows, g), at) in gi.chunks_exact_mut(K).zip(g).zip(at) {
+                for (i, row) in rows.iter_mut().enumerate() {
+                    for (ox, (&g, &at)) in g.iter().zip(at).enumerate() {
+                        for (j, v) in row[ox * K..ox * K + K].iter_mut().enumerate() {
+                            // An index, not a select, which the compiler may make a branch.
+                            *v = [T::zero(), g][usize::from(at as usize == i * K + j)];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The pooling layer (it has no parameters).
     pub const fn new() -> Self {
         const { Self::SHAPE_OK };
@@ -299,7 +322,7 @@ impl<
             let at = ws.as_flattened().as_flattened();
             pool_kernel::backward(&Self::GEO, at, g, gx);
         } else if S == K && Self::COVERS {
-            pool_lenet::backward_tiled::<T, C, H, W, K, OH, OW>(ws, grad_output, gi);
+            Self::backward_tiled(ws, grad_output, gi);
         } else {
             Self::backward_reference(input, ws, grad_output, gi);
         }

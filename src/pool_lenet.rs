@@ -1,6 +1,6 @@
 //! LeNet-5's 2×2 max pooling: the passes tuned for its two small layers before
 //! [`crate::pool_kernel`] took every other pooling (and, in any scalar, the branch-free
-//! loops of tiling windows).
+//! forward loops of tiling windows).
 //!
 //! These kernels are compiled per shape (the sizes are const parameters, their per-map
 //! buffers arrays on the stack), so they take only layers of at most 6×28×28 inputs whose
@@ -189,6 +189,7 @@ impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: 
 /// instruction's pattern, which [`crate::simd::beats`] is not: with it pool2 took 2–2.5× as long);
 /// `true` if any tap was NaN, and the caller must redo the maps by [`crate::simd::beats`] (the
 /// reference loops).
+#[inline(always)]
 pub(crate) fn forward_tiled<
     T: Scalar,
     const C: usize,
@@ -229,36 +230,6 @@ pub(crate) fn forward_tiled<
         }
     }
     nan
-}
-
-/// The backward pass of `K`×`K` windows that tile the maps, in any scalar: every input
-/// pixel belongs to exactly one window, so each is *written* once (the gradient or zero),
-/// with no branch and no zero-fill.
-pub(crate) fn backward_tiled<
-    T: Scalar,
-    const C: usize,
-    const H: usize,
-    const W: usize,
-    const K: usize,
-    const OH: usize,
-    const OW: usize,
->(
-    ws: &[[[u32; OW]; OH]; C],
-    grad_output: &Maps<T, C, OH, OW>,
-    gi: &mut Maps<T, C, H, W>,
-) {
-    for ((gi, g), at) in gi.iter_mut().zip(grad_output).zip(ws) {
-        for ((rows, g), at) in gi.chunks_exact_mut(K).zip(g).zip(at) {
-            for (i, row) in rows.iter_mut().enumerate() {
-                for (ox, (&g, &at)) in g.iter().zip(at).enumerate() {
-                    for (j, v) in row[ox * K..ox * K + K].iter_mut().enumerate() {
-                        // An index, not a select, which the compiler may make a branch.
-                        *v = [T::zero(), g][usize::from(at as usize == i * K + j)];
-                    }
-                }
-            }
-        }
-    }
 }
 
 // The lane passes (16 samples per vector, see `crate::lanes`): one vector of lanes per
