@@ -143,8 +143,8 @@ pub struct LeNet5Activations<'a, T> {
 }
 
 impl<T: Scalar> LeNet5<T> {
-    /// A LeNet-5 with He-uniform weights drawn from `rng` (biases zero), built directly on
-    /// the heap.
+    /// A LeNet-5 with PyTorch's default initial weights and biases drawn from `rng`
+    /// (U(±1/√fan_in), [`Layer::init`]), built directly on the heap.
     #[cfg(feature = "alloc")]
     pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
         let mut net = crate::zeroed_box::<Self>();
