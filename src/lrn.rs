@@ -42,7 +42,7 @@ use crate::tensor::{Maps, Tensor};
 /// In `f32` both passes run the SIMD kernels of [`crate::lrn_kernel`] (vectors of
 /// neighbouring pixels): the window sums, and the input gradients from them, are the
 /// reference loops' bits; the factor `s^−beta` is too, except for `beta = 0.75`, which takes
-/// two square roots and a division (within 3 ulp of `powf`).
+/// two square roots and a division (within 8 ulp of `powf`: three roundings of its own beside `powf`'s).
 ///
 /// ```
 /// use constnet::{Layer, LocalResponseNorm};

@@ -959,7 +959,7 @@ fn classic_pools_in_lanes_equal_the_reference() {
 
 /// `LocalResponseNorm<f32, C, H, W, SIZE>` runs SIMD (`uses_simd`), and on every instruction
 /// set: its window sums are the reference's bits; its factors `s^−beta` too, except for
-/// `beta = 0.75` (square roots: within 3 ulp); its outputs are the input times its factors,
+/// `beta = 0.75` (square roots: within 8 ulp); its outputs are the input times its factors,
 /// bit for bit; its input gradients, from its workspace, are the reference backward's bits;
 /// every instruction set gives the same bits as the others; a batch of two the same as one
 /// sample at a time.
@@ -1011,7 +1011,11 @@ fn check_lrn<const C: usize, const H: usize, const W: usize, const SIZE: usize>(
                 .enumerate()
             {
                 let ulps = (f.to_bits() as i64 - r.to_bits() as i64).abs();
-                let most = if beta == 0.75 { 3 } else { 0 };
+                // s^-0.75 as 1/(√s·√√s): each root, the product and the division round
+                // once (≤ 2.75 ulp relative to the exact value), powf rounds too, and a
+                // relative error is up to two ulp-widths near a power of two: 8 bounds the
+                // difference (4 measured; the inputs vary between builds, 3 was flaky).
+                let most = if beta == 0.75 { 8 } else { 0 };
                 assert!(ulps <= most, "{name}: factor [{i}] {f} vs {r} on {isa:?}");
             }
             for ((&y, &a), &f) in y.flat().iter().zip(xs[0].flat()).zip(ws.factor.flat()) {
