@@ -41,18 +41,40 @@ fn k(seed: u64, t: u64, e: u64) -> u32 {
     (splitmix64(mix) >> 40) as u32
 }
 
-/// One generated value under `rule` (FORMAT.md, "The weight generator").
-fn value(rule: &Value, k: u32) -> f32 {
-    let k = k as f32;
-    match rule {
-        Value::Number(s) => (k - 8_388_608.0) * s.as_f64().unwrap() as f32,
-        Value::String(r) => match r.as_str() {
-            "bn_weight" => 0.5 + k * (1.0 / 16_777_216.0),
-            "bn_bias" | "bn_running_mean" => (k - 8_388_608.0) * (1.0 / 33_554_432.0),
-            "bn_running_var" => 0.5 + k * (1.0 / 33_554_432.0),
+/// A tensor's generator rule (FORMAT.md, "The weight generator"), read once from the JSON.
+#[derive(Clone, Copy)]
+enum Rule {
+    /// `(k − 2²³)·scale`.
+    Scaled(f32),
+    BnWeight,
+    /// `bn_bias` and `bn_running_mean`.
+    Centred,
+    BnRunningVar,
+}
+
+impl Rule {
+    fn of(rule: &Value) -> Rule {
+        match rule {
+            Value::Number(s) => Rule::Scaled(s.as_f64().unwrap() as f32),
+            Value::String(r) => match r.as_str() {
+                "bn_weight" => Rule::BnWeight,
+                "bn_bias" | "bn_running_mean" => Rule::Centred,
+                "bn_running_var" => Rule::BnRunningVar,
+                other => panic!("unknown generator rule {other}"),
+            },
             other => panic!("unknown generator rule {other}"),
-        },
-        other => panic!("unknown generator rule {other}"),
+        }
+    }
+
+    /// One generated value for the generator's integer `k`.
+    fn value(self, k: u32) -> f32 {
+        let k = k as f32;
+        match self {
+            Rule::Scaled(s) => (k - 8_388_608.0) * s,
+            Rule::BnWeight => 0.5 + k * (1.0 / 16_777_216.0),
+            Rule::Centred => (k - 8_388_608.0) * (1.0 / 33_554_432.0),
+            Rule::BnRunningVar => 0.5 + k * (1.0 / 33_554_432.0),
+        }
     }
 }
 
@@ -91,9 +113,12 @@ impl Case {
                 assert_eq!(key[3], "zero");
                 0i64.to_le_bytes().to_vec()
             } else {
-                (0..numel)
-                    .flat_map(|e| value(&key[3], k(self.seed(), t as u64, e as u64)).to_le_bytes())
-                    .collect()
+                let (seed, rule) = (self.seed(), Rule::of(&key[3]));
+                let mut bytes = Vec::with_capacity(4 * numel);
+                for e in 0..numel as u64 {
+                    bytes.extend_from_slice(&rule.value(k(seed, t as u64, e)).to_le_bytes());
+                }
+                bytes
             };
             data.push(bytes);
         }
@@ -129,8 +154,9 @@ impl Case {
             .iter()
             .map(|d| d.as_u64().unwrap() as usize)
             .product();
+        let seed = self.seed();
         (0..numel as u64)
-            .map(|e| (k(self.seed(), 1_000_000 + n, e) as f32 - 8_388_608.0) / 8_388_608.0)
+            .map(|e| (k(seed, 1_000_000 + n, e) as f32 - 8_388_608.0) / 8_388_608.0)
             .collect()
     }
 
@@ -243,12 +269,39 @@ where
     }
 }
 
-/// Every network JSON in the directory has a type here and passes (a new fixture file
-/// fails until it is registered).
-fn every_fixture<T: Scalar>()
-where
-    f64: From<T>,
-{
+/// Each network fixture's own pair of tests (`nets_golden::vgg16::f32`, …), so that the
+/// test threads share the seven networks, and the list of the fixtures they cover.
+macro_rules! per_network {
+    ($($net:ident),* $(,)?) => {
+        const REGISTERED: &[&str] = &[$(stringify!($net)),*];
+        $(mod $net {
+            #[test]
+            fn f32() {
+                super::run::<f32>(stringify!($net));
+            }
+
+            #[test]
+            fn f64() {
+                super::run::<f64>(stringify!($net));
+            }
+        })*
+    };
+}
+
+per_network!(
+    alexnet,
+    alexnet_paper,
+    zfnet,
+    vgg16,
+    resnet18,
+    googlenet,
+    densenet121
+);
+
+/// Every network JSON in the directory has a type and tests here (a new fixture file fails
+/// until it is registered).
+#[test]
+fn every_network_fixture_has_its_tests() {
     let mut names: Vec<String> = std::fs::read_dir(dir())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -257,23 +310,14 @@ where
         .filter(|n| n != "summary" && !n.ends_with("_train"))
         .collect();
     names.sort();
-    assert_eq!(names.len(), 7, "{names:?}");
-    for name in &names {
-        run::<T>(name);
-    }
+    let mut registered: Vec<&str> = REGISTERED.to_vec();
+    registered.sort();
+    assert_eq!(
+        names, registered,
+        "network fixtures without tests, or tests without fixtures"
+    );
 }
 
-#[test]
-fn every_network_matches_pytorch_in_f32() {
-    every_fixture::<f32>();
-}
-
-#[test]
-fn every_network_matches_pytorch_in_f64() {
-    every_fixture::<f64>();
-}
-
-/// `|a − b| ≤ tol`, or a message naming `what`.
 fn close(what: &str, a: f64, b: f64, tol: f64) {
     assert!(
         (a - b).abs() <= tol,

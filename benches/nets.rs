@@ -2,14 +2,16 @@
 //! one training pass (forward and backward) over a batch of two, with the time each took.
 //!
 //! ```text
-//! cargo run --release --example networks            # all eight
-//! cargo run --release --example networks -- resnet20 # one of them
-//! cargo run --release --example networks -- vgg16 --eval-only  # no training pass
-//! cargo run --release --example networks -- --sizes  # README's table of sizes
+//! cargo bench --bench nets                       # all eight
+//! cargo bench --bench nets -- resnet20           # one of them
+//! cargo bench --bench nets -- vgg16 --eval-only  # no training pass
+//! cargo bench --bench nets -- --sizes            # README's table of sizes
 //! ```
 //!
-//! This example is also the compile-cost check of BENCHMARKS.md: it instantiates every
-//! network's inference, training forward and backward passes in `f32`.
+//! This program is also the compile-cost check of BENCHMARKS.md: it instantiates every
+//! network's inference, training forward and backward passes in `f32`. It is a bench target
+//! (`harness = false`), not an example, because `cargo test` builds every example: this one
+//! alone cost a fresh clone's `cargo test` 68 s of compilation.
 
 use std::time::Instant;
 
