@@ -46,6 +46,88 @@ impl<B, S> Body for Chain<B, S> {
 /// The trainer of [`LeNet5`](crate::LeNet5) in `T`.
 pub type LeNet5Trainer<T> = Trainer<<crate::LeNet5<T> as Body>::Layers, T>;
 
+/// The trainer of the CIFAR-style [`ResNet20`](crate::ResNet20) on one-channel 32×32 images
+/// in `T`: batch norm in training mode, so it takes whole micro-batches only
+/// ([`WholeMicroBatches`]).
+pub type ResNet20Trainer<T> =
+    Trainer<crate::resnet::ResNet20Logits<T, 1, CLASSES>, T, WholeMicroBatches>;
+
+/// What a trainer does with the samples that do not fill a [`MICRO_BATCH`]: the last ones of
+/// a worker's part of a batch. A type parameter of [`Trainer`], so that a network whose
+/// training pass needs a batch (batch norm's statistics: a training pass over one sample
+/// does not compile) is never asked for one.
+pub trait Leftovers<B, T>
+where
+    T: Scalar,
+    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
+    /// Whether epochs leave the leftovers out: each epoch then takes the first
+    /// `⌊n / MICRO_BATCH⌋ · MICRO_BATCH` images of its shuffled order, and batches must be
+    /// a multiple of [`MICRO_BATCH`] images.
+    const WHOLE: bool;
+
+    /// Forward and backward over one sample: adds its gradients to `grads`; returns its
+    /// loss and predicted class. Only called when [`Leftovers::WHOLE`] is false.
+    fn one(
+        net: &Classifier<B, T>,
+        sample: (&Image<T>, usize),
+        loss: Loss,
+        ws: &mut <Classifier<B, T> as Layer>::Workspace,
+        grads: &mut Classifier<B, T>,
+    ) -> (T, Option<usize>);
+}
+
+/// Leftovers go through the network one at a time (LeNet-5 and any network without batch
+/// statistics): every image of an epoch is used.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OneByOne;
+
+impl<B, T> Leftovers<B, T> for OneByOne
+where
+    T: Scalar,
+    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
+    const WHOLE: bool = false;
+
+    fn one(
+        net: &Classifier<B, T>,
+        (image, label): (&Image<T>, usize),
+        loss: Loss,
+        ws: &mut <Classifier<B, T> as Layer>::Workspace,
+        grads: &mut Classifier<B, T>,
+    ) -> (T, Option<usize>) {
+        let l = net.backprop(image, label, loss, ws, grads, None);
+        (l, argmax(&ws.then))
+    }
+}
+
+/// Networks with batch norm train on whole micro-batches of [`MICRO_BATCH`] images only:
+/// each micro-batch is normalised with its own statistics (as each GPU's share of a batch
+/// is in PyTorch's `DistributedDataParallel`), an epoch leaves out the last
+/// `n mod MICRO_BATCH` images of its shuffled order (a different few each epoch; none of
+/// Fashion-MNIST's 60,000 or the bundled 8,000), and the batch size must be a multiple of
+/// [`MICRO_BATCH`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WholeMicroBatches;
+
+impl<B, T> Leftovers<B, T> for WholeMicroBatches
+where
+    T: Scalar,
+    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
+    const WHOLE: bool = true;
+
+    fn one(
+        _: &Classifier<B, T>,
+        _: (&Image<T>, usize),
+        _: Loss,
+        _: &mut <Classifier<B, T> as Layer>::Workspace,
+        _: &mut Classifier<B, T>,
+    ) -> (T, Option<usize>) {
+        unreachable!("whole micro-batches leave no sample over")
+    }
+}
+
 /// How to train.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -234,7 +316,7 @@ where
 
     /// Zeroes the gradients, then adds those of the images `part` of `data` (distorted as
     /// configured); returns the summed loss and the number of correct predictions.
-    fn accumulate(
+    fn accumulate<R: Leftovers<B, T>>(
         &mut self,
         net: &Classifier<B, T>,
         data: &Dataset,
@@ -274,10 +356,9 @@ where
             let i = i as usize;
             warp_digit(data.pixels(i), &c.augment.draw(c.seed, epoch, i), image);
             let label = data.label(i);
-            loss += net
-                .backprop(image, label, c.loss, &mut self.ws, &mut self.grads, None)
-                .to_f64();
-            right += usize::from(argmax(&self.ws.then) == Some(label));
+            let (l, class) = R::one(net, (image, label), c.loss, &mut self.ws, &mut self.grads);
+            loss += l.to_f64();
+            right += usize::from(class == Some(label));
         }
         (loss, right)
     }
@@ -298,10 +379,15 @@ where
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Trainer<B, T>
+///
+/// `R` says what happens to the samples that do not fill a micro-batch ([`Leftovers`]):
+/// [`OneByOne`] for networks that can train on one sample, [`WholeMicroBatches`] for those
+/// with batch norm ([`ResNet20Trainer`]).
+pub struct Trainer<B, T, R = OneByOne>
 where
     T: Scalar,
     B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+    R: Leftovers<B, T>,
 {
     /// The network being trained.
     pub net: Box<Classifier<B, T>>,
@@ -310,23 +396,50 @@ where
     state: Box<OptimizerState<Classifier<B, T>>>,
     workers: Vec<Worker<B, T>>,
     step: usize,
+    leftovers: core::marker::PhantomData<R>,
 }
 
-impl<B, T> Trainer<B, T>
+impl<B, T> Trainer<B, T, OneByOne>
 where
     T: Scalar,
     B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
 {
-    /// A trainer for `net` (already initialised) with `config`. It runs at most one worker per
-    /// [`MICRO_BATCH`] images of a batch (more would have nothing to do).
+    /// A trainer for `net` (already initialised) with `config`, for a network that can train
+    /// on one sample (the leftovers of a batch go [`OneByOne`]); see
+    /// [`Trainer::with_leftovers`] for the others.
     ///
     /// # Panics
     /// If `config.augment` is out of range (negative, or a scale of 1 or more).
     pub fn new(net: Box<Classifier<B, T>>, config: TrainConfig) -> Self {
+        Self::with_leftovers(net, config)
+    }
+}
+
+impl<B, T, R> Trainer<B, T, R>
+where
+    T: Scalar,
+    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+    R: Leftovers<B, T>,
+{
+    /// A trainer for `net` (already initialised) with `config`, and `R` for the samples that
+    /// do not fill a micro-batch: `ResNet20Trainer::<f32>::with_leftovers(net, config)`
+    /// ([`Trainer::new`] is this with [`OneByOne`]). It runs at most one worker per
+    /// [`MICRO_BATCH`] images of a batch (more would have nothing to do).
+    ///
+    /// # Panics
+    /// If `config.augment` is out of range (negative, or a scale of 1 or more), or if `R`
+    /// takes whole micro-batches only and `config.batch` is not a multiple of
+    /// [`MICRO_BATCH`].
+    pub fn with_leftovers(net: Box<Classifier<B, T>>, config: TrainConfig) -> Self {
         let a = config.augment;
         assert!(
             a.shift >= 0.0 && a.rotate >= 0.0 && (0.0..1.0).contains(&a.scale),
             "TrainConfig::augment out of range: {a:?}"
+        );
+        assert!(
+            !R::WHOLE || config.batch % MICRO_BATCH == 0,
+            "this network trains on whole micro-batches: the batch ({}) must be a multiple of {MICRO_BATCH}",
+            config.batch
         );
         let workers = config
             .threads
@@ -338,6 +451,7 @@ where
             state: zeroed_box(),
             workers,
             step: 0,
+            leftovers: core::marker::PhantomData,
         }
     }
 
@@ -362,7 +476,10 @@ where
         let mut order: Vec<u32> = (0..data.len() as u32).collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(mix(c.seed, epoch as u64, 0));
         order.shuffle(&mut rng);
-        let batches = data.len().div_ceil(batch);
+        if R::WHOLE {
+            order.truncate(order.len() / MICRO_BATCH * MICRO_BATCH);
+        }
+        let batches = order.len().div_ceil(batch);
         let start = Instant::now();
         let (mut loss_sum, mut correct) = (0.0, 0usize);
         for (b, indices) in order.chunks(batch).enumerate() {
@@ -387,11 +504,11 @@ where
             self.step += 1;
             loss_sum += loss;
             correct += right;
-            let images = (b * batch + indices.len()).min(data.len());
+            let images = (b * batch + indices.len()).min(order.len());
             progress(&Progress {
                 epoch,
                 images,
-                total: data.len(),
+                total: order.len(),
                 loss: loss_sum / images as f64,
                 accuracy: correct as f64 / images as f64,
                 images_per_second: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
@@ -412,7 +529,7 @@ where
         // The step's pass: each worker's samples are numbered from the start of the batch.
         let pass = Pass::train(c.seed, self.step as u64);
         let run = |w: &mut Worker<B, T>, part: &[u32], pass: Pass<Train>| {
-            w.accumulate(net, data, part, epoch, &c, pass)
+            w.accumulate::<R>(net, data, part, epoch, &c, pass)
         };
         if self.workers.len() == 1 {
             return run(&mut self.workers[0], indices, pass);

@@ -1,8 +1,10 @@
-//! The main job: train LeNet-5 on handwritten digits, report test accuracy, save the weights.
+//! The main job: train LeNet-5 (or ResNet-20) on 28×28 IDX images, report test accuracy,
+//! save the weights.
 //!
 //! ```text
 //! cargo run --release --bin train                      # bundled 8,000/2,000 MNIST digits
 //! cargo run --release --bin train -- --data /usr/share/datasets/fashion-mnist --epochs 10 --no-augment
+//! cargo run --release --bin train -- --model resnet20 --data /usr/share/datasets/fashion-mnist
 //! cargo run --release --bin train -- --eval lenet5.cnet
 //! ```
 
@@ -11,48 +13,89 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use constnet::augment::Augment;
+use constnet::lenet::Image;
 use constnet::mnist::{Dataset, load_dir, load_test_dir};
 use constnet::optim::{Optimizer, Schedule};
-use constnet::train::{Evaluation, TrainConfig, Trainer, evaluate_with};
+use constnet::state_dict::load_state_dict;
+use constnet::train::{
+    CLASSES, Classifier, Evaluation, Leftovers, MICRO_BATCH, OneByOne, TrainConfig, Trainer,
+    WholeMicroBatches, evaluate_with,
+};
 use constnet::viz::{EpochRow, plot_curves, write_curves_csv};
-use constnet::weights::{load_lenet5, save_file};
-use constnet::{LeNet5, Loss};
+use constnet::weights::{Describe, MAGIC, load_file, load_lenet5, save_file};
+use constnet::{BatchLayer, Layer, LeNet5, Loss, ResNet20};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 
 const HELP: &str = "\
-Train LeNet-5 on MNIST-format digits (bundled: 8,000 train / 2,000 test real MNIST digits).
+Train LeNet-5 (or ResNet-20) on MNIST-format images (bundled: 8,000 train / 2,000 test
+real MNIST digits).
 
 USAGE: cargo run --release --bin train -- [OPTIONS]
 
 OPTIONS:
+  --model NAME        lenet5 | resnet20 (He et al.'s CIFAR ResNet-20 with batch norm,
+                      on the images padded to 32x32) [default: lenet5]
   --data DIR          IDX directory (train-/t10k- images and labels, raw or .gz)
                       [default: the bundled data/mnist-10k]
-  --epochs N          passes over the training set [default: 15]
-  --batch N           images per mini-batch [default: 32]
-  --lr X              base learning rate [default: 0.001 for adam, 0.05 for sgd]
-  --optimizer NAME    adam | sgd (sgd = momentum 0.9) [default: adam]
+  --epochs N          passes over the training set [default: 15 for lenet5, 12 for
+                      resnet20]
+  --batch N           images per mini-batch [default: 32 for lenet5, 128 for
+                      resnet20, which needs a multiple of 16]
+  --lr X              base learning rate [default: 0.001 for adam, 0.05 for sgd
+                      (0.1 for resnet20)]
+  --optimizer NAME    adam | sgd (sgd = momentum 0.9) [default: adam for lenet5, sgd
+                      for resnet20]
+  --momentum X        sgd's momentum [default: 0.9]
+  --weight-decay X    L2 weight decay, added to the gradients [default: 0 for
+                      lenet5, 5e-4 for resnet20]
   --schedule NAME     cosine | step | constant (step = x0.1 every 5 epochs) [default: cosine]
   --loss NAME         ce (cross-entropy) | sse (the article's 1/2 sum (t - p)^2) [default: ce]
-  --shift PX          random translation of training digits, up to PX pixels [default: 2]
-  --rotate DEG        random rotation of training digits, up to DEG degrees [default: 10]
-  --scale FRAC        random scaling of training digits, by up to ±FRAC [default: 0.1]
+  --shift PX          random translation of training images, up to PX pixels [default: 2]
+  --rotate DEG        random rotation of training images, up to DEG degrees [default: 10
+                      for lenet5, 0 for resnet20]
+  --scale FRAC        random scaling of training images, by up to ±FRAC [default: 0.1
+                      for lenet5, 0 for resnet20]
   --no-augment        train on the images as they are (same as --shift 0 --rotate 0
-                      --scale 0); best for Fashion-MNIST
+                      --scale 0)
   --seed N            seed of weights, shuffles and shifts [default: 1]
   --threads N         worker threads per batch [default: 1]; at most one per 16
                       images of a batch is started (--batch 32 runs 2), as more
                       would have nothing to do
-  --out FILE          where to save the weights [default: lenet5.cnet]
+  --out FILE          where to save the weights [default: MODEL.cnet, e.g. lenet5.cnet]
   --curves PREFIX     per-epoch loss and accuracy go to PREFIX.csv and a plot to
                       PREFIX.png, updated every epoch [default: OUT without its
                       extension + \"-curves\", e.g. lenet5-curves.csv]
   --force             overwrite --out (and the --curves files) if they exist
-  --eval FILE         only evaluate saved weights on the test set (constnet's
-                      format, or a PyTorch state_dict saved as .safetensors)
+  --eval FILE         only evaluate saved weights (of --model) on the test set
+                      (constnet's format, or a PyTorch state_dict saved as .safetensors)
   -h, --help          this text";
 
+/// The networks this command trains.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Model {
+    LeNet5,
+    ResNet20,
+}
+
+impl Model {
+    fn name(self) -> &'static str {
+        match self {
+            Model::LeNet5 => "lenet5",
+            Model::ResNet20 => "resnet20",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Model::LeNet5 => "LeNet-5",
+            Model::ResNet20 => "ResNet-20",
+        }
+    }
+}
+
 struct Args {
+    model: Model,
     data: PathBuf,
     config: TrainConfig,
     out: PathBuf,
@@ -65,22 +108,36 @@ fn parse() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut config = TrainConfig::default();
     let mut data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-10k");
-    let (mut out, mut force, mut eval, mut lr) = (PathBuf::from("lenet5.cnet"), false, None, None);
+    let (mut out, mut force, mut eval, mut lr) = (None, false, None, None);
+    let (mut model, mut epochs, mut batch, mut sgd) = (Model::LeNet5, None, None, None);
+    let (mut momentum, mut weight_decay) = (0.9, None);
+    let (mut shift, mut rotate, mut scale) = (None, None, None);
     let mut curves = None;
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
         match arg {
+            Long("model") => {
+                model = match p.value()?.string()?.as_str() {
+                    "lenet5" => Model::LeNet5,
+                    "resnet20" => Model::ResNet20,
+                    other => {
+                        return Err(format!("unknown model '{other}' (lenet5 | resnet20)").into());
+                    }
+                }
+            }
             Long("data") => data = p.value()?.into(),
-            Long("epochs") => config.epochs = p.value()?.parse()?,
-            Long("batch") => config.batch = p.value()?.parse()?,
+            Long("epochs") => epochs = Some(p.value()?.parse()?),
+            Long("batch") => batch = Some(p.value()?.parse()?),
             Long("lr") => lr = Some(p.value()?.parse()?),
             Long("optimizer") => {
-                config.optimizer = match p.value()?.string()?.as_str() {
-                    "adam" => Optimizer::ADAM,
-                    "sgd" => Optimizer::SGD_MOMENTUM,
+                sgd = match p.value()?.string()?.as_str() {
+                    "adam" => Some(false),
+                    "sgd" => Some(true),
                     other => return Err(format!("unknown optimizer '{other}' (adam | sgd)").into()),
                 }
             }
+            Long("momentum") => momentum = p.value()?.parse()?,
+            Long("weight-decay") => weight_decay = Some(p.value()?.parse()?),
             Long("schedule") => {
                 config.schedule = match p.value()?.string()?.as_str() {
                     "cosine" => Schedule::Cosine,
@@ -99,13 +156,13 @@ fn parse() -> Result<Args, lexopt::Error> {
                     other => return Err(format!("unknown loss '{other}' (ce | sse)").into()),
                 }
             }
-            Long("shift") => config.augment.shift = p.value()?.parse()?,
-            Long("rotate") => config.augment.rotate = p.value()?.parse()?,
-            Long("scale") => config.augment.scale = p.value()?.parse()?,
-            Long("no-augment") => config.augment = Augment::NONE,
+            Long("shift") => shift = Some(p.value()?.parse()?),
+            Long("rotate") => rotate = Some(p.value()?.parse()?),
+            Long("scale") => scale = Some(p.value()?.parse()?),
+            Long("no-augment") => (shift, rotate, scale) = (Some(0.0), Some(0.0), Some(0.0)),
             Long("seed") => config.seed = p.value()?.parse()?,
             Long("threads") => config.threads = p.value()?.parse()?,
-            Long("out") => out = p.value()?.into(),
+            Long("out") => out = Some(p.value()?.into()),
             Long("force") => force = true,
             Long("eval") => eval = Some(p.value()?.into()),
             Long("curves") => curves = Some(p.value()?.into()),
@@ -116,8 +173,42 @@ fn parse() -> Result<Args, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
+    // Each model's defaults, where the command line said nothing.
+    let resnet = model == Model::ResNet20;
+    config.epochs = epochs.unwrap_or(if resnet { 12 } else { config.epochs });
+    config.batch = batch.unwrap_or(if resnet { 128 } else { config.batch });
+    let weight_decay = weight_decay.unwrap_or(if resnet { 5e-4 } else { 0.0 });
+    if !(weight_decay >= 0.0 && weight_decay < 1.0) || !(0.0..1.0).contains(&momentum) {
+        return Err("--weight-decay and --momentum must be in 0..1".into());
+    }
+    config.optimizer = if sgd.unwrap_or(resnet) {
+        Optimizer::Sgd {
+            momentum,
+            weight_decay,
+        }
+    } else {
+        Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        }
+    };
+    let lenet_augment = config.augment;
+    config.augment = Augment {
+        shift: shift.unwrap_or(lenet_augment.shift),
+        rotate: rotate.unwrap_or(if resnet { 0.0 } else { lenet_augment.rotate }),
+        scale: scale.unwrap_or(if resnet { 0.0 } else { lenet_augment.scale }),
+    };
     if config.epochs == 0 || config.batch == 0 || config.threads == 0 {
         return Err("--epochs, --batch and --threads must be at least 1".into());
+    }
+    if resnet && config.batch % MICRO_BATCH != 0 {
+        return Err(format!(
+            "--batch must be a multiple of {MICRO_BATCH} for resnet20: its batch norm normalises \
+             each micro-batch of {MICRO_BATCH} images with their own statistics"
+        )
+        .into());
     }
     let a = config.augment;
     if !(0.0..=4.0).contains(&a.shift)
@@ -133,12 +224,15 @@ fn parse() -> Result<Args, lexopt::Error> {
     }
     config.lr = lr.unwrap_or(match config.optimizer {
         Optimizer::Adam { .. } => 1e-3,
+        Optimizer::Sgd { .. } if resnet => 0.1,
         Optimizer::Sgd { .. } => 0.05,
     });
     if !(config.lr.is_finite() && config.lr > 0.0) {
         return Err("--lr must be a positive number".into());
     }
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("{}.cnet", model.name())));
     Ok(Args {
+        model,
         data,
         config,
         out,
@@ -197,24 +291,98 @@ fn check_writable(out: &Path, curves: &[&Path]) -> Result<(), String> {
     Ok(())
 }
 
+/// Loads weights for `net` from `path`: constnet's format (by its magic bytes), or else a
+/// PyTorch `state_dict` in safetensors. `net` is unchanged on error.
+fn load_into<L: Layer + Describe>(
+    net: &mut L,
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut magic = Vec::new();
+    (&mut file)
+        .take(MAGIC.len() as u64)
+        .read_to_end(&mut magic)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if magic == MAGIC {
+        return Ok(load_file(net, path)?);
+    }
+    // A safetensors file of these parameters in f64, with a generous header, at most.
+    let limit = (16 * net.param_count() + (1 << 20)) as u64;
+    let mut bytes = magic;
+    (&mut file)
+        .take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "{}: larger than any weights of this network",
+            path.display()
+        )
+        .into());
+    }
+    load_state_dict(net, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(weights) = &args.eval {
         let test = load_test_dir(&args.data)?;
         if test.is_empty() {
             return Err(format!("{}: the test set holds no images", args.data.display()).into());
         }
-        let net = load_lenet5(weights)?;
-        report(&evaluate_with(&net, &test, &mut LeNet5::<f32>::workspace()));
+        match args.model {
+            Model::LeNet5 => {
+                let net = load_lenet5(weights)?;
+                report(&evaluate_with(&net, &test, &mut LeNet5::<f32>::workspace()));
+            }
+            Model::ResNet20 => {
+                let mut net = constnet::zeroed_box::<ResNet20<f32, 1, CLASSES>>();
+                load_into(&mut *net, weights)?;
+                report(&evaluate_with(
+                    &net,
+                    &test,
+                    &mut ResNet20::<f32, 1, CLASSES>::workspace(),
+                ));
+            }
+        }
         return Ok(());
     }
     let (train, test): (Dataset, Dataset) = load_dir(&args.data)?;
-    if train.is_empty() || test.is_empty() {
+    if train.len() < MICRO_BATCH || test.is_empty() {
         return Err(format!(
-            "{}: the training or the test set holds no images",
+            "{}: the training set holds fewer than {MICRO_BATCH} images, or the test set none",
             args.data.display()
         )
         .into());
     }
+    let rng = &mut rand::rngs::StdRng::seed_from_u64(args.config.seed);
+    match args.model {
+        Model::LeNet5 => {
+            train_model::<_, OneByOne>(&args, LeNet5::<f32>::new_boxed(rng), &train, &test)
+        }
+        Model::ResNet20 => train_model::<_, WholeMicroBatches>(
+            &args,
+            ResNet20::<f32, 1, CLASSES>::new_boxed(rng),
+            &train,
+            &test,
+        ),
+    }
+}
+
+/// Trains `net` as `args` say, then saves it: the progress bar, per-epoch accuracies,
+/// curves and the confusion matrix are the same for every model.
+fn train_model<B, R>(
+    args: &Args,
+    net: Box<Classifier<B, f32>>,
+    train: &Dataset,
+    test: &Dataset,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    B: BatchLayer<MICRO_BATCH, Scalar = f32, Input = Image<f32>, Output = [f32; CLASSES]>,
+    R: Leftovers<B, f32>,
+    Classifier<B, f32>: Describe,
+{
     // A directory is refused below as such: --force would not help.
     if args.out.exists() && !args.out.is_dir() && !args.force {
         return Err(format!(
@@ -249,7 +417,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     check_writable(&args.out, &[&csv, &png])?;
     let c = args.config;
     println!(
-        "training LeNet-5 on {} ({} train / {} test images): {} epochs, batch {}, {:?} lr {} {:?}, loss {:?}, augment {:?}, seed {}, {} thread(s)",
+        "training {} on {} ({} train / {} test images): {} epochs, batch {}, {:?} lr {} {:?}, loss {:?}, augment {:?}, seed {}, {} thread(s)",
+        args.model.title(),
         args.data.display(),
         train.len(),
         test.len(),
@@ -263,8 +432,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         c.seed,
         c.threads
     );
-    let net = LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(c.seed));
-    let mut trainer = Trainer::new(net, c);
+    let mut trainer = Trainer::<B, f32, R>::with_leftovers(net, c);
     let style =
         ProgressStyle::with_template("epoch {prefix:>2} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
             .expect("valid template")
@@ -276,7 +444,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let bar = ProgressBar::new(train.len() as u64).with_style(style.clone());
         bar.set_prefix(epoch.to_string());
         let mut summary = None;
-        trainer.train_epoch(&train, epoch, |p| {
+        trainer.train_epoch(train, epoch, |p| {
             bar.set_position(p.images as u64);
             bar.set_message(format!(
                 "loss {:.4}  {:.0} img/s",
@@ -285,7 +453,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             summary = Some(*p);
         })?;
         bar.finish_and_clear();
-        let eval = trainer.evaluate(&test);
+        let eval = trainer.evaluate(test);
         let p = summary.expect("an epoch has at least one batch");
         println!(
             "epoch {epoch:>2}: train loss {:.4}, train accuracy {:.2}%, test accuracy {:.2}%, {:.0} img/s",

@@ -977,3 +977,118 @@ fn the_visualizer_draws_named_layers_of_the_later_networks() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `n` images and labels in IDX files under `dir` (`train-` or `t10k-`), taken in order from
+/// the bundled digits.
+fn idx_subset(dir: &Path, prefix: &str, n: usize) {
+    let (train, _) = constnet::mnist::load_dir(DATA).unwrap();
+    let mut images = vec![0, 0, 8, 3];
+    images.extend_from_slice(&(n as u32).to_be_bytes());
+    images.extend_from_slice(&28u32.to_be_bytes());
+    images.extend_from_slice(&28u32.to_be_bytes());
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&(n as u32).to_be_bytes());
+    for i in 0..n {
+        images.extend_from_slice(train.pixels(i));
+        labels.push(train.label(i) as u8);
+    }
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+/// `--model resnet20` trains with batch norm on whole micro-batches, saves weights that
+/// `--eval --model resnet20` reloads to the same test accuracy (constnet's format and a
+/// PyTorch state dict), and refuses what it cannot do with a message.
+#[test]
+fn the_trainer_trains_resnet20_and_its_weights_reload_with_eval() {
+    use rand::SeedableRng;
+    let train = env!("CARGO_BIN_EXE_train");
+    let dir = scratch("resnet20");
+    idx_subset(&dir, "train", 40);
+    idx_subset(&dir, "t10k", 24);
+    let data = dir.to_str().unwrap();
+
+    for (args, expected) in [
+        (&["--batch", "24"][..], "multiple of 16"),
+        (&["--model", "resnet21"][..], "unknown model 'resnet21'"),
+        (&["--weight-decay", "-1"][..], "--weight-decay"),
+    ] {
+        let mut all = vec!["--model", "resnet20", "--data", data];
+        all.extend_from_slice(args);
+        let (ok, _, err) = run(train, &dir, &all);
+        assert!(!ok && err.contains(expected), "{args:?}: {err}");
+    }
+
+    let (ok, out, err) = run(
+        train,
+        &dir,
+        &[
+            "--model", "resnet20", "--data", data, "--epochs", "1", "--batch", "32",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("training ResNet-20"), "{out}");
+    let accuracy = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("test accuracy:"))
+            .unwrap_or_else(|| panic!("no test accuracy in {out}"))
+            .to_string()
+    };
+    let trained = accuracy(&out);
+    assert!(trained.ends_with("/24)"), "{trained}");
+    // 40 images: one batch of 32, and the 8 that do not fill a micro-batch are left out
+    assert!(dir.join("resnet20.cnet").exists());
+
+    let (ok, out, err) = run(
+        train,
+        &dir,
+        &[
+            "--model",
+            "resnet20",
+            "--data",
+            data,
+            "--eval",
+            "resnet20.cnet",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(accuracy(&out), trained);
+
+    // the same weights as a PyTorch state dict
+    let mut net = constnet::zeroed_box::<constnet::ResNet20<f32, 1, 10>>();
+    constnet::weights::load_file(&mut *net, dir.join("resnet20.cnet")).unwrap();
+    let st = constnet::state_dict::save_state_dict(&*net).unwrap();
+    std::fs::write(dir.join("resnet20.safetensors"), st).unwrap();
+    let (ok, out, err) = run(
+        train,
+        &dir,
+        &[
+            "--model",
+            "resnet20",
+            "--data",
+            data,
+            "--eval",
+            "resnet20.safetensors",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(accuracy(&out), trained);
+
+    // LeNet-5's weights are not ResNet-20's: refused, naming what the file holds
+    let lenet = constnet::LeNet5::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(1));
+    constnet::weights::save_file(&*lenet, dir.join("lenet5.cnet"), false).unwrap();
+    let (ok, _, err) = run(
+        train,
+        &dir,
+        &[
+            "--model",
+            "resnet20",
+            "--data",
+            data,
+            "--eval",
+            "lenet5.cnet",
+        ],
+    );
+    assert!(!ok && err.contains("lenet5.cnet"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

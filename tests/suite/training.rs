@@ -239,3 +239,70 @@ fn dropout_masks_follow_the_seed_and_not_the_thread_split() {
     t.train_epoch(&first(&DATA.0, 96), 1, |_| {}).unwrap();
     assert!(*t.net != *a, "dropout must change the training");
 }
+
+/// ResNet-20 (batch norm in training mode) trains on whole micro-batches of 16: an epoch of
+/// 70 images takes 64 of them in two steps of 32, folds each step's batch statistics into
+/// the running ones once, and is bit-for-bit reproducible for a seed and thread count.
+#[test]
+fn resnet20_trains_on_whole_micro_batches_and_updates_batch_norm_buffers() {
+    use constnet::layer::{TensorKind, count};
+    use constnet::train::{MICRO_BATCH, ResNet20Trainer};
+    type Net = constnet::ResNet20<f32, 1, 10>;
+    let (train, _) = &*DATA;
+    let train = first(train, 70);
+    let config = TrainConfig {
+        epochs: 1,
+        batch: 32,
+        lr: 0.05,
+        optimizer: Optimizer::SGD_MOMENTUM,
+        augment: Augment::NONE,
+        threads: 2,
+        ..TrainConfig::default()
+    };
+    let run = || {
+        let net = Net::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(config.seed));
+        let mut t = ResNet20Trainer::<f32>::with_leftovers(net, config);
+        let mut seen = Vec::new();
+        t.train_epoch(&train, 1, |p| seen.push((p.images, p.total)))
+            .unwrap();
+        (t, seen)
+    };
+    let (t, seen) = run();
+    assert_eq!(MICRO_BATCH, 16);
+    assert_eq!(seen, [(32, 64), (64, 64)]);
+    let fresh = Net::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(config.seed));
+    // every batch norm counted two steps, and its running statistics moved
+    let counters = count::<Net>(TensorKind::Counter);
+    assert_eq!(counters, 21, "ResNet-20 has 21 batch norms");
+    for i in 0..counters {
+        assert_eq!(t.net.counter(i), 2, "num_batches_tracked of batch norm {i}");
+    }
+    for i in 0..count::<Net>(TensorKind::Buffer) {
+        assert_ne!(t.net.buffer(i), fresh.buffer(i), "buffer {i} did not move");
+    }
+    let (again, _) = run();
+    let bits = |net: &Net| -> Vec<u32> {
+        (0..Net::PARAM_TENSORS)
+            .flat_map(|i| net.param(i).iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            .chain((0..count::<Net>(TensorKind::Buffer)).flat_map(|i| {
+                net.buffer(i)
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            }))
+            .collect()
+    };
+    assert_eq!(bits(&t.net), bits(&again.net));
+}
+
+#[test]
+#[should_panic(expected = "must be a multiple of 16")]
+fn resnet20_refuses_a_batch_that_is_not_whole_micro_batches() {
+    let net =
+        constnet::ResNet20::<f32, 1, 10>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(1));
+    let config = TrainConfig {
+        batch: 24,
+        ..TrainConfig::default()
+    };
+    let _ = constnet::train::ResNet20Trainer::<f32>::with_leftovers(net, config);
+}
