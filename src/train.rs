@@ -437,7 +437,7 @@ where
             "TrainConfig::augment out of range: {a:?}"
         );
         assert!(
-            !R::WHOLE || config.batch % MICRO_BATCH == 0,
+            !R::WHOLE || config.batch.is_multiple_of(MICRO_BATCH),
             "this network trains on whole micro-batches: the batch ({}) must be a multiple of {MICRO_BATCH}",
             config.batch
         );

@@ -178,7 +178,7 @@ fn parse() -> Result<Args, lexopt::Error> {
     config.epochs = epochs.unwrap_or(if resnet { 12 } else { config.epochs });
     config.batch = batch.unwrap_or(if resnet { 128 } else { config.batch });
     let weight_decay = weight_decay.unwrap_or(if resnet { 5e-4 } else { 0.0 });
-    if !(weight_decay >= 0.0 && weight_decay < 1.0) || !(0.0..1.0).contains(&momentum) {
+    if !((0.0..1.0).contains(&weight_decay) && (0.0..1.0).contains(&momentum)) {
         return Err("--weight-decay and --momentum must be in 0..1".into());
     }
     config.optimizer = if sgd.unwrap_or(resnet) {
@@ -203,7 +203,7 @@ fn parse() -> Result<Args, lexopt::Error> {
     if config.epochs == 0 || config.batch == 0 || config.threads == 0 {
         return Err("--epochs, --batch and --threads must be at least 1".into());
     }
-    if resnet && config.batch % MICRO_BATCH != 0 {
+    if resnet && !config.batch.is_multiple_of(MICRO_BATCH) {
         return Err(format!(
             "--batch must be a multiple of {MICRO_BATCH} for resnet20: its batch norm normalises \
              each micro-batch of {MICRO_BATCH} images with their own statistics"
