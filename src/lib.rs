@@ -73,6 +73,7 @@ pub mod concat;
 pub mod conv2d;
 mod conv_fast;
 mod conv_fast_backward;
+pub mod conv_gemm;
 pub mod conv_kernel;
 mod conv_lanes;
 mod conv_lanes_backward;

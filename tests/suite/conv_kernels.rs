@@ -15,6 +15,7 @@
 //! a doubled one moves a value by a whole term: `Σ|term| / n` on average, far above `n·u·Σ|term|`
 //! for the `n` these tests use (at most a few hundred).
 
+use constnet::conv_gemm;
 use constnet::conv_kernel::{self, ConvGeometry};
 use constnet::simd::{Isa, with_isa};
 use proptest::prelude::*;
@@ -108,9 +109,40 @@ fn reference(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], g: &[f32]) -> 
     r
 }
 
-/// Forward, weight and bias gradient (added to a prefilled buffer, and scaled) and input
-/// gradient (written over NaN) of the kernels on every instruction set, against [`reference`].
+/// One implementation of the three passes, with the signatures of `conv_kernel`'s.
+struct Kernels {
+    name: &'static str,
+    forward: fn(&ConvGeometry, &[f32], &[f32], &[f32], &mut [f32]),
+    weight_grad: fn(&ConvGeometry, &[f32], &[f32], &mut [f32], &mut [f32], f32),
+    input_grad: fn(&ConvGeometry, &[f32], &[f32], &mut [f32]),
+}
+
+/// The direct kernels and the matrix-product ones: each must equal the reference alone.
+const KERNELS: [Kernels; 2] = [
+    Kernels {
+        name: "direct",
+        forward: conv_kernel::forward,
+        weight_grad: conv_kernel::weight_grad,
+        input_grad: conv_kernel::input_grad,
+    },
+    Kernels {
+        name: "gemm",
+        forward: conv_gemm::forward,
+        weight_grad: conv_gemm::weight_grad,
+        input_grad: conv_gemm::input_grad,
+    },
+];
+
+/// [`check_kernels_of`] for the direct kernels and the matrix-product ones.
 fn check_kernels(geo: &ConvGeometry, values: &[f32]) {
+    for kernels in &KERNELS {
+        check_kernels_of(kernels, geo, values);
+    }
+}
+
+/// Forward, weight and bias gradient (added to a prefilled buffer, and scaled) and input
+/// gradient (written over NaN) of `kernels` on every instruction set, against [`reference`].
+fn check_kernels_of(kernels: &Kernels, geo: &ConvGeometry, values: &[f32]) {
     let draw = |len: usize, from: usize| -> Vec<f32> {
         (0..len)
             .map(|i| values[(from + 7 * i) % values.len()])
@@ -125,26 +157,64 @@ fn check_kernels(geo: &ConvGeometry, values: &[f32]) {
     for isa in available() {
         with_isa(isa, || {
             let mut y = vec![f32::NAN; geo.output_len()];
-            conv_kernel::forward(geo, &x, &w, &b, &mut y);
-            assert_within("forward", isa, &y, &r.y, &r.y_abs, cig * k * k + 1);
+            (kernels.forward)(geo, &x, &w, &b, &mut y);
+            assert_within(
+                &format!("{} forward", kernels.name),
+                isa,
+                &y,
+                &r.y,
+                &r.y_abs,
+                cig * k * k + 1,
+            );
 
             // Scaled by −2 (exact: a power of two), then unscaled.
             let (mut gw, mut gb) = (vec![0.0f32; w.len()], vec![0.0f32; b.len()]);
-            conv_kernel::weight_grad(geo, &x, &g, &mut gw, &mut gb, -2.0);
+            (kernels.weight_grad)(geo, &x, &g, &mut gw, &mut gb, -2.0);
             let unscale = |v: &[f32]| -> Vec<f32> { v.iter().map(|v| v * -0.5).collect() };
             let pixels = geo.oh * geo.ow;
-            assert_within("weight grad", isa, &unscale(&gw), &r.gw, &r.gw_abs, pixels);
-            assert_within("bias grad", isa, &unscale(&gb), &r.gb, &r.gb_abs, pixels);
+            assert_within(
+                &format!("{} weight grad", kernels.name),
+                isa,
+                &unscale(&gw),
+                &r.gw,
+                &r.gw_abs,
+                pixels,
+            );
+            assert_within(
+                &format!("{} bias grad", kernels.name),
+                isa,
+                &unscale(&gb),
+                &r.gb,
+                &r.gb_abs,
+                pixels,
+            );
             // The gradients are added, once per value, to what the buffers hold.
             let (mut gw2, mut gb2) = (vec![0.25f32; w.len()], vec![0.25f32; b.len()]);
-            conv_kernel::weight_grad(geo, &x, &g, &mut gw2, &mut gb2, -2.0);
+            (kernels.weight_grad)(geo, &x, &g, &mut gw2, &mut gb2, -2.0);
             let added = |v: &[f32]| -> Vec<f32> { v.iter().map(|v| 0.25 + v).collect() };
-            assert_eq!(gw2, added(&gw), "weight grad added on {isa:?}");
-            assert_eq!(gb2, added(&gb), "bias grad added on {isa:?}");
+            assert_eq!(
+                gw2,
+                added(&gw),
+                "{} weight grad added on {isa:?}",
+                kernels.name
+            );
+            assert_eq!(
+                gb2,
+                added(&gb),
+                "{} bias grad added on {isa:?}",
+                kernels.name
+            );
 
             let mut gi = vec![f32::NAN; geo.input_len()];
-            conv_kernel::input_grad(geo, &w, &g, &mut gi);
-            assert_within("input grad", isa, &gi, &r.gi, &r.gi_abs, cog * k * k);
+            (kernels.input_grad)(geo, &w, &g, &mut gi);
+            assert_within(
+                &format!("{} input grad", kernels.name),
+                isa,
+                &gi,
+                &r.gi,
+                &r.gi_abs,
+                cog * k * k,
+            );
         });
     }
 }
@@ -257,17 +327,21 @@ fn input_that_no_window_reads_reaches_nothing() {
             *v = f32::NAN;
         }
     }
-    for isa in available() {
+    for (kernels, isa) in KERNELS
+        .iter()
+        .flat_map(|k| available().map(move |isa| (k, isa)))
+    {
         with_isa(isa, || {
+            let name = kernels.name;
             let mut y = vec![0.0f32; geo.output_len()];
-            conv_kernel::forward(&geo, &x, &w, &[0.5; 3], &mut y);
+            (kernels.forward)(&geo, &x, &w, &[0.5; 3], &mut y);
             let (mut gw, mut gb) = (vec![0.0f32; geo.weight_len()], vec![0.0f32; 3]);
-            conv_kernel::weight_grad(&geo, &x, &g, &mut gw, &mut gb, 1.0);
+            (kernels.weight_grad)(&geo, &x, &g, &mut gw, &mut gb, 1.0);
             // small integers: every sum is exact
             let exact = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
-            assert_eq!(exact(&y), r.y, "forward on {isa:?}");
-            assert_eq!(exact(&gw), r.gw, "weight grad on {isa:?}");
-            assert_eq!(exact(&gb), r.gb, "bias grad on {isa:?}");
+            assert_eq!(exact(&y), r.y, "{name} forward on {isa:?}");
+            assert_eq!(exact(&gw), r.gw, "{name} weight grad on {isa:?}");
+            assert_eq!(exact(&gb), r.gb, "{name} bias grad on {isa:?}");
         });
     }
 }
