@@ -41,7 +41,8 @@
 //! assert_eq!(y, direct); // small integers: every sum is exact in any order
 //! ```
 
-use crate::conv_kernel::{ConvGeometry, sum};
+pub use crate::conv_kernel::ConvGeometry;
+use crate::conv_kernel::{self, sum};
 use crate::simd::{self, Kernel, Simd};
 
 /// Output pixels of a packed panel: a multiple of every microkernel's width.
@@ -78,6 +79,50 @@ pub const fn pays(geo: &ConvGeometry) -> bool {
     geo.out_per_group() >= 4 && geo.in_per_group() * geo.k * geo.k >= 4
 }
 
+/// The three passes of one implementation, with the signatures of [`forward`],
+/// [`weight_grad`] and [`input_grad`]: what a layer calls, picked once by [`kernels_for`].
+#[derive(Clone, Copy, Debug)]
+pub struct ConvKernels {
+    /// A name for messages: `"gemm"` or `"direct"`.
+    pub name: &'static str,
+    /// The forward pass.
+    pub forward: fn(&ConvGeometry, &[f32], &[f32], &[f32], &mut [f32]),
+    /// The parameter gradients, scaled and added.
+    pub weight_grad: fn(&ConvGeometry, &[f32], &[f32], &mut [f32], &mut [f32], f32),
+    /// The input gradient.
+    pub input_grad: fn(&ConvGeometry, &[f32], &[f32], &mut [f32]),
+}
+
+/// This module's kernels.
+pub const GEMM: ConvKernels = ConvKernels {
+    name: "gemm",
+    forward,
+    weight_grad,
+    input_grad,
+};
+
+/// The direct kernels of [`crate::conv_kernel`].
+pub const DIRECT: ConvKernels = ConvKernels {
+    name: "direct",
+    forward: conv_kernel::forward,
+    weight_grad: conv_kernel::weight_grad,
+    input_grad: conv_kernel::input_grad,
+};
+
+/// [`GEMM`] where it [`pays`], else [`DIRECT`]: a layer's `f32` kernels, as a constant.
+///
+/// ```
+/// use constnet::conv_gemm::{self, ConvGeometry};
+/// const DW: ConvGeometry = ConvGeometry {
+///     c_in: 8, c_out: 8, groups: 8, k: 3, stride: 1, pad: 1, h: 9, w: 9, oh: 9, ow: 9,
+/// };
+/// assert_eq!(conv_gemm::kernels_for(&DW).name, "direct");
+/// assert_eq!(conv_gemm::kernels_for(&ConvGeometry { groups: 1, ..DW }).name, "gemm");
+/// ```
+pub const fn kernels_for(geo: &ConvGeometry) -> &'static ConvKernels {
+    if pays(geo) { &GEMM } else { &DIRECT }
+}
+
 /// The left matrix of [`micro`], as the `MR` values of its column `d`.
 trait Panel<const MR: usize>: Copy {
     fn col(&self, d: usize) -> [f32; MR];
@@ -94,14 +139,15 @@ impl<const MR: usize> Panel<MR> for Rows<'_, MR> {
     }
 }
 
-/// Columns of `MR` values one after another: value `(r, d)` at `d·MR + r`.
+/// Columns of `MR` values at a stride: value `(r, d)` at `d·stride + r`.
 #[derive(Clone, Copy)]
-struct Packed<'a>(&'a [f32]);
+struct Strided<'a>(&'a [f32], usize);
 
-impl<const MR: usize> Panel<MR> for Packed<'_> {
+impl<const MR: usize> Panel<MR> for Strided<'_> {
     #[inline(always)]
     fn col(&self, d: usize) -> [f32; MR] {
-        core::array::from_fn(|r| self.0[d * MR..][..MR][r])
+        let col: &[f32; MR] = self.0[d * self.1..][..MR].try_into().unwrap();
+        *col
     }
 }
 
@@ -135,12 +181,8 @@ fn micro<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
 fn load_row<S: Simd, const NV: usize>(s: S, c: &[f32], at: usize, n: usize) -> [S::F; NV] {
     core::array::from_fn(|v| {
         let u = v * S::LANES;
-        if u + S::LANES <= n {
-            s.load(c, at + u)
-        } else if u < n {
-            let mut tail = [0.0f32; 16];
-            tail[..n - u].copy_from_slice(&c[at + u..at + n]);
-            s.load(&tail, 0)
+        if u < n {
+            s.load_partial(c, at + u, n - u)
         } else {
             s.splat(0.0)
         }
@@ -152,86 +194,109 @@ fn load_row<S: Simd, const NV: usize>(s: S, c: &[f32], at: usize, n: usize) -> [
 fn store_row<S: Simd, const NV: usize>(s: S, c: &mut [f32], at: usize, n: usize, v: [S::F; NV]) {
     for (i, v) in v.into_iter().enumerate() {
         let u = i * S::LANES;
-        if u + S::LANES <= n {
-            s.store(c, at + u, v);
-        } else if u < n {
-            let mut tail = [0.0f32; 16];
-            s.store(&mut tail, 0, v);
-            c[at + u..at + n].copy_from_slice(&tail[..n - u]);
+        if u < n {
+            s.store_partial(c, at + u, n - u, v);
         }
     }
 }
 
-/// For tap column `j`, the outputs `ox0 + t`, `t` in the returned `lo..hi` (within `0..n`),
-/// whose input column `(ox0 + t)·S + j − P` is on the map.
+/// `dst[a..b] = 0`, in vectors (a call to `memset` costs more than these few values).
 #[inline(always)]
-fn on_map(geo: &ConvGeometry, j: usize, ox0: usize, n: usize) -> (usize, usize) {
-    let s = geo.stride;
+fn zero<S: Simd>(s: S, dst: &mut [f32], (a, b): (usize, usize)) {
+    for u in (a..b).step_by(S::LANES) {
+        s.store_partial(dst, u, b - u, s.splat(0.0));
+    }
+}
+
+/// `dst = src`, in vectors.
+#[inline(always)]
+fn copy<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    for u in (0..n).step_by(S::LANES) {
+        s.store_partial(dst, u, n - u, s.load_partial(src, u, n - u));
+    }
+}
+
+/// A piece of an output row in a panel: pixels `ox0..ox0 + n` of row `oy`, at column `at`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Segment {
+    at: usize,
+    oy: usize,
+    ox0: usize,
+    n: usize,
+}
+
+/// The pieces of output rows that pixels `p0..p0 + pw` make, into `out`; returns how many.
+#[inline(always)]
+fn segments(geo: &ConvGeometry, (p0, pw): (usize, usize), out: &mut [Segment; PB]) -> usize {
+    let (mut c, mut count) = (0, 0);
+    while c < pw {
+        let p = p0 + c;
+        let (oy, ox0) = (p / geo.ow, p % geo.ow);
+        let n = (geo.ow - ox0).min(pw - c);
+        out[count] = Segment { at: c, oy, ox0, n };
+        (c, count) = (c + n, count + 1);
+    }
+    count
+}
+
+/// Row `kk` of `X̂`: its input channel, kernel row `i`, and the outputs `first..end` whose
+/// kernel column `j` falls on the map (`0 ≤ ox·S + j − P < w`), with `j`.
+#[inline(always)]
+fn tap(geo: &ConvGeometry, kk: usize) -> (usize, usize, usize, (usize, usize)) {
+    let (k, s) = (geo.k, geo.stride);
+    let (c, i, j) = (kk / (k * k), kk / k % k, kk % k);
     let first = geo.pad.saturating_sub(j).div_ceil(s);
     let end = (geo.w + geo.pad).saturating_sub(j).div_ceil(s);
-    let lo = first.saturating_sub(ox0).min(n);
-    (lo, end.saturating_sub(ox0).min(n).max(lo))
+    (c, i, j, (first, end))
 }
 
-/// The pieces of output rows that pixels `p0..p0 + pw` make: `(column in the panel, oy, ox0,
-/// length)`.
+/// Of segment `seg`, for a tap of kernel row `i` and outputs `first..end` on the map: the
+/// input row it reads (if on the map), and the range `lo..hi` of its pixels that read the map.
 #[inline(always)]
-fn segments(geo: &ConvGeometry, p0: usize, pw: usize) -> impl Iterator<Item = [usize; 4]> {
-    let ow = geo.ow;
-    let mut c = 0;
-    core::iter::from_fn(move || {
-        (c < pw).then(|| {
-            let p = p0 + c;
-            let (oy, ox0) = (p / ow, p % ow);
-            let n = (ow - ox0).min(pw - c);
-            c += n;
-            [c - n, oy, ox0, n]
-        })
-    })
+fn reads(
+    geo: &ConvGeometry,
+    seg: Segment,
+    i: usize,
+    (first, end): (usize, usize),
+) -> Option<(usize, usize, usize)> {
+    let iy = (seg.oy * geo.stride + i)
+        .checked_sub(geo.pad)
+        .filter(|&iy| iy < geo.h)?;
+    let lo = first.saturating_sub(seg.ox0).min(seg.n);
+    Some((iy, lo, end.saturating_sub(seg.ox0).min(seg.n).max(lo)))
 }
 
-/// Row `kk` of `X̂` as `(channel, i, j)`, and the input row tap row `i` of output row `oy`
-/// reads, if on the map.
+/// Packs rows `kk0..kk0 + kb` of `X̂` (of the group whose input channels are `x`) over the
+/// panel's `segs` (`pw` pixels) into `buf`, row `r` at `r·PB`, zeros from `pw` to [`PB`].
 #[inline(always)]
-fn tap(geo: &ConvGeometry, kk: usize, oy: usize) -> (usize, Option<usize>, usize) {
-    let k = geo.k;
-    let (c, i, j) = (kk / (k * k), kk / k % k, kk % k);
-    let iy = (oy * geo.stride + i).checked_sub(geo.pad);
-    (c, iy.filter(|&iy| iy < geo.h), j)
-}
-
-/// Packs rows `kk0..kk0 + kb` and pixels `p0..p0 + pw` of `X̂` (of the group whose input
-/// channels are `x`) into `buf`, row `r` at `r·PB`, zeros from `pw` to [`PB`].
-#[inline(always)]
-fn im2col(
+fn im2col<S: Simd>(
+    s: S,
     geo: &ConvGeometry,
     x: &[f32],
     (kk0, kb): (usize, usize),
-    (p0, pw): (usize, usize),
+    (segs, pw): (&[Segment], usize),
     buf: &mut [f32],
 ) {
-    let s = geo.stride;
+    let st = geo.stride;
     for (r, row) in buf.chunks_exact_mut(PB).take(kb).enumerate() {
-        row[pw..].fill(0.0);
-        for [at, oy, ox0, n] in segments(geo, p0, pw) {
-            let seg = &mut row[at..at + n];
-            let (c, iy, j) = tap(geo, kk0 + r, oy);
-            let Some(iy) = iy else {
-                seg.fill(0.0);
+        zero(s, row, (pw, PB));
+        let (c, i, j, on) = tap(geo, kk0 + r);
+        for &seg in segs {
+            let dst = &mut row[seg.at..seg.at + seg.n];
+            let Some((iy, lo, hi)) = reads(geo, seg, i, on) else {
+                zero(s, dst, (0, seg.n));
                 continue;
             };
-            let (lo, hi) = on_map(geo, j, ox0, n);
-            seg[..lo].fill(0.0);
-            seg[hi..].fill(0.0);
-            if lo < hi {
-                let x_row = &x[(c * geo.h + iy) * geo.w..][..geo.w];
-                let from = (ox0 + lo) * s + j - geo.pad;
-                if s == 1 {
-                    seg[lo..hi].copy_from_slice(&x_row[from..from + hi - lo]);
-                } else {
-                    for (v, &x) in seg[lo..hi].iter_mut().zip(x_row[from..].iter().step_by(s)) {
-                        *v = x;
-                    }
+            zero(s, dst, (0, lo));
+            zero(s, dst, (hi, seg.n));
+            let x_row = &x[(c * geo.h + iy) * geo.w..][..geo.w];
+            let from = (seg.ox0 + lo) * st + j - geo.pad;
+            if st == 1 {
+                copy(s, &x_row[from..from + hi - lo], &mut dst[lo..hi]);
+            } else {
+                for (v, &x) in dst[lo..hi].iter_mut().zip(x_row[from..].iter().step_by(st)) {
+                    *v = x;
                 }
             }
         }
@@ -241,28 +306,36 @@ fn im2col(
 /// The reverse of [`im2col`]: adds each value of `buf` (laid out as `im2col` packs) to the
 /// input pixel it stands for, where on the map.
 #[inline(always)]
-fn col2im(
+fn col2im<S: Simd>(
+    s: S,
     geo: &ConvGeometry,
     buf: &[f32],
     (kk0, kb): (usize, usize),
-    (p0, pw): (usize, usize),
+    segs: &[Segment],
     gi: &mut [f32],
 ) {
-    let s = geo.stride;
+    let st = geo.stride;
     for (r, row) in buf.chunks_exact(PB).take(kb).enumerate() {
-        for [at, oy, ox0, n] in segments(geo, p0, pw) {
-            let (c, Some(iy), j) = tap(geo, kk0 + r, oy) else {
+        let (c, i, j, on) = tap(geo, kk0 + r);
+        for &seg in segs {
+            let Some((iy, lo, hi)) = reads(geo, seg, i, on) else {
                 continue;
             };
-            let (lo, hi) = on_map(geo, j, ox0, n);
-            if lo < hi {
-                let gi_row = &mut gi[(c * geo.h + iy) * geo.w..][..geo.w];
-                let from = (ox0 + lo) * s + j - geo.pad;
-                for (g, &v) in gi_row[from..]
-                    .iter_mut()
-                    .step_by(s)
-                    .zip(&row[at + lo..at + hi])
-                {
+            let gi_row = &mut gi[(c * geo.h + iy) * geo.w..][..geo.w];
+            let from = (seg.ox0 + lo) * st + j - geo.pad;
+            let src = &row[seg.at + lo..seg.at + hi];
+            if st == 1 {
+                let n = hi - lo;
+                for u in (0..n).step_by(S::LANES) {
+                    let m = n - u;
+                    let sum = s.add(
+                        s.load_partial(gi_row, from + u, m),
+                        s.load_partial(src, u, m),
+                    );
+                    s.store_partial(gi_row, from + u, m, sum);
+                }
+            } else {
+                for (g, &v) in gi_row[from..].iter_mut().step_by(st).zip(src) {
                     *g += v;
                 }
             }
@@ -285,16 +358,18 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
     y: &mut [f32],
 ) {
     let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
-    let kdim = cig * geo.k * geo.k;
+    let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
     let nr = NV * S::LANES;
     let mut xcol = [0.0f32; KB * PB];
+    let mut segs = [Segment::default(); PB];
     for g in 0..geo.groups {
-        let xg = &x[g * cig * geo.h * geo.w..][..cig * geo.h * geo.w];
+        let xg = &x[g * map..][..map];
         let outs = g * cog..(g + 1) * cog;
         for p0 in (0..p_all).step_by(PB) {
             let pw = PB.min(p_all - p0);
+            let count = segments(geo, (p0, pw), &mut segs);
             for (kk0, kb) in blocks(kdim, KB) {
-                im2col(geo, xg, (kk0, kb), (p0, pw), &mut xcol);
+                im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), &mut xcol);
                 for o0 in outs.clone().step_by(MR) {
                     let mr = MR.min(outs.end - o0);
                     let rows = Rows(core::array::from_fn(|r| {
@@ -326,6 +401,33 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
+/// `gt[d·nr + o] = g[o·stride + d]` for `o < on`, `d < pw`, zero for `on ≤ o < nr`: a block
+/// of the output gradient transposed, in vectors where it holds whole ones.
+#[inline(always)]
+fn transpose_block<S: Simd>(
+    s: S,
+    g: &[f32],
+    stride: usize,
+    (on, pw): (usize, usize),
+    gt: &mut [f32],
+    nr: usize,
+) {
+    if on >= S::LANES && pw >= S::LANES {
+        simd::transpose(s, g, (on, pw, stride), gt, nr);
+    } else {
+        for (d, gt) in gt.chunks_exact_mut(nr).take(pw).enumerate() {
+            for (o, gt) in gt[..on].iter_mut().enumerate() {
+                *gt = g[o * stride + d];
+            }
+        }
+    }
+    if on < nr {
+        for gt in gt.chunks_exact_mut(nr).take(pw) {
+            zero(s, gt, (on, nr));
+        }
+    }
+}
+
 /// The weight gradient with `MR × NV` blocks: rows are taps, lanes output channels.
 #[inline(always)]
 fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
@@ -335,14 +437,15 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
     scale: f32,
 ) {
     let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
-    let kdim = cig * geo.k * geo.k;
+    let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
     let nr = NV * S::LANES;
     let mut xcol = [0.0f32; WKB * PB];
+    let mut segs = [Segment::default(); PB];
     // The output gradient transposed, `[pixel][output channel]`, and the sums `[tap][channel]`.
     let mut gt = [0.0f32; PB * MAX_NR];
     let mut sums = [0.0f32; WKB * MAX_NR];
     for grp in 0..geo.groups {
-        let xg = &x[grp * cig * geo.h * geo.w..][..cig * geo.h * geo.w];
+        let xg = &x[grp * map..][..map];
         let outs = grp * cog..(grp + 1) * cog;
         for (kk0, kb) in blocks(kdim, WKB) {
             for o0 in outs.clone().step_by(nr) {
@@ -350,16 +453,9 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
                 sums[..kb * nr].fill(0.0);
                 for p0 in (0..p_all).step_by(PB) {
                     let pw = PB.min(p_all - p0);
-                    im2col(geo, xg, (kk0, kb), (p0, pw), &mut xcol);
-                    for (d, gt) in gt.chunks_exact_mut(nr).take(pw).enumerate() {
-                        for (o, gt) in gt.iter_mut().enumerate() {
-                            *gt = if o < on {
-                                g[(o0 + o) * p_all + p0 + d]
-                            } else {
-                                0.0
-                            };
-                        }
-                    }
+                    let count = segments(geo, (p0, pw), &mut segs);
+                    im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), &mut xcol);
+                    transpose_block(s, &g[o0 * p_all + p0..], p_all, (on, pw), &mut gt, nr);
                     for r0 in (0..kb).step_by(MR) {
                         let mr = MR.min(kb - r0);
                         let rows = Rows(core::array::from_fn(|r| {
@@ -400,34 +496,43 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
     gi: &mut [f32],
 ) {
     let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
-    let kdim = cig * geo.k * geo.k;
+    let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
     let nr = NV * S::LANES;
     gi.fill(0.0);
-    // A block of the output gradient `[channel][pixel]`, the products `[tap][pixel]`, and a
-    // block of the transposed weights, `[channel][tap]`.
+    // A block of the output gradient `[channel][pixel]`, the products `[tap][pixel]`, and the
+    // transposed weights of a last, partial block of taps, `[channel][tap]`.
     let mut gy = [0.0f32; IOB * PB];
     let mut gcol = [0.0f32; IKB * PB];
     let mut wt = [0.0f32; IOB * MAX_MR];
+    let mut segs = [Segment::default(); PB];
     for grp in 0..geo.groups {
-        let gig = &mut gi[grp * cig * geo.h * geo.w..][..cig * geo.h * geo.w];
+        let gig = &mut gi[grp * map..][..map];
         let outs = grp * cog..(grp + 1) * cog;
         for p0 in (0..p_all).step_by(PB) {
             let pw = PB.min(p_all - p0);
+            let count = segments(geo, (p0, pw), &mut segs);
             for (kk0, kb) in blocks(kdim, IKB) {
                 for ob0 in outs.clone().step_by(IOB) {
                     let obn = IOB.min(outs.end - ob0);
                     for (o, row) in gy.chunks_exact_mut(PB).take(obn).enumerate() {
                         let at = (ob0 + o) * p_all + p0;
-                        row[..pw].copy_from_slice(&g[at..at + pw]);
-                        row[pw..].fill(0.0);
+                        copy(s, &g[at..at + pw], &mut row[..pw]);
+                        zero(s, row, (pw, PB));
                     }
                     for r0 in (0..kb).step_by(MR) {
                         let mr = MR.min(kb - r0);
-                        for (o, wt) in wt.chunks_exact_mut(MR).take(obn).enumerate() {
-                            let at = (ob0 + o) * kdim + kk0 + r0;
-                            wt[..mr].copy_from_slice(&w[at..at + mr]);
-                            wt[mr..].fill(0.0);
-                        }
+                        // Column `o` of the weights' block: `MR` taps of filter `o`, in place
+                        // (a whole block) or copied (the last one, zeros past the taps).
+                        let wt = if mr == MR {
+                            Strided(&w[ob0 * kdim + kk0 + r0..], kdim)
+                        } else {
+                            for (o, wt) in wt.chunks_exact_mut(MR).take(obn).enumerate() {
+                                let at = (ob0 + o) * kdim + kk0 + r0;
+                                wt[..mr].copy_from_slice(&w[at..at + mr]);
+                                wt[mr..].fill(0.0);
+                            }
+                            Strided(&wt[..], MR)
+                        };
                         for pt in (0..pw).step_by(nr) {
                             let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
                                 if r < mr && ob0 != outs.start {
@@ -436,14 +541,14 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
                                     [s.splat(0.0); NV]
                                 }
                             });
-                            micro(s, Packed(&wt), (&gy[pt..], PB), obn, &mut c);
+                            micro(s, wt, (&gy[pt..], PB), obn, &mut c);
                             for (r, c) in c.into_iter().enumerate().take(mr) {
                                 store_row(s, &mut gcol, (r0 + r) * PB + pt, nr, c);
                             }
                         }
                     }
                 }
-                col2im(geo, &gcol, (kk0, kb), (p0, pw), gig);
+                col2im(s, geo, &gcol, (kk0, kb), &segs[..count], gig);
             }
         }
     }
