@@ -125,6 +125,8 @@ pub const fn kernels_for(geo: &ConvGeometry) -> &'static ConvKernels {
 
 /// The left matrix of [`micro`], as the `MR` values of its column `d`.
 trait Panel<const MR: usize>: Copy {
+    /// Panics unless columns `0..depth` are there (so that [`Panel::col`] checks no bound).
+    fn check(&self, depth: usize);
     fn col(&self, d: usize) -> [f32; MR];
 }
 
@@ -133,6 +135,10 @@ trait Panel<const MR: usize>: Copy {
 struct Rows<'a, const MR: usize>([&'a [f32]; MR]);
 
 impl<const MR: usize> Panel<MR> for Rows<'_, MR> {
+    #[inline(always)]
+    fn check(&self, depth: usize) {
+        assert!(self.0.iter().all(|row| row.len() >= depth));
+    }
     #[inline(always)]
     fn col(&self, d: usize) -> [f32; MR] {
         core::array::from_fn(|r| self.0[r][d])
@@ -144,6 +150,10 @@ impl<const MR: usize> Panel<MR> for Rows<'_, MR> {
 struct Strided<'a>(&'a [f32], usize);
 
 impl<const MR: usize> Panel<MR> for Strided<'_> {
+    #[inline(always)]
+    fn check(&self, depth: usize) {
+        assert!(depth == 0 || self.0.len() >= (depth - 1) * self.1 + MR);
+    }
     #[inline(always)]
     fn col(&self, d: usize) -> [f32; MR] {
         let col: &[f32; MR] = self.0[d * self.1..][..MR].try_into().unwrap();
@@ -161,6 +171,8 @@ fn micro<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
     depth: usize,
     c: &mut [[S::F; NV]; MR],
 ) {
+    a.check(depth);
+    assert!(depth == 0 || b.len() >= (depth - 1) * ldb + NV * S::LANES);
     let mut acc = *c;
     for d in 0..depth {
         let row = &b[d * ldb..][..NV * S::LANES];
@@ -240,15 +252,51 @@ fn segments(geo: &ConvGeometry, (p0, pw): (usize, usize), out: &mut [Segment; PB
     count
 }
 
-/// Row `kk` of `X̂`: its input channel, kernel row `i`, and the outputs `first..end` whose
-/// kernel column `j` falls on the map (`0 ≤ ox·S + j − P < w`), with `j`.
-#[inline(always)]
-fn tap(geo: &ConvGeometry, kk: usize) -> (usize, usize, usize, (usize, usize)) {
-    let (k, s) = (geo.k, geo.stride);
-    let (c, i, j) = (kk / (k * k), kk / k % k, kk % k);
-    let first = geo.pad.saturating_sub(j).div_ceil(s);
-    let end = (geo.w + geo.pad).saturating_sub(j).div_ceil(s);
-    (c, i, j, (first, end))
+/// The rows of `X̂` from `kk0` on, one after another: each row's input channel `c`, kernel
+/// row `i` and column `j`, and the outputs `first..end` whose column `j` falls on the map
+/// (`0 ≤ ox·S + j − P < w`). Counted up, not divided out: a division per row cost more
+/// than packing it.
+#[derive(Clone, Copy, Debug)]
+struct Taps {
+    c: usize,
+    i: usize,
+    j: usize,
+}
+
+impl Taps {
+    #[inline(always)]
+    fn from(geo: &ConvGeometry, kk0: usize) -> Taps {
+        let k = geo.k;
+        Taps {
+            c: kk0 / (k * k),
+            i: kk0 / k % k,
+            j: kk0 % k,
+        }
+    }
+
+    /// The current row's `(c, i, j, (first, end))`, then on to the next row.
+    #[inline(always)]
+    fn next(&mut self, geo: &ConvGeometry) -> (usize, usize, usize, (usize, usize)) {
+        let Taps { c, i, j } = *self;
+        let (first, end) = (
+            geo.pad.saturating_sub(j),
+            (geo.w + geo.pad).saturating_sub(j),
+        );
+        let on = match geo.stride {
+            1 => (first, end),
+            s => (first.div_ceil(s), end.div_ceil(s)),
+        };
+        self.j += 1;
+        if self.j == geo.k {
+            self.j = 0;
+            self.i += 1;
+            if self.i == geo.k {
+                self.i = 0;
+                self.c += 1;
+            }
+        }
+        (c, i, j, on)
+    }
 }
 
 /// Of segment `seg`, for a tap of kernel row `i` and outputs `first..end` on the map: the
@@ -279,9 +327,10 @@ fn im2col<S: Simd>(
     buf: &mut [f32],
 ) {
     let st = geo.stride;
-    for (r, row) in buf.chunks_exact_mut(PB).take(kb).enumerate() {
+    let mut taps = Taps::from(geo, kk0);
+    for row in buf.chunks_exact_mut(PB).take(kb) {
         zero(s, row, (pw, PB));
-        let (c, i, j, on) = tap(geo, kk0 + r);
+        let (c, i, j, on) = taps.next(geo);
         for &seg in segs {
             let dst = &mut row[seg.at..seg.at + seg.n];
             let Some((iy, lo, hi)) = reads(geo, seg, i, on) else {
@@ -290,6 +339,9 @@ fn im2col<S: Simd>(
             };
             zero(s, dst, (0, lo));
             zero(s, dst, (hi, seg.n));
+            if lo == hi {
+                continue;
+            }
             let x_row = &x[(c * geo.h + iy) * geo.w..][..geo.w];
             let from = (seg.ox0 + lo) * st + j - geo.pad;
             if st == 1 {
@@ -315,10 +367,11 @@ fn col2im<S: Simd>(
     gi: &mut [f32],
 ) {
     let st = geo.stride;
-    for (r, row) in buf.chunks_exact(PB).take(kb).enumerate() {
-        let (c, i, j, on) = tap(geo, kk0 + r);
+    let mut taps = Taps::from(geo, kk0);
+    for row in buf.chunks_exact(PB).take(kb) {
+        let (c, i, j, on) = taps.next(geo);
         for &seg in segs {
-            let Some((iy, lo, hi)) = reads(geo, seg, i, on) else {
+            let Some((iy, lo, hi)) = reads(geo, seg, i, on).filter(|&(_, lo, hi)| lo < hi) else {
                 continue;
             };
             let gi_row = &mut gi[(c * geo.h + iy) * geo.w..][..geo.w];

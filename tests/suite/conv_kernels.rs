@@ -15,7 +15,7 @@
 //! a doubled one moves a value by a whole term: `Σ|term| / n` on average, far above `n·u·Σ|term|`
 //! for the `n` these tests use (at most a few hundred).
 
-use constnet::conv_gemm;
+use constnet::conv_gemm::{self, ConvKernels};
 use constnet::conv_kernel::{self, ConvGeometry};
 use constnet::simd::{Isa, with_isa};
 use proptest::prelude::*;
@@ -109,29 +109,8 @@ fn reference(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], g: &[f32]) -> 
     r
 }
 
-/// One implementation of the three passes, with the signatures of `conv_kernel`'s.
-struct Kernels {
-    name: &'static str,
-    forward: fn(&ConvGeometry, &[f32], &[f32], &[f32], &mut [f32]),
-    weight_grad: fn(&ConvGeometry, &[f32], &[f32], &mut [f32], &mut [f32], f32),
-    input_grad: fn(&ConvGeometry, &[f32], &[f32], &mut [f32]),
-}
-
 /// The direct kernels and the matrix-product ones: each must equal the reference alone.
-const KERNELS: [Kernels; 2] = [
-    Kernels {
-        name: "direct",
-        forward: conv_kernel::forward,
-        weight_grad: conv_kernel::weight_grad,
-        input_grad: conv_kernel::input_grad,
-    },
-    Kernels {
-        name: "gemm",
-        forward: conv_gemm::forward,
-        weight_grad: conv_gemm::weight_grad,
-        input_grad: conv_gemm::input_grad,
-    },
-];
+const KERNELS: [ConvKernels; 2] = [conv_gemm::DIRECT, conv_gemm::GEMM];
 
 /// [`check_kernels_of`] for the direct kernels and the matrix-product ones.
 fn check_kernels(geo: &ConvGeometry, values: &[f32]) {
@@ -142,7 +121,7 @@ fn check_kernels(geo: &ConvGeometry, values: &[f32]) {
 
 /// Forward, weight and bias gradient (added to a prefilled buffer, and scaled) and input
 /// gradient (written over NaN) of `kernels` on every instruction set, against [`reference`].
-fn check_kernels_of(kernels: &Kernels, geo: &ConvGeometry, values: &[f32]) {
+fn check_kernels_of(kernels: &ConvKernels, geo: &ConvGeometry, values: &[f32]) {
     let draw = |len: usize, from: usize| -> Vec<f32> {
         (0..len)
             .map(|i| values[(from + 7 * i) % values.len()])
@@ -344,6 +323,97 @@ fn input_that_no_window_reads_reaches_nothing() {
             assert_eq!(exact(&gb), r.gb, "{name} bias grad on {isa:?}");
         });
     }
+}
+
+/// `c_in → c_out`, `k`×`k` at `stride` with `pad`, on `h`×`w` maps, in `groups` groups.
+fn geo(
+    (c_in, c_out, groups): (usize, usize, usize),
+    (k, stride, pad): (usize, usize, usize),
+    (h, w): (usize, usize),
+) -> ConvGeometry {
+    ConvGeometry {
+        c_in,
+        c_out,
+        groups,
+        k,
+        stride,
+        pad,
+        h,
+        w,
+        oh: constnet::conv_out(h, k, stride, pad),
+        ow: constnet::conv_out(w, k, stride, pad),
+    }
+    .checked()
+}
+
+/// Every convolution of ResNet-20 (stem, 3×3 at stride 1 and 2, 1×1 projections), on both
+/// kernels; then ResNet-18's, VGG's and AlexNet's larger ones at their real sizes on
+/// the matrix-product kernels: several blocks of taps (up to 4,608 rows), of output
+/// channels (512) and of pixels (up to 50,176), two groups.
+#[test]
+fn kernels_equal_the_reference_on_resnet_and_vgg_layers() {
+    let values: Vec<f32> = (0..997)
+        .map(|i| ((i * 59 % 113) as f32 / 56.0) - 1.0)
+        .collect();
+    let resnet20 = [
+        geo((1, 16, 1), (3, 1, 1), (32, 32)),
+        geo((16, 16, 1), (3, 1, 1), (32, 32)),
+        geo((16, 32, 1), (3, 2, 1), (32, 32)),
+        geo((16, 32, 1), (1, 2, 0), (32, 32)),
+        geo((32, 32, 1), (3, 1, 1), (16, 16)),
+        geo((32, 64, 1), (3, 2, 1), (16, 16)),
+        geo((32, 64, 1), (1, 2, 0), (16, 16)),
+        geo((64, 64, 1), (3, 1, 1), (8, 8)),
+    ];
+    for g in resnet20 {
+        check_kernels(&g, &values);
+    }
+    // The larger layers on the matrix-product kernels only (the direct ones take seconds).
+    for g in [
+        geo((3, 64, 1), (7, 2, 3), (224, 224)),  // ResNet-18's stem
+        geo((64, 64, 1), (3, 1, 1), (56, 56)),   // ResNet-18's layer1
+        geo((256, 512, 1), (1, 2, 0), (14, 14)), // its last projection
+        geo((512, 512, 1), (3, 1, 1), (7, 7)),   // its layer4
+        geo((3, 64, 1), (3, 1, 1), (224, 224)),  // VGG's first
+        geo((128, 128, 1), (3, 1, 1), (28, 28)), // a VGG-style 3×3 of 1,152 taps
+        geo((96, 256, 2), (5, 1, 2), (27, 27)),  // AlexNet's grouped conv2
+    ] {
+        check_kernels_of(&conv_gemm::GEMM, &g, &values);
+    }
+}
+
+/// The matrix-product kernels give the same bits on every call, from any thread, with
+/// other threads running them at the same time: no sum depends on anything but the
+/// geometry and the numbers.
+#[test]
+fn gemm_kernels_are_deterministic_across_calls_and_threads() {
+    let g = geo((32, 64, 1), (3, 2, 1), (17, 15));
+    let x: Vec<f32> = (0..g.input_len())
+        .map(|i| ((i * 31 % 97) as f32).sin())
+        .collect();
+    let w: Vec<f32> = (0..g.weight_len())
+        .map(|i| ((i * 17 % 89) as f32).cos())
+        .collect();
+    let dy: Vec<f32> = (0..g.output_len())
+        .map(|i| ((i * 7 % 83) as f32).sin())
+        .collect();
+    let run = || {
+        let mut y = vec![0.0f32; g.output_len()];
+        conv_gemm::forward(&g, &x, &w, &[0.25; 64], &mut y);
+        let (mut gw, mut gb) = (vec![0.0f32; g.weight_len()], vec![0.0f32; 64]);
+        conv_gemm::weight_grad(&g, &x, &dy, &mut gw, &mut gb, 1.0);
+        let mut gi = vec![0.0f32; g.input_len()];
+        conv_gemm::input_grad(&g, &w, &dy, &mut gi);
+        [y, gw, gb, gi].map(|v| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    let first = run();
+    assert_eq!(run(), first, "a second call");
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4).map(|_| scope.spawn(run)).collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), first, "another thread");
+        }
+    });
 }
 
 #[test]

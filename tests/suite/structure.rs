@@ -30,6 +30,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "simd",
             "lane_layout",
             "conv_kernel",
+            "conv_gemm",
             "conv_fast",
             "conv_fast_backward",
             "conv_lanes",
