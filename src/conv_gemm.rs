@@ -79,6 +79,14 @@ pub const fn pays(geo: &ConvGeometry) -> bool {
     geo.out_per_group() >= 4 && geo.in_per_group() * geo.k * geo.k >= 4
 }
 
+/// [`forward`]'s signature: geometry, input, weights, biases, output.
+pub type ForwardFn = fn(&ConvGeometry, &[f32], &[f32], &[f32], &mut [f32]);
+/// [`weight_grad`]'s signature: geometry, input, output gradient, weight and bias gradients,
+/// scale.
+pub type WeightGradFn = fn(&ConvGeometry, &[f32], &[f32], &mut [f32], &mut [f32], f32);
+/// [`input_grad`]'s signature: geometry, weights, output gradient, input gradient.
+pub type InputGradFn = fn(&ConvGeometry, &[f32], &[f32], &mut [f32]);
+
 /// The three passes of one implementation, with the signatures of [`forward`],
 /// [`weight_grad`] and [`input_grad`]: what a layer calls, picked once by [`kernels_for`].
 #[derive(Clone, Copy, Debug)]
@@ -86,11 +94,11 @@ pub struct ConvKernels {
     /// A name for messages: `"gemm"` or `"direct"`.
     pub name: &'static str,
     /// The forward pass.
-    pub forward: fn(&ConvGeometry, &[f32], &[f32], &[f32], &mut [f32]),
+    pub forward: ForwardFn,
     /// The parameter gradients, scaled and added.
-    pub weight_grad: fn(&ConvGeometry, &[f32], &[f32], &mut [f32], &mut [f32], f32),
+    pub weight_grad: WeightGradFn,
     /// The input gradient.
-    pub input_grad: fn(&ConvGeometry, &[f32], &[f32], &mut [f32]),
+    pub input_grad: InputGradFn,
 }
 
 /// This module's kernels.
