@@ -31,6 +31,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "lane_layout",
             "conv_kernel",
             "conv_gemm",
+            "conv_gemm_micro",
             "conv_fast",
             "conv_fast_backward",
             "conv_lanes",
