@@ -3,12 +3,13 @@
 //! The layer, its reference loops and its passes are here; its `f32` kernels are apart:
 //! LeNet-5's tuned ones in `conv_fast` and `conv_fast_backward`, their lane versions (16
 //! samples per vector) in `conv_lanes` and `conv_lanes_backward`, and every other geometry's
-//! in [`crate::conv_kernel`].
+//! in [`crate::conv_gemm`] (or [`crate::conv_kernel`], where a matrix product does not pay).
 
 use rand::Rng;
 
 use crate::batch::BatchLayer;
-use crate::conv_kernel::{self, ConvGeometry};
+use crate::conv_gemm::{self, ConvKernels};
+use crate::conv_kernel::ConvGeometry;
 use crate::fused::SgdLayer;
 use crate::lanes::{LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put};
 use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
@@ -124,6 +125,11 @@ impl<
         (r < H && c < W).then_some((r, c))
     }
 
+    /// The kernels of the geometries that are not [`Conv2d::FAST`]: the matrix product of
+    /// [`crate::conv_gemm`] where it pays, the direct kernels of [`crate::conv_kernel`]
+    /// otherwise.
+    const KERNELS: &'static ConvKernels = conv_gemm::kernels_for(&Self::GEOMETRY);
+
     /// Whether the `f32` passes use LeNet's tuned kernels (`conv_fast`): stride 1, no
     /// padding, and buffers that fit on a thread's stack; [`crate::conv_kernel`] takes the rest.
     const FAST: bool = conv_fast::takes(&Self::GEOMETRY);
@@ -155,7 +161,7 @@ impl<
             conv_fast::forward::<CI, CO, K, H, W, OH, OW>(x, (w, wt), b, y);
         } else {
             // Any other geometry: one set of kernels for every shape.
-            conv_kernel::forward(&Self::GEOMETRY, x, w, b, y);
+            (Self::KERNELS.forward)(&Self::GEOMETRY, x, w, b, y);
         }
     }
 
@@ -201,7 +207,7 @@ impl<
         }
     }
 
-    /// The input gradient by the kernels of [`crate::conv_kernel`], for the `f32` geometries
+    /// The input gradient by [`Conv2d::KERNELS`], for the `f32` geometries
     /// that are not [`Conv2d::FAST`], with `self`'s weights.
     fn input_grad_any_geometry(
         &self,
@@ -215,11 +221,11 @@ impl<
                 T::as_f32_mut(gi.flat_mut()),
             )
         {
-            conv_kernel::input_grad(&Self::GEOMETRY, w, g, gi);
+            (Self::KERNELS.input_grad)(&Self::GEOMETRY, w, g, gi);
         }
     }
 
-    /// `grads += scale · ∂E/∂parameters` by the kernel of [`crate::conv_kernel`] (`grads` may
+    /// `grads += scale · ∂E/∂parameters` by [`Conv2d::KERNELS`] (`grads` may
     /// be the layer itself: `scale = −lr` is an SGD step).
     fn param_grad_any_geometry(
         input: &Maps<T, CI, H, W>,
@@ -238,7 +244,7 @@ impl<
             T::as_f32_mut(weight),
             T::as_f32_mut(bias),
         ) {
-            conv_kernel::weight_grad(&Self::GEOMETRY, x, g, gw, gb, scale);
+            (Self::KERNELS.weight_grad)(&Self::GEOMETRY, x, g, gw, gb, scale);
         }
     }
 

@@ -186,7 +186,7 @@ impl ConvGeometry {
 
     /// Panics unless the geometry holds and the slices have its lengths.
     #[track_caller]
-    fn check(&self, lens: &[(usize, usize, &str)]) {
+    pub(crate) fn check(&self, lens: &[(usize, usize, &str)]) {
         let _ = self.checked();
         for &(got, want, what) in lens {
             assert_eq!(
@@ -319,7 +319,7 @@ fn scatter_add(acc: &[f32], geo: &ConvGeometry, cols: Cols, taps: Taps, row: &mu
 
 /// `Σ v`, in 4 vectors of partial sums.
 #[inline(always)]
-fn sum<S: Simd>(s: S, v: &[f32]) -> f32 {
+pub(crate) fn sum<S: Simd>(s: S, v: &[f32]) -> f32 {
     let mut acc = [s.splat(0.0); 4];
     let mut chunks = v.chunks_exact(4 * S::LANES);
     for chunk in &mut chunks {

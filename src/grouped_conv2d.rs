@@ -58,7 +58,8 @@
 
 use rand::Rng;
 
-use crate::conv_kernel::{self, ConvGeometry};
+use crate::conv_gemm::{self, ConvKernels};
+use crate::conv_kernel::ConvGeometry;
 use crate::fused::SgdLayer;
 use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
 use crate::scalar::Scalar;
@@ -76,7 +77,8 @@ use crate::tensor::{Maps, Tensor};
 /// cannot compute `CI / G` in a type, and checked at compile time with the other rules (`G`
 /// divides `CI` and `CO`, PyTorch's output size; see the [module](self) for each error).
 ///
-/// `f32` passes run the SIMD kernels of [`crate::conv_kernel`], on the best instruction set
+/// `f32` passes run the SIMD kernels of [`crate::conv_gemm`] (or, for a depthwise
+/// convolution, [`crate::conv_kernel`]), on the best instruction set
 /// of the CPU, for any shape; `f64` passes run the plain loops of
 /// [`GroupedConv2d::forward_reference`] and [`GroupedConv2d::backward_reference`].
 ///
@@ -218,6 +220,11 @@ impl<
         }
         .checked()
     };
+
+    /// The `f32` kernels: the matrix product of [`crate::conv_gemm`] where it pays (a few
+    /// output channels per group or more), the direct kernels of [`crate::conv_kernel`]
+    /// otherwise (a depthwise convolution).
+    const KERNELS: &'static ConvKernels = conv_gemm::kernels_for(&Self::GEOMETRY);
 
     /// Input pixel `(y·S + i − P, x·S + j − P)` for output `(y, x)` and tap `(i, j)`, or
     /// `None` when it falls in the zero padding.
@@ -382,7 +389,7 @@ impl<
             f32s([input.flat(), self.param(0), &self.bias]),
             T::as_f32_mut(output.flat_mut()),
         ) {
-            conv_kernel::forward(&Self::GEOMETRY, x, w, b, y);
+            (Self::KERNELS.forward)(&Self::GEOMETRY, x, w, b, y);
         } else {
             self.forward_reference(input, output);
         }
@@ -408,9 +415,9 @@ impl<
         let (Some(gw), Some(gb)) = (T::as_f32_mut(weight), T::as_f32_mut(bias)) else {
             unreachable!("T is f32")
         };
-        conv_kernel::weight_grad(&Self::GEOMETRY, x, g, gw, gb, 1.0);
+        (Self::KERNELS.weight_grad)(&Self::GEOMETRY, x, g, gw, gb, 1.0);
         if let Some(gi) = grad_input.and_then(|gi| T::as_f32_mut(gi.flat_mut())) {
-            conv_kernel::input_grad(&Self::GEOMETRY, w, g, gi);
+            (Self::KERNELS.input_grad)(&Self::GEOMETRY, w, g, gi);
         }
     }
 
@@ -486,7 +493,7 @@ impl<
         };
         if let (Some(gi), Some(w)) = (grad_input, T::as_f32(self.param(0))) {
             let gi = T::as_f32_mut(gi.flat_mut()).expect("T is f32");
-            conv_kernel::input_grad(&Self::GEOMETRY, w, g, gi);
+            (Self::KERNELS.input_grad)(&Self::GEOMETRY, w, g, gi);
         }
         let lr = lr.to_f64() as f32;
         let GroupedConv2d { weight, bias } = self;
@@ -497,7 +504,7 @@ impl<
         let (Some(w), Some(b)) = (T::as_f32_mut(weight), T::as_f32_mut(bias)) else {
             unreachable!("T is f32")
         };
-        conv_kernel::weight_grad(&Self::GEOMETRY, x, g, w, b, -lr);
+        (Self::KERNELS.weight_grad)(&Self::GEOMETRY, x, g, w, b, -lr);
     }
 }
 

@@ -73,6 +73,8 @@ pub mod concat;
 pub mod conv2d;
 mod conv_fast;
 mod conv_fast_backward;
+pub mod conv_gemm;
+mod conv_gemm_micro;
 pub mod conv_kernel;
 mod conv_lanes;
 mod conv_lanes_backward;

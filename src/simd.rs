@@ -73,6 +73,26 @@ pub trait Simd: Copy + Debug {
     /// vectors. For `a = [0, 2, 4, 6]`, `b = [1, 3, 5, 7]`, `([0, 1, 2, 3], [4, 5, 6, 7])`.
     fn interleave(self, a: Self::F, b: Self::F) -> (Self::F, Self::F);
 
+    /// The first `n` lanes from `s[at..at + n]`, zeros in the others (`n` may exceed
+    /// `LANES`: then a whole vector). Panics if `at + min(n, LANES) > s.len()`.
+    /// AVX2 and AVX-512 load with a mask, touching no memory past the `n` values.
+    #[inline(always)]
+    fn load_partial(self, s: &[f32], at: usize, n: usize) -> Self::F {
+        let n = n.min(Self::LANES);
+        let mut lanes = [0.0f32; 16];
+        lanes[..n].copy_from_slice(&s[at..at + n]);
+        self.load(&lanes, 0)
+    }
+    /// Writes the first `n` lanes of `v` to `s[at..at + n]` and nothing else (all lanes if
+    /// `n ≥ LANES`). Panics if `at + min(n, LANES) > s.len()`.
+    #[inline(always)]
+    fn store_partial(self, s: &mut [f32], at: usize, n: usize, v: Self::F) {
+        let n = n.min(Self::LANES);
+        let mut lanes = [0.0f32; 16];
+        self.store(&mut lanes, 0, v);
+        s[at..at + n].copy_from_slice(&lanes[..n]);
+    }
+
     /// `max(y, 0)` as [`crate::Relu`] computes it: a NaN passes, −0 becomes +0 (`0 > y ? 0
     /// : y + 0`).
     #[inline(always)]
@@ -460,6 +480,19 @@ mod x86 {
         k.run(Avx512(()))
     }
 
+    /// Lanes `0..n` of an AVX2 mask (`n ≤ 8`): all bits set in a lane `i < n`, none after.
+    #[inline(always)]
+    fn mask8(n: usize) -> __m256i {
+        // SAFETY: called only from `Avx2`'s and `Avx512`'s methods, which run only where
+        // avx2 is present (see `Avx2::splat`).
+        unsafe {
+            _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(n as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            )
+        }
+    }
+
     impl Simd for Sse2 {
         const LANES: usize = 4;
         type F = __m128;
@@ -681,6 +714,21 @@ mod x86 {
                 )
             }
         }
+        #[inline(always)]
+        fn load_partial(self, s: &[f32], at: usize, n: usize) -> __m256 {
+            let n = n.min(8);
+            let s = &s[at..at + n];
+            // SAFETY: avx2 is present (see `splat`); the mask enables lanes `0..n` only, and
+            // `s` holds those `n` floats: a masked-off lane is neither read nor faults.
+            unsafe { _mm256_maskload_ps(s.as_ptr(), mask8(n)) }
+        }
+        #[inline(always)]
+        fn store_partial(self, s: &mut [f32], at: usize, n: usize, v: __m256) {
+            let n = n.min(8);
+            let s = &mut s[at..at + n];
+            // SAFETY: as in `load_partial`: lanes `0..n` are written, to the `n` floats of `s`.
+            unsafe { _mm256_maskstore_ps(s.as_mut_ptr(), mask8(n), v) }
+        }
     }
 
     impl Simd for Avx512 {
@@ -793,6 +841,22 @@ mod x86 {
                     _mm512_permutex2var_ps(a, high, b),
                 )
             }
+        }
+        #[inline(always)]
+        fn load_partial(self, s: &[f32], at: usize, n: usize) -> __m512 {
+            let n = n.min(16);
+            let s = &s[at..at + n];
+            // SAFETY: avx512f is present (see `splat`); mask bit `i` is set for `i < n`
+            // only, and `s` holds those `n` floats: masked-off lanes are not read (their
+            // faults are suppressed) and come back zero.
+            unsafe { _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, s.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store_partial(self, s: &mut [f32], at: usize, n: usize, v: __m512) {
+            let n = n.min(16);
+            let s = &mut s[at..at + n];
+            // SAFETY: as in `load_partial`: lanes `0..n` are written, to the `n` floats of `s`.
+            unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr(), ((1u32 << n) - 1) as u16, v) }
         }
     }
 }
@@ -961,6 +1025,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// For every `n` up to `LANES + 1`: `load_partial` of a slice holding exactly
+    /// `min(n, LANES)` values at its end, and `store_partial` of it back into a slice of that
+    /// size and into a longer one whose other values must stay.
+    struct Partial;
+    impl Kernel for Partial {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            let lanes = S::LANES;
+            for n in 0..=lanes + 1 {
+                let m = n.min(lanes);
+                let src: Vec<f32> = (0..3 + m).map(|i| i as f32 + 1.0).collect();
+                let v = s.load_partial(&src, 3, n);
+                let mut out = [f32::NAN; 16];
+                s.store(&mut out, 0, v);
+                for (i, &o) in out[..lanes].iter().enumerate() {
+                    let want = if i < m { (i + 4) as f32 } else { 0.0 };
+                    assert_eq!(o, want, "load_partial {n} lane {i}");
+                }
+                let mut exact = vec![-1.0f32; 2 + m];
+                s.store_partial(&mut exact, 2, n, v);
+                assert_eq!(exact[..2], [-1.0, -1.0]);
+                assert_eq!(exact[2..], src[3..], "store_partial {n}");
+                let mut long = [-1.0f32; 40];
+                s.store_partial(&mut long, 5, n, v);
+                for (i, &l) in long.iter().enumerate() {
+                    let want = if (5..5 + m).contains(&i) {
+                        (i - 1) as f32
+                    } else {
+                        -1.0
+                    };
+                    assert_eq!(l, want, "store_partial {n} into a long slice at {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_available_isa_loads_and_stores_the_first_n_lanes_only() {
+        for isa in Isa::ALL.into_iter().filter(|i| i.available()) {
+            with_isa(isa, || dispatch(Partial));
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    #[should_panic]
+    fn partial_loads_are_bounds_checked() {
+        struct Over;
+        impl Kernel for Over {
+            type Output = ();
+            fn run<S: Simd>(self, s: S) {
+                // 3 values asked for where 2 are (every x86-64 vector has at least 4 lanes)
+                let _ = s.load_partial(&[1.0, 2.0], 0, 3);
+            }
+        }
+        dispatch(Over);
     }
 
     struct LaneCount;

@@ -15,6 +15,7 @@
 //! a doubled one moves a value by a whole term: `Σ|term| / n` on average, far above `n·u·Σ|term|`
 //! for the `n` these tests use (at most a few hundred).
 
+use constnet::conv_gemm::{self, ConvKernels};
 use constnet::conv_kernel::{self, ConvGeometry};
 use constnet::simd::{Isa, with_isa};
 use proptest::prelude::*;
@@ -108,9 +109,19 @@ fn reference(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], g: &[f32]) -> 
     r
 }
 
-/// Forward, weight and bias gradient (added to a prefilled buffer, and scaled) and input
-/// gradient (written over NaN) of the kernels on every instruction set, against [`reference`].
+/// The direct kernels and the matrix-product ones: each must equal the reference alone.
+const KERNELS: [ConvKernels; 2] = [conv_gemm::DIRECT, conv_gemm::GEMM];
+
+/// [`check_kernels_of`] for the direct kernels and the matrix-product ones.
 fn check_kernels(geo: &ConvGeometry, values: &[f32]) {
+    for kernels in &KERNELS {
+        check_kernels_of(kernels, geo, values);
+    }
+}
+
+/// Forward, weight and bias gradient (added to a prefilled buffer, and scaled) and input
+/// gradient (written over NaN) of `kernels` on every instruction set, against [`reference`].
+fn check_kernels_of(kernels: &ConvKernels, geo: &ConvGeometry, values: &[f32]) {
     let draw = |len: usize, from: usize| -> Vec<f32> {
         (0..len)
             .map(|i| values[(from + 7 * i) % values.len()])
@@ -125,26 +136,64 @@ fn check_kernels(geo: &ConvGeometry, values: &[f32]) {
     for isa in available() {
         with_isa(isa, || {
             let mut y = vec![f32::NAN; geo.output_len()];
-            conv_kernel::forward(geo, &x, &w, &b, &mut y);
-            assert_within("forward", isa, &y, &r.y, &r.y_abs, cig * k * k + 1);
+            (kernels.forward)(geo, &x, &w, &b, &mut y);
+            assert_within(
+                &format!("{} forward", kernels.name),
+                isa,
+                &y,
+                &r.y,
+                &r.y_abs,
+                cig * k * k + 1,
+            );
 
             // Scaled by −2 (exact: a power of two), then unscaled.
             let (mut gw, mut gb) = (vec![0.0f32; w.len()], vec![0.0f32; b.len()]);
-            conv_kernel::weight_grad(geo, &x, &g, &mut gw, &mut gb, -2.0);
+            (kernels.weight_grad)(geo, &x, &g, &mut gw, &mut gb, -2.0);
             let unscale = |v: &[f32]| -> Vec<f32> { v.iter().map(|v| v * -0.5).collect() };
             let pixels = geo.oh * geo.ow;
-            assert_within("weight grad", isa, &unscale(&gw), &r.gw, &r.gw_abs, pixels);
-            assert_within("bias grad", isa, &unscale(&gb), &r.gb, &r.gb_abs, pixels);
+            assert_within(
+                &format!("{} weight grad", kernels.name),
+                isa,
+                &unscale(&gw),
+                &r.gw,
+                &r.gw_abs,
+                pixels,
+            );
+            assert_within(
+                &format!("{} bias grad", kernels.name),
+                isa,
+                &unscale(&gb),
+                &r.gb,
+                &r.gb_abs,
+                pixels,
+            );
             // The gradients are added, once per value, to what the buffers hold.
             let (mut gw2, mut gb2) = (vec![0.25f32; w.len()], vec![0.25f32; b.len()]);
-            conv_kernel::weight_grad(geo, &x, &g, &mut gw2, &mut gb2, -2.0);
+            (kernels.weight_grad)(geo, &x, &g, &mut gw2, &mut gb2, -2.0);
             let added = |v: &[f32]| -> Vec<f32> { v.iter().map(|v| 0.25 + v).collect() };
-            assert_eq!(gw2, added(&gw), "weight grad added on {isa:?}");
-            assert_eq!(gb2, added(&gb), "bias grad added on {isa:?}");
+            assert_eq!(
+                gw2,
+                added(&gw),
+                "{} weight grad added on {isa:?}",
+                kernels.name
+            );
+            assert_eq!(
+                gb2,
+                added(&gb),
+                "{} bias grad added on {isa:?}",
+                kernels.name
+            );
 
             let mut gi = vec![f32::NAN; geo.input_len()];
-            conv_kernel::input_grad(geo, &w, &g, &mut gi);
-            assert_within("input grad", isa, &gi, &r.gi, &r.gi_abs, cog * k * k);
+            (kernels.input_grad)(geo, &w, &g, &mut gi);
+            assert_within(
+                &format!("{} input grad", kernels.name),
+                isa,
+                &gi,
+                &r.gi,
+                &r.gi_abs,
+                cog * k * k,
+            );
         });
     }
 }
@@ -257,19 +306,114 @@ fn input_that_no_window_reads_reaches_nothing() {
             *v = f32::NAN;
         }
     }
-    for isa in available() {
+    for (kernels, isa) in KERNELS
+        .iter()
+        .flat_map(|k| available().map(move |isa| (k, isa)))
+    {
         with_isa(isa, || {
+            let name = kernels.name;
             let mut y = vec![0.0f32; geo.output_len()];
-            conv_kernel::forward(&geo, &x, &w, &[0.5; 3], &mut y);
+            (kernels.forward)(&geo, &x, &w, &[0.5; 3], &mut y);
             let (mut gw, mut gb) = (vec![0.0f32; geo.weight_len()], vec![0.0f32; 3]);
-            conv_kernel::weight_grad(&geo, &x, &g, &mut gw, &mut gb, 1.0);
+            (kernels.weight_grad)(&geo, &x, &g, &mut gw, &mut gb, 1.0);
             // small integers: every sum is exact
             let exact = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
-            assert_eq!(exact(&y), r.y, "forward on {isa:?}");
-            assert_eq!(exact(&gw), r.gw, "weight grad on {isa:?}");
-            assert_eq!(exact(&gb), r.gb, "bias grad on {isa:?}");
+            assert_eq!(exact(&y), r.y, "{name} forward on {isa:?}");
+            assert_eq!(exact(&gw), r.gw, "{name} weight grad on {isa:?}");
+            assert_eq!(exact(&gb), r.gb, "{name} bias grad on {isa:?}");
         });
     }
+}
+
+/// `c_in → c_out`, `k`×`k` at `stride` with `pad`, on `h`×`w` maps, in `groups` groups.
+fn geo(
+    (c_in, c_out, groups): (usize, usize, usize),
+    (k, stride, pad): (usize, usize, usize),
+    (h, w): (usize, usize),
+) -> ConvGeometry {
+    ConvGeometry {
+        c_in,
+        c_out,
+        groups,
+        k,
+        stride,
+        pad,
+        h,
+        w,
+        oh: constnet::conv_out(h, k, stride, pad),
+        ow: constnet::conv_out(w, k, stride, pad),
+    }
+    .checked()
+}
+
+/// Every convolution of ResNet-20 (stem, 3×3 at stride 1 and 2, 1×1 projections), on both
+/// kernels; then ResNet-18's, VGG's and AlexNet's larger ones at their real sizes on
+/// the matrix-product kernels: several blocks of taps (up to 4,608 rows), of output
+/// channels (512) and of pixels (up to 50,176), two groups.
+#[test]
+fn kernels_equal_the_reference_on_resnet_and_vgg_layers() {
+    let values: Vec<f32> = (0..997)
+        .map(|i| ((i * 59 % 113) as f32 / 56.0) - 1.0)
+        .collect();
+    let resnet20 = [
+        geo((1, 16, 1), (3, 1, 1), (32, 32)),
+        geo((16, 16, 1), (3, 1, 1), (32, 32)),
+        geo((16, 32, 1), (3, 2, 1), (32, 32)),
+        geo((16, 32, 1), (1, 2, 0), (32, 32)),
+        geo((32, 32, 1), (3, 1, 1), (16, 16)),
+        geo((32, 64, 1), (3, 2, 1), (16, 16)),
+        geo((32, 64, 1), (1, 2, 0), (16, 16)),
+        geo((64, 64, 1), (3, 1, 1), (8, 8)),
+    ];
+    for g in resnet20 {
+        check_kernels(&g, &values);
+    }
+    // The larger layers on the matrix-product kernels only (the direct ones take seconds).
+    for g in [
+        geo((3, 64, 1), (7, 2, 3), (224, 224)),  // ResNet-18's stem
+        geo((64, 64, 1), (3, 1, 1), (56, 56)),   // ResNet-18's layer1
+        geo((256, 512, 1), (1, 2, 0), (14, 14)), // its last projection
+        geo((512, 512, 1), (3, 1, 1), (7, 7)),   // its layer4
+        geo((3, 64, 1), (3, 1, 1), (224, 224)),  // VGG's first
+        geo((128, 128, 1), (3, 1, 1), (28, 28)), // a VGG-style 3×3 of 1,152 taps
+        geo((96, 256, 2), (5, 1, 2), (27, 27)),  // AlexNet's grouped conv2
+    ] {
+        check_kernels_of(&conv_gemm::GEMM, &g, &values);
+    }
+}
+
+/// The matrix-product kernels give the same bits on every call, from any thread, with
+/// other threads running them at the same time: no sum depends on anything but the
+/// geometry and the numbers.
+#[test]
+fn gemm_kernels_are_deterministic_across_calls_and_threads() {
+    let g = geo((32, 64, 1), (3, 2, 1), (17, 15));
+    let x: Vec<f32> = (0..g.input_len())
+        .map(|i| ((i * 31 % 97) as f32).sin())
+        .collect();
+    let w: Vec<f32> = (0..g.weight_len())
+        .map(|i| ((i * 17 % 89) as f32).cos())
+        .collect();
+    let dy: Vec<f32> = (0..g.output_len())
+        .map(|i| ((i * 7 % 83) as f32).sin())
+        .collect();
+    let run = || {
+        let mut y = vec![0.0f32; g.output_len()];
+        conv_gemm::forward(&g, &x, &w, &[0.25; 64], &mut y);
+        let (mut gw, mut gb) = (vec![0.0f32; g.weight_len()], vec![0.0f32; 64]);
+        conv_gemm::weight_grad(&g, &x, &dy, &mut gw, &mut gb, 1.0);
+        let mut gi = vec![0.0f32; g.input_len()];
+        conv_gemm::input_grad(&g, &w, &dy, &mut gi);
+        [y, gw, gb, gi].map(|v| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    let first = run();
+    assert_eq!(run(), first, "a second call");
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4).map(|_| scope.spawn(run)).collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), first, "another thread");
+        }
+    });
 }
 
 #[test]

@@ -30,6 +30,8 @@ const LEVELS: &[(&str, &[&str])] = &[
             "simd",
             "lane_layout",
             "conv_kernel",
+            "conv_gemm",
+            "conv_gemm_micro",
             "conv_fast",
             "conv_fast_backward",
             "conv_lanes",

@@ -1,0 +1,507 @@
+//! 2-D convolution in `f32` as a packed matrix product, for the layers with many channels:
+//! the same entry points and [`ConvGeometry`] as [`crate::conv_kernel`], several times faster
+//! on ResNet's and VGG's layers.
+//!
+//! A convolution of one group is a product of matrices, with `K = c_in / groups · k · k`
+//! rows of taps and `P = oh · ow` output pixels:
+//!
+//! * forward: `Y [c_out × P] = W [c_out × K] · X̂ [K × P] + b`, where `X̂` ("im2col") holds in
+//!   row `(c, i, j)` and column `(y, x)` the input pixel tap `(i, j)` of output `(y, x)` reads;
+//! * weight gradient: `∂W [c_out × K] += G [c_out × P] · X̂ᵀ`, computed transposed
+//!   (`∂Wᵀ = X̂ · Gᵀ`, with the output channels along the vector lanes);
+//! * input gradient: `Ĝ [K × P] = Wᵀ · G`, then each value of `Ĝ` added to the input pixel
+//!   it stands for ("col2im").
+//!
+//! No matrix is built whole. `X̂` is packed on the fly, a panel of at most 192 rows × 64
+//! pixels at a time, and every product runs through one register-blocked microkernel (in
+//! `conv_gemm_micro`): an `MR × NV` block of vectors of sums stays in registers while it
+//! runs along the shared dimension, each step one broadcast value of the left matrix per
+//! row and `NV` vector loads of the right one per column block. Blocks past the edge of a
+//! matrix are computed on zero rows or columns and dropped.
+//!
+//! Each kernel keeps at most 58 KB of fixed-size buffers on its stack, whatever the layer's
+//! size, and asks no scratch of the caller. Every sum runs in an order fixed by the geometry
+//! alone, so a result is the same, bit for bit, from one call to the next. The instruction
+//! set is picked at run time by [`simd::dispatch`], as for [`crate::conv_kernel`].
+//!
+//! ```
+//! use constnet::conv_gemm;
+//! use constnet::conv_kernel::{self, ConvGeometry};
+//! // 8 → 8 channels, 3×3, padding 1, on a 6×6 map.
+//! const GEO: ConvGeometry = ConvGeometry {
+//!     c_in: 8, c_out: 8, groups: 1, k: 3, stride: 1, pad: 1, h: 6, w: 6, oh: 6, ow: 6,
+//! }
+//! .checked();
+//! assert!(conv_gemm::pays(&GEO));
+//! let x: Vec<f32> = (0..GEO.input_len()).map(|i| (i % 5) as f32).collect();
+//! let w: Vec<f32> = (0..GEO.weight_len()).map(|i| (i % 3) as f32 - 1.0).collect();
+//! let (mut y, mut direct) = (vec![0.0; GEO.output_len()], vec![0.0; GEO.output_len()]);
+//! conv_gemm::forward(&GEO, &x, &w, &[0.5; 8], &mut y);
+//! conv_kernel::forward(&GEO, &x, &w, &[0.5; 8], &mut direct);
+//! assert_eq!(y, direct); // small integers: every sum is exact in any order
+//! ```
+
+use crate::conv_gemm_micro::{
+    PB, Rows, Segment, Strided, blocks, col2im, copy, im2col, load_row, micro, segments, store_row,
+    zero,
+};
+pub use crate::conv_kernel::ConvGeometry;
+use crate::conv_kernel::{self, sum};
+use crate::simd::{self, Kernel, Simd};
+
+/// Rows (taps) of a packed panel of the forward pass.
+const KB: usize = 192;
+/// Rows of a packed panel of the weight gradient.
+const WKB: usize = 64;
+/// Rows of a panel of the input gradient.
+const IKB: usize = 64;
+/// Output channels of a packed block of the output gradient, in the input gradient.
+const IOB: usize = 128;
+/// The widest microkernel: 4 vectors of 16 lanes.
+const MAX_NR: usize = 64;
+/// The most rows of a microkernel.
+const MAX_MR: usize = 16;
+/// Rows past the edge of a left matrix: zeros, as long as any panel's depth.
+static ZEROS: [f32; KB] = [0.0; KB];
+
+/// Whether the kernels of this module pay for `geo` rather than [`crate::conv_kernel`]'s:
+/// at least 4 output channels per group and 4 taps per output (a depthwise convolution
+/// has one channel per group, too few rows for a matrix product). A `const fn`, so a layer
+/// decides once, as a constant.
+///
+/// ```
+/// use constnet::{conv_gemm, conv_kernel::ConvGeometry};
+/// let resnet = ConvGeometry {
+///     c_in: 16, c_out: 16, groups: 1, k: 3, stride: 1, pad: 1, h: 32, w: 32, oh: 32, ow: 32,
+/// };
+/// let depthwise = ConvGeometry { groups: 16, ..resnet };
+/// assert!(conv_gemm::pays(&resnet) && !conv_gemm::pays(&depthwise));
+/// ```
+pub const fn pays(geo: &ConvGeometry) -> bool {
+    geo.out_per_group() >= 4 && geo.in_per_group() * geo.k * geo.k >= 4
+}
+
+/// [`forward`]'s signature: geometry, input, weights, biases, output.
+pub type ForwardFn = fn(&ConvGeometry, &[f32], &[f32], &[f32], &mut [f32]);
+/// [`weight_grad`]'s signature: geometry, input, output gradient, weight and bias gradients,
+/// scale.
+pub type WeightGradFn = fn(&ConvGeometry, &[f32], &[f32], &mut [f32], &mut [f32], f32);
+/// [`input_grad`]'s signature: geometry, weights, output gradient, input gradient.
+pub type InputGradFn = fn(&ConvGeometry, &[f32], &[f32], &mut [f32]);
+
+/// The three passes of one implementation, with the signatures of [`forward`],
+/// [`weight_grad`] and [`input_grad`]: what a layer calls, picked once by [`kernels_for`].
+#[derive(Clone, Copy, Debug)]
+pub struct ConvKernels {
+    /// A name for messages: `"gemm"` or `"direct"`.
+    pub name: &'static str,
+    /// The forward pass.
+    pub forward: ForwardFn,
+    /// The parameter gradients, scaled and added.
+    pub weight_grad: WeightGradFn,
+    /// The input gradient.
+    pub input_grad: InputGradFn,
+}
+
+/// This module's kernels.
+pub const GEMM: ConvKernels = ConvKernels {
+    name: "gemm",
+    forward,
+    weight_grad,
+    input_grad,
+};
+
+/// The direct kernels of [`crate::conv_kernel`].
+pub const DIRECT: ConvKernels = ConvKernels {
+    name: "direct",
+    forward: conv_kernel::forward,
+    weight_grad: conv_kernel::weight_grad,
+    input_grad: conv_kernel::input_grad,
+};
+
+/// [`GEMM`] where it [`pays`], else [`DIRECT`]: a layer's `f32` kernels, as a constant.
+///
+/// ```
+/// use constnet::conv_gemm::{self, ConvGeometry};
+/// const DW: ConvGeometry = ConvGeometry {
+///     c_in: 8, c_out: 8, groups: 8, k: 3, stride: 1, pad: 1, h: 9, w: 9, oh: 9, ow: 9,
+/// };
+/// assert_eq!(conv_gemm::kernels_for(&DW).name, "direct");
+/// assert_eq!(conv_gemm::kernels_for(&ConvGeometry { groups: 1, ..DW }).name, "gemm");
+/// ```
+pub const fn kernels_for(geo: &ConvGeometry) -> &'static ConvKernels {
+    if pays(geo) { &GEMM } else { &DIRECT }
+}
+
+/// The forward pass with `MR × NV` blocks: rows are output channels, lanes output pixels.
+#[inline(always)]
+fn forward_with<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    (geo, x, w, b): (&ConvGeometry, &[f32], &[f32], &[f32]),
+    y: &mut [f32],
+) {
+    let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
+    let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
+    let nr = NV * S::LANES;
+    let mut xcol = [0.0f32; KB * PB];
+    let mut segs = [Segment::default(); PB];
+    for g in 0..geo.groups {
+        let xg = &x[g * map..][..map];
+        let outs = g * cog..(g + 1) * cog;
+        for p0 in (0..p_all).step_by(PB) {
+            let pw = PB.min(p_all - p0);
+            let count = segments(geo, (p0, pw), &mut segs);
+            for (kk0, kb) in blocks(kdim, KB) {
+                im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), &mut xcol);
+                for o0 in outs.clone().step_by(MR) {
+                    let mr = MR.min(outs.end - o0);
+                    let rows = Rows(core::array::from_fn(|r| {
+                        if r < mr {
+                            &w[(o0 + r) * kdim + kk0..][..kb]
+                        } else {
+                            &ZEROS[..kb]
+                        }
+                    }));
+                    for pt in (0..pw).step_by(nr) {
+                        let n = nr.min(pw - pt);
+                        let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
+                            if r >= mr {
+                                [s.splat(0.0); NV]
+                            } else if kk0 == 0 {
+                                [s.splat(b[o0 + r]); NV]
+                            } else {
+                                load_row(s, y, (o0 + r) * p_all + p0 + pt, n)
+                            }
+                        });
+                        micro(s, rows, (&xcol[pt..], PB), kb, &mut c);
+                        for (r, c) in c.into_iter().enumerate().take(mr) {
+                            store_row(s, y, (o0 + r) * p_all + p0 + pt, n, c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `gt[d·nr + o] = g[o·stride + d]` for `o < on`, `d < pw`, zero for `on ≤ o < nr`: a block
+/// of the output gradient transposed, in vectors where it holds whole ones.
+#[inline(always)]
+fn transpose_block<S: Simd>(
+    s: S,
+    g: &[f32],
+    stride: usize,
+    (on, pw): (usize, usize),
+    gt: &mut [f32],
+    nr: usize,
+) {
+    if on >= S::LANES && pw >= S::LANES {
+        simd::transpose(s, g, (on, pw, stride), gt, nr);
+    } else {
+        for (d, gt) in gt.chunks_exact_mut(nr).take(pw).enumerate() {
+            for (o, gt) in gt[..on].iter_mut().enumerate() {
+                *gt = g[o * stride + d];
+            }
+        }
+    }
+    if on < nr {
+        for gt in gt.chunks_exact_mut(nr).take(pw) {
+            zero(s, gt, (on, nr));
+        }
+    }
+}
+
+/// The weight gradient with `MR × NV` blocks: rows are taps, lanes output channels.
+#[inline(always)]
+fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    (geo, x, g): (&ConvGeometry, &[f32], &[f32]),
+    gw: &mut [f32],
+    scale: f32,
+) {
+    let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
+    let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
+    let nr = NV * S::LANES;
+    let mut xcol = [0.0f32; WKB * PB];
+    let mut segs = [Segment::default(); PB];
+    // The output gradient transposed, `[pixel][output channel]`, and the sums `[tap][channel]`.
+    let mut gt = [0.0f32; PB * MAX_NR];
+    let mut sums = [0.0f32; WKB * MAX_NR];
+    for grp in 0..geo.groups {
+        let xg = &x[grp * map..][..map];
+        let outs = grp * cog..(grp + 1) * cog;
+        for (kk0, kb) in blocks(kdim, WKB) {
+            for o0 in outs.clone().step_by(nr) {
+                let on = nr.min(outs.end - o0);
+                sums[..kb * nr].fill(0.0);
+                for p0 in (0..p_all).step_by(PB) {
+                    let pw = PB.min(p_all - p0);
+                    let count = segments(geo, (p0, pw), &mut segs);
+                    im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), &mut xcol);
+                    transpose_block(s, &g[o0 * p_all + p0..], p_all, (on, pw), &mut gt, nr);
+                    for r0 in (0..kb).step_by(MR) {
+                        let mr = MR.min(kb - r0);
+                        let rows = Rows(core::array::from_fn(|r| {
+                            if r < mr {
+                                &xcol[(r0 + r) * PB..][..pw]
+                            } else {
+                                &ZEROS[..pw]
+                            }
+                        }));
+                        let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
+                            if r < mr {
+                                load_row(s, &sums, (r0 + r) * nr, nr)
+                            } else {
+                                [s.splat(0.0); NV]
+                            }
+                        });
+                        micro(s, rows, (&gt[..], nr), pw, &mut c);
+                        for (r, c) in c.into_iter().enumerate().take(mr) {
+                            store_row(s, &mut sums, (r0 + r) * nr, nr, c);
+                        }
+                    }
+                }
+                for (r, sums) in sums.chunks_exact(nr).take(kb).enumerate() {
+                    for (o, &v) in sums[..on].iter().enumerate() {
+                        gw[(o0 + o) * kdim + kk0 + r] += scale * v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The input gradient with `MR × NV` blocks: rows are taps, lanes output pixels.
+#[inline(always)]
+fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    (geo, w, g): (&ConvGeometry, &[f32], &[f32]),
+    gi: &mut [f32],
+) {
+    let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
+    let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
+    let nr = NV * S::LANES;
+    gi.fill(0.0);
+    // A block of the output gradient `[channel][pixel]`, the products `[tap][pixel]`, and the
+    // transposed weights of a last, partial block of taps, `[channel][tap]`.
+    let mut gy = [0.0f32; IOB * PB];
+    let mut gcol = [0.0f32; IKB * PB];
+    let mut wt = [0.0f32; IOB * MAX_MR];
+    let mut segs = [Segment::default(); PB];
+    for grp in 0..geo.groups {
+        let gig = &mut gi[grp * map..][..map];
+        let outs = grp * cog..(grp + 1) * cog;
+        for p0 in (0..p_all).step_by(PB) {
+            let pw = PB.min(p_all - p0);
+            let count = segments(geo, (p0, pw), &mut segs);
+            for (kk0, kb) in blocks(kdim, IKB) {
+                for ob0 in outs.clone().step_by(IOB) {
+                    let obn = IOB.min(outs.end - ob0);
+                    for (o, row) in gy.chunks_exact_mut(PB).take(obn).enumerate() {
+                        let at = (ob0 + o) * p_all + p0;
+                        copy(s, &g[at..at + pw], &mut row[..pw]);
+                        zero(s, row, (pw, PB));
+                    }
+                    for r0 in (0..kb).step_by(MR) {
+                        let mr = MR.min(kb - r0);
+                        // Column `o` of the weights' block: `MR` taps of filter `o`, in place
+                        // (a whole block) or copied (the last one, zeros past the taps).
+                        let wt = if mr == MR {
+                            Strided(&w[ob0 * kdim + kk0 + r0..], kdim)
+                        } else {
+                            for (o, wt) in wt.chunks_exact_mut(MR).take(obn).enumerate() {
+                                let at = (ob0 + o) * kdim + kk0 + r0;
+                                wt[..mr].copy_from_slice(&w[at..at + mr]);
+                                wt[mr..].fill(0.0);
+                            }
+                            Strided(&wt[..], MR)
+                        };
+                        for pt in (0..pw).step_by(nr) {
+                            let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
+                                if r < mr && ob0 != outs.start {
+                                    load_row(s, &gcol, (r0 + r) * PB + pt, nr)
+                                } else {
+                                    [s.splat(0.0); NV]
+                                }
+                            });
+                            micro(s, wt, (&gy[pt..], PB), obn, &mut c);
+                            for (r, c) in c.into_iter().enumerate().take(mr) {
+                                store_row(s, &mut gcol, (r0 + r) * PB + pt, nr, c);
+                            }
+                        }
+                    }
+                }
+                col2im(s, geo, &gcol, (kk0, kb), &segs[..count], gig);
+            }
+        }
+    }
+}
+
+/// The forward pass (see [`forward`]).
+struct Forward<'a> {
+    geo: &'a ConvGeometry,
+    x: &'a [f32],
+    w: &'a [f32],
+    b: &'a [f32],
+    y: &'a mut [f32],
+}
+
+impl Kernel for Forward<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let Forward { geo, x, w, b, y } = self;
+        match S::LANES {
+            16 | 1 => forward_with::<S, 4, 4>(s, (geo, x, w, b), y),
+            _ => forward_with::<S, 4, 2>(s, (geo, x, w, b), y),
+        }
+    }
+}
+
+/// The parameter gradients (see [`weight_grad`]).
+struct WeightGrad<'a> {
+    geo: &'a ConvGeometry,
+    x: &'a [f32],
+    g: &'a [f32],
+    gw: &'a mut [f32],
+    gb: &'a mut [f32],
+    scale: f32,
+}
+
+impl Kernel for WeightGrad<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let WeightGrad {
+            geo,
+            x,
+            g,
+            gw,
+            gb,
+            scale,
+        } = self;
+        for (gb, g) in gb.iter_mut().zip(g.chunks_exact(geo.oh * geo.ow)) {
+            *gb += scale * sum(s, g);
+        }
+        // Output channels along the lanes: as many vectors as there are channels, up to 4.
+        let vectors = geo.out_per_group().div_ceil(S::LANES);
+        let args = (geo, x, g);
+        match (S::LANES, vectors) {
+            (1, _) => weight_grad_with::<S, 4, 4>(s, args, gw, scale),
+            (16, 1) => weight_grad_with::<S, 16, 1>(s, args, gw, scale),
+            (16, 2) => weight_grad_with::<S, 8, 2>(s, args, gw, scale),
+            (16, _) => weight_grad_with::<S, 4, 4>(s, args, gw, scale),
+            (_, 1) => weight_grad_with::<S, 8, 1>(s, args, gw, scale),
+            _ => weight_grad_with::<S, 4, 2>(s, args, gw, scale),
+        }
+    }
+}
+
+/// The input gradient (see [`input_grad`]).
+struct InputGrad<'a> {
+    geo: &'a ConvGeometry,
+    w: &'a [f32],
+    g: &'a [f32],
+    gi: &'a mut [f32],
+}
+
+impl Kernel for InputGrad<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let InputGrad { geo, w, g, gi } = self;
+        match S::LANES {
+            16 | 1 => input_grad_with::<S, 4, 4>(s, (geo, w, g), gi),
+            _ => input_grad_with::<S, 4, 2>(s, (geo, w, g), gi),
+        }
+    }
+}
+
+/// The forward pass, as [`crate::conv_kernel::forward`] computes it (same arguments, same
+/// panics), by a matrix product: `y = b + w ⋆ x`.
+///
+/// ```
+/// use constnet::{conv_gemm, conv_kernel::ConvGeometry};
+/// // Two 1×1 filters over 4 channels at stride 2: each output a weighted sum of channels.
+/// const GEO: ConvGeometry = ConvGeometry {
+///     c_in: 4, c_out: 2, groups: 1, k: 1, stride: 2, pad: 0, h: 3, w: 3, oh: 2, ow: 2,
+/// }
+/// .checked();
+/// let x: Vec<f32> = (0..36).map(|i| i as f32).collect();
+/// let mut y = [0.0f32; 8];
+/// conv_gemm::forward(&GEO, &x, &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0], &[0.0, 1.0], &mut y);
+/// assert_eq!(y, [0.0, 2.0, 6.0, 8.0, 55.0, 59.0, 67.0, 71.0]); // channel 0; 1 + 2 · channel 3
+/// ```
+pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
+    geo.check(&[
+        (x.len(), geo.input_len(), "the input"),
+        (w.len(), geo.weight_len(), "the weight"),
+        (b.len(), geo.c_out, "the bias"),
+        (y.len(), geo.output_len(), "the output"),
+    ]);
+    simd::dispatch(Forward { geo, x, w, b, y });
+}
+
+/// The parameter gradients of one sample, scaled and added, as
+/// [`crate::conv_kernel::weight_grad`] computes them: `gw += scale · ∂E/∂w`,
+/// `gb += scale · ∂E/∂b`. Each value's sum is complete before it is scaled and added, so
+/// `scale = −lr` on the weights themselves is `w − lr · ∂E/∂w`, to the bit.
+///
+/// ```
+/// use constnet::{conv_gemm, conv_kernel::ConvGeometry};
+/// const GEO: ConvGeometry = ConvGeometry {
+///     c_in: 1, c_out: 1, groups: 1, k: 2, stride: 1, pad: 0, h: 2, w: 3, oh: 1, ow: 2,
+/// }
+/// .checked();
+/// let (mut gw, mut gb) = ([0.0f32; 4], [0.0f32; 1]);
+/// let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+/// conv_gemm::weight_grad(&GEO, &x, &[1.0, 10.0], &mut gw, &mut gb, 1.0);
+/// assert_eq!(gw, [21.0, 32.0, 54.0, 65.0]); // x[i][j] + 10·x[i][j + 1]
+/// assert_eq!(gb, [11.0]);
+/// ```
+pub fn weight_grad(
+    geo: &ConvGeometry,
+    x: &[f32],
+    g: &[f32],
+    gw: &mut [f32],
+    gb: &mut [f32],
+    scale: f32,
+) {
+    geo.check(&[
+        (x.len(), geo.input_len(), "the input"),
+        (g.len(), geo.output_len(), "the output gradient"),
+        (gw.len(), geo.weight_len(), "the weight gradient"),
+        (gb.len(), geo.c_out, "the bias gradient"),
+    ]);
+    simd::dispatch(WeightGrad {
+        geo,
+        x,
+        g,
+        gw,
+        gb,
+        scale,
+    });
+}
+
+/// The input gradient, as [`crate::conv_kernel::input_grad`] computes it: `gi = ∂E/∂x`,
+/// every value written (zero where no tap reads the input).
+///
+/// ```
+/// use constnet::{conv_gemm, conv_kernel::ConvGeometry};
+/// // 2×2 taps at stride 2 over a 2×5 map: the last column is read by no window.
+/// const GEO: ConvGeometry = ConvGeometry {
+///     c_in: 1, c_out: 1, groups: 1, k: 2, stride: 2, pad: 0, h: 2, w: 5, oh: 1, ow: 2,
+/// }
+/// .checked();
+/// let mut gi = [f32::NAN; 10];
+/// conv_gemm::input_grad(&GEO, &[1.0, 2.0, 3.0, 4.0], &[1.0, -1.0], &mut gi);
+/// assert_eq!(gi, [1.0, 2.0, -1.0, -2.0, 0.0, 3.0, 4.0, -3.0, -4.0, 0.0]);
+/// ```
+pub fn input_grad(geo: &ConvGeometry, w: &[f32], g: &[f32], gi: &mut [f32]) {
+    geo.check(&[
+        (w.len(), geo.weight_len(), "the weight"),
+        (g.len(), geo.output_len(), "the output gradient"),
+        (gi.len(), geo.input_len(), "the input gradient"),
+    ]);
+    simd::dispatch(InputGrad { geo, w, g, gi });
+}
