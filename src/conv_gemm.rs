@@ -433,12 +433,7 @@ impl Kernel for InputGrad<'_> {
 /// assert_eq!(y, [0.0, 2.0, 6.0, 8.0, 55.0, 59.0, 67.0, 71.0]); // channel 0; 1 + 2 · channel 3
 /// ```
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    geo.check(&[
-        (x.len(), geo.input_len(), "the input"),
-        (w.len(), geo.weight_len(), "the weight"),
-        (b.len(), geo.c_out, "the bias"),
-        (y.len(), geo.output_len(), "the output"),
-    ]);
+    geo.check_forward(x, w, b, y);
     simd::dispatch(Forward { geo, x, w, b, y });
 }
 
@@ -467,12 +462,7 @@ pub fn weight_grad(
     gb: &mut [f32],
     scale: f32,
 ) {
-    geo.check(&[
-        (x.len(), geo.input_len(), "the input"),
-        (g.len(), geo.output_len(), "the output gradient"),
-        (gw.len(), geo.weight_len(), "the weight gradient"),
-        (gb.len(), geo.c_out, "the bias gradient"),
-    ]);
+    geo.check_weight_grad(x, g, gw, gb);
     simd::dispatch(WeightGrad {
         geo,
         x,
@@ -498,10 +488,6 @@ pub fn weight_grad(
 /// assert_eq!(gi, [1.0, 2.0, -1.0, -2.0, 0.0, 3.0, 4.0, -3.0, -4.0, 0.0]);
 /// ```
 pub fn input_grad(geo: &ConvGeometry, w: &[f32], g: &[f32], gi: &mut [f32]) {
-    geo.check(&[
-        (w.len(), geo.weight_len(), "the weight"),
-        (g.len(), geo.output_len(), "the output gradient"),
-        (gi.len(), geo.input_len(), "the input gradient"),
-    ]);
+    geo.check_input_grad(w, g, gi);
     simd::dispatch(InputGrad { geo, w, g, gi });
 }

@@ -195,6 +195,38 @@ impl ConvGeometry {
             );
         }
     }
+
+    /// [`ConvGeometry::check`] for a forward pass's slices.
+    #[track_caller]
+    pub(crate) fn check_forward(&self, x: &[f32], w: &[f32], b: &[f32], y: &[f32]) {
+        self.check(&[
+            (x.len(), self.input_len(), "the input"),
+            (w.len(), self.weight_len(), "the weight"),
+            (b.len(), self.c_out, "the bias"),
+            (y.len(), self.output_len(), "the output"),
+        ]);
+    }
+
+    /// [`ConvGeometry::check`] for a weight gradient's slices.
+    #[track_caller]
+    pub(crate) fn check_weight_grad(&self, x: &[f32], g: &[f32], gw: &[f32], gb: &[f32]) {
+        self.check(&[
+            (x.len(), self.input_len(), "the input"),
+            (g.len(), self.output_len(), "the output gradient"),
+            (gw.len(), self.weight_len(), "the weight gradient"),
+            (gb.len(), self.c_out, "the bias gradient"),
+        ]);
+    }
+
+    /// [`ConvGeometry::check`] for an input gradient's slices.
+    #[track_caller]
+    pub(crate) fn check_input_grad(&self, w: &[f32], g: &[f32], gi: &[f32]) {
+        self.check(&[
+            (w.len(), self.weight_len(), "the weight"),
+            (g.len(), self.output_len(), "the output gradient"),
+            (gi.len(), self.input_len(), "the input gradient"),
+        ]);
+    }
 }
 
 /// Output pixels `ox0..ox0 + n` of a row, computed as `np` (`n` rounded up to whole vectors).
@@ -578,12 +610,7 @@ impl Kernel for InputGrad<'_> {
 /// assert_eq!(y, [10.0, 20.0, 30.0, -3.5, -4.5, -5.5]);
 /// ```
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    geo.check(&[
-        (x.len(), geo.input_len(), "the input"),
-        (w.len(), geo.weight_len(), "the weight"),
-        (b.len(), geo.c_out, "the bias"),
-        (y.len(), geo.output_len(), "the output"),
-    ]);
+    geo.check_forward(x, w, b, y);
     simd::dispatch(Forward { geo, x, w, b, y });
 }
 
@@ -614,12 +641,7 @@ pub fn weight_grad(
     gb: &mut [f32],
     scale: f32,
 ) {
-    geo.check(&[
-        (x.len(), geo.input_len(), "the input"),
-        (g.len(), geo.output_len(), "the output gradient"),
-        (gw.len(), geo.weight_len(), "the weight gradient"),
-        (gb.len(), geo.c_out, "the bias gradient"),
-    ]);
+    geo.check_weight_grad(x, g, gw, gb);
     simd::dispatch(WeightGrad {
         geo,
         x,
@@ -647,10 +669,6 @@ pub fn weight_grad(
 /// assert_eq!(gi, [1.0, 2.0, -1.0, -2.0, 0.0, 3.0, 4.0, -3.0, -4.0, 0.0]);
 /// ```
 pub fn input_grad(geo: &ConvGeometry, w: &[f32], g: &[f32], gi: &mut [f32]) {
-    geo.check(&[
-        (w.len(), geo.weight_len(), "the weight"),
-        (g.len(), geo.output_len(), "the output gradient"),
-        (gi.len(), geo.input_len(), "the input gradient"),
-    ]);
+    geo.check_input_grad(w, g, gi);
     simd::dispatch(InputGrad { geo, w, g, gi });
 }
