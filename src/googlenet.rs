@@ -1,5 +1,6 @@
 //! GoogLeNet (Inception v1, Szegedy et al. 2014) as torchvision's `googlenet` builds it
-//! without its auxiliary classifiers: every convolution a `BasicConv2d` (convolution without
+//! without its auxiliary classifiers ([`GoogLeNet`]) and with them ([`GoogLeNetAux`], for
+//! training): every convolution a `BasicConv2d` (convolution without
 //! bias → batch norm with eps 0.001 → ReLU), the "5×5" branch a 3×3 convolution, ceil-mode
 //! poolings.
 //!
@@ -17,13 +18,16 @@ extern crate alloc;
 #[cfg(feature = "alloc")]
 use alloc::boxed::Box;
 
+use crate::batch::BatchLayer;
 use crate::layer::Layer;
+use crate::loss::cross_entropy_with_logits;
+use crate::mode::{Pass, Train};
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Maps;
 use crate::{
-    BatchNorm2d, Block, Concat, Conv2d, Dropout, Eps1e3, GlobalAvgPool2d, Linear, MaxPool2d, Named,
-    NoBias, Relu, name, sequential,
+    AdaptiveAvgPool2d, BatchNorm2d, Block, Concat, Conv2d, Dropout, Eps1e3, Flatten,
+    GlobalAvgPool2d, Linear, MaxPool2d, Named, NoBias, Relu, Tap, name, sequential,
 };
 
 name!(
@@ -191,8 +195,8 @@ name!(
 type CeilPool<T, const C: usize, const K: usize, const H: usize, const OH: usize> =
     MaxPool2d<T, C, H, H, K, 2, OH, OH, 0, true>;
 
-/// GoogLeNet up to the logits, named as torchvision's.
-pub type GoogLeNetLogits<T> = sequential![
+/// GoogLeNet from the image to `inception4a`, whose output the first auxiliary head reads.
+pub type ToInception4a<T> = sequential![
     Named<Conv1, BasicConv2d<T, 3, 64, 7, 2, 3, 224, 112>>,
     Named<Maxpool1, CeilPool<T, 64, 3, 112, 56>>,
     Named<Conv2, BasicConv2d<T, 64, 64, 1, 1, 0, 56, 56>>,
@@ -202,9 +206,17 @@ pub type GoogLeNetLogits<T> = sequential![
     Named<Inception3b, Inception<T, 256, 128, 128, 192, 32, 96, 64, 480, 28>>,
     Named<Maxpool3, CeilPool<T, 480, 3, 28, 14>>,
     Named<Inception4a, Inception<T, 480, 192, 96, 208, 16, 48, 64, 512, 14>>,
+];
+
+/// `inception4b` to `inception4d`, whose output the second auxiliary head reads.
+pub type ToInception4d<T> = sequential![
     Named<Inception4b, Inception<T, 512, 160, 112, 224, 24, 64, 64, 512, 14>>,
     Named<Inception4c, Inception<T, 512, 128, 128, 256, 24, 64, 64, 512, 14>>,
     Named<Inception4d, Inception<T, 512, 112, 144, 288, 32, 64, 64, 528, 14>>,
+];
+
+/// `inception4e` to the logits.
+pub type ToLogits<T> = sequential![
     Named<Inception4e, Inception<T, 528, 256, 160, 320, 32, 128, 128, 832, 14>>,
     Named<Maxpool4, CeilPool<T, 832, 2, 14, 7>>,
     Named<Inception5a, Inception<T, 832, 256, 160, 320, 32, 128, 128, 832, 7>>,
@@ -212,6 +224,50 @@ pub type GoogLeNetLogits<T> = sequential![
     Named<Avgpool, GlobalAvgPool2d<T, 1024, 7, 7>>,
     Named<DropoutName, Dropout<[T; 1024]>>,
     Named<Fc, Linear<T, 1024, 1000>>,
+];
+
+/// GoogLeNet up to the logits, named as torchvision's.
+pub type GoogLeNetLogits<T> = sequential![ToInception4a<T>, ToInception4d<T>, ToLogits<T>];
+
+name!(
+    /// An auxiliary head's first fully connected layer.
+    pub Fc1 = "fc1"
+);
+name!(
+    /// An auxiliary head's classifier.
+    pub Fc2 = "fc2"
+);
+name!(
+    /// The auxiliary head on `inception4a`.
+    pub Aux1 = "aux1"
+);
+name!(
+    /// The auxiliary head on `inception4d`.
+    pub Aux2 = "aux2"
+);
+
+/// torchvision's `InceptionAux(CI, 1000)` on 14×14 maps: adaptive average pooling to 4×4,
+/// a 1×1 `BasicConv2d` to 128 channels, flatten to 2048, `fc1` to 1024 with ReLU, dropout
+/// 0.7, `fc2` to 1000 logits. 3,188,968 parameters on `inception4a` (`CI` = 512),
+/// 3,191,016 on `inception4d` (528).
+pub type InceptionAux<T, const CI: usize> = sequential![
+    AdaptiveAvgPool2d<T, CI, 14, 14, 4, 4>,
+    Named<Conv, BasicConv2d<T, CI, 128, 1, 1, 0, 4, 4>>,
+    Flatten<T, 128, 4, 4, 2048>,
+    Named<Fc1, Linear<T, 2048, 1024>>,
+    Relu<[T; 1024]>,
+    Dropout<[T; 1024]>,
+    Named<Fc2, Linear<T, 1024, 1000>>,
+];
+
+/// GoogLeNet up to the logits with its auxiliary heads tapped in after `inception4a` and
+/// `inception4d` (they run in training passes only; see [`Tap`]).
+pub type GoogLeNetAuxLogits<T> = sequential![
+    ToInception4a<T>,
+    Named<Aux1, Tap<InceptionAux<T, 512>>>,
+    ToInception4d<T>,
+    Named<Aux2, Tap<InceptionAux<T, 528>>>,
+    ToLogits<T>,
 ];
 
 /// GoogLeNet as torchvision has it (`googlenet(aux_logits=False, transform_input=False)`):
@@ -240,5 +296,145 @@ impl<T: Scalar> GoogLeNet<T> {
     #[cfg(feature = "alloc")]
     pub fn workspace() -> Box<<Self as Layer>::Workspace> {
         crate::zeroed_box()
+    }
+}
+
+/// GoogLeNet with torchvision's auxiliary classifiers (`googlenet(aux_logits=True)`), for
+/// training: [`InceptionAux`] heads on `inception4a` (`aux1`) and `inception4d` (`aux2`),
+/// 13,004,888 parameters, and torchvision's `state_dict` with its `aux1.*` and `aux2.*`
+/// tensors (a torchvision checkpoint trained with them loads as it is).
+///
+/// The heads run in training passes only (each a [`Tap`]): [`GoogLeNetAux::backprop_batch_aux`]
+/// trains all three classifiers with the paper's loss, the main cross-entropy plus 0.3 times
+/// each auxiliary one. In evaluation the network is [`GoogLeNet`] (the heads are skipped);
+/// [`GoogLeNetAux::to_googlenet`] drops them, as torchvision does for inference.
+///
+/// ```
+/// use constnet::{layer::count, GoogLeNet, GoogLeNetAux, Layer, TensorKind};
+/// let aux = count::<GoogLeNetAux<f32>>(TensorKind::Param) - count::<GoogLeNet<f32>>(TensorKind::Param);
+/// assert_eq!(aux, 2 * (1 + 2 + 2 + 2)); // per head: conv, bn, fc1, fc2
+/// const _: () = <GoogLeNetAux<f32> as Layer>::CHECK;
+/// ```
+pub type GoogLeNetAux<T> = sequential![GoogLeNetAuxLogits<T>, Softmax<T, 1000>];
+
+/// The losses of one [`GoogLeNetAux::backprop_batch_aux`] step, each cross-entropy summed
+/// over the batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AuxLosses<T> {
+    /// The main classifier's loss.
+    pub main: T,
+    /// The loss of the head on `inception4a`.
+    pub aux1: T,
+    /// The loss of the head on `inception4d`.
+    pub aux2: T,
+}
+
+impl<T: Scalar> AuxLosses<T> {
+    /// `main + 0.3·(aux1 + aux2)`: the loss whose gradients the step computes.
+    pub fn total(&self) -> T {
+        self.main + T::from_f64(GoogLeNetAux::<T>::AUX_WEIGHT) * (self.aux1 + self.aux2)
+    }
+}
+
+impl<T: Scalar> GoogLeNetAux<T> {
+    /// The weight of each auxiliary loss (Szegedy et al. 2014, §5: "weighted by 0.3").
+    pub const AUX_WEIGHT: f64 = 0.3;
+
+    /// A GoogLeNet with auxiliary heads, PyTorch's initial values, dropout 0.2 before `fc`
+    /// and 0.7 in the heads, on the heap.
+    #[cfg(feature = "alloc")]
+    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
+        crate::network::new_boxed(rng, |net: &mut Self| {
+            crate::network::set_each(net, |d: &mut Dropout<[T; 1024]>| d.p = T::from_f64(0.2));
+            let p = T::from_f64(0.7);
+            crate::network::set_each(net.aux1_mut(), |d: &mut Dropout<[T; 1024]>| d.p = p);
+            crate::network::set_each(net.aux2_mut(), |d: &mut Dropout<[T; 1024]>| d.p = p);
+        })
+    }
+
+    /// The head on `inception4a`.
+    pub fn aux1(&self) -> &InceptionAux<T, 512> {
+        &self.first.first.first.first.then.head
+    }
+
+    /// The head on `inception4a`, mutable.
+    pub fn aux1_mut(&mut self) -> &mut InceptionAux<T, 512> {
+        &mut self.first.first.first.first.then.head
+    }
+
+    /// The head on `inception4d`.
+    pub fn aux2(&self) -> &InceptionAux<T, 528> {
+        &self.first.first.then.head
+    }
+
+    /// The head on `inception4d`, mutable.
+    pub fn aux2_mut(&mut self) -> &mut InceptionAux<T, 528> {
+        &mut self.first.first.then.head
+    }
+
+    /// The network without its heads, for evaluation: the same weights, buffers and
+    /// counters as [`GoogLeNet`], on the heap.
+    #[cfg(feature = "alloc")]
+    pub fn to_googlenet(&self) -> Box<GoogLeNet<T>> {
+        use crate::network::copy_tensors;
+        let mut net = crate::zeroed_box::<GoogLeNet<T>>();
+        let (main, aux) = (&mut net.first, &self.first);
+        copy_tensors(&mut main.first.first, &aux.first.first.first.first);
+        copy_tensors(&mut main.first.then, &aux.first.first.then);
+        copy_tensors(&mut main.then, &aux.then);
+        crate::network::set_each(&mut *net, |d: &mut Dropout<[T; 1024]>| {
+            d.p = T::from_f64(0.2)
+        });
+        net
+    }
+
+    /// One training pass of `N` images with the paper's loss: forward in training mode
+    /// (batch statistics, dropout from `pass`'s seed), the main cross-entropy against
+    /// `labels` and each head's, and the backward pass of `main + 0.3·(aux1 + aux2)`, whose
+    /// parameter gradients are added to `grads`. Returns the three losses, summed over the
+    /// batch. Panics if a label is not below 1000.
+    ///
+    /// ([`Chain::backprop_batch`](crate::Chain::backprop_batch) trains the main classifier
+    /// alone: the heads then get no gradient.)
+    pub fn backprop_batch_aux<const N: usize>(
+        &self,
+        pass: &Pass<Train>,
+        inputs: &[Maps<T, 3, 224, 224>; N],
+        labels: &[usize; N],
+        ws: &mut <Self as BatchLayer<N>>::BatchWorkspace,
+        grads: &mut Self,
+    ) -> AuxLosses<T> {
+        let weight = T::from_f64(Self::AUX_WEIGHT);
+        let mut losses = AuxLosses {
+            main: T::zero(),
+            aux1: T::zero(),
+            aux2: T::zero(),
+        };
+        let crate::BatchChainWorkspace {
+            first,
+            mid,
+            mid_grad,
+            ..
+        } = ws;
+        self.first.forward_batch_in(pass, inputs, mid, first);
+        // The heads' gradients, scaled by their weight, wait in their taps' workspaces.
+        let side = |out: &[[T; 1000]; N], grad: &mut [[T; 1000]; N]| {
+            let mut sum = T::zero();
+            for ((out, grad), &label) in out.iter().zip(grad.iter_mut()).zip(labels) {
+                sum = sum + cross_entropy_with_logits(out, label, grad);
+                grad.iter_mut().for_each(|g| *g = *g * weight);
+            }
+            sum
+        };
+        let tap1 = &mut first.first.first.first.then;
+        losses.aux1 = side(&tap1.out, &mut tap1.grad);
+        let tap2 = &mut first.first.then;
+        losses.aux2 = side(&tap2.out, &mut tap2.grad);
+        for ((logits, grad), &label) in mid.iter().zip(mid_grad.iter_mut()).zip(labels) {
+            losses.main = losses.main + cross_entropy_with_logits(logits, label, grad);
+        }
+        self.first
+            .backward_batch(inputs, first, mid_grad, None, &mut grads.first);
+        losses
     }
 }

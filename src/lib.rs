@@ -61,6 +61,7 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod adaptive_avgpool2d;
 pub mod alexnet;
 #[cfg(feature = "std")]
 pub mod augment;
@@ -124,6 +125,7 @@ pub mod simd;
 pub mod softmax;
 #[cfg(feature = "safetensors")]
 pub mod state_dict;
+pub mod tap;
 pub mod tensor;
 #[cfg(feature = "std")]
 pub mod train;
@@ -135,6 +137,7 @@ pub mod weights;
 pub mod zeroed;
 pub mod zfnet;
 
+pub use adaptive_avgpool2d::AdaptiveAvgPool2d;
 pub use alexnet::{AlexNet, AlexNet2012};
 pub use avgpool2d::AvgPool2d;
 pub use batch::{BatchChainWorkspace, BatchLayer};
@@ -148,7 +151,7 @@ pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use fused::SgdLayer;
 pub use global_avgpool2d::GlobalAvgPool2d;
-pub use googlenet::GoogLeNet;
+pub use googlenet::{GoogLeNet, GoogLeNetAux};
 pub use grouped_conv2d::{DepthwiseConv2d, GroupedConv2d};
 pub use lane_layer::LaneLayer;
 pub use lane_layout::{BlockOrder, LANES, from_lanes, to_lanes};
@@ -173,6 +176,7 @@ pub use resnet::{ResNet18, ResNet20};
 pub use scalar::Scalar;
 pub use shape::{conv_out, pool_out};
 pub use softmax::Softmax;
+pub use tap::Tap;
 pub use tensor::{Maps, MapsShape, Tensor, argmax};
 pub use vgg::Vgg16;
 pub use zeroed::Zeroable;

@@ -35,3 +35,17 @@ pub fn set_each<L: Layer, X: Any>(net: &mut L, mut set: impl FnMut(&mut X)) -> u
     });
     n
 }
+
+/// Copies every parameter, buffer and counter of `src` into `dst` (the same type), tensor by
+/// tensor, so that a network of many megabytes is never copied through the stack.
+pub fn copy_tensors<L: Layer>(dst: &mut L, src: &L) {
+    for i in 0..L::PARAM_TENSORS {
+        dst.param_mut(i).copy_from_slice(src.param(i));
+    }
+    for i in 0..L::BUFFER_TENSORS {
+        dst.buffer_mut(i).copy_from_slice(src.buffer(i));
+    }
+    for i in 0..L::COUNTERS {
+        *dst.counter_mut(i) = src.counter(i);
+    }
+}

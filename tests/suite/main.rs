@@ -14,6 +14,7 @@ mod conv_kernels;
 mod fast_paths;
 mod golden_harness;
 mod golden_types;
+mod googlenet_aux;
 mod gradients;
 mod lanes;
 mod max_pool;

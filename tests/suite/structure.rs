@@ -56,6 +56,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "concat",
             "named",
             "no_bias",
+            "tap",
         ],
     ),
     (
@@ -68,6 +69,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "batchnorm2d",
             "avgpool2d",
             "global_avgpool2d",
+            "adaptive_avgpool2d",
             "lrn",
             "relu",
             "flatten",
