@@ -108,6 +108,8 @@ pub mod named;
 pub mod network;
 pub mod no_bias;
 pub mod optim;
+#[cfg(feature = "viz")]
+pub mod photo;
 pub mod pool_kernel;
 mod pool_lenet;
 #[cfg(feature = "safetensors")]

@@ -7,6 +7,8 @@
 //! cargo run --release --bin visualize -- --serve            # the live page, http://127.0.0.1:2828/
 //! cargo run --release --bin visualize -- --model resnet20 --layer layer1 --layer layer3 \
 //!     --weights resnet20.safetensors --data /usr/share/datasets/fashion-mnist
+//! cargo run --release --bin visualize -- --model resnet18 --weights resnet18.safetensors \
+//!     --image cat.jpg --labels imagenet_classes.txt   # the top 5 classes of a photo
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -40,6 +42,14 @@ OPTIONS:
                    state_dict saved as safetensors; without it the weights are random.
                    The digit is the network's input: padded to 32×32 (resnet20, 1
                    channel), or enlarged to 224×224 (227 for alexnet2012) in 3 channels
+  --image FILE     (with --model, not resnet20) a photo (PNG or JPEG) as the input
+                   instead of a digit, by torchvision's ImageNet evaluation transform:
+                   shorter side resized to 256, centre 224×224 (227) cropped, normalised
+                   by ImageNet's mean and deviation (googlenet: then transform_input, as
+                   its torchvision weights expect). Prints the top 5 classes; --layer is
+                   then optional
+  --labels FILE    class names for the top 5, one per line (ImageNet's 1000 in
+                   torchvision's order); without it, class numbers
   -h, --help       this text
 
 Writes input.png, conv1.png, pool1.png, conv2.png, pool2.png, fc.png, output.png,
@@ -58,6 +68,8 @@ struct Args {
     model: String,
     layers: Vec<String>,
     weights_given: bool,
+    image: Option<PathBuf>,
+    labels: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, lexopt::Error> {
@@ -75,6 +87,8 @@ fn parse() -> Result<Args, lexopt::Error> {
         model: "lenet5".into(),
         layers: Vec::new(),
         weights_given: false,
+        image: None,
+        labels: None,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -85,6 +99,8 @@ fn parse() -> Result<Args, lexopt::Error> {
             }
             Long("model") => args.model = p.value()?.string()?,
             Long("layer") => args.layers.push(p.value()?.string()?),
+            Long("image") => args.image = Some(p.value()?.into()),
+            Long("labels") => args.labels = Some(p.value()?.into()),
             Long("index") => args.index = Some(p.value()?.parse()?),
             Long("data") => args.data = p.value()?.into(),
             Long("out") => args.out = p.value()?.into(),
@@ -108,6 +124,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if !args.layers.is_empty() {
         return Err("--layer goes with --model (LeNet-5 draws every layer)".into());
+    }
+    if args.image.is_some() {
+        return Err("--image goes with --model (a photo for the ImageNet networks)".into());
     }
     let net = constnet::weights::load_lenet5(&args.weights)?;
     let test = load_test_dir(&args.data)?;
@@ -195,7 +214,10 @@ fn main() -> ExitCode {
 mod later {
     use std::path::PathBuf;
 
+    use std::path::Path;
+
     use constnet::mnist::load_test_dir;
+    use constnet::photo::{Photo, googlenet_transform_input, imagenet_input};
     use constnet::state_dict::load_state_dict;
     use constnet::viz::{self, Grid};
     use constnet::{
@@ -209,8 +231,13 @@ mod later {
     type Error = Box<dyn std::error::Error>;
 
     pub fn run(args: &Args) -> Result<(), Error> {
-        if args.layers.is_empty() {
-            return Err("--model needs at least one --layer NAME".into());
+        if args.layers.is_empty() && args.image.is_none() {
+            return Err(
+                "--model needs at least one --layer NAME, or an --image to classify".into(),
+            );
+        }
+        if args.labels.is_some() && args.image.is_none() {
+            return Err("--labels names the classes of an --image".into());
         }
         if args.serve {
             return Err("--serve shows LeNet-5 only".into());
@@ -257,6 +284,21 @@ mod later {
     }
 
     fn draw<L: Layer<Scalar = f32>>(args: &Args, net: &mut L) -> Result<(), Error> {
+        let labels = match &args.labels {
+            Some(path) => Some(read_labels(path)?),
+            None => None,
+        };
+        let (x, about) = match &args.image {
+            Some(path) => (
+                photo_input::<L::Input>(path, &args.model)?,
+                path.display().to_string(),
+            ),
+            None => {
+                let (x, index, label) = digit_input::<L::Input>(args)?;
+                (x, format!("test image {index} (label {label})"))
+            }
+        };
+        // The input first: a bad photo or index is reported before gigabytes of weights load.
         if args.weights_given {
             let bytes = std::fs::read(&args.weights)
                 .map_err(|e| format!("{}: {e}", args.weights.display()))?;
@@ -264,21 +306,6 @@ mod later {
         } else {
             eprintln!("note: no --weights: {} has random weights", args.model);
         }
-        let test = load_test_dir(&args.data)?;
-        let index = match args.index {
-            Some(i) if i < test.len() => i,
-            Some(i) => {
-                return Err(format!("--index {i}: the test set has {} images", test.len()).into());
-            }
-            None if test.is_empty() => {
-                return Err(
-                    format!("{}: the test set holds no images", args.data.display()).into(),
-                );
-            }
-            None => 0,
-        };
-        let digit = test.image::<f32>(index);
-        let x = input::<L::Input>(&digit[0]);
         let mut y = zeroed_box::<L::Output>();
         let mut ws = zeroed_box::<L::Workspace>();
         net.infer(&x, &mut y, &mut ws);
@@ -324,13 +351,91 @@ mod later {
             )
             .into());
         }
-        std::fs::create_dir_all(&args.out)
-            .map_err(|e| format!("{}: cannot create the directory: {e}", args.out.display()))?;
+        if !files.is_empty() {
+            std::fs::create_dir_all(&args.out)
+                .map_err(|e| format!("{}: cannot create the directory: {e}", args.out.display()))?;
+        }
         for (path, canvas) in &files {
             canvas.save_png(path, args.force)?;
             println!("wrote {}", path.display());
         }
-        println!("test image {index} (label {})", test.label(index));
+        if args.image.is_some() {
+            print_top5(y.flat(), labels.as_deref(), &about)?;
+        } else {
+            println!("{about}");
+        }
+        Ok(())
+    }
+
+    /// The test image `--index` (the first by default) as the network's input, its index and
+    /// label.
+    fn digit_input<X: Tensor<Scalar = f32>>(args: &Args) -> Result<(Box<X>, usize, usize), Error> {
+        let test = load_test_dir(&args.data)?;
+        let index = match args.index {
+            Some(i) if i < test.len() => i,
+            Some(i) => {
+                return Err(format!("--index {i}: the test set has {} images", test.len()).into());
+            }
+            None if test.is_empty() => {
+                return Err(
+                    format!("{}: the test set holds no images", args.data.display()).into(),
+                );
+            }
+            None => 0,
+        };
+        let digit = test.image::<f32>(index);
+        Ok((input::<X>(&digit[0]), index, test.label(index)))
+    }
+
+    /// A photo as the input of an ImageNet network (`3 × H × W`), as torchvision's
+    /// evaluation transform makes it.
+    fn photo_input<X: Tensor<Scalar = f32>>(path: &Path, model: &str) -> Result<Box<X>, Error> {
+        let &[3, h, w] = X::DIMS else {
+            return Err(format!(
+                "--image: {model} does not read photos (its input is {:?}); use --index",
+                X::DIMS
+            )
+            .into());
+        };
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let photo = Photo::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut x = zeroed_box::<X>();
+        imagenet_input(&photo, h, w, x.flat_mut())?;
+        if model == "googlenet" {
+            googlenet_transform_input(x.flat_mut());
+        }
+        Ok(x)
+    }
+
+    /// One class name per line; as many lines as classes are asked for.
+    fn read_labels(path: &Path) -> Result<Vec<String>, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--labels {}: {e}", path.display()))?;
+        Ok(text.lines().map(|l| l.trim().to_string()).collect())
+    }
+
+    /// Prints the five most probable classes of `probs`, with their names if given.
+    fn print_top5(probs: &[f32], labels: Option<&[String]>, about: &str) -> Result<(), Error> {
+        if let Some(names) = labels
+            && names.len() != probs.len()
+        {
+            return Err(format!(
+                "--labels: {} names for {} classes",
+                names.len(),
+                probs.len()
+            )
+            .into());
+        }
+        if probs.iter().any(|p| !p.is_finite()) {
+            return Err("the network's output is not finite (NaN or infinite weights?)".into());
+        }
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        println!("{about}: top 5 of {} classes", probs.len());
+        for &class in order.iter().take(5) {
+            let name = labels.map_or(String::new(), |n| format!("  {}", n[class]));
+            println!("{:>6.2}%  class {class:>4}{name}", 100.0 * probs[class]);
+        }
         Ok(())
     }
 }

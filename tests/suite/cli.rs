@@ -1092,3 +1092,63 @@ fn the_trainer_trains_resnet20_and_its_weights_reload_with_eval() {
     assert!(!ok && err.contains("lenet5.cnet"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `visualize --model resnet18 --weights FILE --image PHOTO --labels FILE` classifies the
+/// photo as the library does (torchvision's transform, then the network) and prints the top 5
+/// with their names; a photo the network cannot read, a file that is no photo and a label
+/// list of the wrong length are refused with a message, and nothing is drawn or created.
+#[test]
+fn the_visualizer_classifies_a_photo_with_torchvision_weights() {
+    use constnet::photo::{Photo, imagenet_input};
+    use constnet::{Layer, ResNet18, Tensor, zeroed_box};
+    use rand::SeedableRng;
+    let bin = env!("CARGO_BIN_EXE_visualize");
+    let dir = scratch("photo");
+    let photo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/photo/pattern.jpg");
+    let net = ResNet18::<f32>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(7));
+    let weights = dir.join("resnet18.safetensors");
+    std::fs::write(
+        &weights,
+        constnet::state_dict::save_state_dict(&*net).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<String> = (0..1000).map(|i| format!("thing-{i}")).collect();
+    std::fs::write(dir.join("classes.txt"), names.join("\n")).unwrap();
+
+    // The library's answer.
+    let bytes = std::fs::read(photo).unwrap();
+    let mut x = zeroed_box::<<ResNet18<f32> as Layer>::Input>();
+    imagenet_input(&Photo::decode(&bytes).unwrap(), 224, 224, x.flat_mut()).unwrap();
+    let mut ws = ResNet18::<f32>::workspace();
+    let probs = net.probabilities(&x, &mut ws);
+    let best = constnet::argmax(&probs).unwrap();
+
+    let w = weights.to_str().unwrap();
+    let args = ["--model", "resnet18", "--weights", w, "--image", photo];
+    let (ok, stdout, stderr) = run(
+        bin,
+        &dir,
+        &[&args[..], &["--labels", "classes.txt"]].concat(),
+    );
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].ends_with("top 5 of 1000 classes"), "{stdout}");
+    assert_eq!(lines.len(), 6, "{stdout}");
+    let first = format!(
+        "{:>6.2}%  class {best:>4}  thing-{best}",
+        100.0 * probs[best]
+    );
+    assert_eq!(lines[1], first, "{stdout}");
+    assert!(
+        !dir.join("viz").exists(),
+        "nothing to draw, nothing created"
+    );
+
+    let (ok, _, stderr) = run(bin, &dir, &[&args[..], &["--labels", w]].concat());
+    assert!(!ok && stderr.contains("--labels"), "{stderr}");
+    let (ok, _, stderr) = run(bin, &dir, &["--model", "resnet18", "--image", w]);
+    assert!(!ok && stderr.contains("not a PNG or JPEG"), "{stderr}");
+    let (ok, _, stderr) = run(bin, &dir, &["--model", "resnet20", "--image", photo]);
+    assert!(!ok && stderr.contains("does not read photos"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

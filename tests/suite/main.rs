@@ -24,6 +24,7 @@ mod nets_golden;
 mod nets_memory;
 mod no_alloc;
 mod norm;
+mod photo;
 mod pytorch_golden;
 mod pytorch_trained;
 mod stack;

@@ -103,6 +103,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "state_dict",
             "mnist",
             "viz",
+            "photo",
             "live",
             "read",
         ],
