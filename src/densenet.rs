@@ -19,6 +19,7 @@ extern crate alloc;
 #[cfg(feature = "alloc")]
 use alloc::boxed::Box;
 
+#[cfg(feature = "alloc")]
 use crate::layer::Layer;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;

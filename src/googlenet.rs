@@ -19,6 +19,7 @@ extern crate alloc;
 use alloc::boxed::Box;
 
 use crate::batch::BatchLayer;
+#[cfg(feature = "alloc")]
 use crate::layer::Layer;
 use crate::loss::cross_entropy_with_logits;
 use crate::mode::{Pass, Train};

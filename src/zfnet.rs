@@ -18,6 +18,7 @@ use crate::alexnet::{
     Conv1, Conv2, Conv3, Conv4, Conv5, Drop6, Drop7, Fc6, Fc7, Fc8, Flat, Norm1, Norm2, Pool1,
     Pool2, Pool5, Relu1, Relu2, Relu3, Relu4, Relu5, Relu6, Relu7,
 };
+#[cfg(feature = "alloc")]
 use crate::layer::Layer;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
