@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", compile_shares::exercise::<constnet::ResNet20<f32, 3, 10>>());
+}

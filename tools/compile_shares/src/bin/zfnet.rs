@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", compile_shares::exercise::<constnet::ZfNet<f32>>());
+}
