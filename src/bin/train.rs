@@ -65,7 +65,8 @@ OPTIONS:
   --out FILE          where to save the weights [default: MODEL.cnet, e.g. lenet5.cnet]
   --curves PREFIX     per-epoch loss and accuracy go to PREFIX.csv and a plot to
                       PREFIX.png, updated every epoch [default: OUT without its
-                      extension + \"-curves\", e.g. lenet5-curves.csv]
+                      extension + \"-curves\", e.g. lenet5-curves.csv; a PREFIX
+                      ending in .csv or .png stands for both files]
   --force             overwrite --out (and the --curves files) if they exist
   --eval FILE         only evaluate saved weights (of --model) on the test set
                       (constnet's format, or a PyTorch state_dict saved as .safetensors)
@@ -392,11 +393,19 @@ where
         .into());
     }
     // Training curves go beside the weights unless --curves names another prefix.
-    let prefix = args.curves.clone().unwrap_or_else(|| {
-        let mut p = args.out.with_extension("").into_os_string();
-        p.push("-curves");
-        p.into()
-    });
+    // A prefix given as one of the two files (`--curves run.csv`) means that file's stem,
+    // not `run.csv.csv`.
+    let prefix = match &args.curves {
+        Some(p) if matches!(p.extension().and_then(|e| e.to_str()), Some("csv" | "png")) => {
+            p.with_extension("")
+        }
+        Some(p) => p.clone(),
+        None => {
+            let mut p = args.out.with_extension("").into_os_string();
+            p.push("-curves");
+            p.into()
+        }
+    };
     let with = |ext: &str| {
         let mut p = prefix.clone().into_os_string();
         p.push(ext);

@@ -60,6 +60,11 @@ fn the_trainer_checks_where_it_will_write_before_training() {
             &["--out", "w.cnet", "--curves", "curves-dir"][..],
             "curves-dir.csv is a directory",
         ),
+        // A prefix given as the csv file is that file (not curves-dir.csv.csv).
+        (
+            &["--out", "w.cnet", "--curves", "curves-dir.csv"][..],
+            "curves-dir.csv is a directory",
+        ),
         (
             &["--out", "run.csv", "--curves", "run"][..],
             "the same file as the training curves",
