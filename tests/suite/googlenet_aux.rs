@@ -169,10 +169,7 @@ fn the_training_step_adds_the_weighted_auxiliary_losses() {
     // Each head's fc2 bias gradient, from its own logits.
     let names = tensor_names::<Aux>();
     let index = |name: &str| names.iter().position(|n| n == name).unwrap();
-    for (head, out) in [
-        ("aux1", head_logits(&net, &x, &pass, 1)),
-        ("aux2", head_logits(&net, &x, &pass, 2)),
-    ] {
+    for (head, out) in [("aux1", head_logits(&ws, 1)), ("aux2", head_logits(&ws, 2))] {
         let i = index(&format!("{head}.fc2.bias"));
         let mut expected = [0.0f64; 1000];
         let mut loss = 0.0;
@@ -221,17 +218,13 @@ fn the_training_step_adds_the_weighted_auxiliary_losses() {
     }
 }
 
-/// The logits of head 1 or 2 in the training pass `pass`, as `f64`, read back from a fresh
-/// forward pass's workspace (`Tap` keeps them as `out`).
+/// The logits of head 1 or 2 from the latest training pass that used `ws` (`Tap` keeps them
+/// as `out`), as `f64`. The pass of `backprop_batch_in` above ran with the same images,
+/// weights and seed as `backprop_batch_aux`'s, so these are the logits its losses came from.
 fn head_logits(
-    net: &Aux,
-    x: &[<Aux as Layer>::Input; N],
-    pass: &Pass<constnet::Train>,
+    ws: &<Aux as constnet::BatchLayer<N>>::BatchWorkspace,
     head: usize,
 ) -> Vec<Vec<f64>> {
-    let mut ws = Aux::batch_workspace::<N>();
-    let mut p = zeroed_box::<[[f32; 1000]; N]>();
-    constnet::BatchLayer::forward_batch_in(net, pass, x, &mut p, &mut ws);
     let logits = &ws.first;
     let out = if head == 1 {
         &logits.first.first.first.then.out
