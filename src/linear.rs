@@ -91,7 +91,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
         ) else {
             return false;
         };
-        linear_kernel::forward((IN, OUT), x, (w, b), y);
+        linear_kernel::forward::<IN, OUT>(x, (w, b), y);
         true
     }
 
