@@ -108,7 +108,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
             let w = T::as_f32_mut(self.weight.as_flattened_mut()).expect("T is f32");
             let b = T::as_f32_mut(&mut self.bias).expect("T is f32");
             let gi = grad_input.map(|gi| T::as_f32_mut(gi).expect("T is f32"));
-            linear_kernel::sgd_step::<IN, OUT>((w, b), (xf, gf), lr.to_f64() as f32, gi);
+            linear_kernel::sgd_step(IN, (w, b), (xf, gf), lr.to_f64() as f32, gi);
             return;
         }
         // The reference loops' arithmetic, so that f64 matches backward + Sgd::step exactly.
@@ -145,7 +145,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize> Linear<T, IN, OUT> {
         let gw = T::as_f32_mut(grads.weight.as_flattened_mut()).expect("T is f32");
         let gb = T::as_f32_mut(&mut grads.bias).expect("T is f32");
         let gi = grad_input.map(|gi| T::as_f32_mut(gi).expect("T is f32"));
-        linear_kernel::backward::<IN, OUT>((x, g), w, (gw, gb), gi);
+        linear_kernel::backward((IN, OUT), (x, g), w, (gw, gb), gi);
         true
     }
 }
@@ -263,7 +263,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> BatchLayer<N>
             T::as_f32(&self.bias),
             T::as_f32_mut(ws.0.as_flattened_mut()),
             T::as_f32_mut(ws.1.as_flattened_mut()),
-        ) && linear_kernel::forward_samples::<IN, OUT>(x, (w, b), y, (xt, yt))
+        ) && linear_kernel::forward_samples((IN, OUT), x, (w, b), y, (xt, yt))
         {
             return;
         }

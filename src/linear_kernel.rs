@@ -3,8 +3,10 @@
 //! (`RB` samples × `OB` outputs share every load); the two gradients are blocks of `axpy`s
 //! along the contiguous input axis. The kernels of a batch in lanes are in `linear_lanes`.
 //!
-//! The weights are `[OUT][IN]` (PyTorch's layout), samples one after the other. `IN` and
-//! `OUT` are const parameters: the register blocks and loop trips are fixed per layer.
+//! The weights are `[OUT][IN]` (PyTorch's layout), samples one after the other. The layer's
+//! sizes `IN` and `OUT` are run-time values here (`in_`, `out`): one copy of each kernel per
+//! instruction set serves every layer, instead of one per layer shape (the const-sized
+//! kernels were 17% of the test binary's code); only the register blocks are constants.
 
 use crate::simd::{self, Kernel, Simd, for_blocks, transpose_matrix};
 
@@ -15,39 +17,64 @@ pub(crate) fn forward<const IN: usize, const OUT: usize>(
     (w, b): (&[f32], &[f32]),
     y: &mut [f32],
 ) {
-    simd::dispatch(Forward::<IN, OUT> { x, w, b, y });
+    if x.len() == IN {
+        // One sample: a row of dot products whose sizes stay constants, so that LLVM
+        // unrolls the row and drops the tail branches (3.6% of LeNet-5's batch-1 inference
+        // with run-time sizes). Three small copies per layer shape.
+        simd::dispatch(ForwardOne::<IN, OUT> { x, w, b, y });
+    } else {
+        simd::dispatch(Forward {
+            in_: IN,
+            out: OUT,
+            x,
+            w,
+            b,
+            y,
+        });
+    }
 }
 
 /// [`forward`] with the samples in the vector lanes (`xt` and `yt` are room for the
 /// transposed batch), when their number is a multiple of the lane count and the instruction
 /// set has FMA. Returns `false`, doing nothing, otherwise.
 #[inline]
-pub(crate) fn forward_samples<const IN: usize, const OUT: usize>(
+pub(crate) fn forward_samples(
+    (in_, out): (usize, usize),
     x: &[f32],
     (w, b): (&[f32], &[f32]),
     y: &mut [f32],
     (xt, yt): (&mut [f32], &mut [f32]),
 ) -> bool {
-    simd::dispatch(ForwardSamples::<IN, OUT> { x, w, b, y, xt, yt })
+    simd::dispatch(ForwardSamples {
+        in_,
+        out,
+        x,
+        w,
+        b,
+        y,
+        xt,
+        yt,
+    })
 }
 
 /// The gradients of the `x.len() / IN` samples of `x` with output gradients `g`: `gb += Σ g`
 /// and `gw += Σ g·xᵀ` over the samples, and each sample's input gradient `gi = wᵀ·g` if asked.
 #[inline]
-pub(crate) fn backward<const IN: usize, const OUT: usize>(
+pub(crate) fn backward(
+    (in_, out): (usize, usize),
     (x, g): (&[f32], &[f32]),
     w: &[f32],
     (gw, gb): (&mut [f32], &mut [f32]),
     gi: Option<&mut [f32]>,
 ) {
-    for g_row in g.chunks_exact(OUT) {
+    for g_row in g.chunks_exact(out) {
         for (gb, &v) in gb.iter_mut().zip(g_row) {
             *gb += v;
         }
     }
-    simd::dispatch(WeightGrad::<IN, OUT> { x, g, gw });
+    simd::dispatch(WeightGrad { in_, out, x, g, gw });
     if let Some(gi) = gi {
-        simd::dispatch(InputGrad::<IN, OUT> { w, g, gi });
+        simd::dispatch(InputGrad { in_, out, w, g, gi });
     }
 }
 
@@ -55,25 +82,23 @@ pub(crate) fn backward<const IN: usize, const OUT: usize>(
 /// weights from before the step (if asked), then `w ← w − lr·g·xᵀ` and `b ← b − lr·g`, in
 /// one pass over the weights ([`SgdStep`]).
 #[inline]
-pub(crate) fn sgd_step<const IN: usize, const OUT: usize>(
+pub(crate) fn sgd_step(
+    in_: usize,
     (w, b): (&mut [f32], &mut [f32]),
     (x, g): (&[f32], &[f32]),
     lr: f32,
     gi: Option<&mut [f32]>,
 ) {
-    let mut scaled = [0.0f32; OUT];
-    for (s, &g) in scaled.iter_mut().zip(g) {
-        *s = -lr * g;
-    }
-    simd::dispatch(SgdStep::<IN, OUT> {
+    simd::dispatch(SgdStep {
+        in_,
         w,
         x,
         g,
-        scaled: &scaled,
+        lr,
         gi,
     });
-    for (b, &s) in b.iter_mut().zip(&scaled) {
-        *b += s;
+    for (b, &g) in b.iter_mut().zip(g) {
+        *b += -lr * g;
     }
 }
 
@@ -95,32 +120,37 @@ fn tail_mask<S: Simd>(s: S, rem: usize) -> S::F {
 
 /// `y[r][c] = b[c] + Σ_i x[r][i] · w[c][i]` for `RB` rows × `OB` columns.
 #[inline(always)]
-fn dot_block<S: Simd, const RB: usize, const OB: usize, const IN: usize>(
+fn dot_block<S: Simd, const RB: usize, const OB: usize>(
     s: S,
+    in_: usize,
     x: &[f32],
     w: &[f32],
     b: &[f32],
     y: &mut [f32],
     y_stride: usize,
 ) {
-    let full = IN / S::LANES * S::LANES;
+    let full = in_ / S::LANES * S::LANES;
     let mut acc = [[s.splat(0.0); OB]; RB];
+    // Each row as a slice of exactly `full` values: the loads below are then in bounds by
+    // the loop's own range, with no check per load.
+    let w_rows: [&[f32]; OB] = core::array::from_fn(|c| &w[c * in_..][..full]);
+    let x_rows: [&[f32]; RB] = core::array::from_fn(|r| &x[r * in_..][..full]);
     for i in (0..full).step_by(S::LANES) {
-        let wv: [S::F; OB] = core::array::from_fn(|c| s.load(w, c * IN + i));
+        let wv: [S::F; OB] = core::array::from_fn(|c| s.load(w_rows[c], i));
         for (r, acc) in acc.iter_mut().enumerate() {
-            let xv = s.load(x, r * IN + i);
+            let xv = s.load(x_rows[r], i);
             for (a, &wv) in acc.iter_mut().zip(&wv) {
                 *a = s.mul_add(xv, wv, *a);
             }
         }
     }
-    let vector_tail = full < IN && IN >= S::LANES;
+    let vector_tail = full < in_ && in_ >= S::LANES;
     if vector_tail {
         // The last vector ends at IN; its lanes already summed see x = 0.
-        let (i, keep) = (IN - S::LANES, tail_mask(s, IN - full));
-        let wv: [S::F; OB] = core::array::from_fn(|c| s.load(w, c * IN + i));
+        let (i, keep) = (in_ - S::LANES, tail_mask(s, in_ - full));
+        let wv: [S::F; OB] = core::array::from_fn(|c| s.load(w, c * in_ + i));
         for (r, acc) in acc.iter_mut().enumerate() {
-            let xv = s.load(x, r * IN + i);
+            let xv = s.load(x, r * in_ + i);
             let xv = s.select_gt(keep, s.splat(0.5), xv, s.splat(0.0));
             for (a, &wv) in acc.iter_mut().zip(&wv) {
                 *a = s.mul_add(xv, wv, *a);
@@ -131,8 +161,8 @@ fn dot_block<S: Simd, const RB: usize, const OB: usize, const IN: usize>(
         for (c, &a) in acc.iter().enumerate() {
             let mut sum = s.sum(a);
             if !vector_tail {
-                for i in full..IN {
-                    sum += x[r * IN + i] * w[c * IN + i];
+                for i in full..in_ {
+                    sum += x[r * in_ + i] * w[c * in_ + i];
                 }
             }
             y[r * y_stride + c] = b[c] + sum;
@@ -141,48 +171,39 @@ fn dot_block<S: Simd, const RB: usize, const OB: usize, const IN: usize>(
 }
 
 /// Forward pass of `x.len() / IN` samples.
-struct Forward<'a, const IN: usize, const OUT: usize> {
+struct Forward<'a> {
+    in_: usize,
+    out: usize,
     x: &'a [f32],
     w: &'a [f32],
     b: &'a [f32],
     y: &'a mut [f32],
 }
 
-impl<const IN: usize, const OUT: usize> Kernel for Forward<'_, IN, OUT> {
+impl Kernel for Forward<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let n = self.x.len() / IN;
+        let (in_, out) = (self.in_, self.out);
+        let n = self.x.len() / in_;
         macro_rules! columns {
             ($r0:ident, $RB:ident) => {
                 // Three outputs, not four: with 4 × 4 sums LLVM kept one in memory,
                 // and its store-to-load chain bound the loop (batch-64 inference −5%).
-                for_blocks!(OUT, [3, 1], |c0, OB| {
-                    dot_block::<S, $RB, OB, IN>(
+                for_blocks!(out, [3, 1], |c0, OB| {
+                    dot_block::<S, $RB, OB>(
                         s,
-                        &self.x[$r0 * IN..],
-                        &self.w[c0 * IN..],
+                        in_,
+                        &self.x[$r0 * in_..],
+                        &self.w[c0 * in_..],
                         &self.b[c0..],
-                        &mut self.y[$r0 * OUT + c0..],
-                        OUT,
+                        &mut self.y[$r0 * out + c0..],
+                        out,
                     );
                 });
             };
         }
-        if S::LANES >= 16 && n == 1 && IN * OUT > 16 * 1024 {
-            // One sample, weights bigger than L1 (fc1: 192 KB): the layer streams them
-            // from L2, and eight rows at a time keep more loads in flight.
-            for_blocks!(OUT, [8, 4, 1], |c0, OB| {
-                dot_block::<S, 1, OB, IN>(
-                    s,
-                    self.x,
-                    &self.w[c0 * IN..],
-                    &self.b[c0..],
-                    &mut self.y[c0..],
-                    OUT,
-                );
-            });
-        } else if S::LANES >= 16 {
+        if S::LANES >= 16 {
             for_blocks!(n, [4, 1], |r0, RB| {
                 columns!(r0, RB);
             });
@@ -194,14 +215,42 @@ impl<const IN: usize, const OUT: usize> Kernel for Forward<'_, IN, OUT> {
     }
 }
 
+/// Forward pass of one sample, with the layer's sizes as constants.
+struct ForwardOne<'a, const IN: usize, const OUT: usize> {
+    x: &'a [f32],
+    w: &'a [f32],
+    b: &'a [f32],
+    y: &'a mut [f32],
+}
+
+impl<const IN: usize, const OUT: usize> Kernel for ForwardOne<'_, IN, OUT> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let (x, w, b) = (self.x, self.w, self.b);
+        if S::LANES >= 16 && IN * OUT > 16 * 1024 {
+            // Weights bigger than L1 (fc1: 192 KB): the layer streams them from L2, and
+            // eight rows at a time keep more loads in flight.
+            for_blocks!(OUT, [8, 4, 1], |c0, OB| {
+                dot_block::<S, 1, OB>(s, IN, x, &w[c0 * IN..], &b[c0..], &mut self.y[c0..], OUT);
+            });
+        } else {
+            for_blocks!(OUT, [3, 1], |c0, OB| {
+                dot_block::<S, 1, OB>(s, IN, x, &w[c0 * IN..], &b[c0..], &mut self.y[c0..], OUT);
+            });
+        }
+    }
+}
+
 /// `yt[o][r] = b[o] + Σ_i w[o][i] · xt[i][r]` for `OB` outputs × `RV` vectors of samples
 /// from vector `v0` (`xt` and `yt` have `n` samples per row).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 // Index loops on purpose (see the comment inside).
 #[allow(clippy::needless_range_loop)]
-fn samples_block<S: Simd, const OB: usize, const RV: usize, const IN: usize>(
+fn samples_block<S: Simd, const OB: usize, const RV: usize>(
     s: S,
+    in_: usize,
     xt: &[f32],
     n: usize,
     w: &[f32],
@@ -215,14 +264,14 @@ fn samples_block<S: Simd, const OB: usize, const RV: usize, const IN: usize>(
     for o in 0..OB {
         acc[o] = [s.splat(b[o]); RV];
     }
-    let w: &[f32] = &w[..OB * IN];
-    for i in 0..IN {
+    let w: &[f32] = &w[..OB * in_];
+    for i in 0..in_ {
         let mut xv = [s.splat(0.0); RV];
         for v in 0..RV {
             xv[v] = s.load(xt, i * n + (v0 + v) * S::LANES);
         }
         for o in 0..OB {
-            let wv = s.splat(w[o * IN + i]);
+            let wv = s.splat(w[o * in_ + i]);
             for v in 0..RV {
                 acc[o][v] = s.mul_add(wv, xv[v], acc[o][v]);
             }
@@ -238,7 +287,9 @@ fn samples_block<S: Simd, const OB: usize, const RV: usize, const IN: usize>(
 /// Forward pass of `n` samples with the samples in the lanes, when `n` is a multiple of
 /// the lane count (and the instruction set has FMA): `x` is transposed into `xt`, the
 /// result `yt` back into `y`. Returns `false`, doing nothing, otherwise.
-struct ForwardSamples<'a, const IN: usize, const OUT: usize> {
+struct ForwardSamples<'a> {
+    in_: usize,
+    out: usize,
     x: &'a [f32],
     w: &'a [f32],
     b: &'a [f32],
@@ -247,26 +298,28 @@ struct ForwardSamples<'a, const IN: usize, const OUT: usize> {
     yt: &'a mut [f32],
 }
 
-impl<const IN: usize, const OUT: usize> Kernel for ForwardSamples<'_, IN, OUT> {
+impl Kernel for ForwardSamples<'_> {
     type Output = bool;
     #[inline(always)]
     fn run<S: Simd>(self, s: S) -> bool {
-        let n = self.x.len() / IN;
+        let (in_, out) = (self.in_, self.out);
+        let n = self.x.len() / in_;
         if S::LANES < 8 || n == 0 || !n.is_multiple_of(S::LANES) {
             return false;
         }
-        transpose_matrix(s, self.x, (n, IN), self.xt);
+        transpose_matrix(s, self.x, (n, in_), self.xt);
         let vectors = n / S::LANES;
         let (xt, w, b) = (&*self.xt, self.w, self.b);
         macro_rules! blocks {
             ([$($ob:literal),*], [$($rv:literal),*]) => {
-                for_blocks!(OUT, [$($ob),*], |o0, OB| {
+                for_blocks!(out, [$($ob),*], |o0, OB| {
                     for_blocks!(vectors, [$($rv),*], |v0, RV| {
-                        samples_block::<S, OB, RV, IN>(
+                        samples_block::<S, OB, RV>(
                             s,
+                            in_,
                             xt,
                             n,
-                            &w[o0 * IN..],
+                            &w[o0 * in_..],
                             &b[o0..],
                             &mut self.yt[o0 * n..],
                             v0,
@@ -281,7 +334,7 @@ impl<const IN: usize, const OUT: usize> Kernel for ForwardSamples<'_, IN, OUT> {
         } else {
             blocks!([4, 1], [2, 1]);
         }
-        transpose_matrix(s, self.yt, (OUT, n), self.y);
+        transpose_matrix(s, self.yt, (out, n), self.y);
         true
     }
 }
@@ -290,8 +343,9 @@ impl<const IN: usize, const OUT: usize> Kernel for ForwardSamples<'_, IN, OUT> {
 /// starting at `i0`, over `k < K`; rows of `m` and `out` are `IN` long.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn axpy_block<S: Simd, const RB: usize, const NV: usize, const IN: usize>(
+fn axpy_block<S: Simd, const RB: usize, const NV: usize>(
     s: S,
+    in_: usize,
     coef: &[f32],
     (cr, ck, k_count): (usize, usize, usize),
     m: &[f32],
@@ -303,12 +357,12 @@ fn axpy_block<S: Simd, const RB: usize, const NV: usize, const IN: usize>(
     if accumulate {
         for (r, acc) in acc.iter_mut().enumerate() {
             for (v, a) in acc.iter_mut().enumerate() {
-                *a = s.load(out, r * IN + i0 + v * S::LANES);
+                *a = s.load(out, r * in_ + i0 + v * S::LANES);
             }
         }
     }
     for k in 0..k_count {
-        let mut mv: [S::F; NV] = core::array::from_fn(|v| s.load(m, k * IN + i0 + v * S::LANES));
+        let mut mv: [S::F; NV] = core::array::from_fn(|v| s.load(m, k * in_ + i0 + v * S::LANES));
         if let Some(keep) = keep {
             for mv in &mut mv {
                 *mv = s.select_gt(keep, s.splat(0.5), *mv, s.splat(0.0));
@@ -323,7 +377,7 @@ fn axpy_block<S: Simd, const RB: usize, const NV: usize, const IN: usize>(
     }
     for (r, acc) in acc.iter().enumerate() {
         for (v, &a) in acc.iter().enumerate() {
-            s.store(out, r * IN + i0 + v * S::LANES, a);
+            s.store(out, r * in_ + i0 + v * S::LANES, a);
         }
     }
 }
@@ -331,8 +385,10 @@ fn axpy_block<S: Simd, const RB: usize, const NV: usize, const IN: usize>(
 /// Rows `0..rows` of `out` from [`axpy_block`]s: 4-vector then 1-vector blocks along `i`,
 /// then plain scalars for the last `IN % LANES` columns.
 #[inline(always)]
-fn axpy_rows<S: Simd, const IN: usize>(
+#[allow(clippy::too_many_arguments)]
+fn axpy_rows<S: Simd>(
     s: S,
+    in_: usize,
     rows: usize,
     coef: &[f32],
     (cr, ck, k_count): (usize, usize, usize),
@@ -340,14 +396,15 @@ fn axpy_rows<S: Simd, const IN: usize>(
     out: &mut [f32],
     accumulate: bool,
 ) {
-    let full = IN / S::LANES;
-    let vector_tail = full * S::LANES < IN && IN >= S::LANES;
+    let full = in_ / S::LANES;
+    let vector_tail = full * S::LANES < in_ && in_ >= S::LANES;
     macro_rules! along_i {
         ($r0:ident, $RB:ident) => {
-            let (coef, out) = (&coef[$r0 * cr..], &mut out[$r0 * IN..]);
+            let (coef, out) = (&coef[$r0 * cr..], &mut out[$r0 * in_..]);
             for_blocks!(full, [4, 1], |v0, NV| {
-                axpy_block::<S, $RB, NV, IN>(
+                axpy_block::<S, $RB, NV>(
                     s,
+                    in_,
                     coef,
                     (cr, ck, k_count),
                     m,
@@ -360,31 +417,32 @@ fn axpy_rows<S: Simd, const IN: usize>(
                 // One vector ending at IN: written over, its first lanes get the same
                 // values again; added to, they add zeros.
                 let keep = if accumulate {
-                    Some(tail_mask(s, IN - full * S::LANES))
+                    Some(tail_mask(s, in_ - full * S::LANES))
                 } else {
                     None
                 };
-                axpy_block::<S, $RB, 1, IN>(
+                axpy_block::<S, $RB, 1>(
                     s,
+                    in_,
                     coef,
                     (cr, ck, k_count),
                     m,
                     out,
-                    (IN - S::LANES, keep),
+                    (in_ - S::LANES, keep),
                     accumulate,
                 );
             }
             // Rows shorter than a vector: plain scalars.
             let scalar_tail = if vector_tail {
-                IN..IN
+                in_..in_
             } else {
-                full * S::LANES..IN
+                full * S::LANES..in_
             };
             for r in 0..$RB {
                 for i in scalar_tail.clone() {
                     let sum = (0..k_count)
-                        .fold(0.0, |acc, k| acc + coef[r * cr + k * ck] * m[k * IN + i]);
-                    let o = &mut out[r * IN + i];
+                        .fold(0.0, |acc, k| acc + coef[r * cr + k * ck] * m[k * in_ + i]);
+                    let o = &mut out[r * in_ + i];
                     *o = if accumulate { *o + sum } else { sum };
                 }
             }
@@ -402,18 +460,21 @@ fn axpy_rows<S: Simd, const IN: usize>(
 }
 
 /// `gw[o][i] += Σ_b g[b][o] · x[b][i]`.
-struct WeightGrad<'a, const IN: usize, const OUT: usize> {
+struct WeightGrad<'a> {
+    in_: usize,
+    out: usize,
     x: &'a [f32],
     g: &'a [f32],
     gw: &'a mut [f32],
 }
 
-impl<const IN: usize, const OUT: usize> Kernel for WeightGrad<'_, IN, OUT> {
+impl Kernel for WeightGrad<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let n = self.x.len() / IN;
-        axpy_rows::<S, IN>(s, OUT, self.g, (1, OUT, n), self.x, self.gw, true);
+        let (in_, out) = (self.in_, self.out);
+        let n = self.x.len() / in_;
+        axpy_rows::<S>(s, in_, out, self.g, (1, out, n), self.x, self.gw, true);
     }
 }
 
@@ -423,29 +484,31 @@ impl<const IN: usize, const OUT: usize> Kernel for WeightGrad<'_, IN, OUT> {
 /// twice. On whole vectors, the same arithmetic in the same order as [`InputGrad`] then
 /// [`WeightGrad`]; the last `IN % LANES` columns as plain scalars (a vector ending at
 /// `IN` would read weights its neighbour already updated).
-struct SgdStep<'a, const IN: usize, const OUT: usize> {
+struct SgdStep<'a> {
+    in_: usize,
     w: &'a mut [f32],
     x: &'a [f32],
     g: &'a [f32],
-    scaled: &'a [f32],
+    lr: f32,
     gi: Option<&'a mut [f32]>,
 }
 
 /// [`SgdStep`] for the `NV` vectors of columns from `i0`, every row.
 #[inline(always)]
-fn sgd_columns<S: Simd, const NV: usize, const IN: usize>(
+fn sgd_columns<S: Simd, const NV: usize>(
     s: S,
+    in_: usize,
     w: &mut [f32],
-    (x, g, scaled): (&[f32], &[f32], &[f32]),
+    (x, g, lr): (&[f32], &[f32], f32),
     gi: Option<&mut [f32]>,
     i0: usize,
 ) {
     let xv: [S::F; NV] = core::array::from_fn(|v| s.load(x, i0 + v * S::LANES));
     let mut acc = [s.splat(0.0); NV];
-    for (o, (&g, &scaled)) in g.iter().zip(scaled).enumerate() {
-        let (g, scaled) = (s.splat(g), s.splat(scaled));
+    for (o, &g) in g.iter().enumerate() {
+        let (g, scaled) = (s.splat(g), s.splat(-lr * g));
         for (v, (a, &xv)) in acc.iter_mut().zip(&xv).enumerate() {
-            let at = o * IN + i0 + v * S::LANES;
+            let at = o * in_ + i0 + v * S::LANES;
             let wv = s.load(w, at);
             *a = s.mul_add(g, wv, *a);
             s.store(w, at, s.mul_add(scaled, xv, wv));
@@ -458,28 +521,29 @@ fn sgd_columns<S: Simd, const NV: usize, const IN: usize>(
     }
 }
 
-impl<const IN: usize, const OUT: usize> Kernel for SgdStep<'_, IN, OUT> {
+impl Kernel for SgdStep<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let SgdStep {
+            in_,
             w,
             x,
             g,
-            scaled,
+            lr,
             mut gi,
         } = self;
-        let full = IN / S::LANES;
+        let full = in_ / S::LANES;
         for_blocks!(full, [4, 1], |v0, NV| {
-            sgd_columns::<S, NV, IN>(s, w, (x, g, scaled), gi.as_deref_mut(), v0 * S::LANES);
+            sgd_columns::<S, NV>(s, in_, w, (x, g, lr), gi.as_deref_mut(), v0 * S::LANES);
         });
         // The last `IN % LANES` columns, one at a time.
-        for i in full * S::LANES..IN {
+        for i in full * S::LANES..in_ {
             let mut sum = 0.0;
-            for (o, (&g, &scaled)) in g.iter().zip(scaled).enumerate() {
-                let w = &mut w[o * IN + i];
+            for (o, &g) in g.iter().enumerate() {
+                let w = &mut w[o * in_ + i];
                 sum += g * *w;
-                *w += 0.0 + scaled * x[i];
+                *w += 0.0 + -lr * g * x[i];
             }
             if let Some(gi) = gi.as_deref_mut() {
                 gi[i] = sum;
@@ -489,17 +553,20 @@ impl<const IN: usize, const OUT: usize> Kernel for SgdStep<'_, IN, OUT> {
 }
 
 /// `gi[b][i] = Σ_o g[b][o] · w[o][i]`.
-struct InputGrad<'a, const IN: usize, const OUT: usize> {
+struct InputGrad<'a> {
+    in_: usize,
+    out: usize,
     w: &'a [f32],
     g: &'a [f32],
     gi: &'a mut [f32],
 }
 
-impl<const IN: usize, const OUT: usize> Kernel for InputGrad<'_, IN, OUT> {
+impl Kernel for InputGrad<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let n = self.g.len() / OUT;
-        axpy_rows::<S, IN>(s, n, self.g, (OUT, 1, OUT), self.w, self.gi, false);
+        let (in_, out) = (self.in_, self.out);
+        let n = self.g.len() / out;
+        axpy_rows::<S>(s, in_, n, self.g, (out, 1, out), self.w, self.gi, false);
     }
 }
