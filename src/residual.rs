@@ -134,7 +134,8 @@ pub struct ResidualWorkspace<F: Layer, S: Layer> {
     pub skip_grad: F::Input,
 }
 
-fn add_to<X: Tensor>(sum: &mut X, other: &X) {
+/// `sum += other`, element by element (shared with [`crate::tap`]).
+pub(crate) fn add_to<X: Tensor>(sum: &mut X, other: &X) {
     for (s, &o) in sum.flat_mut().iter_mut().zip(other.flat()) {
         *s = *s + o;
     }

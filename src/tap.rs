@@ -7,6 +7,7 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use crate::layer::{Activation, Layer, Shape, TensorKind};
 use crate::mode::{Mode, Pass, Train};
+use crate::residual::add_to;
 use crate::tensor::Tensor;
 
 /// A layer that passes its input through unchanged and, in training, also runs `head` on it:
@@ -71,12 +72,6 @@ fn clear<X: Tensor>(x: &mut X) {
 /// `*to = *from`, element by element (a large tensor is never copied through the stack).
 fn copy<X: Tensor>(to: &mut X, from: &X) {
     to.flat_mut().copy_from_slice(from.flat());
-}
-
-fn add_to<X: Tensor>(sum: &mut X, other: &X) {
-    for (s, &o) in sum.flat_mut().iter_mut().zip(other.flat()) {
-        *s = *s + o;
-    }
 }
 
 impl<H: Layer> Layer for Tap<H> {
