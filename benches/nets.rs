@@ -16,8 +16,8 @@
 use std::time::Instant;
 
 use constnet::{
-    AlexNet, AlexNet2012, BatchLayer, DenseNet121, GoogLeNet, Layer, Pass, ResNet18, ResNet20,
-    Tensor, TensorKind, Vgg16, ZfNet, layer::count, zeroed_box,
+    AlexNet, AlexNet2012, BatchLayer, DenseNet121, GoogLeNet, Layer, Network, Pass, ResNet18,
+    ResNet20, Tensor, TensorKind, Vgg16, ZfNet, layer::count, zeroed_box,
 };
 use rand::{Rng, RngExt, SeedableRng};
 

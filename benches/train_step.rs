@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench train_step`
 
-use constnet::{BatchLayer, Layer, Pass, ResNet20, Tensor, zeroed_box};
+use constnet::{BatchLayer, Layer, Network, Pass, ResNet20, Tensor, zeroed_box};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{RngExt, SeedableRng};
 use std::hint::black_box;

@@ -16,13 +16,7 @@
 //!              → fc6 4096 → relu → dropout → fc7 4096 → relu → dropout → fc8 1000
 //! ```
 
-#[cfg(feature = "alloc")]
-extern crate alloc;
-#[cfg(feature = "alloc")]
-use alloc::boxed::Box;
-
-#[cfg(feature = "alloc")]
-use crate::layer::Layer;
+use crate::network::Network;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Maps;
@@ -199,45 +193,25 @@ pub type AlexNet2012Logits<T> = sequential![
 /// ```
 pub type AlexNet2012<T> = sequential![AlexNet2012Logits<T>, Softmax<T, 1000>];
 
-impl<T: Scalar> AlexNet<T> {
-    /// A torchvision AlexNet with PyTorch's initial values and dropout 0.5, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
-        crate::network::new_boxed(rng, |net: &mut Self| {
-            crate::network::set_each(net, |d: &mut Dropout<[T; 9216]>| d.p = T::from_f64(0.5));
-            crate::network::set_each(net, |d: &mut Dropout<[T; 4096]>| d.p = T::from_f64(0.5));
-        })
-    }
-
-    /// A zeroed workspace for its passes, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn workspace() -> Box<<Self as Layer>::Workspace> {
-        crate::zeroed_box()
+impl<T: Scalar> Network for AlexNet<T> {
+    /// Dropout 0.5.
+    fn configure(&mut self) {
+        crate::network::set_each(self, |d: &mut Dropout<[T; 9216]>| d.p = T::from_f64(0.5));
+        crate::network::set_each(self, |d: &mut Dropout<[T; 4096]>| d.p = T::from_f64(0.5));
     }
 }
 
-impl<T: Scalar> AlexNet2012<T> {
-    /// The 2012 AlexNet with PyTorch's initial values, Caffe's normalisation constants and
-    /// dropout 0.5, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
-        crate::network::new_boxed(rng, |net: &mut Self| {
-            let (alpha, beta, k) = (T::from_f64(1e-4), T::from_f64(0.75), T::one());
-            let norm1 = |l: &mut LocalResponseNorm<T, 96, 55, 55, 5>| {
-                (l.alpha, l.beta, l.k) = (alpha, beta, k)
-            };
-            let norm2 = |l: &mut LocalResponseNorm<T, 256, 27, 27, 5>| {
-                (l.alpha, l.beta, l.k) = (alpha, beta, k)
-            };
-            crate::network::set_each(net, norm1);
-            crate::network::set_each(net, norm2);
-            crate::network::set_each(net, |d: &mut Dropout<[T; 4096]>| d.p = T::from_f64(0.5));
-        })
-    }
-
-    /// A zeroed workspace for its passes, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn workspace() -> Box<<Self as Layer>::Workspace> {
-        crate::zeroed_box()
+impl<T: Scalar> Network for AlexNet2012<T> {
+    /// Caffe's normalisation constants (alpha 1e-4, beta 0.75, k 1) and dropout 0.5.
+    fn configure(&mut self) {
+        let (alpha, beta, k) = (T::from_f64(1e-4), T::from_f64(0.75), T::one());
+        let norm1 =
+            |l: &mut LocalResponseNorm<T, 96, 55, 55, 5>| (l.alpha, l.beta, l.k) = (alpha, beta, k);
+        let norm2 = |l: &mut LocalResponseNorm<T, 256, 27, 27, 5>| {
+            (l.alpha, l.beta, l.k) = (alpha, beta, k)
+        };
+        crate::network::set_each(self, norm1);
+        crate::network::set_each(self, norm2);
+        crate::network::set_each(self, |d: &mut Dropout<[T; 4096]>| d.p = T::from_f64(0.5));
     }
 }

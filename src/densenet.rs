@@ -14,13 +14,7 @@
 //! chain of [`Concat`]s of the [`Identity`] and the new layer, so each step's channel sum is
 //! checked by the compiler, and the names stay torchvision's (`Concat` adds none).
 
-#[cfg(feature = "alloc")]
-extern crate alloc;
-#[cfg(feature = "alloc")]
-use alloc::boxed::Box;
-
-#[cfg(feature = "alloc")]
-use crate::layer::Layer;
+use crate::network::Network;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Maps;
@@ -339,16 +333,4 @@ pub type DenseNet121Logits<T> = sequential![
 /// ```
 pub type DenseNet121<T> = sequential![DenseNet121Logits<T>, Softmax<T, 1000>];
 
-impl<T: Scalar> DenseNet121<T> {
-    /// A DenseNet-121 with PyTorch's initial values, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
-        crate::network::new_boxed(rng, |_| {})
-    }
-
-    /// A zeroed workspace for its passes, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn workspace() -> Box<<Self as Layer>::Workspace> {
-        crate::zeroed_box()
-    }
-}
+impl<T: Scalar> Network for DenseNet121<T> {}

@@ -19,10 +19,9 @@ extern crate alloc;
 use alloc::boxed::Box;
 
 use crate::batch::BatchLayer;
-#[cfg(feature = "alloc")]
-use crate::layer::Layer;
 use crate::loss::cross_entropy_with_logits;
 use crate::mode::{Pass, Train};
+use crate::network::Network;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Maps;
@@ -284,19 +283,10 @@ pub type GoogLeNetAuxLogits<T> = sequential![
 /// ```
 pub type GoogLeNet<T> = sequential![GoogLeNetLogits<T>, Softmax<T, 1000>];
 
-impl<T: Scalar> GoogLeNet<T> {
-    /// A GoogLeNet with PyTorch's initial values and dropout 0.2, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
-        crate::network::new_boxed(rng, |net: &mut Self| {
-            crate::network::set_each(net, |d: &mut Dropout<[T; 1024]>| d.p = T::from_f64(0.2));
-        })
-    }
-
-    /// A zeroed workspace for its passes, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn workspace() -> Box<<Self as Layer>::Workspace> {
-        crate::zeroed_box()
+impl<T: Scalar> Network for GoogLeNet<T> {
+    /// Dropout 0.2.
+    fn configure(&mut self) {
+        crate::network::set_each(self, |d: &mut Dropout<[T; 1024]>| d.p = T::from_f64(0.2));
     }
 }
 
@@ -337,21 +327,19 @@ impl<T: Scalar> AuxLosses<T> {
     }
 }
 
+impl<T: Scalar> Network for GoogLeNetAux<T> {
+    /// Dropout 0.2 before `fc` and 0.7 in the heads.
+    fn configure(&mut self) {
+        crate::network::set_each(self, |d: &mut Dropout<[T; 1024]>| d.p = T::from_f64(0.2));
+        let p = T::from_f64(0.7);
+        crate::network::set_each(self.aux1_mut(), |d: &mut Dropout<[T; 1024]>| d.p = p);
+        crate::network::set_each(self.aux2_mut(), |d: &mut Dropout<[T; 1024]>| d.p = p);
+    }
+}
+
 impl<T: Scalar> GoogLeNetAux<T> {
     /// The weight of each auxiliary loss (Szegedy et al. 2014, §5: "weighted by 0.3").
     pub const AUX_WEIGHT: f64 = 0.3;
-
-    /// A GoogLeNet with auxiliary heads, PyTorch's initial values, dropout 0.2 before `fc`
-    /// and 0.7 in the heads, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
-        crate::network::new_boxed(rng, |net: &mut Self| {
-            crate::network::set_each(net, |d: &mut Dropout<[T; 1024]>| d.p = T::from_f64(0.2));
-            let p = T::from_f64(0.7);
-            crate::network::set_each(net.aux1_mut(), |d: &mut Dropout<[T; 1024]>| d.p = p);
-            crate::network::set_each(net.aux2_mut(), |d: &mut Dropout<[T; 1024]>| d.p = p);
-        })
-    }
 
     /// The head on `inception4a`.
     pub fn aux1(&self) -> &InceptionAux<T, 512> {
@@ -383,9 +371,7 @@ impl<T: Scalar> GoogLeNetAux<T> {
         copy_tensors(&mut main.first.first, &aux.first.first.first.first);
         copy_tensors(&mut main.first.then, &aux.first.first.then);
         copy_tensors(&mut main.then, &aux.then);
-        crate::network::set_each(&mut *net, |d: &mut Dropout<[T; 1024]>| {
-            d.p = T::from_f64(0.2)
-        });
+        net.configure();
         net
     }
 

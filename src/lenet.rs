@@ -142,6 +142,10 @@ pub struct LeNet5Activations<'a, T> {
     pub probs: &'a [T; 10],
 }
 
+/// LeNet-5 has no constants beyond its weights; its own `new_boxed` and `workspace` (above
+/// the trait's, and the same) need no import.
+impl<T: Scalar> crate::network::Network for LeNet5<T> {}
+
 impl<T: Scalar> LeNet5<T> {
     /// A LeNet-5 with PyTorch's default initial weights and biases drawn from `rng`
     /// (U(±1/√fan_in), [`Layer::init`]), built directly on the heap.

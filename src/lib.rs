@@ -169,6 +169,7 @@ pub use mode::{Eval, Mode, Pass, Train};
 #[cfg(feature = "alloc")]
 pub use named::tensor_names;
 pub use named::{Block, Label, Named, Unnamed};
+pub use network::Network;
 pub use no_bias::NoBias;
 pub use optim::{Optimizer, OptimizerState, Schedule, Sgd};
 pub use pool_kernel::PoolGeometry;

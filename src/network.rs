@@ -10,17 +10,45 @@ use core::any::Any;
 
 use crate::layer::Layer;
 
-/// A network built on the heap from zeroed memory, initialised ([`Layer::init`]: PyTorch's
-/// default for every layer), then `configure`d (dropout rates, normalisation constants).
-#[cfg(feature = "alloc")]
-pub(crate) fn new_boxed<L: Layer, R: rand::Rng + ?Sized>(
-    rng: &mut R,
-    configure: impl FnOnce(&mut L),
-) -> Box<L> {
-    let mut net = crate::zeroed_box::<L>();
-    net.init(rng);
-    configure(&mut net);
-    net
+/// A network the library defines, built on the heap once: [`Network::new_boxed`] initialises
+/// every layer as PyTorch does ([`Layer::init`]) and then sets the values that belong to the
+/// network's definition rather than to its weights ([`Network::configure`]: dropout rates,
+/// normalisation constants); [`Network::workspace`] is the zeroed workspace for its passes.
+///
+/// The methods are the trait's, checked once for every network, rather than each network's
+/// own: a method written for DenseNet-121's type made the compiler walk its 121 layers' types
+/// again, seconds of every build of the crate (BENCHMARKS.md, "Compile cost").
+///
+/// ```
+/// use constnet::{Layer, Network, ResNet20};
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let net = ResNet20::<f32, 1, 10>::new_boxed(&mut rng);
+/// let mut ws = ResNet20::<f32, 1, 10>::workspace();
+/// let mut out = [0.0; 10];
+/// net.forward(&[[[0.5; 32]; 32]; 1], &mut out, &mut ws);
+/// assert!((out.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+/// ```
+pub trait Network: Layer + Sized {
+    /// Sets the values that are part of the network's definition (dropout rates, local
+    /// response normalisation's constants) after [`Layer::init`]; nothing by default.
+    fn configure(&mut self) {}
+
+    /// The network with PyTorch's initial values and its definition's constants, built in
+    /// zeroed heap memory (never on the stack).
+    #[cfg(feature = "alloc")]
+    fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
+        let mut net = crate::zeroed_box::<Self>();
+        net.init(rng);
+        net.configure();
+        net
+    }
+
+    /// A zeroed workspace for its passes, on the heap.
+    #[cfg(feature = "alloc")]
+    fn workspace() -> Box<Self::Workspace> {
+        crate::zeroed_box()
+    }
 }
 
 /// Calls `set` on every layer of `net` of type `X` (see [`Layer::visit_layers_mut`]);

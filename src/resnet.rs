@@ -16,13 +16,7 @@
 //!            avgpool (global) 64 → fc CLASSES → softmax
 //! ```
 
-#[cfg(feature = "alloc")]
-extern crate alloc;
-#[cfg(feature = "alloc")]
-use alloc::boxed::Box;
-
-#[cfg(feature = "alloc")]
-use crate::layer::Layer;
+use crate::network::Network;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Maps;
@@ -151,7 +145,7 @@ pub type ResNet18Logits<T> = sequential![
 ///
 /// Its `state_dict` is torchvision's, names and layouts: load one saved with
 /// `safetensors.torch.save_file` through [`crate::state_dict::load_state_dict`]. 11,689,512
-/// parameters (45 MiB in `f32`); build it with [`ResNet18::new_boxed`].
+/// parameters (45 MiB in `f32`); build it with [`Network::new_boxed`].
 ///
 /// ```
 /// use constnet::{Layer, ResNet18, layer::count, TensorKind};
@@ -181,7 +175,7 @@ pub type ResNet20Logits<T, const CI: usize, const CLASSES: usize> = sequential![
 /// input channels and 10 classes (the paper's option A, parameter-free, has 269,722).
 ///
 /// ```
-/// use constnet::{Layer, ResNet20};
+/// use constnet::{Layer, Network, ResNet20};
 /// use rand::SeedableRng;
 /// let net = ResNet20::<f32, 1, 10>::new_boxed(&mut rand::rngs::StdRng::seed_from_u64(1));
 /// assert_eq!(net.param_count(), 272_474 - 2 * 16 * 9);
@@ -193,30 +187,6 @@ pub type ResNet20Logits<T, const CI: usize, const CLASSES: usize> = sequential![
 pub type ResNet20<T, const CI: usize, const CLASSES: usize> =
     sequential![ResNet20Logits<T, CI, CLASSES>, Softmax<T, CLASSES>];
 
-impl<T: Scalar> ResNet18<T> {
-    /// A ResNet-18 with PyTorch's initial values (see each layer), built on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
-        crate::network::new_boxed(rng, |_| {})
-    }
+impl<T: Scalar> Network for ResNet18<T> {}
 
-    /// A zeroed workspace for its passes, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn workspace() -> Box<<Self as Layer>::Workspace> {
-        crate::zeroed_box()
-    }
-}
-
-impl<T: Scalar, const CI: usize, const CLASSES: usize> ResNet20<T, CI, CLASSES> {
-    /// A ResNet-20 with PyTorch's initial values (see each layer), built on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
-        crate::network::new_boxed(rng, |_| {})
-    }
-
-    /// A zeroed workspace for its passes, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn workspace() -> Box<<Self as Layer>::Workspace> {
-        crate::zeroed_box()
-    }
-}
+impl<T: Scalar, const CI: usize, const CLASSES: usize> Network for ResNet20<T, CI, CLASSES> {}

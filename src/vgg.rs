@@ -13,13 +13,7 @@
 //! torchvision's `avgpool` (`AdaptiveAvgPool2d(7, 7)`) is the identity on the 7×7 maps of a
 //! 224×224 image and has no parameters, so the type leaves it out.
 
-#[cfg(feature = "alloc")]
-extern crate alloc;
-#[cfg(feature = "alloc")]
-use alloc::boxed::Box;
-
-#[cfg(feature = "alloc")]
-use crate::layer::Layer;
+use crate::network::Network;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Maps;
@@ -71,18 +65,9 @@ pub type Vgg16Logits<T> = sequential![
 /// ```
 pub type Vgg16<T> = sequential![Vgg16Logits<T>, Softmax<T, 1000>];
 
-impl<T: Scalar> Vgg16<T> {
-    /// A VGG-16 with PyTorch's initial values and dropout 0.5, built on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
-        crate::network::new_boxed(rng, |net: &mut Self| {
-            crate::network::set_each(net, |d: &mut Dropout<[T; 4096]>| d.p = T::from_f64(0.5));
-        })
-    }
-
-    /// A zeroed workspace for its passes, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn workspace() -> Box<<Self as Layer>::Workspace> {
-        crate::zeroed_box()
+impl<T: Scalar> Network for Vgg16<T> {
+    /// Dropout 0.5.
+    fn configure(&mut self) {
+        crate::network::set_each(self, |d: &mut Dropout<[T; 4096]>| d.p = T::from_f64(0.5));
     }
 }

@@ -9,17 +9,11 @@
 //!           → fc6 4096 → relu → dropout → fc7 4096 → relu → dropout → fc8 1000
 //! ```
 
-#[cfg(feature = "alloc")]
-extern crate alloc;
-#[cfg(feature = "alloc")]
-use alloc::boxed::Box;
-
 use crate::alexnet::{
     Conv1, Conv2, Conv3, Conv4, Conv5, Drop6, Drop7, Fc6, Fc7, Fc8, Flat, Norm1, Norm2, Pool1,
     Pool2, Pool5, Relu1, Relu2, Relu3, Relu4, Relu5, Relu6, Relu7,
 };
-#[cfg(feature = "alloc")]
-use crate::layer::Layer;
+use crate::network::Network;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::Maps;
@@ -70,28 +64,18 @@ pub type ZfNetLogits<T> = sequential![
 /// ```
 pub type ZfNet<T> = sequential![ZfNetLogits<T>, Softmax<T, 1000>];
 
-impl<T: Scalar> ZfNet<T> {
-    /// A ZF Net with PyTorch's initial values, the normalisation constants above and
-    /// dropout 0.5, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
-        crate::network::new_boxed(rng, |net: &mut Self| {
-            let (alpha, beta, k) = (T::from_f64(1e-4), T::from_f64(0.75), T::from_f64(2.0));
-            let norm1 = |l: &mut LocalResponseNorm<T, 96, 110, 110, 5>| {
-                (l.alpha, l.beta, l.k) = (alpha, beta, k)
-            };
-            let norm2 = |l: &mut LocalResponseNorm<T, 256, 26, 26, 5>| {
-                (l.alpha, l.beta, l.k) = (alpha, beta, k)
-            };
-            crate::network::set_each(net, norm1);
-            crate::network::set_each(net, norm2);
-            crate::network::set_each(net, |d: &mut Dropout<[T; 4096]>| d.p = T::from_f64(0.5));
-        })
-    }
-
-    /// A zeroed workspace for its passes, on the heap.
-    #[cfg(feature = "alloc")]
-    pub fn workspace() -> Box<<Self as Layer>::Workspace> {
-        crate::zeroed_box()
+impl<T: Scalar> Network for ZfNet<T> {
+    /// The normalisation constants above (alpha 1e-4, beta 0.75, k 2) and dropout 0.5.
+    fn configure(&mut self) {
+        let (alpha, beta, k) = (T::from_f64(1e-4), T::from_f64(0.75), T::from_f64(2.0));
+        let norm1 = |l: &mut LocalResponseNorm<T, 96, 110, 110, 5>| {
+            (l.alpha, l.beta, l.k) = (alpha, beta, k)
+        };
+        let norm2 = |l: &mut LocalResponseNorm<T, 256, 26, 26, 5>| {
+            (l.alpha, l.beta, l.k) = (alpha, beta, k)
+        };
+        crate::network::set_each(self, norm1);
+        crate::network::set_each(self, norm2);
+        crate::network::set_each(self, |d: &mut Dropout<[T; 4096]>| d.p = T::from_f64(0.5));
     }
 }

@@ -23,7 +23,7 @@ use constnet::train::{
 };
 use constnet::viz::{EpochRow, plot_curves, write_curves_csv};
 use constnet::weights::{Describe, MAGIC, load_file, load_lenet5, save_file};
-use constnet::{BatchLayer, Layer, LeNet5, Loss, ResNet20};
+use constnet::{BatchLayer, Layer, LeNet5, Loss, Network, ResNet20};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 

@@ -221,8 +221,8 @@ mod later {
     use constnet::state_dict::load_state_dict;
     use constnet::viz::{self, Grid};
     use constnet::{
-        AlexNet, AlexNet2012, DenseNet121, GoogLeNet, Layer, ResNet18, ResNet20, Tensor, Vgg16,
-        ZfNet, tensor_names, zeroed_box,
+        AlexNet, AlexNet2012, DenseNet121, GoogLeNet, Layer, Network, ResNet18, ResNet20, Tensor,
+        Vgg16, ZfNet, tensor_names, zeroed_box,
     };
     use rand::SeedableRng;
 

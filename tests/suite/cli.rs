@@ -1105,7 +1105,7 @@ fn the_trainer_trains_resnet20_and_its_weights_reload_with_eval() {
 #[test]
 fn the_visualizer_classifies_a_photo_with_torchvision_weights() {
     use constnet::photo::{Photo, imagenet_input};
-    use constnet::{Layer, ResNet18, Tensor, zeroed_box};
+    use constnet::{Layer, Network, ResNet18, Tensor, zeroed_box};
     use rand::SeedableRng;
     let bin = env!("CARGO_BIN_EXE_visualize");
     let dir = scratch("photo");

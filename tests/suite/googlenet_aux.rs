@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use constnet::googlenet::AuxLosses;
 use constnet::state_dict::{SafetensorsError, load_state_dict, save_state_dict};
 use constnet::{
-    GoogLeNet, GoogLeNetAux, Layer, Pass, Scalar, Tensor, TensorKind, layer::count, tensor_names,
-    zeroed_box,
+    GoogLeNet, GoogLeNetAux, Layer, Network, Pass, Scalar, Tensor, TensorKind, layer::count,
+    tensor_names, zeroed_box,
 };
 use rand::SeedableRng;
 

@@ -5,8 +5,8 @@
 use constnet::pytorch::SafetensorsError;
 use constnet::state_dict::{load_state_dict, save_state_dict};
 use constnet::{
-    BatchNorm2d, Block, Conv2d, Identity, Layer, Maps, Named, NoBias, Relu, Residual, name,
-    sequential, tensor_names, zeroed_box,
+    BatchNorm2d, Block, Conv2d, Identity, Layer, Maps, Named, Network, NoBias, Relu, Residual,
+    name, sequential, tensor_names, zeroed_box,
 };
 use rand::SeedableRng;
 use safetensors::tensor::{Dtype, TensorView};

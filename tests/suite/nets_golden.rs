@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use constnet::state_dict::load_state_dict;
 use constnet::{
-    AlexNet, AlexNet2012, BatchLayer, DenseNet121, GoogLeNet, Layer, Pass, ResNet18, Scalar,
-    TensorKind, Vgg16, ZfNet, layer::count, tensor_names, zeroed_box,
+    AlexNet, AlexNet2012, BatchLayer, DenseNet121, GoogLeNet, Layer, Network, Pass, ResNet18,
+    Scalar, TensorKind, Vgg16, ZfNet, layer::count, tensor_names, zeroed_box,
 };
 use rand::SeedableRng;
 use safetensors::{Dtype, tensor::TensorView};

@@ -4,8 +4,8 @@
 //! than 1.25 × (its weights + the activations that must be live at once).
 
 use constnet::{
-    AlexNet, AlexNet2012, BatchLayer, DenseNet121, GoogLeNet, Layer, Pass, ResNet18, ResNet20,
-    Scalar, Sgd, Tensor, Vgg16, ZfNet, zeroed_box,
+    AlexNet, AlexNet2012, BatchLayer, DenseNet121, GoogLeNet, Layer, Network, Pass, ResNet18,
+    ResNet20, Scalar, Sgd, Tensor, Vgg16, ZfNet, zeroed_box,
 };
 use rand::SeedableRng;
 

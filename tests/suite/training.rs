@@ -6,7 +6,7 @@ use constnet::augment::Augment;
 use constnet::mnist::{Dataset, load_dir};
 use constnet::optim::{Optimizer, Schedule};
 use constnet::train::{LeNet5Trainer, TrainConfig};
-use constnet::{Layer, LeNet5, Loss};
+use constnet::{Layer, LeNet5, Loss, Network};
 use rand::SeedableRng;
 use std::sync::LazyLock;
 
