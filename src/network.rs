@@ -25,9 +25,8 @@ use crate::layer::Layer;
 /// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 /// let net = ResNet20::<f32, 1, 10>::new_boxed(&mut rng);
 /// let mut ws = ResNet20::<f32, 1, 10>::workspace();
-/// let mut out = [0.0; 10];
-/// net.forward(&[[[0.5; 32]; 32]; 1], &mut out, &mut ws);
-/// assert!((out.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+/// let probs = net.probabilities(&[[[0.5; 32]; 32]; 1], &mut ws); // evaluation mode
+/// assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
 /// ```
 pub trait Network: Layer + Sized {
     /// Sets the values that are part of the network's definition (dropout rates, local
