@@ -67,42 +67,49 @@ fn reference(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], g: &[f32]) -> 
         gi: vec![0.0; geo.input_len()],
         gi_abs: vec![0.0; geo.input_len()],
     };
+    // The outputs whose window puts tap `t` at an input position `o·S + t − P` in 0..n
+    // (found by search, not by formula, to stay the definition).
+    let on_map = |t: usize, n: usize, outputs: usize| -> Vec<(usize, usize)> {
+        (0..outputs)
+            .filter_map(|o| (o * geo.stride + t).checked_sub(geo.pad).map(|at| (o, at)))
+            .filter(|&(_, at)| at < n)
+            .collect()
+    };
+    let rows: Vec<_> = (0..k).map(|i| on_map(i, geo.h, geo.oh)).collect();
+    let cols: Vec<_> = (0..k).map(|j| on_map(j, geo.w, geo.ow)).collect();
     for (o, &bias) in b.iter().enumerate() {
         let group = o / cog;
-        for oy in 0..geo.oh {
-            for ox in 0..geo.ow {
-                let at = (o * geo.oh + oy) * geo.ow + ox;
-                let go = f64::from(g[at]);
-                let (mut y, mut y_abs) = (f64::from(bias), f64::from(bias).abs());
-                r.gb[o] += go;
-                r.gb_abs[o] += go.abs();
-                for ci in 0..cig {
-                    let c = group * cig + ci;
-                    for i in 0..k {
-                        for j in 0..k {
-                            let (Some(row), Some(col)) = (
-                                (oy * geo.stride + i).checked_sub(geo.pad),
-                                (ox * geo.stride + j).checked_sub(geo.pad),
-                            ) else {
-                                continue;
-                            };
-                            if row >= geo.h || col >= geo.w {
-                                continue;
-                            }
+        let out = o * geo.oh * geo.ow..(o + 1) * geo.oh * geo.ow;
+        r.y[out.clone()].fill(f64::from(bias));
+        r.y_abs[out.clone()].fill(f64::from(bias).abs());
+        for &go in &g[out] {
+            r.gb[o] += f64::from(go);
+            r.gb_abs[o] += f64::from(go).abs();
+        }
+        // Tap by tap (each output still sums its taps in the order (c, i, j)).
+        for ci in 0..cig {
+            let c = group * cig + ci;
+            for i in 0..k {
+                for j in 0..k {
+                    let wi = ((o * cig + ci) * k + i) * k + j;
+                    let wv = f64::from(w[wi]);
+                    let (mut gw, mut gw_abs) = (0.0, 0.0);
+                    for &(oy, row) in &rows[i] {
+                        for &(ox, col) in &cols[j] {
+                            let at = (o * geo.oh + oy) * geo.ow + ox;
                             let xi = (c * geo.h + row) * geo.w + col;
-                            let wi = ((o * cig + ci) * k + i) * k + j;
-                            let (xv, wv) = (f64::from(x[xi]), f64::from(w[wi]));
-                            y += wv * xv;
-                            y_abs += (wv * xv).abs();
-                            r.gw[wi] += go * xv;
-                            r.gw_abs[wi] += (go * xv).abs();
+                            let (xv, go) = (f64::from(x[xi]), f64::from(g[at]));
+                            r.y[at] += wv * xv;
+                            r.y_abs[at] += (wv * xv).abs();
+                            gw += go * xv;
+                            gw_abs += (go * xv).abs();
                             r.gi[xi] += go * wv;
                             r.gi_abs[xi] += (go * wv).abs();
                         }
                     }
+                    r.gw[wi] = gw;
+                    r.gw_abs[wi] = gw_abs;
                 }
-                r.y[at] = y;
-                r.y_abs[at] = y_abs;
             }
         }
     }
