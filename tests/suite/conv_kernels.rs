@@ -353,15 +353,18 @@ fn geo(
     .checked()
 }
 
-/// Every convolution of ResNet-20 (stem, 3×3 at stride 1 and 2, 1×1 projections), on both
-/// kernels; then ResNet-18's, VGG's and AlexNet's larger ones at their real sizes on
-/// the matrix-product kernels: several blocks of taps (up to 4,608 rows), of output
-/// channels (512) and of pixels (up to 50,176), two groups.
-#[test]
-fn kernels_equal_the_reference_on_resnet_and_vgg_layers() {
-    let values: Vec<f32> = (0..997)
+/// The values every real-size layer test draws from.
+fn layer_values() -> Vec<f32> {
+    (0..997)
         .map(|i| ((i * 59 % 113) as f32 / 56.0) - 1.0)
-        .collect();
+        .collect()
+}
+
+/// Every convolution of ResNet-20 (stem, 3×3 at stride 1 and 2, 1×1 projections), on both
+/// kernels.
+#[test]
+fn kernels_equal_the_reference_on_resnet20_layers() {
+    let values = layer_values();
     let resnet20 = [
         geo((1, 16, 1), (3, 1, 1), (32, 32)),
         geo((16, 16, 1), (3, 1, 1), (32, 32)),
@@ -375,12 +378,31 @@ fn kernels_equal_the_reference_on_resnet_and_vgg_layers() {
     for g in resnet20 {
         check_kernels(&g, &values);
     }
-    // The larger layers on the matrix-product kernels only (the direct ones take seconds).
+}
+
+// The larger layers, at their real sizes, on the matrix-product kernels only (the direct
+// ones take seconds): several blocks of taps (up to 4,608 rows), of output channels (512)
+// and of pixels (up to 50,176), two groups. Three tests, so that the test threads share them.
+
+/// ResNet-18's stem, a layer1 convolution, its last projection and a layer4 convolution.
+#[test]
+fn gemm_kernels_equal_the_reference_on_resnet18_layers() {
+    let values = layer_values();
     for g in [
         geo((3, 64, 1), (7, 2, 3), (224, 224)),  // ResNet-18's stem
         geo((64, 64, 1), (3, 1, 1), (56, 56)),   // ResNet-18's layer1
         geo((256, 512, 1), (1, 2, 0), (14, 14)), // its last projection
         geo((512, 512, 1), (3, 1, 1), (7, 7)),   // its layer4
+    ] {
+        check_kernels_of(&conv_gemm::GEMM, &g, &values);
+    }
+}
+
+/// VGG's first convolution, a VGG-style 3×3 and AlexNet's grouped conv2.
+#[test]
+fn gemm_kernels_equal_the_reference_on_vgg_and_alexnet_layers() {
+    let values = layer_values();
+    for g in [
         geo((3, 64, 1), (3, 1, 1), (224, 224)),  // VGG's first
         geo((128, 128, 1), (3, 1, 1), (28, 28)), // a VGG-style 3×3 of 1,152 taps
         geo((96, 256, 2), (5, 1, 2), (27, 27)),  // AlexNet's grouped conv2
