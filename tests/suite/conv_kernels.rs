@@ -89,13 +89,13 @@ fn reference(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], g: &[f32]) -> 
         // Tap by tap (each output still sums its taps in the order (c, i, j)).
         for ci in 0..cig {
             let c = group * cig + ci;
-            for i in 0..k {
-                for j in 0..k {
+            for (i, rows) in rows.iter().enumerate() {
+                for (j, cols) in cols.iter().enumerate() {
                     let wi = ((o * cig + ci) * k + i) * k + j;
                     let wv = f64::from(w[wi]);
                     let (mut gw, mut gw_abs) = (0.0, 0.0);
-                    for &(oy, row) in &rows[i] {
-                        for &(ox, col) in &cols[j] {
+                    for &(oy, row) in rows {
+                        for &(ox, col) in cols {
                             let at = (o * geo.oh + oy) * geo.ow + ox;
                             let xi = (c * geo.h + row) * geo.w + col;
                             let (xv, go) = (f64::from(x[xi]), f64::from(g[at]));
