@@ -17,7 +17,7 @@ use crate::layer::Layer;
 ///
 /// The methods are the trait's, checked once for every network, rather than each network's
 /// own: a method written for DenseNet-121's type made the compiler walk its 121 layers' types
-/// again, seconds of every build of the crate (BENCHMARKS.md, "Compile cost").
+/// again, seconds of every build of the crate (BENCHMARKS.md, "The main job's build").
 ///
 /// ```
 /// use constnet::{Layer, Network, ResNet20};
