@@ -142,8 +142,8 @@ pub struct LeNet5Activations<'a, T> {
     pub probs: &'a [T; 10],
 }
 
-/// LeNet-5 has no constants beyond its weights; its own `new_boxed` and `workspace` (above
-/// the trait's, and the same) need no import.
+/// LeNet-5 has no constants beyond its weights. Its inherent `new_boxed` and `workspace`
+/// below are the trait's, callable without importing [`crate::Network`].
 impl<T: Scalar> crate::network::Network for LeNet5<T> {}
 
 impl<T: Scalar> LeNet5<T> {
@@ -151,16 +151,14 @@ impl<T: Scalar> LeNet5<T> {
     /// (U(±1/√fan_in), [`Layer::init`]), built directly on the heap.
     #[cfg(feature = "alloc")]
     pub fn new_boxed<R: rand::Rng + ?Sized>(rng: &mut R) -> Box<Self> {
-        let mut net = crate::zeroed_box::<Self>();
-        net.init(rng);
-        net
+        <Self as crate::network::Network>::new_boxed(rng)
     }
 
     /// A zeroed workspace for LeNet-5's passes, on the heap (124 KiB in `f32`: every activation,
     /// its gradient, and the pools' winning positions).
     #[cfg(feature = "alloc")]
     pub fn workspace() -> Box<<Self as Layer>::Workspace> {
-        crate::zeroed_box()
+        <Self as crate::network::Network>::workspace()
     }
 
     /// The activations of the latest forward pass that used `ws`, found by their layers'
