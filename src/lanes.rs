@@ -222,7 +222,9 @@ impl<Net: Layer> Lanes<Net> {
     /// vectors (AVX-512). With AVX2's 8 lanes the lane kernels' smaller register blocks made
     /// LeNet-5's training step 10–14% slower than sample by sample (measured when only its
     /// convolutions ran in lanes), and `f64` has no lane kernels, so those run sample by
-    /// sample.
+    /// sample. So does aarch64: NEON's 4 lanes would split each block of 16 samples over
+    /// four registers, narrower still than AVX2's two, and with no aarch64 machine to time
+    /// it on (qemu's timings mean nothing) nothing says it would pay.
     pub fn runs_in_lanes<const N: usize>() -> bool {
         N.is_multiple_of(LANES)
             && Net::Scalar::as_f32(&[]).is_some()

@@ -4,15 +4,17 @@
 //! Default cargo builds target baseline x86-64 (SSE2, no FMA), and the compiler neither fuses
 //! `a * b + c` nor vectorises a float sum. So each fast kernel (in the kernel modules apart
 //! from the layers: `conv_fast.rs`, `linear_kernel.rs`, …) is written once, generically over
-//! [`Simd`], and compiled several times: for AVX-512, for AVX2+FMA, for SSE2 and for plain
-//! scalars. [`dispatch`] runs the best version this CPU has (detected once with
-//! `is_x86_feature_detected!`);
+//! [`Simd`], and compiled several times: on x86-64 for AVX-512, for AVX2+FMA, for SSE2 and
+//! for plain scalars; on aarch64 for NEON (its baseline) and for plain scalars. [`dispatch`]
+//! runs the best version this CPU has (detected once with `is_x86_feature_detected!` on
+//! x86-64);
 //! [`with_isa`] forces a narrower one on the current thread (tests and benches use it).
 //!
 //! What is unsafe here, and why it is sound:
-//! * the `core::arch` intrinsics. A value of [`Avx2`] or [`Avx512`] is only ever created
+//! * the `core::arch` intrinsics. A value of `Avx2` or `Avx512` is only ever created
 //!   inside a function compiled for, and entered only after detecting, its features; so every
-//!   intrinsic behind such a value runs on a CPU that has it;
+//!   intrinsic behind such a value runs on a CPU that has it. `Sse2` and `Neon` are their
+//!   architecture's baseline, which every build for it targets;
 //! * unaligned vector loads and stores, each after a bounds check of the whole vector;
 //! * entering a `#[target_feature]` function, done only after the features were detected.
 //!
@@ -23,7 +25,8 @@ use core::fmt::Debug;
 
 /// One SIMD instruction set, as a value: the vector type and its operations on `f32` lanes.
 ///
-/// Implemented by [`Scalar`] (one lane, any CPU), [`Sse2`], [`Avx2`] and [`Avx512`]. Kernels
+/// Implemented by [`Scalar`] (one lane, any CPU), on x86-64 by `Sse2`, `Avx2` and `Avx512`,
+/// and on aarch64 by `Neon`. Kernels
 /// take it as a type parameter and call only these safe methods. Every method is
 /// `#[inline(always)]` so that it is compiled with the instruction set of the kernel it ends
 /// up in.
@@ -136,11 +139,14 @@ pub enum Isa {
     Avx2 = 3,
     /// 16 lanes with FMA.
     Avx512 = 4,
+    /// aarch64's Advanced SIMD: 4 lanes with FMA (baseline on aarch64, so never detected).
+    Neon = 5,
 }
 
 impl Isa {
-    /// Every instruction set, narrowest first.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Sse2, Isa::Avx2, Isa::Avx512];
+    /// Every instruction set: the scalar one, then x86-64's narrowest first, then aarch64's.
+    /// [`Isa::available`] picks this CPU's.
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Sse2, Isa::Avx2, Isa::Avx512, Isa::Neon];
 
     fn from_u8(v: u8) -> Option<Isa> {
         Isa::ALL.into_iter().find(|&i| i as u8 == v)
@@ -148,14 +154,24 @@ impl Isa {
 
     /// Whether this CPU can run `self`.
     pub fn available(self) -> bool {
-        self <= detected()
+        self.of_this_arch() && self <= detected()
+    }
+
+    /// Whether `self` belongs to the architecture this build targets (the scalar one belongs
+    /// to every one).
+    const fn of_this_arch(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Sse2 | Isa::Avx2 | Isa::Avx512 => cfg!(target_arch = "x86_64"),
+            Isa::Neon => cfg!(target_arch = "aarch64"),
+        }
     }
 
     /// `f32` values in one of its vectors: 1, 4, 8 or 16.
     pub const fn lanes(self) -> usize {
         match self {
             Isa::Scalar => 1,
-            Isa::Sse2 => 4,
+            Isa::Sse2 | Isa::Neon => 4,
             Isa::Avx2 => 8,
             Isa::Avx512 => 16,
         }
@@ -204,7 +220,16 @@ fn detect() -> Isa {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+fn detect() -> Isa {
+    // Advanced SIMD is part of the aarch64 baseline: the build target has it.
+    Isa::Neon
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+)))]
 fn detect() -> Isa {
     Isa::Scalar
 }
@@ -248,7 +273,9 @@ pub fn dispatch_within<K: Kernel>(kernel: K, lanes: usize) -> K::Output {
     let isa = Isa::ALL
         .into_iter()
         .rev()
-        .find(|&isa| isa <= current() && (isa.lanes() <= lanes || isa == Isa::Scalar))
+        .find(|&isa| {
+            isa.of_this_arch() && isa <= current() && (isa.lanes() <= lanes || isa == Isa::Scalar)
+        })
         .unwrap_or(Isa::Scalar);
     run_on(isa, kernel)
 }
@@ -270,6 +297,8 @@ fn run_on<K: Kernel>(isa: Isa, kernel: K) -> K::Output {
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Sse2 => kernel.run(x86::Sse2(())),
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Isa::Neon => kernel.run(neon::Neon(())),
         _ => kernel.run(Scalar),
     }
 }
@@ -861,6 +890,128 @@ mod x86 {
     }
 }
 
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub use neon::Neon;
+
+/// aarch64's Advanced SIMD. It is part of the aarch64 baseline, so the build target has it
+/// and nothing is detected at run time; every intrinsic below runs on any CPU this build
+/// runs on.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon {
+    use super::Simd;
+    use core::arch::aarch64::*;
+
+    /// NEON: 4 lanes with FMA. Every aarch64 CPU has it.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Neon(pub(super) ());
+
+    impl Simd for Neon {
+        const LANES: usize = 4;
+        type F = float32x4_t;
+        #[inline(always)]
+        fn splat(self, x: f32) -> float32x4_t {
+            // SAFETY (this and every intrinsic call below in this impl): NEON is enabled for
+            // the whole build (the module's `cfg`), so the CPU running it has NEON.
+            unsafe { vdupq_n_f32(x) }
+        }
+        #[inline(always)]
+        fn load(self, s: &[f32], at: usize) -> float32x4_t {
+            let s = &s[at..at + 4];
+            // SAFETY: `s` holds 4 floats (checked by the slice above); ld1 needs no alignment.
+            unsafe { vld1q_f32(s.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32], at: usize, v: float32x4_t) {
+            let s = &mut s[at..at + 4];
+            // SAFETY: `s` holds 4 writable floats; st1 needs no alignment.
+            unsafe { vst1q_f32(s.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn load_bits(self, s: &[u32], at: usize) -> float32x4_t {
+            let s = &s[at..at + 4];
+            // SAFETY: `s` holds 4 values of 4 bytes; the reinterpretation keeps every bit.
+            unsafe { vreinterpretq_f32_u32(vld1q_u32(s.as_ptr())) }
+        }
+        #[inline(always)]
+        fn store_bits(self, s: &mut [u32], at: usize, v: float32x4_t) {
+            let s = &mut s[at..at + 4];
+            // SAFETY: `s` holds 4 writable values of 4 bytes (any bits are a u32).
+            unsafe { vst1q_u32(s.as_mut_ptr(), vreinterpretq_u32_f32(v)) }
+        }
+        #[inline(always)]
+        fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            // SAFETY: NEON (see `splat`).
+            unsafe { vaddq_f32(a, b) }
+        }
+        #[inline(always)]
+        fn sub(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            // SAFETY: NEON (see `splat`).
+            unsafe { vsubq_f32(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            // SAFETY: NEON (see `splat`).
+            unsafe { vmulq_f32(a, b) }
+        }
+        #[inline(always)]
+        fn div(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            // SAFETY: NEON (see `splat`); aarch64's fdiv is correctly rounded.
+            unsafe { vdivq_f32(a, b) }
+        }
+        #[inline(always)]
+        fn sqrt(self, a: float32x4_t) -> float32x4_t {
+            // SAFETY: NEON (see `splat`); aarch64's fsqrt is correctly rounded.
+            unsafe { vsqrtq_f32(a) }
+        }
+        #[inline(always)]
+        fn mul_add(self, a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+            // SAFETY: NEON (see `splat`). `vfmaq_f32(c, a, b)` is `c + a·b`, one rounding.
+            unsafe { vfmaq_f32(c, a, b) }
+        }
+        #[inline(always)]
+        fn sum(self, v: float32x4_t) -> f32 {
+            // SAFETY: NEON (see `splat`).
+            unsafe { vaddvq_f32(v) }
+        }
+        #[inline(always)]
+        fn select_gt(
+            self,
+            a: float32x4_t,
+            b: float32x4_t,
+            x: float32x4_t,
+            y: float32x4_t,
+        ) -> float32x4_t {
+            // SAFETY: NEON (see `splat`). fcmgt is false where either is NaN.
+            unsafe { vbslq_f32(vcgtq_f32(a, b), x, y) }
+        }
+        #[inline(always)]
+        fn select_gt_nan(
+            self,
+            a: float32x4_t,
+            b: float32x4_t,
+            x: float32x4_t,
+            y: float32x4_t,
+        ) -> float32x4_t {
+            // SAFETY: NEON (see `splat`).
+            unsafe {
+                // not a ≤ b (true if either is NaN), and b is not NaN
+                let m = vandq_u32(vmvnq_u32(vcleq_f32(a, b)), vceqq_f32(b, b));
+                vbslq_f32(m, x, y)
+            }
+        }
+        #[inline(always)]
+        fn deinterleave(self, a: float32x4_t, b: float32x4_t) -> (float32x4_t, float32x4_t) {
+            // SAFETY: NEON (see `splat`).
+            unsafe { (vuzp1q_f32(a, b), vuzp2q_f32(a, b)) }
+        }
+        #[inline(always)]
+        fn interleave(self, a: float32x4_t, b: float32x4_t) -> (float32x4_t, float32x4_t) {
+            // SAFETY: NEON (see `splat`).
+            unsafe { (vzip1q_f32(a, b), vzip2q_f32(a, b)) }
+        }
+    }
+}
+
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
@@ -887,6 +1038,7 @@ mod tests {
             assert_eq!(got, 992.0, "{isa:?}");
         }
         assert!(Isa::Sse2.available() || cfg!(not(target_arch = "x86_64")));
+        assert_eq!(Isa::Neon.available(), cfg!(target_arch = "aarch64"));
     }
 
     /// Lane `i` of the concatenation `a ‖ b` for `i < 2·LANES`: `(even, odd)` deinterleaved
