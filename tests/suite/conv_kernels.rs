@@ -411,6 +411,27 @@ fn gemm_kernels_equal_the_reference_on_vgg_and_alexnet_layers() {
     }
 }
 
+/// The geometries of the other networks that none of the tests above has, each on the
+/// kernels its layer runs (`conv_gemm::kernels_for`): AlexNet's 11×11/4 stem, ZF Net's 7×7/2
+/// with padding 1 and its unpadded 5×5/2, GoogLeNet's 1×1 in inception 3a, and a DenseNet
+/// layer's 3×3 growth convolution. Channels, kernel, stride and padding are the layer's; the
+/// maps are cropped (to keep the scalar instruction set and the `f64` reference quick), with
+/// the same remainder of `(in + 2·pad − kernel) mod stride`, so the last window stops where
+/// the real layer's does.
+#[test]
+fn kernels_equal_the_reference_on_alexnet_zfnet_googlenet_and_densenet_layers() {
+    let values = layer_values();
+    for g in [
+        geo((3, 64, 1), (11, 4, 2), (60, 60)), // torchvision AlexNet's features.0 (224)
+        geo((3, 96, 1), (7, 2, 1), (48, 48)),  // ZF Net's conv1 (224 → 110)
+        geo((96, 256, 1), (5, 2, 0), (19, 19)), // ZF Net's conv2 (55 → 26)
+        geo((192, 64, 1), (1, 1, 0), (28, 28)), // GoogLeNet's inception3a.branch1
+        geo((128, 32, 1), (3, 1, 1), (20, 20)), // DenseNet's denseblock1 conv2 (56)
+    ] {
+        check_kernels_of(conv_gemm::kernels_for(&g), &g, &values);
+    }
+}
+
 /// The matrix-product kernels give the same bits on every call, from any thread, with
 /// other threads running them at the same time: no sum depends on anything but the
 /// geometry and the numbers.
