@@ -6,6 +6,7 @@
 //! and the per-thread sums are added in thread order.
 
 use std::fmt;
+use std::sync::{Mutex, RwLock, mpsc};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -364,6 +365,26 @@ where
     }
 }
 
+/// The next message of `rx`, or `None` once every sender is gone. It polls for a while
+/// before it sleeps: between two batches a worker waits only for the update (tens of
+/// microseconds), less than waking a sleeping thread costs on a virtual machine.
+fn receive<M>(rx: &mpsc::Receiver<M>) -> Option<M> {
+    for _ in 0..1 << 14 {
+        match rx.try_recv() {
+            Ok(message) => return Some(message),
+            Err(mpsc::TryRecvError::Empty) => core::hint::spin_loop(),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+    rx.recv().ok()
+}
+
+/// One worker's share of a batch: its images and its samples' pass.
+struct Job<'a> {
+    part: &'a [u32],
+    pass: Pass<Train>,
+}
+
 /// Trains a classifier: owns the network, its optimizer state and per-thread buffers.
 ///
 /// ```no_run
@@ -482,80 +503,150 @@ where
         let batches = order.len().div_ceil(batch);
         let start = Instant::now();
         let (mut loss_sum, mut correct) = (0.0, 0usize);
-        for (b, indices) in order.chunks(batch).enumerate() {
-            let lr = c.schedule.rate(c.lr, epoch - 1, b, batches, c.epochs);
-            let (loss, right) = self.accumulate(data, indices, epoch);
-            let mean = loss / indices.len() as f64;
-            if !mean.is_finite() {
-                return Err(Diverged {
-                    epoch,
-                    batch: b + 1,
-                    loss: mean,
-                    lr,
-                });
-            }
-            let (first, rest) = self.workers.split_first_mut().expect("at least one worker");
-            for w in rest.iter() {
-                first.grads.add_grads(&w.grads);
-            }
-            let scale = 1.0 / indices.len() as f64;
-            self.state
-                .step(&c.optimizer, lr, scale, &mut *self.net, &first.grads);
-            self.step += 1;
-            loss_sum += loss;
-            correct += right;
-            let images = (b * batch + indices.len()).min(order.len());
-            progress(&Progress {
-                epoch,
-                images,
-                total: order.len(),
-                loss: loss_sum / images as f64,
-                accuracy: correct as f64 / images as f64,
-                images_per_second: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
-            });
-        }
-        Ok(())
-    }
-
-    /// Forward and backward over one batch, split over the workers; returns the summed loss
-    /// and the number of correct predictions. Each worker's gradients hold its part's sum.
-    fn accumulate(&mut self, data: &Dataset, indices: &[u32], epoch: usize) -> (f64, usize) {
-        let (net, c) = (&*self.net, self.config);
-        // Each worker takes a contiguous part, a whole number of micro-batches where possible.
-        let per = indices
-            .len()
-            .div_ceil(self.workers.len())
-            .next_multiple_of(MICRO_BATCH);
-        // The step's pass: each worker's samples are numbered from the start of the batch.
-        let pass = Pass::train(c.seed, self.step as u64);
-        let run = |w: &mut Worker<B, T>, part: &[u32], pass: Pass<Train>| {
-            w.accumulate::<R>(net, data, part, epoch, &c, pass)
-        };
-        if self.workers.len() == 1 {
-            return run(&mut self.workers[0], indices, pass);
-        }
-        let per = per.max(1);
-        let mut parts = indices.chunks(per).enumerate();
+        let Self {
+            net,
+            state,
+            workers,
+            step,
+            ..
+        } = self;
+        let (first, rest) = workers.split_first_mut().expect("at least one worker");
+        // The helpers live for the epoch (one spawn per epoch, none with one thread); this
+        // thread is worker 0. A helper reads the network while it works on its part of a
+        // batch; the update takes it back only when every part is done.
+        let net = RwLock::new(&mut **net);
+        let rest: Vec<Mutex<&mut Worker<B, T>>> = rest.iter_mut().map(Mutex::new).collect();
         std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .workers
-                .iter_mut()
-                .map(|w| {
-                    let (k, part) = parts.next().unwrap_or((0, &[]));
-                    s.spawn(move || run(w, part, pass.offset(k * per)))
+            let (done_tx, done_rx) = mpsc::channel();
+            let jobs: Vec<mpsc::Sender<Job<'_>>> = rest
+                .iter()
+                .enumerate()
+                .map(|(k, worker)| {
+                    let (tx, rx) = mpsc::channel::<Job<'_>>();
+                    let (done, net) = (done_tx.clone(), &net);
+                    s.spawn(move || {
+                        while let Some(job) = receive(&rx) {
+                            let work = || {
+                                let net = net.read().unwrap_or_else(|e| e.into_inner());
+                                let mut w = worker.lock().unwrap_or_else(|e| e.into_inner());
+                                w.accumulate::<R>(&net, data, job.part, epoch, &c, job.pass)
+                            };
+                            let result =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                            if done.send((k + 1, result)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    tx
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("worker panicked"))
-                .fold((0.0, 0), |(l, r), (l2, r2)| (l + l2, r + r2))
+            drop(done_tx);
+            let mut results = vec![(0.0, 0usize); jobs.len() + 1];
+            for (b, indices) in order.chunks(batch).enumerate() {
+                let lr = c.schedule.rate(c.lr, epoch - 1, b, batches, c.epochs);
+                // Each worker takes a contiguous part, a whole number of micro-batches where
+                // possible, its samples numbered from the start of the batch.
+                let helpers = jobs.len();
+                let per = indices
+                    .len()
+                    .div_ceil(helpers + 1)
+                    .next_multiple_of(MICRO_BATCH)
+                    .max(1);
+                let pass = Pass::train(c.seed, *step as u64);
+                let mut parts = indices.chunks(per).enumerate().map(|(k, part)| Job {
+                    part,
+                    pass: pass.offset(k * per),
+                });
+                let own = parts.next().unwrap_or(Job { part: &[], pass });
+                for (k, tx) in jobs.iter().enumerate() {
+                    let job = parts.next().unwrap_or(Job {
+                        part: &[],
+                        pass: pass.offset((k + 1) * per),
+                    });
+                    tx.send(job).expect("a helper thread ended early");
+                }
+                results[0] = {
+                    let net = net.read().unwrap_or_else(|e| e.into_inner());
+                    first.accumulate::<R>(&net, data, own.part, epoch, &c, own.pass)
+                };
+                for _ in 0..helpers {
+                    let (k, result) = receive(&done_rx).expect("a helper thread ended early");
+                    results[k] = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                }
+                // Added in worker order, whichever finished first.
+                let (loss, right) = results
+                    .iter()
+                    .fold((0.0, 0), |(l, r), &(l2, r2)| (l + l2, r + r2));
+                let mean = loss / indices.len() as f64;
+                if !mean.is_finite() {
+                    return Err(Diverged {
+                        epoch,
+                        batch: b + 1,
+                        loss: mean,
+                        lr,
+                    });
+                }
+                for w in &rest {
+                    first
+                        .grads
+                        .add_grads(&w.lock().unwrap_or_else(|e| e.into_inner()).grads);
+                }
+                let scale = 1.0 / indices.len() as f64;
+                let mut net = net.write().unwrap_or_else(|e| e.into_inner());
+                state.step(&c.optimizer, lr, scale, &mut **net, &first.grads);
+                *step += 1;
+                loss_sum += loss;
+                correct += right;
+                let images = (b * batch + indices.len()).min(order.len());
+                progress(&Progress {
+                    epoch,
+                    images,
+                    total: order.len(),
+                    loss: loss_sum / images as f64,
+                    accuracy: correct as f64 / images as f64,
+                    images_per_second: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                });
+            }
+            Ok(())
         })
     }
 
-    /// Accuracy and confusion matrix of the current network on `data` (no augmentation).
+    /// Accuracy and confusion matrix of the current network on `data` (no augmentation),
+    /// with the trainer's threads: each takes a contiguous share of the images.
     pub fn evaluate(&mut self, data: &Dataset) -> Evaluation {
-        let ws = &mut self.workers[0].ws;
-        evaluate_with(&self.net, data, ws)
+        let net = &*self.net;
+        let share = data.len().div_ceil(self.workers.len()).max(1);
+        let (first, rest) = self.workers.split_first_mut().expect("at least one worker");
+        if rest.is_empty() {
+            return evaluate_with(net, data, &mut first.ws);
+        }
+        std::thread::scope(|s| {
+            let helpers: Vec<_> = rest
+                .iter_mut()
+                .enumerate()
+                .map(|(k, w)| {
+                    let range =
+                        ((k + 1) * share).min(data.len())..((k + 2) * share).min(data.len());
+                    s.spawn(move || evaluate_range(net, data, range, &mut w.ws))
+                })
+                .collect();
+            let mut e = evaluate_range(net, data, 0..share.min(data.len()), &mut first.ws);
+            for h in helpers {
+                let part = h
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                e.correct += part.correct;
+                e.unclassified += part.unclassified;
+                for (row, part) in e.confusion.iter_mut().zip(part.confusion) {
+                    for (n, m) in row.iter_mut().zip(part) {
+                        *n += m;
+                    }
+                }
+            }
+            e.total = data.len();
+            e
+        })
     }
 }
 
@@ -569,14 +660,28 @@ where
     T: Scalar,
     B: Layer<Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
 {
+    evaluate_range(net, data, 0..data.len(), ws)
+}
+
+/// [`evaluate_with`] on the images `range` of `data` (`total` counts those).
+fn evaluate_range<B, T>(
+    net: &Classifier<B, T>,
+    data: &Dataset,
+    range: core::ops::Range<usize>,
+    ws: &mut ChainWorkspace<B, Softmax<T, CLASSES>>,
+) -> Evaluation
+where
+    T: Scalar,
+    B: Layer<Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
     let mut e = Evaluation {
         correct: 0,
-        total: data.len(),
+        total: range.len(),
         confusion: [[0; CLASSES]; CLASSES],
         unclassified: 0,
     };
     let mut image = [[[T::zero(); 32]; 32]; 1];
-    for i in 0..data.len() {
+    for i in range {
         data.write_image(i, &mut image);
         let label = data.label(i);
         match net.classify(&image, ws) {

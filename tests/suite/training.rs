@@ -139,6 +139,30 @@ fn threads_change_only_the_summation_order() {
 }
 
 #[test]
+fn evaluation_on_threads_counts_what_one_thread_counts() {
+    // The same trained network, evaluated by 1, 2 and 3 threads (each a contiguous share of
+    // the 2,000 test images), and by `evaluate_with` on one workspace.
+    let net = weights_after(TrainConfig::default());
+    let test = &DATA.1;
+    let mut ws = LeNet5::<f32>::workspace();
+    let alone = constnet::train::evaluate_with(&net, test, &mut ws);
+    assert!(alone.correct > 0 && alone.correct < alone.total);
+    for threads in [1, 2, 3] {
+        let config = TrainConfig {
+            threads,
+            batch: 48,
+            ..TrainConfig::default()
+        };
+        let mut t = LeNet5Trainer::new(net.clone(), config);
+        let e = t.evaluate(test);
+        assert_eq!(e.total, test.len(), "{threads} threads");
+        assert_eq!(e.correct, alone.correct, "{threads} threads");
+        assert_eq!(e.unclassified, alone.unclassified, "{threads} threads");
+        assert_eq!(e.confusion, alone.confusion, "{threads} threads");
+    }
+}
+
+#[test]
 fn a_diverging_run_stops_with_a_clear_error_and_finite_weights() {
     let config = TrainConfig {
         lr: 1e12,
