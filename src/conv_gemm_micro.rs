@@ -11,8 +11,9 @@ pub(crate) const PB: usize = 64;
 
 /// The left matrix of [`micro`], as the `MR` values of its column `d`.
 pub(crate) trait Panel<const MR: usize>: Copy {
-    /// Panics unless columns `0..depth` are there (so that [`Panel::col`] checks no bound).
-    fn check(&self, depth: usize);
+    /// The panel cut to columns `0..depth`; panics unless they are all there. Cut, the
+    /// lengths tell the compiler that [`Panel::col`] of a `d < depth` needs no bound check.
+    fn cut(self, depth: usize) -> Self;
     fn col(&self, d: usize) -> [f32; MR];
 }
 
@@ -22,8 +23,8 @@ pub(crate) struct Rows<'a, const MR: usize>(pub(crate) [&'a [f32]; MR]);
 
 impl<const MR: usize> Panel<MR> for Rows<'_, MR> {
     #[inline(always)]
-    fn check(&self, depth: usize) {
-        assert!(self.0.iter().all(|row| row.len() >= depth));
+    fn cut(self, depth: usize) -> Self {
+        Rows(self.0.map(|row| &row[..depth]))
     }
     #[inline(always)]
     fn col(&self, d: usize) -> [f32; MR] {
@@ -37,8 +38,9 @@ pub(crate) struct Strided<'a>(pub(crate) &'a [f32], pub(crate) usize);
 
 impl<const MR: usize> Panel<MR> for Strided<'_> {
     #[inline(always)]
-    fn check(&self, depth: usize) {
+    fn cut(self, depth: usize) -> Self {
         assert!(depth == 0 || self.0.len() >= (depth - 1) * self.1 + MR);
+        self
     }
     #[inline(always)]
     fn col(&self, d: usize) -> [f32; MR] {
@@ -57,11 +59,11 @@ pub(crate) fn micro<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
     depth: usize,
     c: &mut [[S::F; NV]; MR],
 ) {
-    a.check(depth);
-    assert!(depth == 0 || b.len() >= (depth - 1) * ldb + NV * S::LANES);
+    let a = a.cut(depth);
+    assert!(ldb >= NV * S::LANES && (depth == 0 || b.len() >= (depth - 1) * ldb + NV * S::LANES));
     let mut acc = *c;
-    for d in 0..depth {
-        let row = &b[d * ldb..][..NV * S::LANES];
+    for (d, row) in b.chunks(ldb).take(depth).enumerate() {
+        let row: &[f32] = &row[..NV * S::LANES];
         let bv: [S::F; NV] = core::array::from_fn(|v| s.load(row, v * S::LANES));
         let av = a.col(d);
         for (acc, &av) in acc.iter_mut().zip(&av) {
