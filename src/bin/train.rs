@@ -59,7 +59,8 @@ OPTIONS:
   --no-augment        train on the images as they are (same as --shift 0 --rotate 0
                       --scale 0)
   --seed N            seed of weights, shuffles and shifts [default: 1]
-  --threads N         worker threads per batch [default: 1]; at most one per 16
+  --threads N         worker threads per batch [default: the number of cores];
+                      results depend on the seed and N, never on timing; at most one per 16
                       images of a batch is started (--batch 32 runs 2), as more
                       would have nothing to do
   --out FILE          where to save the weights [default: MODEL.cnet, e.g. lenet5.cnet]
@@ -107,7 +108,11 @@ struct Args {
 
 fn parse() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
-    let mut config = TrainConfig::default();
+    let mut config = TrainConfig {
+        // one worker per core (at most one per micro-batch of the batch is started)
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(256)),
+        ..TrainConfig::default()
+    };
     let mut data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-10k");
     let (mut out, mut force, mut eval, mut lr) = (None, false, None, None);
     let (mut model, mut epochs, mut batch, mut sgd) = (Model::LeNet5, None, None, None);
