@@ -128,7 +128,9 @@ pub trait Kernel {
     fn run<S: Simd>(self, s: S) -> Self::Output;
 }
 
-/// The instruction sets the fast paths can use, narrowest first.
+/// The instruction sets the fast paths can use: the scalar one, x86-64's narrowest first,
+/// then aarch64's. Comparisons order them within one architecture ([`Isa::available`] says
+/// which are this CPU's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
     /// Plain `f32` arithmetic, one lane (any CPU).
@@ -243,7 +245,12 @@ std::thread_local! {
 pub fn current() -> Isa {
     #[cfg(feature = "std")]
     if let Some(isa) = Isa::from_u8(FORCED.with(|f| f.get())) {
-        return isa.min(detected());
+        // An instruction set of another architecture (`Avx512` on aarch64) is not a limit.
+        return if isa.of_this_arch() {
+            isa.min(detected())
+        } else {
+            detected()
+        };
     }
     detected()
 }

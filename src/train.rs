@@ -500,6 +500,9 @@ where
         if R::WHOLE {
             order.truncate(order.len() / MICRO_BATCH * MICRO_BATCH);
         }
+        if order.is_empty() {
+            return Ok(());
+        }
         let batches = order.len().div_ceil(batch);
         let start = Instant::now();
         let (mut loss_sum, mut correct) = (0.0, 0usize);
@@ -610,6 +613,12 @@ where
             }
             Ok(())
         })
+    }
+
+    /// The workers that train each batch: `config.threads`, but at most one per
+    /// [`MICRO_BATCH`] images of a batch (the calling thread is the first).
+    pub fn workers(&self) -> usize {
+        self.workers.len()
     }
 
     /// Accuracy and confusion matrix of the current network on `data` (no augmentation),

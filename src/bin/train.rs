@@ -60,7 +60,8 @@ OPTIONS:
                       --scale 0)
   --seed N            seed of weights, shuffles and shifts [default: 1]
   --threads N         worker threads per batch [default: the number of cores];
-                      results depend on the seed and N, never on timing; at most one per 16
+                      results depend on the seed and N, never on timing (so a
+                      default run's on the machine's core count); at most one per 16
                       images of a batch is started (--batch 32 runs 2), as more
                       would have nothing to do
   --out FILE          where to save the weights [default: MODEL.cnet, e.g. lenet5.cnet]
@@ -430,6 +431,7 @@ where
     }
     check_writable(&args.out, &[&csv, &png])?;
     let c = args.config;
+    let mut trainer = Trainer::<B, f32, R>::with_leftovers(net, c);
     println!(
         "training {} on {} ({} train / {} test images): {} epochs, batch {}, {:?} lr {} {:?}, loss {:?}, augment {:?}, seed {}, {} thread(s)",
         args.model.title(),
@@ -444,9 +446,9 @@ where
         c.loss,
         c.augment,
         c.seed,
-        c.threads
+        trainer.workers()
     );
-    let mut trainer = Trainer::<B, f32, R>::with_leftovers(net, c);
+
     let style =
         ProgressStyle::with_template("epoch {prefix:>2} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
             .expect("valid template")
