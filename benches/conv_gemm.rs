@@ -9,10 +9,14 @@
 //! `cargo bench --bench conv_gemm [-- FILTER]`; `CONSTNET_ISA=sse2|avx2|scalar` limits the
 //! instruction set.
 
+#[path = "peak.rs"]
+mod peak;
+use peak::{CHAINS, Peak, ROUNDS};
+
 use constnet::conv_gemm;
 use constnet::conv_kernel::{self, ConvGeometry};
 use constnet::conv_out;
-use constnet::simd::{self, Isa, Kernel, Simd, with_isa};
+use constnet::simd::{self, Isa, with_isa};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{RngExt, SeedableRng};
 use std::hint::black_box;
@@ -111,28 +115,6 @@ fn kernels(c: &mut Criterion) {
             group.finish();
         }
     });
-}
-
-/// `ROUNDS` rounds of 12 independent chains of fused multiply-adds: the core's peak, as
-/// the kernels' instruction set reaches it (12 chains cover 4 cycles' latency × 2 ports +).
-struct Peak(f32);
-
-const ROUNDS: usize = 1 << 16;
-const CHAINS: usize = 12;
-
-impl Kernel for Peak {
-    type Output = f32;
-    #[inline(always)]
-    fn run<S: Simd>(self, s: S) -> f32 {
-        let mut acc = [s.splat(self.0); CHAINS];
-        let (a, b) = (s.splat(0.999_999), s.splat(1e-7));
-        for _ in 0..ROUNDS {
-            for acc in acc.iter_mut() {
-                *acc = s.mul_add(*acc, a, b);
-            }
-        }
-        acc.iter().map(|&v| s.sum(v)).sum()
-    }
 }
 
 fn peak(c: &mut Criterion) {

@@ -23,10 +23,14 @@
 //! (`harness = false`), not an example, because `cargo test` builds every example: this one
 //! alone cost a fresh clone's `cargo test` 68 s of compilation.
 
+#[path = "peak.rs"]
+mod peak;
+use peak::{CHAINS, Peak, ROUNDS};
+
 use std::hint::black_box;
 use std::time::Instant;
 
-use constnet::simd::{self, Kernel, Simd};
+use constnet::simd;
 use constnet::{
     AlexNet, AlexNet2012, BatchLayer, DenseNet121, GoogLeNet, Layer, LeNet5, Loss, Network,
     Optimizer, OptimizerState, Pass, ResNet18, ResNet20, Scalar, Tensor, TensorKind, Vgg16, ZfNet,
@@ -153,29 +157,6 @@ fn train_step<B, const C: usize, const N: usize, const M: usize>(
         state.step(&sgd, 0.01, 1.0 / (M * N) as f64, net, &grads);
     });
     report(options, case, M * N, t);
-}
-
-/// `ROUNDS` rounds of 12 independent chains of fused multiply-adds on the widest instruction
-/// set: one core's FMA peak, for scale (as `cargo bench --bench conv_gemm -- peak` measures
-/// it).
-struct Peak(f32);
-
-const ROUNDS: usize = 1 << 16;
-const CHAINS: usize = 12;
-
-impl Kernel for Peak {
-    type Output = f32;
-    #[inline(always)]
-    fn run<S: Simd>(self, s: S) -> f32 {
-        let mut acc = [s.splat(self.0); CHAINS];
-        let (a, b) = (s.splat(0.999_999), s.splat(1e-7));
-        for _ in 0..ROUNDS {
-            for acc in acc.iter_mut() {
-                *acc = s.mul_add(*acc, a, b);
-            }
-        }
-        acc.iter().map(|&v| s.sum(v)).sum()
-    }
 }
 
 /// Prints one core's FMA peak in GFLOP/s (`peak` in `--tsv`: GFLOP/s in the median's place).

@@ -10,9 +10,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-torch.set_num_threads(1)
-torch.manual_seed(42)
-
 
 class LeNet5(nn.Module):
     """1×32×32 → conv 6@5×5 → ReLU → pool 2 → conv 16@5×5 → ReLU → pool 2 → 120 → 100 → 10."""
@@ -50,27 +47,34 @@ def best_us(f, rounds=5, fill=0.06):
     return best
 
 
-net = LeNet5()
-opt = torch.optim.SGD(net.parameters(), lr=0.01)
-rows = []
-for n in (1, 64):
-    x = torch.rand(n, 1, 32, 32)
-    y = torch.arange(n) % 10
+def main():
+    torch.set_num_threads(1)
+    torch.manual_seed(42)
+    net = LeNet5()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    rows = []
+    for n in (1, 64):
+        x = torch.rand(n, 1, 32, 32)
+        y = torch.arange(n) % 10
 
-    def infer():
-        with torch.no_grad():
-            F.softmax(net(x), dim=1)
+        def infer():
+            with torch.no_grad():
+                F.softmax(net(x), dim=1)
 
-    def train():
-        opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
+        def train():
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
 
-    rows.append((f"inference, batch {n}", best_us(infer) / n))
-    rows.append((f"training step, batch {n}", best_us(train) / n))
+        rows.append((f"inference, batch {n}", best_us(infer) / n))
+        rows.append((f"training step, batch {n}", best_us(train) / n))
 
-print(f"PyTorch {torch.__version__}, 1 thread, f32")
-print("| LeNet-5                  | PyTorch µs/image |")
-print("|--------------------------|-----------------:|")
-for name, us in rows:
-    print(f"| {name:<24} | {us:>16.1f} |")
+    print(f"PyTorch {torch.__version__}, 1 thread, f32")
+    print("| LeNet-5                  | PyTorch µs/image |")
+    print("|--------------------------|-----------------:|")
+    for name, us in rows:
+        print(f"| {name:<24} | {us:>16.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,8 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.resnet import BasicBlock
 
+from lenet_torch import LeNet5  # the article's LeNet-5, as compare/lenet_torch.py times it
+
 # The performance issue's targets: constnet's time as a fraction of PyTorch's (LeNet-5's are
 # µs per image on the machine, checked separately).
 TARGETS = {
@@ -68,24 +70,6 @@ class ResNet20(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-class LeNet5(nn.Module):
-    """1×32×32 → conv 6@5×5 → ReLU → pool 2 → conv 16@5×5 → ReLU → pool 2 → 120 → 100 → 10."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(400, 120)
-        self.fc2 = nn.Linear(120, 100)
-        self.fc3 = nn.Linear(100, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.relu(self.fc1(x.flatten(1)))
-        return self.fc3(F.relu(self.fc2(x)))
 
 
 def timed(f):
