@@ -557,18 +557,14 @@ where
                     .next_multiple_of(MICRO_BATCH)
                     .max(1);
                 let pass = Pass::train(c.seed, *step as u64);
-                let mut parts = indices.chunks(per).enumerate().map(|(k, part)| Job {
-                    part,
+                let job = |k: usize| Job {
+                    part: indices.chunks(per).nth(k).unwrap_or(&[]),
                     pass: pass.offset(k * per),
-                });
-                let own = parts.next().unwrap_or(Job { part: &[], pass });
+                };
                 for (k, tx) in jobs.iter().enumerate() {
-                    let job = parts.next().unwrap_or(Job {
-                        part: &[],
-                        pass: pass.offset((k + 1) * per),
-                    });
-                    tx.send(job).expect("a helper thread ended early");
+                    tx.send(job(k + 1)).expect("a helper thread ended early");
                 }
+                let own = job(0);
                 results[0] = {
                     let net = net.read().unwrap_or_else(|e| e.into_inner());
                     first.accumulate::<R>(&net, data, own.part, epoch, &c, own.pass)

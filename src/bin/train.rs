@@ -448,7 +448,6 @@ where
         c.seed,
         trainer.workers()
     );
-
     let style =
         ProgressStyle::with_template("epoch {prefix:>2} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
             .expect("valid template")
