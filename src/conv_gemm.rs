@@ -49,6 +49,11 @@ pub use crate::conv_kernel::ConvGeometry;
 use crate::conv_kernel::{self, sum};
 use crate::simd::{self, Kernel, Simd};
 
+/// A buffer on a cache line's boundary: a packed panel's rows start on a line, so that no
+/// vector load of the microkernel is split across two lines.
+#[repr(C, align(64))]
+struct Aligned<T>(T);
+
 /// Rows (taps) of a packed panel of the forward pass.
 const KB: usize = 192;
 /// Rows of a packed panel of the weight gradient.
@@ -143,7 +148,8 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
     let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
     let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
     let nr = NV * S::LANES;
-    let mut xcol = [0.0f32; KB * PB];
+    let mut xcol = Aligned([0.0f32; KB * PB]);
+    let xcol: &mut [f32] = &mut xcol.0;
     let mut segs = [Segment::default(); PB];
     for g in 0..geo.groups {
         let xg = &x[g * map..][..map];
@@ -152,7 +158,7 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
             let pw = PB.min(p_all - p0);
             let count = segments(geo, (p0, pw), &mut segs);
             for (kk0, kb) in blocks(kdim, KB) {
-                im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), &mut xcol);
+                im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), xcol);
                 for o0 in outs.clone().step_by(MR) {
                     let mr = MR.min(outs.end - o0);
                     let rows = Rows(core::array::from_fn(|r| {
@@ -222,11 +228,14 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
     let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
     let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
     let nr = NV * S::LANES;
-    let mut xcol = [0.0f32; WKB * PB];
+    let mut xcol = Aligned([0.0f32; WKB * PB]);
+    let xcol: &mut [f32] = &mut xcol.0;
     let mut segs = [Segment::default(); PB];
     // The output gradient transposed, `[pixel][output channel]`, and the sums `[tap][channel]`.
-    let mut gt = [0.0f32; PB * MAX_NR];
-    let mut sums = [0.0f32; WKB * MAX_NR];
+    let mut gt = Aligned([0.0f32; PB * MAX_NR]);
+    let gt: &mut [f32] = &mut gt.0;
+    let mut sums = Aligned([0.0f32; WKB * MAX_NR]);
+    let sums: &mut [f32] = &mut sums.0;
     for grp in 0..geo.groups {
         let xg = &x[grp * map..][..map];
         let outs = grp * cog..(grp + 1) * cog;
@@ -237,8 +246,8 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
                 for p0 in (0..p_all).step_by(PB) {
                     let pw = PB.min(p_all - p0);
                     let count = segments(geo, (p0, pw), &mut segs);
-                    im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), &mut xcol);
-                    transpose_block(s, &g[o0 * p_all + p0..], p_all, (on, pw), &mut gt, nr);
+                    im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), xcol);
+                    transpose_block(s, &g[o0 * p_all + p0..], p_all, (on, pw), gt, nr);
                     for r0 in (0..kb).step_by(MR) {
                         let mr = MR.min(kb - r0);
                         let rows = Rows(core::array::from_fn(|r| {
@@ -257,7 +266,7 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
                         });
                         micro(s, rows, (&gt[..], nr), pw, &mut c);
                         for (r, c) in c.into_iter().enumerate().take(mr) {
-                            store_row(s, &mut sums, (r0 + r) * nr, nr, c);
+                            store_row(s, sums, (r0 + r) * nr, nr, c);
                         }
                     }
                 }
@@ -284,9 +293,12 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
     gi.fill(0.0);
     // A block of the output gradient `[channel][pixel]`, the products `[tap][pixel]`, and the
     // transposed weights of a last, partial block of taps, `[channel][tap]`.
-    let mut gy = [0.0f32; IOB * PB];
-    let mut gcol = [0.0f32; IKB * PB];
-    let mut wt = [0.0f32; IOB * MAX_MR];
+    let mut gy = Aligned([0.0f32; IOB * PB]);
+    let gy: &mut [f32] = &mut gy.0;
+    let mut gcol = Aligned([0.0f32; IKB * PB]);
+    let gcol: &mut [f32] = &mut gcol.0;
+    let mut wt = Aligned([0.0f32; IOB * MAX_MR]);
+    let wt: &mut [f32] = &mut wt.0;
     let mut segs = [Segment::default(); PB];
     for grp in 0..geo.groups {
         let gig = &mut gi[grp * map..][..map];
@@ -326,7 +338,7 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
                             });
                             micro(s, wt, (&gy[pt..], PB), obn, &mut c);
                             for (r, c) in c.into_iter().enumerate().take(mr) {
-                                store_row(s, &mut gcol, (r0 + r) * PB + pt, nr, c);
+                                store_row(s, gcol, (r0 + r) * PB + pt, nr, c);
                             }
                         }
                     }
