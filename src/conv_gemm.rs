@@ -148,7 +148,8 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
     let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
     let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
     let nr = NV * S::LANES;
-    let mut xcol = Aligned([0.0f32; KB * PB]);
+    // One row past the deepest panel: `micro` reads whole rows from column `pt` on.
+    let mut xcol = Aligned([0.0f32; (KB + 1) * PB]);
     let xcol: &mut [f32] = &mut xcol.0;
     let mut segs = [Segment::default(); PB];
     for g in 0..geo.groups {
@@ -293,7 +294,8 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
     gi.fill(0.0);
     // A block of the output gradient `[channel][pixel]`, the products `[tap][pixel]`, and the
     // transposed weights of a last, partial block of taps, `[channel][tap]`.
-    let mut gy = Aligned([0.0f32; IOB * PB]);
+    // (`gy` has a row past its deepest, as the forward pass's panel.)
+    let mut gy = Aligned([0.0f32; (IOB + 1) * PB]);
     let gy: &mut [f32] = &mut gy.0;
     let mut gcol = Aligned([0.0f32; IKB * PB]);
     let gcol: &mut [f32] = &mut gcol.0;
