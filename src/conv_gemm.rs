@@ -218,7 +218,9 @@ fn transpose_block<S: Simd>(
     }
 }
 
-/// The weight gradient with `MR × NV` blocks: rows are taps, lanes output channels.
+/// The weight gradient with `MR × NV` blocks: rows are taps, lanes output channels. When
+/// the map fits one panel (`oh·ow ≤ PB`, the deep layers), the output gradient's block is
+/// transposed once per block of channels rather than once per block of taps.
 #[inline(always)]
 fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
     s: S,
@@ -229,6 +231,7 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
     let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
     let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
     let nr = NV * S::LANES;
+    let single = p_all <= PB;
     let mut xcol = Aligned([0.0f32; WKB * PB]);
     let xcol: &mut [f32] = &mut xcol.0;
     let mut segs = [Segment::default(); PB];
@@ -240,15 +243,22 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
     for grp in 0..geo.groups {
         let xg = &x[grp * map..][..map];
         let outs = grp * cog..(grp + 1) * cog;
-        for (kk0, kb) in blocks(kdim, WKB) {
-            for o0 in outs.clone().step_by(nr) {
-                let on = nr.min(outs.end - o0);
+        for o0 in outs.clone().step_by(nr) {
+            let on = nr.min(outs.end - o0);
+            let mut count = 0;
+            if single {
+                count = segments(geo, (0, p_all), &mut segs);
+                transpose_block(s, &g[o0 * p_all..], p_all, (on, p_all), gt, nr);
+            }
+            for (kk0, kb) in blocks(kdim, WKB) {
                 sums[..kb * nr].fill(0.0);
                 for p0 in (0..p_all).step_by(PB) {
                     let pw = PB.min(p_all - p0);
-                    let count = segments(geo, (p0, pw), &mut segs);
+                    if !single {
+                        count = segments(geo, (p0, pw), &mut segs);
+                        transpose_block(s, &g[o0 * p_all + p0..], p_all, (on, pw), gt, nr);
+                    }
                     im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), xcol);
-                    transpose_block(s, &g[o0 * p_all + p0..], p_all, (on, pw), gt, nr);
                     for r0 in (0..kb).step_by(MR) {
                         let mr = MR.min(kb - r0);
                         let rows = Rows(core::array::from_fn(|r| {
@@ -260,7 +270,7 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
                         }));
                         let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
                             if r < mr {
-                                load_row(s, &sums, (r0 + r) * nr, nr)
+                                load_row(s, sums, (r0 + r) * nr, nr)
                             } else {
                                 [s.splat(0.0); NV]
                             }
@@ -271,11 +281,52 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
                         }
                     }
                 }
-                for (r, sums) in sums.chunks_exact(nr).take(kb).enumerate() {
-                    for (o, &v) in sums[..on].iter().enumerate() {
-                        gw[(o0 + o) * kdim + kk0 + r] += scale * v;
-                    }
-                }
+                add_scaled_transposed(
+                    s,
+                    sums,
+                    (kb, on, nr),
+                    scale,
+                    xcol,
+                    &mut gw[o0 * kdim + kk0..],
+                    kdim,
+                );
+            }
+        }
+    }
+}
+
+/// `gw[o·kdim + r] += scale · sums[r·nr + o]` for `r < kb`, `o < on`: a block of sums
+/// `[tap][channel]` added to the weights' rows `[channel][tap]`, transposed in vectors
+/// (through `buf`) where the block holds whole ones. Each value is `scale · v` rounded, then
+/// added and rounded, as a scalar `+=` would be.
+#[inline(always)]
+fn add_scaled_transposed<S: Simd>(
+    s: S,
+    sums: &[f32],
+    (kb, on, nr): (usize, usize, usize),
+    scale: f32,
+    buf: &mut [f32],
+    gw: &mut [f32],
+    kdim: usize,
+) {
+    if kb >= S::LANES && on >= S::LANES {
+        simd::transpose(s, sums, (kb, on, nr), buf, WKB);
+        let sv = s.splat(scale);
+        for o in 0..on {
+            let (row, t) = (&mut gw[o * kdim..][..kb], &buf[o * WKB..][..kb]);
+            for u in (0..kb).step_by(S::LANES) {
+                let m = kb - u;
+                let v = s.add(
+                    s.load_partial(row, u, m),
+                    s.mul(sv, s.load_partial(t, u, m)),
+                );
+                s.store_partial(row, u, m, v);
+            }
+        }
+    } else {
+        for (r, sums) in sums.chunks_exact(nr).take(kb).enumerate() {
+            for (o, &v) in sums[..on].iter().enumerate() {
+                gw[o * kdim + r] += scale * v;
             }
         }
     }
@@ -333,7 +384,7 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
                         for pt in (0..pw).step_by(nr) {
                             let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
                                 if r < mr && ob0 != outs.start {
-                                    load_row(s, &gcol, (r0 + r) * PB + pt, nr)
+                                    load_row(s, gcol, (r0 + r) * PB + pt, nr)
                                 } else {
                                     [s.splat(0.0); NV]
                                 }
@@ -345,7 +396,7 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
                         }
                     }
                 }
-                col2im(s, geo, &gcol, (kk0, kb), &segs[..count], gig);
+                col2im(s, geo, gcol, (kk0, kb), &segs[..count], gig);
             }
         }
     }
