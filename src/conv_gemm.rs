@@ -41,6 +41,7 @@
 //! assert_eq!(y, direct); // small integers: every sum is exact in any order
 //! ```
 
+use crate::conv_gemm_micro::Panel;
 use crate::conv_gemm_micro::{
     PB, Rows, Segment, Strided, blocks, col2im, copy, im2col, load_row, micro, segments, store_row,
     zero,
@@ -171,23 +172,67 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
                     }));
                     for pt in (0..pw).step_by(nr) {
                         let n = nr.min(pw - pt);
-                        let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
-                            if r >= mr {
-                                [s.splat(0.0); NV]
-                            } else if kk0 == 0 {
-                                [s.splat(b[o0 + r]); NV]
-                            } else {
-                                load_row(s, y, (o0 + r) * p_all + p0 + pt, n)
-                            }
-                        });
-                        micro(s, rows, (&xcol[pt..], PB), kb, &mut c);
-                        for (r, c) in c.into_iter().enumerate().take(mr) {
-                            store_row(s, y, (o0 + r) * p_all + p0 + pt, n, c);
+                        let tile = Tile {
+                            rows: (o0, mr),
+                            stride: p_all,
+                            at: p0 + pt,
+                            n,
+                            depth: kb,
+                            bias: (kk0 == 0).then_some(b),
+                        };
+                        let panel = &xcol[pt..];
+                        // The last pixels of a map in as few vectors as hold them.
+                        match n.div_ceil(S::LANES) {
+                            v if v >= NV => forward_tile::<S, _, MR, NV>(s, rows, panel, tile, y),
+                            1 => forward_tile::<S, _, MR, 1>(s, rows, panel, tile, y),
+                            2 => forward_tile::<S, _, MR, 2>(s, rows, panel, tile, y),
+                            _ => forward_tile::<S, _, MR, 3>(s, rows, panel, tile, y),
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Where a block of a product goes: rows `r0..r0 + mr` of the result (`stride` apart;
+/// output channels in the forward pass, taps in the input gradient), columns (pixels)
+/// `at..at + n` of each, over `depth` steps; in the forward pass, started from the biases
+/// (the first block of taps) or from the sums so far.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    rows: (usize, usize),
+    stride: usize,
+    at: usize,
+    n: usize,
+    depth: usize,
+    bias: Option<&'a [f32]>,
+}
+
+/// One block of the forward pass, `MR` rows of `NV` vectors: `y += a · panel` (see [`Tile`]).
+#[inline(always)]
+fn forward_tile<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
+    s: S,
+    a: A,
+    panel: &[f32],
+    Tile {
+        rows: (o0, mr),
+        stride,
+        at,
+        n,
+        depth,
+        bias,
+    }: Tile,
+    y: &mut [f32],
+) {
+    let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| match bias {
+        _ if r >= mr => [s.splat(0.0); NV],
+        Some(b) => [s.splat(b[o0 + r]); NV],
+        None => load_row(s, y, (o0 + r) * stride + at, n),
+    });
+    micro(s, a, (panel, PB), depth, &mut c);
+    for (r, c) in c.into_iter().enumerate().take(mr) {
+        store_row(s, y, (o0 + r) * stride + at, n, c);
     }
 }
 
@@ -382,16 +427,29 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
                             Strided(&wt[..], MR)
                         };
                         for pt in (0..pw).step_by(nr) {
-                            let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
-                                if r < mr && ob0 != outs.start {
-                                    load_row(s, gcol, (r0 + r) * PB + pt, nr)
-                                } else {
-                                    [s.splat(0.0); NV]
+                            let n = nr.min(pw - pt);
+                            let tile = Tile {
+                                rows: (r0, mr),
+                                stride: PB,
+                                at: pt,
+                                n,
+                                depth: obn,
+                                bias: None,
+                            };
+                            let (panel, first) = (&gy[pt..], ob0 == outs.start);
+                            match n.div_ceil(S::LANES) {
+                                v if v >= NV => {
+                                    input_grad_tile::<S, _, MR, NV>(s, wt, panel, tile, first, gcol)
                                 }
-                            });
-                            micro(s, wt, (&gy[pt..], PB), obn, &mut c);
-                            for (r, c) in c.into_iter().enumerate().take(mr) {
-                                store_row(s, gcol, (r0 + r) * PB + pt, nr, c);
+                                1 => {
+                                    input_grad_tile::<S, _, MR, 1>(s, wt, panel, tile, first, gcol)
+                                }
+                                2 => {
+                                    input_grad_tile::<S, _, MR, 2>(s, wt, panel, tile, first, gcol)
+                                }
+                                _ => {
+                                    input_grad_tile::<S, _, MR, 3>(s, wt, panel, tile, first, gcol)
+                                }
                             }
                         }
                     }
@@ -399,6 +457,37 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
                 col2im(s, geo, gcol, (kk0, kb), &segs[..count], gig);
             }
         }
+    }
+}
+
+/// One block of the input gradient's products, `MR` taps of `NV` vectors of pixels:
+/// `gcol += wᵀ · panel`, from zero for the `first` block of output channels.
+#[inline(always)]
+fn input_grad_tile<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
+    s: S,
+    wt: A,
+    panel: &[f32],
+    Tile {
+        rows: (r0, mr),
+        stride,
+        at,
+        n,
+        depth,
+        ..
+    }: Tile,
+    first: bool,
+    gcol: &mut [f32],
+) {
+    let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
+        if r < mr && !first {
+            load_row(s, gcol, (r0 + r) * stride + at, n)
+        } else {
+            [s.splat(0.0); NV]
+        }
+    });
+    micro(s, wt, (panel, PB), depth, &mut c);
+    for (r, c) in c.into_iter().enumerate().take(mr) {
+        store_row(s, gcol, (r0 + r) * stride + at, n, c);
     }
 }
 
