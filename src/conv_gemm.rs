@@ -225,11 +225,13 @@ fn forward_tile<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
     }: Tile,
     y: &mut [f32],
 ) {
-    let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| match bias {
-        _ if r >= mr => [s.splat(0.0); NV],
-        Some(b) => [s.splat(b[o0 + r]); NV],
-        None => load_row(s, y, (o0 + r) * stride + at, n),
-    });
+    let mut c = [[s.splat(0.0); NV]; MR];
+    for (r, c) in c.iter_mut().enumerate().take(mr) {
+        *c = match bias {
+            Some(b) => [s.splat(b[o0 + r]); NV],
+            None => load_row(s, y, (o0 + r) * stride + at, n),
+        };
+    }
     micro(s, a, (panel, PB), depth, &mut c);
     for (r, c) in c.into_iter().enumerate().take(mr) {
         store_row(s, y, (o0 + r) * stride + at, n, c);
@@ -313,13 +315,10 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
                                 &ZEROS[..pw]
                             }
                         }));
-                        let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
-                            if r < mr {
-                                load_row(s, sums, (r0 + r) * nr, nr)
-                            } else {
-                                [s.splat(0.0); NV]
-                            }
-                        });
+                        let mut c = [[s.splat(0.0); NV]; MR];
+                        for (r, c) in c.iter_mut().enumerate().take(mr) {
+                            *c = load_row(s, sums, (r0 + r) * nr, nr);
+                        }
                         micro(s, rows, (&gt[..], nr), pw, &mut c);
                         for (r, c) in c.into_iter().enumerate().take(mr) {
                             store_row(s, sums, (r0 + r) * nr, nr, c);
@@ -478,13 +477,12 @@ fn input_grad_tile<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
     first: bool,
     gcol: &mut [f32],
 ) {
-    let mut c: [[S::F; NV]; MR] = core::array::from_fn(|r| {
-        if r < mr && !first {
-            load_row(s, gcol, (r0 + r) * stride + at, n)
-        } else {
-            [s.splat(0.0); NV]
+    let mut c = [[s.splat(0.0); NV]; MR];
+    if !first {
+        for (r, c) in c.iter_mut().enumerate().take(mr) {
+            *c = load_row(s, gcol, (r0 + r) * stride + at, n);
         }
-    });
+    }
     micro(s, wt, (panel, PB), depth, &mut c);
     for (r, c) in c.into_iter().enumerate().take(mr) {
         store_row(s, gcol, (r0 + r) * stride + at, n, c);
