@@ -130,6 +130,8 @@ pub mod state_dict;
 pub mod tap;
 pub mod tensor;
 #[cfg(feature = "std")]
+pub mod threads;
+#[cfg(feature = "std")]
 pub mod train;
 pub mod vgg;
 #[cfg(feature = "viz")]

@@ -1,0 +1,131 @@
+//! Threads inside one layer: the large convolutions of a batch-1 pass split between two
+//! threads.
+//!
+//! A batch of one image has no samples to share among threads, so the work of one layer is
+//! split instead: inside [`within_layers`], [`crate::conv_gemm::forward`] gives each of two
+//! threads half of a layer's output channels when the layer has at least
+//! [`crate::conv_gemm::SPLIT_MACS`] multiply-adds. Every output is computed by one thread in
+//! the order one thread would use, so results are the same, bit for bit, with one thread or
+//! two.
+//!
+//! The threads are rayon's, with the `threads` feature: the pool the caller runs in
+//! (`rayon::ThreadPool::install`), else rayon's global pool. Its workers persist, so a split
+//! costs a wake-up, not a thread's creation (with a thread created per call, ResNet-18 gained
+//! 1.12× on two cores; with the pool, 1.38×: `BENCHMARKS.md`). Without the feature the two
+//! halves run one after the other on the caller's thread: nothing is spawned.
+//!
+//! The setting belongs to the calling thread and to the closure given to [`within_layers`]:
+//! the threads of constnet's trainer already share the work by sample, and stay at one.
+//!
+//! ```
+//! use constnet::{conv_gemm, conv_kernel::ConvGeometry, threads};
+//! const GEO: ConvGeometry = ConvGeometry {
+//!     c_in: 64, c_out: 64, groups: 1, k: 3, stride: 1, pad: 1, h: 56, w: 56, oh: 56, ow: 56,
+//! }
+//! .checked();
+//! let x: Vec<f32> = (0..GEO.input_len()).map(|i| (i % 7) as f32 - 3.0).collect();
+//! let w: Vec<f32> = (0..GEO.weight_len()).map(|i| ((i % 5) as f32 - 2.0) * 0.1).collect();
+//! let (mut one, mut two) = (vec![0.0; GEO.output_len()], vec![0.0; GEO.output_len()]);
+//! conv_gemm::forward(&GEO, &x, &w, &[0.5; 64], &mut one);
+//! threads::within_layers(2, || conv_gemm::forward(&GEO, &x, &w, &[0.5; 64], &mut two));
+//! assert_eq!(one, two);
+//! assert_eq!(threads::layer_threads(), 1); // back to one outside the closure
+//! ```
+
+use core::cell::Cell;
+
+std::thread_local! {
+    static WITHIN: Cell<usize> = const { Cell::new(1) };
+}
+
+/// How many threads a layer called on this thread may use: 1 unless inside
+/// [`within_layers`].
+pub fn layer_threads() -> usize {
+    WITHIN.with(Cell::get)
+}
+
+/// Runs `f` with the layers it calls on this thread using up to `threads` threads each (at
+/// least 1; two is the most any layer uses today), then restores the setting, also if `f`
+/// panics.
+pub fn within_layers<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            WITHIN.with(|w| w.set(self.0));
+        }
+    }
+    let _restore = Restore(WITHIN.with(|w| w.replace(threads.max(1))));
+    f()
+}
+
+/// Runs `a` and `b`: at once on rayon's threads with the `threads` feature, else one after
+/// the other here.
+pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    #[cfg(feature = "threads")]
+    rayon::join(a, b);
+    #[cfg(not(feature = "threads"))]
+    {
+        a();
+        b();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv_gemm::{self, ConvGeometry, SPLIT_MACS};
+    use crate::simd::{Isa, with_isa};
+
+    /// 48 channels: split 16 + 32, not in halves, and not on a 4-row block of one side.
+    const GEO: ConvGeometry = ConvGeometry {
+        c_in: 40,
+        c_out: 48,
+        groups: 1,
+        k: 3,
+        stride: 1,
+        pad: 1,
+        h: 60,
+        w: 61,
+        oh: 60,
+        ow: 61,
+    }
+    .checked();
+
+    #[test]
+    fn a_split_layer_gives_the_one_thread_result_bit_for_bit_on_every_instruction_set() {
+        const { assert!(GEO.c_out * GEO.c_in * 9 * GEO.oh * GEO.ow >= SPLIT_MACS) };
+        let x: Vec<f32> = (0..GEO.input_len())
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
+            .collect();
+        let w: Vec<f32> = (0..GEO.weight_len())
+            .map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..GEO.c_out).map(|o| o as f32 * 0.01).collect();
+        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            with_isa(isa, || {
+                let (mut one, mut two) = (vec![0.0; GEO.output_len()], vec![1.0; GEO.output_len()]);
+                conv_gemm::forward(&GEO, &x, &w, &b, &mut one);
+                within_layers(2, || conv_gemm::forward(&GEO, &x, &w, &b, &mut two));
+                let same = one
+                    .iter()
+                    .zip(&two)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{isa:?}: two threads changed the result");
+            });
+        }
+    }
+
+    #[test]
+    fn the_setting_is_the_closures_and_comes_back_after_a_panic() {
+        assert_eq!(layer_threads(), 1);
+        assert_eq!(within_layers(2, layer_threads), 2);
+        assert_eq!(within_layers(0, layer_threads), 1);
+        let panicked = std::panic::catch_unwind(|| within_layers(2, || panic!("inside")));
+        assert!(panicked.is_err());
+        assert_eq!(layer_threads(), 1);
+        // Another thread has its own setting.
+        within_layers(2, || {
+            assert_eq!(std::thread::spawn(layer_threads).join().unwrap(), 1);
+        });
+    }
+}
