@@ -28,6 +28,7 @@ const LEVELS: &[(&str, &[&str])] = &[
         "kernels",
         &[
             "simd",
+            "threads",
             "lane_layout",
             "conv_kernel",
             "conv_gemm",
