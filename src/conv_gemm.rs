@@ -19,7 +19,7 @@
 //! row and `NV` vector loads of the right one per column block. Blocks past the edge of a
 //! matrix are computed on zero rows or columns and dropped.
 //!
-//! Each kernel keeps at most 58 KB of fixed-size buffers on its stack, whatever the layer's
+//! Each kernel keeps at most 60 KB of fixed-size buffers on its stack, whatever the layer's
 //! size, and asks no scratch of the caller. Every sum runs in an order fixed by the geometry
 //! alone, so a result is the same, bit for bit, from one call to the next. The instruction
 //! set is picked at run time by [`simd::dispatch`], as for [`crate::conv_kernel`].

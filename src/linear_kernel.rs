@@ -21,7 +21,47 @@ pub(crate) fn forward<const IN: usize, const OUT: usize>(
         // One sample: a row of dot products whose sizes stay constants, so that LLVM
         // unrolls the row and drops the tail branches (3.6% of LeNet-5's batch-1 inference
         // with run-time sizes). Three small copies per layer shape.
-        simd::dispatch(ForwardOne::<IN, OUT> { x, w, b, y });
+        #[cfg(feature = "std")]
+        if IN * OUT >= SPLIT_MACS && crate::threads::layer_threads() > 1 {
+            // Two threads, each a range of outputs starting on a block boundary of both
+            // blockings below (multiples of 8 and of 3), so that every output is computed by
+            // the same block as on one thread: the same bits.
+            let mid = OUT / 48 * 24;
+            let (y0, y1) = y.split_at_mut(mid);
+            let isa = simd::current();
+            crate::threads::join(
+                || {
+                    simd::with_isa(isa, || {
+                        simd::dispatch(ForwardOne::<IN, OUT> {
+                            x,
+                            w,
+                            b,
+                            rows: (0, mid),
+                            y: y0,
+                        })
+                    })
+                },
+                || {
+                    simd::with_isa(isa, || {
+                        simd::dispatch(ForwardOne::<IN, OUT> {
+                            x,
+                            w,
+                            b,
+                            rows: (mid, OUT),
+                            y: y1,
+                        })
+                    })
+                },
+            );
+            return;
+        }
+        simd::dispatch(ForwardOne::<IN, OUT> {
+            x,
+            w,
+            b,
+            rows: (0, OUT),
+            y,
+        });
     } else {
         simd::dispatch(Forward {
             in_: IN,
@@ -215,11 +255,19 @@ impl Kernel for Forward<'_> {
     }
 }
 
-/// Forward pass of one sample, with the layer's sizes as constants.
+/// Multiply-adds of a fully connected layer whose one-sample forward pass
+/// [`crate::threads::within_layers`] splits between two threads (AlexNet's and VGG-16's
+/// three, not LeNet-5's).
+#[cfg(feature = "std")]
+const SPLIT_MACS: usize = 1 << 20;
+
+/// Forward pass of one sample, with the layer's sizes as constants: outputs
+/// `rows.0..rows.1` into `y`, which holds those alone.
 struct ForwardOne<'a, const IN: usize, const OUT: usize> {
     x: &'a [f32],
     w: &'a [f32],
     b: &'a [f32],
+    rows: (usize, usize),
     y: &'a mut [f32],
 }
 
@@ -227,16 +275,20 @@ impl<const IN: usize, const OUT: usize> Kernel for ForwardOne<'_, IN, OUT> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let (x, w, b) = (self.x, self.w, self.b);
+        let (x, y, (lo, hi)) = (self.x, self.y, self.rows);
+        let (w, b) = (&self.w[lo * IN..], &self.b[lo..]);
+        // All outputs: their count a constant, as `forward` says; else (a thread's share) a
+        // run-time count, blocked as the same outputs are on one thread.
+        let n = if (lo, hi) == (0, OUT) { OUT } else { hi - lo };
         if S::LANES >= 16 && IN * OUT > 16 * 1024 {
             // Weights bigger than L1 (fc1: 192 KB): the layer streams them from L2, and
             // eight rows at a time keep more loads in flight.
-            for_blocks!(OUT, [8, 4, 1], |c0, OB| {
-                dot_block::<S, 1, OB>(s, IN, x, &w[c0 * IN..], &b[c0..], &mut self.y[c0..], OUT);
+            for_blocks!(n, [8, 4, 1], |c0, OB| {
+                dot_block::<S, 1, OB>(s, IN, x, &w[c0 * IN..], &b[c0..], &mut y[c0..], OUT);
             });
         } else {
-            for_blocks!(OUT, [3, 1], |c0, OB| {
-                dot_block::<S, 1, OB>(s, IN, x, &w[c0 * IN..], &b[c0..], &mut self.y[c0..], OUT);
+            for_blocks!(n, [3, 1], |c0, OB| {
+                dot_block::<S, 1, OB>(s, IN, x, &w[c0 * IN..], &b[c0..], &mut y[c0..], OUT);
             });
         }
     }

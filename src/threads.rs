@@ -4,9 +4,10 @@
 //! A batch of one image has no samples to share among threads, so the work of one layer is
 //! split instead: inside [`within_layers`], [`crate::conv_gemm::forward`] gives each of two
 //! threads half of a layer's output channels when the layer has at least
-//! [`crate::conv_gemm::SPLIT_MACS`] multiply-adds. Every output is computed by one thread in
-//! the order one thread would use, so results are the same, bit for bit, with one thread or
-//! two.
+//! [`crate::conv_gemm::SPLIT_MACS`] multiply-adds, and a fully connected layer's one-sample
+//! forward pass (from 2²⁰ multiply-adds: AlexNet's and VGG-16's) half of its outputs. Every
+//! output is computed by one thread in the order one thread would use, so results are the
+//! same, bit for bit, with one thread or two.
 //!
 //! The threads are rayon's, with the `threads` feature: the pool the caller runs in
 //! (`rayon::ThreadPool::install`), else rayon's global pool. Its workers persist, so a split
@@ -106,6 +107,33 @@ mod tests {
                 let (mut one, mut two) = (vec![0.0; GEO.output_len()], vec![1.0; GEO.output_len()]);
                 conv_gemm::forward(&GEO, &x, &w, &b, &mut one);
                 within_layers(2, || conv_gemm::forward(&GEO, &x, &w, &b, &mut two));
+                let same = one
+                    .iter()
+                    .zip(&two)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{isa:?}: two threads changed the result");
+            });
+        }
+    }
+
+    #[test]
+    fn a_split_fully_connected_layer_gives_the_one_thread_result_bit_for_bit() {
+        const IN: usize = 1030;
+        const OUT: usize = 1021; // split 504 + 517: both blockings' tails on the second thread
+        let x: Vec<f32> = (0..IN)
+            .map(|i| (i * 7919 % 1013) as f32 / 1013.0 - 0.5)
+            .collect();
+        let w: Vec<f32> = (0..IN * OUT)
+            .map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..OUT).map(|o| o as f32 * 0.01).collect();
+        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            with_isa(isa, || {
+                let (mut one, mut two) = (vec![0.0; OUT], vec![1.0; OUT]);
+                crate::linear_kernel::forward::<IN, OUT>(&x, (&w, &b), &mut one);
+                within_layers(2, || {
+                    crate::linear_kernel::forward::<IN, OUT>(&x, (&w, &b), &mut two)
+                });
                 let same = one
                     .iter()
                     .zip(&two)
