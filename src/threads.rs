@@ -92,6 +92,23 @@ mod tests {
     }
     .checked();
 
+    /// Asserts that `pass` writes the same bits with one thread and inside
+    /// `within_layers(2, ..)`, on every instruction set this machine has.
+    fn same_on_one_thread_and_two(len: usize, pass: impl Fn(&mut [f32])) {
+        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            with_isa(isa, || {
+                let (mut one, mut two) = (vec![0.0; len], vec![1.0; len]);
+                pass(&mut one);
+                within_layers(2, || pass(&mut two));
+                let same = one
+                    .iter()
+                    .zip(&two)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{isa:?}: two threads changed the result");
+            });
+        }
+    }
+
     #[test]
     fn a_split_layer_gives_the_one_thread_result_bit_for_bit_on_every_instruction_set() {
         const { assert!(GEO.c_out * GEO.c_in * 9 * GEO.oh * GEO.ow >= SPLIT_MACS) };
@@ -102,18 +119,9 @@ mod tests {
             .map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5)
             .collect();
         let b: Vec<f32> = (0..GEO.c_out).map(|o| o as f32 * 0.01).collect();
-        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
-            with_isa(isa, || {
-                let (mut one, mut two) = (vec![0.0; GEO.output_len()], vec![1.0; GEO.output_len()]);
-                conv_gemm::forward(&GEO, &x, &w, &b, &mut one);
-                within_layers(2, || conv_gemm::forward(&GEO, &x, &w, &b, &mut two));
-                let same = one
-                    .iter()
-                    .zip(&two)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{isa:?}: two threads changed the result");
-            });
-        }
+        same_on_one_thread_and_two(GEO.output_len(), |y| {
+            conv_gemm::forward(&GEO, &x, &w, &b, y)
+        });
     }
 
     #[test]
@@ -127,20 +135,9 @@ mod tests {
             .map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5)
             .collect();
         let b: Vec<f32> = (0..OUT).map(|o| o as f32 * 0.01).collect();
-        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
-            with_isa(isa, || {
-                let (mut one, mut two) = (vec![0.0; OUT], vec![1.0; OUT]);
-                crate::linear_kernel::forward::<IN, OUT>(&x, (&w, &b), &mut one);
-                within_layers(2, || {
-                    crate::linear_kernel::forward::<IN, OUT>(&x, (&w, &b), &mut two)
-                });
-                let same = one
-                    .iter()
-                    .zip(&two)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{isa:?}: two threads changed the result");
-            });
-        }
+        same_on_one_thread_and_two(OUT, |y| {
+            crate::linear_kernel::forward::<IN, OUT>(&x, (&w, &b), y)
+        });
     }
 
     #[test]
