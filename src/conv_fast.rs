@@ -18,7 +18,7 @@
 //! [`Simd`]: crate::simd::Simd
 
 use crate::conv_kernel::ConvGeometry;
-use crate::simd::{self, Kernel, Simd, for_blocks, transpose_matrix};
+use crate::simd::{self, Kernel, Simd, for_blocks, load_vectors, transpose_matrix};
 
 /// Whether the kernels of this module and of `conv_fast_backward` take `geo`: one group,
 /// stride 1, no padding, at least one 32-float vector block of output pixels, and buffers
@@ -198,9 +198,12 @@ fn correlate_rows<S: Simd, const OB: usize, const RB: usize>(
                     .next()
                     .and_then(|w| w.try_into().ok())
                     .expect("packed weights");
-                let xs: [[S::F; 2]; RB] = core::array::from_fn(|dy| {
-                    starts.map(|x| s.load(src, base + dy * width + tap + x))
-                });
+                let mut xs = [[s.splat(0.0); 2]; RB];
+                for (dy, xs) in xs.iter_mut().enumerate() {
+                    for (x, &start) in xs.iter_mut().zip(&starts) {
+                        *x = s.load(src, base + dy * width + tap + start);
+                    }
+                }
                 for (row, &wa) in acc.iter_mut().zip(w) {
                     let wa = s.splat(wa);
                     for (a, x) in row.iter_mut().zip(&xs) {
@@ -419,14 +422,14 @@ fn channel_lanes_block<S: Simd, const PB: usize, const VB: usize, const K: usize
     (ci, co, hw, w, ow): (usize, usize, usize, usize, usize),
 ) {
     let o0 = v0 * S::LANES;
-    let bias: [S::F; VB] = core::array::from_fn(|v| s.load(b, o0 + v * S::LANES));
+    let bias: [S::F; VB] = load_vectors(s, b, o0, S::LANES);
     let mut acc = [bias; PB];
     for c in 0..ci {
         for i in 0..K {
             let row = &x[c * hw + (y + i) * w + x0..][..PB + K - 1];
             for j in 0..K {
                 let at = ((c * K + i) * K + j) * co + o0;
-                let wv: [S::F; VB] = core::array::from_fn(|v| s.load(wt, at + v * S::LANES));
+                let wv: [S::F; VB] = load_vectors(s, wt, at, S::LANES);
                 for (q, acc) in acc.iter_mut().enumerate() {
                     let xb = s.splat(row[q + j]);
                     for (a, &wv) in acc.iter_mut().zip(&wv) {

@@ -5,7 +5,7 @@
 //! [takes]: crate::conv_fast::takes
 
 use crate::lane_layout::CacheLines;
-use crate::simd::{self, Kernel, Simd, for_blocks, transpose_matrix};
+use crate::simd::{self, Kernel, Simd, for_blocks, load_vectors, transpose_matrix};
 
 /// `gi = ∂E/∂x` for one sample's output gradient `g` (`[CO][OH][OW]`) and the weights `w`
 /// (`[CO][CI][K][K]`); every value of `gi` (`[CI][H][W]`) is written. `packed`, if given,
@@ -105,7 +105,7 @@ fn input_grad_block<S: Simd, const CB: usize, const PV: usize, const K: usize>(
     for o in 0..co {
         for j in 0..K {
             let at = o * g_stride + g_pad + p0 - j;
-            let gv: [S::F; PV] = core::array::from_fn(|v| s.load(g, at + v * S::LANES));
+            let gv: [S::F; PV] = load_vectors(s, g, at, S::LANES);
             let w: &[f32; CB] = packed[((i * co + o) * K + j) * ci + c0..][..CB]
                 .try_into()
                 .expect("CB weights");
@@ -270,7 +270,7 @@ fn weight_grad_rows<S: Simd, const OB: usize, const K: usize>(
         let x_base = c * x_stride + i * width;
         let mut acc = [[s.splat(0.0); K]; OB];
         for p in (0..vectors * S::LANES).step_by(S::LANES) {
-            let gv: [S::F; OB] = core::array::from_fn(|a| s.load(g, a * g_stride + p));
+            let gv: [S::F; OB] = load_vectors(s, g, p, g_stride);
             for j in 0..K {
                 let xv = s.load(x, x_base + j + p);
                 for (acc, &gv) in acc.iter_mut().zip(&gv) {
@@ -304,8 +304,7 @@ fn weight_grad_lanes<S: Simd, const VB: usize, const K: usize>(
             for y in 0..oh {
                 let x_row = &x[c * h * w + (y + i) * w..][..ow + K - 1];
                 for (xx, g_at) in (0..ow).zip((y * ow * co..).step_by(co)) {
-                    let gv: [S::F; VB] =
-                        core::array::from_fn(|b| s.load(gt, g_at + o0 + b * S::LANES));
+                    let gv: [S::F; VB] = load_vectors(s, gt, g_at + o0, S::LANES);
                     for (j, acc) in acc.iter_mut().enumerate() {
                         let xb = s.splat(x_row[xx + j]);
                         for (a, &gv) in acc.iter_mut().zip(&gv) {

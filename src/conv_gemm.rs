@@ -169,13 +169,7 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
                 im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), xcol);
                 for o0 in outs.clone().step_by(MR) {
                     let mr = MR.min(outs.end - o0);
-                    let rows = Rows(core::array::from_fn(|r| {
-                        if r < mr {
-                            &w[(o0 + r) * kdim + kk0..][..kb]
-                        } else {
-                            &ZEROS[..kb]
-                        }
-                    }));
+                    let rows = Rows::new(&w[kk0..], (o0, kdim), (mr, kb), &ZEROS);
                     for pt in (0..pw).step_by(nr) {
                         let n = nr.min(pw - pt);
                         let tile = Tile {
@@ -184,16 +178,13 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
                             at: p0 + pt,
                             n,
                             depth: kb,
-                            bias: (kk0 == 0).then_some(b),
+                            start: if kk0 == 0 {
+                                Start::Bias(b)
+                            } else {
+                                Start::Sums
+                            },
                         };
-                        let panel = &xcol[pt..];
-                        // The last pixels of a map in as few vectors as hold them.
-                        match n.div_ceil(S::LANES) {
-                            v if v >= NV => forward_tile::<S, _, MR, NV>(s, rows, panel, tile, y),
-                            1 => forward_tile::<S, _, MR, 1>(s, rows, panel, tile, y),
-                            2 => forward_tile::<S, _, MR, 2>(s, rows, panel, tile, y),
-                            _ => forward_tile::<S, _, MR, 3>(s, rows, panel, tile, y),
-                        }
+                        tile_of::<S, _, MR, NV>(s, rows, &xcol[pt..], tile, y);
                     }
                 }
             }
@@ -203,8 +194,7 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
 
 /// Where a block of a product goes: rows `r0..r0 + mr` of the result (`stride` apart;
 /// output channels in the forward pass, taps in the input gradient), columns (pixels)
-/// `at..at + n` of each, over `depth` steps; in the forward pass, started from the biases
-/// (the first block of taps) or from the sums so far.
+/// `at..at + n` of each, over `depth` steps, and what the sums start from.
 #[derive(Clone, Copy)]
 struct Tile<'a> {
     rows: (usize, usize),
@@ -212,35 +202,70 @@ struct Tile<'a> {
     at: usize,
     n: usize,
     depth: usize,
-    bias: Option<&'a [f32]>,
+    start: Start<'a>,
 }
 
-/// One block of the forward pass, `MR` rows of `NV` vectors: `y += a · panel` (see [`Tile`]).
+/// What a block's sums start from: the biases of its rows (the forward pass's first block
+/// of taps), zero (the input gradient's first block of output channels), or the sums the
+/// result already holds (every later block).
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    Bias(&'a [f32]),
+    Zero,
+    Sums,
+}
+
+/// One block of a product, `MR` rows of up to `NV` vectors: `c = start + a · panel` (see
+/// [`Tile`]). The last pixels of a map take as few vectors as hold them.
 #[inline(always)]
-fn forward_tile<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
+fn tile_of<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
+    s: S,
+    a: A,
+    panel: &[f32],
+    tile: Tile,
+    c: &mut [f32],
+) {
+    match tile.n.div_ceil(S::LANES) {
+        v if v >= NV => tile_with::<S, _, MR, NV>(s, a, panel, tile, c),
+        1 => tile_with::<S, _, MR, 1>(s, a, panel, tile, c),
+        2 => tile_with::<S, _, MR, 2>(s, a, panel, tile, c),
+        _ => tile_with::<S, _, MR, 3>(s, a, panel, tile, c),
+    }
+}
+
+/// [`tile_of`] with `NV` vectors per row.
+#[inline(always)]
+fn tile_with<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
     s: S,
     a: A,
     panel: &[f32],
     Tile {
-        rows: (o0, mr),
+        rows: (r0, mr),
         stride,
         at,
         n,
         depth,
-        bias,
+        start,
     }: Tile,
-    y: &mut [f32],
+    out: &mut [f32],
 ) {
     let mut c = [[s.splat(0.0); NV]; MR];
-    for (r, c) in c.iter_mut().enumerate().take(mr) {
-        *c = match bias {
-            Some(b) => [s.splat(b[o0 + r]); NV],
-            None => load_row(s, y, (o0 + r) * stride + at, n),
-        };
+    match start {
+        Start::Bias(b) => {
+            for (c, &b) in c.iter_mut().zip(&b[r0..r0 + mr]) {
+                *c = [s.splat(b); NV];
+            }
+        }
+        Start::Zero => {}
+        Start::Sums => {
+            for (r, c) in c.iter_mut().enumerate().take(mr) {
+                *c = load_row(s, out, (r0 + r) * stride + at, n);
+            }
+        }
     }
     micro(s, a, (panel, PB), depth, &mut c);
     for (r, c) in c.into_iter().enumerate().take(mr) {
-        store_row(s, y, (o0 + r) * stride + at, n, c);
+        store_row(s, out, (r0 + r) * stride + at, n, c);
     }
 }
 
@@ -314,13 +339,7 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
                     im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), xcol);
                     for r0 in (0..kb).step_by(MR) {
                         let mr = MR.min(kb - r0);
-                        let rows = Rows(core::array::from_fn(|r| {
-                            if r < mr {
-                                &xcol[(r0 + r) * PB..][..pw]
-                            } else {
-                                &ZEROS[..pw]
-                            }
-                        }));
+                        let rows = Rows::new(xcol, (r0, PB), (mr, pw), &ZEROS);
                         let mut c = [[s.splat(0.0); NV]; MR];
                         for (r, c) in c.iter_mut().enumerate().take(mr) {
                             *c = load_row(s, sums, (r0 + r) * nr, nr);
@@ -439,59 +458,19 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
                                 at: pt,
                                 n,
                                 depth: obn,
-                                bias: None,
+                                start: if ob0 == outs.start {
+                                    Start::Zero
+                                } else {
+                                    Start::Sums
+                                },
                             };
-                            let (panel, first) = (&gy[pt..], ob0 == outs.start);
-                            match n.div_ceil(S::LANES) {
-                                v if v >= NV => {
-                                    input_grad_tile::<S, _, MR, NV>(s, wt, panel, tile, first, gcol)
-                                }
-                                1 => {
-                                    input_grad_tile::<S, _, MR, 1>(s, wt, panel, tile, first, gcol)
-                                }
-                                2 => {
-                                    input_grad_tile::<S, _, MR, 2>(s, wt, panel, tile, first, gcol)
-                                }
-                                _ => {
-                                    input_grad_tile::<S, _, MR, 3>(s, wt, panel, tile, first, gcol)
-                                }
-                            }
+                            tile_of::<S, _, MR, NV>(s, wt, &gy[pt..], tile, gcol);
                         }
                     }
                 }
                 col2im(s, geo, gcol, (kk0, kb), &segs[..count], gig);
             }
         }
-    }
-}
-
-/// One block of the input gradient's products, `MR` taps of `NV` vectors of pixels:
-/// `gcol += wᵀ · panel`, from zero for the `first` block of output channels.
-#[inline(always)]
-fn input_grad_tile<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
-    s: S,
-    wt: A,
-    panel: &[f32],
-    Tile {
-        rows: (r0, mr),
-        stride,
-        at,
-        n,
-        depth,
-        ..
-    }: Tile,
-    first: bool,
-    gcol: &mut [f32],
-) {
-    let mut c = [[s.splat(0.0); NV]; MR];
-    if !first {
-        for (r, c) in c.iter_mut().enumerate().take(mr) {
-            *c = load_row(s, gcol, (r0 + r) * stride + at, n);
-        }
-    }
-    micro(s, wt, (panel, PB), depth, &mut c);
-    for (r, c) in c.into_iter().enumerate().take(mr) {
-        store_row(s, gcol, (r0 + r) * stride + at, n, c);
     }
 }
 

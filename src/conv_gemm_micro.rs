@@ -4,7 +4,7 @@
 //! [`PB`] pixels at a time.
 
 use crate::conv_kernel::ConvGeometry;
-use crate::simd::Simd;
+use crate::simd::{Simd, load_vectors};
 
 /// Output pixels of a packed panel: a multiple of every microkernel's width.
 pub(crate) const PB: usize = 64;
@@ -21,6 +21,24 @@ pub(crate) trait Panel<const MR: usize>: Copy {
 #[derive(Clone, Copy)]
 pub(crate) struct Rows<'a, const MR: usize>(pub(crate) [&'a [f32]; MR]);
 
+impl<'a, const MR: usize> Rows<'a, MR> {
+    /// Rows `r0 + r` (`r < mr`) of a matrix of rows `stride` apart, `len` values each; the
+    /// rows from `mr` on read `zeros`.
+    #[inline(always)]
+    pub(crate) fn new(
+        m: &'a [f32],
+        (r0, stride): (usize, usize),
+        (mr, len): (usize, usize),
+        zeros: &'a [f32],
+    ) -> Self {
+        let mut rows = [&zeros[..len]; MR];
+        for (r, row) in rows.iter_mut().enumerate().take(mr) {
+            *row = &m[(r0 + r) * stride..][..len];
+        }
+        Rows(rows)
+    }
+}
+
 impl<const MR: usize> Panel<MR> for Rows<'_, MR> {
     #[inline(always)]
     fn cut(self, depth: usize) -> Self {
@@ -28,7 +46,11 @@ impl<const MR: usize> Panel<MR> for Rows<'_, MR> {
     }
     #[inline(always)]
     fn col(&self, d: usize) -> [f32; MR] {
-        core::array::from_fn(|r| self.0[r][d])
+        let mut col = [0.0; MR];
+        for (v, row) in col.iter_mut().zip(&self.0) {
+            *v = row[d];
+        }
+        col
     }
 }
 
@@ -67,7 +89,7 @@ pub(crate) fn micro<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
     let mut acc = *c;
     for (d, row) in b[..depth * ldb].chunks_exact(ldb).enumerate() {
         let row: &[f32] = &row[..NV * S::LANES];
-        let bv: [S::F; NV] = core::array::from_fn(|v| s.load(row, v * S::LANES));
+        let bv: [S::F; NV] = load_vectors(s, row, 0, S::LANES);
         let av = a.col(d);
         for (acc, &av) in acc.iter_mut().zip(&av) {
             let av = s.splat(av);

@@ -8,7 +8,7 @@
 //! instruction set serves every layer, instead of one per layer shape (the const-sized
 //! kernels were 17% of the test binary's code); only the register blocks are constants.
 
-use crate::simd::{self, Kernel, Simd, for_blocks, transpose_matrix};
+use crate::simd::{self, Kernel, Simd, for_blocks, load_vectors, transpose_matrix};
 
 /// `y[r] = b + w·x[r]` for each of the `x.len() / IN` samples (rows) of `x` and `y`.
 #[inline]
@@ -173,10 +173,18 @@ fn dot_block<S: Simd, const RB: usize, const OB: usize>(
     let mut acc = [[s.splat(0.0); OB]; RB];
     // Each row as a slice of exactly `full` values: the loads below are then in bounds by
     // the loop's own range, with no check per load.
-    let w_rows: [&[f32]; OB] = core::array::from_fn(|c| &w[c * in_..][..full]);
-    let x_rows: [&[f32]; RB] = core::array::from_fn(|r| &x[r * in_..][..full]);
+    let (mut w_rows, mut x_rows) = ([&w[..0]; OB], [&x[..0]; RB]);
+    for (c, row) in w_rows.iter_mut().enumerate() {
+        *row = &w[c * in_..][..full];
+    }
+    for (r, row) in x_rows.iter_mut().enumerate() {
+        *row = &x[r * in_..][..full];
+    }
     for i in (0..full).step_by(S::LANES) {
-        let wv: [S::F; OB] = core::array::from_fn(|c| s.load(w_rows[c], i));
+        let mut wv = [s.splat(0.0); OB];
+        for (wv, row) in wv.iter_mut().zip(&w_rows) {
+            *wv = s.load(row, i);
+        }
         for (r, acc) in acc.iter_mut().enumerate() {
             let xv = s.load(x_rows[r], i);
             for (a, &wv) in acc.iter_mut().zip(&wv) {
@@ -188,7 +196,7 @@ fn dot_block<S: Simd, const RB: usize, const OB: usize>(
     if vector_tail {
         // The last vector ends at IN; its lanes already summed see x = 0.
         let (i, keep) = (in_ - S::LANES, tail_mask(s, in_ - full));
-        let wv: [S::F; OB] = core::array::from_fn(|c| s.load(w, c * in_ + i));
+        let wv: [S::F; OB] = load_vectors(s, w, i, in_);
         for (r, acc) in acc.iter_mut().enumerate() {
             let xv = s.load(x, r * in_ + i);
             let xv = s.select_gt(keep, s.splat(0.5), xv, s.splat(0.0));
@@ -414,7 +422,7 @@ fn axpy_block<S: Simd, const RB: usize, const NV: usize>(
         }
     }
     for k in 0..k_count {
-        let mut mv: [S::F; NV] = core::array::from_fn(|v| s.load(m, k * in_ + i0 + v * S::LANES));
+        let mut mv: [S::F; NV] = load_vectors(s, m, k * in_ + i0, S::LANES);
         if let Some(keep) = keep {
             for mv in &mut mv {
                 *mv = s.select_gt(keep, s.splat(0.5), *mv, s.splat(0.0));
@@ -555,7 +563,7 @@ fn sgd_columns<S: Simd, const NV: usize>(
     gi: Option<&mut [f32]>,
     i0: usize,
 ) {
-    let xv: [S::F; NV] = core::array::from_fn(|v| s.load(x, i0 + v * S::LANES));
+    let xv: [S::F; NV] = load_vectors(s, x, i0, S::LANES);
     let mut acc = [s.splat(0.0); NV];
     for (o, &g) in g.iter().enumerate() {
         let (g, scaled) = (s.splat(g), s.splat(-lr * g));

@@ -337,6 +337,24 @@ pub(crate) fn spans(n: usize, lanes: usize) -> impl Iterator<Item = usize> {
     (0..n).step_by(lanes).map(move |at| at.min(n - lanes))
 }
 
+/// `N` vectors from `src`, the `v`-th at `at + v·step`. A loop rather than `array::from_fn`:
+/// each `from_fn` call site compiles its own copy of core's array builder, for every
+/// instruction set and block size (4% of the `train` binary's copies, 10% of its LLVM IR),
+/// and that builder has no target features to inline a vector load into.
+#[inline(always)]
+pub(crate) fn load_vectors<S: Simd, const N: usize>(
+    s: S,
+    src: &[f32],
+    at: usize,
+    step: usize,
+) -> [S::F; N] {
+    let mut v = [s.splat(0.0); N];
+    for (i, v) in v.iter_mut().enumerate() {
+        *v = s.load(src, at + i * step);
+    }
+    v
+}
+
 /// `dst[c·dst_stride + r] = src[r·src_stride + c]` for `r < rows`, `c < cols`: a matrix
 /// transpose in `LANES × LANES` blocks (blocks at the far edges are moved back to end at the
 /// edge, so `rows, cols ≥ LANES`). Each block is `log2(LANES)` rounds of deinterleaving its
