@@ -11,7 +11,7 @@
 //! cargo bench --bench nets -- --all                  # and every network's step at batch 2
 //! cargo bench --bench nets -- --tsv > constnet.tsv   # for compare/nets_torch.py
 //! cargo bench --bench nets -- --sizes                # README's table of sizes
-//! cargo bench --bench nets -- --threads=2            # two threads inside the large layers
+//! cargo bench --bench nets --features threads -- --threads=2   # two threads inside the large layers
 //! ```
 //!
 //! Each case runs once to warm up, then again until 2 s have passed and at least 5 calls
@@ -31,12 +31,12 @@ use peak::{CHAINS, Peak, ROUNDS};
 use std::hint::black_box;
 use std::time::Instant;
 
+use constnet::simd;
 use constnet::{
     AlexNet, AlexNet2012, BatchLayer, DenseNet121, GoogLeNet, Layer, LeNet5, Loss, Network,
     Optimizer, OptimizerState, Pass, ResNet18, ResNet20, Scalar, Tensor, TensorKind, Vgg16, ZfNet,
     layer::count, zeroed_box,
 };
-use constnet::{simd, threads};
 use rand::{Rng, RngExt, SeedableRng};
 
 /// The options of one run.
@@ -233,11 +233,25 @@ fn main() {
         .map_or(1, |n| n.parse().expect("--threads=N takes a number"));
     // Threads inside a layer (`constnet::threads`): today the large convolutions' forward
     // passes, so the batch-1 inferences and the forward half of ResNet-18's training step.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| threads::within_layers(threads, || run(&args)));
+    #[cfg(feature = "threads")]
+    {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| constnet::threads::within_layers(threads, || run(&args)));
+    }
+    // Without the feature a split layer runs its halves one after the other: not a timing
+    // of two threads.
+    #[cfg(not(feature = "threads"))]
+    {
+        assert!(
+            threads == 1,
+            "--threads={threads} needs the threads feature: \
+             cargo bench --bench nets --features threads -- --threads={threads}"
+        );
+        run(&args);
+    }
 }
 
 fn run(args: &[String]) {
