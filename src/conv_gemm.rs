@@ -41,6 +41,7 @@
 //! assert_eq!(y, direct); // small integers: every sum is exact in any order
 //! ```
 
+use crate::columns::ColumnsMut;
 use crate::conv_gemm_micro::Panel;
 use crate::conv_gemm_micro::{
     PB, Rows, Segment, Strided, blocks, col2im, copy, im2col, load_row, micro, segments, store_row,
@@ -144,9 +145,9 @@ pub const fn kernels_for(geo: &ConvGeometry) -> &'static ConvKernels {
 fn forward_with<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     (geo, x, w, b): (&ConvGeometry, &[f32], &[f32], &[f32]),
-    (chans, y): (core::ops::Range<usize>, &mut [f32]),
+    (chans, mut y): (core::ops::Range<usize>, ColumnsMut),
 ) {
-    let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
+    let (cig, cog) = (geo.in_per_group(), geo.out_per_group());
     let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
     let nr = NV * S::LANES;
     // One row past the deepest panel: `micro` reads whole rows from column `pt` on.
@@ -162,8 +163,11 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
             continue;
         }
         let b = &b[chans.start..];
-        for p0 in (0..p_all).step_by(PB) {
-            let pw = PB.min(p_all - p0);
+        // The pixels (columns) of `y` this call computes: all of them but when `forward`
+        // splits a layer between threads by pixels.
+        let pixels = y.cols();
+        for p0 in pixels.clone().step_by(PB) {
+            let pw = PB.min(pixels.end - p0);
             let count = segments(geo, (p0, pw), &mut segs);
             for (kk0, kb) in blocks(kdim, KB) {
                 im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), xcol);
@@ -174,8 +178,7 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
                         let n = nr.min(pw - pt);
                         let tile = Tile {
                             rows: (o0 - chans.start, mr),
-                            stride: p_all,
-                            at: p0 + pt,
+                            at: p0 - pixels.start + pt,
                             n,
                             depth: kb,
                             start: if kk0 == 0 {
@@ -184,7 +187,7 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
                                 Start::Sums
                             },
                         };
-                        tile_of::<S, _, MR, NV>(s, rows, &xcol[pt..], tile, y);
+                        tile_of::<S, _, MR, NV>(s, rows, &xcol[pt..], tile, &mut y);
                     }
                 }
             }
@@ -192,13 +195,12 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
-/// Where a block of a product goes: rows `r0..r0 + mr` of the result (`stride` apart;
-/// output channels in the forward pass, taps in the input gradient), columns (pixels)
-/// `at..at + n` of each, over `depth` steps, and what the sums start from.
+/// Where a block of a product goes: rows `r0..r0 + mr` of the result (output channels in
+/// the forward pass, taps in the input gradient), columns (pixels) `at..at + n` of each, over
+/// `depth` steps, and what the sums start from.
 #[derive(Clone, Copy)]
 struct Tile<'a> {
     rows: (usize, usize),
-    stride: usize,
     at: usize,
     n: usize,
     depth: usize,
@@ -223,13 +225,13 @@ fn tile_of<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
     a: A,
     panel: &[f32],
     tile: Tile,
-    c: &mut [f32],
+    out: &mut ColumnsMut,
 ) {
     match tile.n.div_ceil(S::LANES) {
-        v if v >= NV => tile_with::<S, _, MR, NV>(s, a, panel, tile, c),
-        1 => tile_with::<S, _, MR, 1>(s, a, panel, tile, c),
-        2 => tile_with::<S, _, MR, 2>(s, a, panel, tile, c),
-        _ => tile_with::<S, _, MR, 3>(s, a, panel, tile, c),
+        v if v >= NV => tile_with::<S, _, MR, NV>(s, a, panel, tile, out),
+        1 => tile_with::<S, _, MR, 1>(s, a, panel, tile, out),
+        2 => tile_with::<S, _, MR, 2>(s, a, panel, tile, out),
+        _ => tile_with::<S, _, MR, 3>(s, a, panel, tile, out),
     }
 }
 
@@ -241,13 +243,12 @@ fn tile_with<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
     panel: &[f32],
     Tile {
         rows: (r0, mr),
-        stride,
         at,
         n,
         depth,
         start,
     }: Tile,
-    out: &mut [f32],
+    out: &mut ColumnsMut,
 ) {
     let mut c = [[s.splat(0.0); NV]; MR];
     match start {
@@ -259,13 +260,13 @@ fn tile_with<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
         Start::Zero => {}
         Start::Sums => {
             for (r, c) in c.iter_mut().enumerate().take(mr) {
-                *c = load_row(s, out, (r0 + r) * stride + at, n);
+                *c = load_row(s, out.row(r0 + r), at, n);
             }
         }
     }
     micro(s, a, (panel, PB), depth, &mut c);
     for (r, c) in c.into_iter().enumerate().take(mr) {
-        store_row(s, out, (r0 + r) * stride + at, n, c);
+        store_row(s, out.row(r0 + r), at, n, c);
     }
 }
 
@@ -429,6 +430,7 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
             let pw = PB.min(p_all - p0);
             let count = segments(geo, (p0, pw), &mut segs);
             for (kk0, kb) in blocks(kdim, IKB) {
+                let mut products = ColumnsMut::whole(gcol, PB);
                 for ob0 in outs.clone().step_by(IOB) {
                     let obn = IOB.min(outs.end - ob0);
                     for (o, row) in gy.chunks_exact_mut(PB).take(obn).enumerate() {
@@ -454,7 +456,6 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
                             let n = nr.min(pw - pt);
                             let tile = Tile {
                                 rows: (r0, mr),
-                                stride: PB,
                                 at: pt,
                                 n,
                                 depth: obn,
@@ -464,7 +465,7 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
                                     Start::Sums
                                 },
                             };
-                            tile_of::<S, _, MR, NV>(s, wt, &gy[pt..], tile, gcol);
+                            tile_of::<S, _, MR, NV>(s, wt, &gy[pt..], tile, &mut products);
                         }
                     }
                 }
@@ -482,7 +483,8 @@ struct Forward<'a> {
     b: &'a [f32],
     /// The output channels `y` holds, `chans.start` first.
     chans: core::ops::Range<usize>,
-    y: &'a mut [f32],
+    /// Those channels' rows, the pixels this call computes.
+    y: ColumnsMut<'a>,
 }
 
 impl Kernel for Forward<'_> {
@@ -509,13 +511,37 @@ impl Kernel for Forward<'_> {
 /// lower bound (2²¹) measured the same on the six networks.
 pub const SPLIT_MACS: usize = 1 << 24;
 
+/// Pixels of a map from which [`forward`] splits a layer by pixels rather than by output
+/// channels.
+const SPLIT_PIXELS: usize = 4 * PB;
+
+/// How [`forward`] splits a layer between two threads.
 #[cfg(feature = "std")]
-/// Where [`forward`] splits `geo`'s output channels between two threads, if it does: one
-/// group, enough work, and a whole number of 16-channel blocks on each side.
-fn split_at(geo: &ConvGeometry) -> Option<usize> {
-    let macs = geo.c_out * geo.in_per_group() * geo.k * geo.k * geo.oh * geo.ow;
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Split {
+    /// Pixels `..mid` and `mid..`: each thread packs only its own pixels' inputs and reads
+    /// every weight. For the large maps.
+    Pixels(usize),
+    /// Output channels `..mid` and `mid..`: each thread reads half the weights and packs
+    /// the whole input. For the small maps of many channels (one group).
+    Channels(usize),
+}
+
+/// Where [`forward`] splits `geo` between two threads, if it does: enough work, then by
+/// pixels on a large map (a whole number of 16-pixel vectors on the first side), else by
+/// whole 16-channel blocks of one group's outputs.
+#[cfg(feature = "std")]
+fn split_at(geo: &ConvGeometry) -> Option<Split> {
+    let (pixels, macs) = (geo.oh * geo.ow, geo.out_per_group() * geo.in_per_group());
+    if macs * geo.groups * geo.k * geo.k * pixels < SPLIT_MACS {
+        return None;
+    }
     let mid = geo.c_out / 32 * 16;
-    (geo.groups == 1 && macs >= SPLIT_MACS && mid > 0).then_some(mid)
+    if pixels >= SPLIT_PIXELS {
+        Some(Split::Pixels(pixels / 32 * 16))
+    } else {
+        (geo.groups == 1 && mid > 0).then_some(Split::Channels(mid))
+    }
 }
 
 /// The parameter gradients (see [`weight_grad`]).
@@ -580,6 +606,11 @@ impl Kernel for InputGrad<'_> {
 /// The forward pass, as [`crate::conv_kernel::forward`] computes it (same arguments, same
 /// panics), by a matrix product: `y = b + w ⋆ x`.
 ///
+/// Inside [`crate::threads::within_layers`] a layer of at least [`SPLIT_MACS`]
+/// multiply-adds is split between two threads: by pixels on a map of 256 pixels or more
+/// (each thread packs only its own pixels' inputs), else by output channels (one group
+/// only). Each output is computed by one thread, in the one-thread order.
+///
 /// ```
 /// use constnet::{conv_gemm, conv_kernel::ConvGeometry};
 /// // Two 1×1 filters over 4 channels at stride 2: each output a weighted sum of channels.
@@ -594,52 +625,40 @@ impl Kernel for InputGrad<'_> {
 /// ```
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
     geo.check_forward(x, w, b, y);
-    #[cfg(feature = "std")]
-    if crate::threads::layer_threads() > 1
-        && let Some(mid) = split_at(geo)
-    {
-        // Each output is one thread's, summed in the same order as on one: the result is
-        // the same bit for bit.
-        let (y0, y1) = y.split_at_mut(mid * geo.oh * geo.ow);
-        let isa = simd::current();
-        let chans = (0..mid, mid..geo.c_out);
-        crate::threads::join(
-            || {
-                simd::with_isa(isa, || {
-                    simd::dispatch(Forward {
-                        geo,
-                        x,
-                        w,
-                        b,
-                        chans: chans.0,
-                        y: y0,
-                    })
-                })
-            },
-            || {
-                simd::with_isa(isa, || {
-                    simd::dispatch(Forward {
-                        geo,
-                        x,
-                        w,
-                        b,
-                        chans: chans.1,
-                        y: y1,
-                    })
-                })
-            },
-        );
-        return;
-    }
-    let chans = 0..geo.c_out;
-    simd::dispatch(Forward {
+    let (pixels, c_out) = (geo.oh * geo.ow, geo.c_out);
+    let pass = |chans, y| Forward {
         geo,
         x,
         w,
         b,
         chans,
         y,
-    });
+    };
+    #[cfg(feature = "std")]
+    if crate::threads::layer_threads() > 1
+        && let Some(split) = split_at(geo)
+    {
+        // Each output is one thread's, summed in the same order as on one: the result is
+        // the same bit for bit.
+        let (one, two) = match split {
+            Split::Pixels(mid) => {
+                let (y0, y1) = ColumnsMut::split(y, pixels, mid);
+                (pass(0..c_out, y0), pass(0..c_out, y1))
+            }
+            Split::Channels(mid) => {
+                let (y0, y1) = y.split_at_mut(mid * pixels);
+                let (y0, y1) = (ColumnsMut::whole(y0, pixels), ColumnsMut::whole(y1, pixels));
+                (pass(0..mid, y0), pass(mid..c_out, y1))
+            }
+        };
+        let isa = simd::current();
+        crate::threads::join(
+            || simd::with_isa(isa, || simd::dispatch(one)),
+            || simd::with_isa(isa, || simd::dispatch(two)),
+        );
+        return;
+    }
+    simd::dispatch(pass(0..c_out, ColumnsMut::whole(y, pixels)));
 }
 
 /// The parameter gradients of one sample, scaled and added, as
@@ -695,4 +714,56 @@ pub fn weight_grad(
 pub fn input_grad(geo: &ConvGeometry, w: &[f32], g: &[f32], gi: &mut [f32]) {
     geo.check_input_grad(w, g, gi);
     simd::dispatch(InputGrad { geo, w, g, gi });
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    const fn layer(c_in: usize, c_out: usize, groups: usize, k: usize, hw: usize) -> ConvGeometry {
+        ConvGeometry {
+            c_in,
+            c_out,
+            groups,
+            k,
+            stride: 1,
+            pad: k / 2,
+            h: hw,
+            w: hw,
+            oh: hw,
+            ow: hw,
+        }
+        .checked()
+    }
+
+    #[test]
+    fn large_maps_split_by_pixels_small_ones_by_channels_small_layers_not_at_all() {
+        // ResNet-18's 56×56 and 28×28 layers: by pixels, the first side whole vectors.
+        assert_eq!(
+            split_at(&layer(64, 64, 1, 3, 56)),
+            Some(Split::Pixels(1568))
+        );
+        assert_eq!(
+            split_at(&layer(128, 128, 1, 3, 28)),
+            Some(Split::Pixels(384))
+        );
+        // Grouped (AlexNet-2012's conv2 at 27×27): pixels too.
+        assert_eq!(
+            split_at(&layer(96, 256, 2, 5, 27)),
+            Some(Split::Pixels(352))
+        );
+        // 14×14 and 7×7: by channels, 16-channel blocks.
+        assert_eq!(
+            split_at(&layer(256, 256, 1, 3, 14)),
+            Some(Split::Channels(128))
+        );
+        assert_eq!(
+            split_at(&layer(512, 512, 1, 3, 7)),
+            Some(Split::Channels(256))
+        );
+        // Below 2²⁴ multiply-adds: one thread (ResNet-20's 16-channel layers).
+        assert_eq!(split_at(&layer(16, 16, 1, 3, 32)), None);
+        // A small grouped map cannot be split by channels.
+        assert_eq!(split_at(&layer(1024, 1024, 2, 3, 7)), None);
+    }
 }

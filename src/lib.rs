@@ -52,8 +52,9 @@
 //! `const _: () = <MyNet as constnet::Layer>::CHECK;`. See [`shape_errors`] for each mistake.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
-// `unsafe` lives in two audited modules only: `zeroed` (building big values on the heap)
-// and `simd` (run-time-dispatched intrinsics). The compiler enforces it.
+// `unsafe` lives in three audited modules only: `zeroed` (building big values on the
+// heap), `simd` (run-time-dispatched intrinsics) and `columns` (two threads writing one
+// matrix, each its own columns). The compiler enforces it.
 #![deny(unsafe_code)]
 
 /// The README's examples, compiled and run as doctests.
@@ -70,6 +71,8 @@ pub mod batch;
 pub mod batchnorm2d;
 pub mod chain;
 pub mod classifier;
+#[allow(unsafe_code)]
+mod columns;
 pub mod concat;
 pub mod conv2d;
 mod conv_fast;

@@ -3,8 +3,9 @@
 //!
 //! A batch of one image has no samples to share among threads, so the work of one layer is
 //! split instead: inside [`within_layers`], [`crate::conv_gemm::forward`] gives each of two
-//! threads half of a layer's output channels when the layer has at least
-//! [`crate::conv_gemm::SPLIT_MACS`] multiply-adds, and a fully connected layer's one-sample
+//! threads half of a layer's pixels (a map of 256 pixels or more: each thread packs only its
+//! own pixels' inputs) or half of its output channels (a smaller map) when the layer has at
+//! least [`crate::conv_gemm::SPLIT_MACS`] multiply-adds, and a fully connected layer's one-sample
 //! forward pass (from 2²⁰ multiply-adds: AlexNet's and VGG-16's) half of its outputs. Every
 //! output is computed by one thread in the order one thread would use, so results are the
 //! same, bit for bit, with one thread or two.
@@ -77,20 +78,36 @@ mod tests {
     use crate::conv_gemm::{self, ConvGeometry, SPLIT_MACS};
     use crate::simd::{Isa, with_isa};
 
-    /// 48 channels: split 16 + 32, not in halves, and not on a 4-row block of one side.
-    const GEO: ConvGeometry = ConvGeometry {
-        c_in: 40,
-        c_out: 48,
-        groups: 1,
-        k: 3,
-        stride: 1,
-        pad: 1,
-        h: 60,
-        w: 61,
-        oh: 60,
-        ow: 61,
+    const fn geometry(
+        c_in: usize,
+        c_out: usize,
+        groups: usize,
+        h: usize,
+        w: usize,
+    ) -> ConvGeometry {
+        ConvGeometry {
+            c_in,
+            c_out,
+            groups,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            h,
+            w,
+            oh: h,
+            ow: w,
+        }
+        .checked()
     }
-    .checked();
+
+    /// Layers `forward` splits: by pixels on a large map (60×61: 1,824 + 1,836 pixels, not
+    /// whole panels), also with groups; by channels on a small one (48 channels: 16 + 32,
+    /// not in halves, and not on a 4-row block of one side).
+    const SPLIT: [ConvGeometry; 3] = [
+        geometry(40, 48, 1, 60, 61),
+        geometry(48, 64, 2, 60, 61),
+        geometry(800, 48, 1, 7, 7),
+    ];
 
     /// Asserts that `pass` writes the same bits with one thread and inside
     /// `within_layers(2, ..)`, on every instruction set this machine has.
@@ -111,17 +128,20 @@ mod tests {
 
     #[test]
     fn a_split_layer_gives_the_one_thread_result_bit_for_bit_on_every_instruction_set() {
-        const { assert!(GEO.c_out * GEO.c_in * 9 * GEO.oh * GEO.ow >= SPLIT_MACS) };
-        let x: Vec<f32> = (0..GEO.input_len())
-            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
-            .collect();
-        let w: Vec<f32> = (0..GEO.weight_len())
-            .map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5)
-            .collect();
-        let b: Vec<f32> = (0..GEO.c_out).map(|o| o as f32 * 0.01).collect();
-        same_on_one_thread_and_two(GEO.output_len(), |y| {
-            conv_gemm::forward(&GEO, &x, &w, &b, y)
-        });
+        for geo in SPLIT {
+            let macs = geo.c_out * geo.in_per_group() * 9 * geo.oh * geo.ow;
+            assert!(macs >= SPLIT_MACS, "{geo:?} would not be split");
+            let x: Vec<f32> = (0..geo.input_len())
+                .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
+                .collect();
+            let w: Vec<f32> = (0..geo.weight_len())
+                .map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5)
+                .collect();
+            let b: Vec<f32> = (0..geo.c_out).map(|o| o as f32 * 0.01).collect();
+            same_on_one_thread_and_two(geo.output_len(), |y| {
+                conv_gemm::forward(&geo, &x, &w, &b, y)
+            });
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ const LEVELS: &[(&str, &[&str])] = &[
         &[
             "simd",
             "threads",
+            "columns",
             "lane_layout",
             "conv_kernel",
             "conv_gemm",
