@@ -33,8 +33,8 @@ impl<'a> ColumnsMut<'a> {
         Self::split(m, stride, stride).0
     }
 
-    /// Columns `..mid` and `mid..` of `m`, rows of `stride` values. Panics unless `m` holds
-    /// whole rows and `mid ≤ stride`.
+    /// Columns `..mid` and `mid..` of `m`, rows of `stride` values. Panics unless
+    /// `stride > 0`, `m` holds whole rows and `mid ≤ stride`.
     pub(crate) fn split(m: &'a mut [f32], stride: usize, mid: usize) -> (Self, Self) {
         assert!(stride > 0 && m.len().is_multiple_of(stride) && mid <= stride);
         let (ptr, rows) = (m.as_mut_ptr(), m.len() / stride);

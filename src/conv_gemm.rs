@@ -157,7 +157,7 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
     for g in 0..geo.groups {
         let xg = &x[g * map..][..map];
         // This group's output channels among those `y` holds (all of them but when
-        // `forward` splits a layer between threads).
+        // `forward` splits a layer between threads by channels).
         let outs = (g * cog).max(chans.start)..((g + 1) * cog).min(chans.end);
         if outs.is_empty() {
             continue;
@@ -507,18 +507,21 @@ impl Kernel for Forward<'_> {
 }
 
 /// Multiply-adds of a layer from which [`forward`] splits it between two threads, when
-/// [`crate::threads::within_layers`] asks for them (about 100 µs of one core's work). A
-/// lower bound (2²¹) measured the same on the six networks.
+/// [`crate::threads::within_layers`] asks for them (about 100 µs of one core's work). With
+/// the channel split alone, a lower bound (2²¹) measured the same on the six networks; for
+/// the pixel split, 2²⁰ made ResNet-20's batches 1.18× slower and 2²² was not clearly better
+/// (BENCHMARKS.md, fourteenth session).
 pub const SPLIT_MACS: usize = 1 << 24;
 
 /// Pixels of a map from which [`forward`] splits a layer by pixels rather than by output
 /// channels.
+#[cfg(feature = "std")]
 const SPLIT_PIXELS: usize = 4 * PB;
 
 /// How [`forward`] splits a layer between two threads.
 #[cfg(feature = "std")]
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Split {
+pub(crate) enum Split {
     /// Pixels `..mid` and `mid..`: each thread packs only its own pixels' inputs and reads
     /// every weight. For the large maps.
     Pixels(usize),
@@ -531,7 +534,7 @@ enum Split {
 /// pixels on a large map (a whole number of 16-pixel vectors on the first side), else by
 /// whole 16-channel blocks of one group's outputs.
 #[cfg(feature = "std")]
-fn split_at(geo: &ConvGeometry) -> Option<Split> {
+pub(crate) fn split_at(geo: &ConvGeometry) -> Option<Split> {
     let (pixels, macs) = (geo.oh * geo.ow, geo.out_per_group() * geo.in_per_group());
     if macs * geo.groups * geo.k * geo.k * pixels < SPLIT_MACS {
         return None;

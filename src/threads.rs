@@ -4,11 +4,11 @@
 //! A batch of one image has no samples to share among threads, so the work of one layer is
 //! split instead: inside [`within_layers`], [`crate::conv_gemm::forward`] gives each of two
 //! threads half of a layer's pixels (a map of 256 pixels or more: each thread packs only its
-//! own pixels' inputs) or half of its output channels (a smaller map) when the layer has at
-//! least [`crate::conv_gemm::SPLIT_MACS`] multiply-adds, and a fully connected layer's one-sample
-//! forward pass (from 2²⁰ multiply-adds: AlexNet's and VGG-16's) half of its outputs. Every
-//! output is computed by one thread in the order one thread would use, so results are the
-//! same, bit for bit, with one thread or two.
+//! own pixels' inputs) or half of its output channels (a smaller map of one group) when the
+//! layer has at least [`crate::conv_gemm::SPLIT_MACS`] multiply-adds, and a fully connected
+//! layer's one-sample forward pass (from 2²⁰ multiply-adds: AlexNet's and VGG-16's) half of
+//! its outputs. Every output is computed by one thread in the order one thread would use, so
+//! results are the same, bit for bit, with one thread or two.
 //!
 //! The threads are rayon's, with the `threads` feature: the pool the caller runs in
 //! (`rayon::ThreadPool::install`), else rayon's global pool. Its workers persist, so a split
@@ -75,7 +75,7 @@ pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv_gemm::{self, ConvGeometry, SPLIT_MACS};
+    use crate::conv_gemm::{self, ConvGeometry, SPLIT_MACS, Split, split_at};
     use crate::simd::{Isa, with_isa};
 
     const fn geometry(
@@ -103,10 +103,10 @@ mod tests {
     /// Layers `forward` splits: by pixels on a large map (60×61: 1,824 + 1,836 pixels, not
     /// whole panels), also with groups; by channels on a small one (48 channels: 16 + 32,
     /// not in halves, and not on a 4-row block of one side).
-    const SPLIT: [ConvGeometry; 3] = [
-        geometry(40, 48, 1, 60, 61),
-        geometry(48, 64, 2, 60, 61),
-        geometry(800, 48, 1, 7, 7),
+    const SPLIT: [(ConvGeometry, Split); 3] = [
+        (geometry(40, 48, 1, 60, 61), Split::Pixels(1824)),
+        (geometry(48, 64, 2, 60, 61), Split::Pixels(1824)),
+        (geometry(800, 48, 1, 7, 7), Split::Channels(16)),
     ];
 
     /// Asserts that `pass` writes the same bits with one thread and inside
@@ -128,9 +128,10 @@ mod tests {
 
     #[test]
     fn a_split_layer_gives_the_one_thread_result_bit_for_bit_on_every_instruction_set() {
-        for geo in SPLIT {
+        for (geo, split) in SPLIT {
             let macs = geo.c_out * geo.in_per_group() * 9 * geo.oh * geo.ow;
             assert!(macs >= SPLIT_MACS, "{geo:?} would not be split");
+            assert_eq!(split_at(&geo), Some(split), "{geo:?}");
             let x: Vec<f32> = (0..geo.input_len())
                 .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
                 .collect();
