@@ -654,12 +654,7 @@ pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32
                 (pass(0..mid, y0), pass(mid..c_out, y1))
             }
         };
-        let isa = simd::current();
-        crate::threads::join(
-            || simd::with_isa(isa, || simd::dispatch(one)),
-            || simd::with_isa(isa, || simd::dispatch(two)),
-        );
-        return;
+        return crate::threads::dispatch_both(one, two);
     }
     simd::dispatch(pass(0..c_out, ColumnsMut::whole(y, pixels)));
 }
@@ -741,32 +736,21 @@ mod tests {
 
     #[test]
     fn large_maps_split_by_pixels_small_ones_by_channels_small_layers_not_at_all() {
-        // ResNet-18's 56×56 and 28×28 layers: by pixels, the first side whole vectors.
-        assert_eq!(
-            split_at(&layer(64, 64, 1, 3, 56)),
-            Some(Split::Pixels(1568))
-        );
-        assert_eq!(
-            split_at(&layer(128, 128, 1, 3, 28)),
-            Some(Split::Pixels(384))
-        );
-        // Grouped (AlexNet-2012's conv2 at 27×27): pixels too.
-        assert_eq!(
-            split_at(&layer(96, 256, 2, 5, 27)),
-            Some(Split::Pixels(352))
-        );
-        // 14×14 and 7×7: by channels, 16-channel blocks.
-        assert_eq!(
-            split_at(&layer(256, 256, 1, 3, 14)),
-            Some(Split::Channels(128))
-        );
-        assert_eq!(
-            split_at(&layer(512, 512, 1, 3, 7)),
-            Some(Split::Channels(256))
-        );
-        // Below 2²⁴ multiply-adds: one thread (ResNet-20's 16-channel layers).
-        assert_eq!(split_at(&layer(16, 16, 1, 3, 32)), None);
-        // A small grouped map cannot be split by channels.
-        assert_eq!(split_at(&layer(1024, 1024, 2, 3, 7)), None);
+        for (geo, want) in [
+            // ResNet-18's 56×56 and 28×28 layers: by pixels, the first side whole vectors.
+            (layer(64, 64, 1, 3, 56), Some(Split::Pixels(1568))),
+            (layer(128, 128, 1, 3, 28), Some(Split::Pixels(384))),
+            // Grouped (AlexNet-2012's conv2 at 27×27): pixels too.
+            (layer(96, 256, 2, 5, 27), Some(Split::Pixels(352))),
+            // 14×14 and 7×7: by channels, 16-channel blocks.
+            (layer(256, 256, 1, 3, 14), Some(Split::Channels(128))),
+            (layer(512, 512, 1, 3, 7), Some(Split::Channels(256))),
+            // Below 2²⁴ multiply-adds: one thread (ResNet-20's 16-channel layers).
+            (layer(16, 16, 1, 3, 32), None),
+            // A small grouped map cannot be split by channels.
+            (layer(1024, 1024, 2, 3, 7), None),
+        ] {
+            assert_eq!(split_at(&geo), want, "{geo:?}");
+        }
     }
 }

@@ -28,32 +28,8 @@ pub(crate) fn forward<const IN: usize, const OUT: usize>(
             // the same block as on one thread: the same bits.
             let mid = OUT / 48 * 24;
             let (y0, y1) = y.split_at_mut(mid);
-            let isa = simd::current();
-            crate::threads::join(
-                || {
-                    simd::with_isa(isa, || {
-                        simd::dispatch(ForwardOne::<IN, OUT> {
-                            x,
-                            w,
-                            b,
-                            rows: (0, mid),
-                            y: y0,
-                        })
-                    })
-                },
-                || {
-                    simd::with_isa(isa, || {
-                        simd::dispatch(ForwardOne::<IN, OUT> {
-                            x,
-                            w,
-                            b,
-                            rows: (mid, OUT),
-                            y: y1,
-                        })
-                    })
-                },
-            );
-            return;
+            let pass = |rows, y| ForwardOne::<IN, OUT> { x, w, b, rows, y };
+            return crate::threads::dispatch_both(pass((0, mid), y0), pass((mid, OUT), y1));
         }
         simd::dispatch(ForwardOne::<IN, OUT> {
             x,

@@ -36,6 +36,8 @@
 
 use core::cell::Cell;
 
+use crate::simd::{self, Kernel};
+
 std::thread_local! {
     static WITHIN: Cell<usize> = const { Cell::new(1) };
 }
@@ -60,15 +62,18 @@ pub fn within_layers<R>(threads: usize, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Runs `a` and `b`: at once on rayon's threads with the `threads` feature, else one after
-/// the other here.
-pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+/// Runs the two halves of a split layer, `a` and `b`, each with the instruction set this
+/// thread uses ([`simd::current`], which a test may have forced): at once on rayon's threads
+/// with the `threads` feature, else one after the other here.
+pub(crate) fn dispatch_both<K: Kernel<Output = ()> + Send>(a: K, b: K) {
+    let isa = simd::current();
+    let run = |k: K| simd::with_isa(isa, || simd::dispatch(k));
     #[cfg(feature = "threads")]
-    rayon::join(a, b);
+    rayon::join(|| run(a), || run(b));
     #[cfg(not(feature = "threads"))]
     {
-        a();
-        b();
+        run(a);
+        run(b);
     }
 }
 
