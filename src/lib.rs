@@ -75,6 +75,7 @@ pub mod classifier;
 mod columns;
 pub mod concat;
 pub mod conv2d;
+mod conv2d_f32;
 mod conv_fast;
 mod conv_fast_backward;
 pub mod conv_gemm;

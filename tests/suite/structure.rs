@@ -65,6 +65,7 @@ const LEVELS: &[(&str, &[&str])] = &[
         "layers",
         &[
             "conv2d",
+            "conv2d_f32",
             "grouped_conv2d",
             "maxpool2d",
             "dropout",
