@@ -18,6 +18,7 @@
 //! [`Simd`]: crate::simd::Simd
 
 use crate::conv_kernel::ConvGeometry;
+use crate::pairs::Pairs;
 use crate::simd::{self, Kernel, Simd, for_blocks, load_vectors, transpose_matrix};
 
 /// Whether the kernels of this module and of `conv_fast_backward` take `geo`: one group,
@@ -132,7 +133,7 @@ fn correlate<S: Simd, const OB: usize, const NV: usize>(
     while p0 < span {
         let p = p0.min(span - step);
         let mut acc = [[s.splat(0.0); NV]; OB];
-        for (row, &b) in acc.iter_mut().zip(init) {
+        for (row, &b) in acc.iter_mut().pairs(init) {
             *row = [s.splat(b); NV];
         }
         let mut weights = packed.chunks_exact(OB);
@@ -147,9 +148,9 @@ fn correlate<S: Simd, const OB: usize, const NV: usize>(
                 for (v, x) in xs.iter_mut().enumerate() {
                     *x = s.load(src, base + tap + v * S::LANES);
                 }
-                for (row, &wa) in acc.iter_mut().zip(w) {
+                for (row, &wa) in acc.iter_mut().pairs(w) {
                     let wa = s.splat(wa);
-                    for (a, &x) in row.iter_mut().zip(&xs) {
+                    for (a, &x) in row.iter_mut().pairs(&xs) {
                         *a = s.mul_add(wa, x, *a);
                     }
                 }
@@ -187,7 +188,7 @@ fn correlate_rows<S: Simd, const OB: usize, const RB: usize>(
         // The last block moves back to end at the last row (recomputing a row).
         let y0c = y0.min(oh - RB);
         let mut acc = [[[s.splat(0.0); 2]; RB]; OB];
-        for (row, &b) in acc.iter_mut().zip(init) {
+        for (row, &b) in acc.iter_mut().pairs(init) {
             *row = [[s.splat(b); 2]; RB];
         }
         let mut weights = packed.chunks_exact(OB);
@@ -200,14 +201,14 @@ fn correlate_rows<S: Simd, const OB: usize, const RB: usize>(
                     .expect("packed weights");
                 let mut xs = [[s.splat(0.0); 2]; RB];
                 for (dy, xs) in xs.iter_mut().enumerate() {
-                    for (x, &start) in xs.iter_mut().zip(&starts) {
+                    for (x, &start) in xs.iter_mut().pairs(&starts) {
                         *x = s.load(src, base + dy * width + tap + start);
                     }
                 }
-                for (row, &wa) in acc.iter_mut().zip(w) {
+                for (row, &wa) in acc.iter_mut().pairs(w) {
                     let wa = s.splat(wa);
-                    for (a, x) in row.iter_mut().zip(&xs) {
-                        for (a, &x) in a.iter_mut().zip(x) {
+                    for (a, x) in row.iter_mut().pairs(&xs) {
+                        for (a, &x) in a.iter_mut().pairs(x) {
                             *a = s.mul_add(wa, x, *a);
                         }
                     }
@@ -216,7 +217,7 @@ fn correlate_rows<S: Simd, const OB: usize, const RB: usize>(
         }
         for (a, row) in acc.iter().enumerate() {
             for (dy, row) in row.iter().enumerate() {
-                for (&x, &acc) in starts.iter().zip(row) {
+                for (&x, &acc) in starts.iter().pairs(row) {
                     s.store(out, (a * oh + y0c + dy) * ow + x, acc);
                 }
             }
@@ -335,7 +336,7 @@ impl<
                 );
             });
         }
-        for (out_row, wide_row) in self.y.chunks_exact_mut(OW).zip(wide.chunks_exact(W)) {
+        for (out_row, wide_row) in self.y.chunks_exact_mut(OW).pairs(wide.chunks_exact(W)) {
             out_row.copy_from_slice(&wide_row[..OW]);
         }
     }
@@ -432,7 +433,7 @@ fn channel_lanes_block<S: Simd, const PB: usize, const VB: usize, const K: usize
                 let wv: [S::F; VB] = load_vectors(s, wt, at, S::LANES);
                 for (q, acc) in acc.iter_mut().enumerate() {
                     let xb = s.splat(row[q + j]);
-                    for (a, &wv) in acc.iter_mut().zip(&wv) {
+                    for (a, &wv) in acc.iter_mut().pairs(&wv) {
                         *a = s.mul_add(xb, wv, *a);
                     }
                 }

@@ -5,6 +5,7 @@
 //! [takes]: crate::conv_fast::takes
 
 use crate::lane_layout::CacheLines;
+use crate::pairs::Pairs;
 use crate::simd::{self, Kernel, Simd, for_blocks, load_vectors, transpose_matrix};
 
 /// `gi = ∂E/∂x` for one sample's output gradient `g` (`[CO][OH][OW]`) and the weights `w`
@@ -109,9 +110,9 @@ fn input_grad_block<S: Simd, const CB: usize, const PV: usize, const K: usize>(
             let w: &[f32; CB] = packed[((i * co + o) * K + j) * ci + c0..][..CB]
                 .try_into()
                 .expect("CB weights");
-            for (acc, &w) in acc.iter_mut().zip(w) {
+            for (acc, &w) in acc.iter_mut().pairs(w) {
                 let w = s.splat(w);
-                for (a, &gv) in acc.iter_mut().zip(&gv) {
+                for (a, &gv) in acc.iter_mut().pairs(&gv) {
                     *a = s.mul_add(w, gv, *a);
                 }
             }
@@ -206,7 +207,7 @@ impl<
         for (gi, out) in self
             .gi
             .chunks_exact_mut(H * W)
-            .zip(out.chunks_exact(2 * H * W))
+            .pairs(out.chunks_exact(2 * H * W))
         {
             gi.copy_from_slice(&out[..H * W]);
         }
@@ -273,7 +274,7 @@ fn weight_grad_rows<S: Simd, const OB: usize, const K: usize>(
             let gv: [S::F; OB] = load_vectors(s, g, p, g_stride);
             for j in 0..K {
                 let xv = s.load(x, x_base + j + p);
-                for (acc, &gv) in acc.iter_mut().zip(&gv) {
+                for (acc, &gv) in acc.iter_mut().pairs(&gv) {
                     acc[j] = s.mul_add(gv, xv, acc[j]);
                 }
             }
@@ -303,11 +304,11 @@ fn weight_grad_lanes<S: Simd, const VB: usize, const K: usize>(
             let mut acc = [[s.splat(0.0); VB]; K];
             for y in 0..oh {
                 let x_row = &x[c * h * w + (y + i) * w..][..ow + K - 1];
-                for (xx, g_at) in (0..ow).zip((y * ow * co..).step_by(co)) {
+                for (xx, g_at) in (0..ow).pairs((y * ow * co..).step_by(co)) {
                     let gv: [S::F; VB] = load_vectors(s, gt, g_at + o0, S::LANES);
                     for (j, acc) in acc.iter_mut().enumerate() {
                         let xb = s.splat(x_row[xx + j]);
-                        for (a, &gv) in acc.iter_mut().zip(&gv) {
+                        for (a, &gv) in acc.iter_mut().pairs(&gv) {
                             *a = s.mul_add(gv, xb, *a);
                         }
                     }
@@ -382,7 +383,7 @@ impl<
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        for (gb, g) in self.gb.iter_mut().zip(self.g.chunks_exact(OH * OW)) {
+        for (gb, g) in self.gb.iter_mut().pairs(self.g.chunks_exact(OH * OW)) {
             *gb += sum(s, g);
         }
         if CO.is_multiple_of(S::LANES) && S::LANES <= 16 {
@@ -433,7 +434,7 @@ impl<
         let mut big;
         let (wide, g_stride) = if fits {
             small = CacheLines([[[0.0f32; W]; OH]; CO]);
-            for (wide, g) in small.0.iter_mut().flatten().zip(self.g.chunks_exact(OW)) {
+            for (wide, g) in small.0.iter_mut().flatten().pairs(self.g.chunks_exact(OW)) {
                 wide[..OW].copy_from_slice(g);
             }
             (small.0.as_flattened().as_flattened(), OH * W)

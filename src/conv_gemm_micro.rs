@@ -47,8 +47,8 @@ impl<const MR: usize> Panel<MR> for Rows<'_, MR> {
     #[inline(always)]
     fn col(&self, d: usize) -> [f32; MR] {
         let mut col = [0.0; MR];
-        for (v, row) in col.iter_mut().zip(&self.0) {
-            *v = row[d];
+        for (r, v) in col.iter_mut().enumerate() {
+            *v = self.0[r][d];
         }
         col
     }
@@ -91,10 +91,12 @@ pub(crate) fn micro<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
         let row: &[f32] = &row[..NV * S::LANES];
         let bv: [S::F; NV] = load_vectors(s, row, 0, S::LANES);
         let av = a.col(d);
-        for (acc, &av) in acc.iter_mut().zip(&av) {
-            let av = s.splat(av);
-            for (acc, &bv) in acc.iter_mut().zip(&bv) {
-                *acc = s.mul_add(av, bv, *acc);
+        // By index into the fixed-size `av` and `bv`, not zipped with them: loops of one
+        // exit and a known count, which the compiler keeps in registers (see `crate::pairs`).
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let av = s.splat(av[r]);
+            for (v, acc) in acc.iter_mut().enumerate() {
+                *acc = s.mul_add(av, bv[v], *acc);
             }
         }
     }

@@ -36,6 +36,7 @@
 //! assert_eq!(y[9 + 4], 2.0 * 9.0); // the centre of channel 1: every tap
 //! ```
 
+use crate::pairs::Pairs;
 use core::ops::Range;
 
 use crate::shape::conv_out;
@@ -325,7 +326,7 @@ fn gather(row: &[f32], geo: &ConvGeometry, cols: Cols, taps: Taps, out: &mut [f3
         if s == 1 {
             run[on.clone()].copy_from_slice(&row[from..from + on.len()]);
         } else {
-            for (v, &x) in run[on].iter_mut().zip(row[from..].iter().step_by(s)) {
+            for (v, &x) in run[on].iter_mut().pairs(row[from..].iter().step_by(s)) {
                 *v = x;
             }
         }
@@ -343,7 +344,7 @@ fn scatter_add(acc: &[f32], geo: &ConvGeometry, cols: Cols, taps: Taps, row: &mu
             continue;
         }
         let from = first + s * on.start - geo.pad;
-        for (r, &a) in row[from..].iter_mut().step_by(s).zip(&run[on]) {
+        for (r, &a) in row[from..].iter_mut().step_by(s).pairs(&run[on]) {
             *r += a;
         }
     }
@@ -386,7 +387,7 @@ impl Kernel for Forward<'_> {
                 for cols in col_chunks(geo.ow, S::LANES) {
                     for o0 in (group * cog..(group + 1) * cog).step_by(CHANNELS) {
                         let ob = CHANNELS.min((group + 1) * cog - o0);
-                        for (acc, &b) in acc.chunks_exact_mut(COLS).zip(&b[o0..o0 + ob]) {
+                        for (acc, &b) in acc.chunks_exact_mut(COLS).pairs(&b[o0..o0 + ob]) {
                             acc[..cols.np].fill(b);
                         }
                         for ci in 0..cig {
@@ -402,7 +403,7 @@ impl Kernel for Forward<'_> {
                                             [..taps.jn];
                                         for u in (0..cols.np).step_by(S::LANES) {
                                             let mut v = s.load(acc, u);
-                                            for (&wt, &at) in wt.iter().zip(&at) {
+                                            for (&wt, &at) in wt.iter().pairs(&at) {
                                                 let xv = s.load(&row, at + u);
                                                 v = s.mul_add(s.splat(wt), xv, v);
                                             }
@@ -446,7 +447,7 @@ impl Kernel for WeightGrad<'_> {
             scale,
         } = self;
         let (cig, cog, k, lanes) = (geo.in_per_group(), geo.out_per_group(), geo.k, S::LANES);
-        for (gb, g) in gb.iter_mut().zip(g.chunks_exact(geo.oh * geo.ow)) {
+        for (gb, g) in gb.iter_mut().pairs(g.chunks_exact(geo.oh * geo.ow)) {
             *gb += scale * sum(s, g);
         }
         let (zero, half) = (s.splat(0.0), s.splat(0.5));
@@ -500,7 +501,8 @@ impl Kernel for WeightGrad<'_> {
                     }
                     for (a, acc) in acc.chunks_exact(jn * lanes).take(ob).enumerate() {
                         let at = (((o0 + a) * cig + ci) * k + i) * k + j0;
-                        for (gw, sums) in gw[at..at + jn].iter_mut().zip(acc.chunks_exact(lanes)) {
+                        for (gw, sums) in gw[at..at + jn].iter_mut().pairs(acc.chunks_exact(lanes))
+                        {
                             *gw += scale * s.sum(s.load(sums, 0));
                         }
                     }
@@ -570,7 +572,7 @@ impl Kernel for InputGrad<'_> {
                                             } else {
                                                 s.load(&tail, 0)
                                             };
-                                            for (&wt, &at) in wt.iter().zip(&at) {
+                                            for (&wt, &at) in wt.iter().pairs(&at) {
                                                 let v = s.load(acc, at + u);
                                                 s.store(acc, at + u, s.mul_add(s.splat(wt), gv, v));
                                             }

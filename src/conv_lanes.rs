@@ -7,6 +7,7 @@
 
 use crate::conv_kernel::ConvGeometry;
 use crate::lane_layout::{BlockOrder, CacheLines, LANES};
+use crate::pairs::Pairs;
 use crate::scalar::Scalar;
 use crate::simd::{self, Kernel, Simd, for_blocks, spans};
 use crate::tensor::Maps;
@@ -190,7 +191,7 @@ impl<
         // call site and no ReLU inside the block kernel: it is compiled once (a ReLU
         // chosen per store cost pooled inference 4%, two call sites 5 s of compile time).
 
-        for (x, y) in blocks.zip(y.chunks_exact_mut(y_len)) {
+        for (x, y) in blocks.pairs(y.chunks_exact_mut(y_len)) {
             for v0 in (0..LANES).step_by(S::LANES) {
                 for py in spans(OH, 2) {
                     let out = match pool.as_deref_mut() {

@@ -4,6 +4,7 @@
 
 use crate::conv_lanes::ConvLaneWorkspace;
 use crate::lane_layout::{CacheLines, LANES};
+use crate::pairs::Pairs;
 use crate::scalar::Scalar;
 use crate::simd::{self, Kernel, Simd, for_blocks};
 use crate::tensor::{Maps, Tensor};
@@ -206,7 +207,7 @@ impl<
         let mask = self.mask.unwrap_or(&[]);
         let masks = mask.chunks_exact(CO * OH * OW * LANES);
         let g_len = CO * OH * OW * LANES;
-        for (k, (x, g)) in blocks.zip(self.g.chunks_exact(g_len)).enumerate() {
+        for (k, (x, g)) in blocks.pairs(self.g.chunks_exact(g_len)).enumerate() {
             let mask = match self.mask {
                 Some(_) => masks.clone().nth(k).expect("a mask per block"),
                 None => &[][..],
@@ -240,10 +241,10 @@ impl<
             s.sum(acc)
         };
         let Some((gw, gb)) = self.sums else { return };
-        for (gw, lanes) in gw.iter_mut().zip(self.gwl.chunks_exact(LANES)) {
+        for (gw, lanes) in gw.iter_mut().pairs(self.gwl.chunks_exact(LANES)) {
             *gw += lane_sum(lanes);
         }
-        for (gb, lanes) in gb.iter_mut().zip(self.gbl.chunks_exact(LANES)) {
+        for (gb, lanes) in gb.iter_mut().pairs(self.gbl.chunks_exact(LANES)) {
             *gb += lane_sum(lanes);
         }
     }
@@ -372,7 +373,7 @@ impl<
         // A whole row in registers, with room for the taps and a gradient vector.
         let whole_rows = W + K + 2 <= if S::LANES >= 16 { 32 } else { 16 };
         let blocks = self.g.chunks_exact(CO * OH * OW * LANES);
-        for (g, gi) in blocks.zip(self.gi.chunks_exact_mut(CI * H * W * LANES)) {
+        for (g, gi) in blocks.pairs(self.gi.chunks_exact_mut(CI * H * W * LANES)) {
             for v0 in (0..LANES).step_by(S::LANES) {
                 if whole_rows {
                     // Output channels in chunks whose gradient rows stay in L1 while

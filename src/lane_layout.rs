@@ -7,6 +7,7 @@
 //! [`LANES`] and keep their sums in [`CacheLines`], and the [`LaneLayer`](crate::LaneLayer)
 //! passes convert with the functions here.
 
+use crate::pairs::Pairs;
 use crate::scalar::Scalar;
 use crate::simd;
 use crate::tensor::Tensor;
@@ -77,7 +78,7 @@ pub(crate) fn block_from_lanes<X: Tensor, const N: usize>(
 pub(crate) fn transpose_blocks<T: Scalar>(src: &[T], dst: &mut [T], (rows, cols): (usize, usize)) {
     let block = rows * cols;
     if let (Some(src), Some(dst)) = (T::as_f32(src), T::as_f32_mut(dst)) {
-        for (src, dst) in src.chunks_exact(block).zip(dst.chunks_exact_mut(block)) {
+        for (src, dst) in src.chunks_exact(block).pairs(dst.chunks_exact_mut(block)) {
             simd::dispatch(simd::Transposed {
                 src,
                 rows,
@@ -87,7 +88,7 @@ pub(crate) fn transpose_blocks<T: Scalar>(src: &[T], dst: &mut [T], (rows, cols)
         }
         return;
     }
-    for (src, dst) in src.chunks_exact(block).zip(dst.chunks_exact_mut(block)) {
+    for (src, dst) in src.chunks_exact(block).pairs(dst.chunks_exact_mut(block)) {
         for (r, row) in src.chunks_exact(cols).enumerate() {
             for (c, &v) in row.iter().enumerate() {
                 dst[c * rows + r] = v;
@@ -109,7 +110,7 @@ pub(crate) fn relu_mask<T: Scalar>(grad: &mut [T], input: &[T]) {
 pub(crate) fn lane_get<T: Copy>(lanes: &[T], n: usize, sample: &mut [T]) {
     let (block, lane, len) = (n / LANES, n % LANES, sample.len());
     let lanes = &lanes[block * len * LANES..][..len * LANES];
-    for (v, chunk) in sample.iter_mut().zip(lanes.chunks_exact(LANES)) {
+    for (v, chunk) in sample.iter_mut().pairs(lanes.chunks_exact(LANES)) {
         *v = chunk[lane];
     }
 }
@@ -118,7 +119,7 @@ pub(crate) fn lane_get<T: Copy>(lanes: &[T], n: usize, sample: &mut [T]) {
 pub(crate) fn lane_put<T: Copy>(sample: &[T], n: usize, lanes: &mut [T]) {
     let (block, lane, len) = (n / LANES, n % LANES, sample.len());
     let lanes = &mut lanes[block * len * LANES..][..len * LANES];
-    for (&v, chunk) in sample.iter().zip(lanes.chunks_exact_mut(LANES)) {
+    for (&v, chunk) in sample.iter().pairs(lanes.chunks_exact_mut(LANES)) {
         chunk[lane] = v;
     }
 }
@@ -203,7 +204,7 @@ mod tests {
             lanes64
                 .as_flattened()
                 .iter()
-                .zip(flat)
+                .pairs(flat)
                 .all(|(&a, &b)| a == f64::from(b))
         );
     }

@@ -112,6 +112,7 @@ pub mod named;
 pub mod network;
 pub mod no_bias;
 pub mod optim;
+mod pairs;
 #[cfg(feature = "viz")]
 pub mod photo;
 pub mod pool_kernel;

@@ -223,10 +223,14 @@ impl<
         grad_output: &Maps<T, C, OH, OW>,
         gi: &mut Maps<T, C, H, W>,
     ) {
-        for ((gi, g), at) in gi.iter_mut().zip(grad_output).zip(ws) {
-            for ((rows, g), at) in gi.chunks_exact_mut(K).zip(g).zip(at) {
-                for (i, row) in rows.iter_mut().enumerate() {
-                    for (ox, (&g, &at)) in g.iter().zip(at).enumerate() {
+        // Index loops over the const sizes, not zips: they need no link-time inlining (see
+        // `crate::pairs`).
+        for c in 0..C {
+            for oy in 0..OH {
+                let (g, at) = (&grad_output[c][oy], &ws[c][oy]);
+                for (i, row) in gi[c][oy * K..oy * K + K].iter_mut().enumerate() {
+                    for ox in 0..OW {
+                        let (g, at) = (g[ox], at[ox]);
                         for (j, v) in row[ox * K..ox * K + K].iter_mut().enumerate() {
                             // An index, not a select, which the compiler may make a branch.
                             *v = [T::zero(), g][usize::from(at as usize == i * K + j)];

@@ -49,6 +49,7 @@
 //! assert_eq!(at[0], 8); // tap (2, 2) of the first window: the padding is row and column 0
 //! ```
 
+use crate::pairs::Pairs;
 use core::ops::Range;
 
 use crate::shape::pool_out;
@@ -598,7 +599,12 @@ fn edge<S: Simd>(
         );
     }
     // At the ends of the tensor, where loads would leave it: a padded copy.
-    for (lane, (gp, ap)) in gp.iter_mut().zip(ap.iter_mut()).enumerate().take(S::LANES) {
+    for (lane, (gp, ap)) in gp
+        .iter_mut()
+        .pairs(ap.iter_mut())
+        .enumerate()
+        .take(S::LANES)
+    {
         let ox = m + lane as isize;
         (*gp, *ap) = if ox >= 0 && ox < ow as isize {
             (g[out + ox as usize], at[out + ox as usize])
@@ -888,6 +894,7 @@ pub fn backward_lanes(geo: &PoolGeometry, x: &[f32], g: &[f32], gi: &mut [f32], 
 /// The plain loops, for windows too wide or strides too large for the vector passes.
 mod plain {
     use super::{PoolGeometry, window_grad, window_max};
+    use crate::pairs::Pairs;
 
     pub(super) fn forward(
         geo: &PoolGeometry,
@@ -909,7 +916,7 @@ mod plain {
     pub(super) fn backward(geo: &PoolGeometry, at: &[u32], g: &[f32], gi: &mut [f32]) {
         let (map, out) = (geo.h * geo.w, geo.oh * geo.ow);
         gi.fill(0.0);
-        for (o, (&at, &g)) in at.iter().zip(g).enumerate() {
+        for (o, (&at, &g)) in at.iter().pairs(g).enumerate() {
             let (c, oy, ox) = (o / out, o / geo.ow % geo.oh, o % geo.ow);
             window_grad(geo, (oy, ox), at, g, &mut gi[c * map..(c + 1) * map]);
         }

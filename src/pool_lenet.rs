@@ -16,6 +16,7 @@
 //! with NaN above every number, as in [`crate::MaxPool2d::forward_reference`] (see
 //! [`crate::simd::beats`]).
 
+use crate::pairs::Pairs;
 use crate::scalar::Scalar;
 use crate::simd::{Kernel, Simd, spans};
 use crate::tensor::Maps;
@@ -125,7 +126,7 @@ impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: 
         for (x, y) in self
             .x
             .chunks_exact(H * W)
-            .zip(self.y.chunks_exact_mut(OH * OW))
+            .pairs(self.y.chunks_exact_mut(OH * OW))
         {
             // The better of each column pair of rows 2r, 2r + 1 (the lower row only if it
             // beats the upper, as the reference scans it: a NaN in either is kept).
@@ -169,8 +170,8 @@ impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: 
         for ((x, y), out) in self
             .x
             .chunks_exact(H * W)
-            .zip(self.y.chunks_exact_mut(OH * OW))
-            .zip(self.at.chunks_exact_mut(OH * OW))
+            .pairs(self.y.chunks_exact_mut(OH * OW))
+            .pairs(self.at.chunks_exact_mut(OH * OW))
         {
             columns(s, x, W, col, row);
             pairs(s, col, row, y, at);
@@ -204,26 +205,28 @@ pub(crate) fn forward_tiled<
     ws: &mut [[[u32; OW]; OH]; C],
 ) -> bool {
     let mut nan = false;
-    for ((x, y), at) in input.iter().zip(output.iter_mut()).zip(ws.iter_mut()) {
-        for ((rows, y), at) in x.chunks_exact(K).zip(y.iter_mut()).zip(at.iter_mut()) {
+    // Index loops over the const sizes (no bounds left to check: `OW·K ≤ W`, `OH·K ≤ H`),
+    // not zips: they need no link-time inlining (see `crate::pairs`).
+    for c in 0..C {
+        for oy in 0..OH {
+            let (y, at) = (&mut output[c][oy], &mut ws[c][oy]);
+            let rows = &input[c][oy * K..oy * K + K];
             // One tap at a time across the whole output row: loops the compiler vectorises.
-            for (ox, (y, at)) in y.iter_mut().zip(at.iter_mut()).enumerate() {
-                *y = rows[0][ox * K];
-                *at = 0;
+            for ox in 0..OW {
+                y[ox] = rows[0][ox * K];
+                at[ox] = 0;
             }
             for (i, row) in rows.iter().enumerate() {
                 for j in 0..K {
                     let tap = (i * K + j) as u32;
-                    for ((y, at), window) in
-                        y.iter_mut().zip(at.iter_mut()).zip(row.chunks_exact(K))
-                    {
-                        let v = window[j];
+                    for ox in 0..OW {
+                        let v = row[ox * K + j];
                         nan |= v.is_nan();
                         // `at` by mask arithmetic and `y` in the max instruction's
                         // pattern: the compiler turns a plain select into a branch.
-                        let better = u32::from(v > *y).wrapping_neg();
-                        *at ^= (*at ^ tap) & better;
-                        *y = if v > *y { v } else { *y };
+                        let better = u32::from(v > y[ox]).wrapping_neg();
+                        at[ox] ^= (at[ox] ^ tap) & better;
+                        y[ox] = if v > y[ox] { v } else { y[ox] };
                     }
                 }
             }
@@ -273,7 +276,7 @@ impl<
     #[inline(always)]
     fn run<Sd: Simd>(self, s: Sd) {
         let blocks = self.x.chunks_exact(C * H * W * BLOCK);
-        for (x, y) in blocks.zip(self.y.chunks_exact_mut(C * OH * OW * BLOCK)) {
+        for (x, y) in blocks.pairs(self.y.chunks_exact_mut(C * OH * OW * BLOCK)) {
             for c in 0..C {
                 for oy in 0..OH {
                     for ox in 0..OW {
@@ -326,8 +329,8 @@ impl<
     #[inline(always)]
     fn run<Sd: Simd>(self, s: Sd) {
         let blocks = self.x.chunks_exact(C * H * W * BLOCK);
-        let blocks = blocks.zip(self.g.chunks_exact(C * OH * OW * BLOCK));
-        for ((x, g), gi) in blocks.zip(self.gi.chunks_exact_mut(C * H * W * BLOCK)) {
+        let blocks = blocks.pairs(self.g.chunks_exact(C * OH * OW * BLOCK));
+        for ((x, g), gi) in blocks.pairs(self.gi.chunks_exact_mut(C * H * W * BLOCK)) {
             for c in 0..C {
                 for oy in 0..OH {
                     for ox in 0..OW {
