@@ -24,6 +24,11 @@
 //! pool of [`WORKERS`] threads, one connection at a time each, with a body limit
 //! ([`MAX_BODY`]), a header limit ([`MAX_HEAD`]), a deadline for reading a request
 //! ([`REQUEST_DEADLINE`]) and a write timeout ([`IO_TIMEOUT`]); HTTP/1.1 request heads are parsed by `httparse`.
+//!
+//! The functions that run or read LeNet-5 (from [`forward_json`] up to [`run`]) are
+//! `#[inline]`: compiled by the crate that calls them (the `visualize` command, the tests),
+//! not in every build of the library. Compiled here they made the library build LeNet-5's
+//! `f32` kernels, which the main job then compiled again: 3 s of its build.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
@@ -363,6 +368,7 @@ fn push_activations(out: &mut String, name: &str, shape: &[usize], values: &[f32
 /// conv1, conv2, fc1 and fc2 are after their ReLU (as [`crate::viz`] draws them); every grey
 /// is `round(255·a/m)` with `m` the layer's largest value (`activation_gray`), the output's is
 /// `round(255·p)`. `micros` is the server's time for the forward pass and the encoding.
+#[inline]
 pub fn forward_json(
     net: &LeNet5<f32>,
     image: &Image<f32>,
@@ -445,6 +451,7 @@ pub fn forward_json(
 /// conv1's and conv2's filters as JSON, each on the signed weight scale
 /// `round(127.5·(1 + w/M))` (`weight_gray`), `M` the layer's largest `|w|`:
 /// `{"conv1":{"shape":[6,1,5,5],"max_abs":M,"grey":[150]},"conv2":{"shape":[16,6,5,5],…}}`.
+#[inline]
 pub fn filters_json(net: &LeNet5<f32>) -> String {
     let mut out = String::from("{");
     for (i, (name, param, shape)) in [("conv1", 0, [6, 1, 5, 5]), ("conv2", 2, [16, 6, 5, 5])]
@@ -473,6 +480,7 @@ pub fn filters_json(net: &LeNet5<f32>) -> String {
 
 /// The output layer (fc3, 100 → 10) as JSON: `{"weight":[[100 numbers] × 10],"bias":[10]}`,
 /// to four significant digits.
+#[inline]
 pub fn fc3_json(net: &LeNet5<f32>) -> String {
     // Parameter tensor 8 is fc3.weight [10, 100], 9 is fc3.bias [10].
     let mut out = String::from("{\"weight\":[");
@@ -662,6 +670,7 @@ impl App {
     }
 
     /// Answers one request (method, target and body), with `ws` for the forward pass.
+    #[inline]
     pub fn respond(
         &self,
         method: &str,
@@ -675,6 +684,7 @@ impl App {
         }
     }
 
+    #[inline]
     fn answer(
         &self,
         method: &str,
@@ -714,6 +724,7 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 ///
 /// # Errors
 /// Only if no worker thread can be started.
+#[inline]
 pub fn serve(app: App, listener: TcpListener) -> io::Result<()> {
     let app = Arc::new(app);
     let listener = Arc::new(listener);
@@ -732,6 +743,7 @@ pub fn serve(app: App, listener: TcpListener) -> io::Result<()> {
     Ok(())
 }
 
+#[inline]
 fn worker(app: &App, listener: &TcpListener) {
     let mut ws = LeNet5::<f32>::workspace();
     loop {
@@ -755,6 +767,7 @@ fn worker(app: &App, listener: &TcpListener) {
 }
 
 /// One request on `stream`, answered with `Connection: close`.
+#[inline]
 fn connection(
     app: &App,
     mut stream: TcpStream,
@@ -943,6 +956,7 @@ fn body_length(headers: &[httparse::Header<'_>]) -> Result<usize, BadRequest> {
 ///
 /// # Errors
 /// If the address cannot be bound.
+#[inline]
 pub fn run(app: App, host: std::net::IpAddr, port: u16) -> io::Result<()> {
     let listener = TcpListener::bind((host, port))
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}")))?;
