@@ -6,6 +6,7 @@ use core::marker::PhantomData;
 use rand::Rng;
 
 use crate::batch::BatchLayer;
+use crate::batchnorm_kernel as kernel;
 use crate::layer::{Layer, no_such_param, no_such_tensor};
 use crate::mode::{Mode, Pass, Train};
 use crate::scalar::Scalar;
@@ -198,51 +199,14 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps>
         (self.running_mean[c], inv_std, self.weight[c] * inv_std)
     }
 
+    /// Channel `c` of one sample, normalised with `mean` and `inv_std`.
     fn affine(&self, c: usize, mean: T, inv_std: T, x: &[[T; W]; H], y: &mut [[T; W]; H]) {
         let scale = self.weight[c] * inv_std;
-        for (y, &x) in y.as_flattened_mut().iter_mut().zip(x.as_flattened()) {
-            *y = (x - mean) * scale + self.bias[c];
-        }
-    }
-
-    /// `(Σ g, Σ g·x̂)` over one map, with `x̂ = (x − mean)·inv_std`: the
-    /// channel's bias and weight gradients, and (over the batch) the terms of a training
-    /// pass's input gradient.
-    fn sums((mean, inv_std): (T, T), x: &[[T; W]; H], g: &[[T; W]; H]) -> (T, T) {
-        let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
-        for (&x, &g) in x.as_flattened().iter().zip(g.as_flattened()) {
-            sum_g = sum_g + g;
-            sum_gx = sum_gx + g * (x - mean) * inv_std;
-        }
-        (sum_g, sum_gx)
-    }
-
-    /// Writes channel `c`'s input gradient for one map, for a pass that normalised with
-    /// fixed `mean` and `inv_std` (evaluation), or with the batch's statistics, whose gradient
-    /// terms `mean_g` = mean(g) and `mean_gx` = mean(g·x̂) are given.
-    fn input_grad_channel(
-        &self,
-        c: usize,
-        (mean, inv_std): (T, T),
-        batch_terms: Option<(T, T)>,
-        x: &[[T; W]; H],
-        g: &[[T; W]; H],
-        gi: &mut [[T; W]; H],
-    ) {
-        let scale = self.weight[c] * inv_std;
-        let flat = gi.as_flattened_mut().iter_mut();
-        match batch_terms {
-            None => {
-                for (gi, &g) in flat.zip(g.as_flattened()) {
-                    *gi = g * scale;
-                }
-            }
-            Some((mean_g, mean_gx)) => {
-                for ((gi, &g), &x) in flat.zip(g.as_flattened()).zip(x.as_flattened()) {
-                    *gi = scale * (g - mean_g - (x - mean) * inv_std * mean_gx);
-                }
-            }
-        }
+        kernel::affine(
+            x.as_flattened(),
+            y.as_flattened_mut(),
+            (mean, scale, self.bias[c]),
+        );
     }
 }
 
@@ -294,11 +258,13 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps>
         for c in 0..C {
             let (mean, inv_std, _) = self.eval_affine(c);
             let stats = (mean, inv_std);
-            let (sum_g, sum_gx) = Self::sums(stats, &input[c], &grad_output[c]);
+            let (x, g) = (input[c].as_flattened(), grad_output[c].as_flattened());
+            let (sum_g, sum_gx) = kernel::grad_sums(x, g, stats);
             grads.bias[c] = grads.bias[c] + sum_g;
             grads.weight[c] = grads.weight[c] + sum_gx;
             if let Some(gi) = grad_input.as_deref_mut() {
-                self.input_grad_channel(c, stats, None, &input[c], &grad_output[c], &mut gi[c]);
+                let maps = (x, g, gi[c].as_flattened_mut());
+                kernel::input_grad(maps, (mean, inv_std, self.weight[c] * inv_std), None);
             }
         }
     }
@@ -410,15 +376,12 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps,
             if M::TRAIN {
                 // Two passes, summed in f64 so that f32 statistics over large maps stay exact
                 // to f32 precision.
-                let values = || x.iter().flat_map(|x| x[c].as_flattened());
-                let mean = values().map(|&v| Scalar::to_f64(v)).sum::<f64>() / n;
-                let var = values()
-                    .map(|&v| {
-                        let d = Scalar::to_f64(v) - mean;
-                        d * d
-                    })
-                    .sum::<f64>()
-                    / n;
+                let sum = |mean| {
+                    x.iter()
+                        .fold(0.0, |a, x| kernel::sum_f64(a, x[c].as_flattened(), mean))
+                };
+                let mean = sum(None) / n;
+                let var = sum(Some(mean)) / n;
                 ws.mean[c] = T::from_f64(mean);
                 ws.var[c] = T::from_f64(var);
                 ws.inv_std[c] = T::one() / (T::from_f64(var) + self.eps).sqrt();
@@ -458,15 +421,22 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps,
             // Per sample, added to the gradients in turn, as the per-sample passes add them.
             let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
             for (x, g) in x.iter().zip(g) {
-                let (sg, sgx) = Self::sums(stats, &x[c], &g[c]);
+                let (sg, sgx) = kernel::grad_sums(x[c].as_flattened(), g[c].as_flattened(), stats);
                 grads.bias[c] = grads.bias[c] + sg;
                 grads.weight[c] = grads.weight[c] + sgx;
                 (sum_g, sum_gx) = (sum_g + sg, sum_gx + sgx);
             }
             if let Some(gi) = grad_input.as_deref_mut() {
                 let terms = ws.train.then(|| (sum_g / n, sum_gx / n));
+                let (mean, inv_std) = stats;
+                let scale = self.weight[c] * inv_std;
                 for s in 0..N {
-                    self.input_grad_channel(c, stats, terms, &x[s][c], &g[s][c], &mut gi[s][c]);
+                    let maps = (
+                        x[s][c].as_flattened(),
+                        g[s][c].as_flattened(),
+                        gi[s][c].as_flattened_mut(),
+                    );
+                    kernel::input_grad(maps, (mean, inv_std, scale), terms);
                 }
             }
             if ws.train {

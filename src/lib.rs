@@ -69,6 +69,7 @@ pub mod augment;
 pub mod avgpool2d;
 pub mod batch;
 pub mod batchnorm2d;
+mod batchnorm_kernel;
 pub mod chain;
 pub mod classifier;
 #[allow(unsafe_code)]

@@ -43,6 +43,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "pool_kernel",
             "pool_lenet",
             "lrn_kernel",
+            "batchnorm_kernel",
             "pairs",
         ],
     ),

@@ -1,0 +1,92 @@
+//! Batch normalisation's per-map arithmetic, apart from the layer that uses it
+//! ([`crate::BatchNorm2d`]).
+//!
+//! Each function takes one channel's map of one sample as a slice, its length known only
+//! at run time, so every batch-norm layer of a program, whatever its channels, height and
+//! width, runs the same compiled copies (one per scalar type) instead of its own. The layer
+//! loops over channels and samples and keeps the order of every sum, so the results are bit
+//! for bit those of the loops it had inline.
+
+use crate::scalar::Scalar;
+
+/// `acc + Σ x` over one map (`mean = None`), or `acc + Σ (x − mean)²`, in `f64` and in
+/// order: a training pass's batch statistics are these carried through the batch's maps of
+/// one channel, in `f64` so that `f32` statistics over large maps stay exact to `f32`
+/// precision.
+pub(crate) fn sum_f64<T: Scalar>(acc: f64, x: &[T], mean: Option<f64>) -> f64 {
+    match mean {
+        None => x.iter().fold(acc, |a, &v| a + Scalar::to_f64(v)),
+        Some(mean) => x.iter().fold(acc, |a, &v| {
+            let d = Scalar::to_f64(v) - mean;
+            a + d * d
+        }),
+    }
+}
+
+/// `y = (x − mean)·scale + bias` over one map.
+pub(crate) fn affine<T: Scalar>(x: &[T], y: &mut [T], (mean, scale, bias): (T, T, T)) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = (x - mean) * scale + bias;
+    }
+}
+
+/// `(Σ g, Σ g·x̂)` over one map, with `x̂ = (x − mean)·inv_std`: the channel's bias and
+/// weight gradients, and (over the batch) the terms of a training pass's input gradient.
+pub(crate) fn grad_sums<T: Scalar>(x: &[T], g: &[T], (mean, inv_std): (T, T)) -> (T, T) {
+    let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
+    for (&x, &g) in x.iter().zip(g) {
+        sum_g = sum_g + g;
+        sum_gx = sum_gx + g * (x - mean) * inv_std;
+    }
+    (sum_g, sum_gx)
+}
+
+/// One map's input gradient, for a pass that normalised with fixed `mean` and `inv_std`
+/// (evaluation: `batch_terms` is `None`), or with the batch's statistics, whose gradient
+/// terms `mean_g` = mean(g) and `mean_gx` = mean(g·x̂) are given. `scale` is the channel's
+/// weight times `inv_std`.
+pub(crate) fn input_grad<T: Scalar>(
+    (x, g, gi): (&[T], &[T], &mut [T]),
+    (mean, inv_std, scale): (T, T, T),
+    batch_terms: Option<(T, T)>,
+) {
+    match batch_terms {
+        None => {
+            for (gi, &g) in gi.iter_mut().zip(g) {
+                *gi = g * scale;
+            }
+        }
+        Some((mean_g, mean_gx)) => {
+            for ((gi, &g), &x) in gi.iter_mut().zip(g).zip(x) {
+                *gi = scale * (g - mean_g - (x - mean) * inv_std * mean_gx);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_map_arithmetic_follows_its_formulas() {
+        let x = [1.0f64, 2.0, 4.0, 9.0];
+        let g = [0.5f64, -1.0, 2.0, 0.25];
+        assert_eq!(sum_f64(1.0, &x, None), 17.0);
+        assert_eq!(sum_f64(0.0, &x, Some(4.0)), 9.0 + 4.0 + 0.0 + 25.0);
+        let mut y = [0.0; 4];
+        affine(&x, &mut y, (4.0, 2.0, 1.0));
+        assert_eq!(y, [-5.0, -3.0, 1.0, 11.0]);
+        let (mean, inv_std) = (4.0, 0.5);
+        let (sg, sgx) = grad_sums(&x, &g, (mean, inv_std));
+        assert_eq!(sg, 1.75);
+        let xhat = x.map(|x| (x - mean) * inv_std);
+        assert_eq!(sgx, (0..4).map(|i| g[i] * xhat[i]).sum::<f64>());
+        let mut gi = [0.0; 4];
+        input_grad((&x, &g, &mut gi), (mean, inv_std, 3.0), None);
+        assert_eq!(gi, g.map(|g| 3.0 * g));
+        input_grad((&x, &g, &mut gi), (mean, inv_std, 3.0), Some((0.25, 0.5)));
+        let want: [f64; 4] = core::array::from_fn(|i| 3.0 * (g[i] - 0.25 - xhat[i] * 0.5));
+        assert_eq!(gi, want);
+    }
+}
