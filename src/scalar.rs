@@ -26,31 +26,41 @@ pub trait Scalar:
     fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
+// `#[inline]`: one instruction or none, called in every loop that converts; without it
+// a crate that calls them (the tests', without LTO) made a call per value.
 impl Scalar for f32 {
+    #[inline]
     fn from_f64(x: f64) -> Self {
         x as f32
     }
+    #[inline]
     fn to_f64(self) -> f64 {
         f64::from(self)
     }
+    #[inline]
     fn as_f32(s: &[f32]) -> Option<&[f32]> {
         Some(s)
     }
+    #[inline]
     fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
         Some(s)
     }
 }
 
 impl Scalar for f64 {
+    #[inline]
     fn from_f64(x: f64) -> Self {
         x
     }
+    #[inline]
     fn to_f64(self) -> f64 {
         self
     }
+    #[inline]
     fn as_f32(_: &[f64]) -> Option<&[f32]> {
         None
     }
+    #[inline]
     fn as_f32_mut(_: &mut [f64]) -> Option<&mut [f32]> {
         None
     }
