@@ -7,7 +7,6 @@ use rand::Rng;
 use crate::layer::{Layer, no_such_param};
 use crate::scalar::Scalar;
 use crate::shape::pool_out;
-use crate::simd;
 use crate::tensor::{Maps, Tensor};
 
 /// Average pooling over `K`×`K` windows with stride `S`, from `C`×`H`×`W` to `C`×`OH`×`OW`,
@@ -162,7 +161,7 @@ impl<
 
     /// The rows, the columns and the divisor of output `(y, x)`'s window.
     #[inline(always)]
-    fn window(y: usize, x: usize) -> (Span, Span, usize) {
+    pub(crate) fn window(y: usize, x: usize) -> (Span, Span, usize) {
         let (rows, cols) = (span(y, H, K, S, P), span(x, W, K, S, P));
         let d = if INCLUDE_PAD {
             rows.padded * cols.padded
@@ -224,7 +223,7 @@ impl<
     /// Adds the shares `g[ox] / d` of output row `oy`'s windows into `shares`, per input
     /// column, in output order; returns the input rows those windows cover.
     #[inline(always)]
-    fn shares(oy: usize, g: &[T; OW], shares: &mut [T; W]) -> Span {
+    pub(crate) fn shares(oy: usize, g: &[T; OW], shares: &mut [T; W]) -> Span {
         for (ox, &g) in g.iter().enumerate() {
             let (_, cols, d) = Self::window(oy, ox);
             let share = g / T::from_f64(d as f64);
@@ -268,10 +267,7 @@ impl<
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, _ws: &mut ()) {
         const { Self::SHAPE_OK };
         if let (Some(x), Some(y)) = (T::as_f32(input.flat()), T::as_f32_mut(output.flat_mut())) {
-            let (from, to, backward) = (x, y, false);
-            let kernel =
-                fast::Pass::<C, H, W, K, S, OH, OW, P, CEIL, INCLUDE_PAD> { from, to, backward };
-            return simd::dispatch_within(kernel, W.min(OW));
+            return Self::pass_f32(x, y, false);
         }
         Self::forward_reference(input, output);
     }
@@ -288,10 +284,7 @@ impl<
         const { Self::SHAPE_OK };
         let Some(gi) = grad_input else { return };
         if let (Some(g), Some(gi)) = (T::as_f32(grad_output.flat()), T::as_f32_mut(gi.flat_mut())) {
-            let (from, to, backward) = (g, gi, true);
-            let kernel =
-                fast::Pass::<C, H, W, K, S, OH, OW, P, CEIL, INCLUDE_PAD> { from, to, backward };
-            return simd::dispatch_within(kernel, W.min(OW));
+            return Self::pass_f32(g, gi, true);
         }
         Self::backward_reference(grad_output, gi);
     }
@@ -303,154 +296,6 @@ impl<
         no_such_param("AvgPool2d", i)
     }
     fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
-}
-
-/// The `f32` passes, generic over the instruction set, in the reference loops' order.
-///
-/// Forward, per output row: the column sums of its window rows, whole input rows at a time
-/// (vectors across the columns); then each output's sum of its window's column sums, a
-/// vector of outputs at a time where the windows lie inside the map and the stride is 1 or
-/// 2 (stride 2 splits even and odd columns with a shuffle), one at a time elsewhere. The
-/// backward pass adds each output row's per-column shares to its input rows, whole rows at
-/// a time.
-mod fast {
-    use super::{AvgPool2d, span};
-    use crate::simd::{Kernel, Simd, spans};
-
-    /// One pass over all `C` maps: forward from the input `from` to the output `to`, or
-    /// backward from the output gradient `from` to the input gradient `to`.
-    pub(super) struct Pass<
-        'a,
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        const K: usize,
-        const S: usize,
-        const OH: usize,
-        const OW: usize,
-        const P: usize,
-        const CEIL: bool,
-        const INC: bool,
-    > {
-        pub from: &'a [f32],
-        pub to: &'a mut [f32],
-        pub backward: bool,
-    }
-
-    /// `col[c] = Σ_r x[r·w + c]` over `rows`, top to bottom from 0 (`w ≥ S::LANES`:
-    /// [`crate::simd::dispatch_within`] the row width picks no wider vectors).
-    #[inline(always)]
-    fn column_sums<S: Simd>(s: S, x: &[f32], w: usize, rows: super::Span, col: &mut [f32]) {
-        for at in spans(w, S::LANES) {
-            let mut acc = s.splat(0.0);
-            for r in rows.first..rows.last {
-                acc = s.add(acc, s.load(x, r * w + at));
-            }
-            s.store(col, at, acc);
-        }
-    }
-
-    impl<
-        const C: usize,
-        const H: usize,
-        const W: usize,
-        const K: usize,
-        const S: usize,
-        const OH: usize,
-        const OW: usize,
-        const P: usize,
-        const CEIL: bool,
-        const INC: bool,
-    > Kernel for Pass<'_, C, H, W, K, S, OH, OW, P, CEIL, INC>
-    {
-        type Output = ();
-        #[inline(always)]
-        fn run<Sd: Simd>(self, s: Sd) {
-            if self.backward {
-                // Whole vectors; the last columns one at a time (an overlapping vector would add
-                // twice).
-                let whole = W - W % Sd::LANES;
-                let maps = self
-                    .from
-                    .chunks_exact(OH * OW)
-                    .zip(self.to.chunks_exact_mut(H * W));
-                for (g, gi) in maps {
-                    gi.fill(0.0);
-                    for (oy, g) in g.as_chunks::<OW>().0.iter().enumerate() {
-                        let mut shares = [0.0f32; W];
-                        let rows = AvgPool2d::<f32, C, H, W, K, S, OH, OW, P, CEIL, INC>::shares(
-                            oy,
-                            g,
-                            &mut shares,
-                        );
-                        for r in rows.first..rows.last {
-                            let row = &mut gi[r * W..(r + 1) * W];
-                            for at in (0..whole).step_by(Sd::LANES) {
-                                let v = s.add(s.load(row, at), s.load(&shares, at));
-                                s.store(row, at, v);
-                            }
-                            for (v, &t) in row[whole..].iter_mut().zip(&shares[whole..]) {
-                                *v += t;
-                            }
-                        }
-                    }
-                }
-                return;
-            }
-            let lanes = Sd::LANES;
-            // Outputs whose window lies inside the map, and whose loads (2 vectors at stride
-            // 2) stay inside the row: `ox·S ≥ P` and `ox·S + S + K − 1 ≤ W + P`.
-            let first = P.div_ceil(S);
-            let end = if S <= 2 && W + P + 1 >= K + S {
-                OW.min((W + P + 1 - K - S) / S + 1)
-            } else {
-                0
-            };
-            let vector = end >= first + lanes;
-            let mut col = [0.0f32; W];
-            let maps = self
-                .from
-                .chunks_exact(H * W)
-                .zip(self.to.chunks_exact_mut(OH * OW));
-            for (x, y) in maps {
-                for (oy, y) in y.chunks_exact_mut(OW).enumerate() {
-                    let rows = span(oy, H, K, S, P);
-                    column_sums(s, x, W, rows, &mut col);
-                    if vector {
-                        // Inside the map every window has K columns.
-                        let dy = if INC {
-                            rows.padded
-                        } else {
-                            rows.last - rows.first
-                        };
-                        let d = s.splat((dy * K) as f32);
-                        for ox in spans(end - first, lanes).map(|o| o + first) {
-                            let mut acc = s.splat(0.0);
-                            for j in 0..K {
-                                let at = ox * S + j - P;
-                                let taps = if S == 1 {
-                                    s.load(&col, at)
-                                } else {
-                                    s.deinterleave(s.load(&col, at), s.load(&col, at + lanes)).0
-                                };
-                                acc = s.add(acc, taps);
-                            }
-                            s.store(y, ox, s.div(acc, d));
-                        }
-                    }
-                    for (ox, y) in y.iter_mut().enumerate() {
-                        if vector && (first..end).contains(&ox) {
-                            continue;
-                        }
-                        let (_, cols, d) =
-                            AvgPool2d::<f32, C, H, W, K, S, OH, OW, P, CEIL, INC>::window(oy, ox);
-                        let sum = col[cols.first..cols.last].iter().fold(0.0, |a, &v| a + v);
-                        *y = sum / d as f32;
-                    }
-                }
-            }
-        }
-    }
 }
 
 crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize, const K: usize, const S: usize, const OH: usize, const OW: usize, const P: usize, const CEIL: bool, const INCLUDE_PAD: bool]

@@ -67,6 +67,7 @@ pub mod alexnet;
 #[cfg(feature = "std")]
 pub mod augment;
 pub mod avgpool2d;
+mod avgpool2d_f32;
 pub mod batch;
 pub mod batchnorm2d;
 mod batchnorm_kernel;

@@ -68,6 +68,7 @@ const LEVELS: &[(&str, &[&str])] = &[
         &[
             "conv2d",
             "conv2d_f32",
+            "avgpool2d_f32",
             "grouped_conv2d",
             "maxpool2d",
             "dropout",
