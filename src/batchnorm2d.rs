@@ -375,10 +375,11 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps,
         for c in 0..C {
             if M::TRAIN {
                 // Two passes, summed in f64 so that f32 statistics over large maps stay exact
-                // to f32 precision.
+                // to f32 precision; from −0, as `Iterator::sum` starts (an all-−0 channel
+                // keeps its sign).
                 let sum = |mean| {
                     x.iter()
-                        .fold(0.0, |a, x| kernel::sum_f64(a, x[c].as_flattened(), mean))
+                        .fold(-0.0, |a, x| kernel::sum_f64(a, x[c].as_flattened(), mean))
                 };
                 let mean = sum(None) / n;
                 let var = sum(Some(mean)) / n;
