@@ -8,13 +8,12 @@
 //! LeNet-5's inference of one image ran 15 times slower, and the test suite took 66 s
 //! instead of 43 s.
 //!
-//! So the kernels' inner loops do not build a standard zip:
-//! - over fixed-size arrays of vectors (accumulators, loaded rows), by `enumerate` and an
-//!   index into the other array — one exit and a known count, which the compiler unrolls
-//!   into registers as it did the zip (zipped with [`Pairs`] instead, the fully connected
-//!   layer's SGD step of one sample ran 18% slower even with LTO);
-//! - over chunks and other iterators, with `a.pairs(b)` for `a.zip(b)`: the same pairs in the
-//!   same order, every method `#[inline(always)]`.
+//! So the kernels' inner loops write `a.pairs(b)` for `a.zip(b)`: the same pairs in the same
+//! order, every method `#[inline(always)]` — over fixed-size arrays of vectors
+//! (accumulators, loaded rows) as over chunks. Two loops index by `enumerate` into the other
+//! array instead (one exit and a known count): the fully connected layer's SGD step of one
+//! sample, where `pairs(..).enumerate()` ran 18% slower even with LTO, and the GEMM
+//! microkernel (`conv_gemm_micro::micro`; as fast either way).
 //!
 //! A zip over a long run of scalars, built once per call and vectorised by the compiler
 //! through the standard zip's random access, stays a standard zip (`relu_mask`, the
