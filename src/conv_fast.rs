@@ -264,7 +264,7 @@ impl<
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        if CO.is_multiple_of(S::LANES) && S::LANES > 1 {
+        if const { CO.is_multiple_of(S::LANES) && S::LANES > 1 } {
             return self.by_channel_lanes(s);
         }
         let taps = tap_offsets::<K, W>();
@@ -283,15 +283,15 @@ impl<
                 }
             }
         };
-        if S::LANES < OW && OW <= 2 * S::LANES {
+        if const { S::LANES < OW && OW <= 2 * S::LANES } {
             // Rows of two vectors (the second ending at the row's end): the sums go
             // straight to the output, with no wide buffer to clear and compact.
-            for_blocks!(CO, [6, 4, 2, 1], |o0, OB| {
+            for_blocks!(const CO, [6, 4, 2, 1], |o0, OB| {
                 let w = &mut packed[o0 * CI * kk..(o0 + OB) * CI * kk];
                 pack(w, o0, OB);
                 let (src, dims, b) = (self.x, (H * W, W), &self.b[o0..]);
                 let (out, out_dims) = (&mut self.y[o0 * OH * OW..], (OH, OW));
-                if S::LANES >= 16 && OH >= 2 {
+                if const { S::LANES >= 16 && OH >= 2 } {
                     // 32 registers: two rows × OB channels × two vectors.
                     correlate_rows::<S, OB, 2>(s, src, dims, taps, w, b, out, out_dims);
                 } else {
@@ -303,8 +303,8 @@ impl<
         let mut wide = [[[0.0f32; W]; OH]; CO];
         let wide = wide.as_flattened_mut().as_flattened_mut();
         let (span, stride) = ((OH - 1) * W + OW, OH * W);
-        if S::LANES >= 16 {
-            for_blocks!(CO, [8, 6, 4, 2, 1], |o0, OB| {
+        if const { S::LANES >= 16 } {
+            for_blocks!(const CO, [8, 6, 4, 2, 1], |o0, OB| {
                 let w = &mut packed[o0 * CI * kk..(o0 + OB) * CI * kk];
                 pack(w, o0, OB);
                 correlate::<S, OB, 2>(
@@ -320,7 +320,7 @@ impl<
                 );
             });
         } else {
-            for_blocks!(CO, [4, 2, 1], |o0, OB| {
+            for_blocks!(const CO, [4, 2, 1], |o0, OB| {
                 let w = &mut packed[o0 * CI * kk..(o0 + OB) * CI * kk];
                 pack(w, o0, OB);
                 correlate::<S, OB, 2>(
@@ -376,9 +376,9 @@ impl<
         let yt = yt.as_flattened_mut().as_flattened_mut();
         let dims = (CI, CO, H * W, W, OW);
         for y in 0..OH {
-            if S::LANES >= 16 {
-                for_blocks!(CO / S::LANES, [1], |v0, VB| {
-                    for_blocks!(OW, [10, 8, 4, 1], |x0, PB| {
+            if const { S::LANES >= 16 } {
+                for_blocks!(const CO / S::LANES, [1], |v0, VB| {
+                    for_blocks!(const OW, [10, 8, 4, 1], |x0, PB| {
                         channel_lanes_block::<S, PB, VB, K>(
                             s,
                             self.x,
@@ -391,8 +391,8 @@ impl<
                     });
                 });
             } else {
-                for_blocks!(CO / S::LANES, [2, 1], |v0, VB| {
-                    for_blocks!(OW, [6, 4, 2, 1], |x0, PB| {
+                for_blocks!(const CO / S::LANES, [2, 1], |v0, VB| {
+                    for_blocks!(const OW, [6, 4, 2, 1], |x0, PB| {
                         channel_lanes_block::<S, PB, VB, K>(
                             s,
                             self.x,

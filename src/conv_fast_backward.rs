@@ -174,8 +174,8 @@ impl<
         let out_at = (2 * H * W, W);
         let vectors = (OH * W).div_ceil(S::LANES);
         for i in 0..K {
-            if S::LANES >= 16 {
-                for_blocks!(CI, [6, 4, 2, 1], |c0, CB| {
+            if const { S::LANES >= 16 } {
+                for_blocks!(const CI, [6, 4, 2, 1], |c0, CB| {
                     for_blocks!(vectors, [3, 1], |v0, PV| {
                         input_grad_block::<S, CB, PV, K>(
                             s,
@@ -189,7 +189,7 @@ impl<
                     });
                 });
             } else {
-                for_blocks!(CI, [4, 2, 1], |c0, CB| {
+                for_blocks!(const CI, [4, 2, 1], |c0, CB| {
                     for_blocks!(vectors, [2, 1], |v0, PV| {
                         input_grad_block::<S, CB, PV, K>(
                             s,
@@ -386,7 +386,7 @@ impl<
         for (gb, g) in self.gb.iter_mut().pairs(self.g.chunks_exact(OH * OW)) {
             *gb += sum(s, g);
         }
-        if CO.is_multiple_of(S::LANES) && S::LANES <= 16 {
+        if const { CO.is_multiple_of(S::LANES) && S::LANES <= 16 } {
             // The gradient as [pixel][channel] in, the result as [c][i][j][o] out, both
             // by SIMD transposes.
             let mut gt = [[[0.0f32; CO]; OW]; OH];
@@ -395,10 +395,10 @@ impl<
             let mut gwt = [[[[0.0f32; CO]; K]; K]; CI];
             let gwt = gwt.as_flattened_mut().as_flattened_mut().as_flattened_mut();
             let dims = (CI, H, W, OH, OW);
-            if S::LANES >= 16 {
+            if const { S::LANES >= 16 } {
                 // 32 registers: one vector of channels × up to 5 kernel rows × K taps.
                 for v0 in 0..CO / S::LANES {
-                    for_blocks!(K, [3, 2, 1], |i0, IB| {
+                    for_blocks!(const K, [3, 2, 1], |i0, IB| {
                         weight_grad_lane_pairs::<S, IB, K>(
                             s,
                             gt,
@@ -410,7 +410,7 @@ impl<
                     });
                 }
             } else {
-                for_blocks!(CO / S::LANES, [2, 1], |v0, VB| {
+                for_blocks!(const CO / S::LANES, [2, 1], |v0, VB| {
                     weight_grad_lanes::<S, VB, K>(s, gt, (CO, v0 * S::LANES), self.x, dims, gwt);
                 });
             }
@@ -457,8 +457,8 @@ impl<
         x[..CI * H * W].copy_from_slice(self.x);
         let rows = (H * W, W, span.div_ceil(S::LANES));
         let gw_stride = CI * K * K;
-        if S::LANES >= 16 {
-            for_blocks!(CO, [3, 2, 1], |o0, OB| {
+        if const { S::LANES >= 16 } {
+            for_blocks!(const CO, [3, 2, 1], |o0, OB| {
                 weight_grad_rows::<S, OB, K>(
                     s,
                     &wide[o0 * g_stride..],
@@ -471,7 +471,7 @@ impl<
                 );
             });
         } else {
-            for_blocks!(CO, [2, 1], |o0, OB| {
+            for_blocks!(const CO, [2, 1], |o0, OB| {
                 weight_grad_rows::<S, OB, K>(
                     s,
                     &wide[o0 * g_stride..],

@@ -231,9 +231,9 @@ fn forward_rows<
 ) {
     macro_rules! blocks {
         ([$($ob:literal),*], [$($pb:literal),*]) => {
-            for_blocks!(CO, [$($ob),*], |o0, OB| {
+            for_blocks!(const CO, [$($ob),*], |o0, OB| {
                 for r in 0..2 {
-                    for_blocks!(OW, [$($pb),*], |px0, PB| {
+                    for_blocks!(const OW, [$($pb),*], |px0, PB| {
                         forward_block::<S, OB, PB, K>(
                             s,
                             params,
@@ -246,7 +246,7 @@ fn forward_rows<
             });
         };
     }
-    if S::LANES >= 16 {
+    if const { S::LANES >= 16 } {
         blocks!([4, 2, 1], [5, 4, 3, 2, 1]);
     } else {
         blocks!([2, 1], [3, 2, 1]);

@@ -167,7 +167,7 @@ fn weight_grad_bands<S: Simd, const K: usize, const MASK: bool>(
     };
     for py0 in (0..oh).step_by(band) {
         let rows = py0..(py0 + band).min(oh);
-        if S::LANES >= 16 {
+        if const { S::LANES >= 16 } {
             for_blocks!(co, [4, 2, 1], |o0, OB| {
                 for c in 0..ci {
                     for i in 0..K {
@@ -371,7 +371,7 @@ impl<
     fn run<S: Simd>(self, s: S) {
         let dims = (CI, CO, H, W, OH, OW);
         // A whole row in registers, with room for the taps and a gradient vector.
-        let whole_rows = W + K + 2 <= if S::LANES >= 16 { 32 } else { 16 };
+        let whole_rows = W + K + 2 <= if const { S::LANES >= 16 } { 32 } else { 16 };
         let blocks = self.g.chunks_exact(CO * OH * OW * LANES);
         for (g, gi) in blocks.pairs(self.gi.chunks_exact_mut(CI * H * W * LANES)) {
             for v0 in (0..LANES).step_by(S::LANES) {
@@ -398,13 +398,13 @@ impl<
                 }
                 for y in 0..H {
                     for c in 0..CI {
-                        if S::LANES >= 16 {
-                            for_blocks!(W, [16, 14, 12, 8, 4, 2, 1], |x0, XB| {
+                        if const { S::LANES >= 16 } {
+                            for_blocks!(const W, [16, 14, 12, 8, 4, 2, 1], |x0, XB| {
                                 let at = (c, y, x0, v0);
                                 input_grad_block::<S, XB, K>(s, (self.w, g), at, dims, gi);
                             });
                         } else {
-                            for_blocks!(W, [8, 4, 2, 1], |x0, XB| {
+                            for_blocks!(const W, [8, 4, 2, 1], |x0, XB| {
                                 let at = (c, y, x0, v0);
                                 input_grad_block::<S, XB, K>(s, (self.w, g), at, dims, gi);
                             });

@@ -228,7 +228,7 @@ impl Kernel for Forward<'_> {
                 });
             };
         }
-        if S::LANES >= 16 {
+        if const { S::LANES >= 16 } {
             for_blocks!(n, [4, 1], |r0, RB| {
                 columns!(r0, RB);
             });
@@ -265,7 +265,7 @@ impl<const IN: usize, const OUT: usize> Kernel for ForwardOne<'_, IN, OUT> {
         // All outputs: their count a constant, as `forward` says; else (a thread's share) a
         // run-time count, blocked as the same outputs are on one thread.
         let n = if (lo, hi) == (0, OUT) { OUT } else { hi - lo };
-        if S::LANES >= 16 && IN * OUT > 16 * 1024 {
+        if const { S::LANES >= 16 && IN * OUT > 16 * 1024 } {
             // Weights bigger than L1 (fc1: 192 KB): the layer streams them from L2, and
             // eight rows at a time keep more loads in flight.
             for_blocks!(n, [8, 4, 1], |c0, OB| {
@@ -341,7 +341,7 @@ impl Kernel for ForwardSamples<'_> {
     fn run<S: Simd>(self, s: S) -> bool {
         let (in_, out) = (self.in_, self.out);
         let n = self.x.len() / in_;
-        if S::LANES < 8 || n == 0 || !n.is_multiple_of(S::LANES) {
+        if const { S::LANES < 8 } || n == 0 || !n.is_multiple_of(S::LANES) {
             return false;
         }
         transpose_matrix(s, self.x, (n, in_), self.xt);
@@ -365,7 +365,7 @@ impl Kernel for ForwardSamples<'_> {
                 });
             };
         }
-        if S::LANES >= 16 {
+        if const { S::LANES >= 16 } {
             // 32 registers: 6 outputs × 4 vectors of samples.
             blocks!([6, 4, 1], [4, 2, 1]);
         } else {
@@ -485,7 +485,7 @@ fn axpy_rows<S: Simd>(
             }
         };
     }
-    if S::LANES >= 16 {
+    if const { S::LANES >= 16 } {
         for_blocks!(rows, [4, 1], |r0, RB| {
             along_i!(r0, RB);
         });

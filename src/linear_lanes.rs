@@ -73,13 +73,13 @@ impl<const IN: usize, const OUT: usize> Kernel for Forward<'_, IN, OUT> {
         for v0 in (0..LANES).step_by(S::LANES) {
             macro_rules! outputs {
                 ([$($ob:literal),*]) => {
-                    for_blocks!(OUT, [$($ob),*], |o0, OB| {
+                    for_blocks!(const OUT, [$($ob),*], |o0, OB| {
                         let at = (x, &w[o0 * IN..], &b[o0..]);
                         forward_block::<S, OB, IN>(s, at, &mut y[o0 * LANES..], v0, relu);
                     });
                 };
             }
-            if S::LANES >= 16 {
+            if const { S::LANES >= 16 } {
                 outputs!([24, 4, 1]);
             } else {
                 outputs!([8, 1]);
@@ -127,13 +127,13 @@ impl<const IN: usize, const OUT: usize> Kernel for InputGrad<'_, IN, OUT> {
         for v0 in (0..LANES).step_by(S::LANES) {
             macro_rules! inputs {
                 ([$($rb:literal),*]) => {
-                    for_blocks!(IN, [$($rb),*], |i0, RB| {
+                    for_blocks!(const IN, [$($rb),*], |i0, RB| {
                         let at = (&w[i0..], g);
                         input_grad_block::<S, RB, IN, OUT>(s, at, &mut gi[i0 * LANES..], v0);
                     });
                 };
             }
-            if S::LANES >= 16 {
+            if const { S::LANES >= 16 } {
                 inputs!([24, 4, 1]);
             } else {
                 inputs!([8, 1]);

@@ -118,7 +118,7 @@ impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: 
     type Output = bool;
     #[inline(always)]
     fn run<S: Simd>(self, s: S) -> bool {
-        if W < S::LANES || OH * OW < S::LANES {
+        if const { W < S::LANES || OH * OW < S::LANES } {
             return false;
         }
         let mut col = [[0.0f32; W]; OH];
@@ -157,7 +157,7 @@ impl<const C: usize, const H: usize, const W: usize, const OH: usize, const OW: 
     type Output = bool;
     #[inline(always)]
     fn run<S: Simd>(self, s: S) -> bool {
-        if W < S::LANES || OH * OW < S::LANES {
+        if const { W < S::LANES || OH * OW < S::LANES } {
             return false;
         }
         // One map at a time, in buffers cleared once (clearing buffers for all maps

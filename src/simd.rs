@@ -313,7 +313,27 @@ fn run_on<K: Kernel>(isa: Isa, kernel: K) -> K::Output {
 /// Runs `body` on register blocks of rows `a0..a0 + OB` that cover `0..n`, greedily with
 /// the listed block sizes (largest first, ending in 1); `OB` is a constant inside `body`, so
 /// a kernel's accumulators `[[S::F; NV]; OB]` stay in registers.
+///
+/// `for_blocks!(const N, …)` for an `N` known at compile time (a const parameter): the block
+/// sizes the greedy cover of `N` does not use are then not compiled at all (an `if const`
+/// around each size's loop, which monomorphisation skips), rather than compiled and left for
+/// LLVM to remove.
 macro_rules! for_blocks {
+    (const $n:expr, [$($size:literal),*], |$a0:ident, $ob:ident| $body:block) => {{
+        const SIZES: &[usize] = &[$($size),*];
+        let n: usize = $n;
+        let mut $a0 = 0usize;
+        $(
+            if const { $crate::simd::block_used($n, SIZES, $size) } {
+                while n - $a0 >= $size {
+                    const $ob: usize = $size;
+                    $body
+                    $a0 += $size;
+                }
+            }
+        )*
+        debug_assert_eq!($a0, n);
+    }};
     ($n:expr, [$($size:literal),*], |$a0:ident, $ob:ident| $body:block) => {{
         let n: usize = $n;
         let mut $a0 = 0usize;
@@ -328,6 +348,23 @@ macro_rules! for_blocks {
     }};
 }
 pub(crate) use for_blocks;
+
+/// Whether [`for_blocks`] covering `0..n` greedily with `sizes` (largest first) uses a block
+/// of `size`.
+pub(crate) const fn block_used(n: usize, sizes: &[usize], size: usize) -> bool {
+    let mut rem = n;
+    let mut i = 0;
+    while i < sizes.len() {
+        if rem >= sizes[i] {
+            if sizes[i] == size {
+                return true;
+            }
+            rem %= sizes[i];
+        }
+        i += 1;
+    }
+    false
+}
 
 /// Vector starts covering `0..n`, the last one moved back to end at `n` (so `n ≥ lanes`;
 /// the overlap is computed twice, to the same values). An iterator, not a closure taking
@@ -1040,6 +1077,43 @@ mod neon {
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
+
+    /// The blocks `for_blocks!(const …)` runs, as (start, size) pairs.
+    fn const_blocks<const N: usize>() -> Vec<(usize, usize)> {
+        let mut blocks = Vec::new();
+        for_blocks!(const N, [6, 4, 2, 1], |a0, OB| {
+            blocks.push((a0, OB));
+        });
+        blocks
+    }
+
+    /// The same with a run-time `n`.
+    fn blocks(n: usize) -> Vec<(usize, usize)> {
+        let mut blocks = Vec::new();
+        for_blocks!(n, [6, 4, 2, 1], |a0, OB| {
+            blocks.push((a0, OB));
+        });
+        blocks
+    }
+
+    #[test]
+    fn const_blocks_skip_only_the_sizes_the_cover_does_not_use() {
+        assert_eq!(const_blocks::<16>(), [(0, 6), (6, 6), (12, 4)]);
+        assert_eq!(const_blocks::<16>(), blocks(16));
+        assert_eq!(const_blocks::<7>(), [(0, 6), (6, 1)]);
+        assert_eq!(const_blocks::<13>(), blocks(13));
+        assert_eq!(const_blocks::<3>(), [(0, 2), (2, 1)]);
+        assert_eq!(const_blocks::<0>(), []);
+        for n in 0..40 {
+            let used: Vec<usize> = [6, 4, 2, 1]
+                .into_iter()
+                .filter(|&size| block_used(n, &[6, 4, 2, 1], size))
+                .collect();
+            let mut sizes: Vec<usize> = blocks(n).into_iter().map(|(_, ob)| ob).collect();
+            sizes.dedup();
+            assert_eq!(used, sizes, "n = {n}");
+        }
+    }
 
     struct Dot<'a>(&'a [f32], &'a [f32]);
     impl Kernel for Dot<'_> {
