@@ -133,7 +133,10 @@ pub trait Kernel {
 /// which are this CPU's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
-    /// Plain `f32` arithmetic, one lane (any CPU).
+    /// Plain `f32` arithmetic, one lane (any CPU). On x86-64 and aarch64, whose CPUs all
+    /// have SIMD, [`dispatch`] has this path only with the feature `scalar-path` (the tests
+    /// turn it on); without it, limiting a thread to `Scalar` ([`with_isa`]) runs the
+    /// baseline SIMD path, SSE2 or NEON. [`dispatch_within`] always has it.
     Scalar = 1,
     /// 4 lanes, no FMA (every x86-64 CPU).
     Sse2 = 2,
@@ -284,10 +287,16 @@ pub fn dispatch_within<K: Kernel>(kernel: K, lanes: usize) -> K::Output {
             isa.of_this_arch() && isa <= current() && (isa.lanes() <= lanes || isa == Isa::Scalar)
         })
         .unwrap_or(Isa::Scalar);
+    if isa == Isa::Scalar {
+        // Maps narrower than any vector: the one-lane path, compiled on every architecture.
+        return kernel.run(Scalar);
+    }
     run_on(isa, kernel)
 }
 
-/// Runs `kernel` with `isa`, which must not exceed [`detected`].
+/// Runs `kernel` with `isa`, which must not exceed [`detected`]. Each instruction set has
+/// one arm (the kernel is inlined into each): the one-lane path is an arm of its own only
+/// where it is compiled (see [`Isa::Scalar`]); elsewhere the baseline SIMD arm takes it.
 #[inline(always)]
 fn run_on<K: Kernel>(isa: Isa, kernel: K) -> K::Output {
     match isa.min(detected()) {
@@ -302,10 +311,30 @@ fn run_on<K: Kernel>(isa: Isa, kernel: K) -> K::Output {
             // SAFETY: as above, `Avx2` only if the CPU has avx2 and fma.
             unsafe { x86::run_avx2(kernel) }
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", any(test, feature = "scalar-path")))]
         Isa::Sse2 => kernel.run(x86::Sse2(())),
-        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        #[cfg(all(target_arch = "x86_64", not(any(test, feature = "scalar-path"))))]
+        _ => kernel.run(x86::Sse2(())),
+        #[cfg(all(
+            target_arch = "aarch64",
+            target_feature = "neon",
+            any(test, feature = "scalar-path")
+        ))]
         Isa::Neon => kernel.run(neon::Neon(())),
+        #[cfg(all(
+            target_arch = "aarch64",
+            target_feature = "neon",
+            not(any(test, feature = "scalar-path"))
+        ))]
+        _ => kernel.run(neon::Neon(())),
+        #[cfg(any(
+            test,
+            feature = "scalar-path",
+            not(any(
+                target_arch = "x86_64",
+                all(target_arch = "aarch64", target_feature = "neon")
+            ))
+        ))]
         _ => kernel.run(Scalar),
     }
 }

@@ -1110,3 +1110,24 @@ proptest! {
         check_lrn::<3, 2, 3, 2>(&x, &g, (0.0, 0.0, 0.0));
     }
 }
+
+/// The vector width a kernel runs with.
+struct Lanes;
+impl constnet::simd::Kernel for Lanes {
+    type Output = usize;
+    fn run<S: constnet::simd::Simd>(self, _s: S) -> usize {
+        S::LANES
+    }
+}
+
+/// The tests build the library with its one-lane path (feature `scalar-path`, a
+/// dev-dependency), so "every instruction set" above includes the path that CPUs without
+/// SIMD run, and not a SIMD path standing in for it.
+#[test]
+fn the_scalar_path_the_tests_check_is_one_lane_wide() {
+    use constnet::simd::dispatch;
+    assert_eq!(with_isa(Isa::Scalar, || dispatch(Lanes)), 1);
+    for isa in available() {
+        assert_eq!(with_isa(isa, || dispatch(Lanes)), isa.lanes(), "{isa:?}");
+    }
+}
