@@ -371,7 +371,7 @@ impl<
     fn run<S: Simd>(self, s: S) {
         let dims = (CI, CO, H, W, OH, OW);
         // A whole row in registers, with room for the taps and a gradient vector.
-        let whole_rows = W + K + 2 <= if const { S::LANES >= 16 } { 32 } else { 16 };
+        let whole_rows = W + K + 2 <= if S::LANES >= 16 { 32 } else { 16 };
         let blocks = self.g.chunks_exact(CO * OH * OW * LANES);
         for (g, gi) in blocks.pairs(self.gi.chunks_exact_mut(CI * H * W * LANES)) {
             for v0 in (0..LANES).step_by(S::LANES) {

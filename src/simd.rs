@@ -287,8 +287,17 @@ pub fn dispatch_within<K: Kernel>(kernel: K, lanes: usize) -> K::Output {
             isa.of_this_arch() && isa <= current() && (isa.lanes() <= lanes || isa == Isa::Scalar)
         })
         .unwrap_or(Isa::Scalar);
+    // Maps narrower than any vector take the one-lane path, compiled on every architecture.
+    // Where `run_on` has a one-lane arm (tests, `scalar-path`, architectures without SIMD),
+    // it takes them there: a second call here would inline every such kernel twice.
+    #[cfg(all(
+        not(any(test, feature = "scalar-path")),
+        any(
+            target_arch = "x86_64",
+            all(target_arch = "aarch64", target_feature = "neon")
+        )
+    ))]
     if isa == Isa::Scalar {
-        // Maps narrower than any vector: the one-lane path, compiled on every architecture.
         return kernel.run(Scalar);
     }
     run_on(isa, kernel)
