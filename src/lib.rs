@@ -117,6 +117,9 @@ pub mod optim;
 mod pairs;
 #[cfg(feature = "viz")]
 pub mod photo;
+#[cfg(feature = "std")]
+#[allow(unsafe_code)]
+mod pool;
 pub mod pool_kernel;
 mod pool_lenet;
 #[cfg(feature = "safetensors")]
@@ -136,6 +139,9 @@ pub mod softmax;
 pub mod state_dict;
 pub mod tap;
 pub mod tensor;
+#[cfg(feature = "std")]
+#[allow(unsafe_code)]
+mod tensor_parts;
 #[cfg(feature = "std")]
 pub mod threads;
 #[cfg(feature = "std")]

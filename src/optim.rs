@@ -98,6 +98,26 @@ impl<L: Layer> OptimizerState<L> {
     /// the layers with buffers fold in the batch statistics `grads` gathered
     /// ([`Layer::update_buffers`]).
     pub fn step(&mut self, opt: &Optimizer, lr: f64, scale: f64, net: &mut L, grads: &L) {
+        let rule = self.begin_step(opt, lr, scale);
+        for i in 0..L::PARAM_TENSORS {
+            rule.apply(
+                net.param_mut(i),
+                self.first.param_mut(i),
+                self.second.param_mut(i),
+                grads.param(i),
+            );
+        }
+        net.update_buffers(grads);
+    }
+
+    /// Counts a step and returns its update rule, which [`OptimizerState::step`] applies
+    /// to every tensor; the trainer's threads apply it to ranges of them instead.
+    pub(crate) fn begin_step(
+        &mut self,
+        opt: &Optimizer,
+        lr: f64,
+        scale: f64,
+    ) -> StepRule<L::Scalar> {
         self.steps += 1;
         let s = L::Scalar::from_f64;
         let (lr, scale) = (s(lr), s(scale));
@@ -105,29 +125,7 @@ impl<L: Layer> OptimizerState<L> {
             Optimizer::Sgd {
                 momentum,
                 weight_decay,
-            } => {
-                let (mu, wd) = (s(momentum), s(weight_decay));
-                for i in 0..L::PARAM_TENSORS {
-                    let w = net.param_mut(i);
-                    let v = self.first.param_mut(i);
-                    let g = grads.param(i);
-                    if let (Some(w), Some(v), Some(g), Some(k)) = (
-                        L::Scalar::as_f32_mut(&mut *w),
-                        L::Scalar::as_f32_mut(&mut *v),
-                        L::Scalar::as_f32(g),
-                        L::Scalar::as_f32(&[scale, wd, mu, lr]),
-                    ) {
-                        let k = k.try_into().expect("four constants");
-                        simd::dispatch(fast::Sgd { w, v, g, k });
-                        continue;
-                    }
-                    for ((w, v), &g) in w.iter_mut().zip(v).zip(g) {
-                        let g = g * scale + wd * *w;
-                        *v = mu * *v + g;
-                        *w = *w - lr * *v;
-                    }
-                }
-            }
+            } => StepRule::Sgd([scale, s(weight_decay), s(momentum), lr]),
             Optimizer::Adam {
                 beta1,
                 beta2,
@@ -137,11 +135,11 @@ impl<L: Layer> OptimizerState<L> {
                 let t = self.steps.min(i32::MAX as u64) as i32;
                 let correction1 = s(1.0 - Float::powi(beta1, t));
                 let correction2 = s(1.0 - Float::powi(beta2, t));
-                let (b1, b2, eps, wd) = (s(beta1), s(beta2), s(eps), s(weight_decay));
+                let (b1, b2) = (s(beta1), s(beta2));
                 let one = <L::Scalar as num_traits::One>::one();
-                let consts = [
+                StepRule::Adam([
                     scale,
-                    wd,
+                    s(weight_decay),
                     b1,
                     one - b1,
                     b2,
@@ -149,36 +147,79 @@ impl<L: Layer> OptimizerState<L> {
                     correction1,
                     correction2,
                     lr,
+                    s(eps),
+                ])
+            }
+        }
+    }
+}
+
+/// One step of an [`Optimizer`], its constants computed: applied elementwise, so any range
+/// of a tensor can be updated on its own, with the same result.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StepRule<T> {
+    /// [scale, weight decay, momentum, lr].
+    Sgd([T; 4]),
+    /// [scale, weight decay, β₁, 1 − β₁, β₂, 1 − β₂, the two bias corrections, lr, ε].
+    Adam([T; 10]),
+}
+
+impl<T: Scalar> StepRule<T> {
+    /// Updates the weights `w` and the optimizer's state `first` (SGD's velocity, Adam's
+    /// first moment) and `second` (Adam's second moment) from the gradient sum `g`; all
+    /// four of one length, or of one range of the same tensor.
+    pub(crate) fn apply(&self, w: &mut [T], first: &mut [T], second: &mut [T], g: &[T]) {
+        match self {
+            StepRule::Sgd(k) => {
+                if let (Some(w), Some(v), Some(g), Some(k)) = (
+                    T::as_f32_mut(&mut *w),
+                    T::as_f32_mut(&mut *first),
+                    T::as_f32(g),
+                    T::as_f32(k),
+                ) {
+                    let k = k.try_into().expect("four constants");
+                    return simd::dispatch(fast::Sgd { w, v, g, k });
+                }
+                let [scale, wd, mu, lr] = *k;
+                for ((w, v), &g) in w.iter_mut().zip(first).zip(g) {
+                    let g = g * scale + wd * *w;
+                    *v = mu * *v + g;
+                    *w = *w - lr * *v;
+                }
+            }
+            StepRule::Adam(k) => {
+                if let (Some(w), Some(m), Some(v), Some(g), Some(k)) = (
+                    T::as_f32_mut(&mut *w),
+                    T::as_f32_mut(&mut *first),
+                    T::as_f32_mut(&mut *second),
+                    T::as_f32(g),
+                    T::as_f32(k),
+                ) {
+                    let k = k.try_into().expect("ten constants");
+                    return simd::dispatch(fast::Adam { w, m, v, g, k });
+                }
+                let [
+                    scale,
+                    wd,
+                    b1,
+                    ob1,
+                    b2,
+                    ob2,
+                    correction1,
+                    correction2,
+                    lr,
                     eps,
-                ];
-                for i in 0..L::PARAM_TENSORS {
-                    let w = net.param_mut(i);
-                    let m = self.first.param_mut(i);
-                    let v = self.second.param_mut(i);
-                    let g = grads.param(i);
-                    if let (Some(w), Some(m), Some(v), Some(g), Some(k)) = (
-                        L::Scalar::as_f32_mut(&mut *w),
-                        L::Scalar::as_f32_mut(&mut *m),
-                        L::Scalar::as_f32_mut(&mut *v),
-                        L::Scalar::as_f32(g),
-                        L::Scalar::as_f32(&consts),
-                    ) {
-                        let k = k.try_into().expect("ten constants");
-                        simd::dispatch(fast::Adam { w, m, v, g, k });
-                        continue;
-                    }
-                    for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
-                        let g = g * scale + wd * *w;
-                        *m = b1 * *m + (one - b1) * g;
-                        *v = b2 * *v + (one - b2) * g * g;
-                        let m_hat = *m / correction1;
-                        let v_hat = *v / correction2;
-                        *w = *w - lr * m_hat / (v_hat.sqrt() + eps);
-                    }
+                ] = *k;
+                for (((w, m), v), &g) in w.iter_mut().zip(first).zip(second).zip(g) {
+                    let g = g * scale + wd * *w;
+                    *m = b1 * *m + ob1 * g;
+                    *v = b2 * *v + ob2 * g * g;
+                    let m_hat = *m / correction1;
+                    let v_hat = *v / correction2;
+                    *w = *w - lr * m_hat / (v_hat.sqrt() + eps);
                 }
             }
         }
-        net.update_buffers(grads);
     }
 }
 

@@ -3,10 +3,12 @@
 //!
 //! Results depend only on the configuration (seed, thread count, …), never on timing: each
 //! thread takes a fixed contiguous slice of the batch, sums its samples' gradients in order,
-//! and the per-thread sums are added in thread order.
+//! and the per-thread sums are added in thread order. The threads are a pool started with
+//! the trainer (none with one thread); they share the sum and the optimizer's step out by
+//! ranges of every tensor, which leaves each weight's arithmetic as on one thread.
 
 use std::fmt;
-use std::sync::{Mutex, RwLock, mpsc};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -20,10 +22,12 @@ use crate::lenet::Image;
 use crate::loss::Loss;
 use crate::mnist::Dataset;
 use crate::mode::{Pass, Train};
-use crate::optim::{Optimizer, OptimizerState, Schedule};
+use crate::optim::{Optimizer, OptimizerState, Schedule, StepRule};
+use crate::pool::Pool;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::argmax;
+use crate::tensor_parts::{Places, Split};
 use crate::zeroed::zeroed_box;
 
 /// Number of classes of the digit data sets.
@@ -289,7 +293,8 @@ fn touch_images(data: &Dataset, part: &[u32]) {
 }
 
 /// One worker's buffers, each allocated once: gradients, a per-sample workspace (for a
-/// remainder smaller than [`MICRO_BATCH`]), a batch workspace and the batch's images.
+/// remainder smaller than [`MICRO_BATCH`]), a batch workspace and the batch's images; and
+/// what its latest part of a batch or of an evaluation gave.
 struct Worker<B, T>
 where
     T: Scalar,
@@ -299,6 +304,10 @@ where
     ws: Box<<Classifier<B, T> as Layer>::Workspace>,
     batch_ws: Box<<Classifier<B, T> as BatchLayer<MICRO_BATCH>>::BatchWorkspace>,
     images: Box<[Image<T>; MICRO_BATCH]>,
+    /// The summed loss and the number of right predictions of its part of the last batch.
+    result: (f64, usize),
+    /// Its part of the last evaluation.
+    evaluation: Option<Evaluation>,
 }
 
 impl<B, T> Worker<B, T>
@@ -312,6 +321,8 @@ where
             ws: zeroed_box(),
             batch_ws: zeroed_box(),
             images: zeroed_box(),
+            result: (0.0, 0),
+            evaluation: None,
         }
     }
 
@@ -365,24 +376,94 @@ where
     }
 }
 
-/// The next message of `rx`, or `None` once every sender is gone. It polls for a while
-/// before it sleeps: between two batches a worker waits only for the update (tens of
-/// microseconds), less than waking a sleeping thread costs on a virtual machine.
-fn receive<M>(rx: &mpsc::Receiver<M>) -> Option<M> {
-    for _ in 0..1 << 14 {
-        match rx.try_recv() {
-            Ok(message) => return Some(message),
-            Err(mpsc::TryRecvError::Empty) => core::hint::spin_loop(),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
-        }
-    }
-    rx.recv().ok()
+/// A worker's buffers, locked for writing (the lock is never contended: each worker is
+/// taken by one thread per hand-over; a panic elsewhere leaves them valid).
+fn write<W>(w: &RwLock<W>) -> RwLockWriteGuard<'_, W> {
+    w.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One worker's share of a batch: its images and its samples' pass.
-struct Job<'a> {
-    part: &'a [u32],
-    pass: Pass<Train>,
+/// A worker's buffers, locked for reading (the update reads every worker's gradients from
+/// every thread).
+fn read<W>(w: &RwLock<W>) -> RwLockReadGuard<'_, W> {
+    w.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Adds every worker's gradients to the first's, in worker order, applies the step `rule`
+/// to `net` and `state`, and folds the batch statistics into `net`'s buffers. The pool's
+/// threads share the sums and the step out by ranges of each tensor ([`Split`]); each
+/// element gets the same operations in the same order as on one thread, so the weights do
+/// not depend on the split.
+fn update<B, T>(
+    pool: &mut Pool,
+    places: &mut Places,
+    rule: StepRule<T>,
+    net: &mut Classifier<B, T>,
+    state: &mut OptimizerState<Classifier<B, T>>,
+    workers: &mut [RwLock<Worker<B, T>>],
+) where
+    T: Scalar,
+    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
+    let tensors = Classifier::<B, T>::PARAM_TENSORS;
+    let (first, rest) = workers.split_first_mut().expect("at least one worker");
+    let sums = &mut *first.get_mut().unwrap_or_else(|e| e.into_inner()).grads;
+    let rest = &*rest;
+    let OptimizerState {
+        first: m,
+        second: v,
+        ..
+    } = state;
+    let values = [&mut *net, &mut *m, &mut *v, &mut *sums];
+    if let Some(split) = Split::new(values, places, pool.threads()) {
+        pool.run(&|_| {
+            while let Some(mut part) = split.next_part() {
+                for w in rest {
+                    let w = read(w);
+                    for i in 0..tensors {
+                        let others = &w.grads.param(i)[part.range(i)];
+                        let [.., sums] = part.tensors(i);
+                        for (s, &o) in sums.iter_mut().zip(others) {
+                            *s = *s + o;
+                        }
+                    }
+                }
+                for i in 0..tensors {
+                    let [w, m, v, g] = part.tensors(i);
+                    rule.apply(w, m, v, g);
+                }
+            }
+        });
+    } else {
+        // A layer keeps its parameters outside its value: one thread.
+        for w in rest {
+            let w = read(w);
+            for i in 0..tensors {
+                for (s, &o) in sums.param_mut(i).iter_mut().zip(w.grads.param(i)) {
+                    *s = *s + o;
+                }
+            }
+        }
+        for i in 0..tensors {
+            rule.apply(
+                net.param_mut(i),
+                m.param_mut(i),
+                v.param_mut(i),
+                sums.param(i),
+            );
+        }
+    }
+    for w in rest {
+        let w = read(w);
+        for i in 0..Classifier::<B, T>::BUFFER_TENSORS {
+            for (s, &o) in sums.buffer_mut(i).iter_mut().zip(w.grads.buffer(i)) {
+                *s = *s + o;
+            }
+        }
+        for i in 0..Classifier::<B, T>::COUNTERS {
+            *sums.counter_mut(i) += w.grads.counter(i);
+        }
+    }
+    net.update_buffers(sums);
 }
 
 /// Trains a classifier: owns the network, its optimizer state and per-thread buffers.
@@ -415,7 +496,11 @@ where
     /// The configuration it was created with.
     pub config: TrainConfig,
     state: Box<OptimizerState<Classifier<B, T>>>,
-    workers: Vec<Worker<B, T>>,
+    workers: Vec<RwLock<Worker<B, T>>>,
+    /// One thread per worker, the calling thread the first.
+    pool: Pool,
+    /// Where the network's tensors are (scratch of [`update`]).
+    places: Places,
     step: usize,
     leftovers: core::marker::PhantomData<R>,
 }
@@ -445,7 +530,8 @@ where
     /// A trainer for `net` (already initialised) with `config`, and `R` for the samples that
     /// do not fill a micro-batch: `ResNet20Trainer::<f32>::with_leftovers(net, config)`
     /// ([`Trainer::new`] is this with [`OneByOne`]). It runs at most one worker per
-    /// [`MICRO_BATCH`] images of a batch (more would have nothing to do).
+    /// [`MICRO_BATCH`] images of a batch (more would have nothing to do), and starts their
+    /// threads now (the calling thread is the first worker); they end with the trainer.
     ///
     /// # Panics
     /// If `config.augment` is out of range (negative, or a scale of 1 or more), or if `R`
@@ -465,12 +551,15 @@ where
         let workers = config
             .threads
             .clamp(1, config.batch.max(1).div_ceil(MICRO_BATCH));
-        let workers = (0..workers).map(|_| Worker::new()).collect();
+        let pool = Pool::new(workers);
+        let workers = (0..workers).map(|_| RwLock::new(Worker::new())).collect();
         Self {
             net,
             config,
             state: zeroed_box(),
             workers,
+            pool,
+            places: Places::default(),
             step: 0,
             leftovers: core::marker::PhantomData,
         }
@@ -510,105 +599,64 @@ where
             net,
             state,
             workers,
+            pool,
+            places,
             step,
             ..
         } = self;
-        let (first, rest) = workers.split_first_mut().expect("at least one worker");
-        // The helpers live for the epoch (one spawn per epoch, none with one thread); this
-        // thread is worker 0. A helper reads the network while it works on its part of a
-        // batch; the update takes it back only when every part is done.
-        let net = RwLock::new(&mut **net);
-        let rest: Vec<Mutex<&mut Worker<B, T>>> = rest.iter_mut().map(Mutex::new).collect();
-        std::thread::scope(|s| {
-            let (done_tx, done_rx) = mpsc::channel();
-            let jobs: Vec<mpsc::Sender<Job<'_>>> = rest
-                .iter()
-                .enumerate()
-                .map(|(k, worker)| {
-                    let (tx, rx) = mpsc::channel::<Job<'_>>();
-                    let (done, net) = (done_tx.clone(), &net);
-                    s.spawn(move || {
-                        while let Some(job) = receive(&rx) {
-                            let work = || {
-                                let net = net.read().unwrap_or_else(|e| e.into_inner());
-                                let mut w = worker.lock().unwrap_or_else(|e| e.into_inner());
-                                w.accumulate::<R>(&net, data, job.part, epoch, &c, job.pass)
-                            };
-                            let result =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-                            if done.send((k + 1, result)).is_err() {
-                                break;
-                            }
-                        }
-                    });
-                    tx
-                })
-                .collect();
-            drop(done_tx);
-            let mut results = vec![(0.0, 0usize); jobs.len() + 1];
-            for (b, indices) in order.chunks(batch).enumerate() {
-                let lr = c.schedule.rate(c.lr, epoch - 1, b, batches, c.epochs);
-                // Each worker takes a contiguous part, a whole number of micro-batches where
-                // possible, its samples numbered from the start of the batch.
-                let helpers = jobs.len();
-                let per = indices
-                    .len()
-                    .div_ceil(helpers + 1)
-                    .next_multiple_of(MICRO_BATCH)
-                    .max(1);
-                let pass = Pass::train(c.seed, *step as u64);
-                let job = |k: usize| Job {
-                    part: indices.chunks(per).nth(k).unwrap_or(&[]),
-                    pass: pass.offset(k * per),
-                };
-                for (k, tx) in jobs.iter().enumerate() {
-                    tx.send(job(k + 1)).expect("a helper thread ended early");
-                }
-                let own = job(0);
-                results[0] = {
-                    let net = net.read().unwrap_or_else(|e| e.into_inner());
-                    first.accumulate::<R>(&net, data, own.part, epoch, &c, own.pass)
-                };
-                for _ in 0..helpers {
-                    let (k, result) = receive(&done_rx).expect("a helper thread ended early");
-                    results[k] = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                }
-                // Added in worker order, whichever finished first.
-                let (loss, right) = results
-                    .iter()
-                    .fold((0.0, 0), |(l, r), &(l2, r2)| (l + l2, r + r2));
-                let mean = loss / indices.len() as f64;
-                if !mean.is_finite() {
-                    return Err(Diverged {
-                        epoch,
-                        batch: b + 1,
-                        loss: mean,
-                        lr,
-                    });
-                }
-                for w in &rest {
-                    first
-                        .grads
-                        .add_grads(&w.lock().unwrap_or_else(|e| e.into_inner()).grads);
-                }
-                let scale = 1.0 / indices.len() as f64;
-                let mut net = net.write().unwrap_or_else(|e| e.into_inner());
-                state.step(&c.optimizer, lr, scale, &mut **net, &first.grads);
-                *step += 1;
-                loss_sum += loss;
-                correct += right;
-                let images = (b * batch + indices.len()).min(order.len());
-                progress(&Progress {
-                    epoch,
-                    images,
-                    total: order.len(),
-                    loss: loss_sum / images as f64,
-                    accuracy: correct as f64 / images as f64,
-                    images_per_second: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+        // Each batch is two hand-overs to the pool's threads (the calling thread is the
+        // first): the passes, each worker its part of the batch; then the update.
+        for (b, indices) in order.chunks(batch).enumerate() {
+            let lr = c.schedule.rate(c.lr, epoch - 1, b, batches, c.epochs);
+            // Each worker takes a contiguous part, a whole number of micro-batches where
+            // possible, its samples numbered from the start of the batch.
+            let per = indices
+                .len()
+                .div_ceil(workers.len())
+                .next_multiple_of(MICRO_BATCH)
+                .max(1);
+            let pass = Pass::train(c.seed, *step as u64);
+            {
+                let (net, workers) = (&**net, &workers[..]);
+                pool.run(&|k| {
+                    let part = indices.chunks(per).nth(k).unwrap_or(&[]);
+                    let mut w = write(&workers[k]);
+                    let result =
+                        w.accumulate::<R>(net, data, part, epoch, &c, pass.offset(k * per));
+                    w.result = result;
                 });
             }
-            Ok(())
-        })
+            // Added in worker order.
+            let (loss, right) = workers.iter().fold((0.0, 0), |(l, r), w| {
+                let (l2, r2) = read(w).result;
+                (l + l2, r + r2)
+            });
+            let mean = loss / indices.len() as f64;
+            if !mean.is_finite() {
+                return Err(Diverged {
+                    epoch,
+                    batch: b + 1,
+                    loss: mean,
+                    lr,
+                });
+            }
+            let scale = 1.0 / indices.len() as f64;
+            let rule = state.begin_step(&c.optimizer, lr, scale);
+            update(pool, places, rule, net, state, workers);
+            *step += 1;
+            loss_sum += loss;
+            correct += right;
+            let images = (b * batch + indices.len()).min(order.len());
+            progress(&Progress {
+                epoch,
+                images,
+                total: order.len(),
+                loss: loss_sum / images as f64,
+                accuracy: correct as f64 / images as f64,
+                images_per_second: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            });
+        }
+        Ok(())
     }
 
     /// The workers that train each batch: `config.threads`, but at most one per
@@ -620,38 +668,36 @@ where
     /// Accuracy and confusion matrix of the current network on `data` (no augmentation),
     /// with the trainer's threads: each takes a contiguous share of the images.
     pub fn evaluate(&mut self, data: &Dataset) -> Evaluation {
-        let net = &*self.net;
         let share = data.len().div_ceil(self.workers.len()).max(1);
-        let (first, rest) = self.workers.split_first_mut().expect("at least one worker");
-        if rest.is_empty() {
-            return evaluate_with(net, data, &mut first.ws);
-        }
-        std::thread::scope(|s| {
-            let helpers: Vec<_> = rest
-                .iter_mut()
-                .enumerate()
-                .map(|(k, w)| {
-                    let range =
-                        ((k + 1) * share).min(data.len())..((k + 2) * share).min(data.len());
-                    s.spawn(move || evaluate_range(net, data, range, &mut w.ws))
-                })
-                .collect();
-            let mut e = evaluate_range(net, data, 0..share.min(data.len()), &mut first.ws);
-            for h in helpers {
-                let part = h
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                e.correct += part.correct;
-                e.unclassified += part.unclassified;
-                for (row, part) in e.confusion.iter_mut().zip(part.confusion) {
-                    for (n, m) in row.iter_mut().zip(part) {
-                        *n += m;
-                    }
+        let (net, workers) = (&*self.net, &self.workers[..]);
+        self.pool.run(&|k| {
+            let range = (k * share).min(data.len())..((k + 1) * share).min(data.len());
+            let mut w = write(&workers[k]);
+            let e = evaluate_range(net, data, range, &mut w.ws);
+            w.evaluation = Some(e);
+        });
+        let mut e = Evaluation {
+            correct: 0,
+            total: data.len(),
+            confusion: [[0; CLASSES]; CLASSES],
+            unclassified: 0,
+        };
+        for w in &mut self.workers {
+            let part = w
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .evaluation
+                .take()
+                .expect("every worker evaluates its part");
+            e.correct += part.correct;
+            e.unclassified += part.unclassified;
+            for (row, part) in e.confusion.iter_mut().zip(part.confusion) {
+                for (n, m) in row.iter_mut().zip(part) {
+                    *n += m;
                 }
             }
-            e.total = data.len();
-            e
-        })
+        }
+        e
     }
 }
 
@@ -698,4 +744,109 @@ where
         }
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fills every tensor and counter of `v` with values drawn from `seed` (buffers
+    /// positive, as variances are).
+    fn fill<L: Layer>(v: &mut L, seed: u64) {
+        let mut x = seed;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        for i in 0..L::PARAM_TENSORS {
+            v.param_mut(i)
+                .iter_mut()
+                .for_each(|p| *p = L::Scalar::from_f64(next()));
+        }
+        for i in 0..L::BUFFER_TENSORS {
+            v.buffer_mut(i)
+                .iter_mut()
+                .for_each(|p| *p = L::Scalar::from_f64(next().abs()));
+        }
+        for i in 0..L::COUNTERS {
+            *v.counter_mut(i) = seed;
+        }
+    }
+
+    /// Every parameter and buffer of `a` and `b`, bit for bit.
+    fn assert_same<L: Layer>(a: &L, b: &L, what: &str) {
+        let bits = |t: &[L::Scalar]| t.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+        for i in 0..L::PARAM_TENSORS {
+            assert!(bits(a.param(i)) == bits(b.param(i)), "{what}: tensor {i}");
+        }
+        for i in 0..L::BUFFER_TENSORS {
+            assert!(bits(a.buffer(i)) == bits(b.buffer(i)), "{what}: buffer {i}");
+        }
+    }
+
+    /// [`update`] on 1–3 threads against one thread's sums in worker order and
+    /// [`OptimizerState::step`]: two steps of SGD with weight decay and of Adam.
+    fn update_is_the_one_thread_step<B>()
+    where
+        B: BatchLayer<MICRO_BATCH, Scalar = f32, Input = Image<f32>, Output = [f32; CLASSES]>,
+    {
+        type Net<B> = Classifier<B, f32>;
+        let optimizers = [
+            Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 5e-4,
+            },
+            Optimizer::ADAM,
+        ];
+        for threads in 1..=3 {
+            for opt in optimizers {
+                let (mut net, mut reference) = (zeroed_box::<Net<B>>(), zeroed_box::<Net<B>>());
+                fill(&mut *net, 1);
+                fill(&mut *reference, 1);
+                let mut state = zeroed_box::<OptimizerState<Net<B>>>();
+                let mut ref_state = zeroed_box::<OptimizerState<Net<B>>>();
+                let mut workers: Vec<RwLock<Worker<B, f32>>> =
+                    (0..threads).map(|_| RwLock::new(Worker::new())).collect();
+                let mut pool = Pool::new(threads);
+                let mut places = Places::default();
+                for step in 0..2u64 {
+                    let seed = |k: usize| 10 + 7 * step + k as u64;
+                    for (k, w) in workers.iter_mut().enumerate() {
+                        fill(&mut *w.get_mut().unwrap().grads, seed(k));
+                    }
+                    let mut sums = zeroed_box::<Net<B>>();
+                    fill(&mut *sums, seed(0));
+                    for w in &workers[1..] {
+                        sums.add_grads(&read(w).grads);
+                    }
+                    ref_state.step(&opt, 0.05, 1.0 / 64.0, &mut reference, &sums);
+                    let rule = state.begin_step(&opt, 0.05, 1.0 / 64.0);
+                    update(
+                        &mut pool,
+                        &mut places,
+                        rule,
+                        &mut net,
+                        &mut state,
+                        &mut workers,
+                    );
+                    let what = format!("{threads} threads, {opt:?}, step {step}");
+                    assert_same(&*net, &*reference, &what);
+                    assert_same(&state.first, &ref_state.first, &what);
+                    assert_same(&state.second, &ref_state.second, &what);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_threads_update_lenet5_as_one_thread_does() {
+        update_is_the_one_thread_step::<<crate::LeNet5<f32> as Body>::Layers>();
+    }
+
+    #[test]
+    fn the_threads_update_resnet20_and_its_buffers_as_one_thread_does() {
+        update_is_the_one_thread_step::<crate::resnet::ResNet20Logits<f32, 1, CLASSES>>();
+    }
 }

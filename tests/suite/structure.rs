@@ -30,6 +30,8 @@ const LEVELS: &[(&str, &[&str])] = &[
             "simd",
             "threads",
             "columns",
+            "pool",
+            "tensor_parts",
             "lane_layout",
             "conv_kernel",
             "conv_gemm",
