@@ -121,13 +121,22 @@ macro_rules! concat {
                 self.forward_in(&Pass::<Train>::DEFAULT, x, y, ws);
             }
 
+            // Each branch writes its maps straight into their channels of the output (in CHW
+            // layout, one contiguous range), not into its own buffer and then a copy:
+            // DenseNet's steps copy every channel so far once, not twice.
             fn forward_in<M: Mode>(&self, pass: &Pass<M>, x: &X, y: &mut Out, ws: &mut Self::Workspace) {
                 let mut at = 0;
                 $(
                     let b = &mut ws.branches.$i;
-                    self.branches.$i.forward_in(pass, x, &mut b.out, &mut b.ws);
                     let len = <$b::Output as Tensor>::LEN;
-                    y.flat_mut()[at..at + len].copy_from_slice(b.out.flat());
+                    let part = &mut y.flat_mut()[at..at + len];
+                    match <$b::Output as Tensor>::from_flat_mut(part) {
+                        Some(out) => self.branches.$i.forward_in(pass, x, out, &mut b.ws),
+                        None => {
+                            self.branches.$i.forward_in(pass, x, &mut b.out, &mut b.ws);
+                            part.copy_from_slice(b.out.flat());
+                        }
+                    }
                     at += len;
                 )+
                 let _ = at;
@@ -137,9 +146,15 @@ macro_rules! concat {
                 let mut at = 0;
                 $(
                     let b = &mut ws.branches.$i;
-                    self.branches.$i.infer(x, &mut b.out, &mut b.ws);
                     let len = <$b::Output as Tensor>::LEN;
-                    y.flat_mut()[at..at + len].copy_from_slice(b.out.flat());
+                    let part = &mut y.flat_mut()[at..at + len];
+                    match <$b::Output as Tensor>::from_flat_mut(part) {
+                        Some(out) => self.branches.$i.infer(x, out, &mut b.ws),
+                        None => {
+                            self.branches.$i.infer(x, &mut b.out, &mut b.ws);
+                            part.copy_from_slice(b.out.flat());
+                        }
+                    }
                     at += len;
                 )+
                 let _ = at;
@@ -157,15 +172,23 @@ macro_rules! concat {
                 $(
                     let b = &mut ws.branches.$i;
                     let len = <$b::Output as Tensor>::LEN;
-                    b.out.flat_mut().copy_from_slice(&g.flat()[at..at + len]);
+                    // The branch's share of the output gradient, read in place.
+                    let part = &g.flat()[at..at + len];
+                    let g_b = match <$b::Output as Tensor>::from_flat(part) {
+                        Some(g_b) => g_b,
+                        None => {
+                            b.out.flat_mut().copy_from_slice(part);
+                            &b.out
+                        }
+                    };
                     at += len;
                     let layer = &self.branches.$i;
                     let branch_grads = &mut grads.branches.$i;
                     match grad_input.as_deref_mut() {
-                        None => layer.backward(x, &mut b.ws, &b.out, None, branch_grads),
-                        Some(gi) if $i == 0 => layer.backward(x, &mut b.ws, &b.out, Some(gi), branch_grads),
+                        None => layer.backward(x, &mut b.ws, g_b, None, branch_grads),
+                        Some(gi) if $i == 0 => layer.backward(x, &mut b.ws, g_b, Some(gi), branch_grads),
                         Some(gi) => {
-                            layer.backward(x, &mut b.ws, &b.out, Some(&mut ws.grad), branch_grads);
+                            layer.backward(x, &mut b.ws, g_b, Some(&mut ws.grad), branch_grads);
                             add_to(gi.flat_mut(), ws.grad.flat());
                         }
                     }
@@ -402,9 +425,15 @@ macro_rules! concat {
                 let mut at = 0;
                 $(
                     let b = &mut ws.branches.$i;
-                    self.branches.$i.forward_sample_in(pass, n, x, &mut b.out[n], &mut b.ws);
                     let len = <$b::Output as Tensor>::LEN;
-                    y.flat_mut()[at..at + len].copy_from_slice(b.out[n].flat());
+                    let part = &mut y.flat_mut()[at..at + len];
+                    match <$b::Output as Tensor>::from_flat_mut(part) {
+                        Some(out) => self.branches.$i.forward_sample_in(pass, n, x, out, &mut b.ws),
+                        None => {
+                            self.branches.$i.forward_sample_in(pass, n, x, &mut b.out[n], &mut b.ws);
+                            part.copy_from_slice(b.out[n].flat());
+                        }
+                    }
                     at += len;
                 )+
                 let _ = at;
@@ -414,9 +443,15 @@ macro_rules! concat {
                 let mut at = 0;
                 $(
                     let b = &mut ws.branches.$i;
-                    self.branches.$i.infer_sample(n, x, &mut b.out[n], &mut b.ws);
                     let len = <$b::Output as Tensor>::LEN;
-                    y.flat_mut()[at..at + len].copy_from_slice(b.out[n].flat());
+                    let part = &mut y.flat_mut()[at..at + len];
+                    match <$b::Output as Tensor>::from_flat_mut(part) {
+                        Some(out) => self.branches.$i.infer_sample(n, x, out, &mut b.ws),
+                        None => {
+                            self.branches.$i.infer_sample(n, x, &mut b.out[n], &mut b.ws);
+                            part.copy_from_slice(b.out[n].flat());
+                        }
+                    }
                     at += len;
                 )+
                 let _ = at;

@@ -29,6 +29,20 @@ pub trait Tensor: Copy + Zeroable + Send + Sync + 'static {
     fn flat_slice(xs: &[Self]) -> &[Self::Scalar];
     /// Mutable version of [`Tensor::flat_slice`].
     fn flat_slice_mut(xs: &mut [Self]) -> &mut [Self::Scalar];
+    /// `flat` seen as this tensor, with no copy: `None` unless it holds exactly
+    /// [`Tensor::LEN`] elements (or the tensor has an empty dimension).
+    ///
+    /// ```
+    /// use constnet::{Maps, Tensor};
+    /// let mut values = [0.0f32; 13];
+    /// let maps = <Maps<f32, 2, 2, 3>>::from_flat_mut(&mut values[1..]).unwrap();
+    /// maps[1][0][2] = 7.0;
+    /// assert_eq!(values[1 + 6 + 2], 7.0);
+    /// assert!(<Maps<f32, 2, 2, 3>>::from_flat(&values).is_none());
+    /// ```
+    fn from_flat(flat: &[Self::Scalar]) -> Option<&Self>;
+    /// Mutable version of [`Tensor::from_flat`].
+    fn from_flat_mut(flat: &mut [Self::Scalar]) -> Option<&mut Self>;
 }
 
 impl<T: Scalar, const N: usize> Tensor for [T; N] {
@@ -45,6 +59,12 @@ impl<T: Scalar, const N: usize> Tensor for [T; N] {
     }
     fn flat_slice_mut(xs: &mut [Self]) -> &mut [T] {
         xs.as_flattened_mut()
+    }
+    fn from_flat(flat: &[T]) -> Option<&Self> {
+        flat.try_into().ok()
+    }
+    fn from_flat_mut(flat: &mut [T]) -> Option<&mut Self> {
+        flat.try_into().ok()
     }
 }
 
@@ -64,6 +84,22 @@ impl<T: Scalar, const W: usize, const H: usize> Tensor for [[T; W]; H] {
     fn flat_slice_mut(xs: &mut [Self]) -> &mut [T] {
         xs.as_flattened_mut().as_flattened_mut()
     }
+    fn from_flat(flat: &[T]) -> Option<&Self> {
+        if W == 0 {
+            return None;
+        }
+        let (rows, rest) = flat.as_chunks::<W>();
+        rest.is_empty().then_some(())?;
+        rows.try_into().ok()
+    }
+    fn from_flat_mut(flat: &mut [T]) -> Option<&mut Self> {
+        if W == 0 {
+            return None;
+        }
+        let (rows, rest) = flat.as_chunks_mut::<W>();
+        rest.is_empty().then_some(())?;
+        rows.try_into().ok()
+    }
 }
 
 impl<T: Scalar, const W: usize, const H: usize, const C: usize> Tensor for [[[T; W]; H]; C] {
@@ -81,6 +117,26 @@ impl<T: Scalar, const W: usize, const H: usize, const C: usize> Tensor for [[[T;
     }
     fn flat_slice_mut(xs: &mut [Self]) -> &mut [T] {
         xs.as_flattened_mut().as_flattened_mut().as_flattened_mut()
+    }
+    fn from_flat(flat: &[T]) -> Option<&Self> {
+        if W == 0 || H == 0 {
+            return None;
+        }
+        let (rows, rest) = flat.as_chunks::<W>();
+        rest.is_empty().then_some(())?;
+        let (maps, rest) = rows.as_chunks::<H>();
+        rest.is_empty().then_some(())?;
+        maps.try_into().ok()
+    }
+    fn from_flat_mut(flat: &mut [T]) -> Option<&mut Self> {
+        if W == 0 || H == 0 {
+            return None;
+        }
+        let (rows, rest) = flat.as_chunks_mut::<W>();
+        rest.is_empty().then_some(())?;
+        let (maps, rest) = rows.as_chunks_mut::<H>();
+        rest.is_empty().then_some(())?;
+        maps.try_into().ok()
     }
 }
 
@@ -143,6 +199,29 @@ mod tests {
         assert_eq!(m[1][1][2], 5.0);
         m.fill_zero();
         assert!(m.flat().iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn from_flat_is_the_inverse_of_flat_for_exact_lengths_only() {
+        let values: Vec<f64> = (0..24).map(f64::from).collect();
+        let v = <[f64; 24]>::from_flat(&values).unwrap();
+        let m = <[[f64; 6]; 4]>::from_flat(&values).unwrap();
+        let c = <Maps<f64, 2, 3, 4>>::from_flat(&values).unwrap();
+        assert_eq!((v[13], m[2][1], c[1][0][1]), (13.0, 13.0, 13.0));
+        assert_eq!(
+            (v.flat(), m.flat(), c.flat()),
+            (&values[..], &values[..], &values[..])
+        );
+        for len in [0, 23, 25] {
+            let other: Vec<f64> = vec![0.0; len];
+            assert!(<[f64; 24]>::from_flat(&other).is_none());
+            assert!(<[[f64; 6]; 4]>::from_flat(&other).is_none());
+            assert!(<Maps<f64, 2, 3, 4>>::from_flat(&other).is_none());
+        }
+        let mut values = values;
+        <Maps<f64, 2, 3, 4>>::from_flat_mut(&mut values).unwrap()[1][2][3] = -1.0;
+        assert_eq!(values[23], -1.0);
+        assert!(<[[f64; 0]; 4]>::from_flat(&[]).is_none());
     }
 
     #[test]
