@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::batchnorm_kernel as kernel;
-use crate::layer::{Layer, no_such_param, no_such_tensor};
+use crate::layer::{Epilogue, Layer, no_such_param, no_such_tensor};
 use crate::mode::{Mode, Pass, Train};
 use crate::scalar::Scalar;
 use crate::tensor::Maps;
@@ -199,13 +199,20 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps>
         (self.running_mean[c], inv_std, self.weight[c] * inv_std)
     }
 
-    /// Channel `c` of one sample, normalised with `mean` and `inv_std`.
-    fn affine(&self, c: usize, mean: T, inv_std: T, x: &[[T; W]; H], y: &mut [[T; W]; H]) {
+    /// Channel `c` of one sample, normalised with `mean` and `inv_std`, then `e`.
+    fn affine(
+        &self,
+        c: usize,
+        (mean, inv_std): (T, T),
+        (x, y): (&[[T; W]; H], &mut [[T; W]; H]),
+        e: Epilogue,
+    ) {
         let scale = self.weight[c] * inv_std;
         kernel::affine(
             x.as_flattened(),
             y.as_flattened_mut(),
             (mean, scale, self.bias[c]),
+            e,
         );
     }
 }
@@ -221,6 +228,7 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps>
     const PARAM_TENSORS: usize = 2;
     const BUFFER_TENSORS: usize = 2;
     const COUNTERS: usize = 1;
+    const APPLIES_EPILOGUES: bool = true;
 
     /// A training pass over one sample, which does not compile (see the type's docs).
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut ()) {
@@ -239,10 +247,15 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps>
         self.infer(x, y, &mut ());
     }
 
-    fn infer(&self, input: &Self::Input, output: &mut Self::Output, _ws: &mut ()) {
+    fn infer(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut ()) {
+        self.infer_then(input, output, ws, Epilogue::Identity);
+    }
+
+    /// The normalisation and `e` (a ReLU after it) in one pass over the maps.
+    fn infer_then(&self, input: &Self::Input, output: &mut Self::Output, _: &mut (), e: Epilogue) {
         for c in 0..C {
             let (mean, inv_std, _) = self.eval_affine(c);
-            self.affine(c, mean, inv_std, &input[c], &mut output[c]);
+            self.affine(c, (mean, inv_std), (&input[c], &mut output[c]), e);
         }
     }
 
@@ -390,7 +403,12 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps,
                 (ws.mean[c], ws.inv_std[c], _) = self.eval_affine(c);
             }
             for (x, y) in x.iter().zip(y.iter_mut()) {
-                self.affine(c, ws.mean[c], ws.inv_std[c], &x[c], &mut y[c]);
+                self.affine(
+                    c,
+                    (ws.mean[c], ws.inv_std[c]),
+                    (&x[c], &mut y[c]),
+                    Epilogue::Identity,
+                );
             }
         }
     }

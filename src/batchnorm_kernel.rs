@@ -7,6 +7,7 @@
 //! loops over channels and samples and keeps the order of every sum, so the results are bit
 //! for bit those of the loops it had inline.
 
+use crate::layer::Epilogue;
 use crate::scalar::Scalar;
 
 /// `acc + Σ x` over one map (`mean = None`), or `acc + Σ (x − mean)²`, in `f64` and in
@@ -23,10 +24,20 @@ pub(crate) fn sum_f64<T: Scalar>(acc: f64, x: &[T], mean: Option<f64>) -> f64 {
     }
 }
 
-/// `y = (x − mean)·scale + bias` over one map.
-pub(crate) fn affine<T: Scalar>(x: &[T], y: &mut [T], (mean, scale, bias): (T, T, T)) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = (x - mean) * scale + bias;
+/// `y = e((x − mean)·scale + bias)` over one map.
+pub(crate) fn affine<T: Scalar>(x: &[T], y: &mut [T], (mean, scale, bias): (T, T, T), e: Epilogue) {
+    match e {
+        // One loop per map, so that each is as plain as the identity's.
+        Epilogue::Identity => {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = (x - mean) * scale + bias;
+            }
+        }
+        Epilogue::Relu => {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = Epilogue::Relu.of((x - mean) * scale + bias);
+            }
+        }
     }
 }
 
@@ -75,8 +86,10 @@ mod tests {
         assert_eq!(sum_f64(1.0, &x, None), 17.0);
         assert_eq!(sum_f64(0.0, &x, Some(4.0)), 9.0 + 4.0 + 0.0 + 25.0);
         let mut y = [0.0; 4];
-        affine(&x, &mut y, (4.0, 2.0, 1.0));
+        affine(&x, &mut y, (4.0, 2.0, 1.0), Epilogue::Identity);
         assert_eq!(y, [-5.0, -3.0, 1.0, 11.0]);
+        affine(&x, &mut y, (4.0, 2.0, 1.0), Epilogue::Relu);
+        assert_eq!(y, [0.0, 0.0, 1.0, 11.0]);
         let (mean, inv_std) = (4.0, 0.5);
         let (sg, sgx) = grad_sums(&x, &g, (mean, inv_std));
         assert_eq!(sg, 1.75);

@@ -4,8 +4,9 @@ use rand::Rng;
 
 use core::fmt;
 
-use crate::layer::{Activation, Layer, Shape, TensorKind, count};
+use crate::layer::{Activation, Epilogue, Layer, Shape, TensorKind, count};
 use crate::mode::{Mode, Pass, Train};
+use crate::tensor::Tensor;
 
 /// Two layers in sequence, `first` then `then`. It compiles only if `then` reads exactly the
 /// tensor `first` writes (same element type, channels and sizes).
@@ -75,9 +76,33 @@ where
         self.then.forward_in(pass, &ws.mid, output, &mut ws.then);
     }
 
+    const APPLIES_EPILOGUES: bool =
+        B::APPLIES_EPILOGUES || (B::EPILOGUE.is_some() && A::APPLIES_EPILOGUES);
+
+    /// The two layers in turn; when the second is an [`Epilogue`] (a ReLU) that the first
+    /// [applies as it writes](Layer::APPLIES_EPILOGUES), the first does
+    /// ([`Layer::infer_then`]), and the workspace's copy of its output is not written.
     fn infer(&self, input: &A::Input, output: &mut B::Output, ws: &mut Self::Workspace) {
+        self.infer_then(input, output, ws, Epilogue::Identity);
+    }
+
+    fn infer_then(
+        &self,
+        input: &A::Input,
+        output: &mut B::Output,
+        ws: &mut Self::Workspace,
+        epilogue: Epilogue,
+    ) {
+        if const { B::EPILOGUE.is_some() && A::APPLIES_EPILOGUES } {
+            let fused = B::EPILOGUE.and_then(|own| epilogue.after(own));
+            let out = <A::Output as Tensor>::from_flat_mut(output.flat_mut());
+            if let (Some(fused), Some(out)) = (fused, out) {
+                return self.first.infer_then(input, out, &mut ws.first, fused);
+            }
+        }
         self.first.infer(input, &mut ws.mid, &mut ws.first);
-        self.then.infer(&ws.mid, output, &mut ws.then);
+        self.then
+            .infer_then(&ws.mid, output, &mut ws.then, epilogue);
     }
 
     fn backward(

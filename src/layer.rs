@@ -77,6 +77,48 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
         self.forward(input, output, ws);
     }
 
+    /// What this layer is as an [`Epilogue`], if it is one (a ReLU): an element-wise map that
+    /// the layer before it can apply while it writes its own output. In [`Layer::infer`], a
+    /// [`Chain`](crate::Chain) of a layer that [`Layer::APPLIES_EPILOGUES`] and an epilogue
+    /// runs the first layer's [`Layer::infer_then`] and skips the second: no pass of its own
+    /// over the maps.
+    const EPILOGUE: Option<Epilogue> = None;
+
+    /// Whether [`Layer::infer_then`] applies its epilogue while it writes the output (batch
+    /// norm, a residual add, a chain whose last layer does), rather than as a pass after.
+    const APPLIES_EPILOGUES: bool = false;
+
+    /// [`Layer::infer`] followed by `epilogue` on the output. Layers that can apply it while
+    /// they write their output (batch norm, residual adds) do; combinators pass it on to
+    /// their last part; the others run it as a pass of its own. The result is the same,
+    /// bit for bit, either way.
+    ///
+    /// ```
+    /// use constnet::{sequential, BatchNorm2d, Epilogue, Layer, Maps, Pass, Relu, zeroed_box};
+    /// type BnRelu = sequential![BatchNorm2d<f32, 1, 1, 2>, Relu<Maps<f32, 1, 1, 2>>];
+    /// assert_eq!(<Relu<Maps<f32, 1, 1, 2>> as Layer>::EPILOGUE, Some(Epilogue::Relu));
+    /// let mut net = zeroed_box::<BnRelu>();
+    /// (net.first.weight, net.first.running_var) = ([1.0], [1.0]);
+    /// let x: Maps<f32, 1, 1, 2> = [[[-2.0, 3.0]]];
+    /// let (mut fused, mut apart) = ([[[0.0; 2]]], [[[0.0; 2]]]);
+    /// // Batch norm applies the ReLU as it writes: one pass over the maps.
+    /// net.infer(&x, &mut fused, &mut zeroed_box());
+    /// // The two layers one after the other, the batch norm's output kept.
+    /// net.forward_in(&Pass::eval(), &x, &mut apart, &mut zeroed_box());
+    /// assert_eq!(fused, apart);
+    /// assert_eq!(fused, [[[0.0, 3.0]]]); // (zeroed, the batch norm's ε is 0)
+    /// ```
+    fn infer_then(
+        &self,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::Workspace,
+        epilogue: Epilogue,
+    ) {
+        self.infer(input, output, ws);
+        epilogue.apply(output.flat_mut());
+    }
+
     /// Back-propagates `grad_output` (∂E/∂output) through the layer.
     ///
     /// `input` and `ws` must be those of the latest [`Layer::forward`]. Parameter gradients are
@@ -190,9 +232,11 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     }
 
     /// The output of the layer called `name` ([`Named`](crate::Named)) in the latest
-    /// forward pass that used `ws`; `None` if no such layer keeps its output in `ws`
-    /// (the last layer's output is the pass's `output`). A dotted path (`layer1.conv1`)
-    /// goes through named parts.
+    /// forward pass ([`Layer::forward`], [`Layer::forward_in`]) that used `ws`; `None` if no
+    /// such layer keeps its output in `ws` (the last layer's output is the pass's `output`).
+    /// A dotted path (`layer1.conv1`) goes through named parts. [`Layer::infer`] does not
+    /// keep the output of a layer that applied the [`Epilogue`] after it (a batch norm or a
+    /// residual add before a ReLU: [`Layer::APPLIES_EPILOGUES`]); a forward pass does.
     fn activation<'a>(ws: &'a Self::Workspace, name: &str) -> Option<Activation<'a, Self::Scalar>> {
         let _ = (ws, name);
         None
@@ -289,6 +333,52 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
         }
         for i in 0..Self::COUNTERS {
             *self.counter_mut(i) += other.counter(i);
+        }
+    }
+}
+
+/// An element-wise map applied to a layer's output as the layer writes it, instead of as a
+/// layer of its own: fusion passed down a network as data ([`Layer::infer_then`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// No map.
+    Identity,
+    /// `max(x, 0)` as [`Relu`](crate::Relu) computes it: a NaN stays NaN.
+    Relu,
+}
+
+impl Epilogue {
+    /// The map of one value.
+    #[inline(always)]
+    pub fn of<T: Scalar>(self, x: T) -> T {
+        match self {
+            Epilogue::Identity => x,
+            // Not `x > 0`, which would turn a NaN into 0.
+            Epilogue::Relu => {
+                if x <= T::zero() {
+                    T::zero()
+                } else {
+                    x
+                }
+            }
+        }
+    }
+
+    /// The map applied to every value of `y`, in place.
+    pub fn apply<T: Scalar>(self, y: &mut [T]) {
+        if self != Epilogue::Identity {
+            for v in y {
+                *v = self.of(*v);
+            }
+        }
+    }
+
+    /// This map after `first` (`self ∘ first`), if it is one of the maps: ReLU after ReLU is
+    /// ReLU.
+    pub fn after(self, first: Epilogue) -> Option<Epilogue> {
+        match (first, self) {
+            (Epilogue::Identity, e) | (e, Epilogue::Identity) => Some(e),
+            (Epilogue::Relu, Epilogue::Relu) => Some(Epilogue::Relu),
         }
     }
 }

@@ -47,7 +47,7 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
 use crate::lanes::LaneLayer;
-use crate::layer::{Activation, Layer, Shape, TensorKind};
+use crate::layer::{Activation, Epilogue, Layer, Shape, TensorKind};
 use crate::mode::{Mode, Pass};
 
 /// A name for a part of a network, as a type. Declare one with [`name!`](crate::name).
@@ -161,6 +161,13 @@ impl<N: Label, L: Layer> Layer for Named<N, L> {
 
     fn infer(&self, x: &L::Input, y: &mut L::Output, ws: &mut L::Workspace) {
         self.layer.infer(x, y, ws);
+    }
+
+    const EPILOGUE: Option<Epilogue> = L::EPILOGUE;
+    const APPLIES_EPILOGUES: bool = L::APPLIES_EPILOGUES;
+
+    fn infer_then(&self, x: &L::Input, y: &mut L::Output, ws: &mut L::Workspace, e: Epilogue) {
+        self.layer.infer_then(x, y, ws, e);
     }
 
     fn backward(

@@ -8,7 +8,7 @@ use num_traits::Zero;
 use rand::Rng;
 
 use crate::batch::BatchLayer;
-use crate::layer::{Activation, Layer, Shape, TensorKind, no_such_param};
+use crate::layer::{Activation, Epilogue, Layer, Shape, TensorKind, no_such_param};
 use crate::mode::{Mode, Pass};
 
 /// Layer `L` (a [`Conv2d`](crate::Conv2d) or [`Linear`](crate::Linear), whose parameters are
@@ -84,6 +84,12 @@ impl<L: Layer> Layer for NoBias<L> {
 
     fn infer(&self, x: &L::Input, y: &mut L::Output, ws: &mut L::Workspace) {
         self.0.infer(x, y, ws);
+    }
+
+    const APPLIES_EPILOGUES: bool = L::APPLIES_EPILOGUES;
+
+    fn infer_then(&self, x: &L::Input, y: &mut L::Output, ws: &mut L::Workspace, e: Epilogue) {
+        self.0.infer_then(x, y, ws, e);
     }
 
     /// `L`'s backward pass; the bias gradient it adds to `grads` is never read (the

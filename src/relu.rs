@@ -7,7 +7,7 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
 use crate::lanes::{LaneLayer, backward_slots, forward_slots};
-use crate::layer::{Layer, no_such_param};
+use crate::layer::{Epilogue, Layer, no_such_param};
 use crate::tensor::Tensor;
 
 /// `y = max(x, 0)` element-wise over the tensor type `X` (for example `Maps<f32, 6, 28, 28>`
@@ -46,6 +46,7 @@ impl<X: Tensor> Layer for Relu<X> {
     type Workspace = ();
     const CHECK: () = ();
     const PARAM_TENSORS: usize = 0;
+    const EPILOGUE: Option<Epilogue> = Some(Epilogue::Relu);
 
     fn forward(&self, input: &X, output: &mut X, _ws: &mut ()) {
         let zero = <X::Scalar as num_traits::Zero>::zero();

@@ -8,7 +8,7 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use core::fmt;
 
-use crate::layer::{Activation, Layer, Shape, TensorKind, count, no_such_param};
+use crate::layer::{Activation, Epilogue, Layer, Shape, TensorKind, count, no_such_param};
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
 
@@ -45,6 +45,7 @@ impl<X: Tensor> Layer for Identity<X> {
     type Workspace = ();
     const CHECK: () = ();
     const PARAM_TENSORS: usize = 0;
+    const EPILOGUE: Option<Epilogue> = Some(Epilogue::Identity);
 
     fn forward(&self, input: &X, output: &mut X, _ws: &mut ()) {
         *output = *input;
@@ -156,6 +157,7 @@ where
     const PARAM_TENSORS: usize = F::PARAM_TENSORS + S::PARAM_TENSORS;
     const BUFFER_TENSORS: usize = F::BUFFER_TENSORS + S::BUFFER_TENSORS;
     const COUNTERS: usize = F::COUNTERS + S::COUNTERS;
+    const APPLIES_EPILOGUES: bool = true;
 
     fn forward(&self, x: &F::Input, y: &mut F::Output, ws: &mut Self::Workspace) {
         self.forward_in(&Pass::<Train>::DEFAULT, x, y, ws);
@@ -175,9 +177,25 @@ where
     }
 
     fn infer(&self, x: &F::Input, y: &mut F::Output, ws: &mut Self::Workspace) {
+        self.infer_then(x, y, ws, Epilogue::Identity);
+    }
+
+    /// `e(F(x) + S(x))` in one pass over the sum; an identity shortcut (or any that is an
+    /// [`Epilogue`] of its input) is read from `x` with no copy of its own.
+    fn infer_then(&self, x: &F::Input, y: &mut F::Output, ws: &mut Self::Workspace, e: Epilogue) {
         self.body.infer(x, y, &mut ws.body);
+        if const { S::EPILOGUE.is_some() && F::Input::LEN == F::Output::LEN }
+            && let Some(s) = S::EPILOGUE
+        {
+            for (y, &x) in y.flat_mut().iter_mut().zip(x.flat()) {
+                *y = e.of(*y + s.of(x));
+            }
+            return;
+        }
         self.shortcut.infer(x, &mut ws.skip, &mut ws.shortcut);
-        add_to(y, &ws.skip);
+        for (y, &s) in y.flat_mut().iter_mut().zip(ws.skip.flat()) {
+            *y = e.of(*y + s);
+        }
     }
 
     fn backward(

@@ -308,7 +308,9 @@ mod later {
         }
         let mut y = zeroed_box::<L::Output>();
         let mut ws = zeroed_box::<L::Workspace>();
-        net.infer(&x, &mut y, &mut ws);
+        // An evaluation pass that keeps every named layer's output: `infer` may skip those a
+        // fused epilogue replaces (a batch norm's, before its ReLU).
+        net.forward_in(&constnet::Pass::eval(), &x, &mut y, &mut ws);
 
         let mut files: Vec<(PathBuf, viz::Canvas)> = Vec::new();
         for name in &args.layers {

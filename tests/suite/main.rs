@@ -11,6 +11,7 @@ mod blocks_golden;
 mod cli;
 mod compose;
 mod conv_kernels;
+mod epilogues;
 mod fast_paths;
 mod golden_harness;
 mod golden_types;

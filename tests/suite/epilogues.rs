@@ -1,0 +1,102 @@
+//! Inference with fused epilogues: a ReLU applied by the batch norm or the residual add
+//! before it as they write (`Layer::infer_then`) gives the evaluation pass's output bit for
+//! bit, on the blocks of ResNet, DenseNet and GoogLeNet where `infer` fuses it.
+
+use constnet::densenet::DenseLayer;
+use constnet::googlenet::BasicConv2d;
+use constnet::resnet::{BasicBlock, BasicBlockDown};
+use constnet::{Layer, Pass, Tensor, zeroed_box};
+use rand::{RngExt, SeedableRng};
+
+/// `L` with random parameters and batch-norm statistics (buffers come in pairs: running
+/// mean, running variance).
+fn random<L: Layer<Scalar = f32>>(rng: &mut rand::rngs::StdRng) -> Box<L> {
+    let mut net = zeroed_box::<L>();
+    net.init(rng);
+    for i in 0..L::BUFFER_TENSORS {
+        for v in net.buffer_mut(i) {
+            *v = if i % 2 == 0 {
+                rng.random_range(-0.5..0.5)
+            } else {
+                rng.random_range(0.5..2.0)
+            };
+        }
+    }
+    net
+}
+
+/// `infer` and an evaluation `forward_in` of `L` agree bit for bit on random inputs; and
+/// `infer` did fuse: the named layer `skipped`'s output (with negative values, which the
+/// ReLU after it clears) is left unwritten in its workspace, where the forward pass keeps it.
+fn infer_is_the_evaluation_pass<L: Layer<Scalar = f32>>(skipped: &str) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..3 {
+        let net = random::<L>(&mut rng);
+        let mut x = zeroed_box::<L::Input>();
+        x.flat_mut()
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0));
+        let (mut fused, mut apart) = (zeroed_box::<L::Output>(), zeroed_box::<L::Output>());
+        let (mut ws_fused, mut ws_apart) = (zeroed_box::<L::Workspace>(), zeroed_box());
+        net.infer(&x, &mut fused, &mut ws_fused);
+        net.forward_in(&Pass::eval(), &x, &mut apart, &mut ws_apart);
+        let bits = |t: &L::Output| t.flat().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(&fused) == bits(&apart),
+            "{skipped}: infer differs from forward_in"
+        );
+        let kept = L::activation(&ws_apart, skipped)
+            .expect("a named layer")
+            .flat()
+            .to_vec();
+        let left = L::activation(&ws_fused, skipped).unwrap().flat().to_vec();
+        assert!(
+            kept.iter().any(|&v| v < 0.0),
+            "{skipped}: the ReLU's input has negatives"
+        );
+        assert!(
+            left.iter().all(|&v| v == 0.0),
+            "{skipped}: infer wrote what it fused"
+        );
+    }
+}
+
+#[test]
+fn resnet_blocks_infer_with_the_relus_in_the_batch_norms_and_adds() {
+    infer_is_the_evaluation_pass::<BasicBlock<f32, 4, 6>>("bn1");
+    infer_is_the_evaluation_pass::<BasicBlockDown<f32, 4, 8, 6, 3>>("bn1");
+}
+
+#[test]
+fn densenet_layers_infer_with_the_relus_in_the_batch_norms() {
+    infer_is_the_evaluation_pass::<DenseLayer<f32, 8, 5>>("norm2");
+}
+
+#[test]
+fn googlenet_units_infer_with_the_relu_in_the_batch_norm() {
+    infer_is_the_evaluation_pass::<BasicConv2d<f32, 3, 4, 3, 1, 1, 6, 6>>("bn");
+}
+
+#[test]
+fn the_relu_epilogue_maps_as_the_relu_layer_does_nan_and_signed_zeros_included() {
+    use constnet::{Epilogue, Relu};
+    let x = [-1.0f32, -0.0, 0.0, 2.5, f32::NAN, f32::NEG_INFINITY];
+    let mut layer = [0.0f32; 6];
+    Relu::<[f32; 6]>::new().forward(&x, &mut layer, &mut ());
+    let mut mapped = x;
+    Epilogue::Relu.apply(&mut mapped);
+    assert_eq!(mapped.map(f32::to_bits), layer.map(f32::to_bits));
+    assert!(mapped[4].is_nan());
+    let mut same = x;
+    Epilogue::Identity.apply(&mut same);
+    assert_eq!(same.map(f32::to_bits), x.map(f32::to_bits));
+    assert_eq!(Epilogue::Relu.after(Epilogue::Relu), Some(Epilogue::Relu));
+    assert_eq!(
+        Epilogue::Identity.after(Epilogue::Relu),
+        Some(Epilogue::Relu)
+    );
+    assert_eq!(
+        Epilogue::Relu.after(Epilogue::Identity),
+        Some(Epilogue::Relu)
+    );
+}
