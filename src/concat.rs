@@ -121,27 +121,24 @@ macro_rules! concat {
                 self.forward_in(&Pass::<Train>::DEFAULT, x, y, ws);
             }
 
-            // Each branch writes its maps straight into their channels of the output (in CHW
-            // layout, one contiguous range), not into its own buffer and then a copy:
-            // DenseNet's steps copy every channel so far once, not twice.
+            // A forward pass keeps each branch's output in its workspace (`Layer::activation`
+            // finds a named branch's there), then copies it into the output.
             fn forward_in<M: Mode>(&self, pass: &Pass<M>, x: &X, y: &mut Out, ws: &mut Self::Workspace) {
                 let mut at = 0;
                 $(
                     let b = &mut ws.branches.$i;
+                    self.branches.$i.forward_in(pass, x, &mut b.out, &mut b.ws);
                     let len = <$b::Output as Tensor>::LEN;
-                    let part = &mut y.flat_mut()[at..at + len];
-                    match <$b::Output as Tensor>::from_flat_mut(part) {
-                        Some(out) => self.branches.$i.forward_in(pass, x, out, &mut b.ws),
-                        None => {
-                            self.branches.$i.forward_in(pass, x, &mut b.out, &mut b.ws);
-                            part.copy_from_slice(b.out.flat());
-                        }
-                    }
+                    y.flat_mut()[at..at + len].copy_from_slice(b.out.flat());
                     at += len;
                 )+
                 let _ = at;
             }
 
+            // Inference writes each branch's maps straight into their channels of the output
+            // (in CHW layout, one contiguous range), with no copy: DenseNet's steps copy every
+            // channel so far once (the identity branch), not twice. The branches' outputs are
+            // then not kept in the workspace.
             fn infer(&self, x: &X, y: &mut Out, ws: &mut Self::Workspace) {
                 let mut at = 0;
                 $(
@@ -425,15 +422,9 @@ macro_rules! concat {
                 let mut at = 0;
                 $(
                     let b = &mut ws.branches.$i;
+                    self.branches.$i.forward_sample_in(pass, n, x, &mut b.out[n], &mut b.ws);
                     let len = <$b::Output as Tensor>::LEN;
-                    let part = &mut y.flat_mut()[at..at + len];
-                    match <$b::Output as Tensor>::from_flat_mut(part) {
-                        Some(out) => self.branches.$i.forward_sample_in(pass, n, x, out, &mut b.ws),
-                        None => {
-                            self.branches.$i.forward_sample_in(pass, n, x, &mut b.out[n], &mut b.ws);
-                            part.copy_from_slice(b.out[n].flat());
-                        }
-                    }
+                    y.flat_mut()[at..at + len].copy_from_slice(b.out[n].flat());
                     at += len;
                 )+
                 let _ = at;

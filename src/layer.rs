@@ -236,7 +236,9 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     /// such layer keeps its output in `ws` (the last layer's output is the pass's `output`).
     /// A dotted path (`layer1.conv1`) goes through named parts. [`Layer::infer`] does not
     /// keep the output of a layer that applied the [`Epilogue`] after it (a batch norm or a
-    /// residual add before a ReLU: [`Layer::APPLIES_EPILOGUES`]); a forward pass does.
+    /// residual add before a ReLU: [`Layer::APPLIES_EPILOGUES`]) nor those of a
+    /// [`Concat`](crate::Concat)'s branches, which it writes straight into the
+    /// concatenation; a forward pass keeps them.
     fn activation<'a>(ws: &'a Self::Workspace, name: &str) -> Option<Activation<'a, Self::Scalar>> {
         let _ = (ws, name);
         None

@@ -1,6 +1,7 @@
-//! Inference with fused epilogues: a ReLU applied by the batch norm or the residual add
-//! before it as they write (`Layer::infer_then`) gives the evaluation pass's output bit for
-//! bit, on the blocks of ResNet, DenseNet and GoogLeNet where `infer` fuses it.
+//! What `infer` does differently from an evaluation forward pass, with the same output bit
+//! for bit: a ReLU applied by the batch norm or the residual add before it as they write
+//! (`Layer::infer_then`), on the blocks of ResNet, DenseNet and GoogLeNet; a concatenation's
+//! branches written straight into its output. The forward pass keeps what `infer` skips.
 
 use constnet::densenet::DenseLayer;
 use constnet::googlenet::BasicConv2d;
@@ -99,4 +100,28 @@ fn the_relu_epilogue_maps_as_the_relu_layer_does_nan_and_signed_zeros_included()
         Epilogue::Relu.after(Epilogue::Identity),
         Some(Epilogue::Relu)
     );
+}
+
+/// A forward pass keeps every branch's output of a concatenation (`visualize` draws them);
+/// `infer` writes them straight into the concatenation's output, which holds the same maps.
+#[test]
+fn a_forward_pass_keeps_the_concatenations_branches_and_infer_gives_the_same_output() {
+    use constnet::googlenet::Inception;
+    type Module = Inception<f32, 4, 2, 2, 3, 2, 2, 2, 9, 5>;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let net = random::<Module>(&mut rng);
+    let mut x = zeroed_box::<<Module as Layer>::Input>();
+    x.flat_mut()
+        .iter_mut()
+        .for_each(|v| *v = rng.random_range(-1.0..1.0));
+    let (mut kept, mut inferred) = (zeroed_box::<<Module as Layer>::Output>(), zeroed_box());
+    let mut ws = zeroed_box::<<Module as Layer>::Workspace>();
+    net.forward_in(&Pass::eval(), &x, &mut kept, &mut ws);
+    net.infer(&x, &mut inferred, &mut zeroed_box());
+    assert_eq!(kept.flat(), inferred.flat());
+    let branch1 = Module::activation(&ws, "branch1").expect("a named branch");
+    assert_eq!(branch1.flat(), &kept.flat()[..2 * 5 * 5]);
+    assert!(branch1.flat().iter().any(|&v| v > 0.0));
+    let branch4 = Module::activation(&ws, "branch4").expect("a named branch");
+    assert_eq!(branch4.flat(), &kept.flat()[7 * 5 * 5..]);
 }
