@@ -328,14 +328,20 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
                 *s = *s + o;
             }
         }
-        for i in 0..Self::BUFFER_TENSORS {
-            for (s, &o) in self.buffer_mut(i).iter_mut().zip(other.buffer(i)) {
-                *s = *s + o;
-            }
+        add_buffers_and_counters(self, other);
+    }
+}
+
+/// Adds every buffer and counter of `other` to `sum` (the part of [`Layer::add_grads`]
+/// that is not parameters: the trainer shares the parameters' sum out among its threads).
+pub(crate) fn add_buffers_and_counters<L: Layer>(sum: &mut L, other: &L) {
+    for i in 0..L::BUFFER_TENSORS {
+        for (s, &o) in sum.buffer_mut(i).iter_mut().zip(other.buffer(i)) {
+            *s = *s + o;
         }
-        for i in 0..Self::COUNTERS {
-            *self.counter_mut(i) += other.counter(i);
-        }
+    }
+    for i in 0..L::COUNTERS {
+        *sum.counter_mut(i) += other.counter(i);
     }
 }
 

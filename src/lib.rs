@@ -146,6 +146,8 @@ mod tensor_parts;
 pub mod threads;
 #[cfg(feature = "std")]
 pub mod train;
+#[cfg(feature = "std")]
+mod update;
 pub mod vgg;
 #[cfg(feature = "viz")]
 pub mod viz;

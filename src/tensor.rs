@@ -85,20 +85,10 @@ impl<T: Scalar, const W: usize, const H: usize> Tensor for [[T; W]; H] {
         xs.as_flattened_mut().as_flattened_mut()
     }
     fn from_flat(flat: &[T]) -> Option<&Self> {
-        if W == 0 {
-            return None;
-        }
-        let (rows, rest) = flat.as_chunks::<W>();
-        rest.is_empty().then_some(())?;
-        rows.try_into().ok()
+        exact_chunks::<_, W>(flat)?.try_into().ok()
     }
     fn from_flat_mut(flat: &mut [T]) -> Option<&mut Self> {
-        if W == 0 {
-            return None;
-        }
-        let (rows, rest) = flat.as_chunks_mut::<W>();
-        rest.is_empty().then_some(())?;
-        rows.try_into().ok()
+        exact_chunks_mut::<_, W>(flat)?.try_into().ok()
     }
 }
 
@@ -119,25 +109,33 @@ impl<T: Scalar, const W: usize, const H: usize, const C: usize> Tensor for [[[T;
         xs.as_flattened_mut().as_flattened_mut().as_flattened_mut()
     }
     fn from_flat(flat: &[T]) -> Option<&Self> {
-        if W == 0 || H == 0 {
-            return None;
-        }
-        let (rows, rest) = flat.as_chunks::<W>();
-        rest.is_empty().then_some(())?;
-        let (maps, rest) = rows.as_chunks::<H>();
-        rest.is_empty().then_some(())?;
-        maps.try_into().ok()
+        exact_chunks::<_, H>(exact_chunks::<_, W>(flat)?)?
+            .try_into()
+            .ok()
     }
     fn from_flat_mut(flat: &mut [T]) -> Option<&mut Self> {
-        if W == 0 || H == 0 {
-            return None;
-        }
-        let (rows, rest) = flat.as_chunks_mut::<W>();
-        rest.is_empty().then_some(())?;
-        let (maps, rest) = rows.as_chunks_mut::<H>();
-        rest.is_empty().then_some(())?;
-        maps.try_into().ok()
+        exact_chunks_mut::<_, H>(exact_chunks_mut::<_, W>(flat)?)?
+            .try_into()
+            .ok()
     }
+}
+
+/// `xs` as arrays of `N`, if it is a whole number of them (and `N` is not 0).
+fn exact_chunks<T, const N: usize>(xs: &[T]) -> Option<&[[T; N]]> {
+    if N == 0 {
+        return None;
+    }
+    let (chunks, rest) = xs.as_chunks::<N>();
+    rest.is_empty().then_some(chunks)
+}
+
+/// Mutable version of [`exact_chunks`].
+fn exact_chunks_mut<T, const N: usize>(xs: &mut [T]) -> Option<&mut [[T; N]]> {
+    if N == 0 {
+        return None;
+    }
+    let (chunks, rest) = xs.as_chunks_mut::<N>();
+    rest.is_empty().then_some(chunks)
 }
 
 /// `C` feature maps of `H`×`W`: the tensor a convolution reads and writes.

@@ -8,7 +8,7 @@
 //! ranges of every tensor, which leaves each weight's arithmetic as on one thread.
 
 use std::fmt;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -22,12 +22,13 @@ use crate::lenet::Image;
 use crate::loss::Loss;
 use crate::mnist::Dataset;
 use crate::mode::{Pass, Train};
-use crate::optim::{Optimizer, OptimizerState, Schedule, StepRule};
+use crate::optim::{Optimizer, OptimizerState, Schedule};
 use crate::pool::Pool;
 use crate::scalar::Scalar;
 use crate::softmax::Softmax;
 use crate::tensor::argmax;
-use crate::tensor_parts::{Places, Split};
+use crate::tensor_parts::Places;
+use crate::update::{Grads, read, update};
 use crate::zeroed::zeroed_box;
 
 /// Number of classes of the digit data sets.
@@ -310,6 +311,19 @@ where
     evaluation: Option<Evaluation>,
 }
 
+impl<B, T> Grads<Classifier<B, T>> for Worker<B, T>
+where
+    T: Scalar,
+    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
+{
+    fn grads(&self) -> &Classifier<B, T> {
+        &self.grads
+    }
+    fn grads_mut(&mut self) -> &mut Classifier<B, T> {
+        &mut self.grads
+    }
+}
+
 impl<B, T> Worker<B, T>
 where
     T: Scalar,
@@ -380,90 +394,6 @@ where
 /// taken by one thread per hand-over; a panic elsewhere leaves them valid).
 fn write<W>(w: &RwLock<W>) -> RwLockWriteGuard<'_, W> {
     w.write().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A worker's buffers, locked for reading (the update reads every worker's gradients from
-/// every thread).
-fn read<W>(w: &RwLock<W>) -> RwLockReadGuard<'_, W> {
-    w.read().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Adds every worker's gradients to the first's, in worker order, applies the step `rule`
-/// to `net` and `state`, and folds the batch statistics into `net`'s buffers. The pool's
-/// threads share the sums and the step out by ranges of each tensor ([`Split`]); each
-/// element gets the same operations in the same order as on one thread, so the weights do
-/// not depend on the split.
-fn update<B, T>(
-    pool: &mut Pool,
-    places: &mut Places,
-    rule: StepRule<T>,
-    net: &mut Classifier<B, T>,
-    state: &mut OptimizerState<Classifier<B, T>>,
-    workers: &mut [RwLock<Worker<B, T>>],
-) where
-    T: Scalar,
-    B: BatchLayer<MICRO_BATCH, Scalar = T, Input = Image<T>, Output = [T; CLASSES]>,
-{
-    let tensors = Classifier::<B, T>::PARAM_TENSORS;
-    let (first, rest) = workers.split_first_mut().expect("at least one worker");
-    let sums = &mut *first.get_mut().unwrap_or_else(|e| e.into_inner()).grads;
-    let rest = &*rest;
-    let OptimizerState {
-        first: m,
-        second: v,
-        ..
-    } = state;
-    let values = [&mut *net, &mut *m, &mut *v, &mut *sums];
-    if let Some(split) = Split::new(values, places, pool.threads()) {
-        pool.run(&|_| {
-            while let Some(mut part) = split.next_part() {
-                for w in rest {
-                    let w = read(w);
-                    for i in 0..tensors {
-                        let others = &w.grads.param(i)[part.range(i)];
-                        let [.., sums] = part.tensors(i);
-                        for (s, &o) in sums.iter_mut().zip(others) {
-                            *s = *s + o;
-                        }
-                    }
-                }
-                for i in 0..tensors {
-                    let [w, m, v, g] = part.tensors(i);
-                    rule.apply(w, m, v, g);
-                }
-            }
-        });
-    } else {
-        // A layer keeps its parameters outside its value: one thread.
-        for w in rest {
-            let w = read(w);
-            for i in 0..tensors {
-                for (s, &o) in sums.param_mut(i).iter_mut().zip(w.grads.param(i)) {
-                    *s = *s + o;
-                }
-            }
-        }
-        for i in 0..tensors {
-            rule.apply(
-                net.param_mut(i),
-                m.param_mut(i),
-                v.param_mut(i),
-                sums.param(i),
-            );
-        }
-    }
-    for w in rest {
-        let w = read(w);
-        for i in 0..Classifier::<B, T>::BUFFER_TENSORS {
-            for (s, &o) in sums.buffer_mut(i).iter_mut().zip(w.grads.buffer(i)) {
-                *s = *s + o;
-            }
-        }
-        for i in 0..Classifier::<B, T>::COUNTERS {
-            *sums.counter_mut(i) += w.grads.counter(i);
-        }
-    }
-    net.update_buffers(sums);
 }
 
 /// Trains a classifier: owns the network, its optimizer state and per-thread buffers.
@@ -642,7 +572,7 @@ where
             }
             let scale = 1.0 / indices.len() as f64;
             let rule = state.begin_step(&c.optimizer, lr, scale);
-            update(pool, places, rule, net, state, workers);
+            update(pool, places, rule, &mut **net, &mut **state, workers);
             *step += 1;
             loss_sum += loss;
             correct += right;
@@ -744,109 +674,4 @@ where
         }
     }
     e
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Fills every tensor and counter of `v` with values drawn from `seed` (buffers
-    /// positive, as variances are).
-    fn fill<L: Layer>(v: &mut L, seed: u64) {
-        let mut x = seed;
-        let mut next = || {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        };
-        for i in 0..L::PARAM_TENSORS {
-            v.param_mut(i)
-                .iter_mut()
-                .for_each(|p| *p = L::Scalar::from_f64(next()));
-        }
-        for i in 0..L::BUFFER_TENSORS {
-            v.buffer_mut(i)
-                .iter_mut()
-                .for_each(|p| *p = L::Scalar::from_f64(next().abs()));
-        }
-        for i in 0..L::COUNTERS {
-            *v.counter_mut(i) = seed;
-        }
-    }
-
-    /// Every parameter and buffer of `a` and `b`, bit for bit.
-    fn assert_same<L: Layer>(a: &L, b: &L, what: &str) {
-        let bits = |t: &[L::Scalar]| t.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
-        for i in 0..L::PARAM_TENSORS {
-            assert!(bits(a.param(i)) == bits(b.param(i)), "{what}: tensor {i}");
-        }
-        for i in 0..L::BUFFER_TENSORS {
-            assert!(bits(a.buffer(i)) == bits(b.buffer(i)), "{what}: buffer {i}");
-        }
-    }
-
-    /// [`update`] on 1–3 threads against one thread's sums in worker order and
-    /// [`OptimizerState::step`]: two steps of SGD with weight decay and of Adam.
-    fn update_is_the_one_thread_step<B>()
-    where
-        B: BatchLayer<MICRO_BATCH, Scalar = f32, Input = Image<f32>, Output = [f32; CLASSES]>,
-    {
-        type Net<B> = Classifier<B, f32>;
-        let optimizers = [
-            Optimizer::Sgd {
-                momentum: 0.9,
-                weight_decay: 5e-4,
-            },
-            Optimizer::ADAM,
-        ];
-        for threads in 1..=3 {
-            for opt in optimizers {
-                let (mut net, mut reference) = (zeroed_box::<Net<B>>(), zeroed_box::<Net<B>>());
-                fill(&mut *net, 1);
-                fill(&mut *reference, 1);
-                let mut state = zeroed_box::<OptimizerState<Net<B>>>();
-                let mut ref_state = zeroed_box::<OptimizerState<Net<B>>>();
-                let mut workers: Vec<RwLock<Worker<B, f32>>> =
-                    (0..threads).map(|_| RwLock::new(Worker::new())).collect();
-                let mut pool = Pool::new(threads);
-                let mut places = Places::default();
-                for step in 0..2u64 {
-                    let seed = |k: usize| 10 + 7 * step + k as u64;
-                    for (k, w) in workers.iter_mut().enumerate() {
-                        fill(&mut *w.get_mut().unwrap().grads, seed(k));
-                    }
-                    let mut sums = zeroed_box::<Net<B>>();
-                    fill(&mut *sums, seed(0));
-                    for w in &workers[1..] {
-                        sums.add_grads(&read(w).grads);
-                    }
-                    ref_state.step(&opt, 0.05, 1.0 / 64.0, &mut reference, &sums);
-                    let rule = state.begin_step(&opt, 0.05, 1.0 / 64.0);
-                    update(
-                        &mut pool,
-                        &mut places,
-                        rule,
-                        &mut net,
-                        &mut state,
-                        &mut workers,
-                    );
-                    let what = format!("{threads} threads, {opt:?}, step {step}");
-                    assert_same(&*net, &*reference, &what);
-                    assert_same(&state.first, &ref_state.first, &what);
-                    assert_same(&state.second, &ref_state.second, &what);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_threads_update_lenet5_as_one_thread_does() {
-        update_is_the_one_thread_step::<<crate::LeNet5<f32> as Body>::Layers>();
-    }
-
-    #[test]
-    fn the_threads_update_resnet20_and_its_buffers_as_one_thread_does() {
-        update_is_the_one_thread_step::<crate::resnet::ResNet20Logits<f32, 1, CLASSES>>();
-    }
 }

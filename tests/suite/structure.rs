@@ -105,6 +105,7 @@ const LEVELS: &[(&str, &[&str])] = &[
         &[
             "optim",
             "train",
+            "update",
             "augment",
             "weights",
             "pytorch",
@@ -117,6 +118,23 @@ const LEVELS: &[(&str, &[&str])] = &[
         ],
     ),
 ];
+
+/// The code of a source file without its unit tests (which may use anything) and comments
+/// (a doc link to a type above is no import).
+fn code_of(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap();
+    let text = match text
+        .find("#[cfg(test)]\nmod tests")
+        .or(text.find("#[cfg(all(test"))
+    {
+        Some(at) => &text[..at],
+        None => &text[..],
+    };
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .flat_map(|l| [l, "\n"])
+        .collect()
+}
 
 /// The modules each module of `src/` names through `crate::` paths (items re-exported at the
 /// crate root count as their defining module's), from the source text.
@@ -142,21 +160,14 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         .collect();
     let mut graph = BTreeMap::new();
     for module in &modules {
-        let text = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
-        // the module's unit tests may use anything
-        let text = match text
-            .find("#[cfg(test)]\nmod tests")
-            .or(text.find("#[cfg(all(test"))
-        {
-            Some(at) => &text[..at],
-            None => &text[..],
-        };
-        // code only: a doc link to a type above is no import
-        let code: String = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("//"))
-            .flat_map(|l| [l, "\n"])
-            .collect();
+        // a module's files of its own (`src/simd/x86.rs`) are part of it
+        let mut files = vec![src.join(format!("{module}.rs"))];
+        if let Ok(dir) = std::fs::read_dir(src.join(module)) {
+            let mut own: Vec<_> = dir.map(|e| e.unwrap().path()).collect();
+            own.sort();
+            files.extend(own);
+        }
+        let code: String = files.iter().map(|f| code_of(f)).collect();
         let mut deps = BTreeSet::new();
         let mut rest = code.as_str();
         while let Some(at) = rest.find("crate::") {
