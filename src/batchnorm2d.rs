@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::batchnorm_kernel as kernel;
-use crate::layer::{Epilogue, Layer, no_such_param, no_such_tensor};
+use crate::layer::{ChannelAffine, Epilogue, Layer, no_such_param, no_such_tensor};
 use crate::mode::{Mode, Pass, Train};
 use crate::scalar::Scalar;
 use crate::tensor::Maps;
@@ -257,6 +257,21 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps>
             let (mean, inv_std, _) = self.eval_affine(c);
             self.affine(c, (mean, inv_std), (&input[c], &mut output[c]), e);
         }
+    }
+
+    /// `(x − running_mean)·weight/√(running_var + eps) + bias` per channel, with the
+    /// constants [`Layer::infer`] uses.
+    fn channel_affine<R>(&self, f: impl FnOnce(ChannelAffine<'_, T>) -> R) -> Option<R> {
+        let (mut mean, mut scale, mut shift) = ([T::zero(); C], [T::zero(); C], [T::zero(); C]);
+        for c in 0..C {
+            (mean[c], _, scale[c]) = self.eval_affine(c);
+            shift[c] = self.bias[c];
+        }
+        Some(f(ChannelAffine {
+            mean: &mean,
+            scale: &scale,
+            shift: &shift,
+        }))
     }
 
     /// The backward pass of an evaluation pass (the only per-sample forward pass there is).

@@ -4,7 +4,7 @@ use rand::Rng;
 
 use core::fmt;
 
-use crate::layer::{Activation, Epilogue, Layer, Shape, TensorKind, count};
+use crate::layer::{Activation, ChannelAffine, Epilogue, Layer, Shape, TensorKind, count};
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
 
@@ -79,9 +79,13 @@ where
     const APPLIES_EPILOGUES: bool =
         B::APPLIES_EPILOGUES || (B::EPILOGUE.is_some() && A::APPLIES_EPILOGUES);
 
-    /// The two layers in turn; when the second is an [`Epilogue`] (a ReLU) that the first
+    const APPLIES_CHANNEL_AFFINE: bool = B::APPLIES_CHANNEL_AFFINE;
+
+    /// The two layers in turn; when the second is an [`Epilogue`] (a ReLU) or a
+    /// [`ChannelAffine`] map (batch norm) that the first
     /// [applies as it writes](Layer::APPLIES_EPILOGUES), the first does
-    /// ([`Layer::infer_then`]), and the workspace's copy of its output is not written.
+    /// ([`Layer::infer_then`], [`Layer::infer_affine_then`]), and the workspace's copy of
+    /// its output is not written.
     fn infer(&self, input: &A::Input, output: &mut B::Output, ws: &mut Self::Workspace) {
         self.infer_then(input, output, ws, Epilogue::Identity);
     }
@@ -93,6 +97,17 @@ where
         ws: &mut Self::Workspace,
         epilogue: Epilogue,
     ) {
+        if const { A::APPLIES_CHANNEL_AFFINE }
+            && let Some(out) = <A::Output as Tensor>::from_flat_mut(output.flat_mut())
+        {
+            let (first, ws) = (&self.first, &mut ws.first);
+            let fused = self.then.channel_affine(|affine| {
+                first.infer_affine_then(input, out, ws, affine, epilogue);
+            });
+            if fused.is_some() {
+                return;
+            }
+        }
         if const { B::EPILOGUE.is_some() && A::APPLIES_EPILOGUES } {
             let fused = B::EPILOGUE.and_then(|own| epilogue.after(own));
             let out = <A::Output as Tensor>::from_flat_mut(output.flat_mut());
@@ -103,6 +118,26 @@ where
         self.first.infer(input, &mut ws.mid, &mut ws.first);
         self.then
             .infer_then(&ws.mid, output, &mut ws.then, epilogue);
+    }
+
+    /// The first layer, then the second with `affine` and `epilogue` (see
+    /// [`Layer::APPLIES_CHANNEL_AFFINE`]).
+    fn infer_affine_then(
+        &self,
+        input: &A::Input,
+        output: &mut B::Output,
+        ws: &mut Self::Workspace,
+        affine: ChannelAffine<'_, A::Scalar>,
+        epilogue: Epilogue,
+    ) {
+        if const { B::APPLIES_CHANNEL_AFFINE } {
+            self.first.infer(input, &mut ws.mid, &mut ws.first);
+            self.then
+                .infer_affine_then(&ws.mid, output, &mut ws.then, affine, epilogue);
+        } else {
+            self.infer(input, output, ws);
+            affine.apply(output.flat_mut(), epilogue);
+        }
     }
 
     fn backward(

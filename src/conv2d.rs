@@ -11,9 +11,11 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
-use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
+use crate::layer::{
+    ChannelAffine, Epilogue, Layer, Shape, TensorKind, no_such_param, torch_default_uniform,
+};
 use crate::scalar::Scalar;
-use crate::tensor::Maps;
+use crate::tensor::{Maps, Tensor};
 use crate::{conv_fast, conv_fast_backward};
 
 pub use crate::conv_lanes::{ConvLaneWorkspace, LaneWeights};
@@ -185,6 +187,24 @@ impl<
 
     fn forward(&self, input: &Self::Input, output: &mut Self::Output, _ws: &mut ()) {
         self.forward_packed(input, output, None);
+    }
+
+    /// On the `f32` matrix-product path, each block of sums is mapped in registers before
+    /// it is stored (batch norm and a ReLU after the convolution cost no pass of their own).
+    const APPLIES_CHANNEL_AFFINE: bool = true;
+
+    fn infer_affine_then(
+        &self,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut (),
+        affine: ChannelAffine<'_, T>,
+        e: Epilogue,
+    ) {
+        if !self.infer_affine_f32(input, output, affine, e) {
+            self.infer(input, output, ws);
+            affine.apply(output.flat_mut(), e);
+        }
     }
 
     fn backward(

@@ -9,7 +9,7 @@ use crate::conv_gemm::{self, ConvKernels};
 use crate::conv_kernel::ConvGeometry;
 use crate::conv2d::{Conv2d, ConvLaneWorkspace, ConvPacked};
 use crate::lanes::{LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put};
-use crate::layer::Layer;
+use crate::layer::{ChannelAffine, Epilogue, Layer};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
 use crate::{conv_fast, conv_fast_backward, conv_lanes, conv_lanes_backward};
@@ -85,6 +85,39 @@ impl<
             // Any other geometry: one set of kernels for every shape.
             (Self::KERNELS.forward)(&Self::GEOMETRY, x, w, b, y);
         }
+    }
+
+    /// [`Layer::infer_affine_then`] on the matrix product's `f32` path
+    /// ([`conv_gemm::forward_then`]: the map applied to the sums as they are stored); `false`,
+    /// with nothing written, where the layer takes another path.
+    pub(crate) fn infer_affine_f32(
+        &self,
+        input: &Maps<T, CI, H, W>,
+        output: &mut Maps<T, CO, OH, OW>,
+        affine: ChannelAffine<'_, T>,
+        e: Epilogue,
+    ) -> bool {
+        if Self::FAST || !conv_gemm::pays(&Self::GEOMETRY) {
+            return false;
+        }
+        let (Some(x), Some(y), Some(w), Some(b)) = (
+            T::as_f32(input.flat()),
+            T::as_f32_mut(output.flat_mut()),
+            T::as_f32(self.param(0)),
+            T::as_f32(&self.bias),
+        ) else {
+            return false;
+        };
+        let (Some(mean), Some(scale), Some(shift)) = (
+            T::as_f32(affine.mean),
+            T::as_f32(affine.scale),
+            T::as_f32(affine.shift),
+        ) else {
+            return false;
+        };
+        let affine = ChannelAffine { mean, scale, shift };
+        conv_gemm::forward_then(&Self::GEOMETRY, x, w, b, y, affine, e);
+        true
     }
 
     /// [`Layer::backward`], with the weights already packed (see [`Conv2d::forward_packed`]).

@@ -49,6 +49,7 @@ use crate::conv_gemm_micro::{
 };
 pub use crate::conv_kernel::ConvGeometry;
 use crate::conv_kernel::{self, sum};
+use crate::layer::{ChannelAffine, Epilogue};
 use crate::simd::{self, Kernel, Simd};
 
 /// A buffer on a cache line's boundary: a packed panel's rows start on a line, so that no
@@ -146,6 +147,7 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     (geo, x, w, b): (&ConvGeometry, &[f32], &[f32], &[f32]),
     (chans, mut y): (core::ops::Range<usize>, ColumnsMut),
+    after: Option<After>,
 ) {
     let (cig, cog) = (geo.in_per_group(), geo.out_per_group());
     let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
@@ -163,6 +165,7 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
             continue;
         }
         let b = &b[chans.start..];
+        let after = after.map(|a| a.from(chans.start));
         // The pixels (columns) of `y` this call computes: all of them but when `forward`
         // splits a layer between threads by pixels.
         let pixels = y.cols();
@@ -186,6 +189,7 @@ fn forward_with<S: Simd, const MR: usize, const NV: usize>(
                             } else {
                                 Start::Sums
                             },
+                            after: after.filter(|_| kk0 + kb == kdim),
                         };
                         tile_of::<S, _, MR, NV>(s, rows, &xcol[pt..], tile, &mut y);
                     }
@@ -205,6 +209,48 @@ struct Tile<'a> {
     n: usize,
     depth: usize,
     start: Start<'a>,
+    /// What the forward pass's last block of taps applies to the sums before it stores
+    /// them (batch norm and a ReLU after the convolution).
+    after: Option<After<'a>>,
+}
+
+/// A [`ChannelAffine`] map of the output channels and an [`Epilogue`] after it, applied to
+/// a block of sums in registers ([`forward_then`]).
+#[derive(Clone, Copy)]
+struct After<'a> {
+    affine: ChannelAffine<'a, f32>,
+    epilogue: Epilogue,
+}
+
+impl<'a> After<'a> {
+    /// The map from output channel `first` on (channel `first` becomes row 0).
+    fn from(self, first: usize) -> After<'a> {
+        let ChannelAffine { mean, scale, shift } = self.affine;
+        After {
+            affine: ChannelAffine {
+                mean: &mean[first..],
+                scale: &scale[first..],
+                shift: &shift[first..],
+            },
+            ..self
+        }
+    }
+
+    /// Row `r`'s sums mapped: `e((c − mean)·scale + shift)`, each operation rounded as
+    /// batch norm's pass rounds it (no fused multiply-add), so the result is that pass's
+    /// to the bit.
+    #[inline(always)]
+    fn apply<S: Simd, const NV: usize>(&self, s: S, r: usize, c: &mut [S::F; NV]) {
+        let a = &self.affine;
+        let (mean, scale, shift) = (s.splat(a.mean[r]), s.splat(a.scale[r]), s.splat(a.shift[r]));
+        for c in c.iter_mut() {
+            let v = s.add(s.mul(s.sub(*c, mean), scale), shift);
+            *c = match self.epilogue {
+                Epilogue::Identity => v,
+                Epilogue::Relu => s.relu(v),
+            };
+        }
+    }
 }
 
 /// What a block's sums start from: the biases of its rows (the forward pass's first block
@@ -247,6 +293,7 @@ fn tile_with<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
         n,
         depth,
         start,
+        after,
     }: Tile,
     out: &mut ColumnsMut,
 ) {
@@ -265,7 +312,10 @@ fn tile_with<S: Simd, A: Panel<MR>, const MR: usize, const NV: usize>(
         }
     }
     micro(s, a, (panel, PB), depth, &mut c);
-    for (r, c) in c.into_iter().enumerate().take(mr) {
+    for (r, mut c) in c.into_iter().enumerate().take(mr) {
+        if let Some(after) = &after {
+            after.apply(s, r0 + r, &mut c);
+        }
         store_row(s, out.row(r0 + r), at, n, c);
     }
 }
@@ -464,6 +514,7 @@ fn input_grad_with<S: Simd, const MR: usize, const NV: usize>(
                                 } else {
                                     Start::Sums
                                 },
+                                after: None,
                             };
                             tile_of::<S, _, MR, NV>(s, wt, &gy[pt..], tile, &mut products);
                         }
@@ -485,6 +536,8 @@ struct Forward<'a> {
     chans: core::ops::Range<usize>,
     /// Those channels' rows, the pixels this call computes.
     y: ColumnsMut<'a>,
+    /// What the sums become before they are stored.
+    after: Option<After<'a>>,
 }
 
 impl Kernel for Forward<'_> {
@@ -498,10 +551,11 @@ impl Kernel for Forward<'_> {
             b,
             chans,
             y,
+            after,
         } = self;
         match S::LANES {
-            16 | 1 => forward_with::<S, 4, 4>(s, (geo, x, w, b), (chans, y)),
-            _ => forward_with::<S, 4, 2>(s, (geo, x, w, b), (chans, y)),
+            16 | 1 => forward_with::<S, 4, 4>(s, (geo, x, w, b), (chans, y), after),
+            _ => forward_with::<S, 4, 2>(s, (geo, x, w, b), (chans, y), after),
         }
     }
 }
@@ -627,6 +681,58 @@ impl Kernel for InputGrad<'_> {
 /// assert_eq!(y, [0.0, 2.0, 6.0, 8.0, 55.0, 59.0, 67.0, 71.0]); // channel 0; 1 + 2 · channel 3
 /// ```
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
+    forward_with_after(geo, (x, w, b), y, None);
+}
+
+/// [`forward`], then `affine` on the output channels and `epilogue` after it, applied to
+/// each block of sums before it is stored: batch norm (in evaluation) and a ReLU after the
+/// convolution without a pass of their own over the maps. The result is the same, bit for
+/// bit, as [`forward`] followed by [`ChannelAffine::apply`].
+///
+/// ```
+/// use constnet::{conv_gemm, conv_kernel::ConvGeometry, ChannelAffine, Epilogue};
+/// const GEO: ConvGeometry = ConvGeometry {
+///     c_in: 4, c_out: 4, groups: 1, k: 3, stride: 1, pad: 1, h: 5, w: 5, oh: 5, ow: 5,
+/// }
+/// .checked();
+/// let x: Vec<f32> = (0..GEO.input_len()).map(|i| (i % 7) as f32 - 3.0).collect();
+/// let w: Vec<f32> = (0..GEO.weight_len()).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
+/// let b = [0.5; 4];
+/// let affine = ChannelAffine {
+///     mean: &[1.0, -2.0, 0.5, 0.0],
+///     scale: &[0.3, 1.7, -0.9, 2.0],
+///     shift: &[0.1, -0.2, 0.0, 1.5],
+/// };
+/// let (mut fused, mut apart) = (vec![0.0; GEO.output_len()], vec![0.0; GEO.output_len()]);
+/// conv_gemm::forward_then(&GEO, &x, &w, &b, &mut fused, affine, Epilogue::Relu);
+/// conv_gemm::forward(&GEO, &x, &w, &b, &mut apart);
+/// affine.apply(&mut apart, Epilogue::Relu);
+/// assert_eq!(fused, apart);
+/// ```
+pub fn forward_then(
+    geo: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    affine: ChannelAffine<'_, f32>,
+    epilogue: Epilogue,
+) {
+    let c_out = geo.c_out;
+    assert!(
+        affine.mean.len() == c_out && affine.scale.len() == c_out && affine.shift.len() == c_out,
+        "conv_gemm::forward_then: the map needs one constant of each kind per output channel ({c_out})"
+    );
+    forward_with_after(geo, (x, w, b), y, Some(After { affine, epilogue }));
+}
+
+/// [`forward`] and [`forward_then`]: the threads' split, then the kernel.
+fn forward_with_after(
+    geo: &ConvGeometry,
+    (x, w, b): (&[f32], &[f32], &[f32]),
+    y: &mut [f32],
+    after: Option<After>,
+) {
     geo.check_forward(x, w, b, y);
     let (pixels, c_out) = (geo.oh * geo.ow, geo.c_out);
     let pass = |chans, y| Forward {
@@ -636,6 +742,7 @@ pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32
         b,
         chans,
         y,
+        after,
     };
     #[cfg(feature = "std")]
     if crate::threads::layer_threads() > 1

@@ -119,6 +119,47 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
         epilogue.apply(output.flat_mut());
     }
 
+    /// What this layer is in evaluation as a [`ChannelAffine`] map, if it is one (batch
+    /// norm): `f` gets the map, built on the stack, and its result is returned. In
+    /// [`Layer::infer`], a [`Chain`](crate::Chain) of a layer that
+    /// [`Layer::APPLIES_CHANNEL_AFFINE`] and this one runs the first layer's
+    /// [`Layer::infer_affine_then`] with the map and skips the second: a convolution
+    /// followed by batch norm writes the normalised values (and a ReLU after them) as it
+    /// stores its sums. `None` (the default) if the layer is no such map.
+    fn channel_affine<R>(&self, f: impl FnOnce(ChannelAffine<'_, Self::Scalar>) -> R) -> Option<R> {
+        let _ = f;
+        None
+    }
+
+    /// Whether [`Layer::infer_affine_then`] applies the map while it writes the output (a
+    /// convolution), rather than as a pass after.
+    const APPLIES_CHANNEL_AFFINE: bool = false;
+
+    /// [`Layer::infer`], then `affine` on the output's channels, then `epilogue`: the same
+    /// result, bit for bit, as the layer and the map one after the other. The default runs the
+    /// map as a pass of its own.
+    ///
+    /// ```
+    /// use constnet::{ChannelAffine, Epilogue, Layer, Relu};
+    /// let x = [-1.0f32, 2.0, 3.0, 4.0];
+    /// let mut y = [0.0; 4];
+    /// // Two channels of two values: (x − 1)·2 + 0.5 and (x − 0)·(−1) + 0, then ReLU.
+    /// let affine = ChannelAffine { mean: &[1.0, 0.0], scale: &[2.0, -1.0], shift: &[0.5, 0.0] };
+    /// Relu::<[f32; 4]>::new().infer_affine_then(&x, &mut y, &mut (), affine, Epilogue::Relu);
+    /// assert_eq!(y, [0.0, 2.5, 0.0, 0.0]);
+    /// ```
+    fn infer_affine_then(
+        &self,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::Workspace,
+        affine: ChannelAffine<'_, Self::Scalar>,
+        epilogue: Epilogue,
+    ) {
+        self.infer(input, output, ws);
+        affine.apply(output.flat_mut(), epilogue);
+    }
+
     /// Back-propagates `grad_output` (∂E/∂output) through the layer.
     ///
     /// `input` and `ws` must be those of the latest [`Layer::forward`]. Parameter gradients are
@@ -387,6 +428,44 @@ impl Epilogue {
         match (first, self) {
             (Epilogue::Identity, e) | (e, Epilogue::Identity) => Some(e),
             (Epilogue::Relu, Epilogue::Relu) => Some(Epilogue::Relu),
+        }
+    }
+}
+
+/// A map of each channel's values `x` to `(x − mean[c])·scale[c] + shift[c]`: what batch
+/// norm is in evaluation ([`Layer::channel_affine`]), passed as data to the layer before it
+/// ([`Layer::infer_affine_then`]). The three slices have one value per channel.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelAffine<'a, T> {
+    /// Subtracted first.
+    pub mean: &'a [T],
+    /// Then multiplied.
+    pub scale: &'a [T],
+    /// Then added.
+    pub shift: &'a [T],
+}
+
+impl<T: Scalar> ChannelAffine<'_, T> {
+    /// The map, then `e`, applied in place to `y`, channel after channel (each `y.len() /
+    /// channels` values), in the order and with the roundings batch norm's pass has.
+    pub fn apply(&self, y: &mut [T], e: Epilogue) {
+        let channels = self.mean.len();
+        if y.is_empty() {
+            return;
+        }
+        assert!(
+            channels > 0
+                && y.len().is_multiple_of(channels)
+                && self.scale.len() == channels
+                && self.shift.len() == channels,
+            "ChannelAffine: {} values are not whole channels of {channels} constants",
+            y.len()
+        );
+        for (c, y) in y.chunks_exact_mut(y.len() / channels).enumerate() {
+            let (mean, scale, shift) = (self.mean[c], self.scale[c], self.shift[c]);
+            for v in y {
+                *v = e.of((*v - mean) * scale + shift);
+            }
         }
     }
 }

@@ -47,7 +47,7 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
 use crate::lanes::LaneLayer;
-use crate::layer::{Activation, Epilogue, Layer, Shape, TensorKind};
+use crate::layer::{Activation, ChannelAffine, Epilogue, Layer, Shape, TensorKind};
 use crate::mode::{Mode, Pass};
 
 /// A name for a part of a network, as a type. Declare one with [`name!`](crate::name).
@@ -168,6 +168,23 @@ impl<N: Label, L: Layer> Layer for Named<N, L> {
 
     fn infer_then(&self, x: &L::Input, y: &mut L::Output, ws: &mut L::Workspace, e: Epilogue) {
         self.layer.infer_then(x, y, ws, e);
+    }
+
+    fn channel_affine<R>(&self, f: impl FnOnce(ChannelAffine<'_, L::Scalar>) -> R) -> Option<R> {
+        self.layer.channel_affine(f)
+    }
+
+    const APPLIES_CHANNEL_AFFINE: bool = L::APPLIES_CHANNEL_AFFINE;
+
+    fn infer_affine_then(
+        &self,
+        x: &L::Input,
+        y: &mut L::Output,
+        ws: &mut L::Workspace,
+        affine: ChannelAffine<'_, L::Scalar>,
+        e: Epilogue,
+    ) {
+        self.layer.infer_affine_then(x, y, ws, affine, e);
     }
 
     fn backward(

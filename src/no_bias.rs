@@ -8,7 +8,7 @@ use num_traits::Zero;
 use rand::Rng;
 
 use crate::batch::BatchLayer;
-use crate::layer::{Activation, Epilogue, Layer, Shape, TensorKind, no_such_param};
+use crate::layer::{Activation, ChannelAffine, Epilogue, Layer, Shape, TensorKind, no_such_param};
 use crate::mode::{Mode, Pass};
 
 /// Layer `L` (a [`Conv2d`](crate::Conv2d) or [`Linear`](crate::Linear), whose parameters are
@@ -90,6 +90,23 @@ impl<L: Layer> Layer for NoBias<L> {
 
     fn infer_then(&self, x: &L::Input, y: &mut L::Output, ws: &mut L::Workspace, e: Epilogue) {
         self.0.infer_then(x, y, ws, e);
+    }
+
+    fn channel_affine<R>(&self, f: impl FnOnce(ChannelAffine<'_, L::Scalar>) -> R) -> Option<R> {
+        self.0.channel_affine(f)
+    }
+
+    const APPLIES_CHANNEL_AFFINE: bool = L::APPLIES_CHANNEL_AFFINE;
+
+    fn infer_affine_then(
+        &self,
+        x: &L::Input,
+        y: &mut L::Output,
+        ws: &mut L::Workspace,
+        affine: ChannelAffine<'_, L::Scalar>,
+        e: Epilogue,
+    ) {
+        self.0.infer_affine_then(x, y, ws, affine, e);
     }
 
     /// `L`'s backward pass; the bias gradient it adds to `grads` is never read (the

@@ -466,6 +466,58 @@ fn gemm_kernels_are_deterministic_across_calls_and_threads() {
     });
 }
 
+/// `conv_gemm::forward_then` (batch norm and a ReLU applied to the sums in registers, as
+/// `infer` fuses them) gives the bits of `forward` followed by the map as a pass, on every
+/// instruction set: several blocks of taps (the map applies after the last only), partial
+/// pixel vectors, two groups, both of the threads' splits (run one after the other without
+/// the `threads` feature), a NaN input, and channels the ReLU clears.
+#[test]
+fn forward_then_is_forward_and_the_channel_map_bit_for_bit() {
+    use constnet::{ChannelAffine, Epilogue, threads};
+    let cases = [
+        (geo((32, 64, 1), (3, 2, 1), (17, 15)), 1),
+        (geo((8, 16, 2), (3, 1, 1), (9, 9)), 1),
+        (geo((64, 64, 1), (3, 1, 1), (56, 56)), 2), // split by pixels
+        (geo((512, 512, 1), (3, 1, 1), (7, 7)), 2), // split by channels
+    ];
+    for (g, threads) in cases {
+        let mut x: Vec<f32> = (0..g.input_len())
+            .map(|i| ((i * 31 % 97) as f32).sin())
+            .collect();
+        x[g.input_len() / 3] = f32::NAN;
+        let w: Vec<f32> = (0..g.weight_len())
+            .map(|i| ((i * 17 % 89) as f32).cos() * 0.1)
+            .collect();
+        let b: Vec<f32> = (0..g.c_out).map(|o| (o as f32 * 0.37).sin()).collect();
+        let constants =
+            |k: f32| -> Vec<f32> { (0..g.c_out).map(|o| ((o as f32 + k) * 1.3).sin()).collect() };
+        let (mean, scale, shift) = (constants(1.0), constants(2.0), constants(3.0));
+        let affine = ChannelAffine {
+            mean: &mean,
+            scale: &scale,
+            shift: &shift,
+        };
+        for isa in available() {
+            for e in [Epilogue::Identity, Epilogue::Relu] {
+                let (mut fused, mut apart) = (vec![0.0; g.output_len()], vec![0.0; g.output_len()]);
+                with_isa(isa, || {
+                    threads::within_layers(threads, || {
+                        conv_gemm::forward_then(&g, &x, &w, &b, &mut fused, affine, e);
+                        conv_gemm::forward(&g, &x, &w, &b, &mut apart);
+                    })
+                });
+                affine.apply(&mut apart, e);
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&fused) == bits(&apart), "{g:?} on {isa:?}, {e:?}");
+                assert!(fused.iter().any(|v| v.is_nan()), "{g:?}: the NaN reached");
+                if e == Epilogue::Relu {
+                    assert!(fused.iter().filter(|v| **v == 0.0).count() > g.output_len() / 10);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 #[should_panic(expected = "the output has the wrong length")]
 fn kernels_check_the_slice_lengths() {

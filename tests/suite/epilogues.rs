@@ -1,7 +1,9 @@
 //! What `infer` does differently from an evaluation forward pass, with the same output bit
 //! for bit: a ReLU applied by the batch norm or the residual add before it as they write
-//! (`Layer::infer_then`), on the blocks of ResNet, DenseNet and GoogLeNet; a concatenation's
-//! branches written straight into its output. The forward pass keeps what `infer` skips.
+//! (`Layer::infer_then`), batch norm (and the ReLU after it) applied by the convolution
+//! before it to its sums (`Layer::infer_affine_then`), on the blocks of ResNet, DenseNet and
+//! GoogLeNet; a concatenation's branches written straight into its output. The forward pass
+//! keeps what `infer` skips.
 
 use constnet::densenet::DenseLayer;
 use constnet::googlenet::BasicConv2d;
@@ -27,9 +29,10 @@ fn random<L: Layer<Scalar = f32>>(rng: &mut rand::rngs::StdRng) -> Box<L> {
 }
 
 /// `infer` and an evaluation `forward_in` of `L` agree bit for bit on random inputs; and
-/// `infer` did fuse: the named layer `skipped`'s output (with negative values, which the
-/// ReLU after it clears) is left unwritten in its workspace, where the forward pass keeps it.
-fn infer_is_the_evaluation_pass<L: Layer<Scalar = f32>>(skipped: &str) {
+/// `infer` did fuse: the output of each named layer in `skipped` (with negative values,
+/// which the ReLU or the batch norm after it changes) is left unwritten in its workspace,
+/// where the forward pass keeps it.
+fn infer_is_the_evaluation_pass<L: Layer<Scalar = f32>>(skipped: &[&str]) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for _ in 0..3 {
         let net = random::<L>(&mut rng);
@@ -44,38 +47,43 @@ fn infer_is_the_evaluation_pass<L: Layer<Scalar = f32>>(skipped: &str) {
         let bits = |t: &L::Output| t.flat().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert!(
             bits(&fused) == bits(&apart),
-            "{skipped}: infer differs from forward_in"
+            "{skipped:?}: infer differs from forward_in"
         );
-        let kept = L::activation(&ws_apart, skipped)
-            .expect("a named layer")
-            .flat()
-            .to_vec();
-        let left = L::activation(&ws_fused, skipped).unwrap().flat().to_vec();
-        assert!(
-            kept.iter().any(|&v| v < 0.0),
-            "{skipped}: the ReLU's input has negatives"
-        );
-        assert!(
-            left.iter().all(|&v| v == 0.0),
-            "{skipped}: infer wrote what it fused"
-        );
+        for skipped in skipped {
+            let kept = L::activation(&ws_apart, skipped)
+                .expect("a named layer")
+                .flat()
+                .to_vec();
+            let left = L::activation(&ws_fused, skipped).unwrap().flat().to_vec();
+            assert!(
+                kept.iter().any(|&v| v < 0.0),
+                "{skipped}: the fused map's input has negatives"
+            );
+            assert!(
+                left.iter().all(|&v| v == 0.0),
+                "{skipped}: infer wrote what it fused"
+            );
+        }
     }
 }
 
 #[test]
-fn resnet_blocks_infer_with_the_relus_in_the_batch_norms_and_adds() {
-    infer_is_the_evaluation_pass::<BasicBlock<f32, 4, 6>>("bn1");
-    infer_is_the_evaluation_pass::<BasicBlockDown<f32, 4, 8, 6, 3>>("bn1");
+fn resnet_blocks_infer_with_batch_norms_in_the_convolutions_and_relus_in_the_adds() {
+    infer_is_the_evaluation_pass::<BasicBlock<f32, 4, 6>>(&["conv1", "bn1", "conv2"]);
+    infer_is_the_evaluation_pass::<BasicBlockDown<f32, 4, 8, 6, 3>>(&["conv1", "bn1", "conv2"]);
+    // 288 taps (two blocks of the matrix product: the map follows the last) on 144 pixels
+    // (three panels, the last partial).
+    infer_is_the_evaluation_pass::<BasicBlock<f32, 32, 12>>(&["conv1", "bn1", "conv2"]);
 }
 
 #[test]
-fn densenet_layers_infer_with_the_relus_in_the_batch_norms() {
-    infer_is_the_evaluation_pass::<DenseLayer<f32, 8, 5>>("norm2");
+fn densenet_layers_infer_with_the_relus_in_the_batch_norms_and_norm2_in_conv1() {
+    infer_is_the_evaluation_pass::<DenseLayer<f32, 8, 5>>(&["norm1", "conv1", "norm2"]);
 }
 
 #[test]
-fn googlenet_units_infer_with_the_relu_in_the_batch_norm() {
-    infer_is_the_evaluation_pass::<BasicConv2d<f32, 3, 4, 3, 1, 1, 6, 6>>("bn");
+fn googlenet_units_infer_with_the_batch_norm_and_relu_in_the_convolution() {
+    infer_is_the_evaluation_pass::<BasicConv2d<f32, 3, 4, 3, 1, 1, 6, 6>>(&["conv", "bn"]);
 }
 
 #[test]
