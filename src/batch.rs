@@ -35,8 +35,9 @@
 //! ```
 
 use crate::chain::Chain;
-use crate::layer::Layer;
+use crate::layer::{ChannelAffine, Epilogue, Layer};
 use crate::mode::{Mode, Pass, Train};
+use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
 
 /// A layer that can run `N` samples in one pass.
@@ -112,6 +113,43 @@ pub trait BatchLayer<const N: usize>: Layer {
         ws: &mut Self::BatchWorkspace,
     ) {
         self.forward_batch(input, output, ws);
+    }
+
+    /// Whether [`BatchLayer::infer_batch`] gains from the whole batch at once: as
+    /// [`BatchLayer::WHOLE_BATCH`], but batch norm, which needs the batch only to train,
+    /// does not, so that a chain with it infers sample by sample, each sample's activations
+    /// in cache, with its fusions ([`BatchLayer::infer_sample_then`]).
+    const INFER_WHOLE_BATCH: bool = Self::WHOLE_BATCH;
+
+    /// [`BatchLayer::infer_sample`], then `epilogue` on the output: [`Layer::infer_then`]
+    /// for sample `n` of a batch. Layers that apply it as they write do (batch norm,
+    /// residual adds, chains); the default runs it as a pass.
+    fn infer_sample_then(
+        &self,
+        n: usize,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
+        epilogue: Epilogue,
+    ) {
+        self.infer_sample(n, input, output, ws);
+        epilogue.apply(output.flat_mut());
+    }
+
+    /// [`BatchLayer::infer_sample`], then `affine` and `epilogue` on the output:
+    /// [`Layer::infer_affine_then`] for sample `n` of a batch (a convolution applies them to
+    /// its sums; the default runs them as a pass).
+    fn infer_sample_affine_then(
+        &self,
+        n: usize,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
+        affine: ChannelAffine<'_, Self::Scalar>,
+        epilogue: Epilogue,
+    ) {
+        self.infer_sample(n, input, output, ws);
+        affine.apply(output.flat_mut(), epilogue);
     }
 
     /// The forward pass of one sample, keeping what it computes in slot `n` of the batch
@@ -350,15 +388,17 @@ where
         self.then.prepare_backward(&mut ws.then);
     }
 
-    /// Layer by layer if some layer gains from the whole batch, else sample by sample in
-    /// the first sample's buffers.
+    const INFER_WHOLE_BATCH: bool = A::INFER_WHOLE_BATCH || B::INFER_WHOLE_BATCH;
+
+    /// Layer by layer if some layer's inference gains from the whole batch, else sample by
+    /// sample in the first sample's buffers.
     fn infer_batch(
         &self,
         input: &[A::Input; N],
         output: &mut [B::Output; N],
         ws: &mut Self::BatchWorkspace,
     ) {
-        if Self::WHOLE_BATCH {
+        if Self::INFER_WHOLE_BATCH {
             self.first.infer_batch(input, &mut ws.mid, &mut ws.first);
             self.then.infer_batch(&ws.mid, output, &mut ws.then);
         } else {
@@ -400,9 +440,69 @@ where
         output: &mut B::Output,
         ws: &mut Self::BatchWorkspace,
     ) {
+        self.infer_sample_then(n, input, output, ws, Epilogue::Identity);
+    }
+
+    /// The fusions of [`Layer::infer_then`] for one sample: batch norm in the convolution
+    /// before it, a ReLU in the layer before it; what is fused is not written to `ws`.
+    fn infer_sample_then(
+        &self,
+        n: usize,
+        input: &A::Input,
+        output: &mut B::Output,
+        ws: &mut Self::BatchWorkspace,
+        epilogue: Epilogue,
+    ) {
+        if const { A::APPLIES_CHANNEL_AFFINE }
+            && let Some(out) = <A::Output as Tensor>::from_flat_mut(output.flat_mut())
+        {
+            let (first, ws) = (&self.first, &mut ws.first);
+            let fused = self.then.channel_affine(|affine| {
+                first.infer_sample_affine_then(n, input, out, ws, affine, epilogue);
+            });
+            if fused.is_some() {
+                return;
+            }
+        }
+        if const { B::EPILOGUE.is_some() && A::APPLIES_EPILOGUES } {
+            let fused = B::EPILOGUE.and_then(|own| epilogue.after(own));
+            let out = <A::Output as Tensor>::from_flat_mut(output.flat_mut());
+            if let (Some(fused), Some(out)) = (fused, out) {
+                return self
+                    .first
+                    .infer_sample_then(n, input, out, &mut ws.first, fused);
+            }
+        }
         self.first
             .infer_sample(n, input, &mut ws.mid[n], &mut ws.first);
-        self.then.infer_sample(n, &ws.mid[n], output, &mut ws.then);
+        self.then
+            .infer_sample_then(n, &ws.mid[n], output, &mut ws.then, epilogue);
+    }
+
+    fn infer_sample_affine_then(
+        &self,
+        n: usize,
+        input: &A::Input,
+        output: &mut B::Output,
+        ws: &mut Self::BatchWorkspace,
+        affine: ChannelAffine<'_, A::Scalar>,
+        epilogue: Epilogue,
+    ) {
+        if const { B::APPLIES_CHANNEL_AFFINE } {
+            self.first
+                .infer_sample(n, input, &mut ws.mid[n], &mut ws.first);
+            self.then.infer_sample_affine_then(
+                n,
+                &ws.mid[n],
+                output,
+                &mut ws.then,
+                affine,
+                epilogue,
+            );
+        } else {
+            self.infer_sample(n, input, output, ws);
+            affine.apply(output.flat_mut(), epilogue);
+        }
     }
 
     fn backward_batch(

@@ -530,6 +530,20 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps,
         self.infer(x, y, &mut ());
     }
 
+    /// Inference needs no batch statistics.
+    const INFER_WHOLE_BATCH: bool = false;
+
+    fn infer_sample_then(
+        &self,
+        _n: usize,
+        x: &Self::Input,
+        y: &mut Self::Output,
+        _ws: &mut Self::BatchWorkspace,
+        e: Epilogue,
+    ) {
+        self.infer_then(x, y, &mut (), e);
+    }
+
     /// The backward pass of one sample after an evaluation pass.
     ///
     /// # Panics

@@ -330,6 +330,7 @@ macro_rules! concat {
         {
             type BatchWorkspace = ConcatWorkspace<($(Branch<$b::BatchWorkspace, [$b::Output; N]>,)+), [X; N]>;
             const WHOLE_BATCH: bool = false $(|| $b::WHOLE_BATCH)+;
+            const INFER_WHOLE_BATCH: bool = false $(|| $b::INFER_WHOLE_BATCH)+;
 
             fn forward_batch(&self, x: &[X; N], y: &mut [Out; N], ws: &mut Self::BatchWorkspace) {
                 self.forward_batch_in(&Pass::<Train>::DEFAULT, x, y, ws);

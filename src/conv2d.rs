@@ -278,6 +278,19 @@ impl<
 {
     type BatchWorkspace = ConvPacked<T, CI, CO, K>;
 
+    /// [`Layer::infer_affine_then`]: the map applied to the sums of the matrix product.
+    fn infer_sample_affine_then(
+        &self,
+        _n: usize,
+        x: &Self::Input,
+        y: &mut Self::Output,
+        _ws: &mut Self::BatchWorkspace,
+        affine: ChannelAffine<'_, T>,
+        e: Epilogue,
+    ) {
+        self.infer_affine_then(x, y, &mut (), affine, e);
+    }
+
     fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
         if let (true, Some(w), Some(wt)) = (
             Self::FAST,

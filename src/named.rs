@@ -270,6 +270,30 @@ fn strip<'a>(path: &'a str, name: &str) -> Option<&'a str> {
 impl<N: Label, L: BatchLayer<B>, const B: usize> BatchLayer<B> for Named<N, L> {
     type BatchWorkspace = L::BatchWorkspace;
     const WHOLE_BATCH: bool = L::WHOLE_BATCH;
+    const INFER_WHOLE_BATCH: bool = L::INFER_WHOLE_BATCH;
+
+    fn infer_sample_then(
+        &self,
+        n: usize,
+        x: &L::Input,
+        y: &mut L::Output,
+        ws: &mut Self::BatchWorkspace,
+        e: Epilogue,
+    ) {
+        self.layer.infer_sample_then(n, x, y, ws, e);
+    }
+
+    fn infer_sample_affine_then(
+        &self,
+        n: usize,
+        x: &L::Input,
+        y: &mut L::Output,
+        ws: &mut Self::BatchWorkspace,
+        affine: ChannelAffine<'_, L::Scalar>,
+        e: Epilogue,
+    ) {
+        self.layer.infer_sample_affine_then(n, x, y, ws, affine, e);
+    }
 
     fn forward_batch(
         &self,

@@ -162,6 +162,30 @@ impl<L: Layer> Layer for NoBias<L> {
 impl<L: BatchLayer<N>, const N: usize> BatchLayer<N> for NoBias<L> {
     type BatchWorkspace = L::BatchWorkspace;
     const WHOLE_BATCH: bool = L::WHOLE_BATCH;
+    const INFER_WHOLE_BATCH: bool = L::INFER_WHOLE_BATCH;
+
+    fn infer_sample_then(
+        &self,
+        n: usize,
+        x: &L::Input,
+        y: &mut L::Output,
+        ws: &mut Self::BatchWorkspace,
+        e: Epilogue,
+    ) {
+        self.0.infer_sample_then(n, x, y, ws, e);
+    }
+
+    fn infer_sample_affine_then(
+        &self,
+        n: usize,
+        x: &L::Input,
+        y: &mut L::Output,
+        ws: &mut Self::BatchWorkspace,
+        affine: ChannelAffine<'_, L::Scalar>,
+        e: Epilogue,
+    ) {
+        self.0.infer_sample_affine_then(n, x, y, ws, affine, e);
+    }
 
     fn forward_batch(
         &self,

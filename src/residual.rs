@@ -355,6 +355,7 @@ where
 {
     type BatchWorkspace = ResidualBatchWorkspace<F, S, N>;
     const WHOLE_BATCH: bool = F::WHOLE_BATCH || S::WHOLE_BATCH;
+    const INFER_WHOLE_BATCH: bool = F::INFER_WHOLE_BATCH || S::INFER_WHOLE_BATCH;
 
     fn forward_batch(
         &self,
@@ -463,10 +464,32 @@ where
         y: &mut F::Output,
         ws: &mut Self::BatchWorkspace,
     ) {
+        self.infer_sample_then(n, x, y, ws, Epilogue::Identity);
+    }
+
+    /// `e(F(x) + S(x))` for one sample, as [`Layer::infer_then`].
+    fn infer_sample_then(
+        &self,
+        n: usize,
+        x: &F::Input,
+        y: &mut F::Output,
+        ws: &mut Self::BatchWorkspace,
+        e: Epilogue,
+    ) {
         self.body.infer_sample(n, x, y, &mut ws.body);
+        if const { S::EPILOGUE.is_some() && F::Input::LEN == F::Output::LEN }
+            && let Some(s) = S::EPILOGUE
+        {
+            for (y, &x) in y.flat_mut().iter_mut().zip(x.flat()) {
+                *y = e.of(*y + s.of(x));
+            }
+            return;
+        }
         self.shortcut
             .infer_sample(n, x, &mut ws.skip[n], &mut ws.shortcut);
-        add_to(y, &ws.skip[n]);
+        for (y, &s) in y.flat_mut().iter_mut().zip(ws.skip[n].flat()) {
+            *y = e.of(*y + s);
+        }
     }
 
     fn backward_sample(

@@ -204,6 +204,7 @@ pub struct TapBatchWorkspace<H: BatchLayer<N>, const N: usize> {
 impl<H: BatchLayer<N>, const N: usize> BatchLayer<N> for Tap<H> {
     type BatchWorkspace = TapBatchWorkspace<H, N>;
     const WHOLE_BATCH: bool = H::WHOLE_BATCH;
+    const INFER_WHOLE_BATCH: bool = H::INFER_WHOLE_BATCH;
 
     fn forward_batch(
         &self,

@@ -133,3 +133,48 @@ fn a_forward_pass_keeps_the_concatenations_branches_and_infer_gives_the_same_out
     let branch4 = Module::activation(&ws, "branch4").expect("a named branch");
     assert_eq!(branch4.flat(), &kept.flat()[7 * 5 * 5..]);
 }
+
+/// A network with batch norm infers a batch sample by sample (batch norm needs the batch
+/// only to train), with the fusions of `infer`: the same bits as `infer` on each image and
+/// as the layer-by-layer evaluation pass over the batch.
+#[test]
+fn batched_inference_with_batch_norm_is_per_sample_inference_bit_for_bit() {
+    use constnet::resnet::ResNet20Logits;
+    use constnet::{BatchLayer, Maps};
+    type Net = ResNet20Logits<f32, 1, 10>;
+    type Body = constnet::resnet::BasicBlock<f32, 16, 32>;
+    const N: usize = 3;
+    const {
+        assert!(<Body as BatchLayer<N>>::WHOLE_BATCH && !<Body as BatchLayer<N>>::INFER_WHOLE_BATCH)
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let net = random::<Net>(&mut rng);
+    let mut x = zeroed_box::<[Maps<f32, 1, 32, 32>; N]>();
+    for image in x.iter_mut() {
+        image
+            .flat_mut()
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0));
+    }
+    let (mut batched, mut layered) = (
+        zeroed_box::<[[f32; 10]; N]>(),
+        zeroed_box::<[[f32; 10]; N]>(),
+    );
+    net.infer_batch(&x, &mut batched, &mut zeroed_box());
+    net.forward_batch_in(&Pass::eval(), &x, &mut layered, &mut zeroed_box());
+    let mut ws = zeroed_box::<<Net as Layer>::Workspace>();
+    for n in 0..N {
+        let mut one = [0.0f32; 10];
+        net.infer(&x[n], &mut one, &mut ws);
+        assert_eq!(
+            batched[n].map(f32::to_bits),
+            one.map(f32::to_bits),
+            "sample {n}"
+        );
+        assert_eq!(
+            layered[n].map(f32::to_bits),
+            one.map(f32::to_bits),
+            "sample {n}"
+        );
+    }
+}
