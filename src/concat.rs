@@ -90,6 +90,24 @@ fn add_to<T: crate::Scalar>(sum: &mut [T], other: &[T]) {
     }
 }
 
+/// Branch `layer`'s output for `x`, written to `part` (its channels of the concatenation): in
+/// place where `part` can be viewed as the branch's output type, else through `out`.
+fn infer_into<L: Layer>(
+    layer: &L,
+    x: &L::Input,
+    part: &mut [L::Scalar],
+    ws: &mut L::Workspace,
+    out: &mut L::Output,
+) {
+    match <L::Output as Tensor>::from_flat_mut(part) {
+        Some(o) => layer.infer(x, o, ws),
+        None => {
+            layer.infer(x, out, ws);
+            part.copy_from_slice(out.flat());
+        }
+    }
+}
+
 macro_rules! concat {
     ($($b:ident $i:tt),+) => {
         impl<X, Out, $($b),+> Layer for Concat<($($b,)+), Out>
@@ -139,22 +157,26 @@ macro_rules! concat {
             // (in CHW layout, one contiguous range), with no copy: DenseNet's steps copy every
             // channel so far once (the identity branch), not twice. The branches' outputs are
             // then not kept in the workspace.
+            //
+            // Inside `threads::within_layers(2, ..)`, three or more branches (an Inception
+            // module) run at once on the two threads, each writing its own channels: every
+            // branch's result is the one it has alone.
             fn infer(&self, x: &X, y: &mut Out, ws: &mut Self::Workspace) {
-                let mut at = 0;
-                $(
-                    let b = &mut ws.branches.$i;
-                    let len = <$b::Output as Tensor>::LEN;
-                    let part = &mut y.flat_mut()[at..at + len];
-                    match <$b::Output as Tensor>::from_flat_mut(part) {
-                        Some(out) => self.branches.$i.infer(x, out, &mut b.ws),
-                        None => {
-                            self.branches.$i.infer(x, &mut b.out, &mut b.ws);
-                            part.copy_from_slice(b.out.flat());
-                        }
-                    }
-                    at += len;
-                )+
-                let _ = at;
+                let mut rest = y.flat_mut();
+                let mut jobs = ($({
+                    let (part, tail) =
+                        core::mem::take(&mut rest).split_at_mut(<$b::Output as Tensor>::LEN);
+                    rest = tail;
+                    let (layer, b) = (&self.branches.$i, &mut ws.branches.$i);
+                    move || infer_into(layer, x, &mut *part, &mut b.ws, &mut b.out)
+                },)+);
+                debug_assert!(rest.is_empty(), "Concat: the branches fill the output");
+                let jobs: &mut [&mut (dyn FnMut() + Send)] = &mut [$(&mut jobs.$i),+];
+                #[cfg(feature = "std")]
+                if jobs.len() >= 3 && crate::threads::layer_threads() > 1 {
+                    return crate::threads::run_all(jobs);
+                }
+                jobs.iter_mut().for_each(|job| job());
             }
 
             fn backward(

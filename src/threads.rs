@@ -77,6 +77,31 @@ pub(crate) fn dispatch_both<K: Kernel<Output = ()> + Send>(a: K, b: K) {
     }
 }
 
+/// Runs every job, each with the instruction set this thread uses: with the `threads`
+/// feature on rayon's threads (the list cut in halves, recursively, for `rayon::join`), else
+/// one after the other here. A concatenation's branches run this way ([`within_layers`]).
+pub(crate) fn run_all(jobs: &mut [&mut (dyn FnMut() + Send)]) {
+    run_all_on(simd::current(), jobs);
+}
+
+fn run_all_on(isa: simd::Isa, jobs: &mut [&mut (dyn FnMut() + Send)]) {
+    match jobs {
+        [] => {}
+        [job] => simd::with_isa(isa, job),
+        #[cfg(feature = "threads")]
+        _ => {
+            let (a, b) = jobs.split_at_mut(jobs.len() / 2);
+            rayon::join(|| run_all_on(isa, a), || run_all_on(isa, b));
+        }
+        #[cfg(not(feature = "threads"))]
+        _ => {
+            for job in jobs {
+                simd::with_isa(isa, job);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +202,31 @@ mod tests {
         // Another thread has its own setting.
         within_layers(2, || {
             assert_eq!(std::thread::spawn(layer_threads).join().unwrap(), 1);
+        });
+    }
+
+    /// An Inception module's four branches run at once on two threads (with the `threads`
+    /// feature; one after the other without it), each with the caller's instruction set:
+    /// the output is the one-thread output, bit for bit, on every instruction set.
+    #[test]
+    fn an_inception_modules_branches_on_two_threads_give_the_one_thread_output() {
+        use crate::googlenet::Inception;
+        use crate::layer::Layer;
+        use crate::tensor::Tensor;
+        use crate::zeroed::zeroed_box;
+        use rand::SeedableRng;
+        type Module = Inception<f32, 4, 2, 2, 3, 2, 2, 2, 9, 5>;
+        type Out = <Module as Layer>::Output;
+        let mut module = zeroed_box::<Module>();
+        module.init(&mut rand::rngs::StdRng::seed_from_u64(5));
+        let mut x = zeroed_box::<<Module as Layer>::Input>();
+        for (i, v) in x.flat_mut().iter_mut().enumerate() {
+            *v = (i as f32 * 0.37).sin();
+        }
+        same_on_one_thread_and_two(Out::LEN, |y| {
+            let y = Out::from_flat_mut(y).unwrap();
+            module.infer(&x, y, &mut zeroed_box());
+            assert!(y.flat().iter().any(|&v| v != 0.0));
         });
     }
 }
