@@ -201,9 +201,21 @@ impl<
         affine: ChannelAffine<'_, T>,
         e: Epilogue,
     ) {
-        if !self.infer_affine_f32(input, output, affine, e) {
+        if !self.infer_then_f32(input, output, Some(affine), e) {
             self.infer(input, output, ws);
             affine.apply(output.flat_mut(), e);
+        }
+    }
+
+    /// On the same path, a ReLU after the convolution too (VGG's and AlexNet's). Not on
+    /// LeNet-5's tuned kernels: a chain there keeps the convolution's output in its
+    /// workspace, where `LeNet5::activations` reads it after `probabilities`.
+    const APPLIES_EPILOGUES: bool = Self::APPLIES_MAPS;
+
+    fn infer_then(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut (), e: Epilogue) {
+        if !self.infer_then_f32(input, output, None, e) {
+            self.infer(input, output, ws);
+            e.apply(output.flat_mut());
         }
     }
 
@@ -278,17 +290,37 @@ impl<
 {
     type BatchWorkspace = ConvPacked<T, CI, CO, K>;
 
-    /// [`Layer::infer_affine_then`]: the map applied to the sums of the matrix product.
+    /// [`Layer::infer_affine_then`] on the matrix product's path (the map applied to its
+    /// sums); elsewhere the sample's pass (with the weights a batch packed), then the map.
     fn infer_sample_affine_then(
         &self,
-        _n: usize,
+        n: usize,
         x: &Self::Input,
         y: &mut Self::Output,
-        _ws: &mut Self::BatchWorkspace,
+        ws: &mut Self::BatchWorkspace,
         affine: ChannelAffine<'_, T>,
         e: Epilogue,
     ) {
-        self.infer_affine_then(x, y, &mut (), affine, e);
+        if !self.infer_then_f32(x, y, Some(affine), e) {
+            BatchLayer::<N>::infer_sample(self, n, x, y, ws);
+            affine.apply(y.flat_mut(), e);
+        }
+    }
+
+    /// [`Layer::infer_then`] on the matrix product's path (a ReLU applied to its sums);
+    /// elsewhere the sample's pass (with the weights a batch packed), then the map.
+    fn infer_sample_then(
+        &self,
+        n: usize,
+        x: &Self::Input,
+        y: &mut Self::Output,
+        ws: &mut Self::BatchWorkspace,
+        e: Epilogue,
+    ) {
+        if !self.infer_then_f32(x, y, None, e) {
+            BatchLayer::<N>::infer_sample(self, n, x, y, ws);
+            e.apply(y.flat_mut());
+        }
     }
 
     fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {

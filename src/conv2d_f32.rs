@@ -87,17 +87,22 @@ impl<
         }
     }
 
-    /// [`Layer::infer_affine_then`] on the matrix product's `f32` path
-    /// ([`conv_gemm::forward_then`]: the map applied to the sums as they are stored); `false`,
-    /// with nothing written, where the layer takes another path.
-    pub(crate) fn infer_affine_f32(
+    /// Whether the `f32` inference runs [`conv_gemm`] and so applies a map after the
+    /// convolution to its sums ([`Conv2d::infer_then_f32`]).
+    pub(crate) const APPLIES_MAPS: bool = !Self::FAST && conv_gemm::pays(&Self::GEOMETRY);
+
+    /// [`Layer::infer_affine_then`] (with `affine`) or [`Layer::infer_then`] (without) on
+    /// the matrix product's `f32` path ([`conv_gemm::forward_then`]: the maps applied to
+    /// the sums as they are stored); `false`, with nothing written, where the layer takes
+    /// another path.
+    pub(crate) fn infer_then_f32(
         &self,
         input: &Maps<T, CI, H, W>,
         output: &mut Maps<T, CO, OH, OW>,
-        affine: ChannelAffine<'_, T>,
+        affine: Option<ChannelAffine<'_, T>>,
         e: Epilogue,
     ) -> bool {
-        if Self::FAST || !conv_gemm::pays(&Self::GEOMETRY) {
+        if !Self::APPLIES_MAPS {
             return false;
         }
         let (Some(x), Some(y), Some(w), Some(b)) = (
@@ -108,14 +113,15 @@ impl<
         ) else {
             return false;
         };
-        let (Some(mean), Some(scale), Some(shift)) = (
-            T::as_f32(affine.mean),
-            T::as_f32(affine.scale),
-            T::as_f32(affine.shift),
-        ) else {
-            return false;
+        let affine = match affine {
+            None => None,
+            Some(a) => match (T::as_f32(a.mean), T::as_f32(a.scale), T::as_f32(a.shift)) {
+                (Some(mean), Some(scale), Some(shift)) => {
+                    Some(ChannelAffine { mean, scale, shift })
+                }
+                _ => return false,
+            },
         };
-        let affine = ChannelAffine { mean, scale, shift };
         conv_gemm::forward_then(&Self::GEOMETRY, x, w, b, y, affine, e);
         true
     }

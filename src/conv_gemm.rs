@@ -214,41 +214,45 @@ struct Tile<'a> {
     after: Option<After<'a>>,
 }
 
-/// A [`ChannelAffine`] map of the output channels and an [`Epilogue`] after it, applied to
-/// a block of sums in registers ([`forward_then`]).
+/// A [`ChannelAffine`] map of the output channels (if any) and an [`Epilogue`] after it,
+/// applied to a block of sums in registers ([`forward_then`]).
 #[derive(Clone, Copy)]
 struct After<'a> {
-    affine: ChannelAffine<'a, f32>,
+    affine: Option<ChannelAffine<'a, f32>>,
     epilogue: Epilogue,
 }
 
 impl<'a> After<'a> {
     /// The map from output channel `first` on (channel `first` becomes row 0).
     fn from(self, first: usize) -> After<'a> {
-        let ChannelAffine { mean, scale, shift } = self.affine;
         After {
-            affine: ChannelAffine {
-                mean: &mean[first..],
-                scale: &scale[first..],
-                shift: &shift[first..],
-            },
+            affine: self
+                .affine
+                .map(|ChannelAffine { mean, scale, shift }| ChannelAffine {
+                    mean: &mean[first..],
+                    scale: &scale[first..],
+                    shift: &shift[first..],
+                }),
             ..self
         }
     }
 
     /// Row `r`'s sums mapped: `e((c − mean)·scale + shift)`, each operation rounded as
     /// batch norm's pass rounds it (no fused multiply-add), so the result is that pass's
-    /// to the bit.
+    /// to the bit; `e(c)` without the affine map.
     #[inline(always)]
     fn apply<S: Simd, const NV: usize>(&self, s: S, r: usize, c: &mut [S::F; NV]) {
-        let a = &self.affine;
-        let (mean, scale, shift) = (s.splat(a.mean[r]), s.splat(a.scale[r]), s.splat(a.shift[r]));
-        for c in c.iter_mut() {
-            let v = s.add(s.mul(s.sub(*c, mean), scale), shift);
-            *c = match self.epilogue {
-                Epilogue::Identity => v,
-                Epilogue::Relu => s.relu(v),
-            };
+        if let Some(a) = &self.affine {
+            let (mean, scale, shift) =
+                (s.splat(a.mean[r]), s.splat(a.scale[r]), s.splat(a.shift[r]));
+            for c in c.iter_mut() {
+                *c = s.add(s.mul(s.sub(*c, mean), scale), shift);
+            }
+        }
+        if self.epilogue == Epilogue::Relu {
+            for c in c.iter_mut() {
+                *c = s.relu(*c);
+            }
         }
     }
 }
@@ -684,10 +688,11 @@ pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32
     forward_with_after(geo, (x, w, b), y, None);
 }
 
-/// [`forward`], then `affine` on the output channels and `epilogue` after it, applied to
-/// each block of sums before it is stored: batch norm (in evaluation) and a ReLU after the
-/// convolution without a pass of their own over the maps. The result is the same, bit for
-/// bit, as [`forward`] followed by [`ChannelAffine::apply`].
+/// [`forward`], then `affine` on the output channels (if given) and `epilogue` after it,
+/// applied to each block of sums before it is stored: batch norm (in evaluation) and a ReLU
+/// after the convolution, or a ReLU alone, without a pass of their own over the maps. The
+/// result is the same, bit for bit, as [`forward`] followed by [`ChannelAffine::apply`] (or
+/// [`Epilogue::apply`]).
 ///
 /// ```
 /// use constnet::{conv_gemm, conv_kernel::ConvGeometry, ChannelAffine, Epilogue};
@@ -704,9 +709,14 @@ pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32
 ///     shift: &[0.1, -0.2, 0.0, 1.5],
 /// };
 /// let (mut fused, mut apart) = (vec![0.0; GEO.output_len()], vec![0.0; GEO.output_len()]);
-/// conv_gemm::forward_then(&GEO, &x, &w, &b, &mut fused, affine, Epilogue::Relu);
+/// conv_gemm::forward_then(&GEO, &x, &w, &b, &mut fused, Some(affine), Epilogue::Relu);
 /// conv_gemm::forward(&GEO, &x, &w, &b, &mut apart);
 /// affine.apply(&mut apart, Epilogue::Relu);
+/// assert_eq!(fused, apart);
+/// // A ReLU alone.
+/// conv_gemm::forward_then(&GEO, &x, &w, &b, &mut fused, None, Epilogue::Relu);
+/// conv_gemm::forward(&GEO, &x, &w, &b, &mut apart);
+/// Epilogue::Relu.apply(&mut apart);
 /// assert_eq!(fused, apart);
 /// ```
 pub fn forward_then(
@@ -715,14 +725,16 @@ pub fn forward_then(
     w: &[f32],
     b: &[f32],
     y: &mut [f32],
-    affine: ChannelAffine<'_, f32>,
+    affine: Option<ChannelAffine<'_, f32>>,
     epilogue: Epilogue,
 ) {
     let c_out = geo.c_out;
-    assert!(
-        affine.mean.len() == c_out && affine.scale.len() == c_out && affine.shift.len() == c_out,
-        "conv_gemm::forward_then: the map needs one constant of each kind per output channel ({c_out})"
-    );
+    if let Some(a) = &affine {
+        assert!(
+            a.mean.len() == c_out && a.scale.len() == c_out && a.shift.len() == c_out,
+            "conv_gemm::forward_then: the map needs one constant of each kind per output channel ({c_out})"
+        );
+    }
     forward_with_after(geo, (x, w, b), y, Some(After { affine, epilogue }));
 }
 

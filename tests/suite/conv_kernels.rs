@@ -466,9 +466,9 @@ fn gemm_kernels_are_deterministic_across_calls_and_threads() {
     });
 }
 
-/// `conv_gemm::forward_then` (batch norm and a ReLU applied to the sums in registers, as
-/// `infer` fuses them) gives the bits of `forward` followed by the map as a pass, on every
-/// instruction set: several blocks of taps (the map applies after the last only), partial
+/// `conv_gemm::forward_then` (batch norm and a ReLU, or a ReLU alone, applied to the sums in
+/// registers, as `infer` fuses them) gives the bits of `forward` followed by the map as a
+/// pass, on every instruction set: several blocks of taps (the map applies after the last only), partial
 /// pixel vectors, two groups, both of the threads' splits (run one after the other without
 /// the `threads` feature), a NaN input, and channels the ReLU clears.
 #[test]
@@ -502,7 +502,7 @@ fn forward_then_is_forward_and_the_channel_map_bit_for_bit() {
                 let (mut fused, mut apart) = (vec![0.0; g.output_len()], vec![0.0; g.output_len()]);
                 with_isa(isa, || {
                     threads::within_layers(threads, || {
-                        conv_gemm::forward_then(&g, &x, &w, &b, &mut fused, affine, e);
+                        conv_gemm::forward_then(&g, &x, &w, &b, &mut fused, Some(affine), e);
                         conv_gemm::forward(&g, &x, &w, &b, &mut apart);
                     })
                 });
@@ -512,6 +512,15 @@ fn forward_then_is_forward_and_the_channel_map_bit_for_bit() {
                 assert!(fused.iter().any(|v| v.is_nan()), "{g:?}: the NaN reached");
                 if e == Epilogue::Relu {
                     assert!(fused.iter().filter(|v| **v == 0.0).count() > g.output_len() / 10);
+                    // A ReLU alone (VGG's and AlexNet's convolutions).
+                    with_isa(isa, || {
+                        threads::within_layers(threads, || {
+                            conv_gemm::forward_then(&g, &x, &w, &b, &mut fused, None, e);
+                            conv_gemm::forward(&g, &x, &w, &b, &mut apart);
+                        })
+                    });
+                    e.apply(&mut apart);
+                    assert!(bits(&fused) == bits(&apart), "{g:?} on {isa:?}, ReLU alone");
                 }
             }
         }

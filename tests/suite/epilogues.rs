@@ -178,3 +178,37 @@ fn batched_inference_with_batch_norm_is_per_sample_inference_bit_for_bit() {
         );
     }
 }
+
+/// A convolution on the matrix-product path applies the ReLU after it to its sums in `infer`
+/// (VGG's and AlexNet's conv → ReLU), leaving its own output unwritten; LeNet-5's tuned
+/// convolutions do not, so their outputs stay where `LeNet5::activations` reads them.
+#[test]
+fn a_convolution_applies_the_relu_after_it_on_the_matrix_product_path_only() {
+    use constnet::{Conv2d, Maps, Relu, sequential};
+    type Vgg = sequential![Conv2d<f32, 8, 16, 3, 1, 1, 9, 9, 9, 9>, Relu<Maps<f32, 16, 9, 9>>];
+    const { assert!(<Conv2d<f32, 8, 16, 3, 1, 1, 9, 9, 9, 9> as Layer>::APPLIES_EPILOGUES) };
+    const { assert!(!<Conv2d<f32, 1, 6, 5, 1, 0, 32, 32, 28, 28> as Layer>::APPLIES_EPILOGUES) };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let net = random::<Vgg>(&mut rng);
+    let mut x = zeroed_box::<Maps<f32, 8, 9, 9>>();
+    x.flat_mut()
+        .iter_mut()
+        .for_each(|v| *v = rng.random_range(-1.0..1.0));
+    let (mut fused, mut apart) = (
+        zeroed_box::<Maps<f32, 16, 9, 9>>(),
+        zeroed_box::<Maps<f32, 16, 9, 9>>(),
+    );
+    let (mut ws_fused, mut ws_apart) = (
+        zeroed_box::<<Vgg as Layer>::Workspace>(),
+        zeroed_box::<<Vgg as Layer>::Workspace>(),
+    );
+    net.infer(&x, &mut fused, &mut ws_fused);
+    net.forward_in(&Pass::eval(), &x, &mut apart, &mut ws_apart);
+    let bits = |t: &Maps<f32, 16, 9, 9>| t.flat().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert!(bits(&fused) == bits(&apart));
+    assert!(ws_apart.mid.flat().iter().any(|&v| v < 0.0));
+    assert!(
+        ws_fused.mid.flat().iter().all(|&v| v == 0.0),
+        "infer wrote the convolution's output"
+    );
+}
