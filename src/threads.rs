@@ -7,8 +7,10 @@
 //! own pixels' inputs) or half of its output channels (a smaller map of one group) when the
 //! layer has at least [`crate::conv_gemm::SPLIT_MACS`] multiply-adds, and a fully connected
 //! layer's one-sample forward pass (from 2²⁰ multiply-adds: AlexNet's and VGG-16's) half of
-//! its outputs. Every output is computed by one thread in the order one thread would use, so
-//! results are the same, bit for bit, with one thread or two.
+//! its outputs, and a concatenation of three or more branches (GoogLeNet's Inception modules)
+//! runs its branches at once, each writing its own channels. Every output is computed by one
+//! thread in the order one thread would use, so results are the same, bit for bit, with one
+//! thread or two.
 //!
 //! The threads are rayon's, with the `threads` feature: the pool the caller runs in
 //! (`rayon::ThreadPool::install`), else rayon's global pool. Its workers persist, so a split
