@@ -1,7 +1,8 @@
 //! The matrix-product convolution kernels (`conv_gemm`) against the direct ones
 //! (`conv_kernel`), pass by pass, on ResNet-20's, ResNet-18's and VGG's geometries, in the same
-//! binary: `<case>/<pass>/direct` and `<case>/<pass>/gemm` run one after the other. Then one
-//! core's FMA peak (`peak/fma`), for scale.
+//! binary: `<case>/<pass>/direct` and `<case>/<pass>/gemm` run one after the other, and for the
+//! forward pass `forward/columns`, the product on the packed input even where `forward/gemm`
+//! runs F(2×2, 3×3) (`conv_winograd`). Then one core's FMA peak (`peak/fma`), for scale.
 //!
 //! Throughput: FLOPs (2 per multiply-add, padding taps included), so criterion's "elem/s"
 //! reads as FLOP/s.
@@ -56,7 +57,7 @@ const fn geo(
     .checked()
 }
 
-const CASES: [(&str, ConvGeometry); 12] = [
+const CASES: [(&str, ConvGeometry); 19] = [
     ("resnet20_16x16_3x3_32", geo(16, 16, 3, 1, 1, 32)),
     ("resnet20_16x32_3x3s2_32", geo(16, 32, 3, 2, 1, 32)),
     ("resnet20_16x32_1x1s2_32", geo(16, 32, 1, 2, 0, 32)),
@@ -69,6 +70,13 @@ const CASES: [(&str, ConvGeometry); 12] = [
     ("resnet18_128x128_3x3_28", geo(128, 128, 3, 1, 1, 28)),
     ("resnet18_256x256_3x3_14", geo(256, 256, 3, 1, 1, 14)),
     ("resnet18_512x512_3x3_7", geo(512, 512, 3, 1, 1, 7)),
+    ("vgg16_64x64_3x3_224", geo(64, 64, 3, 1, 1, 224)),
+    ("vgg16_256x256_3x3_56", geo(256, 256, 3, 1, 1, 56)),
+    ("vgg16_512x512_3x3_28", geo(512, 512, 3, 1, 1, 28)),
+    ("vgg16_512x512_3x3_14", geo(512, 512, 3, 1, 1, 14)),
+    ("densenet121_128x32_3x3_56", geo(128, 32, 3, 1, 1, 56)),
+    ("densenet121_128x32_3x3_14", geo(128, 32, 3, 1, 1, 14)),
+    ("densenet121_128x32_3x3_7", geo(128, 32, 3, 1, 1, 7)),
 ];
 
 /// Multiply-adds of one pass.
@@ -98,6 +106,9 @@ fn kernels(c: &mut Criterion) {
             });
             group.bench_function("forward/gemm", |bench| {
                 bench.iter(|| conv_gemm::forward(&g, black_box(&x), &w, &b, &mut y))
+            });
+            group.bench_function("forward/columns", |bench| {
+                bench.iter(|| conv_gemm::forward_on_columns(&g, black_box(&x), &w, &b, &mut y))
             });
             group.bench_function("input_grad/direct", |bench| {
                 bench.iter(|| conv_kernel::input_grad(&g, &w, black_box(&dy), &mut gi))

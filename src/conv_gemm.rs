@@ -44,11 +44,12 @@
 use crate::columns::ColumnsMut;
 use crate::conv_gemm_micro::Panel;
 use crate::conv_gemm_micro::{
-    PB, Rows, Segment, Strided, blocks, col2im, copy, im2col, load_row, micro, segments, store_row,
-    zero,
+    After, PB, Rows, Segment, Strided, blocks, col2im, copy, im2col, load_row, micro, segments,
+    store_row, zero,
 };
 pub use crate::conv_kernel::ConvGeometry;
 use crate::conv_kernel::{self, sum};
+use crate::conv_winograd;
 use crate::layer::{ChannelAffine, Epilogue};
 use crate::simd::{self, Kernel, Simd};
 
@@ -212,49 +213,6 @@ struct Tile<'a> {
     /// What the forward pass's last block of taps applies to the sums before it stores
     /// them (batch norm and a ReLU after the convolution).
     after: Option<After<'a>>,
-}
-
-/// A [`ChannelAffine`] map of the output channels (if any) and an [`Epilogue`] after it,
-/// applied to a block of sums in registers ([`forward_then`]).
-#[derive(Clone, Copy)]
-struct After<'a> {
-    affine: Option<ChannelAffine<'a, f32>>,
-    epilogue: Epilogue,
-}
-
-impl<'a> After<'a> {
-    /// The map from output channel `first` on (channel `first` becomes row 0).
-    fn from(self, first: usize) -> After<'a> {
-        After {
-            affine: self
-                .affine
-                .map(|ChannelAffine { mean, scale, shift }| ChannelAffine {
-                    mean: &mean[first..],
-                    scale: &scale[first..],
-                    shift: &shift[first..],
-                }),
-            ..self
-        }
-    }
-
-    /// Row `r`'s sums mapped: `e((c − mean)·scale + shift)`, each operation rounded as
-    /// batch norm's pass rounds it (no fused multiply-add), so the result is that pass's
-    /// to the bit; `e(c)` without the affine map.
-    #[inline(always)]
-    fn apply<S: Simd, const NV: usize>(&self, s: S, r: usize, c: &mut [S::F; NV]) {
-        if let Some(a) = &self.affine {
-            let (mean, scale, shift) =
-                (s.splat(a.mean[r]), s.splat(a.scale[r]), s.splat(a.shift[r]));
-            for c in c.iter_mut() {
-                *c = s.add(s.mul(s.sub(*c, mean), scale), shift);
-            }
-        }
-        if self.epilogue == Epilogue::Relu {
-            for c in c.iter_mut() {
-                *c = s.relu(*c);
-            }
-        }
-    }
 }
 
 /// What a block's sums start from: the biases of its rows (the forward pass's first block
@@ -542,6 +500,8 @@ struct Forward<'a> {
     y: ColumnsMut<'a>,
     /// What the sums become before they are stored.
     after: Option<After<'a>>,
+    /// Whether by F(2×2, 3×3) ([`conv_winograd`]) rather than on `X̂`.
+    winograd: bool,
 }
 
 impl Kernel for Forward<'_> {
@@ -556,8 +516,21 @@ impl Kernel for Forward<'_> {
             chans,
             y,
             after,
+            winograd,
         } = self;
         match S::LANES {
+            16 | 1 if winograd => conv_winograd::forward_with::<S, 4, false>(
+                s,
+                (geo, x, w, Some(b)),
+                (chans, y),
+                after,
+            ),
+            _ if winograd => conv_winograd::forward_with::<S, 2, false>(
+                s,
+                (geo, x, w, Some(b)),
+                (chans, y),
+                after,
+            ),
             16 | 1 => forward_with::<S, 4, 4>(s, (geo, x, w, b), (chans, y), after),
             _ => forward_with::<S, 4, 2>(s, (geo, x, w, b), (chans, y), after),
         }
@@ -592,13 +565,14 @@ pub(crate) enum Split {
 /// pixels on a large map (a whole number of 16-pixel vectors on the first side), else by
 /// whole 16-channel blocks of one group's outputs.
 #[cfg(feature = "std")]
-pub(crate) fn split_at(geo: &ConvGeometry) -> Option<Split> {
+pub(crate) fn split_at(geo: &ConvGeometry, winograd: bool) -> Option<Split> {
     let (pixels, macs) = (geo.oh * geo.ow, geo.out_per_group() * geo.in_per_group());
     if macs * geo.groups * geo.k * geo.k * pixels < SPLIT_MACS {
         return None;
     }
     let mid = geo.c_out / 32 * 16;
-    if pixels >= SPLIT_PIXELS {
+    // F(2×2, 3×3) computes whole maps: split by channels.
+    if pixels >= SPLIT_PIXELS && !winograd {
         Some(Split::Pixels(pixels / 32 * 16))
     } else {
         (geo.groups == 1 && mid > 0).then_some(Split::Channels(mid))
@@ -657,6 +631,25 @@ impl Kernel for InputGrad<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let InputGrad { geo, w, g, gi } = self;
+        if conv_winograd::pays_input_grad(geo) {
+            // The output gradient's convolution by the turned, transposed weights.
+            let t = conv_winograd::input_grad_geometry(geo);
+            let (chans, gi) = (0..t.c_out, ColumnsMut::whole(gi, t.oh * t.ow));
+            return match S::LANES {
+                16 | 1 => conv_winograd::forward_with::<S, 4, true>(
+                    s,
+                    (&t, g, w, None),
+                    (chans, gi),
+                    None,
+                ),
+                _ => conv_winograd::forward_with::<S, 2, true>(
+                    s,
+                    (&t, g, w, None),
+                    (chans, gi),
+                    None,
+                ),
+            };
+        }
         match S::LANES {
             16 | 1 => input_grad_with::<S, 4, 4>(s, (geo, w, g), gi),
             _ => input_grad_with::<S, 4, 2>(s, (geo, w, g), gi),
@@ -685,7 +678,28 @@ impl Kernel for InputGrad<'_> {
 /// assert_eq!(y, [0.0, 2.0, 6.0, 8.0, 55.0, 59.0, 67.0, 71.0]); // channel 0; 1 + 2 · channel 3
 /// ```
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    forward_with_after(geo, (x, w, b), y, None);
+    forward_with_after(geo, (x, w, b), y, None, conv_winograd::pays(geo));
+}
+
+/// [`forward`] as a product on the packed input `X̂` whatever the geometry, never by
+/// F(2×2, 3×3): for comparisons (`cargo bench --bench conv_gemm`).
+///
+/// ```
+/// use constnet::{conv_gemm, conv_winograd, conv_kernel::ConvGeometry};
+/// const GEO: ConvGeometry = ConvGeometry {
+///     c_in: 16, c_out: 16, groups: 1, k: 3, stride: 1, pad: 1, h: 28, w: 28, oh: 28, ow: 28,
+/// }
+/// .checked();
+/// assert!(conv_winograd::pays(&GEO));
+/// let x: Vec<f32> = (0..GEO.input_len()).map(|i| (i % 5) as f32).collect();
+/// let w: Vec<f32> = (0..GEO.weight_len()).map(|i| (i % 3) as f32 - 1.0).collect();
+/// let (mut y, mut winograd) = (vec![0.0; GEO.output_len()], vec![0.0; GEO.output_len()]);
+/// conv_gemm::forward_on_columns(&GEO, &x, &w, &[0.5; 16], &mut y);
+/// conv_gemm::forward(&GEO, &x, &w, &[0.5; 16], &mut winograd);
+/// assert_eq!(y, winograd); // small integers: exact in any order
+/// ```
+pub fn forward_on_columns(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
+    forward_with_after(geo, (x, w, b), y, None, false);
 }
 
 /// [`forward`], then `affine` on the output channels (if given) and `epilogue` after it,
@@ -735,7 +749,8 @@ pub fn forward_then(
             "conv_gemm::forward_then: the map needs one constant of each kind per output channel ({c_out})"
         );
     }
-    forward_with_after(geo, (x, w, b), y, Some(After { affine, epilogue }));
+    let after = Some(After { affine, epilogue });
+    forward_with_after(geo, (x, w, b), y, after, conv_winograd::pays(geo));
 }
 
 /// [`forward`] and [`forward_then`]: the threads' split, then the kernel.
@@ -744,6 +759,7 @@ fn forward_with_after(
     (x, w, b): (&[f32], &[f32], &[f32]),
     y: &mut [f32],
     after: Option<After>,
+    winograd: bool,
 ) {
     geo.check_forward(x, w, b, y);
     let (pixels, c_out) = (geo.oh * geo.ow, geo.c_out);
@@ -755,10 +771,11 @@ fn forward_with_after(
         chans,
         y,
         after,
+        winograd,
     };
     #[cfg(feature = "std")]
     if crate::threads::layer_threads() > 1
-        && let Some(split) = split_at(geo)
+        && let Some(split) = split_at(geo, winograd)
     {
         // Each output is one thread's, summed in the same order as on one: the result is
         // the same bit for bit.
@@ -856,7 +873,7 @@ mod tests {
     #[test]
     fn large_maps_split_by_pixels_small_ones_by_channels_small_layers_not_at_all() {
         for (geo, want) in [
-            // ResNet-18's 56×56 and 28×28 layers: by pixels, the first side whole vectors.
+            // ResNet-18's 56×56 and 28×28 layers on `X̂`: by pixels, the first side whole vectors.
             (layer(64, 64, 1, 3, 56), Some(Split::Pixels(1568))),
             (layer(128, 128, 1, 3, 28), Some(Split::Pixels(384))),
             // Grouped (AlexNet-2012's conv2 at 27×27): pixels too.
@@ -869,7 +886,12 @@ mod tests {
             // A small grouped map cannot be split by channels.
             (layer(1024, 1024, 2, 3, 7), None),
         ] {
-            assert_eq!(split_at(&geo), want, "{geo:?}");
+            assert_eq!(split_at(&geo, false), want, "{geo:?}");
         }
+        // By F(2×2, 3×3), which computes whole maps: by channels, however large the map.
+        assert_eq!(
+            split_at(&layer(64, 64, 1, 3, 56), true),
+            Some(Split::Channels(32))
+        );
     }
 }

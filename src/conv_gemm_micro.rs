@@ -4,6 +4,7 @@
 //! [`PB`] pixels at a time.
 
 use crate::conv_kernel::ConvGeometry;
+use crate::layer::{ChannelAffine, Epilogue};
 use crate::simd::{Simd, load_vectors};
 
 /// Output pixels of a packed panel: a multiple of every microkernel's width.
@@ -333,4 +334,47 @@ pub(crate) fn col2im<S: Simd>(
 pub(crate) fn blocks(n: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
     let size = n.div_ceil(n.div_ceil(max));
     (0..n).step_by(size).map(move |at| (at, size.min(n - at)))
+}
+
+/// A [`ChannelAffine`] map of the output channels (if any) and an [`Epilogue`] after it,
+/// applied to a block of sums in registers (`conv_gemm::forward_then`).
+#[derive(Clone, Copy)]
+pub(crate) struct After<'a> {
+    pub(crate) affine: Option<ChannelAffine<'a, f32>>,
+    pub(crate) epilogue: Epilogue,
+}
+
+impl<'a> After<'a> {
+    /// The map from output channel `first` on (channel `first` becomes row 0).
+    pub(crate) fn from(self, first: usize) -> After<'a> {
+        After {
+            affine: self
+                .affine
+                .map(|ChannelAffine { mean, scale, shift }| ChannelAffine {
+                    mean: &mean[first..],
+                    scale: &scale[first..],
+                    shift: &shift[first..],
+                }),
+            ..self
+        }
+    }
+
+    /// Row `r`'s sums mapped: `e((c − mean)·scale + shift)`, each operation rounded as
+    /// batch norm's pass rounds it (no fused multiply-add), so the result is that pass's
+    /// to the bit; `e(c)` without the affine map.
+    #[inline(always)]
+    pub(crate) fn apply<S: Simd, const NV: usize>(&self, s: S, r: usize, c: &mut [S::F; NV]) {
+        if let Some(a) = &self.affine {
+            let (mean, scale, shift) =
+                (s.splat(a.mean[r]), s.splat(a.scale[r]), s.splat(a.shift[r]));
+            for c in c.iter_mut() {
+                *c = s.add(s.mul(s.sub(*c, mean), scale), shift);
+            }
+        }
+        if self.epilogue == Epilogue::Relu {
+            for c in c.iter_mut() {
+                *c = s.relu(*c);
+            }
+        }
+    }
 }

@@ -85,6 +85,7 @@ mod conv_gemm_micro;
 pub mod conv_kernel;
 mod conv_lanes;
 mod conv_lanes_backward;
+pub mod conv_winograd;
 pub mod densenet;
 pub mod dropout;
 pub mod flatten;

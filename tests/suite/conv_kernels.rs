@@ -17,6 +17,7 @@
 
 use constnet::conv_gemm::{self, ConvKernels};
 use constnet::conv_kernel::{self, ConvGeometry};
+use constnet::conv_winograd;
 use constnet::simd::{Isa, with_isa};
 use proptest::prelude::*;
 
@@ -380,6 +381,27 @@ fn kernels_equal_the_reference_on_resnet20_layers() {
     }
 }
 
+/// F(2×2, 3×3) (`conv_winograd`, which `conv_gemm::forward` and, at padding 1,
+/// `conv_gemm::input_grad` run where it pays) on every instruction set: the smallest map it
+/// takes (8×8), odd output sizes (tiles half off the map), padding 0 and 1, input channels
+/// in several blocks, output channels in partial blocks of 4 and in several blocks of 64,
+/// tiles in several blocks with a partial last one.
+#[test]
+fn winograd_equals_the_reference() {
+    let values = layer_values();
+    for g in [
+        geo((16, 16, 1), (3, 1, 1), (8, 8)),
+        geo((33, 20, 1), (3, 1, 0), (11, 13)),
+        geo((40, 72, 1), (3, 1, 1), (17, 15)),
+        geo((20, 18, 1), (3, 1, 1), (30, 35)),
+        geo((70, 130, 1), (3, 1, 1), (16, 16)),
+    ] {
+        assert!(conv_winograd::pays(&g), "{g:?}");
+        assert_eq!(conv_winograd::pays_input_grad(&g), g.pad == 1, "{g:?}");
+        check_kernels_of(&conv_gemm::GEMM, &g, &values);
+    }
+}
+
 // The larger layers, at their real sizes, on the matrix-product kernels only (the direct
 // ones take seconds): several blocks of taps (up to 4,608 rows), of output channels (512)
 // and of pixels (up to 50,176), two groups. Three tests, so that the test threads share them.
@@ -477,7 +499,8 @@ fn forward_then_is_forward_and_the_channel_map_bit_for_bit() {
     let cases = [
         (geo((32, 64, 1), (3, 2, 1), (17, 15)), 1),
         (geo((8, 16, 2), (3, 1, 1), (9, 9)), 1),
-        (geo((64, 64, 1), (3, 1, 1), (56, 56)), 2), // split by pixels
+        (geo((64, 64, 1), (3, 1, 1), (56, 56)), 2), // F(2×2, 3×3), split by channels
+        (geo((32, 64, 2), (3, 1, 1), (56, 56)), 2), // on `X̂` (two groups), by pixels
         (geo((512, 512, 1), (3, 1, 1), (7, 7)), 2), // split by channels
     ];
     for (g, threads) in cases {

@@ -36,6 +36,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "conv_kernel",
             "conv_gemm",
             "conv_gemm_micro",
+            "conv_winograd",
             "conv_fast",
             "conv_fast_backward",
             "conv_lanes",

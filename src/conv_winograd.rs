@@ -1,0 +1,438 @@
+//! The forward pass of a 3×3, stride-1 convolution in `f32` by Winograd's minimal filtering
+//! F(2×2, 3×3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015):
+//! each 2×2 block of outputs ("tile") of each pair of channels costs 16 multiply-adds
+//! instead of 36. [`crate::conv_gemm::forward`] runs it where it [`pays`]: VGG's, ResNet's
+//! and DenseNet's 3×3 layers, except the widest on the smallest maps.
+//!
+//! With `d` the 4×4 input patch of a tile (zeros past the map's edge), `g` a 3×3 kernel and
+//! `Bᵀ`, `G`, `Aᵀ` the constant matrices below, the tile's 2×2 outputs are
+//! `Aᵀ [Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B)] A`: sixteen matrix products, one per position `ξ` of
+//! the 4×4 transformed tile, of the transformed weights `U_ξ [c_out × c_in]` by the
+//! transformed inputs `V_ξ [c_in × tiles]`. Every product runs through
+//! [`crate::conv_gemm`]'s register-blocked microkernel, with the tiles along the vector lanes.
+//!
+//! Nothing is built whole: the weights of up to 64 output channels and 32 input channels
+//! are transformed into a buffer, then for each block of up to 64 tiles the inputs of those
+//! channels, and each block of 4 output channels' sums is transformed back and added to the
+//! output as it is stored (so the sum over the input channels runs in blocks of 32). The
+//! buffers are fixed-size (about 290 KB on the stack), whatever the layer. Every sum runs in
+//! an order fixed by the geometry alone, so a result is the same, bit for bit, from one call
+//! to the next and on one thread or two (split by output channels).
+//!
+//! The transforms mix a tile's 4×4 input patch, so a NaN or an infinity in it can reach all
+//! four of the tile's outputs, where the direct sum confines it to the outputs whose windows
+//! read it (as in any Winograd convolution, oneDNN's among them).
+//!
+//! The transforms add and subtract, and halve (exact in binary): the result differs from the
+//! direct sum by a few units in the last place of the largest terms, like any other order of
+//! summation (the tests bound it against the `f64` reference).
+//!
+//! ```
+//! use constnet::{conv_gemm, conv_winograd};
+//! use constnet::conv_kernel::{self, ConvGeometry};
+//! const GEO: ConvGeometry = ConvGeometry {
+//!     c_in: 16, c_out: 16, groups: 1, k: 3, stride: 1, pad: 1, h: 30, w: 30, oh: 30, ow: 30,
+//! }
+//! .checked();
+//! assert!(conv_winograd::pays(&GEO));
+//! let x: Vec<f32> = (0..GEO.input_len()).map(|i| (i % 5) as f32).collect();
+//! let w: Vec<f32> = (0..GEO.weight_len()).map(|i| (i % 3) as f32 - 1.0).collect();
+//! let (mut y, mut direct) = (vec![0.0; GEO.output_len()], vec![0.0; GEO.output_len()]);
+//! conv_gemm::forward(&GEO, &x, &w, &[0.5; 16], &mut y); // runs F(2×2, 3×3)
+//! conv_kernel::forward(&GEO, &x, &w, &[0.5; 16], &mut direct);
+//! assert_eq!(y, direct); // small integers (and halves): every sum is exact in any order
+//! ```
+
+use core::ops::Range;
+
+use crate::columns::ColumnsMut;
+use crate::conv_gemm_micro::{After, Rows, blocks, copy, micro, zero};
+use crate::conv_kernel::ConvGeometry;
+use crate::simd::Simd;
+
+/// Output channels whose transformed weights are kept at once.
+const MB: usize = 64;
+/// Input channels summed per block (the depth of each product).
+const CB: usize = 32;
+/// Output channels of one block of sums (the microkernel's rows).
+const MR: usize = 4;
+/// The most tiles of a block (the microkernel's widest: 4 vectors of 16 lanes).
+const MAX_TB: usize = 64;
+/// The widest map the row buffers hold.
+const MAX_W: usize = 512;
+/// A padded input row: the map's width, the padding and two vectors' overreach.
+const ROW: usize = MAX_W + 48;
+/// The fewest tiles (2×2 blocks of outputs) for which the transforms pay: 16, a map of 7×7
+/// or 8×8 outputs, for layers of at most [`NARROW`] output channels; [`WIDE_MIN_TILES`] for
+/// wider ones. The weights' transform is redone on every call, at a cost per pair of
+/// channels of a few tiles' products; the product on the packed input (`conv_gemm`) runs
+/// least efficiently on narrow layers, which share each packed panel among few channels.
+/// Measured (`cargo bench --bench conv_gemm`, BENCHMARKS.md): 64 → 64 channels on 8×8
+/// 1.10× faster, 128 → 32 on 7×7 1.16×, but 512 → 512 on 7×7 0.59× and on 14×14 0.94×.
+const MIN_TILES: usize = 16;
+/// See [`MIN_TILES`].
+const WIDE_MIN_TILES: usize = 64;
+/// See [`MIN_TILES`].
+const NARROW: usize = 64;
+
+/// A buffer on a cache line's boundary.
+#[repr(C, align(64))]
+struct Aligned<T>(T);
+
+/// Rows of the transformed weights past the edge of a block: zeros, as long as a depth.
+static ZEROS: [f32; CB] = [0.0; CB];
+
+/// Whether [`crate::conv_gemm::forward`] runs F(2×2, 3×3) for `geo`: a 3×3 kernel at stride
+/// 1 with padding 0 or 1, one group, at least 16 channels in and out, a map at most 512
+/// wide, and enough 2×2 tiles of outputs: 16 (a map of 7×7 or 8×8 outputs) for layers of
+/// at most 64 output channels, 64 for wider ones (the weights' transform, redone on every
+/// call, costs as much per pair of channels as a few tiles' products). A `const fn`,
+/// decided once per layer.
+///
+/// ```
+/// use constnet::{conv_winograd, conv_kernel::ConvGeometry};
+/// let vgg = ConvGeometry {
+///     c_in: 64, c_out: 64, groups: 1, k: 3, stride: 1, pad: 1, h: 56, w: 56, oh: 56, ow: 56,
+/// };
+/// assert!(conv_winograd::pays(&vgg));
+/// assert!(!conv_winograd::pays(&ConvGeometry { stride: 2, oh: 28, ow: 28, ..vgg }));
+/// assert!(conv_winograd::pays(&ConvGeometry { h: 8, w: 8, oh: 8, ow: 8, ..vgg }));
+/// let wide = ConvGeometry { c_in: 512, c_out: 512, ..vgg };
+/// assert!(!conv_winograd::pays(&ConvGeometry { h: 14, w: 14, oh: 14, ow: 14, ..wide }));
+/// ```
+pub const fn pays(geo: &ConvGeometry) -> bool {
+    geo.k == 3
+        && geo.stride == 1
+        && geo.pad <= 1
+        && geo.groups == 1
+        && geo.c_in >= 16
+        && geo.c_out >= 16
+        && geo.w <= MAX_W
+        && tiles(geo)
+            >= if geo.c_out <= NARROW {
+                MIN_TILES
+            } else {
+                WIDE_MIN_TILES
+            }
+}
+
+/// The 2×2 blocks of outputs of `geo` (those at an odd edge half off the map).
+const fn tiles(geo: &ConvGeometry) -> usize {
+    geo.oh.div_ceil(2) * geo.ow.div_ceil(2)
+}
+
+/// Whether [`crate::conv_gemm::input_grad`] runs F(2×2, 3×3) for `geo`: the input gradient
+/// of a 3×3 convolution at stride 1 with padding 1 is itself one (of the output gradient,
+/// with the weights transposed and each kernel turned by 180°, padding 1), run where that
+/// convolution [`pays`].
+pub const fn pays_input_grad(geo: &ConvGeometry) -> bool {
+    geo.pad == 1 && geo.stride == 1 && pays(&input_grad_geometry(geo))
+}
+
+/// The convolution that gives `geo`'s input gradient (for `geo` of stride 1 and a 3×3
+/// kernel): from the `c_out` maps of the output gradient to the `c_in` of the input's.
+pub(crate) const fn input_grad_geometry(geo: &ConvGeometry) -> ConvGeometry {
+    ConvGeometry {
+        c_in: geo.c_out,
+        c_out: geo.c_in,
+        pad: geo.k - 1 - geo.pad,
+        h: geo.oh,
+        w: geo.ow,
+        oh: geo.h,
+        ow: geo.w,
+        ..*geo
+    }
+}
+
+/// The output channels `chans` (rows of `y`, channel `chans.start` in row 0) of the
+/// convolution `geo` of `x` by `w`, from the biases `b` (zeros without), with `NV` vectors of
+/// tiles per block, `after` applied to the final sums. With `FLIPPED`, `w` holds the weights
+/// of the convolution whose input gradient this is: kernel `(o, c)` of `geo` is kernel
+/// `(c, o)` of `w`, turned by 180°.
+#[inline(always)]
+pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
+    s: S,
+    (geo, x, w, b): (&ConvGeometry, &[f32], &[f32], Option<&[f32]>),
+    (chans, mut y): (Range<usize>, ColumnsMut),
+    after: Option<After>,
+) {
+    debug_assert!(pays(geo) && y.cols() == (0..geo.oh * geo.ow));
+    let tb = NV * S::LANES;
+    let tiles = tiles(geo);
+    let mut u = Aligned([0.0f32; 16 * MB * CB]);
+    let mut v = Aligned([0.0f32; 16 * CB * MAX_TB]);
+    // One vector more: the last row's last tiles are read as a whole vector.
+    let mut m = Aligned([0.0f32; 16 * MR * MAX_TB + 16]);
+    // Padded input rows: zeros left of the map and right of it, written once.
+    let mut rows = Aligned([[0.0f32; ROW]; 4]);
+    let b = b.map(|b| &b[chans.start..]);
+    let after = after.map(|a| a.from(chans.start));
+    for (o0, ob) in blocks(chans.len(), MB) {
+        for (c0, cb) in blocks(geo.c_in, CB) {
+            let o0 = chans.start + o0;
+            weights::<S, FLIPPED>(s, geo, w, (o0, ob), (c0, cb), &mut u.0);
+            let sum = Sum {
+                first: c0 == 0,
+                last: c0 + cb == geo.c_in,
+            };
+            for t0 in (0..tiles).step_by(tb) {
+                let n = tb.min(tiles - t0);
+                inputs(s, geo, x, (c0, cb), (t0, n, tb), &mut v.0, &mut rows.0);
+                for r0 in (0..ob).step_by(MR) {
+                    let mr = MR.min(ob - r0);
+                    let rows = (r0, mr);
+                    let block = Block { t0, n, tb, cb };
+                    match n.div_ceil(S::LANES) {
+                        k if k >= NV => products::<S, NV>(s, &u.0, &v.0, block, rows, &mut m.0),
+                        1 => products::<S, 1>(s, &u.0, &v.0, block, rows, &mut m.0),
+                        2 => products::<S, 2>(s, &u.0, &v.0, block, rows, &mut m.0),
+                        _ => products::<S, 3>(s, &u.0, &v.0, block, rows, &mut m.0),
+                    }
+                    let out = (o0 + r0 - chans.start, mr);
+                    outputs(s, geo, &m.0, block, out, (b, after, sum), &mut y);
+                }
+            }
+        }
+    }
+}
+
+/// A block of tiles `t0..t0 + n`, its buffers `tb` tiles wide, and `cb` input channels.
+#[derive(Clone, Copy)]
+struct Block {
+    t0: usize,
+    n: usize,
+    tb: usize,
+    cb: usize,
+}
+
+/// Whether a block of input channels is the first of the sum (which starts from the biases)
+/// and the last (after which `after` applies).
+#[derive(Clone, Copy)]
+struct Sum {
+    first: bool,
+    last: bool,
+}
+
+/// `u[(ξ·MB + r)·CB + c] = (G g Gᵀ)_ξ` for the kernel `g` of output channel `o0 + r` and
+/// input channel `c0 + c` (`r < ob`, `c < cb`), with
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`. The input channels run along the
+/// lanes: a vector's kernels are gathered tap by tap into `taps` first (they lie 9 apart).
+#[inline(always)]
+fn weights<S: Simd, const FLIPPED: bool>(
+    s: S,
+    geo: &ConvGeometry,
+    w: &[f32],
+    (o0, ob): (usize, usize),
+    (c0, cb): (usize, usize),
+    u: &mut [f32],
+) {
+    let l = S::LANES;
+    let mut taps = [0.0f32; 9 * 16];
+    let half = s.splat(0.5);
+    for r in 0..ob {
+        for c in (0..cb).step_by(l) {
+            let n = l.min(cb - c);
+            if FLIPPED {
+                // Kernel (c, r) of the weights `[c_in][c_out][3][3]`, turned.
+                for lane in 0..n {
+                    let g = &w[((c0 + c + lane) * geo.c_out + o0 + r) * 9..][..9];
+                    for (k, &g) in g.iter().rev().enumerate() {
+                        taps[k * l + lane] = g;
+                    }
+                }
+            } else {
+                let row = &w[((o0 + r) * geo.c_in + c0 + c) * 9..][..n * 9];
+                for (lane, g) in row.chunks_exact(9).enumerate() {
+                    for (k, &g) in g.iter().enumerate() {
+                        taps[k * l + lane] = g;
+                    }
+                }
+            }
+            let mut g = [s.splat(0.0); 9];
+            for (k, g) in g.iter_mut().enumerate() {
+                *g = s.load(&taps, k * l);
+            }
+            // G g: rows of 3.
+            let mut t = [[s.splat(0.0); 3]; 4];
+            for j in 0..3 {
+                let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+                t[0][j] = g0;
+                t[1][j] = s.mul(half, s.add(s.add(g0, g1), g2));
+                t[2][j] = s.mul(half, s.add(s.sub(g0, g1), g2));
+                t[3][j] = g2;
+            }
+            // (G g) Gᵀ.
+            for (a, [t0, t1, t2]) in t.into_iter().enumerate() {
+                let row = [
+                    t0,
+                    s.mul(half, s.add(s.add(t0, t1), t2)),
+                    s.mul(half, s.add(s.sub(t0, t1), t2)),
+                    t2,
+                ];
+                for (bb, value) in row.into_iter().enumerate() {
+                    s.store_partial(u, ((4 * a + bb) * MB + r) * CB + c, n, value);
+                }
+            }
+        }
+    }
+}
+
+/// `v[(ξ·CB + c)·tb + t] = (Bᵀ d B)_ξ` for the 4×4 input patch `d` of tile `t0 + t` in input
+/// channel `c0 + c` (`t < n`, `c < cb`), with
+/// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`. The tiles run along
+/// the lanes: a tile row's even and odd input columns are two vectors.
+#[allow(clippy::needless_range_loop)] // constant-trip index loops keep the values in registers
+#[inline(always)]
+fn inputs<S: Simd>(
+    s: S,
+    geo: &ConvGeometry,
+    x: &[f32],
+    (c0, cb): (usize, usize),
+    (t0, n, tb): (usize, usize, usize),
+    v: &mut [f32],
+    rows: &mut [[f32; ROW]; 4],
+) {
+    let (h, w, p, l) = (geo.h, geo.w, geo.pad, S::LANES);
+    let tw = geo.ow.div_ceil(2);
+    let mut t = t0;
+    while t < t0 + n {
+        // The tiles of tile row `ty` from `tx0` on in this block, at `at`.
+        let (ty, tx0) = (t / tw, t % tw);
+        let count = (tw - tx0).min(t0 + n - t);
+        let at = t - t0;
+        for c in 0..cb {
+            let xc = &x[(c0 + c) * h * w..][..h * w];
+            for (i, row) in rows.iter_mut().enumerate() {
+                let dst = &mut row[p..p + w];
+                match (2 * ty + i).checked_sub(p).filter(|&iy| iy < h) {
+                    Some(iy) => copy(s, &xc[iy * w..][..w], dst),
+                    None => zero(s, dst, (0, w)),
+                }
+            }
+            for k in (0..count).step_by(l) {
+                let j = 2 * (tx0 + k);
+                // Bᵀ along each row: columns 2tx, 2tx + 1, 2tx + 2, 2tx + 3 of each tile. (Loops,
+                // not closures: a closure has no target features, so what it calls would
+                // not be inlined.)
+                let mut r = [[s.splat(0.0); 4]; 4];
+                for (r, row) in r.iter_mut().zip(rows.iter()) {
+                    let (e, o) = s.deinterleave(s.load(row, j), s.load(row, j + l));
+                    let (e2, o2) = s.deinterleave(s.load(row, j + 2), s.load(row, j + 2 + l));
+                    *r = [s.sub(e, e2), s.add(o, e2), s.sub(e2, o), s.sub(o, o2)];
+                }
+                // Then down the columns.
+                for bb in 0..4 {
+                    let col = [
+                        s.sub(r[0][bb], r[2][bb]),
+                        s.add(r[1][bb], r[2][bb]),
+                        s.sub(r[2][bb], r[1][bb]),
+                        s.sub(r[1][bb], r[3][bb]),
+                    ];
+                    for (a, value) in col.into_iter().enumerate() {
+                        let at = ((4 * a + bb) * CB + c) * tb + at + k;
+                        s.store_partial(v, at, count - k, value);
+                    }
+                }
+            }
+        }
+        t += count;
+    }
+}
+
+/// `m[(ξ·MR + r)·tb ..] = Σ_c u[ξ][r0 + r][c] · v[ξ][c][..]` for the block's `NV` vectors of
+/// tiles, each `ξ` one run of the microkernel.
+#[inline(always)]
+fn products<S: Simd, const NV: usize>(
+    s: S,
+    u: &[f32],
+    v: &[f32],
+    Block { tb, cb, .. }: Block,
+    (r0, mr): (usize, usize),
+    m: &mut [f32],
+) {
+    for xi in 0..16 {
+        let a = Rows::<MR>::new(&u[(xi * MB + r0) * CB..], (0, CB), (mr, cb), &ZEROS);
+        let mut c = [[s.splat(0.0); NV]; MR];
+        micro(s, a, (&v[xi * CB * tb..][..cb * tb], tb), cb, &mut c);
+        for (r, c) in c.into_iter().enumerate() {
+            for (k, c) in c.into_iter().enumerate() {
+                s.store(m, (xi * MR + r) * tb + k * S::LANES, c);
+            }
+        }
+    }
+}
+
+/// Transforms rows `0..mr` of `m` back (`Aᵀ M A`, `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`)
+/// and adds them to rows `out.0..out.0 + mr` of `y`: to the biases for the first block of
+/// input channels, to the sums so far for the others, `after` applied after the last.
+#[allow(clippy::needless_range_loop)] // constant-trip index loops keep the values in registers
+#[inline(always)]
+fn outputs<S: Simd>(
+    s: S,
+    geo: &ConvGeometry,
+    m: &[f32],
+    Block { t0, n, tb, .. }: Block,
+    (y0, mr): (usize, usize),
+    (b, after, sum): (Option<&[f32]>, Option<After>, Sum),
+    y: &mut ColumnsMut,
+) {
+    let (oh, ow, l) = (geo.oh, geo.ow, S::LANES);
+    let tw = ow.div_ceil(2);
+    for r in 0..mr {
+        let yr = y.row(y0 + r);
+        let bias = s.splat(b.map_or(0.0, |b| b[y0 + r]));
+        let mut t = t0;
+        while t < t0 + n {
+            let (ty, tx0) = (t / tw, t % tw);
+            let count = (tw - tx0).min(t0 + n - t);
+            let at = t - t0;
+            for k in (0..count).step_by(l) {
+                let at = |xi: usize| (xi * MR + r) * tb + at + k;
+                // Aᵀ down the columns, then along the rows.
+                let mut sums = [[s.splat(0.0); 4]; 2];
+                for bb in 0..4 {
+                    let m0 = s.load(m, at(bb));
+                    let m1 = s.load(m, at(4 + bb));
+                    let m2 = s.load(m, at(8 + bb));
+                    let m3 = s.load(m, at(12 + bb));
+                    sums[0][bb] = s.add(s.add(m0, m1), m2);
+                    sums[1][bb] = s.sub(s.sub(m1, m2), m3);
+                }
+                let mut pairs = [(s.splat(0.0), s.splat(0.0)); 2];
+                for (pair, s_) in pairs.iter_mut().zip(sums) {
+                    let left = s.add(s.add(s_[0], s_[1]), s_[2]);
+                    let right = s.sub(s.sub(s_[1], s_[2]), s_[3]);
+                    *pair = s.interleave(left, right);
+                }
+                // Output rows 2ty and 2ty + 1 (if on the map), columns 2tx.. of these tiles.
+                let (x0, cols) = (2 * (tx0 + k), (2 * (count - k)).min(ow - 2 * (tx0 + k)));
+                for (dy, (lo, hi)) in pairs.into_iter().enumerate() {
+                    let oy = 2 * ty + dy;
+                    if oy >= oh {
+                        continue;
+                    }
+                    let base = oy * ow + x0;
+                    for (half, value) in [(0, lo), (l, hi)] {
+                        if half >= cols {
+                            continue;
+                        }
+                        let c = cols - half;
+                        let start = if sum.first {
+                            bias
+                        } else {
+                            s.load_partial(yr, base + half, c)
+                        };
+                        let mut total = [s.add(start, value)];
+                        if sum.last
+                            && let Some(after) = &after
+                        {
+                            after.apply(s, y0 + r, &mut total);
+                        }
+                        s.store_partial(yr, base + half, c, total[0]);
+                    }
+                }
+            }
+            t += count;
+        }
+    }
+}
