@@ -402,6 +402,32 @@ fn winograd_equals_the_reference() {
     }
 }
 
+/// A geometry that F(2×2, 3×3) takes: 16 to 36 channels in, 16 to 72 out (past one block of
+/// 64), padding 0 or 1, maps of any parity from 3 to 30 rows and 40 columns.
+fn winograd_geometry() -> impl Strategy<Value = ConvGeometry> {
+    (
+        (16usize..=36, 16usize..=72),
+        0usize..=1,
+        (3usize..=30, 3usize..=40),
+    )
+        .prop_map(|((c_in, c_out), pad, (h, w))| geo((c_in, c_out, 1), (3, 1, pad), (h, w)))
+        .prop_filter("F(2×2, 3×3) pays", conv_winograd::pays)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// F(2×2, 3×3) on random geometries it takes, every pass and instruction set, against
+    /// the `f64` reference.
+    #[test]
+    fn winograd_equals_the_reference_for_any_geometry_it_takes(
+        geo in winograd_geometry(),
+        v in values(),
+    ) {
+        check_kernels_of(&conv_gemm::GEMM, &geo, &v);
+    }
+}
+
 // The larger layers, at their real sizes, on the matrix-product kernels only (the direct
 // ones take seconds): several blocks of taps (up to 4,608 rows), of output channels (512)
 // and of pixels (up to 50,176), two groups. Three tests, so that the test threads share them.
