@@ -201,7 +201,7 @@ impl<
         affine: ChannelAffine<'_, T>,
         e: Epilogue,
     ) {
-        if !self.infer_then_f32(input, output, Some(affine), e) {
+        if !self.infer_then_f32(input, output, (Some(affine), e), None) {
             self.infer(input, output, ws);
             affine.apply(output.flat_mut(), e);
         }
@@ -213,7 +213,7 @@ impl<
     const APPLIES_EPILOGUES: bool = Self::APPLIES_MAPS;
 
     fn infer_then(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut (), e: Epilogue) {
-        if !self.infer_then_f32(input, output, None, e) {
+        if !self.infer_then_f32(input, output, (None, e), None) {
             self.infer(input, output, ws);
             e.apply(output.flat_mut());
         }
@@ -301,7 +301,7 @@ impl<
         affine: ChannelAffine<'_, T>,
         e: Epilogue,
     ) {
-        if !self.infer_then_f32(x, y, Some(affine), e) {
+        if !self.infer_then_f32(x, y, (Some(affine), e), Some(ws)) {
             BatchLayer::<N>::infer_sample(self, n, x, y, ws);
             affine.apply(y.flat_mut(), e);
         }
@@ -317,7 +317,7 @@ impl<
         ws: &mut Self::BatchWorkspace,
         e: Epilogue,
     ) {
-        if !self.infer_then_f32(x, y, None, e) {
+        if !self.infer_then_f32(x, y, (None, e), Some(ws)) {
             BatchLayer::<N>::infer_sample(self, n, x, y, ws);
             e.apply(y.flat_mut());
         }
@@ -335,6 +335,7 @@ impl<
         ) {
             conv_fast::pack_channel_lanes::<CI, CO, K>(w, wt);
         }
+        self.prepare_winograd(ws);
     }
 
     fn prepare_backward(&self, ws: &mut Self::BatchWorkspace) {

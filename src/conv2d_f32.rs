@@ -12,7 +12,7 @@ use crate::lanes::{LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_g
 use crate::layer::{ChannelAffine, Epilogue, Layer};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
-use crate::{conv_fast, conv_fast_backward, conv_lanes, conv_lanes_backward};
+use crate::{conv_fast, conv_fast_backward, conv_lanes, conv_lanes_backward, conv_winograd};
 
 impl<
     T: Scalar,
@@ -81,6 +81,8 @@ impl<
             let wt =
                 packed.and_then(|p| T::as_f32(p.0.as_flattened().as_flattened().as_flattened()));
             conv_fast::forward::<CI, CO, K, H, W, OH, OW>(x, (w, wt), b, y);
+        } else if let Some(p) = packed.and_then(Self::prepared) {
+            conv_gemm::forward_prepared(&Self::GEOMETRY, (x, w, b), y, None, p);
         } else {
             // Any other geometry: one set of kernels for every shape.
             (Self::KERNELS.forward)(&Self::GEOMETRY, x, w, b, y);
@@ -91,16 +93,57 @@ impl<
     /// convolution to its sums ([`Conv2d::infer_then_f32`]).
     pub(crate) const APPLIES_MAPS: bool = !Self::FAST && conv_gemm::pays(&Self::GEOMETRY);
 
+    /// Whether the `f32` forward pass runs F(2×2, 3×3) (`conv_winograd`), whose transformed
+    /// weights a batch keeps in its [`ConvPacked`] (which only LeNet's kernels use else).
+    pub(crate) const WINOGRAD: bool =
+        Self::APPLIES_MAPS && K == 3 && conv_winograd::pays(&Self::GEOMETRY);
+
+    /// Transforms the weights once for a batch's F(2×2, 3×3) passes, into `packed`.
+    pub(crate) fn prepare_winograd(&self, packed: &mut ConvPacked<T, CI, CO, K>) {
+        let (lo, hi) = (
+            packed
+                .0
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut(),
+            packed
+                .1
+                .as_flattened_mut()
+                .as_flattened_mut()
+                .as_flattened_mut(),
+        );
+        if let (true, Some(w), Some(lo), Some(hi)) = (
+            Self::WINOGRAD,
+            T::as_f32(self.param(0)),
+            T::as_f32_mut(lo),
+            T::as_f32_mut(hi),
+        ) {
+            conv_winograd::prepare(&Self::GEOMETRY, w, lo, hi);
+        }
+    }
+
+    /// The weights [`Conv2d::prepare_winograd`] transformed into `packed`, if the layer runs
+    /// F(2×2, 3×3) in `f32`.
+    fn prepared(packed: &ConvPacked<T, CI, CO, K>) -> Option<conv_winograd::Prepared<'_>> {
+        if !Self::WINOGRAD {
+            return None;
+        }
+        let lo = T::as_f32(packed.0.as_flattened().as_flattened().as_flattened())?;
+        let hi = T::as_f32(packed.1.as_flattened().as_flattened().as_flattened())?;
+        Some(conv_winograd::Prepared::new(&Self::GEOMETRY, lo, hi))
+    }
+
     /// [`Layer::infer_affine_then`] (with `affine`) or [`Layer::infer_then`] (without) on
     /// the matrix product's `f32` path ([`conv_gemm::forward_then`]: the maps applied to
-    /// the sums as they are stored); `false`, with nothing written, where the layer takes
-    /// another path.
+    /// the sums as they are stored), with the weights a batch transformed in `packed` for
+    /// F(2×2, 3×3) if given; `false`, with nothing written, where the layer takes another
+    /// path.
     pub(crate) fn infer_then_f32(
         &self,
         input: &Maps<T, CI, H, W>,
         output: &mut Maps<T, CO, OH, OW>,
-        affine: Option<ChannelAffine<'_, T>>,
-        e: Epilogue,
+        (affine, e): (Option<ChannelAffine<'_, T>>, Epilogue),
+        packed: Option<&ConvPacked<T, CI, CO, K>>,
     ) -> bool {
         if !Self::APPLIES_MAPS {
             return false;
@@ -122,7 +165,12 @@ impl<
                 _ => return false,
             },
         };
-        conv_gemm::forward_then(&Self::GEOMETRY, x, w, b, y, affine, e);
+        match packed.and_then(Self::prepared) {
+            Some(p) => {
+                conv_gemm::forward_prepared(&Self::GEOMETRY, (x, w, b), y, Some((affine, e)), p)
+            }
+            None => conv_gemm::forward_then(&Self::GEOMETRY, x, w, b, y, affine, e),
+        }
         true
     }
 

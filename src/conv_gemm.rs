@@ -49,7 +49,7 @@ use crate::conv_gemm_micro::{
 };
 pub use crate::conv_kernel::ConvGeometry;
 use crate::conv_kernel::{self, sum};
-use crate::conv_winograd;
+use crate::conv_winograd::{self, Prepared};
 use crate::layer::{ChannelAffine, Epilogue};
 use crate::simd::{self, Kernel, Simd};
 
@@ -500,8 +500,9 @@ struct Forward<'a> {
     y: ColumnsMut<'a>,
     /// What the sums become before they are stored.
     after: Option<After<'a>>,
-    /// Whether by F(2×2, 3×3) ([`conv_winograd`]) rather than on `X̂`.
-    winograd: bool,
+    /// Whether by F(2×2, 3×3) ([`conv_winograd`]) rather than on `X̂`, and with the
+    /// weights a batch transformed once.
+    winograd: Option<Option<Prepared<'a>>>,
 }
 
 impl Kernel for Forward<'_> {
@@ -518,21 +519,14 @@ impl Kernel for Forward<'_> {
             after,
             winograd,
         } = self;
-        match S::LANES {
-            16 | 1 if winograd => conv_winograd::forward_with::<S, 4, false>(
-                s,
-                (geo, x, w, Some(b)),
-                (chans, y),
-                after,
-            ),
-            _ if winograd => conv_winograd::forward_with::<S, 2, false>(
-                s,
-                (geo, x, w, Some(b)),
-                (chans, y),
-                after,
-            ),
-            16 | 1 => forward_with::<S, 4, 4>(s, (geo, x, w, b), (chans, y), after),
-            _ => forward_with::<S, 4, 2>(s, (geo, x, w, b), (chans, y), after),
+        let (parts, out) = ((geo, x, w, Some(b)), (chans, y));
+        match (S::LANES, winograd) {
+            (16 | 1, Some(p)) => {
+                conv_winograd::forward_with::<S, 4, false>(s, parts, out, after, p)
+            }
+            (_, Some(p)) => conv_winograd::forward_with::<S, 2, false>(s, parts, out, after, p),
+            (16 | 1, None) => forward_with::<S, 4, 4>(s, (geo, x, w, b), out, after),
+            (_, None) => forward_with::<S, 4, 2>(s, (geo, x, w, b), out, after),
         }
     }
 }
@@ -641,11 +635,13 @@ impl Kernel for InputGrad<'_> {
                     (&t, g, w, None),
                     (chans, gi),
                     None,
+                    None,
                 ),
                 _ => conv_winograd::forward_with::<S, 2, true>(
                     s,
                     (&t, g, w, None),
                     (chans, gi),
+                    None,
                     None,
                 ),
             };
@@ -678,7 +674,7 @@ impl Kernel for InputGrad<'_> {
 /// assert_eq!(y, [0.0, 2.0, 6.0, 8.0, 55.0, 59.0, 67.0, 71.0]); // channel 0; 1 + 2 · channel 3
 /// ```
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    forward_with_after(geo, (x, w, b), y, None, conv_winograd::pays(geo));
+    forward_with_after(geo, (x, w, b), y, None, winograd(geo, None));
 }
 
 /// [`forward`] as a product on the packed input `X̂` whatever the geometry, never by
@@ -699,7 +695,42 @@ pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32
 /// assert_eq!(y, winograd); // small integers: exact in any order
 /// ```
 pub fn forward_on_columns(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    forward_with_after(geo, (x, w, b), y, None, false);
+    forward_with_after(geo, (x, w, b), y, None, None);
+}
+
+/// Whether [`forward`] runs F(2×2, 3×3) for `geo`, with the weights `prepared` if given.
+fn winograd<'a>(
+    geo: &ConvGeometry,
+    prepared: Option<Prepared<'a>>,
+) -> Option<Option<Prepared<'a>>> {
+    conv_winograd::pays(geo).then_some(prepared)
+}
+
+/// [`forward_then`] (`after` given) or [`forward`] (without) for a layer F(2×2, 3×3) pays
+/// for, with its weights transformed once for a batch ([`conv_winograd::prepare`]): the
+/// same result, bit for bit.
+pub(crate) fn forward_prepared(
+    geo: &ConvGeometry,
+    (x, w, b): (&[f32], &[f32], &[f32]),
+    y: &mut [f32],
+    after: Option<(Option<ChannelAffine<'_, f32>>, Epilogue)>,
+    prepared: Prepared,
+) {
+    assert!(conv_winograd::pays(geo));
+    if let Some((Some(a), _)) = &after {
+        check_affine(geo, a);
+    }
+    let after = after.map(|(affine, epilogue)| After { affine, epilogue });
+    forward_with_after(geo, (x, w, b), y, after, Some(Some(prepared)));
+}
+
+/// Panics unless `a` has one constant of each kind per output channel of `geo`.
+fn check_affine(geo: &ConvGeometry, a: &ChannelAffine<'_, f32>) {
+    let c_out = geo.c_out;
+    assert!(
+        a.mean.len() == c_out && a.scale.len() == c_out && a.shift.len() == c_out,
+        "conv_gemm::forward_then: the map needs one constant of each kind per output channel ({c_out})"
+    );
 }
 
 /// [`forward`], then `affine` on the output channels (if given) and `epilogue` after it,
@@ -742,15 +773,11 @@ pub fn forward_then(
     affine: Option<ChannelAffine<'_, f32>>,
     epilogue: Epilogue,
 ) {
-    let c_out = geo.c_out;
     if let Some(a) = &affine {
-        assert!(
-            a.mean.len() == c_out && a.scale.len() == c_out && a.shift.len() == c_out,
-            "conv_gemm::forward_then: the map needs one constant of each kind per output channel ({c_out})"
-        );
+        check_affine(geo, a);
     }
     let after = Some(After { affine, epilogue });
-    forward_with_after(geo, (x, w, b), y, after, conv_winograd::pays(geo));
+    forward_with_after(geo, (x, w, b), y, after, winograd(geo, None));
 }
 
 /// [`forward`] and [`forward_then`]: the threads' split, then the kernel.
@@ -759,7 +786,7 @@ fn forward_with_after(
     (x, w, b): (&[f32], &[f32], &[f32]),
     y: &mut [f32],
     after: Option<After>,
-    winograd: bool,
+    winograd: Option<Option<Prepared>>,
 ) {
     geo.check_forward(x, w, b, y);
     let (pixels, c_out) = (geo.oh * geo.ow, geo.c_out);
@@ -775,7 +802,7 @@ fn forward_with_after(
     };
     #[cfg(feature = "std")]
     if crate::threads::layer_threads() > 1
-        && let Some(split) = split_at(geo, winograd)
+        && let Some(split) = split_at(geo, winograd.is_some())
     {
         // Each output is one thread's, summed in the same order as on one: the result is
         // the same bit for bit.

@@ -155,6 +155,7 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     (geo, x, w, b): (&ConvGeometry, &[f32], &[f32], Option<&[f32]>),
     (chans, mut y): (Range<usize>, ColumnsMut),
     after: Option<After>,
+    prepared: Option<Prepared>,
 ) {
     debug_assert!(pays(geo) && y.cols() == (0..geo.oh * geo.ow));
     let tb = NV * S::LANES;
@@ -170,7 +171,13 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     for (o0, ob) in blocks(chans.len(), MB) {
         for (c0, cb) in blocks(geo.c_in, CB) {
             let o0 = chans.start + o0;
-            weights::<S, FLIPPED>(s, geo, w, (o0, ob), (c0, cb), &mut u.0);
+            let a = match prepared {
+                Some(p) => Weights::Prepared(p, (o0, c0, geo.c_in)),
+                None => {
+                    weights::<S, FLIPPED>(s, geo, w, (o0, ob), (c0, cb), &mut u.0);
+                    Weights::Block(&u.0)
+                }
+            };
             let sum = Sum {
                 first: c0 == 0,
                 last: c0 + cb == geo.c_in,
@@ -183,13 +190,107 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
                     let rows = (r0, mr);
                     let block = Block { t0, n, tb, cb };
                     match n.div_ceil(S::LANES) {
-                        k if k >= NV => products::<S, NV>(s, &u.0, &v.0, block, rows, &mut m.0),
-                        1 => products::<S, 1>(s, &u.0, &v.0, block, rows, &mut m.0),
-                        2 => products::<S, 2>(s, &u.0, &v.0, block, rows, &mut m.0),
-                        _ => products::<S, 3>(s, &u.0, &v.0, block, rows, &mut m.0),
+                        k if k >= NV => products::<S, NV>(s, a, &v.0, block, rows, &mut m.0),
+                        1 => products::<S, 1>(s, a, &v.0, block, rows, &mut m.0),
+                        2 => products::<S, 2>(s, a, &v.0, block, rows, &mut m.0),
+                        _ => products::<S, 3>(s, a, &v.0, block, rows, &mut m.0),
                     }
                     let out = (o0 + r0 - chans.start, mr);
                     outputs(s, geo, &m.0, block, out, (b, after, sum), &mut y);
+                }
+            }
+        }
+    }
+}
+
+/// Where the products read the transformed weights of a block of channels.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    /// Transformed for this block: `u[(ξ·MB + r)·CB + c]`.
+    Block(&'a [f32]),
+    /// Transformed for the whole layer once ([`prepare`]), from output channel `o0` and
+    /// input channel `c0` on, rows of `c_in`.
+    Prepared(Prepared<'a>, (usize, usize, usize)),
+}
+
+impl<'a> Weights<'a> {
+    /// Rows `r0..r0 + mr` of the block (zeros past `mr`), `cb` input channels, at `ξ`.
+    #[inline(always)]
+    fn rows(self, xi: usize, (r0, mr): (usize, usize), cb: usize) -> Rows<'a, MR> {
+        match self {
+            Weights::Block(u) => Rows::new(&u[xi * MB * CB..], (r0, CB), (mr, cb), &ZEROS),
+            Weights::Prepared(p, (o0, c0, c_in)) => {
+                Rows::new(&p.at(xi)[c0..], (o0 + r0, c_in), (mr, cb), &ZEROS)
+            }
+        }
+    }
+}
+
+/// A layer's weights transformed once ([`prepare`]): position `ξ`'s matrix `[c_out][c_in]`
+/// at `ξ · c_out · c_in` of `lo` for `ξ < 9`, of `hi` (from `ξ = 9`) for the others. A batch
+/// keeps them in the two arrays its convolution packs LeNet's weights into, which a layer
+/// by F(2×2, 3×3) does not use (16 matrices in 18 of the weights' size).
+#[derive(Clone, Copy)]
+pub(crate) struct Prepared<'a> {
+    lo: &'a [f32],
+    hi: &'a [f32],
+    len: usize,
+}
+
+impl<'a> Prepared<'a> {
+    /// The weights of `geo` transformed in `lo` and `hi` by [`prepare`]. Panics unless they
+    /// hold 9 and 7 of `geo`'s matrices.
+    pub(crate) fn new(geo: &ConvGeometry, lo: &'a [f32], hi: &'a [f32]) -> Self {
+        let len = geo.c_out * geo.c_in;
+        assert!(lo.len() >= 9 * len && hi.len() >= 7 * len);
+        Prepared { lo, hi, len }
+    }
+
+    #[inline(always)]
+    fn at(&self, xi: usize) -> &'a [f32] {
+        match xi {
+            0..9 => &self.lo[xi * self.len..][..self.len],
+            _ => &self.hi[(xi - 9) * self.len..][..self.len],
+        }
+    }
+}
+
+/// Transforms the weights `w` of `geo` (a layer F(2×2, 3×3) [`pays`] for) once, into `lo`
+/// and `hi` as [`Prepared`] reads them: the same values, bit for bit, as each pass would
+/// compute, so a pass on them gives the same result.
+pub(crate) fn prepare(geo: &ConvGeometry, w: &[f32], lo: &mut [f32], hi: &mut [f32]) {
+    assert!(pays(geo) && w.len() == geo.weight_len());
+    let len = geo.c_out * geo.c_in;
+    assert!(lo.len() >= 9 * len && hi.len() >= 7 * len);
+    crate::simd::dispatch(Prepare { geo, w, lo, hi });
+}
+
+struct Prepare<'a> {
+    geo: &'a ConvGeometry,
+    w: &'a [f32],
+    lo: &'a mut [f32],
+    hi: &'a mut [f32],
+}
+
+impl crate::simd::Kernel for Prepare<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let Prepare { geo, w, lo, hi } = self;
+        let (c_in, len) = (geo.c_in, geo.c_out * geo.c_in);
+        let mut u = Aligned([0.0f32; 16 * MB * CB]);
+        for (o0, ob) in blocks(geo.c_out, MB) {
+            for (c0, cb) in blocks(c_in, CB) {
+                weights::<S, false>(s, geo, w, (o0, ob), (c0, cb), &mut u.0);
+                for xi in 0..16 {
+                    let dst = match xi {
+                        0..9 => &mut lo[xi * len..][..len],
+                        _ => &mut hi[(xi - 9) * len..][..len],
+                    };
+                    for r in 0..ob {
+                        let src = &u.0[(xi * MB + r) * CB..][..cb];
+                        dst[(o0 + r) * c_in + c0..][..cb].copy_from_slice(src);
+                    }
                 }
             }
         }
@@ -344,14 +445,14 @@ fn inputs<S: Simd>(
 #[inline(always)]
 fn products<S: Simd, const NV: usize>(
     s: S,
-    u: &[f32],
+    u: Weights,
     v: &[f32],
     Block { tb, cb, .. }: Block,
     (r0, mr): (usize, usize),
     m: &mut [f32],
 ) {
     for xi in 0..16 {
-        let a = Rows::<MR>::new(&u[(xi * MB + r0) * CB..], (0, CB), (mr, cb), &ZEROS);
+        let a = u.rows(xi, (r0, mr), cb);
         let mut c = [[s.splat(0.0); NV]; MR];
         micro(s, a, (&v[xi * CB * tb..][..cb * tb], tb), cb, &mut c);
         for (r, c) in c.into_iter().enumerate() {
