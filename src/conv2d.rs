@@ -269,7 +269,9 @@ impl<
 
 /// A convolution's weights rearranged for the fast kernels: `[c][i][j][o]` for the forward
 /// pass, `[i][o][j][c]` for the input gradient. A batch packs them once for all its samples
-/// (the batch workspace of [`Conv2d`]); a single pass packs them on the stack.
+/// (the batch workspace of [`Conv2d`]); a single pass packs them on the stack. A 3×3 layer
+/// that runs Winograd's F(2×2, 3×3) in `f32` (`conv_winograd`) keeps its transformed
+/// weights here instead, 16 matrices of `c_out × c_in` across the two arrays.
 pub type ConvPacked<T, const CI: usize, const CO: usize, const K: usize> =
     ([[[[T; CO]; K]; K]; CI], [[[[T; CI]; K]; CO]; K]);
 

@@ -654,12 +654,15 @@ impl Kernel for InputGrad<'_> {
 }
 
 /// The forward pass, as [`crate::conv_kernel::forward`] computes it (same arguments, same
-/// panics), by a matrix product: `y = b + w ⋆ x`.
+/// panics), by a matrix product: `y = b + w ⋆ x`; for the 3×3 stride-1 layers where
+/// [`conv_winograd::pays`], by Winograd's F(2×2, 3×3), whose products take 16 multiply-adds
+/// per 2×2 outputs instead of 36 ([`forward_on_columns`] keeps the product on `X̂`).
 ///
 /// Inside [`crate::threads::within_layers`] a layer of at least [`SPLIT_MACS`]
 /// multiply-adds is split between two threads: by pixels on a map of 256 pixels or more
-/// (each thread packs only its own pixels' inputs), else by output channels (one group
-/// only). Each output is computed by one thread, in the one-thread order.
+/// (each thread packs only its own pixels' inputs) unless by F(2×2, 3×3), else by output
+/// channels (one group only). Each output is computed by one thread, in the one-thread
+/// order.
 ///
 /// ```
 /// use constnet::{conv_gemm, conv_kernel::ConvGeometry};
@@ -859,7 +862,9 @@ pub fn weight_grad(
 }
 
 /// The input gradient, as [`crate::conv_kernel::input_grad`] computes it: `gi = ∂E/∂x`,
-/// every value written (zero where no tap reads the input).
+/// every value written (zero where no tap reads the input). For a 3×3 stride-1 layer with
+/// padding 1 where [`conv_winograd::pays_input_grad`], by F(2×2, 3×3): the convolution of
+/// the output gradient by the transposed weights, each kernel turned by 180°.
 ///
 /// ```
 /// use constnet::{conv_gemm, conv_kernel::ConvGeometry};
