@@ -297,6 +297,37 @@ impl crate::simd::Kernel for Prepare<'_> {
     }
 }
 
+/// The tiles of one tile row in a block: row `ty`, `count` tiles from column `tx0` on, at
+/// `at` in the block.
+#[derive(Clone, Copy)]
+struct Segment {
+    ty: usize,
+    tx0: usize,
+    count: usize,
+    at: usize,
+}
+
+/// The tile rows that tiles `t0..t0 + n` cross (`tw` tiles to a row), in order: what the
+/// input and output transforms walk, a vector of tiles at a time within each.
+#[inline(always)]
+fn segments(tw: usize, (t0, n): (usize, usize)) -> impl Iterator<Item = Segment> {
+    let mut t = t0;
+    core::iter::from_fn(move || {
+        (t < t0 + n).then(|| {
+            let (ty, tx0) = (t / tw, t % tw);
+            let count = (tw - tx0).min(t0 + n - t);
+            let segment = Segment {
+                ty,
+                tx0,
+                count,
+                at: t - t0,
+            };
+            t += count;
+            segment
+        })
+    })
+}
+
 /// A block of tiles `t0..t0 + n`, its buffers `tb` tiles wide, and `cb` input channels.
 #[derive(Clone, Copy)]
 struct Block {
@@ -395,12 +426,7 @@ fn inputs<S: Simd>(
 ) {
     let (h, w, p, l) = (geo.h, geo.w, geo.pad, S::LANES);
     let tw = geo.ow.div_ceil(2);
-    let mut t = t0;
-    while t < t0 + n {
-        // The tiles of tile row `ty` from `tx0` on in this block, at `at`.
-        let (ty, tx0) = (t / tw, t % tw);
-        let count = (tw - tx0).min(t0 + n - t);
-        let at = t - t0;
+    for Segment { ty, tx0, count, at } in segments(tw, (t0, n)) {
         for c in 0..cb {
             let xc = &x[(c0 + c) * h * w..][..h * w];
             for (i, row) in rows.iter_mut().enumerate() {
@@ -436,7 +462,6 @@ fn inputs<S: Simd>(
                 }
             }
         }
-        t += count;
     }
 }
 
@@ -482,11 +507,7 @@ fn outputs<S: Simd>(
     for r in 0..mr {
         let yr = y.row(y0 + r);
         let bias = s.splat(b.map_or(0.0, |b| b[y0 + r]));
-        let mut t = t0;
-        while t < t0 + n {
-            let (ty, tx0) = (t / tw, t % tw);
-            let count = (tw - tx0).min(t0 + n - t);
-            let at = t - t0;
+        for Segment { ty, tx0, count, at } in segments(tw, (t0, n)) {
             for k in (0..count).step_by(l) {
                 let at = |xi: usize| (xi * MR + r) * tb + at + k;
                 // Aᵀ down the columns, then along the rows.
@@ -533,7 +554,6 @@ fn outputs<S: Simd>(
                     }
                 }
             }
-            t += count;
         }
     }
 }
