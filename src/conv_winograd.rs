@@ -53,7 +53,7 @@ use crate::simd::Simd;
 /// Output channels whose transformed weights are kept at once.
 const MB: usize = 64;
 /// Input channels summed per block (the depth of each product).
-const CB: usize = 32;
+pub(crate) const CB: usize = 32;
 /// Output channels of one block of sums (the microkernel's rows).
 const MR: usize = 4;
 /// The most tiles of a block (the microkernel's widest: 4 vectors of 16 lanes).
@@ -61,7 +61,7 @@ const MAX_TB: usize = 64;
 /// The widest map the row buffers hold.
 const MAX_W: usize = 512;
 /// A padded input row: the map's width, the padding and two vectors' overreach.
-const ROW: usize = MAX_W + 48;
+pub(crate) const ROW: usize = MAX_W + 48;
 /// The fewest tiles (2×2 blocks of outputs) for which the transforms pay: 16, a map of 7×7
 /// or 8×8 outputs, for layers of at most [`NARROW`] output channels; [`WIDE_MIN_TILES`] for
 /// wider ones. The weights' transform is redone on every call, at a cost per pair of
@@ -77,7 +77,7 @@ const NARROW: usize = 64;
 
 /// A buffer on a cache line's boundary.
 #[repr(C, align(64))]
-struct Aligned<T>(T);
+pub(crate) struct Aligned<T>(pub(crate) T);
 
 /// Rows of the transformed weights past the edge of a block: zeros, as long as a depth.
 static ZEROS: [f32; CB] = [0.0; CB];
@@ -117,7 +117,7 @@ pub const fn pays(geo: &ConvGeometry) -> bool {
 }
 
 /// The 2×2 blocks of outputs of `geo` (those at an odd edge half off the map).
-const fn tiles(geo: &ConvGeometry) -> usize {
+pub(crate) const fn tiles(geo: &ConvGeometry) -> usize {
     geo.oh.div_ceil(2) * geo.ow.div_ceil(2)
 }
 
@@ -300,17 +300,17 @@ impl crate::simd::Kernel for Prepare<'_> {
 /// The tiles of one tile row in a block: row `ty`, `count` tiles from column `tx0` on, at
 /// `at` in the block.
 #[derive(Clone, Copy)]
-struct Segment {
-    ty: usize,
-    tx0: usize,
-    count: usize,
-    at: usize,
+pub(crate) struct Segment {
+    pub(crate) ty: usize,
+    pub(crate) tx0: usize,
+    pub(crate) count: usize,
+    pub(crate) at: usize,
 }
 
 /// The tile rows that tiles `t0..t0 + n` cross (`tw` tiles to a row), in order: what the
 /// input and output transforms walk, a vector of tiles at a time within each.
 #[inline(always)]
-fn segments(tw: usize, (t0, n): (usize, usize)) -> impl Iterator<Item = Segment> {
+pub(crate) fn segments(tw: usize, (t0, n): (usize, usize)) -> impl Iterator<Item = Segment> {
     let mut t = t0;
     core::iter::from_fn(move || {
         (t < t0 + n).then(|| {
@@ -415,7 +415,7 @@ fn weights<S: Simd, const FLIPPED: bool>(
 /// the lanes: a tile row's even and odd input columns are two vectors.
 #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the values in registers
 #[inline(always)]
-fn inputs<S: Simd>(
+pub(crate) fn inputs<S: Simd>(
     s: S,
     geo: &ConvGeometry,
     x: &[f32],

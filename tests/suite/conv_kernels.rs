@@ -17,8 +17,8 @@
 
 use constnet::conv_gemm::{self, ConvKernels};
 use constnet::conv_kernel::{self, ConvGeometry};
-use constnet::conv_winograd;
 use constnet::simd::{Isa, with_isa};
+use constnet::{conv_winograd, conv_winograd_grad};
 use proptest::prelude::*;
 
 /// `u`, the unit roundoff of `f32`.
@@ -382,8 +382,9 @@ fn kernels_equal_the_reference_on_resnet20_layers() {
 }
 
 /// F(2×2, 3×3) (`conv_winograd`, which `conv_gemm::forward` and, at padding 1,
-/// `conv_gemm::input_grad` run where it pays) on every instruction set: the smallest map it
-/// takes (8×8), odd output sizes (tiles half off the map), padding 0 and 1, input channels
+/// `conv_gemm::input_grad` run where it pays, and `conv_winograd_grad`, which
+/// `conv_gemm::weight_grad` runs on maps of 64 tiles or more) on every instruction set: the
+/// smallest map it takes (8×8), odd output sizes (tiles half off the map), padding 0 and 1, input channels
 /// in several blocks, output channels in partial blocks of 4 and in several blocks of 64,
 /// tiles in several blocks with a partial last one.
 #[test]
@@ -398,6 +399,12 @@ fn winograd_equals_the_reference() {
     ] {
         assert!(conv_winograd::pays(&g), "{g:?}");
         assert_eq!(conv_winograd::pays_input_grad(&g), g.pad == 1, "{g:?}");
+        let tiles = g.oh.div_ceil(2) * g.ow.div_ceil(2);
+        assert_eq!(
+            conv_winograd_grad::pays_weight_grad(&g),
+            tiles >= 64,
+            "{g:?}"
+        );
         check_kernels_of(&conv_gemm::GEMM, &g, &values);
     }
 }

@@ -37,6 +37,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "conv_gemm",
             "conv_gemm_micro",
             "conv_winograd",
+            "conv_winograd_grad",
             "conv_fast",
             "conv_fast_backward",
             "conv_lanes",
