@@ -501,9 +501,36 @@ struct Forward<'a> {
     y: ColumnsMut<'a>,
     /// What the sums become before they are stored.
     after: Option<After<'a>>,
-    /// Whether by F(2×2, 3×3) ([`conv_winograd`]) rather than on `X̂`, and with the
-    /// weights a batch transformed once.
-    winograd: Option<Option<Prepared<'a>>>,
+    /// Which of the forward pass's paths.
+    path: Path<'a>,
+}
+
+/// The paths of the forward pass: the product on the packed input `X̂`, or F(2×2, 3×3)
+/// ([`conv_winograd`]) with the weights transformed on the way or once for a batch.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Columns,
+    Winograd,
+    WinogradPrepared(Prepared<'a>),
+}
+
+impl<'a> Path<'a> {
+    /// F(2×2, 3×3) where it [`conv_winograd::pays`] for `geo`, else the product on `X̂`.
+    fn for_layer(geo: &ConvGeometry) -> Self {
+        if conv_winograd::pays(geo) {
+            Path::Winograd
+        } else {
+            Path::Columns
+        }
+    }
+
+    /// The weights a batch transformed, if any.
+    fn prepared(self) -> Option<Prepared<'a>> {
+        match self {
+            Path::WinogradPrepared(p) => Some(p),
+            Path::Columns | Path::Winograd => None,
+        }
+    }
 }
 
 impl Kernel for Forward<'_> {
@@ -518,16 +545,17 @@ impl Kernel for Forward<'_> {
             chans,
             y,
             after,
-            winograd,
+            path,
         } = self;
         let (parts, out) = ((geo, x, w, Some(b)), (chans, y));
-        match (S::LANES, winograd) {
-            (16 | 1, Some(p)) => {
-                conv_winograd::forward_with::<S, 4, false>(s, parts, out, after, p)
+        let prepared = path.prepared();
+        match (S::LANES, path) {
+            (16 | 1, Path::Columns) => forward_with::<S, 4, 4>(s, (geo, x, w, b), out, after),
+            (_, Path::Columns) => forward_with::<S, 4, 2>(s, (geo, x, w, b), out, after),
+            (16 | 1, _) => {
+                conv_winograd::forward_with::<S, 4, false>(s, parts, out, after, prepared)
             }
-            (_, Some(p)) => conv_winograd::forward_with::<S, 2, false>(s, parts, out, after, p),
-            (16 | 1, None) => forward_with::<S, 4, 4>(s, (geo, x, w, b), out, after),
-            (_, None) => forward_with::<S, 4, 2>(s, (geo, x, w, b), out, after),
+            (_, _) => conv_winograd::forward_with::<S, 2, false>(s, parts, out, after, prepared),
         }
     }
 }
@@ -681,7 +709,7 @@ impl Kernel for InputGrad<'_> {
 /// assert_eq!(y, [0.0, 2.0, 6.0, 8.0, 55.0, 59.0, 67.0, 71.0]); // channel 0; 1 + 2 · channel 3
 /// ```
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    forward_with_after(geo, (x, w, b), y, None, winograd(geo, None));
+    forward_with_after(geo, (x, w, b), y, None, Path::for_layer(geo));
 }
 
 /// [`forward`] as a product on the packed input `X̂` whatever the geometry, never by
@@ -702,15 +730,7 @@ pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32
 /// assert_eq!(y, winograd); // small integers: exact in any order
 /// ```
 pub fn forward_on_columns(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    forward_with_after(geo, (x, w, b), y, None, None);
-}
-
-/// Whether [`forward`] runs F(2×2, 3×3) for `geo`, with the weights `prepared` if given.
-fn winograd<'a>(
-    geo: &ConvGeometry,
-    prepared: Option<Prepared<'a>>,
-) -> Option<Option<Prepared<'a>>> {
-    conv_winograd::pays(geo).then_some(prepared)
+    forward_with_after(geo, (x, w, b), y, None, Path::Columns);
 }
 
 /// [`forward_then`] (`after` given) or [`forward`] (without) for a layer F(2×2, 3×3) pays
@@ -728,7 +748,7 @@ pub(crate) fn forward_prepared(
         check_affine(geo, a);
     }
     let after = after.map(|(affine, epilogue)| After { affine, epilogue });
-    forward_with_after(geo, (x, w, b), y, after, Some(Some(prepared)));
+    forward_with_after(geo, (x, w, b), y, after, Path::WinogradPrepared(prepared));
 }
 
 /// Panics unless `a` has one constant of each kind per output channel of `geo`.
@@ -784,7 +804,7 @@ pub fn forward_then(
         check_affine(geo, a);
     }
     let after = Some(After { affine, epilogue });
-    forward_with_after(geo, (x, w, b), y, after, winograd(geo, None));
+    forward_with_after(geo, (x, w, b), y, after, Path::for_layer(geo));
 }
 
 /// [`forward`] and [`forward_then`]: the threads' split, then the kernel.
@@ -793,7 +813,7 @@ fn forward_with_after(
     (x, w, b): (&[f32], &[f32], &[f32]),
     y: &mut [f32],
     after: Option<After>,
-    winograd: Option<Option<Prepared>>,
+    path: Path,
 ) {
     geo.check_forward(x, w, b, y);
     let (pixels, c_out) = (geo.oh * geo.ow, geo.c_out);
@@ -805,11 +825,11 @@ fn forward_with_after(
         chans,
         y,
         after,
-        winograd,
+        path,
     };
     #[cfg(feature = "std")]
     if crate::threads::layer_threads() > 1
-        && let Some(split) = split_at(geo, winograd.is_some())
+        && let Some(split) = split_at(geo, !matches!(path, Path::Columns))
     {
         // Each output is one thread's, summed in the same order as on one: the result is
         // the same bit for bit.
