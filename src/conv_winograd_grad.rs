@@ -78,8 +78,8 @@ pub(crate) fn weight_grad<S: Simd>(
     debug_assert!(pays_weight_grad(geo));
     let tiles = tiles(geo);
     // The sums `[ξ][o][c]`, the transformed inputs `[ξ][c][t]` and transposed `[ξ][t][c]`
-    // (a row more: a run of the microkernel from a later vector reads whole rows), the transformed
-    // output gradient `[ξ][o][t]`.
+    // (a row more: a run of the microkernel from a later vector reads whole rows), the
+    // transformed output gradient `[ξ][o][t]`.
     let mut du = Aligned([0.0f32; 16 * MB * CB]);
     let mut v = Aligned([0.0f32; 16 * CB * TB]);
     let mut vt = Aligned([0.0f32; 16 * TB * CB + CB]);
