@@ -8,7 +8,9 @@
 use crate::conv_gemm::{self, ConvKernels};
 use crate::conv_kernel::ConvGeometry;
 use crate::conv2d::{Conv2d, ConvLaneWorkspace, ConvPacked};
-use crate::lanes::{LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put};
+use crate::lanes::{
+    LANES, LaneEpilogue, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put,
+};
 use crate::layer::{ChannelAffine, Epilogue, Layer};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
@@ -389,43 +391,42 @@ impl<
         }
     }
 
-    fn fuses_relu(&self) -> bool {
-        Self::LANES_FAST && T::as_f32(&self.bias).is_some()
+    /// A ReLU when the SIMD kernels run this geometry; in inference, also a 2×2 pooling
+    /// after it when the maps' sides are even.
+    fn fuses(&self, epilogue: LaneEpilogue) -> bool {
+        let relu = Self::LANES_FAST && T::as_f32(&self.bias).is_some();
+        match epilogue {
+            LaneEpilogue::Relu => relu,
+            LaneEpilogue::ReluPool => relu && OH.is_multiple_of(2) && OW.is_multiple_of(2),
+            LaneEpilogue::Pool => false,
+        }
     }
 
-    /// The SIMD kernels apply the ReLU as they store the output.
-    fn forward_lanes_relu(
-        &self,
-        block: usize,
-        input: &[Self::Input; N],
-        output: &mut [T],
-        _ws: &mut Self::LaneWorkspace,
-    ) -> bool {
-        check_lanes(N);
-        let len = CO * OH * OW * LANES;
-        let x = Maps::flat_slice(block_of(input, block));
-        self.forward_lanes_fast(x, &mut output[block * len..][..len], true, None)
-    }
-
-    fn fuses_relu_pool(&self) -> bool {
-        <Self as LaneLayer<N>>::fuses_relu(self) && OH.is_multiple_of(2) && OW.is_multiple_of(2)
-    }
-
-    /// Two output rows at a time go to a scratch buffer still in L1, and are pooled from
-    /// there: the maps before pooling are never written out.
-    fn infer_lanes_relu_pool(
+    /// The SIMD kernels apply the ReLU as they store the output. With the pooling, two
+    /// output rows at a time go to a scratch buffer still in L1, and are pooled from there:
+    /// the maps before pooling are never written out.
+    fn forward_lanes_then(
         &self,
         block: usize,
         input: &[Self::Input; N],
         output: &mut [T],
         ws: &mut Self::LaneWorkspace,
+        epilogue: LaneEpilogue,
+        infer: bool,
     ) -> bool {
         check_lanes(N);
-        if !<Self as LaneLayer<N>>::fuses_relu_pool(self) {
+        if !<Self as LaneLayer<N>>::fuses(self, epilogue) {
+            return false;
+        }
+        let x = Maps::flat_slice(block_of(input, block));
+        if epilogue == LaneEpilogue::Relu {
+            let len = CO * OH * OW * LANES;
+            return self.forward_lanes_fast(x, &mut output[block * len..][..len], true, None);
+        }
+        if !infer {
             return false;
         }
         let len = CO * (OH / 2) * (OW / 2) * LANES;
-        let x = Maps::flat_slice(block_of(input, block));
         let y = &mut output[block * len..][..len];
         // The backward pass's scratch for one block's maps; inference has no backward pass.
         let scratch = &mut Maps::flat_slice_mut(&mut ws.g.0)[..CO * 2 * OW * LANES];
@@ -434,18 +435,19 @@ impl<
 
     /// The ReLU's gradient is applied where the weight gradient loads the output gradient
     /// (or once for the block, when the input gradient reads it too).
-    fn backward_lanes_relu(
+    fn backward_lanes_then(
         &self,
         block: usize,
         input: &[Self::Input; N],
         output: Option<&[T]>,
         ws: &mut Self::LaneWorkspace,
         grad_output: &[T],
+        epilogue: LaneEpilogue,
         grad_input: Option<&mut [Self::Input; N]>,
         grads: &mut Self,
     ) -> bool {
         check_lanes(N);
-        if !<Self as LaneLayer<N>>::fuses_relu(self) {
+        if !(epilogue.is_relu() && <Self as LaneLayer<N>>::fuses(self, epilogue)) {
             return false;
         }
         ws.order.take(block, N / LANES);

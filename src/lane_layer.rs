@@ -58,125 +58,71 @@ pub trait LaneLayer<const N: usize>: Layer {
         grads: &mut Self,
     );
 
-    /// Whether this layer is a [`Relu`](crate::Relu): a chain then offers the layer before it to apply
-    /// the ReLU itself ([`LaneLayer::forward_lanes_relu`]), so that the pre-activation maps
-    /// are never written and read back.
-    const RELU: bool = false;
+    /// What this layer is as a [`LaneEpilogue`], if it is one (a ReLU, a 2×2 stride-2 max
+    /// pooling): a map that the layer before it can apply as it writes its own output, so
+    /// that what lies between them is never written. A [`Chain`](crate::Chain) offers it to
+    /// its first part ([`LaneLayer::forward_lanes_then`]).
+    const LANE_EPILOGUE: Option<LaneEpilogue> = None;
 
-    /// Whether [`LaneLayer::forward_lanes_relu`] and [`LaneLayer::backward_lanes_relu`]
-    /// do the work (and return `true`) for this layer as it is.
-    fn fuses_relu(&self) -> bool {
+    /// Whether this layer's output has passed through a ReLU at its end (a ReLU, or a chain
+    /// whose last layer is one), so that masking its gradient by the ReLU is the ReLU's own
+    /// backward pass (see [`LaneLayer::backward_lanes_masked`]).
+    const ENDS_IN_RELU: bool = matches!(Self::LANE_EPILOGUE, Some(LaneEpilogue::Relu));
+
+    /// Whether [`LaneLayer::forward_lanes_then`] with `epilogue` does the work (and returns
+    /// `true`) for this layer as it is, and with `Relu`, [`LaneLayer::backward_lanes_then`].
+    /// Asked before anything is computed: the answer does not depend on the input.
+    fn fuses(&self, epilogue: LaneEpilogue) -> bool {
+        let _ = epilogue;
         false
     }
 
-    /// [`LaneLayer::forward_lanes`] followed by a ReLU, written to `output`: the block's
-    /// elements flat, in lanes, as a [`Relu`](crate::Relu) after this layer would write them. Returns
-    /// `false`, having done nothing, if the layer does not fuse a ReLU (the default,
-    /// whenever [`LaneLayer::fuses_relu`] is `false`).
-    fn forward_lanes_relu(
+    /// [`LaneLayer::forward_lanes`] (or [`LaneLayer::infer_lanes`] if `infer`) followed by
+    /// `epilogue`, written to `output` (the whole batch's elements flat, in lanes, as the
+    /// layers of the epilogue would write them). Returns `false`, having done nothing, unless
+    /// [`LaneLayer::fuses`] says it does `epilogue`. [`LaneEpilogue::ReluPool`] is for
+    /// inference only: nothing before the pooling is kept for a backward pass.
+    fn forward_lanes_then(
         &self,
         block: usize,
         input: &[Self::Input; N],
         output: &mut [Self::Scalar],
         ws: &mut Self::LaneWorkspace,
+        epilogue: LaneEpilogue,
+        infer: bool,
     ) -> bool {
-        let _ = (block, input, output, ws);
+        let _ = (block, input, output, ws, epilogue, infer);
         false
     }
 
-    /// [`LaneLayer::forward_lanes_relu`] when no backward pass follows (see
-    /// [`Layer::infer`]).
-    fn infer_lanes_relu(
-        &self,
-        block: usize,
-        input: &[Self::Input; N],
-        output: &mut [Self::Scalar],
-        ws: &mut Self::LaneWorkspace,
-    ) -> bool {
-        self.forward_lanes_relu(block, input, output, ws)
-    }
-
-    /// The backward pass of [`LaneLayer::forward_lanes_relu`]: `output` is what it wrote and
-    /// `grad_output` the gradient with respect to it (both flat, the whole batch), or, with
-    /// `output` `None`, `grad_output` is already the gradient with respect to the ReLU's
-    /// input (zero where the ReLU's output is; see [`LaneLayer::backward_lanes_through_relu`]).
-    /// Returns `false`, having done nothing, if the layer does not fuse a ReLU (the
-    /// default, whenever [`LaneLayer::fuses_relu`] is `false`).
+    /// The backward pass of [`LaneLayer::forward_lanes_then`] with a ReLU `epilogue`:
+    /// `output` is what it wrote and `grad_output` the gradient with respect to it (both
+    /// flat, the whole batch); or, with `output` `None`, `grad_output` is already the
+    /// gradient with respect to the ReLU's input (zero where the ReLU's output is; see
+    /// [`LaneLayer::backward_lanes_masked`]). Returns `false`, having done nothing, unless
+    /// [`LaneLayer::fuses`] says it does `epilogue`.
     #[allow(clippy::too_many_arguments)]
-    fn backward_lanes_relu(
+    fn backward_lanes_then(
         &self,
         block: usize,
         input: &[Self::Input; N],
         output: Option<&[Self::Scalar]>,
         ws: &mut Self::LaneWorkspace,
         grad_output: &[Self::Scalar],
+        epilogue: LaneEpilogue,
         grad_input: Option<&mut [Self::Input; N]>,
         grads: &mut Self,
     ) -> bool {
-        let _ = (block, input, output, ws, grad_output, grad_input, grads);
-        false
-    }
-
-    /// Whether this layer ends in a ReLU that the layer before it applies (a chain whose
-    /// last two layers fused): its backward pass can then start from the gradient with
-    /// respect to that ReLU's input ([`LaneLayer::backward_lanes_through_relu`]).
-    fn ends_in_fused_relu(&self) -> bool {
-        false
-    }
-
-    /// [`LaneLayer::backward_lanes`] of a layer that ends in a fused ReLU, from the gradient
-    /// with respect to that ReLU's input (flat, the whole batch). Returns `false`, having
-    /// done nothing, unless [`LaneLayer::ends_in_fused_relu`].
-    fn backward_lanes_through_relu(
-        &self,
-        block: usize,
-        input: &[Self::Input; N],
-        ws: &mut Self::LaneWorkspace,
-        grad: &[Self::Scalar],
-        grad_input: Option<&mut [Self::Input; N]>,
-        grads: &mut Self,
-    ) -> bool {
-        let _ = (block, input, ws, grad, grad_input, grads);
-        false
-    }
-
-    /// Whether this layer is a 2×2, stride-2 max pooling: in inference a chain then offers
-    /// the layer before it and its ReLU to pool their output themselves
-    /// ([`LaneLayer::infer_lanes_relu_pool`]).
-    const POOL_2X2: bool = false;
-
-    /// Whether [`LaneLayer::infer_lanes_relu_pool`] does the work (and returns `true`) for
-    /// this layer as it is.
-    fn fuses_relu_pool(&self) -> bool {
-        false
-    }
-
-    /// [`LaneLayer::infer_lanes`], a ReLU, then a 2×2, stride-2 max pooling, written to
-    /// `output` (the block's elements flat, in lanes, as the pooling would write them).
-    /// Returns `false`, having done nothing, unless [`LaneLayer::fuses_relu_pool`].
-    fn infer_lanes_relu_pool(
-        &self,
-        block: usize,
-        input: &[Self::Input; N],
-        output: &mut [Self::Scalar],
-        ws: &mut Self::LaneWorkspace,
-    ) -> bool {
-        let _ = (block, input, output, ws);
-        false
-    }
-
-    /// [`LaneLayer::infer_lanes`] then a 2×2, stride-2 max pooling, written as
-    /// [`LaneLayer::infer_lanes_relu_pool`] writes it, if this layer ends in a ReLU that the
-    /// layer before it applies and pools itself (a chain); otherwise returns `false`, having
-    /// done nothing.
-    fn infer_lanes_pooled(
-        &self,
-        block: usize,
-        input: &[Self::Input; N],
-        output: &mut [Self::Scalar],
-        ws: &mut Self::LaneWorkspace,
-    ) -> bool {
-        let _ = (block, input, output, ws);
+        let _ = (
+            block,
+            input,
+            output,
+            ws,
+            grad_output,
+            epilogue,
+            grad_input,
+            grads,
+        );
         false
     }
 
@@ -204,6 +150,49 @@ pub trait LaneLayer<const N: usize>: Layer {
             Self::Input::flat_slice_mut(block_of_mut(grad_input, block)),
             Self::Input::flat_slice(block_of(input, block)),
         );
+    }
+}
+
+/// A map that a layer applies to its output as it writes it in lanes: the layers after it
+/// that it takes over, passed down a chain as a value ([`LaneLayer::forward_lanes_then`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaneEpilogue {
+    /// A [`Relu`](crate::Relu).
+    Relu,
+    /// A 2×2, stride-2 [`MaxPool2d`](crate::MaxPool2d) that covers its input. No layer
+    /// applies it alone; after a ReLU it is [`LaneEpilogue::ReluPool`].
+    Pool,
+    /// A ReLU, then a 2×2, stride-2 max pooling (inference only).
+    ReluPool,
+}
+
+impl LaneEpilogue {
+    /// This map after `first` (`self ∘ first`), if it is one of the maps: a pooling after a
+    /// ReLU is [`LaneEpilogue::ReluPool`], a ReLU after a ReLU is a ReLU.
+    ///
+    /// ```
+    /// use constnet::LaneEpilogue::{Pool, Relu, ReluPool};
+    /// assert_eq!(Pool.after(Relu), Some(ReluPool));
+    /// assert_eq!(Relu.after(Relu), Some(Relu));
+    /// assert_eq!(Relu.after(Pool), None); // the ReLU must come first
+    /// ```
+    pub const fn after(self, first: LaneEpilogue) -> Option<LaneEpilogue> {
+        match (first, self) {
+            (LaneEpilogue::Relu, LaneEpilogue::Relu) => Some(LaneEpilogue::Relu),
+            (LaneEpilogue::Relu, LaneEpilogue::Pool) => Some(LaneEpilogue::ReluPool),
+            _ => None,
+        }
+    }
+
+    /// Whether the map is a ReLU, its output unchanged by another.
+    pub const fn is_relu(self) -> bool {
+        matches!(self, LaneEpilogue::Relu)
+    }
+
+    /// Whether a training pass may fuse it: only a ReLU, whose backward pass needs nothing
+    /// but its output. A pooling's winners would be lost with the maps before it.
+    pub const fn trains(self) -> bool {
+        self.is_relu()
     }
 }
 

@@ -48,7 +48,7 @@ use crate::simd;
 use crate::zeroed::Zeroable;
 
 pub use crate::lane_chain::LaneChainWorkspace;
-pub use crate::lane_layer::LaneLayer;
+pub use crate::lane_layer::{LaneEpilogue, LaneLayer};
 pub(crate) use crate::lane_layer::{backward_slots, forward_slots};
 pub use crate::lane_layout::{BlockOrder, CacheLines, LANES, from_lanes, to_lanes};
 pub(crate) use crate::lane_layout::{

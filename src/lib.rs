@@ -174,7 +174,7 @@ pub use fused::SgdLayer;
 pub use global_avgpool2d::GlobalAvgPool2d;
 pub use googlenet::{GoogLeNet, GoogLeNetAux};
 pub use grouped_conv2d::{DepthwiseConv2d, GroupedConv2d};
-pub use lane_layer::LaneLayer;
+pub use lane_layer::{LaneEpilogue, LaneLayer};
 pub use lane_layout::{BlockOrder, LANES, from_lanes, to_lanes};
 pub use lanes::Lanes;
 pub use layer::{Activation, ChannelAffine, Epilogue, Layer, Shape, TensorKind};

@@ -8,8 +8,8 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
 use crate::lanes::{
-    BlockOrder, CacheLines, LANES, LaneLayer, block_from_lanes, block_of, block_of_mut,
-    check_lanes, lane_get, lane_put, relu_mask, transpose_blocks,
+    BlockOrder, CacheLines, LANES, LaneEpilogue, LaneLayer, block_from_lanes, block_of,
+    block_of_mut, check_lanes, lane_get, lane_put, relu_mask, transpose_blocks,
 };
 use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
 use crate::scalar::Scalar;
@@ -338,20 +338,23 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> LaneLayer<N>
         self.forward_lanes_any(block_of(input, block).as_flattened(), y, false);
     }
 
-    fn fuses_relu(&self) -> bool {
-        T::as_f32(&self.bias).is_some()
+    /// A ReLU, in `f32`.
+    fn fuses(&self, epilogue: LaneEpilogue) -> bool {
+        epilogue.is_relu() && T::as_f32(&self.bias).is_some()
     }
 
     /// The SIMD kernel applies the ReLU as it stores the output.
-    fn forward_lanes_relu(
+    fn forward_lanes_then(
         &self,
         block: usize,
         input: &[[T; IN]; N],
         output: &mut [T],
         _ws: &mut Self::LaneWorkspace,
+        epilogue: LaneEpilogue,
+        _infer: bool,
     ) -> bool {
         check_lanes(N);
-        if !<Self as LaneLayer<N>>::fuses_relu(self) {
+        if !<Self as LaneLayer<N>>::fuses(self, epilogue) {
             return false;
         }
         let y = &mut output[block * OUT * LANES..][..OUT * LANES];
@@ -379,18 +382,19 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> LaneLayer<N>
 
     /// The ReLU's gradient is applied to the block's output gradient once, before both
     /// gradients read it.
-    fn backward_lanes_relu(
+    fn backward_lanes_then(
         &self,
         block: usize,
         input: &[[T; IN]; N],
         output: Option<&[T]>,
         ws: &mut Self::LaneWorkspace,
         grad_output: &[T],
+        epilogue: LaneEpilogue,
         grad_input: Option<&mut [[T; IN]; N]>,
         grads: &mut Self,
     ) -> bool {
         check_lanes(N);
-        if !<Self as LaneLayer<N>>::fuses_relu(self) {
+        if !<Self as LaneLayer<N>>::fuses(self, epilogue) {
             return false;
         }
         let len = OUT * LANES;

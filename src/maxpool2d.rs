@@ -5,7 +5,8 @@ use core::marker::PhantomData;
 use rand::Rng;
 
 use crate::lanes::{
-    LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put, relu_mask,
+    LANES, LaneEpilogue, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put,
+    relu_mask,
 };
 use crate::layer::{Layer, no_such_param};
 use crate::pool_kernel::{self, PoolGeometry};
@@ -407,7 +408,11 @@ impl<
     }
 
     const MASKS_FOR_FREE: bool = true;
-    const POOL_2X2: bool = K == 2 && S == 2 && Self::COVERS;
+    const LANE_EPILOGUE: Option<LaneEpilogue> = if K == 2 && S == 2 && Self::COVERS {
+        Some(LaneEpilogue::Pool)
+    } else {
+        None
+    };
 
     /// The mask is the window's maximum, read anyway: `g` goes to the winner if it is
     /// positive.

@@ -46,7 +46,7 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
-use crate::lanes::LaneLayer;
+use crate::lanes::{LaneEpilogue, LaneLayer};
 use crate::layer::{Activation, ChannelAffine, Epilogue, Layer, Shape, TensorKind};
 use crate::mode::{Mode, Pass};
 
@@ -404,8 +404,8 @@ impl<N: Label, L: SgdLayer> SgdLayer for Named<N, L> {
 /// LeNet-5's stack runs.
 impl<N: Label, L: LaneLayer<B>, const B: usize> LaneLayer<B> for Named<N, L> {
     type LaneWorkspace = L::LaneWorkspace;
-    const RELU: bool = L::RELU;
-    const POOL_2X2: bool = L::POOL_2X2;
+    const LANE_EPILOGUE: Option<LaneEpilogue> = L::LANE_EPILOGUE;
+    const ENDS_IN_RELU: bool = L::ENDS_IN_RELU;
     const MASKS_FOR_FREE: bool = L::MASKS_FOR_FREE;
 
     fn forward_lanes(
@@ -442,83 +442,37 @@ impl<N: Label, L: LaneLayer<B>, const B: usize> LaneLayer<B> for Named<N, L> {
             .backward_lanes(block, x, y, ws, g, gi, &mut grads.layer);
     }
 
-    fn fuses_relu(&self) -> bool {
-        self.layer.fuses_relu()
+    fn fuses(&self, epilogue: LaneEpilogue) -> bool {
+        self.layer.fuses(epilogue)
     }
 
-    fn forward_lanes_relu(
+    fn forward_lanes_then(
         &self,
         block: usize,
         x: &[L::Input; B],
         y: &mut [L::Scalar],
         ws: &mut L::LaneWorkspace,
+        epilogue: LaneEpilogue,
+        infer: bool,
     ) -> bool {
-        self.layer.forward_lanes_relu(block, x, y, ws)
+        self.layer
+            .forward_lanes_then(block, x, y, ws, epilogue, infer)
     }
 
-    fn infer_lanes_relu(
-        &self,
-        block: usize,
-        x: &[L::Input; B],
-        y: &mut [L::Scalar],
-        ws: &mut L::LaneWorkspace,
-    ) -> bool {
-        self.layer.infer_lanes_relu(block, x, y, ws)
-    }
-
-    fn backward_lanes_relu(
+    fn backward_lanes_then(
         &self,
         block: usize,
         x: &[L::Input; B],
         y: Option<&[L::Scalar]>,
         ws: &mut L::LaneWorkspace,
         g: &[L::Scalar],
+        epilogue: LaneEpilogue,
         gi: Option<&mut [L::Input; B]>,
         grads: &mut Self,
     ) -> bool {
+        let grads = &mut grads.layer;
         self.layer
-            .backward_lanes_relu(block, x, y, ws, g, gi, &mut grads.layer)
-    }
-
-    fn ends_in_fused_relu(&self) -> bool {
-        self.layer.ends_in_fused_relu()
-    }
-
-    fn backward_lanes_through_relu(
-        &self,
-        block: usize,
-        x: &[L::Input; B],
-        ws: &mut L::LaneWorkspace,
-        g: &[L::Scalar],
-        gi: Option<&mut [L::Input; B]>,
-        grads: &mut Self,
-    ) -> bool {
-        self.layer
-            .backward_lanes_through_relu(block, x, ws, g, gi, &mut grads.layer)
-    }
-
-    fn fuses_relu_pool(&self) -> bool {
-        self.layer.fuses_relu_pool()
-    }
-
-    fn infer_lanes_relu_pool(
-        &self,
-        block: usize,
-        x: &[L::Input; B],
-        y: &mut [L::Scalar],
-        ws: &mut L::LaneWorkspace,
-    ) -> bool {
-        self.layer.infer_lanes_relu_pool(block, x, y, ws)
-    }
-
-    fn infer_lanes_pooled(
-        &self,
-        block: usize,
-        x: &[L::Input; B],
-        y: &mut [L::Scalar],
-        ws: &mut L::LaneWorkspace,
-    ) -> bool {
-        self.layer.infer_lanes_pooled(block, x, y, ws)
+            .backward_lanes_then(block, x, y, ws, g, epilogue, gi, grads)
     }
 
     fn backward_lanes_masked(

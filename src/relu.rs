@@ -6,7 +6,7 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
-use crate::lanes::{LaneLayer, backward_slots, forward_slots};
+use crate::lanes::{LaneEpilogue, LaneLayer, backward_slots, forward_slots};
 use crate::layer::{Epilogue, Layer, no_such_param};
 use crate::tensor::Tensor;
 
@@ -133,7 +133,7 @@ impl<X: Tensor, const N: usize> BatchLayer<N> for Relu<X> {
 /// Element-wise, so the layout does not matter: the per-sample pass over the block's slots.
 impl<X: Tensor, const N: usize> LaneLayer<N> for Relu<X> {
     type LaneWorkspace = ();
-    const RELU: bool = true;
+    const LANE_EPILOGUE: Option<LaneEpilogue> = Some(LaneEpilogue::Relu);
 
     fn forward_lanes(&self, block: usize, input: &[X; N], output: &mut [X; N], _ws: &mut ()) {
         forward_slots(self, block, input, output);
