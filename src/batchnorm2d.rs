@@ -402,15 +402,7 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps,
         let n = (N * H * W) as f64;
         for c in 0..C {
             if M::TRAIN {
-                // Two passes, summed in f64 so that f32 statistics over large maps stay exact
-                // to f32 precision; from −0, as `Iterator::sum` starts (an all-−0 channel
-                // keeps its sign).
-                let sum = |mean| {
-                    x.iter()
-                        .fold(-0.0, |a, x| kernel::sum_f64(a, x[c].as_flattened(), mean))
-                };
-                let mean = sum(None) / n;
-                let var = sum(Some(mean)) / n;
+                let (mean, var) = kernel::batch_stats(x.iter().map(|x| x[c].as_flattened()), n);
                 ws.mean[c] = T::from_f64(mean);
                 ws.var[c] = T::from_f64(var);
                 ws.inv_std[c] = T::one() / (T::from_f64(var) + self.eps).sqrt();
@@ -452,14 +444,12 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps,
             // The batch's sums once: they are the parameter gradients, and a training pass's
             // input gradient needs their means.
             let stats = (ws.mean[c], ws.inv_std[c]);
-            // Per sample, added to the gradients in turn, as the per-sample passes add them.
-            let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
-            for (x, g) in x.iter().zip(g) {
-                let (sg, sgx) = kernel::grad_sums(x[c].as_flattened(), g[c].as_flattened(), stats);
-                grads.bias[c] = grads.bias[c] + sg;
-                grads.weight[c] = grads.weight[c] + sgx;
-                (sum_g, sum_gx) = (sum_g + sg, sum_gx + sgx);
-            }
+            let maps = x
+                .iter()
+                .zip(g)
+                .map(|(x, g)| (x[c].as_flattened(), g[c].as_flattened()));
+            let sums = (&mut grads.bias[c], &mut grads.weight[c]);
+            let (sum_g, sum_gx) = kernel::batch_grad_sums(maps, stats, sums);
             if let Some(gi) = grad_input.as_deref_mut() {
                 let terms = ws.train.then(|| (sum_g / n, sum_gx / n));
                 let (mean, inv_std) = stats;

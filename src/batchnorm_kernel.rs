@@ -24,6 +24,35 @@ pub(crate) fn sum_f64<T: Scalar>(acc: f64, x: &[T], mean: Option<f64>) -> f64 {
     }
 }
 
+/// The mean and the biased variance of one channel over a batch (its maps in `maps`, `n`
+/// values in all): two passes, summed in `f64` and in order, from −0 as `Iterator::sum`
+/// starts (an all-−0 channel keeps its sign).
+pub(crate) fn batch_stats<'a, T: Scalar>(
+    maps: impl Iterator<Item = &'a [T]> + Clone,
+    n: f64,
+) -> (f64, f64) {
+    let sum = |mean| maps.clone().fold(-0.0, |a, x| sum_f64(a, x, mean));
+    let mean = sum(None) / n;
+    (mean, sum(Some(mean)) / n)
+}
+
+/// [`grad_sums`] of each sample's map of one channel, added to `(bias, weight)` (the
+/// channel's gradients) sample by sample, as per-sample passes add them; returns the sums
+/// over the batch.
+pub(crate) fn batch_grad_sums<'a, T: Scalar>(
+    maps: impl Iterator<Item = (&'a [T], &'a [T])>,
+    stats: (T, T),
+    (bias, weight): (&mut T, &mut T),
+) -> (T, T) {
+    let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
+    for (x, g) in maps {
+        let (sg, sgx) = grad_sums(x, g, stats);
+        (*bias, *weight) = (*bias + sg, *weight + sgx);
+        (sum_g, sum_gx) = (sum_g + sg, sum_gx + sgx);
+    }
+    (sum_g, sum_gx)
+}
+
 /// `y = e((x − mean)·scale + bias)` over one map.
 pub(crate) fn affine<T: Scalar>(x: &[T], y: &mut [T], (mean, scale, bias): (T, T, T), e: Epilogue) {
     match e {
@@ -101,5 +130,21 @@ mod tests {
         input_grad((&x, &g, &mut gi), (mean, inv_std, 3.0), Some((0.25, 0.5)));
         let want: [f64; 4] = core::array::from_fn(|i| 3.0 * (g[i] - 0.25 - xhat[i] * 0.5));
         assert_eq!(gi, want);
+
+        // Over a batch of two maps: the statistics of all eight values, and the sums added
+        // to the gradients sample by sample.
+        let y = [3.0f64, 5.0, 0.0, 0.0];
+        let maps = [&x[..], &y[..]];
+        assert_eq!(batch_stats(maps.iter().copied(), 8.0), (3.0, 8.0));
+        let (mut bias, mut weight) = (1.0, 0.0);
+        let pairs = [(&x[..], &g[..]), (&y[..], &g[..])];
+        let (sg, sgx) =
+            batch_grad_sums(pairs.into_iter(), (mean, inv_std), (&mut bias, &mut weight));
+        assert_eq!((sg, bias), (3.5, 4.5));
+        let second = grad_sums(&y, &g, (mean, inv_std)).1;
+        assert_eq!(
+            (sgx, weight),
+            (grad_sums(&x, &g, (mean, inv_std)).1 + second, sgx)
+        );
     }
 }
