@@ -35,7 +35,7 @@
 //! ```
 
 use crate::chain::Chain;
-use crate::layer::{ChannelAffine, Epilogue, Layer};
+use crate::layer::{Fusion, Layer};
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
@@ -121,35 +121,19 @@ pub trait BatchLayer<const N: usize>: Layer {
     /// in cache, with its fusions ([`BatchLayer::infer_sample_then`]).
     const INFER_WHOLE_BATCH: bool = Self::WHOLE_BATCH;
 
-    /// [`BatchLayer::infer_sample`], then `epilogue` on the output: [`Layer::infer_then`]
-    /// for sample `n` of a batch. Layers that apply it as they write do (batch norm,
-    /// residual adds, chains); the default runs it as a pass.
-    fn infer_sample_then(
+    /// [`BatchLayer::infer_sample`], then `fusion`'s maps on the output: [`Layer::infer_fused`]
+    /// for sample `n` of a batch. Layers that apply them as they write do (a convolution,
+    /// batch norm, residual adds, chains); the default runs them as a pass.
+    fn infer_sample_fused(
         &self,
         n: usize,
         input: &Self::Input,
         output: &mut Self::Output,
         ws: &mut Self::BatchWorkspace,
-        epilogue: Epilogue,
+        fusion: Fusion<'_, Self::Scalar>,
     ) {
         self.infer_sample(n, input, output, ws);
-        epilogue.apply(output.flat_mut());
-    }
-
-    /// [`BatchLayer::infer_sample`], then `affine` and `epilogue` on the output:
-    /// [`Layer::infer_affine_then`] for sample `n` of a batch (a convolution applies them to
-    /// its sums; the default runs them as a pass).
-    fn infer_sample_affine_then(
-        &self,
-        n: usize,
-        input: &Self::Input,
-        output: &mut Self::Output,
-        ws: &mut Self::BatchWorkspace,
-        affine: ChannelAffine<'_, Self::Scalar>,
-        epilogue: Epilogue,
-    ) {
-        self.infer_sample(n, input, output, ws);
-        affine.apply(output.flat_mut(), epilogue);
+        fusion.apply(output.flat_mut());
     }
 
     /// The forward pass of one sample, keeping what it computes in slot `n` of the batch
@@ -440,25 +424,41 @@ where
         output: &mut B::Output,
         ws: &mut Self::BatchWorkspace,
     ) {
-        self.infer_sample_then(n, input, output, ws, Epilogue::Identity);
+        self.infer_sample_fused(n, input, output, ws, Fusion::NONE);
     }
 
-    /// The fusions of [`Layer::infer_then`] for one sample: batch norm in the convolution
+    /// The fusions of [`Layer::infer_fused`] for one sample: batch norm in the convolution
     /// before it, a ReLU in the layer before it; what is fused is not written to `ws`.
-    fn infer_sample_then(
+    fn infer_sample_fused(
         &self,
         n: usize,
         input: &A::Input,
         output: &mut B::Output,
         ws: &mut Self::BatchWorkspace,
-        epilogue: Epilogue,
+        fusion: Fusion<'_, A::Scalar>,
     ) {
+        if fusion.affine.is_some() {
+            if const { B::APPLIES_CHANNEL_AFFINE } {
+                let mid = &mut ws.mid[n];
+                self.first.infer_sample(n, input, mid, &mut ws.first);
+                (self.then).infer_sample_fused(n, &ws.mid[n], output, &mut ws.then, fusion);
+            } else {
+                self.infer_sample(n, input, output, ws);
+                fusion.apply(output.flat_mut());
+            }
+            return;
+        }
+        let epilogue = fusion.epilogue;
         if const { A::APPLIES_CHANNEL_AFFINE }
             && let Some(out) = <A::Output as Tensor>::from_flat_mut(output.flat_mut())
         {
             let (first, ws) = (&self.first, &mut ws.first);
             let fused = self.then.channel_affine(|affine| {
-                first.infer_sample_affine_then(n, input, out, ws, affine, epilogue);
+                let fusion = Fusion {
+                    affine: Some(affine),
+                    epilogue,
+                };
+                first.infer_sample_fused(n, input, out, ws, fusion);
             });
             if fused.is_some() {
                 return;
@@ -468,41 +468,16 @@ where
             let fused = B::EPILOGUE.and_then(|own| epilogue.after(own));
             let out = <A::Output as Tensor>::from_flat_mut(output.flat_mut());
             if let (Some(fused), Some(out)) = (fused, out) {
+                let fusion = Fusion::epilogue(fused);
                 return self
                     .first
-                    .infer_sample_then(n, input, out, &mut ws.first, fused);
+                    .infer_sample_fused(n, input, out, &mut ws.first, fusion);
             }
         }
         self.first
             .infer_sample(n, input, &mut ws.mid[n], &mut ws.first);
         self.then
-            .infer_sample_then(n, &ws.mid[n], output, &mut ws.then, epilogue);
-    }
-
-    fn infer_sample_affine_then(
-        &self,
-        n: usize,
-        input: &A::Input,
-        output: &mut B::Output,
-        ws: &mut Self::BatchWorkspace,
-        affine: ChannelAffine<'_, A::Scalar>,
-        epilogue: Epilogue,
-    ) {
-        if const { B::APPLIES_CHANNEL_AFFINE } {
-            self.first
-                .infer_sample(n, input, &mut ws.mid[n], &mut ws.first);
-            self.then.infer_sample_affine_then(
-                n,
-                &ws.mid[n],
-                output,
-                &mut ws.then,
-                affine,
-                epilogue,
-            );
-        } else {
-            self.infer_sample(n, input, output, ws);
-            affine.apply(output.flat_mut(), epilogue);
-        }
+            .infer_sample_fused(n, &ws.mid[n], output, &mut ws.then, fusion);
     }
 
     fn backward_batch(

@@ -7,10 +7,10 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::batchnorm_kernel as kernel;
-use crate::layer::{ChannelAffine, Epilogue, Layer, no_such_param, no_such_tensor};
+use crate::layer::{ChannelAffine, Epilogue, Fusion, Layer, no_such_param, no_such_tensor};
 use crate::mode::{Mode, Pass, Train};
 use crate::scalar::Scalar;
-use crate::tensor::Maps;
+use crate::tensor::{Maps, Tensor};
 
 /// `y = (x − m) / √(v + eps) · weight + bias` per channel of `C` maps of `H`×`W`.
 ///
@@ -248,14 +248,29 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps>
     }
 
     fn infer(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut ()) {
-        self.infer_then(input, output, ws, Epilogue::Identity);
+        self.infer_fused(input, output, ws, Fusion::NONE);
     }
 
-    /// The normalisation and `e` (a ReLU after it) in one pass over the maps.
-    fn infer_then(&self, input: &Self::Input, output: &mut Self::Output, _: &mut (), e: Epilogue) {
+    /// The normalisation and an epilogue (a ReLU after it) in one pass over the maps; an
+    /// affine map after it runs as a pass of its own.
+    fn infer_fused(
+        &self,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        _: &mut (),
+        f: Fusion<'_, T>,
+    ) {
+        let e = if f.affine.is_some() {
+            Epilogue::Identity
+        } else {
+            f.epilogue
+        };
         for c in 0..C {
             let (mean, inv_std, _) = self.eval_affine(c);
             self.affine(c, (mean, inv_std), (&input[c], &mut output[c]), e);
+        }
+        if f.affine.is_some() {
+            f.apply(output.flat_mut());
         }
     }
 
@@ -523,15 +538,15 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps,
     /// Inference needs no batch statistics.
     const INFER_WHOLE_BATCH: bool = false;
 
-    fn infer_sample_then(
+    fn infer_sample_fused(
         &self,
         _n: usize,
         x: &Self::Input,
         y: &mut Self::Output,
         _ws: &mut Self::BatchWorkspace,
-        e: Epilogue,
+        f: Fusion<'_, T>,
     ) {
-        self.infer_then(x, y, &mut (), e);
+        self.infer_fused(x, y, &mut (), f);
     }
 
     /// The backward pass of one sample after an evaluation pass.

@@ -4,7 +4,7 @@ use rand::Rng;
 
 use core::fmt;
 
-use crate::layer::{Activation, ChannelAffine, Epilogue, Layer, Shape, TensorKind, count};
+use crate::layer::{Activation, Fusion, Layer, Shape, TensorKind, count};
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
 
@@ -84,25 +84,41 @@ where
     /// The two layers in turn; when the second is an [`Epilogue`] (a ReLU) or a
     /// [`ChannelAffine`] map (batch norm) that the first
     /// [applies as it writes](Layer::APPLIES_EPILOGUES), the first does
-    /// ([`Layer::infer_then`], [`Layer::infer_affine_then`]), and the workspace's copy of
-    /// its output is not written.
+    /// ([`Layer::infer_fused`]), and the workspace's copy of its output is not written.
     fn infer(&self, input: &A::Input, output: &mut B::Output, ws: &mut Self::Workspace) {
-        self.infer_then(input, output, ws, Epilogue::Identity);
+        self.infer_fused(input, output, ws, Fusion::NONE);
     }
 
-    fn infer_then(
+    /// A fusion with an affine map goes to the second layer (`B` applies it, or it runs as a
+    /// pass after the chain); an epilogue alone goes as far down as it can.
+    fn infer_fused(
         &self,
         input: &A::Input,
         output: &mut B::Output,
         ws: &mut Self::Workspace,
-        epilogue: Epilogue,
+        fusion: Fusion<'_, A::Scalar>,
     ) {
+        if fusion.affine.is_some() {
+            if const { B::APPLIES_CHANNEL_AFFINE } {
+                self.first.infer(input, &mut ws.mid, &mut ws.first);
+                self.then.infer_fused(&ws.mid, output, &mut ws.then, fusion);
+            } else {
+                self.infer(input, output, ws);
+                fusion.apply(output.flat_mut());
+            }
+            return;
+        }
+        let epilogue = fusion.epilogue;
         if const { A::APPLIES_CHANNEL_AFFINE }
             && let Some(out) = <A::Output as Tensor>::from_flat_mut(output.flat_mut())
         {
             let (first, ws) = (&self.first, &mut ws.first);
             let fused = self.then.channel_affine(|affine| {
-                first.infer_affine_then(input, out, ws, affine, epilogue);
+                let fusion = Fusion {
+                    affine: Some(affine),
+                    epilogue,
+                };
+                first.infer_fused(input, out, ws, fusion);
             });
             if fused.is_some() {
                 return;
@@ -112,32 +128,12 @@ where
             let fused = B::EPILOGUE.and_then(|own| epilogue.after(own));
             let out = <A::Output as Tensor>::from_flat_mut(output.flat_mut());
             if let (Some(fused), Some(out)) = (fused, out) {
-                return self.first.infer_then(input, out, &mut ws.first, fused);
+                let fusion = Fusion::epilogue(fused);
+                return self.first.infer_fused(input, out, &mut ws.first, fusion);
             }
         }
         self.first.infer(input, &mut ws.mid, &mut ws.first);
-        self.then
-            .infer_then(&ws.mid, output, &mut ws.then, epilogue);
-    }
-
-    /// The first layer, then the second with `affine` and `epilogue` (see
-    /// [`Layer::APPLIES_CHANNEL_AFFINE`]).
-    fn infer_affine_then(
-        &self,
-        input: &A::Input,
-        output: &mut B::Output,
-        ws: &mut Self::Workspace,
-        affine: ChannelAffine<'_, A::Scalar>,
-        epilogue: Epilogue,
-    ) {
-        if const { B::APPLIES_CHANNEL_AFFINE } {
-            self.first.infer(input, &mut ws.mid, &mut ws.first);
-            self.then
-                .infer_affine_then(&ws.mid, output, &mut ws.then, affine, epilogue);
-        } else {
-            self.infer(input, output, ws);
-            affine.apply(output.flat_mut(), epilogue);
-        }
+        self.then.infer_fused(&ws.mid, output, &mut ws.then, fusion);
     }
 
     fn backward(

@@ -11,9 +11,7 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
-use crate::layer::{
-    ChannelAffine, Epilogue, Layer, Shape, TensorKind, no_such_param, torch_default_uniform,
-};
+use crate::layer::{Fusion, Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
 use crate::{conv_fast, conv_fast_backward};
@@ -193,29 +191,21 @@ impl<
     /// it is stored (batch norm and a ReLU after the convolution cost no pass of their own).
     const APPLIES_CHANNEL_AFFINE: bool = true;
 
-    fn infer_affine_then(
-        &self,
-        input: &Self::Input,
-        output: &mut Self::Output,
-        ws: &mut (),
-        affine: ChannelAffine<'_, T>,
-        e: Epilogue,
-    ) {
-        if !self.infer_then_f32(input, output, (Some(affine), e), None) {
-            self.infer(input, output, ws);
-            affine.apply(output.flat_mut(), e);
-        }
-    }
-
     /// On the same path, a ReLU after the convolution too (VGG's and AlexNet's). Not on
     /// LeNet-5's tuned kernels: a chain there keeps the convolution's output in its
     /// workspace, where `LeNet5::activations` reads it after `probabilities`.
     const APPLIES_EPILOGUES: bool = Self::APPLIES_MAPS;
 
-    fn infer_then(&self, input: &Self::Input, output: &mut Self::Output, ws: &mut (), e: Epilogue) {
-        if !self.infer_then_f32(input, output, (None, e), None) {
+    fn infer_fused(
+        &self,
+        input: &Self::Input,
+        output: &mut Self::Output,
+        ws: &mut (),
+        f: Fusion<'_, T>,
+    ) {
+        if !self.infer_then_f32(input, output, (f.affine, f.epilogue), None) {
             self.infer(input, output, ws);
-            e.apply(output.flat_mut());
+            f.apply(output.flat_mut());
         }
     }
 
@@ -292,36 +282,19 @@ impl<
 {
     type BatchWorkspace = ConvPacked<T, CI, CO, K>;
 
-    /// [`Layer::infer_affine_then`] on the matrix product's path (the map applied to its
-    /// sums); elsewhere the sample's pass (with the weights a batch packed), then the map.
-    fn infer_sample_affine_then(
+    /// [`Layer::infer_fused`] on the matrix product's path (the maps applied to its sums);
+    /// elsewhere the sample's pass (with the weights a batch packed), then the maps.
+    fn infer_sample_fused(
         &self,
         n: usize,
         x: &Self::Input,
         y: &mut Self::Output,
         ws: &mut Self::BatchWorkspace,
-        affine: ChannelAffine<'_, T>,
-        e: Epilogue,
+        f: Fusion<'_, T>,
     ) {
-        if !self.infer_then_f32(x, y, (Some(affine), e), Some(ws)) {
+        if !self.infer_then_f32(x, y, (f.affine, f.epilogue), Some(ws)) {
             BatchLayer::<N>::infer_sample(self, n, x, y, ws);
-            affine.apply(y.flat_mut(), e);
-        }
-    }
-
-    /// [`Layer::infer_then`] on the matrix product's path (a ReLU applied to its sums);
-    /// elsewhere the sample's pass (with the weights a batch packed), then the map.
-    fn infer_sample_then(
-        &self,
-        n: usize,
-        x: &Self::Input,
-        y: &mut Self::Output,
-        ws: &mut Self::BatchWorkspace,
-        e: Epilogue,
-    ) {
-        if !self.infer_then_f32(x, y, (None, e), Some(ws)) {
-            BatchLayer::<N>::infer_sample(self, n, x, y, ws);
-            e.apply(y.flat_mut());
+            f.apply(y.flat_mut());
         }
     }
 

@@ -80,18 +80,22 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     /// What this layer is as an [`Epilogue`], if it is one (a ReLU): an element-wise map that
     /// the layer before it can apply while it writes its own output. In [`Layer::infer`], a
     /// [`Chain`](crate::Chain) of a layer that [`Layer::APPLIES_EPILOGUES`] and an epilogue
-    /// runs the first layer's [`Layer::infer_then`] and skips the second: no pass of its own
-    /// over the maps.
+    /// runs the first layer's [`Layer::infer_fused`] with it and skips the second: no pass of
+    /// its own over the maps.
     const EPILOGUE: Option<Epilogue> = None;
 
-    /// Whether [`Layer::infer_then`] applies its epilogue while it writes the output (batch
+    /// Whether [`Layer::infer_fused`] applies an epilogue while it writes the output (batch
     /// norm, a residual add, a chain whose last layer does), rather than as a pass after.
     const APPLIES_EPILOGUES: bool = false;
 
-    /// [`Layer::infer`] followed by `epilogue` on the output. Layers that can apply it while
-    /// they write their output (batch norm, residual adds) do; combinators pass it on to
-    /// their last part; the others run it as a pass of its own. The result is the same,
-    /// bit for bit, either way.
+    /// [`Layer::infer`] followed by `fusion`'s maps on the output: a per-channel affine map
+    /// (batch norm after this layer), then an element-wise [`Epilogue`] (a ReLU). Layers that
+    /// can apply them while they write their output do (a convolution on its sums, batch
+    /// norm and residual adds the epilogue); combinators pass them on to their last part;
+    /// the others run them as a pass of their own. The result is the same, bit for bit,
+    /// either way. A [`Chain`](crate::Chain) passes a layer the [`Layer::EPILOGUE`] or the
+    /// [`Layer::channel_affine`] map of the layer after it when the first
+    /// [`Layer::APPLIES_EPILOGUES`] or [`Layer::APPLIES_CHANNEL_AFFINE`].
     ///
     /// ```
     /// use constnet::{sequential, BatchNorm2d, Epilogue, Layer, Maps, Pass, Relu, zeroed_box};
@@ -108,22 +112,35 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     /// assert_eq!(fused, apart);
     /// assert_eq!(fused, [[[0.0, 3.0]]]); // (zeroed, the batch norm's ε is 0)
     /// ```
-    fn infer_then(
+    ///
+    /// A layer that applies no map itself runs them after its pass:
+    ///
+    /// ```
+    /// use constnet::{ChannelAffine, Epilogue, Fusion, Layer, Relu};
+    /// let x = [-1.0f32, 2.0, 3.0, 4.0];
+    /// let mut y = [0.0; 4];
+    /// // Two channels of two values: (x − 1)·2 + 0.5 and (x − 0)·(−1) + 0, then ReLU.
+    /// let affine = ChannelAffine { mean: &[1.0, 0.0], scale: &[2.0, -1.0], shift: &[0.5, 0.0] };
+    /// let fusion = Fusion { affine: Some(affine), epilogue: Epilogue::Relu };
+    /// Relu::<[f32; 4]>::new().infer_fused(&x, &mut y, &mut (), fusion);
+    /// assert_eq!(y, [0.0, 2.5, 0.0, 0.0]);
+    /// ```
+    fn infer_fused(
         &self,
         input: &Self::Input,
         output: &mut Self::Output,
         ws: &mut Self::Workspace,
-        epilogue: Epilogue,
+        fusion: Fusion<'_, Self::Scalar>,
     ) {
         self.infer(input, output, ws);
-        epilogue.apply(output.flat_mut());
+        fusion.apply(output.flat_mut());
     }
 
     /// What this layer is in evaluation as a [`ChannelAffine`] map, if it is one (batch
     /// norm): `f` gets the map, built on the stack, and its result is returned. In
     /// [`Layer::infer`], a [`Chain`](crate::Chain) of a layer that
     /// [`Layer::APPLIES_CHANNEL_AFFINE`] and this one runs the first layer's
-    /// [`Layer::infer_affine_then`] with the map and skips the second: a convolution
+    /// [`Layer::infer_fused`] with the map and skips the second: a convolution
     /// followed by batch norm writes the normalised values (and a ReLU after them) as it
     /// stores its sums. `None` (the default) if the layer is no such map.
     fn channel_affine<R>(&self, f: impl FnOnce(ChannelAffine<'_, Self::Scalar>) -> R) -> Option<R> {
@@ -131,34 +148,9 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
         None
     }
 
-    /// Whether [`Layer::infer_affine_then`] applies the map while it writes the output (a
-    /// convolution), rather than as a pass after.
+    /// Whether [`Layer::infer_fused`] applies a [`ChannelAffine`] map while it writes the
+    /// output (a convolution), rather than as a pass after.
     const APPLIES_CHANNEL_AFFINE: bool = false;
-
-    /// [`Layer::infer`], then `affine` on the output's channels, then `epilogue`: the same
-    /// result, bit for bit, as the layer and the map one after the other. The default runs the
-    /// map as a pass of its own.
-    ///
-    /// ```
-    /// use constnet::{ChannelAffine, Epilogue, Layer, Relu};
-    /// let x = [-1.0f32, 2.0, 3.0, 4.0];
-    /// let mut y = [0.0; 4];
-    /// // Two channels of two values: (x − 1)·2 + 0.5 and (x − 0)·(−1) + 0, then ReLU.
-    /// let affine = ChannelAffine { mean: &[1.0, 0.0], scale: &[2.0, -1.0], shift: &[0.5, 0.0] };
-    /// Relu::<[f32; 4]>::new().infer_affine_then(&x, &mut y, &mut (), affine, Epilogue::Relu);
-    /// assert_eq!(y, [0.0, 2.5, 0.0, 0.0]);
-    /// ```
-    fn infer_affine_then(
-        &self,
-        input: &Self::Input,
-        output: &mut Self::Output,
-        ws: &mut Self::Workspace,
-        affine: ChannelAffine<'_, Self::Scalar>,
-        epilogue: Epilogue,
-    ) {
-        self.infer(input, output, ws);
-        affine.apply(output.flat_mut(), epilogue);
-    }
 
     /// Back-propagates `grad_output` (∂E/∂output) through the layer.
     ///
@@ -434,7 +426,7 @@ impl Epilogue {
 
 /// A map of each channel's values `x` to `(x − mean[c])·scale[c] + shift[c]`: what batch
 /// norm is in evaluation ([`Layer::channel_affine`]), passed as data to the layer before it
-/// ([`Layer::infer_affine_then`]). The three slices have one value per channel.
+/// ([`Layer::infer_fused`]). The three slices have one value per channel.
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelAffine<'a, T> {
     /// Subtracted first.
@@ -466,6 +458,42 @@ impl<T: Scalar> ChannelAffine<'_, T> {
             for v in y {
                 *v = e.of((*v - mean) * scale + shift);
             }
+        }
+    }
+}
+
+/// The maps a layer applies to its output as it writes it in inference, passed down a chain
+/// as a value ([`Layer::infer_fused`], [`BatchLayer::infer_sample_fused`](crate::BatchLayer::infer_sample_fused)):
+/// the maps of the layers after it that it takes over, a per-channel affine map first (batch
+/// norm in evaluation), then an element-wise [`Epilogue`] (a ReLU).
+#[derive(Clone, Copy, Debug)]
+pub struct Fusion<'a, T> {
+    /// The per-channel affine map, if any.
+    pub affine: Option<ChannelAffine<'a, T>>,
+    /// The element-wise map after it.
+    pub epilogue: Epilogue,
+}
+
+impl<'a, T: Scalar> Fusion<'a, T> {
+    /// No map: the layer's own output.
+    pub const NONE: Self = Fusion {
+        affine: None,
+        epilogue: Epilogue::Identity,
+    };
+
+    /// `epilogue` alone.
+    pub const fn epilogue(epilogue: Epilogue) -> Self {
+        Fusion {
+            affine: None,
+            epilogue,
+        }
+    }
+
+    /// The maps applied in place to `y` (a layer's whole output), as a pass of their own.
+    pub fn apply(&self, y: &mut [T]) {
+        match self.affine {
+            Some(affine) => affine.apply(y, self.epilogue),
+            None => self.epilogue.apply(y),
         }
     }
 }

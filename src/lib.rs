@@ -177,7 +177,7 @@ pub use grouped_conv2d::{DepthwiseConv2d, GroupedConv2d};
 pub use lane_layer::{LaneEpilogue, LaneLayer};
 pub use lane_layout::{BlockOrder, LANES, from_lanes, to_lanes};
 pub use lanes::Lanes;
-pub use layer::{Activation, ChannelAffine, Epilogue, Layer, Shape, TensorKind};
+pub use layer::{Activation, ChannelAffine, Epilogue, Fusion, Layer, Shape, TensorKind};
 pub use lenet::{Image, LeNet5, LeNet5Activations};
 pub use linear::Linear;
 pub use loss::{Loss, cross_entropy_with_logits, half_sse, one_hot, softmax_loss};

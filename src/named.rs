@@ -47,7 +47,7 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
 use crate::lanes::{LaneEpilogue, LaneLayer};
-use crate::layer::{Activation, ChannelAffine, Epilogue, Layer, Shape, TensorKind};
+use crate::layer::{Activation, ChannelAffine, Epilogue, Fusion, Layer, Shape, TensorKind};
 use crate::mode::{Mode, Pass};
 
 /// A name for a part of a network, as a type. Declare one with [`name!`](crate::name).
@@ -166,8 +166,14 @@ impl<N: Label, L: Layer> Layer for Named<N, L> {
     const EPILOGUE: Option<Epilogue> = L::EPILOGUE;
     const APPLIES_EPILOGUES: bool = L::APPLIES_EPILOGUES;
 
-    fn infer_then(&self, x: &L::Input, y: &mut L::Output, ws: &mut L::Workspace, e: Epilogue) {
-        self.layer.infer_then(x, y, ws, e);
+    fn infer_fused(
+        &self,
+        x: &L::Input,
+        y: &mut L::Output,
+        ws: &mut L::Workspace,
+        fusion: Fusion<'_, L::Scalar>,
+    ) {
+        self.layer.infer_fused(x, y, ws, fusion);
     }
 
     fn channel_affine<R>(&self, f: impl FnOnce(ChannelAffine<'_, L::Scalar>) -> R) -> Option<R> {
@@ -175,17 +181,6 @@ impl<N: Label, L: Layer> Layer for Named<N, L> {
     }
 
     const APPLIES_CHANNEL_AFFINE: bool = L::APPLIES_CHANNEL_AFFINE;
-
-    fn infer_affine_then(
-        &self,
-        x: &L::Input,
-        y: &mut L::Output,
-        ws: &mut L::Workspace,
-        affine: ChannelAffine<'_, L::Scalar>,
-        e: Epilogue,
-    ) {
-        self.layer.infer_affine_then(x, y, ws, affine, e);
-    }
 
     fn backward(
         &self,
@@ -272,27 +267,15 @@ impl<N: Label, L: BatchLayer<B>, const B: usize> BatchLayer<B> for Named<N, L> {
     const WHOLE_BATCH: bool = L::WHOLE_BATCH;
     const INFER_WHOLE_BATCH: bool = L::INFER_WHOLE_BATCH;
 
-    fn infer_sample_then(
+    fn infer_sample_fused(
         &self,
         n: usize,
         x: &L::Input,
         y: &mut L::Output,
         ws: &mut Self::BatchWorkspace,
-        e: Epilogue,
+        fusion: Fusion<'_, L::Scalar>,
     ) {
-        self.layer.infer_sample_then(n, x, y, ws, e);
-    }
-
-    fn infer_sample_affine_then(
-        &self,
-        n: usize,
-        x: &L::Input,
-        y: &mut L::Output,
-        ws: &mut Self::BatchWorkspace,
-        affine: ChannelAffine<'_, L::Scalar>,
-        e: Epilogue,
-    ) {
-        self.layer.infer_sample_affine_then(n, x, y, ws, affine, e);
+        self.layer.infer_sample_fused(n, x, y, ws, fusion);
     }
 
     fn forward_batch(

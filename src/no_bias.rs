@@ -8,7 +8,7 @@ use num_traits::Zero;
 use rand::Rng;
 
 use crate::batch::BatchLayer;
-use crate::layer::{Activation, ChannelAffine, Epilogue, Layer, Shape, TensorKind, no_such_param};
+use crate::layer::{Activation, ChannelAffine, Fusion, Layer, Shape, TensorKind, no_such_param};
 use crate::mode::{Mode, Pass};
 
 /// Layer `L` (a [`Conv2d`](crate::Conv2d) or [`Linear`](crate::Linear), whose parameters are
@@ -88,8 +88,14 @@ impl<L: Layer> Layer for NoBias<L> {
 
     const APPLIES_EPILOGUES: bool = L::APPLIES_EPILOGUES;
 
-    fn infer_then(&self, x: &L::Input, y: &mut L::Output, ws: &mut L::Workspace, e: Epilogue) {
-        self.0.infer_then(x, y, ws, e);
+    fn infer_fused(
+        &self,
+        x: &L::Input,
+        y: &mut L::Output,
+        ws: &mut L::Workspace,
+        fusion: Fusion<'_, L::Scalar>,
+    ) {
+        self.0.infer_fused(x, y, ws, fusion);
     }
 
     fn channel_affine<R>(&self, f: impl FnOnce(ChannelAffine<'_, L::Scalar>) -> R) -> Option<R> {
@@ -97,17 +103,6 @@ impl<L: Layer> Layer for NoBias<L> {
     }
 
     const APPLIES_CHANNEL_AFFINE: bool = L::APPLIES_CHANNEL_AFFINE;
-
-    fn infer_affine_then(
-        &self,
-        x: &L::Input,
-        y: &mut L::Output,
-        ws: &mut L::Workspace,
-        affine: ChannelAffine<'_, L::Scalar>,
-        e: Epilogue,
-    ) {
-        self.0.infer_affine_then(x, y, ws, affine, e);
-    }
 
     /// `L`'s backward pass; the bias gradient it adds to `grads` is never read (the
     /// optimizer sees only the weight).
@@ -164,27 +159,15 @@ impl<L: BatchLayer<N>, const N: usize> BatchLayer<N> for NoBias<L> {
     const WHOLE_BATCH: bool = L::WHOLE_BATCH;
     const INFER_WHOLE_BATCH: bool = L::INFER_WHOLE_BATCH;
 
-    fn infer_sample_then(
+    fn infer_sample_fused(
         &self,
         n: usize,
         x: &L::Input,
         y: &mut L::Output,
         ws: &mut Self::BatchWorkspace,
-        e: Epilogue,
+        fusion: Fusion<'_, L::Scalar>,
     ) {
-        self.0.infer_sample_then(n, x, y, ws, e);
-    }
-
-    fn infer_sample_affine_then(
-        &self,
-        n: usize,
-        x: &L::Input,
-        y: &mut L::Output,
-        ws: &mut Self::BatchWorkspace,
-        affine: ChannelAffine<'_, L::Scalar>,
-        e: Epilogue,
-    ) {
-        self.0.infer_sample_affine_then(n, x, y, ws, affine, e);
+        self.0.infer_sample_fused(n, x, y, ws, fusion);
     }
 
     fn forward_batch(

@@ -8,7 +8,7 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use core::fmt;
 
-use crate::layer::{Activation, Epilogue, Layer, Shape, TensorKind, count, no_such_param};
+use crate::layer::{Activation, Epilogue, Fusion, Layer, Shape, TensorKind, count, no_such_param};
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
 
@@ -177,12 +177,24 @@ where
     }
 
     fn infer(&self, x: &F::Input, y: &mut F::Output, ws: &mut Self::Workspace) {
-        self.infer_then(x, y, ws, Epilogue::Identity);
+        self.infer_fused(x, y, ws, Fusion::NONE);
     }
 
-    /// `e(F(x) + S(x))` in one pass over the sum; an identity shortcut (or any that is an
-    /// [`Epilogue`] of its input) is read from `x` with no copy of its own.
-    fn infer_then(&self, x: &F::Input, y: &mut F::Output, ws: &mut Self::Workspace, e: Epilogue) {
+    /// `e(F(x) + S(x))` in one pass over the sum, for an epilogue `e`; an identity shortcut
+    /// (or any that is an [`Epilogue`] of its input) is read from `x` with no copy of its
+    /// own. An affine map after the sum runs as a pass of its own.
+    fn infer_fused(
+        &self,
+        x: &F::Input,
+        y: &mut F::Output,
+        ws: &mut Self::Workspace,
+        f: Fusion<'_, F::Scalar>,
+    ) {
+        if f.affine.is_some() {
+            self.infer(x, y, ws);
+            return f.apply(y.flat_mut());
+        }
+        let e = f.epilogue;
         self.body.infer(x, y, &mut ws.body);
         if const { S::EPILOGUE.is_some() && F::Input::LEN == F::Output::LEN }
             && let Some(s) = S::EPILOGUE
@@ -464,18 +476,23 @@ where
         y: &mut F::Output,
         ws: &mut Self::BatchWorkspace,
     ) {
-        self.infer_sample_then(n, x, y, ws, Epilogue::Identity);
+        self.infer_sample_fused(n, x, y, ws, Fusion::NONE);
     }
 
-    /// `e(F(x) + S(x))` for one sample, as [`Layer::infer_then`].
-    fn infer_sample_then(
+    /// `e(F(x) + S(x))` for one sample, as [`Layer::infer_fused`].
+    fn infer_sample_fused(
         &self,
         n: usize,
         x: &F::Input,
         y: &mut F::Output,
         ws: &mut Self::BatchWorkspace,
-        e: Epilogue,
+        f: Fusion<'_, F::Scalar>,
     ) {
+        if f.affine.is_some() {
+            self.infer_sample(n, x, y, ws);
+            return f.apply(y.flat_mut());
+        }
+        let e = f.epilogue;
         self.body.infer_sample(n, x, y, &mut ws.body);
         if const { S::EPILOGUE.is_some() && F::Input::LEN == F::Output::LEN }
             && let Some(s) = S::EPILOGUE

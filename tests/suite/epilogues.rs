@@ -1,8 +1,8 @@
 //! What `infer` does differently from an evaluation forward pass, with the same output bit
 //! for bit: a ReLU applied by the batch norm or the residual add before it as they write
-//! (`Layer::infer_then`), batch norm (and the ReLU after it) applied by the convolution
-//! before it to its sums (`Layer::infer_affine_then`), on the blocks of ResNet, DenseNet and
-//! GoogLeNet; a concatenation's branches written straight into its output. The forward pass
+//! (`Layer::infer_fused` with an epilogue), batch norm (and the ReLU after it) applied by
+//! the convolution before it to its sums (`Layer::infer_fused` with an affine map), on the
+//! blocks of ResNet, DenseNet and GoogLeNet; a concatenation's branches written straight into its output. The forward pass
 //! keeps what `infer` skips.
 
 use constnet::densenet::DenseLayer;
