@@ -118,7 +118,7 @@ pub trait BatchLayer<const N: usize>: Layer {
     /// Whether [`BatchLayer::infer_batch`] gains from the whole batch at once: as
     /// [`BatchLayer::WHOLE_BATCH`], but batch norm, which needs the batch only to train,
     /// does not, so that a chain with it infers sample by sample, each sample's activations
-    /// in cache, with its fusions ([`BatchLayer::infer_sample_then`]).
+    /// in cache, with its fusions ([`BatchLayer::infer_sample_fused`]).
     const INFER_WHOLE_BATCH: bool = Self::WHOLE_BATCH;
 
     /// [`BatchLayer::infer_sample`], then `fusion`'s maps on the output: [`Layer::infer_fused`]

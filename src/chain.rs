@@ -81,8 +81,8 @@ where
 
     const APPLIES_CHANNEL_AFFINE: bool = B::APPLIES_CHANNEL_AFFINE;
 
-    /// The two layers in turn; when the second is an [`Epilogue`] (a ReLU) or a
-    /// [`ChannelAffine`] map (batch norm) that the first
+    /// The two layers in turn; when the second is an [`Epilogue`](crate::Epilogue) (a ReLU) or a
+    /// [`ChannelAffine`](crate::ChannelAffine) map (batch norm) that the first
     /// [applies as it writes](Layer::APPLIES_EPILOGUES), the first does
     /// ([`Layer::infer_fused`]), and the workspace's copy of its output is not written.
     fn infer(&self, input: &A::Input, output: &mut B::Output, ws: &mut Self::Workspace) {

@@ -379,7 +379,7 @@ pub(crate) fn add_buffers_and_counters<L: Layer>(sum: &mut L, other: &L) {
 }
 
 /// An element-wise map applied to a layer's output as the layer writes it, instead of as a
-/// layer of its own: fusion passed down a network as data ([`Layer::infer_then`]).
+/// layer of its own: fusion passed down a network as data ([`Layer::infer_fused`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Epilogue {
     /// No map.
