@@ -35,7 +35,8 @@
 //! ```
 
 use crate::chain::Chain;
-use crate::layer::{Fusion, Layer};
+use crate::fusion::Fusion;
+use crate::layer::Layer;
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;

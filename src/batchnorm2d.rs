@@ -7,7 +7,8 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::batchnorm_kernel as kernel;
-use crate::layer::{ChannelAffine, Epilogue, Fusion, Layer, no_such_param, no_such_tensor};
+use crate::fusion::{ChannelAffine, Epilogue, Fusion};
+use crate::layer::{Layer, no_such_param, no_such_tensor};
 use crate::mode::{Mode, Pass, Train};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};

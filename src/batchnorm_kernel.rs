@@ -7,7 +7,7 @@
 //! loops over channels and samples and keeps the order of every sum, so the results are bit
 //! for bit those of the loops it had inline.
 
-use crate::layer::Epilogue;
+use crate::fusion::Epilogue;
 use crate::scalar::Scalar;
 
 /// `acc + Σ x` over one map (`mean = None`), or `acc + Σ (x − mean)²`, in `f64` and in

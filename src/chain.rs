@@ -4,7 +4,8 @@ use rand::Rng;
 
 use core::fmt;
 
-use crate::layer::{Activation, Fusion, Layer, Shape, TensorKind, count};
+use crate::fusion::Fusion;
+use crate::layer::{Activation, Layer, Shape, TensorKind, count};
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
 

@@ -11,7 +11,8 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
-use crate::layer::{Fusion, Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
+use crate::fusion::Fusion;
+use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
 use crate::{conv_fast, conv_fast_backward};

@@ -8,10 +8,11 @@
 use crate::conv_gemm::{self, ConvKernels};
 use crate::conv_kernel::ConvGeometry;
 use crate::conv2d::{Conv2d, ConvLaneWorkspace, ConvPacked};
+use crate::fusion::{ChannelAffine, Epilogue};
 use crate::lanes::{
     LANES, LaneEpilogue, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put,
 };
-use crate::layer::{ChannelAffine, Epilogue, Layer};
+use crate::layer::Layer;
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
 use crate::{conv_fast, conv_fast_backward, conv_lanes, conv_lanes_backward, conv_winograd};

@@ -51,7 +51,7 @@ pub use crate::conv_kernel::ConvGeometry;
 use crate::conv_kernel::{self, sum};
 use crate::conv_winograd::{self, Prepared};
 use crate::conv_winograd_grad;
-use crate::layer::{ChannelAffine, Epilogue};
+use crate::fusion::{ChannelAffine, Epilogue};
 use crate::simd::{self, Kernel, Simd};
 
 /// A buffer on a cache line's boundary: a packed panel's rows start on a line, so that no

@@ -4,7 +4,7 @@
 //! [`PB`] pixels at a time.
 
 use crate::conv_kernel::ConvGeometry;
-use crate::layer::{ChannelAffine, Epilogue};
+use crate::fusion::{ChannelAffine, Epilogue};
 use crate::simd::{Simd, load_vectors};
 
 /// Output pixels of a packed panel: a multiple of every microkernel's width.

@@ -3,7 +3,8 @@
 //! passed to it as a [`LaneEpilogue`].
 
 use crate::chain::Chain;
-use crate::lane_layer::{LaneEpilogue, LaneLayer};
+use crate::fusion::LaneEpilogue;
+use crate::lane_layer::LaneLayer;
 use crate::lane_layout::CacheLines;
 use crate::tensor::Tensor;
 

@@ -1,6 +1,7 @@
 //! [`LaneLayer`]: the pass of a batch in the vector lanes (see [`crate::lanes`]), and the
 //! lane passes of the layers whose lanes can stay lanes.
 
+pub use crate::fusion::LaneEpilogue;
 use crate::lane_layout::{block_of, block_of_mut, check_lanes, relu_mask};
 use crate::layer::Layer;
 use crate::tensor::Tensor;
@@ -150,49 +151,6 @@ pub trait LaneLayer<const N: usize>: Layer {
             Self::Input::flat_slice_mut(block_of_mut(grad_input, block)),
             Self::Input::flat_slice(block_of(input, block)),
         );
-    }
-}
-
-/// A map that a layer applies to its output as it writes it in lanes: the layers after it
-/// that it takes over, passed down a chain as a value ([`LaneLayer::forward_lanes_then`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LaneEpilogue {
-    /// A [`Relu`](crate::Relu).
-    Relu,
-    /// A 2×2, stride-2 [`MaxPool2d`](crate::MaxPool2d) that covers its input. No layer
-    /// applies it alone; after a ReLU it is [`LaneEpilogue::ReluPool`].
-    Pool,
-    /// A ReLU, then a 2×2, stride-2 max pooling (inference only).
-    ReluPool,
-}
-
-impl LaneEpilogue {
-    /// This map after `first` (`self ∘ first`), if it is one of the maps: a pooling after a
-    /// ReLU is [`LaneEpilogue::ReluPool`], a ReLU after a ReLU is a ReLU.
-    ///
-    /// ```
-    /// use constnet::LaneEpilogue::{Pool, Relu, ReluPool};
-    /// assert_eq!(Pool.after(Relu), Some(ReluPool));
-    /// assert_eq!(Relu.after(Relu), Some(Relu));
-    /// assert_eq!(Relu.after(Pool), None); // the ReLU must come first
-    /// ```
-    pub const fn after(self, first: LaneEpilogue) -> Option<LaneEpilogue> {
-        match (first, self) {
-            (LaneEpilogue::Relu, LaneEpilogue::Relu) => Some(LaneEpilogue::Relu),
-            (LaneEpilogue::Relu, LaneEpilogue::Pool) => Some(LaneEpilogue::ReluPool),
-            _ => None,
-        }
-    }
-
-    /// Whether the map is a ReLU, its output unchanged by another.
-    pub const fn is_relu(self) -> bool {
-        matches!(self, LaneEpilogue::Relu)
-    }
-
-    /// Whether a training pass may fuse it: only a ReLU, whose backward pass needs nothing
-    /// but its output. A pooling's winners would be lost with the maps before it.
-    pub const fn trains(self) -> bool {
-        self.is_relu()
     }
 }
 

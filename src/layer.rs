@@ -5,6 +5,7 @@ use core::fmt;
 use num_traits::Zero;
 use rand::Rng;
 
+pub use crate::fusion::{ChannelAffine, Epilogue, Fusion};
 use crate::mode::{Mode, Pass};
 use crate::scalar::Scalar;
 use crate::tensor::Tensor;
@@ -375,126 +376,6 @@ pub(crate) fn add_buffers_and_counters<L: Layer>(sum: &mut L, other: &L) {
     }
     for i in 0..L::COUNTERS {
         *sum.counter_mut(i) += other.counter(i);
-    }
-}
-
-/// An element-wise map applied to a layer's output as the layer writes it, instead of as a
-/// layer of its own: fusion passed down a network as data ([`Layer::infer_fused`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Epilogue {
-    /// No map.
-    Identity,
-    /// `max(x, 0)` as [`Relu`](crate::Relu) computes it: a NaN stays NaN.
-    Relu,
-}
-
-impl Epilogue {
-    /// The map of one value.
-    #[inline(always)]
-    pub fn of<T: Scalar>(self, x: T) -> T {
-        match self {
-            Epilogue::Identity => x,
-            // Not `x > 0`, which would turn a NaN into 0.
-            Epilogue::Relu => {
-                if x <= T::zero() {
-                    T::zero()
-                } else {
-                    x
-                }
-            }
-        }
-    }
-
-    /// The map applied to every value of `y`, in place.
-    pub fn apply<T: Scalar>(self, y: &mut [T]) {
-        if self != Epilogue::Identity {
-            for v in y {
-                *v = self.of(*v);
-            }
-        }
-    }
-
-    /// This map after `first` (`self ∘ first`), if it is one of the maps: ReLU after ReLU is
-    /// ReLU.
-    pub fn after(self, first: Epilogue) -> Option<Epilogue> {
-        match (first, self) {
-            (Epilogue::Identity, e) | (e, Epilogue::Identity) => Some(e),
-            (Epilogue::Relu, Epilogue::Relu) => Some(Epilogue::Relu),
-        }
-    }
-}
-
-/// A map of each channel's values `x` to `(x − mean[c])·scale[c] + shift[c]`: what batch
-/// norm is in evaluation ([`Layer::channel_affine`]), passed as data to the layer before it
-/// ([`Layer::infer_fused`]). The three slices have one value per channel.
-#[derive(Clone, Copy, Debug)]
-pub struct ChannelAffine<'a, T> {
-    /// Subtracted first.
-    pub mean: &'a [T],
-    /// Then multiplied.
-    pub scale: &'a [T],
-    /// Then added.
-    pub shift: &'a [T],
-}
-
-impl<T: Scalar> ChannelAffine<'_, T> {
-    /// The map, then `e`, applied in place to `y`, channel after channel (each `y.len() /
-    /// channels` values), in the order and with the roundings batch norm's pass has.
-    pub fn apply(&self, y: &mut [T], e: Epilogue) {
-        let channels = self.mean.len();
-        if y.is_empty() {
-            return;
-        }
-        assert!(
-            channels > 0
-                && y.len().is_multiple_of(channels)
-                && self.scale.len() == channels
-                && self.shift.len() == channels,
-            "ChannelAffine: {} values are not whole channels of {channels} constants",
-            y.len()
-        );
-        for (c, y) in y.chunks_exact_mut(y.len() / channels).enumerate() {
-            let (mean, scale, shift) = (self.mean[c], self.scale[c], self.shift[c]);
-            for v in y {
-                *v = e.of((*v - mean) * scale + shift);
-            }
-        }
-    }
-}
-
-/// The maps a layer applies to its output as it writes it in inference, passed down a chain
-/// as a value ([`Layer::infer_fused`], [`BatchLayer::infer_sample_fused`](crate::BatchLayer::infer_sample_fused)):
-/// the maps of the layers after it that it takes over, a per-channel affine map first (batch
-/// norm in evaluation), then an element-wise [`Epilogue`] (a ReLU).
-#[derive(Clone, Copy, Debug)]
-pub struct Fusion<'a, T> {
-    /// The per-channel affine map, if any.
-    pub affine: Option<ChannelAffine<'a, T>>,
-    /// The element-wise map after it.
-    pub epilogue: Epilogue,
-}
-
-impl<'a, T: Scalar> Fusion<'a, T> {
-    /// No map: the layer's own output.
-    pub const NONE: Self = Fusion {
-        affine: None,
-        epilogue: Epilogue::Identity,
-    };
-
-    /// `epilogue` alone.
-    pub const fn epilogue(epilogue: Epilogue) -> Self {
-        Fusion {
-            affine: None,
-            epilogue,
-        }
-    }
-
-    /// The maps applied in place to `y` (a layer's whole output), as a pass of their own.
-    pub fn apply(&self, y: &mut [T]) {
-        match self.affine {
-            Some(affine) => affine.apply(y, self.epilogue),
-            None => self.epilogue.apply(y),
-        }
     }
 }
 

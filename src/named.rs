@@ -46,8 +46,9 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
+use crate::fusion::{ChannelAffine, Epilogue, Fusion};
 use crate::lanes::{LaneEpilogue, LaneLayer};
-use crate::layer::{Activation, ChannelAffine, Epilogue, Fusion, Layer, Shape, TensorKind};
+use crate::layer::{Activation, Layer, Shape, TensorKind};
 use crate::mode::{Mode, Pass};
 
 /// A name for a part of a network, as a type. Declare one with [`name!`](crate::name).

@@ -8,7 +8,8 @@ use num_traits::Zero;
 use rand::Rng;
 
 use crate::batch::BatchLayer;
-use crate::layer::{Activation, ChannelAffine, Fusion, Layer, Shape, TensorKind, no_such_param};
+use crate::fusion::{ChannelAffine, Fusion};
+use crate::layer::{Activation, Layer, Shape, TensorKind, no_such_param};
 use crate::mode::{Mode, Pass};
 
 /// Layer `L` (a [`Conv2d`](crate::Conv2d) or [`Linear`](crate::Linear), whose parameters are

@@ -6,8 +6,9 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
+use crate::fusion::Epilogue;
 use crate::lanes::{LaneEpilogue, LaneLayer, backward_slots, forward_slots};
-use crate::layer::{Epilogue, Layer, no_such_param};
+use crate::layer::{Layer, no_such_param};
 use crate::tensor::Tensor;
 
 /// `y = max(x, 0)` element-wise over the tensor type `X` (for example `Maps<f32, 6, 28, 28>`

@@ -8,7 +8,8 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use core::fmt;
 
-use crate::layer::{Activation, Epilogue, Fusion, Layer, Shape, TensorKind, count, no_such_param};
+use crate::fusion::{Epilogue, Fusion};
+use crate::layer::{Activation, Layer, Shape, TensorKind, count, no_such_param};
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
 

@@ -18,6 +18,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "scalar",
             "tensor",
             "zeroed",
+            "fusion",
             "layer",
             "shape",
             "shape_errors",
