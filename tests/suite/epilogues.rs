@@ -2,14 +2,17 @@
 //! for bit: a ReLU applied by the batch norm or the residual add before it as they write
 //! (`Layer::infer_fused` with an epilogue), batch norm (and the ReLU after it) applied by
 //! the convolution before it to its sums (`Layer::infer_fused` with an affine map), on the
-//! blocks of ResNet, DenseNet and GoogLeNet; a concatenation's branches written straight into its output. The forward pass
-//! keeps what `infer` skips.
+//! blocks of ResNet, DenseNet and GoogLeNet; a concatenation's branches written straight into
+//! its output. The forward pass keeps what `infer` skips.
 
 use constnet::densenet::DenseLayer;
 use constnet::googlenet::BasicConv2d;
 use constnet::resnet::{BasicBlock, BasicBlockDown};
 use constnet::simd::{Isa, with_isa};
-use constnet::{Layer, Pass, Tensor, zeroed_box};
+use constnet::{
+    BatchNorm2d, ChannelAffine, Conv2d, Epilogue, Fusion, Layer, Pass, Tensor, sequential,
+    zeroed_box,
+};
 use rand::{RngExt, SeedableRng};
 
 /// `L` with random parameters and batch-norm statistics (buffers come in pairs: running
@@ -218,4 +221,54 @@ fn a_convolution_applies_the_relu_after_it_on_the_matrix_product_path_only() {
         ws_fused.mid.flat().iter().all(|&v| v == 0.0),
         "infer wrote the convolution's output"
     );
+}
+
+/// `infer_fused` with a per-channel affine map and a ReLU gives what `infer` and then the
+/// maps as a pass of their own give, bit for bit, on every instruction set: whether the
+/// layer applies them to its sums (a convolution, a chain that ends in one) or runs them
+/// after its own pass (batch norm, a residual block), which a chain never asks of them but
+/// a caller may.
+fn fused_affine_is_the_maps_after<L: Layer<Scalar = f32>, const C: usize>() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let net = random::<L>(&mut rng);
+    let mut x = zeroed_box::<L::Input>();
+    x.flat_mut()
+        .iter_mut()
+        .for_each(|v| *v = rng.random_range(-1.0..1.0));
+    let mean: [f32; C] = core::array::from_fn(|_| rng.random_range(-0.5..0.5));
+    let scale: [f32; C] = core::array::from_fn(|_| rng.random_range(-2.0..2.0));
+    let shift: [f32; C] = core::array::from_fn(|_| rng.random_range(-0.5..0.5));
+    let affine = ChannelAffine {
+        mean: &mean,
+        scale: &scale,
+        shift: &shift,
+    };
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+        with_isa(isa, || {
+            let (mut fused, mut apart) = (zeroed_box::<L::Output>(), zeroed_box::<L::Output>());
+            let mut ws = zeroed_box::<L::Workspace>();
+            let fusion = Fusion {
+                affine: Some(affine),
+                epilogue: Epilogue::Relu,
+            };
+            net.infer_fused(&x, &mut fused, &mut ws, fusion);
+            net.infer(&x, &mut apart, &mut ws);
+            affine.apply(apart.flat_mut(), Epilogue::Relu);
+            let bits = |t: &L::Output| t.flat().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&fused) == bits(&apart), "{isa:?}");
+            assert!(
+                fused.flat().iter().any(|&v| v == 0.0) && fused.flat().iter().any(|&v| v > 0.0)
+            );
+        });
+    }
+}
+
+#[test]
+fn infer_fused_with_an_affine_map_is_infer_then_the_maps() {
+    type Conv = Conv2d<f32, 4, 8, 3, 1, 1, 6, 6, 6, 6>;
+    fused_affine_is_the_maps_after::<Conv, 8>();
+    fused_affine_is_the_maps_after::<BatchNorm2d<f32, 4, 6, 6>, 4>();
+    fused_affine_is_the_maps_after::<BasicBlock<f32, 4, 6>, 4>();
+    fused_affine_is_the_maps_after::<sequential![Conv, BatchNorm2d<f32, 8, 6, 6>], 8>();
+    fused_affine_is_the_maps_after::<sequential![BatchNorm2d<f32, 4, 6, 6>, Conv], 8>();
 }
