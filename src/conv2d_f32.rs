@@ -136,10 +136,10 @@ impl<
         Some(conv_winograd::Prepared::new(&Self::GEOMETRY, lo, hi))
     }
 
-    /// [`Layer::infer_fused`] (with or without `affine`) on the matrix product's `f32` path ([`conv_gemm::forward_then`]: the maps applied to
-    /// the sums as they are stored), with the weights a batch transformed in `packed` for
-    /// F(2×2, 3×3) if given; `false`, with nothing written, where the layer takes another
-    /// path.
+    /// [`Layer::infer_fused`] (with or without `affine`) on the matrix product's `f32` path
+    /// ([`conv_gemm::forward_then`]: the maps applied to the sums as they are stored), with the
+    /// weights a batch transformed in `packed` for F(2×2, 3×3) if given; `false`, with nothing
+    /// written, where the layer takes another path.
     pub(crate) fn infer_then_f32(
         &self,
         input: &Maps<T, CI, H, W>,

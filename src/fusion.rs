@@ -16,7 +16,8 @@
 use crate::scalar::Scalar;
 
 /// An element-wise map applied to a layer's output as the layer writes it, instead of as a
-/// layer of its own: fusion passed down a network as data ([`Layer::infer_fused`](crate::Layer::infer_fused)).
+/// layer of its own: fusion passed down a network as data
+/// ([`Layer::infer_fused`](crate::Layer::infer_fused)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Epilogue {
     /// No map.
@@ -61,9 +62,10 @@ impl Epilogue {
     }
 }
 
-/// A map of each channel's values `x` to `(x − mean[c])·scale[c] + shift[c]`: what batch
-/// norm is in evaluation ([`Layer::channel_affine`](crate::Layer::channel_affine)), passed as data to the layer before it
-/// ([`Layer::infer_fused`](crate::Layer::infer_fused)). The three slices have one value per channel.
+/// A map of each channel's values `x` to `(x − mean[c])·scale[c] + shift[c]`: what batch norm
+/// is in evaluation ([`Layer::channel_affine`](crate::Layer::channel_affine)), passed as data
+/// to the layer before it ([`Layer::infer_fused`](crate::Layer::infer_fused)). The three slices
+/// have one value per channel.
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelAffine<'a, T> {
     /// Subtracted first.
@@ -99,10 +101,11 @@ impl<T: Scalar> ChannelAffine<'_, T> {
     }
 }
 
-/// The maps a layer applies to its output as it writes it in inference, passed down a chain
-/// as a value ([`Layer::infer_fused`](crate::Layer::infer_fused), [`BatchLayer::infer_sample_fused`](crate::BatchLayer::infer_sample_fused)):
-/// the maps of the layers after it that it takes over, a per-channel affine map first (batch
-/// norm in evaluation), then an element-wise [`Epilogue`] (a ReLU).
+/// The maps a layer applies to its output as it writes it in inference, passed down a chain as
+/// a value ([`Layer::infer_fused`](crate::Layer::infer_fused),
+/// [`BatchLayer::infer_sample_fused`](crate::BatchLayer::infer_sample_fused)): the maps of the
+/// layers after it that it takes over, a per-channel affine map first (batch norm in
+/// evaluation), then an element-wise [`Epilogue`] (a ReLU).
 #[derive(Clone, Copy, Debug)]
 pub struct Fusion<'a, T> {
     /// The per-channel affine map, if any.
@@ -135,8 +138,9 @@ impl<'a, T: Scalar> Fusion<'a, T> {
     }
 }
 
-/// A map that a layer applies to its output as it writes it in lanes: the layers after it
-/// that it takes over, passed down a chain as a value ([`LaneLayer::forward_lanes_then`](crate::LaneLayer::forward_lanes_then)).
+/// A map that a layer applies to its output as it writes it in lanes: the layers after it that
+/// it takes over, passed down a chain as a value
+/// ([`LaneLayer::forward_lanes_then`](crate::LaneLayer::forward_lanes_then)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LaneEpilogue {
     /// A [`Relu`](crate::Relu).

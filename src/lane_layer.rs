@@ -71,7 +71,8 @@ pub trait LaneLayer<const N: usize>: Layer {
     const ENDS_IN_RELU: bool = matches!(Self::LANE_EPILOGUE, Some(LaneEpilogue::Relu));
 
     /// Whether [`LaneLayer::forward_lanes_then`] with `epilogue` does the work (and returns
-    /// `true`) for this layer as it is, and with `Relu`, [`LaneLayer::backward_lanes_then`].
+    /// `true`) for this layer as it is, and with `Relu`, [`LaneLayer::backward_lanes_then`];
+    /// for an epilogue that does not [train](LaneEpilogue::trains), in inference only.
     /// Asked before anything is computed: the answer does not depend on the input.
     fn fuses(&self, epilogue: LaneEpilogue) -> bool {
         let _ = epilogue;
