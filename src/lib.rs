@@ -162,7 +162,7 @@ pub mod zfnet;
 pub use adaptive_avgpool2d::AdaptiveAvgPool2d;
 pub use alexnet::{AlexNet, AlexNet2012};
 pub use avgpool2d::AvgPool2d;
-pub use batch::{BatchChainWorkspace, BatchLayer};
+pub use batch::{BatchBySample, BatchChainWorkspace, BatchLayer};
 pub use batchnorm2d::{BatchNorm2d, BatchNormEps, BatchNormWorkspace, Eps1e3, Eps1e5};
 pub use chain::{Chain, ChainWorkspace};
 pub use concat::Concat;
