@@ -148,7 +148,7 @@ crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize
     for AdaptiveAvgPool2d [T, C, H, W, OH, OW] (_0));
 
 // In batches, sample by sample; the fused SGD step, just the backward pass.
-crate::batch::per_sample!(impl<T; const C: usize, const H: usize, const W: usize, const OH: usize, const OW: usize>
+crate::batch_by_sample::per_sample!(impl<T; const C: usize, const H: usize, const W: usize, const OH: usize, const OW: usize>
     for AdaptiveAvgPool2d<T, C, H, W, OH, OW>);
 crate::fused::no_params!(impl<T; const C: usize, const H: usize, const W: usize, const OH: usize, const OW: usize>
     for AdaptiveAvgPool2d<T, C, H, W, OH, OW>);

@@ -302,7 +302,7 @@ crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize
     for AvgPool2d [T, C, H, W, K, S, OH, OW, P, CEIL, INCLUDE_PAD] (_0));
 
 // In batches, sample by sample; the fused SGD step, just the backward pass.
-crate::batch::per_sample!(impl<T; const C: usize, const H: usize, const W: usize, const K: usize,
+crate::batch_by_sample::per_sample!(impl<T; const C: usize, const H: usize, const W: usize, const K: usize,
     const S: usize, const OH: usize, const OW: usize, const P: usize, const CEIL: bool,
     const INCLUDE_PAD: bool>
     for AvgPool2d<T, C, H, W, K, S, OH, OW, P, CEIL, INCLUDE_PAD>);

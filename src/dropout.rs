@@ -153,7 +153,7 @@ impl<X: Tensor> Layer for Dropout<X> {
 }
 
 crate::zeroable!(impl [X: Tensor] for Dropout [X] { p, tensor });
-crate::batch::per_sample!(impl<X: Tensor> for Dropout<X>);
+crate::batch_by_sample::per_sample!(impl<X: Tensor> for Dropout<X>);
 crate::fused::no_params!(impl<X: Tensor> for Dropout<X>);
 
 #[cfg(test)]

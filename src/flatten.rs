@@ -82,7 +82,7 @@ crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize
 
 // How it runs: batches, lanes, and the fused SGD step.
 
-crate::batch::per_sample!(impl<T; const C: usize, const H: usize, const W: usize, const L: usize> for Flatten<T, C, H, W, L>);
+crate::batch_by_sample::per_sample!(impl<T; const C: usize, const H: usize, const W: usize, const L: usize> for Flatten<T, C, H, W, L>);
 crate::fused::no_params!(impl<T; const C: usize, const H: usize, const W: usize, const L: usize> for Flatten<T, C, H, W, L>);
 
 /// A reshape keeps every element's place, so lanes stay lanes: the per-sample pass over the

@@ -141,7 +141,7 @@ crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize
     for GlobalAvgPool2d [T, C, H, W] (_0));
 
 // In batches, sample by sample; the fused SGD step, just the backward pass.
-crate::batch::per_sample!(impl<T; const C: usize, const H: usize, const W: usize>
+crate::batch_by_sample::per_sample!(impl<T; const C: usize, const H: usize, const W: usize>
     for GlobalAvgPool2d<T, C, H, W>);
 crate::fused::no_params!(impl<T; const C: usize, const H: usize, const W: usize>
     for GlobalAvgPool2d<T, C, H, W>);

@@ -512,7 +512,7 @@ crate::zeroable!(impl [T: Scalar, const CI: usize, const CO: usize, const G: usi
     for GroupedConv2d [T, CI, CO, G, CIG, K, S, P, H, W, OH, OW] { weight, bias });
 
 // In batches, sample by sample (each sample's pass runs the kernels).
-crate::batch::per_sample!(impl<T; const CI: usize, const CO: usize, const G: usize, const CIG: usize,
+crate::batch_by_sample::per_sample!(impl<T; const CI: usize, const CO: usize, const G: usize, const CIG: usize,
     const K: usize, const S: usize, const P: usize, const H: usize, const W: usize, const OH: usize,
     const OW: usize> for GroupedConv2d<T, CI, CO, G, CIG, K, S, P, H, W, OH, OW>);
 

@@ -280,7 +280,7 @@ crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize
     for LrnWorkspace [T, C, H, W] { scale, factor });
 
 // In batches, sample by sample; the fused SGD step, just the backward pass.
-crate::batch::per_sample!(impl<T; const C: usize, const H: usize, const W: usize, const SIZE: usize>
+crate::batch_by_sample::per_sample!(impl<T; const C: usize, const H: usize, const W: usize, const SIZE: usize>
     for LocalResponseNorm<T, C, H, W, SIZE>);
 crate::fused::no_params!(impl<T; const C: usize, const H: usize, const W: usize, const SIZE: usize>
     for LocalResponseNorm<T, C, H, W, SIZE>);

@@ -70,7 +70,7 @@ impl<X: Tensor> Layer for Identity<X> {
 }
 
 crate::zeroable!(impl [X] for Identity [X] (_0));
-crate::batch::per_sample!(impl<X: Tensor> for Identity<X>);
+crate::batch_by_sample::per_sample!(impl<X: Tensor> for Identity<X>);
 crate::fused::no_params!(impl<X: Tensor> for Identity<X>);
 
 /// `y = body(x) + shortcut(x)`: a residual block. Both read the same input and must write the

@@ -89,7 +89,7 @@ impl<T: Scalar, const N: usize> Layer for Softmax<T, N> {
 crate::zeroable!(impl [T: Scalar, const N: usize] for Softmax [T, N] (_0));
 
 // How it runs in batches and in the fused SGD step: sample by sample.
-crate::batch::per_sample!(impl<T; const L: usize> for Softmax<T, L>);
+crate::batch_by_sample::per_sample!(impl<T; const L: usize> for Softmax<T, L>);
 crate::fused::no_params!(impl<T; const L: usize> for Softmax<T, L>);
 
 #[cfg(test)]

@@ -57,6 +57,7 @@ const LEVELS: &[(&str, &[&str])] = &[
         &[
             "chain",
             "batch",
+            "batch_by_sample",
             "lane_layer",
             "lane_chain",
             "lanes",
