@@ -97,9 +97,13 @@ impl<
     pub(crate) const APPLIES_MAPS: bool = !Self::FAST && conv_gemm::pays(&Self::GEOMETRY);
 
     /// Whether the `f32` forward pass runs F(2×2, 3×3) (`conv_winograd`), whose transformed
-    /// weights a batch keeps in its [`ConvPacked`] (which only LeNet's kernels use else).
-    pub(crate) const WINOGRAD: bool =
-        Self::APPLIES_MAPS && K == 3 && conv_winograd::pays(&Self::GEOMETRY);
+    /// weights a batch keeps in its [`ConvPacked`] (which only LeNet's kernels use else). Not
+    /// where F(4×4, 3×3) (`conv_winograd4`) runs instead, with its weights transformed for
+    /// each sample (ResNet-18's batch-8 training step measured the same either way).
+    pub(crate) const WINOGRAD: bool = Self::APPLIES_MAPS
+        && K == 3
+        && conv_winograd::pays(&Self::GEOMETRY)
+        && !crate::conv_winograd4::pays(&Self::GEOMETRY);
 
     /// Transforms the weights once for a batch's F(2×2, 3×3) passes, into `packed`.
     pub(crate) fn prepare_winograd(&self, packed: &mut ConvPacked<T, CI, CO, K>) {

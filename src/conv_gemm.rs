@@ -51,6 +51,7 @@ pub use crate::conv_kernel::ConvGeometry;
 use crate::conv_kernel::{self, sum};
 use crate::conv_winograd::{self, Prepared};
 use crate::conv_winograd_grad;
+use crate::conv_winograd4;
 use crate::fusion::{ChannelAffine, Epilogue};
 use crate::simd::{self, Kernel, Simd};
 
@@ -505,19 +506,24 @@ struct Forward<'a> {
     path: Path<'a>,
 }
 
-/// The paths of the forward pass: the product on the packed input `X̂`, or F(2×2, 3×3)
-/// ([`conv_winograd`]) with the weights transformed on the way or once for a batch.
+/// The paths of the forward pass: the product on the packed input `X̂`, F(2×2, 3×3)
+/// ([`conv_winograd`]) with the weights transformed on the way or once for a batch, or
+/// F(4×4, 3×3) ([`conv_winograd4`]) on the larger maps.
 #[derive(Clone, Copy)]
 enum Path<'a> {
     Columns,
     Winograd,
     WinogradPrepared(Prepared<'a>),
+    Winograd4,
 }
 
 impl<'a> Path<'a> {
-    /// F(2×2, 3×3) where it [`conv_winograd::pays`] for `geo`, else the product on `X̂`.
+    /// F(4×4, 3×3) where it [`conv_winograd4::pays`] for `geo`, else F(2×2, 3×3) where
+    /// [`conv_winograd::pays`], else the product on `X̂`.
     fn for_layer(geo: &ConvGeometry) -> Self {
-        if conv_winograd::pays(geo) {
+        if conv_winograd4::pays(geo) {
+            Path::Winograd4
+        } else if conv_winograd::pays(geo) {
             Path::Winograd
         } else {
             Path::Columns
@@ -528,7 +534,7 @@ impl<'a> Path<'a> {
     fn prepared(self) -> Option<Prepared<'a>> {
         match self {
             Path::WinogradPrepared(p) => Some(p),
-            Path::Columns | Path::Winograd => None,
+            Path::Columns | Path::Winograd | Path::Winograd4 => None,
         }
     }
 }
@@ -552,6 +558,12 @@ impl Kernel for Forward<'_> {
         match (S::LANES, path) {
             (16 | 1, Path::Columns) => forward_with::<S, 4, 4>(s, (geo, x, w, b), out, after),
             (_, Path::Columns) => forward_with::<S, 4, 2>(s, (geo, x, w, b), out, after),
+            (16 | 1, Path::Winograd4) => {
+                conv_winograd4::forward_with::<S, 4, false>(s, parts, out, after)
+            }
+            (_, Path::Winograd4) => {
+                conv_winograd4::forward_with::<S, 2, false>(s, parts, out, after)
+            }
             (16 | 1, _) => {
                 conv_winograd::forward_with::<S, 4, false>(s, parts, out, after, prepared)
             }
@@ -594,7 +606,7 @@ pub(crate) fn split_at(geo: &ConvGeometry, winograd: bool) -> Option<Split> {
         return None;
     }
     let mid = geo.c_out / 32 * 16;
-    // F(2×2, 3×3) computes whole maps: split by channels.
+    // Winograd's F(2×2, 3×3) and F(4×4, 3×3) compute whole maps: split by channels.
     if pixels >= SPLIT_PIXELS && !winograd {
         Some(Split::Pixels(pixels / 32 * 16))
     } else {
@@ -657,6 +669,15 @@ impl Kernel for InputGrad<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let InputGrad { geo, w, g, gi } = self;
+        if conv_winograd4::pays_input_grad(geo) {
+            let t = conv_winograd::input_grad_geometry(geo);
+            let (chans, gi) = (0..t.c_out, ColumnsMut::whole(gi, t.oh * t.ow));
+            let parts = (&t, g, w, None);
+            return match S::LANES {
+                16 | 1 => conv_winograd4::forward_with::<S, 4, true>(s, parts, (chans, gi), None),
+                _ => conv_winograd4::forward_with::<S, 2, true>(s, parts, (chans, gi), None),
+            };
+        }
         if conv_winograd::pays_input_grad(geo) {
             // The output gradient's convolution by the turned, transposed weights.
             let t = conv_winograd::input_grad_geometry(geo);
@@ -688,11 +709,13 @@ impl Kernel for InputGrad<'_> {
 /// The forward pass, as [`crate::conv_kernel::forward`] computes it (same arguments, same
 /// panics), by a matrix product: `y = b + w ⋆ x`; for the 3×3 stride-1 layers where
 /// [`conv_winograd::pays`], by Winograd's F(2×2, 3×3), whose products take 16 multiply-adds
-/// per 2×2 outputs instead of 36 ([`forward_on_columns`] keeps the product on `X̂`).
+/// per 2×2 outputs instead of 36, and on the larger maps where [`conv_winograd4::pays`] by
+/// F(4×4, 3×3), 36 per 4×4 outputs instead of 144 ([`forward_on_columns`] keeps the product
+/// on `X̂`).
 ///
 /// Inside [`crate::threads::within_layers`] a layer of at least [`SPLIT_MACS`]
 /// multiply-adds is split between two threads: by pixels on a map of 256 pixels or more
-/// (each thread packs only its own pixels' inputs) unless by F(2×2, 3×3), else by output
+/// (each thread packs only its own pixels' inputs) unless by Winograd's, else by output
 /// channels (one group only). Each output is computed by one thread, in the one-thread
 /// order.
 ///
@@ -890,8 +913,9 @@ pub fn weight_grad(
 
 /// The input gradient, as [`crate::conv_kernel::input_grad`] computes it: `gi = ∂E/∂x`,
 /// every value written (zero where no tap reads the input). For a 3×3 stride-1 layer with
-/// padding 1 where [`conv_winograd::pays_input_grad`], by F(2×2, 3×3): the convolution of
-/// the output gradient by the transposed weights, each kernel turned by 180°.
+/// padding 1 where [`conv_winograd::pays_input_grad`], by F(2×2, 3×3) (F(4×4, 3×3) where
+/// [`conv_winograd4::pays_input_grad`]): the convolution of the output gradient by the
+/// transposed weights, each kernel turned by 180°.
 ///
 /// ```
 /// use constnet::{conv_gemm, conv_kernel::ConvGeometry};

@@ -18,7 +18,7 @@
 use constnet::conv_gemm::{self, ConvKernels};
 use constnet::conv_kernel::{self, ConvGeometry};
 use constnet::simd::{Isa, with_isa};
-use constnet::{conv_winograd, conv_winograd_grad};
+use constnet::{conv_winograd, conv_winograd_grad, conv_winograd4};
 use proptest::prelude::*;
 
 /// `u`, the unit roundoff of `f32`.
@@ -429,6 +429,66 @@ proptest! {
     #[test]
     fn winograd_equals_the_reference_for_any_geometry_it_takes(
         geo in winograd_geometry(),
+        v in values(),
+    ) {
+        check_kernels_of(&conv_gemm::GEMM, &geo, &v);
+    }
+}
+
+/// F(4×4, 3×3) (`conv_winograd4`, which `conv_gemm::forward` and, at padding 1,
+/// `conv_gemm::input_grad` run on maps of 53 columns or more) on every instruction set: the
+/// narrowest map it takes, widths and heights that are not multiples of 4 (tiles partly off
+/// the map), padding 0 and 1, input channels in two blocks of 32 with a partial one, output
+/// channels in two blocks of 64 with a partial block of 4, tiles in several blocks; and the
+/// geometries next to it that stay with F(2×2, 3×3).
+#[test]
+fn winograd4_equals_the_reference() {
+    let values = layer_values();
+    for g in [
+        geo((16, 32, 1), (3, 1, 1), (5, 53)),
+        geo((33, 70, 1), (3, 1, 0), (11, 58)),
+        geo((40, 36, 1), (3, 1, 1), (13, 61)),
+        geo((70, 130, 1), (3, 1, 1), (9, 56)),
+    ] {
+        assert!(conv_winograd4::pays(&g), "{g:?}");
+        assert_eq!(
+            conv_winograd4::pays_input_grad(&g),
+            g.pad == 1 && g.c_in >= conv_winograd4::MIN_OUT,
+            "{g:?}"
+        );
+        check_kernels_of(&conv_gemm::GEMM, &g, &values);
+    }
+    for g in [
+        geo((16, 32, 1), (3, 1, 1), (56, 52)), // 13 tiles to a row
+        geo((16, 16, 1), (3, 1, 1), (56, 56)), // 16 output channels
+    ] {
+        assert!(
+            conv_winograd::pays(&g) && !conv_winograd4::pays(&g),
+            "{g:?}"
+        );
+    }
+}
+
+/// A geometry that F(4×4, 3×3) takes: 16 to 40 channels in, 32 to 72 out (past one block
+/// of 64), padding 0 or 1, maps of 3 to 12 rows and 53 to 70 columns.
+fn winograd4_geometry() -> impl Strategy<Value = ConvGeometry> {
+    (
+        (16usize..=40, 32usize..=72),
+        0usize..=1,
+        (3usize..=12, 53usize..=70),
+    )
+        .prop_map(|((c_in, c_out), pad, (h, w))| geo((c_in, c_out, 1), (3, 1, pad), (h, w)))
+        .prop_filter("F(4×4, 3×3) pays", conv_winograd4::pays)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// F(4×4, 3×3) on random geometries it takes, every pass and instruction set, against
+    /// the `f64` reference.
+    #[test]
+    fn winograd4_equals_the_reference_for_any_geometry_it_takes(
+        geo in winograd4_geometry(),
         v in values(),
     ) {
         check_kernels_of(&conv_gemm::GEMM, &geo, &v);

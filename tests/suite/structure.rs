@@ -39,6 +39,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "conv_gemm_micro",
             "conv_winograd",
             "conv_winograd_grad",
+            "conv_winograd4",
             "conv_fast",
             "conv_fast_backward",
             "conv_lanes",
