@@ -145,8 +145,10 @@ pub(crate) const fn input_grad_geometry(geo: &ConvGeometry) -> ConvGeometry {
 }
 
 /// The output channels `chans` (rows of `y`, channel `chans.start` in row 0) of the
-/// convolution `geo` of `x` by `w`, from the biases `b` (zeros without), with `NV` vectors of
-/// tiles per block, `after` applied to the final sums. With `FLIPPED`, `w` holds the weights
+/// convolution `geo` of `x` by `w`, at `y`'s columns (pixels), which must be whole rows of
+/// tiles (2 rows of outputs each, the last row of the map may be the last of them), from the
+/// biases `b` (zeros without), with `NV` vectors of tiles per block, `after` applied to the
+/// final sums. With `FLIPPED`, `w` holds the weights
 /// of the convolution whose input gradient this is: kernel `(o, c)` of `geo` is kernel
 /// `(c, o)` of `w`, turned by 180°.
 #[inline(always)]
@@ -157,9 +159,16 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     after: Option<After>,
     prepared: Option<Prepared>,
 ) {
-    debug_assert!(pays(geo) && y.cols() == (0..geo.oh * geo.ow));
+    debug_assert!(pays(geo));
     let tb = NV * S::LANES;
-    let tiles = tiles(geo);
+    // The tiles of `y`'s columns: whole rows of tiles (2 rows of outputs each).
+    let (tw, tile_row) = (geo.ow.div_ceil(2), 2 * geo.ow);
+    let cols = y.cols();
+    debug_assert!(
+        cols.start.is_multiple_of(tile_row)
+            && (cols.end.is_multiple_of(tile_row) || cols.end == geo.oh * geo.ow)
+    );
+    let tiles = cols.start / tile_row * tw..cols.end.div_ceil(tile_row) * tw;
     let mut u = Aligned([0.0f32; 16 * MB * CB]);
     let mut v = Aligned([0.0f32; 16 * CB * MAX_TB]);
     // One vector more: the last row's last tiles are read as a whole vector.
@@ -182,8 +191,8 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
                 first: c0 == 0,
                 last: c0 + cb == geo.c_in,
             };
-            for t0 in (0..tiles).step_by(tb) {
-                let n = tb.min(tiles - t0);
+            for t0 in tiles.clone().step_by(tb) {
+                let n = tb.min(tiles.end - t0);
                 inputs(s, geo, x, (c0, cb), (t0, n, tb), &mut v.0, &mut rows.0);
                 for r0 in (0..ob).step_by(MR) {
                     let mr = MR.min(ob - r0);
@@ -196,7 +205,8 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
                         _ => products::<S, 3>(s, a, &v.0, block, rows, &mut m.0),
                     }
                     let out = (o0 + r0 - chans.start, mr);
-                    outputs(s, geo, &m.0, block, out, (b, after, sum), &mut y);
+                    let sums = (b, after, sum);
+                    outputs(s, geo, &m.0, block, out, sums, (&mut y, cols.start));
                 }
             }
         }
@@ -510,8 +520,9 @@ fn products<S: Simd, const NV: usize>(
 }
 
 /// Transforms rows `0..mr` of `m` back (`Aᵀ M A`, `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`)
-/// and adds them to rows `out.0..out.0 + mr` of `y`: to the biases for the first block of
-/// input channels, to the sums so far for the others, `after` applied after the last.
+/// and adds them to rows `out.0..out.0 + mr` of `y` (whose columns start at pixel `col0`):
+/// to the biases for the first block of input channels, to the sums so far for the others,
+/// `after` applied after the last.
 #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the values in registers
 #[inline(always)]
 fn outputs<S: Simd>(
@@ -521,7 +532,7 @@ fn outputs<S: Simd>(
     Block { t0, n, tb, .. }: Block,
     (y0, mr): (usize, usize),
     (b, after, sum): (Option<&[f32]>, Option<After>, Sum),
-    y: &mut ColumnsMut,
+    (y, col0): (&mut ColumnsMut, usize),
 ) {
     let (oh, ow, l) = (geo.oh, geo.ow, S::LANES);
     let tw = ow.div_ceil(2);
@@ -554,7 +565,7 @@ fn outputs<S: Simd>(
                     if oy >= oh {
                         continue;
                     }
-                    let base = oy * ow + x0;
+                    let base = oy * ow + x0 - col0;
                     for (half, value) in [(0, lo), (l, hi)] {
                         if half >= cols {
                             continue;

@@ -133,11 +133,14 @@ mod tests {
     }
 
     /// Layers `forward` splits: by pixels on a large map (60×61: 1,824 + 1,836 pixels, not
-    /// whole panels), also with groups; by channels on a small one (48 channels: 16 + 32,
-    /// not in halves, and not on a 4-row block of one side).
-    const SPLIT: [(ConvGeometry, Split); 3] = [
-        // By F(2×2, 3×3), which computes whole maps: by channels.
-        (geometry(40, 48, 1, 60, 61), Split::Channels(16)),
+    /// whole panels), also with groups; by rows of tiles by Winograd's algorithm (the second
+    /// side's last row of tiles half off the map); by channels on a small one (48 channels:
+    /// 16 + 32, not in halves, and not on a 4-row block of one side).
+    const SPLIT: [(ConvGeometry, Split); 4] = [
+        // By F(4×4, 3×3) (61 columns, 16 tiles to a row), by rows of tiles: 7 + 8 rows.
+        (geometry(40, 48, 1, 60, 61), Split::Pixels(28 * 61)),
+        // By F(2×2, 3×3) (59 × 40: 30 rows of 20 tiles), 15 + 15 rows.
+        (geometry(40, 48, 1, 59, 40), Split::Pixels(30 * 40)),
         (geometry(48, 64, 2, 60, 61), Split::Pixels(1824)),
         (geometry(800, 48, 1, 7, 7), Split::Channels(16)),
     ];
@@ -164,8 +167,12 @@ mod tests {
         for (geo, split) in SPLIT {
             let macs = geo.c_out * geo.in_per_group() * 9 * geo.oh * geo.ow;
             assert!(macs >= SPLIT_MACS, "{geo:?} would not be split");
-            let winograd = crate::conv_winograd::pays(&geo);
-            assert_eq!(split_at(&geo, winograd), Some(split), "{geo:?}");
+            let tile = if crate::conv_winograd4::pays(&geo) {
+                Some(4)
+            } else {
+                crate::conv_winograd::pays(&geo).then_some(2)
+            };
+            assert_eq!(split_at(&geo, tile), Some(split), "{geo:?}");
             let x: Vec<f32> = (0..geo.input_len())
                 .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
                 .collect();
