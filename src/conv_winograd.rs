@@ -68,10 +68,12 @@ pub(crate) const ROW: usize = MAX_W + 48;
 /// channels of a few tiles' products; the product on the packed input (`conv_gemm`) runs
 /// least efficiently on narrow layers, which share each packed panel among few channels.
 /// Measured (`cargo bench --bench conv_gemm`, BENCHMARKS.md): 64 → 64 channels on 8×8
-/// 1.10× faster, 128 → 32 on 7×7 1.16×, but 512 → 512 on 7×7 0.59× and on 14×14 0.94×.
+/// 1.10× faster, 128 → 32 on 7×7 1.16×, 256 → 256 on 14×14 1.26–1.40× and 512 → 512 1.15×
+/// (their inputs transformed once for all the output channels), but 512 → 512 on 7×7
+/// 0.85×.
 const MIN_TILES: usize = 16;
-/// See [`MIN_TILES`].
-const WIDE_MIN_TILES: usize = 64;
+/// See [`MIN_TILES`]: 49, a map of 13×13 or 14×14 outputs.
+const WIDE_MIN_TILES: usize = 49;
 /// See [`MIN_TILES`].
 const NARROW: usize = 64;
 
@@ -85,8 +87,8 @@ static ZEROS: [f32; CB] = [0.0; CB];
 /// Whether [`crate::conv_gemm::forward`] runs F(2×2, 3×3) for `geo`: a 3×3 kernel at stride
 /// 1 with padding 0 or 1, one group, at least 16 channels in and out, a map at most 512
 /// wide, and enough 2×2 tiles of outputs: 16 (a map of 7×7 or 8×8 outputs) for layers of
-/// at most 64 output channels, 64 for wider ones (the weights' transform, redone on every
-/// call, costs as much per pair of channels as a few tiles' products). A `const fn`,
+/// at most 64 output channels, 49 (14×14) for wider ones (the weights' transform, redone on
+/// every call, costs as much per pair of channels as a few tiles' products). A `const fn`,
 /// decided once per layer.
 ///
 /// ```
@@ -98,7 +100,8 @@ static ZEROS: [f32; CB] = [0.0; CB];
 /// assert!(!conv_winograd::pays(&ConvGeometry { stride: 2, oh: 28, ow: 28, ..vgg }));
 /// assert!(conv_winograd::pays(&ConvGeometry { h: 8, w: 8, oh: 8, ow: 8, ..vgg }));
 /// let wide = ConvGeometry { c_in: 512, c_out: 512, ..vgg };
-/// assert!(!conv_winograd::pays(&ConvGeometry { h: 14, w: 14, oh: 14, ow: 14, ..wide }));
+/// assert!(conv_winograd::pays(&ConvGeometry { h: 14, w: 14, oh: 14, ow: 14, ..wide }));
+/// assert!(!conv_winograd::pays(&ConvGeometry { h: 7, w: 7, oh: 7, ow: 7, ..wide }));
 /// ```
 pub const fn pays(geo: &ConvGeometry) -> bool {
     geo.k == 3
@@ -177,39 +180,83 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     let mut rows = Aligned([[0.0f32; ROW]; 4]);
     let b = b.map(|b| &b[chans.start..]);
     let after = after.map(|a| a.from(chans.start));
+    let weights_of = |o0: usize, c0: usize| match prepared {
+        Some(p) => Some(Weights::Prepared(p, (o0, c0, geo.c_in))),
+        None => None,
+    };
+    let sum = |c0: usize, cb: usize| Sum {
+        first: c0 == 0,
+        last: c0 + cb == geo.c_in,
+    };
+    if tiles.len() <= tb {
+        // One block of tiles (a map of at most 64 tiles: 16×16 and smaller): its inputs are
+        // transformed once per block of input channels, for every block of output channels,
+        // rather than once per block of output channels.
+        let (t0, n) = (tiles.start, tiles.len());
+        for (c0, cb) in blocks(geo.c_in, CB) {
+            inputs(s, geo, x, (c0, cb), (t0, n, tb), &mut v.0, &mut rows.0);
+            for (o0, ob) in blocks(chans.len(), MB) {
+                let o0 = chans.start + o0;
+                // (A `match`, not `unwrap_or_else`: a closure has no target features.)
+                let a = match weights_of(o0, c0) {
+                    Some(a) => a,
+                    None => {
+                        weights::<S, FLIPPED>(s, geo, w, (o0, ob), (c0, cb), &mut u.0);
+                        Weights::Block(&u.0)
+                    }
+                };
+                let block = Block { t0, n, tb, cb };
+                let out = (o0 - chans.start, ob);
+                let sums = (b, after, sum(c0, cb));
+                block_of::<S, NV>(s, (geo, a, &v.0, &mut m.0), block, out, sums, &mut y);
+            }
+        }
+        return;
+    }
     for (o0, ob) in blocks(chans.len(), MB) {
         for (c0, cb) in blocks(geo.c_in, CB) {
             let o0 = chans.start + o0;
-            let a = match prepared {
-                Some(p) => Weights::Prepared(p, (o0, c0, geo.c_in)),
+            let a = match weights_of(o0, c0) {
+                Some(a) => a,
                 None => {
                     weights::<S, FLIPPED>(s, geo, w, (o0, ob), (c0, cb), &mut u.0);
                     Weights::Block(&u.0)
                 }
             };
-            let sum = Sum {
-                first: c0 == 0,
-                last: c0 + cb == geo.c_in,
-            };
             for t0 in tiles.clone().step_by(tb) {
                 let n = tb.min(tiles.end - t0);
                 inputs(s, geo, x, (c0, cb), (t0, n, tb), &mut v.0, &mut rows.0);
-                for r0 in (0..ob).step_by(MR) {
-                    let mr = MR.min(ob - r0);
-                    let rows = (r0, mr);
-                    let block = Block { t0, n, tb, cb };
-                    match n.div_ceil(S::LANES) {
-                        k if k >= NV => products::<S, NV>(s, a, &v.0, block, rows, &mut m.0),
-                        1 => products::<S, 1>(s, a, &v.0, block, rows, &mut m.0),
-                        2 => products::<S, 2>(s, a, &v.0, block, rows, &mut m.0),
-                        _ => products::<S, 3>(s, a, &v.0, block, rows, &mut m.0),
-                    }
-                    let out = (o0 + r0 - chans.start, mr);
-                    let sums = (b, after, sum);
-                    outputs(s, geo, &m.0, block, out, sums, (&mut y, cols.start));
-                }
+                let block = Block { t0, n, tb, cb };
+                let out = (o0 - chans.start, ob);
+                let sums = (b, after, sum(c0, cb));
+                block_of::<S, NV>(s, (geo, a, &v.0, &mut m.0), block, out, sums, &mut y);
             }
         }
+    }
+}
+
+/// The products of a block of tiles and of `ob` output channels from row `y0` of `y` on, in
+/// blocks of [`MR`], each transformed back and added to `y` as it is done.
+#[inline(always)]
+fn block_of<S: Simd, const NV: usize>(
+    s: S,
+    (geo, a, v, m): (&ConvGeometry, Weights, &[f32], &mut [f32]),
+    block: Block,
+    (y0, ob): (usize, usize),
+    sums: (Option<&[f32]>, Option<After>, Sum),
+    y: &mut ColumnsMut,
+) {
+    let col0 = y.cols().start;
+    for r0 in (0..ob).step_by(MR) {
+        let mr = MR.min(ob - r0);
+        let rows = (r0, mr);
+        match block.n.div_ceil(S::LANES) {
+            k if k >= NV => products::<S, NV>(s, a, v, block, rows, m),
+            1 => products::<S, 1>(s, a, v, block, rows, m),
+            2 => products::<S, 2>(s, a, v, block, rows, m),
+            _ => products::<S, 3>(s, a, v, block, rows, m),
+        }
+        outputs(s, geo, m, block, (y0 + r0, mr), sums, (y, col0));
     }
 }
 

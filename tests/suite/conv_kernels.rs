@@ -386,7 +386,8 @@ fn kernels_equal_the_reference_on_resnet20_layers() {
 /// `conv_gemm::weight_grad` runs on maps of 64 tiles or more) on every instruction set: the
 /// smallest map it takes (8×8), odd output sizes (tiles half off the map), padding 0 and 1, input channels
 /// in several blocks, output channels in partial blocks of 4 and in several blocks of 64,
-/// tiles in several blocks with a partial last one.
+/// tiles in several blocks with a partial last one, and a map of one block of tiles with
+/// several blocks of output channels (its inputs transformed once for all of them).
 #[test]
 fn winograd_equals_the_reference() {
     let values = layer_values();
@@ -396,6 +397,7 @@ fn winograd_equals_the_reference() {
         geo((40, 72, 1), (3, 1, 1), (17, 15)),
         geo((20, 18, 1), (3, 1, 1), (30, 35)),
         geo((70, 130, 1), (3, 1, 1), (16, 16)),
+        geo((40, 136, 1), (3, 1, 1), (13, 14)), // one block of 49 tiles, 3 of output channels
     ] {
         assert!(conv_winograd::pays(&g), "{g:?}");
         assert_eq!(conv_winograd::pays_input_grad(&g), g.pad == 1, "{g:?}");
