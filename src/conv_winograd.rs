@@ -180,10 +180,8 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     let mut rows = Aligned([[0.0f32; ROW]; 4]);
     let b = b.map(|b| &b[chans.start..]);
     let after = after.map(|a| a.from(chans.start));
-    let weights_of = |o0: usize, c0: usize| match prepared {
-        Some(p) => Some(Weights::Prepared(p, (o0, c0, geo.c_in))),
-        None => None,
-    };
+    let weights_of =
+        |o0: usize, c0: usize| prepared.map(|p| Weights::Prepared(p, (o0, c0, geo.c_in)));
     let sum = |c0: usize, cb: usize| Sum {
         first: c0 == 0,
         last: c0 + cb == geo.c_in,
