@@ -51,13 +51,13 @@ use crate::conv_kernel::ConvGeometry;
 use crate::simd::Simd;
 
 /// Output channels whose transformed weights are kept at once.
-const MB: usize = 64;
+pub(crate) const MB: usize = 64;
 /// Input channels summed per block (the depth of each product).
 pub(crate) const CB: usize = 32;
 /// Output channels of one block of sums (the microkernel's rows).
-const MR: usize = 4;
+pub(crate) const MR: usize = 4;
 /// The most tiles of a block (the microkernel's widest: 4 vectors of 16 lanes).
-const MAX_TB: usize = 64;
+pub(crate) const MAX_TB: usize = 64;
 /// The widest map the row buffers hold.
 const MAX_W: usize = 512;
 /// A padded input row: the map's width, the padding and two vectors' overreach.
@@ -249,10 +249,10 @@ fn block_of<S: Simd, const NV: usize>(
         let mr = MR.min(ob - r0);
         let rows = (r0, mr);
         match block.n.div_ceil(S::LANES) {
-            k if k >= NV => products::<S, NV>(s, a, v, block, rows, m),
-            1 => products::<S, 1>(s, a, v, block, rows, m),
-            2 => products::<S, 2>(s, a, v, block, rows, m),
-            _ => products::<S, 3>(s, a, v, block, rows, m),
+            k if k >= NV => products::<S, NV, 16>(s, a, v, block, rows, m),
+            1 => products::<S, 1, 16>(s, a, v, block, rows, m),
+            2 => products::<S, 2, 16>(s, a, v, block, rows, m),
+            _ => products::<S, 3, 16>(s, a, v, block, rows, m),
         }
         outputs(s, geo, m, block, (y0 + r0, mr), sums, (y, col0));
     }
@@ -260,7 +260,7 @@ fn block_of<S: Simd, const NV: usize>(
 
 /// Where the products read the transformed weights of a block of channels.
 #[derive(Clone, Copy)]
-enum Weights<'a> {
+pub(crate) enum Weights<'a> {
     /// Transformed for this block: `u[(ξ·MB + r)·CB + c]`.
     Block(&'a [f32]),
     /// Transformed for the whole layer once ([`prepare`]), from output channel `o0` and
@@ -406,19 +406,19 @@ impl Iterator for Segments {
 
 /// A block of tiles `t0..t0 + n`, its buffers `tb` tiles wide, and `cb` input channels.
 #[derive(Clone, Copy)]
-struct Block {
-    t0: usize,
-    n: usize,
-    tb: usize,
-    cb: usize,
+pub(crate) struct Block {
+    pub(crate) t0: usize,
+    pub(crate) n: usize,
+    pub(crate) tb: usize,
+    pub(crate) cb: usize,
 }
 
 /// Whether a block of input channels is the first of the sum (which starts from the biases)
 /// and the last (after which `after` applies).
 #[derive(Clone, Copy)]
-struct Sum {
-    first: bool,
-    last: bool,
+pub(crate) struct Sum {
+    pub(crate) first: bool,
+    pub(crate) last: bool,
 }
 
 /// `u[(ξ·MB + r)·CB + c] = (G g Gᵀ)_ξ` for the kernel `g` of output channel `o0 + r` and
@@ -440,26 +440,7 @@ fn weights<S: Simd, const FLIPPED: bool>(
     for r in 0..ob {
         for c in (0..cb).step_by(l) {
             let n = l.min(cb - c);
-            if FLIPPED {
-                // Kernel (c, r) of the weights `[c_in][c_out][3][3]`, turned.
-                for lane in 0..n {
-                    let g = &w[((c0 + c + lane) * geo.c_out + o0 + r) * 9..][..9];
-                    for (k, &g) in g.iter().rev().enumerate() {
-                        taps[k * l + lane] = g;
-                    }
-                }
-            } else {
-                let row = &w[((o0 + r) * geo.c_in + c0 + c) * 9..][..n * 9];
-                for (lane, g) in row.chunks_exact(9).enumerate() {
-                    for (k, &g) in g.iter().enumerate() {
-                        taps[k * l + lane] = g;
-                    }
-                }
-            }
-            let mut g = [s.splat(0.0); 9];
-            for (k, g) in g.iter_mut().enumerate() {
-                *g = s.load(&taps, k * l);
-            }
+            let g = kernels::<S, FLIPPED>(s, geo, w, (o0 + r, c0 + c, n), &mut taps);
             // G g: rows of 3.
             let mut t = [[s.splat(0.0); 3]; 4];
             for j in 0..3 {
@@ -542,9 +523,10 @@ pub(crate) fn inputs<S: Simd>(
 }
 
 /// `m[(ξ·MR + r)·tb ..] = Σ_c u[ξ][r0 + r][c] · v[ξ][c][..]` for the block's `NV` vectors of
-/// tiles, each `ξ` one run of the microkernel.
+/// tiles and each of the `XI` positions of a transformed tile (16 here, 36 for
+/// [`crate::conv_winograd4`]), each `ξ` one run of the microkernel.
 #[inline(always)]
-fn products<S: Simd, const NV: usize>(
+pub(crate) fn products<S: Simd, const NV: usize, const XI: usize>(
     s: S,
     u: Weights,
     v: &[f32],
@@ -552,7 +534,7 @@ fn products<S: Simd, const NV: usize>(
     (r0, mr): (usize, usize),
     m: &mut [f32],
 ) {
-    for xi in 0..16 {
+    for xi in 0..XI {
         let a = u.rows(xi, (r0, mr), cb);
         let mut c = [[s.splat(0.0); NV]; MR];
         micro(s, a, (&v[xi * CB * tb..][..cb * tb], tb), cb, &mut c);
@@ -612,25 +594,73 @@ fn outputs<S: Simd>(
                     }
                     let base = oy * ow + x0 - col0;
                     for (half, value) in [(0, lo), (l, hi)] {
-                        if half >= cols {
-                            continue;
+                        if half < cols {
+                            let to = (base + half, cols - half);
+                            add_to(s, yr, to, value, (bias, sum, after.as_ref(), y0 + r));
                         }
-                        let c = cols - half;
-                        let start = if sum.first {
-                            bias
-                        } else {
-                            s.load_partial(yr, base + half, c)
-                        };
-                        let mut total = [s.add(start, value)];
-                        if sum.last
-                            && let Some(after) = &after
-                        {
-                            after.apply(s, y0 + r, &mut total);
-                        }
-                        s.store_partial(yr, base + half, c, total[0]);
                     }
                 }
             }
         }
     }
+}
+
+/// Adds `value` to the first `n` sums of row `row` of `y` from `at` (`to = (at, n)`): to the
+/// bias `bias` for the first block of input channels, to the sums so far for the others,
+/// `after` applied after the last.
+#[inline(always)]
+pub(crate) fn add_to<S: Simd>(
+    s: S,
+    y: &mut [f32],
+    (at, n): (usize, usize),
+    value: S::F,
+    (bias, sum, after, row): (S::F, Sum, Option<&After>, usize),
+) {
+    let start = if sum.first {
+        bias
+    } else {
+        s.load_partial(y, at, n)
+    };
+    let mut total = [s.add(start, value)];
+    if sum.last
+        && let Some(after) = after
+    {
+        after.apply(s, row, &mut total);
+    }
+    s.store_partial(y, at, n, total[0]);
+}
+
+/// The 3×3 kernels `(o, c + lane)` of `w` for the `n` lanes of a vector (`(o, c, n)`), tap by
+/// tap, gathered through `taps` (they lie 9 apart). With `FLIPPED`, `w` holds the weights
+/// `[c_in][c_out][3][3]` of the convolution whose input gradient `geo` is, and kernel
+/// `(o, c)` is its kernel `(c, o)` turned by 180°.
+#[inline(always)]
+pub(crate) fn kernels<S: Simd, const FLIPPED: bool>(
+    s: S,
+    geo: &ConvGeometry,
+    w: &[f32],
+    (o, c, n): (usize, usize, usize),
+    taps: &mut [f32; 9 * 16],
+) -> [S::F; 9] {
+    let l = S::LANES;
+    if FLIPPED {
+        for lane in 0..n {
+            let g = &w[((c + lane) * geo.c_out + o) * 9..][..9];
+            for (k, &g) in g.iter().rev().enumerate() {
+                taps[k * l + lane] = g;
+            }
+        }
+    } else {
+        let row = &w[(o * geo.c_in + c) * 9..][..n * 9];
+        for (lane, g) in row.chunks_exact(9).enumerate() {
+            for (k, &g) in g.iter().enumerate() {
+                taps[k * l + lane] = g;
+            }
+        }
+    }
+    let mut g = [s.splat(0.0); 9];
+    for (k, g) in g.iter_mut().enumerate() {
+        *g = s.load(&taps[..], k * l);
+    }
+    g
 }

@@ -43,17 +43,13 @@
 use core::ops::Range;
 
 use crate::columns::ColumnsMut;
-use crate::conv_gemm_micro::{After, Rows, blocks, copy, micro, zero};
+use crate::conv_gemm_micro::{After, blocks, copy, zero};
 use crate::conv_kernel::ConvGeometry;
-use crate::conv_winograd::{Aligned, CB, Segment, segments};
+use crate::conv_winograd::{
+    Aligned, Block, CB, MAX_TB, MB, MR, Segment, Sum, Weights, add_to, kernels, products, segments,
+};
 use crate::simd::Simd;
 
-/// Output channels whose transformed weights are kept at once.
-const MB: usize = 64;
-/// Output channels of one block of sums (the microkernel's rows).
-const MR: usize = 4;
-/// The most tiles of a block (the microkernel's widest: 4 vectors of 16 lanes).
-const MAX_TB: usize = 64;
 /// Positions of a transformed tile (6×6).
 const XI: usize = 36;
 /// A padded input row: the widest map [`crate::conv_winograd::pays`] takes, the padding and
@@ -62,16 +58,13 @@ const ROW: usize = 512 + 80;
 /// The fewest 4×4 tiles in a row of tiles for which F(4×4, 3×3) replaces F(2×2, 3×3): a map
 /// of 53 to 56 columns. A vector of 16 tiles runs along a row of tiles, and the input and
 /// output transforms cost as much for a vector that holds 7 (a 28-column map) as for a full
-/// one; each input transform is shared by at most [`MB`] output channels. Measured
+/// one; each input transform is shared by at most 64 output channels. Measured
 /// (`cargo bench --bench conv_gemm`, BENCHMARKS.md): 64 → 64 channels on 56×56 1.31×
 /// faster than F(2×2, 3×3), 256 → 256 on 56×56 1.32×, 128 → 32 on 56×56 1.2×, but 128 →
 /// 128 and 512 → 512 on 28×28 within ±5%, and 16 → 16 on 32×32 0.82×.
 pub const MIN_ROW_TILES: usize = 14;
 /// The fewest output channels for which F(4×4, 3×3) pays: see [`MIN_ROW_TILES`].
 pub const MIN_OUT: usize = 32;
-
-/// Rows of the transformed weights past the edge of a block: zeros, as long as a depth.
-static ZEROS: [f32; CB] = [0.0; CB];
 
 /// Whether [`crate::conv_gemm::forward`] runs F(4×4, 3×3) for `geo`: where
 /// [`crate::conv_winograd::pays`] (3×3, stride 1, padding 0 or 1, one group, at least 16
@@ -97,23 +90,6 @@ pub const fn pays(geo: &ConvGeometry) -> bool {
 pub const fn pays_input_grad(geo: &ConvGeometry) -> bool {
     crate::conv_winograd::pays_input_grad(geo)
         && pays(&crate::conv_winograd::input_grad_geometry(geo))
-}
-
-/// Whether a block of input channels is the first of the sum (which starts from the biases)
-/// and the last (after which `after` applies).
-#[derive(Clone, Copy)]
-struct Sum {
-    first: bool,
-    last: bool,
-}
-
-/// A block of tiles `t0..t0 + n`, its buffers `tb` tiles wide, and `cb` input channels.
-#[derive(Clone, Copy)]
-struct Block {
-    t0: usize,
-    n: usize,
-    tb: usize,
-    cb: usize,
 }
 
 /// The output channels `chans` (rows of `y`, channel `chans.start` in row 0) of the
@@ -152,6 +128,7 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
         let o0 = chans.start + o0;
         for (c0, cb) in blocks(geo.c_in, CB) {
             weights::<S, FLIPPED>(s, geo, w, (o0, ob), (c0, cb), &mut u.0);
+            let a = Weights::Block(&u.0);
             let sum = Sum {
                 first: c0 == 0,
                 last: c0 + cb == geo.c_in,
@@ -164,10 +141,10 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
                     let rows = (r0, mr);
                     let block = Block { t0, n, tb, cb };
                     match n.div_ceil(S::LANES) {
-                        k if k >= NV => products::<S, NV>(s, &u.0, &v.0, block, rows, &mut m.0),
-                        1 => products::<S, 1>(s, &u.0, &v.0, block, rows, &mut m.0),
-                        2 => products::<S, 2>(s, &u.0, &v.0, block, rows, &mut m.0),
-                        _ => products::<S, 3>(s, &u.0, &v.0, block, rows, &mut m.0),
+                        k if k >= NV => products::<S, NV, XI>(s, a, &v.0, block, rows, &mut m.0),
+                        1 => products::<S, 1, XI>(s, a, &v.0, block, rows, &mut m.0),
+                        2 => products::<S, 2, XI>(s, a, &v.0, block, rows, &mut m.0),
+                        _ => products::<S, 3, XI>(s, a, &v.0, block, rows, &mut m.0),
                     }
                     let out = (o0 + r0 - chans.start, mr);
                     let sums = (b, after, sum);
@@ -213,26 +190,7 @@ fn weights<S: Simd, const FLIPPED: bool>(
     for r in 0..ob {
         for c in (0..cb).step_by(l) {
             let n = l.min(cb - c);
-            if FLIPPED {
-                // Kernel (c, r) of the weights `[c_in][c_out][3][3]`, turned.
-                for lane in 0..n {
-                    let g = &w[((c0 + c + lane) * geo.c_out + o0 + r) * 9..][..9];
-                    for (k, &g) in g.iter().rev().enumerate() {
-                        taps[k * l + lane] = g;
-                    }
-                }
-            } else {
-                let row = &w[((o0 + r) * geo.c_in + c0 + c) * 9..][..n * 9];
-                for (lane, g) in row.chunks_exact(9).enumerate() {
-                    for (k, &g) in g.iter().enumerate() {
-                        taps[k * l + lane] = g;
-                    }
-                }
-            }
-            let mut g = [s.splat(0.0); 9];
-            for (k, g) in g.iter_mut().enumerate() {
-                *g = s.load(&taps, k * l);
-            }
+            let g = kernels::<S, FLIPPED>(s, geo, w, (o0 + r, c0 + c, n), &mut taps);
             // G g: six rows of 3.
             let mut t = [[s.splat(0.0); 3]; 6];
             for j in 0..3 {
@@ -367,29 +325,6 @@ fn inputs<S: Simd>(
     }
 }
 
-/// `m[(ξ·MR + r)·tb ..] = Σ_c u[ξ][r0 + r][c] · v[ξ][c][..]` for the block's `NV` vectors of
-/// tiles, each `ξ` one run of the microkernel.
-#[inline(always)]
-fn products<S: Simd, const NV: usize>(
-    s: S,
-    u: &[f32],
-    v: &[f32],
-    Block { tb, cb, .. }: Block,
-    (r0, mr): (usize, usize),
-    m: &mut [f32],
-) {
-    for xi in 0..XI {
-        let a = Rows::<MR>::new(&u[xi * MB * CB..], (r0, CB), (mr, cb), &ZEROS);
-        let mut c = [[s.splat(0.0); NV]; MR];
-        micro(s, a, (&v[xi * CB * tb..][..cb * tb], tb), cb, &mut c);
-        for (r, c) in c.into_iter().enumerate() {
-            for (k, c) in c.into_iter().enumerate() {
-                s.store(m, (xi * MR + r) * tb + k * S::LANES, c);
-            }
-        }
-    }
-}
-
 /// Transforms rows `0..mr` of `m` back (`Aᵀ M A`) and adds them to rows `out.0..out.0 + mr`
 /// of `y` (whose columns start at pixel `col0`): to the biases for the first block of input
 /// channels, to the sums so far for the others, `after` applied after the last.
@@ -437,19 +372,8 @@ fn outputs<S: Simd>(
                         if from >= width {
                             break;
                         }
-                        let c = width - from;
-                        let start = if sum.first {
-                            bias
-                        } else {
-                            s.load_partial(yr, base + from, c)
-                        };
-                        let mut total = [s.add(start, value)];
-                        if sum.last
-                            && let Some(after) = &after
-                        {
-                            after.apply(s, y0 + r, &mut total);
-                        }
-                        s.store_partial(yr, base + from, c, total[0]);
+                        let to = (base + from, width - from);
+                        add_to(s, yr, to, value, (bias, sum, after.as_ref(), y0 + r));
                     }
                 }
             }
