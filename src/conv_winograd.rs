@@ -186,33 +186,21 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
         first: c0 == 0,
         last: c0 + cb == geo.c_in,
     };
-    if tiles.len() <= tb {
-        // One block of tiles (a map of at most 64 tiles: 16×16 and smaller): its inputs are
-        // transformed once per block of input channels, for every block of output channels,
-        // rather than once per block of output channels.
-        let (t0, n) = (tiles.start, tiles.len());
-        for (c0, cb) in blocks(geo.c_in, CB) {
-            inputs(s, geo, x, (c0, cb), (t0, n, tb), &mut v.0, &mut rows.0);
-            for (o0, ob) in blocks(chans.len(), MB) {
-                let o0 = chans.start + o0;
-                // (A `match`, not `unwrap_or_else`: a closure has no target features.)
-                let a = match weights_of(o0, c0) {
-                    Some(a) => a,
-                    None => {
-                        weights::<S, FLIPPED>(s, geo, w, (o0, ob), (c0, cb), &mut u.0);
-                        Weights::Block(&u.0)
-                    }
-                };
-                let block = Block { t0, n, tb, cb };
-                let out = (o0 - chans.start, ob);
-                let sums = (b, after, sum(c0, cb));
-                block_of::<S, NV>(s, (geo, a, &v.0, &mut m.0), block, out, sums, &mut y);
-            }
-        }
-        return;
-    }
-    for (o0, ob) in blocks(chans.len(), MB) {
-        for (c0, cb) in blocks(geo.c_in, CB) {
+    // A map of one block of tiles (at most 64: 16×16 and smaller) runs the blocks of output
+    // channels inside those of input channels: its inputs are transformed once per block of
+    // input channels, for every block of output channels, rather than once per block of
+    // output channels. (One loop nest for both orders: each kernel is inlined once.)
+    let one_block = tiles.len() <= tb;
+    let (outer, inner) = match one_block {
+        true => ((geo.c_in, CB), (chans.len(), MB)),
+        false => ((chans.len(), MB), (geo.c_in, CB)),
+    };
+    for first in blocks(outer.0, outer.1) {
+        for second in blocks(inner.0, inner.1) {
+            let ((o0, ob), (c0, cb)) = match one_block {
+                true => (second, first),
+                false => (first, second),
+            };
             let o0 = chans.start + o0;
             let a = match weights_of(o0, c0) {
                 Some(a) => a,
@@ -223,7 +211,9 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
             };
             for t0 in tiles.clone().step_by(tb) {
                 let n = tb.min(tiles.end - t0);
-                inputs(s, geo, x, (c0, cb), (t0, n, tb), &mut v.0, &mut rows.0);
+                if !one_block || o0 == chans.start {
+                    inputs(s, geo, x, (c0, cb), (t0, n, tb), &mut v.0, &mut rows.0);
+                }
                 let block = Block { t0, n, tb, cb };
                 let out = (o0 - chans.start, ob);
                 let sums = (b, after, sum(c0, cb));
