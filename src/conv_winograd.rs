@@ -471,18 +471,11 @@ pub(crate) fn inputs<S: Simd>(
     v: &mut [f32],
     rows: &mut [[f32; ROW]; 4],
 ) {
-    let (h, w, p, l) = (geo.h, geo.w, geo.pad, S::LANES);
+    let (h, w, l) = (geo.h, geo.w, S::LANES);
     let tw = geo.ow.div_ceil(2);
     for Segment { ty, tx0, count, at } in segments(tw, (t0, n)) {
         for c in 0..cb {
-            let xc = &x[(c0 + c) * h * w..][..h * w];
-            for (i, row) in rows.iter_mut().enumerate() {
-                let dst = &mut row[p..p + w];
-                match (2 * ty + i).checked_sub(p).filter(|&iy| iy < h) {
-                    Some(iy) => copy(s, &xc[iy * w..][..w], dst),
-                    None => zero(s, dst, (0, w)),
-                }
-            }
+            padded_rows(s, geo, &x[(c0 + c) * h * w..][..h * w], 2 * ty, rows);
             for k in (0..count).step_by(l) {
                 let j = 2 * (tx0 + k);
                 // Bᵀ along each row: columns 2tx, 2tx + 1, 2tx + 2, 2tx + 3 of each tile. (Loops,
@@ -653,4 +646,25 @@ pub(crate) fn kernels<S: Simd, const FLIPPED: bool>(
         *g = s.load(&taps[..], k * l);
     }
     g
+}
+
+/// Rows `first..first + N` of the padded map `xc` (one channel of `geo`'s input) into `rows`
+/// from column `geo.pad` on: the map's row, or zeros above and below it. The columns left
+/// and right of the map are the callers' zeros, written once.
+#[inline(always)]
+pub(crate) fn padded_rows<S: Simd, const N: usize, const LEN: usize>(
+    s: S,
+    geo: &ConvGeometry,
+    xc: &[f32],
+    first: usize,
+    rows: &mut [[f32; LEN]; N],
+) {
+    let (h, w, p) = (geo.h, geo.w, geo.pad);
+    for (i, row) in rows.iter_mut().enumerate() {
+        let dst = &mut row[p..p + w];
+        match (first + i).checked_sub(p).filter(|&iy| iy < h) {
+            Some(iy) => copy(s, &xc[iy * w..][..w], dst),
+            None => zero(s, dst, (0, w)),
+        }
+    }
 }

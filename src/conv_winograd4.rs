@@ -43,10 +43,11 @@
 use core::ops::Range;
 
 use crate::columns::ColumnsMut;
-use crate::conv_gemm_micro::{After, blocks, copy, zero};
+use crate::conv_gemm_micro::{After, blocks};
 use crate::conv_kernel::ConvGeometry;
 use crate::conv_winograd::{
-    Aligned, Block, CB, MAX_TB, MB, MR, Segment, Sum, Weights, add_to, kernels, products, segments,
+    Aligned, Block, CB, MAX_TB, MB, MR, Segment, Sum, Weights, add_to, kernels, padded_rows,
+    products, segments,
 };
 use crate::simd::Simd;
 
@@ -282,18 +283,11 @@ fn inputs<S: Simd>(
     v: &mut [f32],
     rows: &mut [[f32; ROW]; 6],
 ) {
-    let (h, w, p, l) = (geo.h, geo.w, geo.pad, S::LANES);
+    let (h, w, l) = (geo.h, geo.w, S::LANES);
     let tw = geo.ow.div_ceil(4);
     for Segment { ty, tx0, count, at } in segments(tw, (t0, n)) {
         for c in 0..cb {
-            let xc = &x[(c0 + c) * h * w..][..h * w];
-            for (i, row) in rows.iter_mut().enumerate() {
-                let dst = &mut row[p..p + w];
-                match (4 * ty + i).checked_sub(p).filter(|&iy| iy < h) {
-                    Some(iy) => copy(s, &xc[iy * w..][..w], dst),
-                    None => zero(s, dst, (0, w)),
-                }
-            }
+            padded_rows(s, geo, &x[(c0 + c) * h * w..][..h * w], 4 * ty, rows);
             for k in (0..count).step_by(l) {
                 let j = 4 * (tx0 + k);
                 // Bᵀ along each row: columns 4tx … 4tx + 5 of each tile. (Loops, not
