@@ -2,7 +2,8 @@
 //! (`conv_kernel`), pass by pass, on ResNet-20's, ResNet-18's and VGG's geometries, in the same
 //! binary: `<case>/<pass>/direct` and `<case>/<pass>/gemm` run one after the other, and for the
 //! forward pass `forward/columns`, the product on the packed input even where `forward/gemm`
-//! runs F(2×2, 3×3) (`conv_winograd`). Then one core's FMA peak (`peak/fma`), for scale.
+//! runs F(2×2, 3×3) (`conv_winograd`), and `weight_grad/gemm_batch`, the weight gradient of
+//! a batch of 8 in one call. Then one core's FMA peak (`peak/fma`), for scale.
 //!
 //! Throughput: FLOPs (2 per multiply-add, padding taps included), so criterion's "elem/s"
 //! reads as FLOP/s.
@@ -57,7 +58,7 @@ const fn geo(
     .checked()
 }
 
-const CASES: [(&str, ConvGeometry); 19] = [
+const CASES: [(&str, ConvGeometry); 23] = [
     ("resnet20_16x16_3x3_32", geo(16, 16, 3, 1, 1, 32)),
     ("resnet20_16x32_3x3s2_32", geo(16, 32, 3, 2, 1, 32)),
     ("resnet20_16x32_1x1s2_32", geo(16, 32, 1, 2, 0, 32)),
@@ -70,6 +71,8 @@ const CASES: [(&str, ConvGeometry); 19] = [
     ("resnet18_128x128_3x3_28", geo(128, 128, 3, 1, 1, 28)),
     ("resnet18_256x256_3x3_14", geo(256, 256, 3, 1, 1, 14)),
     ("resnet18_512x512_3x3_7", geo(512, 512, 3, 1, 1, 7)),
+    ("resnet18_64x128_3x3s2_56", geo(64, 128, 3, 2, 1, 56)),
+    ("resnet18_256x512_1x1s2_14", geo(256, 512, 1, 2, 0, 14)),
     ("vgg16_64x64_3x3_224", geo(64, 64, 3, 1, 1, 224)),
     ("vgg16_256x256_3x3_56", geo(256, 256, 3, 1, 1, 56)),
     ("vgg16_512x512_3x3_28", geo(512, 512, 3, 1, 1, 28)),
@@ -77,7 +80,12 @@ const CASES: [(&str, ConvGeometry); 19] = [
     ("densenet121_128x32_3x3_56", geo(128, 32, 3, 1, 1, 56)),
     ("densenet121_128x32_3x3_14", geo(128, 32, 3, 1, 1, 14)),
     ("densenet121_128x32_3x3_7", geo(128, 32, 3, 1, 1, 7)),
+    ("densenet121_256x128_1x1_28", geo(256, 128, 1, 1, 0, 28)),
+    ("googlenet_480x192_1x1_14", geo(480, 192, 1, 1, 0, 14)),
 ];
+
+/// The samples of `weight_grad/gemm_batch`.
+const BATCH: usize = 8;
 
 /// Multiply-adds of one pass.
 fn macs(g: &ConvGeometry) -> u64 {
@@ -124,6 +132,14 @@ fn kernels(c: &mut Criterion) {
             group.bench_function("weight_grad/gemm", |bench| {
                 bench
                     .iter(|| conv_gemm::weight_grad(&g, black_box(&x), &dy, &mut gw, &mut gb, 1e-9))
+            });
+            // A batch of 8 samples in one call: each weight's sum over the batch added once.
+            let (xs, dys) = (x.repeat(BATCH), dy.repeat(BATCH));
+            group.throughput(Throughput::Elements(2 * macs(&g) * BATCH as u64));
+            group.bench_function("weight_grad/gemm_batch", |bench| {
+                bench.iter(|| {
+                    conv_gemm::weight_grad(&g, black_box(&xs), &dys, &mut gw, &mut gb, 1e-9)
+                })
             });
             group.finish();
         }

@@ -345,9 +345,12 @@ impl<
         input: &[Self::Input; N],
         ws: &mut Self::BatchWorkspace,
         grad_output: &[Self::Output; N],
-        grad_input: Option<&mut [Self::Input; N]>,
+        mut grad_input: Option<&mut [Self::Input; N]>,
         grads: &mut Self,
     ) {
+        if self.backward_batch_any_geometry(input, grad_output, grad_input.as_deref_mut(), grads) {
+            return;
+        }
         BatchLayer::<N>::prepare_backward(self, ws);
         match grad_input {
             Some(gi) => {
@@ -418,7 +421,11 @@ impl<
             // The input gradient first, with the weights from before the step.
             self.input_grad_any_geometry(grad_output, grad_input);
             let scale = -(lr.to_f64() as f32);
-            return Self::param_grad_any_geometry(input, grad_output, self, scale);
+            let (x, g) = (
+                core::slice::from_ref(input),
+                core::slice::from_ref(grad_output),
+            );
+            return Self::param_grad_any_geometry(x, g, self, scale);
         }
         if T::as_f32(&self.bias).is_some() {
             return self.fast_sgd(input, ws, grad_output, grad_input, lr);

@@ -16,6 +16,7 @@ use crate::layer::Layer;
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
 use crate::{conv_fast, conv_fast_backward, conv_lanes, conv_lanes_backward, conv_winograd};
+use core::slice;
 
 impl<
     T: Scalar,
@@ -196,7 +197,8 @@ impl<
         if !Self::FAST {
             // Any other geometry: the input gradient, then the parameter gradients.
             self.input_grad_any_geometry(grad_output, grad_input);
-            return Self::param_grad_any_geometry(input, grad_output, grads, 1.0);
+            let (x, g) = (slice::from_ref(input), slice::from_ref(grad_output));
+            return Self::param_grad_any_geometry(x, g, grads, 1.0);
         }
         let Conv2d { weight, bias } = grads;
         let (Some(x), Some(g), Some(gw), Some(gb)) = (
@@ -240,11 +242,34 @@ impl<
         }
     }
 
-    /// `grads += scale · ∂E/∂parameters` by [`Conv2d::KERNELS`] (`grads` may
-    /// be the layer itself: `scale = −lr` is an SGD step).
+    /// The batched backward pass of the `f32` geometries that are not [`Conv2d::FAST`]:
+    /// each sample's input gradient, then the parameter gradients of the whole batch in one
+    /// call of [`Conv2d::KERNELS`], which adds each weight's sum over the batch once (a
+    /// deep layer's gradient is megabytes). `false`, having done nothing, for other layers.
+    pub(crate) fn backward_batch_any_geometry<const N: usize>(
+        &self,
+        input: &[Maps<T, CI, H, W>; N],
+        grad_output: &[Maps<T, CO, OH, OW>; N],
+        grad_input: Option<&mut [Maps<T, CI, H, W>; N]>,
+        grads: &mut Self,
+    ) -> bool {
+        if Self::FAST || T::as_f32(&self.bias).is_none() {
+            return false;
+        }
+        if let Some(gi) = grad_input {
+            for (g, gi) in grad_output.iter().zip(gi) {
+                self.input_grad_any_geometry(g, Some(gi));
+            }
+        }
+        Self::param_grad_any_geometry(input, grad_output, grads, 1.0);
+        true
+    }
+
+    /// `grads += scale · ∂E/∂parameters` for the samples `input` and `grad_output` by
+    /// [`Conv2d::KERNELS`] (`grads` may be the layer itself: `scale = −lr` is an SGD step).
     pub(crate) fn param_grad_any_geometry(
-        input: &Maps<T, CI, H, W>,
-        grad_output: &Maps<T, CO, OH, OW>,
+        input: &[Maps<T, CI, H, W>],
+        grad_output: &[Maps<T, CO, OH, OW>],
         grads: &mut Self,
         scale: f32,
     ) {
@@ -254,8 +279,8 @@ impl<
             .as_flattened_mut()
             .as_flattened_mut();
         if let (Some(x), Some(g), Some(gw), Some(gb)) = (
-            T::as_f32(input.flat()),
-            T::as_f32(grad_output.flat()),
+            T::as_f32(Tensor::flat_slice(input)),
+            T::as_f32(Tensor::flat_slice(grad_output)),
             T::as_f32_mut(weight),
             T::as_f32_mut(bias),
         ) {

@@ -311,8 +311,9 @@ fn transpose_block<S: Simd>(
     }
 }
 
-/// The weight gradient with `MR × NV` blocks: rows are taps, lanes output channels. When
-/// the map fits one panel (`oh·ow ≤ PB`, the deep layers), the output gradient's block is
+/// The weight gradient with `MR × NV` blocks: rows are taps, lanes output channels, over
+/// every sample of `x` and `g` before the sums are added. When the map fits one panel
+/// (`oh·ow ≤ PB`, the deep layers) and there is one sample, the output gradient's block is
 /// transposed once per block of channels rather than once per block of taps.
 #[inline(always)]
 fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
@@ -323,45 +324,57 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let (cig, cog, p_all) = (geo.in_per_group(), geo.out_per_group(), geo.oh * geo.ow);
     let (kdim, map) = (cig * geo.k * geo.k, cig * geo.h * geo.w);
+    let (len_in, len_out) = (geo.input_len(), geo.output_len());
+    let samples = x.len() / len_in;
     let nr = NV * S::LANES;
     let single = p_all <= PB;
+    let keep = single && samples == 1;
     let mut xcol = Aligned([0.0f32; WKB * PB]);
     let xcol: &mut [f32] = &mut xcol.0;
     let mut segs = [Segment::default(); PB];
+    let mut count = if single {
+        segments(geo, (0, p_all), &mut segs)
+    } else {
+        0
+    };
     // The output gradient transposed, `[pixel][output channel]`, and the sums `[tap][channel]`.
     let mut gt = Aligned([0.0f32; PB * MAX_NR]);
     let gt: &mut [f32] = &mut gt.0;
     let mut sums = Aligned([0.0f32; WKB * MAX_NR]);
     let sums: &mut [f32] = &mut sums.0;
     for grp in 0..geo.groups {
-        let xg = &x[grp * map..][..map];
         let outs = grp * cog..(grp + 1) * cog;
         for o0 in outs.clone().step_by(nr) {
             let on = nr.min(outs.end - o0);
-            let mut count = 0;
-            if single {
-                count = segments(geo, (0, p_all), &mut segs);
+            if keep {
                 transpose_block(s, &g[o0 * p_all..], p_all, (on, p_all), gt, nr);
             }
             for (kk0, kb) in blocks(kdim, WKB) {
                 sums[..kb * nr].fill(0.0);
-                for p0 in (0..p_all).step_by(PB) {
-                    let pw = PB.min(p_all - p0);
-                    if !single {
-                        count = segments(geo, (p0, pw), &mut segs);
-                        transpose_block(s, &g[o0 * p_all + p0..], p_all, (on, pw), gt, nr);
-                    }
-                    im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), xcol);
-                    for r0 in (0..kb).step_by(MR) {
-                        let mr = MR.min(kb - r0);
-                        let rows = Rows::new(xcol, (r0, PB), (mr, pw), &ZEROS);
-                        let mut c = [[s.splat(0.0); NV]; MR];
-                        for (r, c) in c.iter_mut().enumerate().take(mr) {
-                            *c = load_row(s, sums, (r0 + r) * nr, nr);
+                for n in 0..samples {
+                    let xg = &x[n * len_in + grp * map..][..map];
+                    let gn = &g[n * len_out..][..len_out];
+                    for p0 in (0..p_all).step_by(PB) {
+                        let pw = PB.min(p_all - p0);
+                        if !single {
+                            count = segments(geo, (p0, pw), &mut segs);
                         }
-                        micro(s, rows, (&gt[..], nr), pw, &mut c);
-                        for (r, c) in c.into_iter().enumerate().take(mr) {
-                            store_row(s, sums, (r0 + r) * nr, nr, c);
+                        if !keep {
+                            let at = o0 * p_all + p0;
+                            transpose_block(s, &gn[at..], p_all, (on, pw), gt, nr);
+                        }
+                        im2col(s, geo, xg, (kk0, kb), (&segs[..count], pw), xcol);
+                        for r0 in (0..kb).step_by(MR) {
+                            let mr = MR.min(kb - r0);
+                            let rows = Rows::new(xcol, (r0, PB), (mr, pw), &ZEROS);
+                            let mut c = [[s.splat(0.0); NV]; MR];
+                            for (r, c) in c.iter_mut().enumerate().take(mr) {
+                                *c = load_row(s, sums, (r0 + r) * nr, nr);
+                            }
+                            micro(s, rows, (&gt[..], nr), pw, &mut c);
+                            for (r, c) in c.into_iter().enumerate().take(mr) {
+                                store_row(s, sums, (r0 + r) * nr, nr, c);
+                            }
                         }
                     }
                 }
@@ -377,6 +390,96 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
             }
         }
     }
+}
+
+/// Output channels of a block of sums of [`weight_grad_taps`]: ResNet-18's and VGG-16's
+/// widest layers in one block.
+const TAP_OB: usize = 512;
+
+/// The weight gradient with `MR × NV` blocks whose rows are output channels and lanes taps:
+/// each block of taps of a sample is packed once for every output channel (and the output
+/// gradient read as it lies), where [`weight_grad_with`], taps as rows, packs the input
+/// once per block of 64 output channels and transposes the output gradient. The sums
+/// `[channel][tap]` lie as the weights do. For one group.
+#[inline(always)]
+fn weight_grad_taps<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    (geo, x, g): (&ConvGeometry, &[f32], &[f32]),
+    gw: &mut [f32],
+    scale: f32,
+) {
+    debug_assert_eq!(geo.groups, 1);
+    let (kdim, p_all, l) = (geo.c_in * geo.k * geo.k, geo.oh * geo.ow, S::LANES);
+    let (len_in, len_out) = (geo.input_len(), geo.output_len());
+    let nr = NV * l;
+    let single = p_all <= PB;
+    let mut xcol = Aligned([0.0f32; WKB * PB]);
+    let xcol: &mut [f32] = &mut xcol.0;
+    // A block of packed taps transposed, `[pixel][tap]`.
+    let mut xt = Aligned([0.0f32; PB * MAX_NR]);
+    let xt: &mut [f32] = &mut xt.0;
+    let mut segs = [Segment::default(); PB];
+    let mut count = if single {
+        segments(geo, (0, p_all), &mut segs)
+    } else {
+        0
+    };
+    let mut sums = Aligned([0.0f32; TAP_OB * MAX_NR]);
+    let sums: &mut [f32] = &mut sums.0;
+    for (o0, ob) in blocks(geo.c_out, TAP_OB) {
+        for (kk0, kb) in blocks(kdim, nr) {
+            sums[..ob * nr].fill(0.0);
+            for (x, g) in x.chunks_exact(len_in).zip(g.chunks_exact(len_out)) {
+                for p0 in (0..p_all).step_by(PB) {
+                    let pw = PB.min(p_all - p0);
+                    if !single {
+                        count = segments(geo, (p0, pw), &mut segs);
+                    }
+                    im2col(s, geo, x, (kk0, kb), (&segs[..count], pw), xcol);
+                    if kb >= l && pw >= l {
+                        simd::transpose(s, xcol, (kb, pw, PB), xt, nr);
+                    } else {
+                        simd::transpose(simd::Scalar, xcol, (kb, pw, PB), xt, nr);
+                    }
+                    let g = &g[p0..];
+                    for r0 in (0..ob).step_by(MR) {
+                        let mr = MR.min(ob - r0);
+                        let rows = Rows::new(g, (o0 + r0, p_all), (mr, pw), &ZEROS);
+                        let mut c = [[s.splat(0.0); NV]; MR];
+                        for (r, c) in c.iter_mut().enumerate().take(mr) {
+                            *c = load_row(s, sums, (r0 + r) * nr, nr);
+                        }
+                        micro(s, rows, (&xt[..], nr), pw, &mut c);
+                        for (r, c) in c.into_iter().enumerate().take(mr) {
+                            store_row(s, sums, (r0 + r) * nr, nr, c);
+                        }
+                    }
+                }
+            }
+            // Each sum scaled and rounded, then added and rounded, as a scalar `+=` would.
+            let sv = s.splat(scale);
+            for (o, sums) in sums.chunks_exact(nr).take(ob).enumerate() {
+                let row = &mut gw[(o0 + o) * kdim + kk0..][..kb];
+                for u in (0..kb).step_by(l) {
+                    let m = kb - u;
+                    let v = s.add(
+                        s.load_partial(row, u, m),
+                        s.mul(sv, s.load_partial(sums, u, m)),
+                    );
+                    s.store_partial(row, u, m, v);
+                }
+            }
+        }
+    }
+}
+
+/// Whether [`weight_grad_taps`] runs `geo`'s weight gradient rather than
+/// [`weight_grad_with`]: one group of more than 64 output channels (more than one block of
+/// [`weight_grad_with`]'s). Measured (`cargo bench --bench conv_gemm`, a batch of 8):
+/// ResNet-18's 512 → 512 channels on 7×7 52 → 90 GFLOP/s, 256 → 512 1×1 at stride 2
+/// 44 → 87; on 64 channels or fewer it is even or slower (ResNet-20's 1×1 layers 0.5–0.7×).
+const fn taps_pay(geo: &ConvGeometry) -> bool {
+    geo.groups == 1 && geo.c_out > 64
 }
 
 /// `gw[o·kdim + r] += scale · sums[r·nr + o]` for `r < kb`, `o < on`: a block of sums
@@ -677,8 +780,12 @@ impl Kernel for WeightGrad<'_> {
             gb,
             scale,
         } = self;
-        for (gb, g) in gb.iter_mut().zip(g.chunks_exact(geo.oh * geo.ow)) {
-            *gb += scale * sum(s, g);
+        // Each channel's sum over the samples, one after the other, then scaled and added.
+        let (pixels, len_out) = (geo.oh * geo.ow, geo.output_len());
+        for (o, gb) in gb.iter_mut().enumerate() {
+            let mut maps = g.chunks_exact(len_out).map(|g| &g[o * pixels..][..pixels]);
+            let first = maps.next().map_or(0.0, |g| sum(s, g));
+            *gb += scale * maps.fold(first, |total, g| total + sum(s, g));
         }
         if conv_winograd_grad::pays_weight_grad(geo) {
             return conv_winograd_grad::weight_grad(s, (geo, x, g), gw, scale);
@@ -686,6 +793,12 @@ impl Kernel for WeightGrad<'_> {
         // Output channels along the lanes: as many vectors as there are channels, up to 4.
         let vectors = geo.out_per_group().div_ceil(S::LANES);
         let args = (geo, x, g);
+        if taps_pay(geo) {
+            return match S::LANES {
+                4 | 8 => weight_grad_taps::<S, 4, 2>(s, args, gw, scale),
+                _ => weight_grad_taps::<S, 4, 4>(s, args, gw, scale),
+            };
+        }
         match (S::LANES, vectors) {
             (1, _) => weight_grad_with::<S, 4, 4>(s, args, gw, scale),
             (16, 1) => weight_grad_with::<S, 16, 1>(s, args, gw, scale),
@@ -916,7 +1029,11 @@ fn forward_on<const P: u8>(
 /// The parameter gradients of one sample, scaled and added, as
 /// [`crate::conv_kernel::weight_grad`] computes them: `gw += scale · ∂E/∂w`,
 /// `gb += scale · ∂E/∂b`. Each value's sum is complete before it is scaled and added, so
-/// `scale = −lr` on the weights themselves is `w − lr · ∂E/∂w`, to the bit. For a 3×3
+/// `scale = −lr` on the weights themselves is `w − lr · ∂E/∂w`, to the bit. `x` and `g` may
+/// hold several samples one after the other (as many inputs as output gradients): each
+/// value's sum then runs over all of them before it is scaled and added, so that a batch
+/// adds to `gw` once (a deep layer's weight gradient is megabytes, read and written once
+/// per call). For a 3×3
 /// stride-1 layer where [`conv_winograd_grad::pays_weight_grad`] (maps of 64 tiles of 2×2
 /// outputs or more), the weights' gradient by F(2×2, 3×3): 16 multiply-adds per tile and
 /// pair of channels instead of 36.

@@ -211,9 +211,11 @@ impl ConvGeometry {
     /// [`ConvGeometry::check`] for a weight gradient's slices.
     #[track_caller]
     pub(crate) fn check_weight_grad(&self, x: &[f32], g: &[f32], gw: &[f32], gb: &[f32]) {
+        // One sample or several, as many inputs as output gradients.
+        let samples = (x.len() / self.input_len().max(1)).max(1);
         self.check(&[
-            (x.len(), self.input_len(), "the input"),
-            (g.len(), self.output_len(), "the output gradient"),
+            (x.len(), samples * self.input_len(), "the input"),
+            (g.len(), samples * self.output_len(), "the output gradient"),
             (gw.len(), self.weight_len(), "the weight gradient"),
             (gb.len(), self.c_out, "the bias gradient"),
         ]);
@@ -619,7 +621,9 @@ pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32
 /// The parameter gradients of one sample, scaled and added: `gw += scale · ∂E/∂w` and
 /// `gb += scale · ∂E/∂b` for the output gradient `g` (`∂E/∂y`) and the input `x` of a
 /// [`forward`] pass. `scale = 1` accumulates a gradient; `scale = −lr` is a plain SGD step
-/// applied in place (`gw` the weights themselves).
+/// applied in place (`gw` the weights themselves). `x` and `g` may hold several samples one
+/// after the other (as many inputs as output gradients): these kernels add them sample by
+/// sample.
 ///
 /// Panics as [`forward`] does.
 ///
@@ -644,14 +648,18 @@ pub fn weight_grad(
     scale: f32,
 ) {
     geo.check_weight_grad(x, g, gw, gb);
-    simd::dispatch(WeightGrad {
-        geo,
-        x,
-        g,
-        gw,
-        gb,
-        scale,
-    });
+    let samples = x.chunks_exact(geo.input_len());
+    for (x, g) in samples.zip(g.chunks_exact(geo.output_len())) {
+        let (gw, gb) = (&mut *gw, &mut *gb);
+        simd::dispatch(WeightGrad {
+            geo,
+            x,
+            g,
+            gw,
+            gb,
+            scale,
+        });
+    }
 }
 
 /// The input gradient: `gi = ∂E/∂x` for the output gradient `g` (`∂E/∂y`) and the weights

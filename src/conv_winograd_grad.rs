@@ -66,8 +66,10 @@ pub const fn pays_weight_grad(geo: &ConvGeometry) -> bool {
 /// Rows of the output gradient's transform past the block's channels: zeros, a depth long.
 static ZEROS: [f32; TB] = [0.0; TB];
 
-/// `gw += scale · ∂E/∂w` of `geo` (a layer [`pays_weight_grad`] for) for the input `x` and the output
-/// gradient `g`; the biases' gradient is not this function's.
+/// `gw += scale · ∂E/∂w` of `geo` (a layer [`pays_weight_grad`] for) for the inputs `x` and
+/// the output gradients `g` of one sample or several one after the other, the sums over all
+/// of them complete before they are scaled and added; the biases' gradient is not this
+/// function's.
 #[inline(always)]
 pub(crate) fn weight_grad<S: Simd>(
     s: S,
@@ -77,6 +79,7 @@ pub(crate) fn weight_grad<S: Simd>(
 ) {
     debug_assert!(pays_weight_grad(geo));
     let tiles = tiles(geo);
+    let (len_in, len_out) = (geo.input_len(), geo.output_len());
     // The sums `[ξ][o][c]`, the transformed inputs `[ξ][c][t]` and transposed `[ξ][t][c]`
     // (a row more: a run of the microkernel from a later vector reads whole rows), the
     // transformed output gradient `[ξ][o][t]`.
@@ -88,22 +91,24 @@ pub(crate) fn weight_grad<S: Simd>(
     for (o0, ob) in blocks(geo.c_out, MB) {
         for (c0, cb) in blocks(geo.c_in, CB) {
             du.0.fill(0.0);
-            for t0 in (0..tiles).step_by(TB) {
-                let n = TB.min(tiles - t0);
-                inputs(s, geo, x, (c0, cb), (t0, n, TB), &mut v.0, &mut rows.0);
-                // The block's channels and tiles, a whole vector of each at least (the
-                // lanes past them are never read back).
-                let l = S::LANES;
-                let (cr, tr) = (cb.max(l), n.max(l));
-                for xi in 0..16 {
-                    let at = xi * CB * TB;
-                    transpose(s, &v.0[at..], (cr, tr, TB), &mut vt.0[at..], CB);
-                }
-                output_grads(s, geo, g, (o0, ob), (t0, n), &mut dm.0);
-                if cb <= l {
-                    products::<S, 1>(s, &dm.0, &vt.0, (ob, n, cb), &mut du.0);
-                } else {
-                    products::<S, NV>(s, &dm.0, &vt.0, (ob, n, cb), &mut du.0);
+            for (x, g) in x.chunks_exact(len_in).zip(g.chunks_exact(len_out)) {
+                for t0 in (0..tiles).step_by(TB) {
+                    let n = TB.min(tiles - t0);
+                    inputs(s, geo, x, (c0, cb), (t0, n, TB), &mut v.0, &mut rows.0);
+                    // The block's channels and tiles, a whole vector of each at least (the
+                    // lanes past them are never read back).
+                    let l = S::LANES;
+                    let (cr, tr) = (cb.max(l), n.max(l));
+                    for xi in 0..16 {
+                        let at = xi * CB * TB;
+                        transpose(s, &v.0[at..], (cr, tr, TB), &mut vt.0[at..], CB);
+                    }
+                    output_grads(s, geo, g, (o0, ob), (t0, n), &mut dm.0);
+                    if cb <= l {
+                        products::<S, 1>(s, &dm.0, &vt.0, (ob, n, cb), &mut du.0);
+                    } else {
+                        products::<S, NV>(s, &dm.0, &vt.0, (ob, n, cb), &mut du.0);
+                    }
                 }
             }
             add_kernels(s, geo, &du.0, (o0, ob), (c0, cb), scale, gw);

@@ -381,6 +381,72 @@ fn kernels_equal_the_reference_on_resnet20_layers() {
     }
 }
 
+/// The weight and bias gradients of a batch in one call (`x` and `g` holding 3 samples one
+/// after the other) against the reference summed over the samples, on both kernel sets and
+/// every instruction set, and added once to what the buffers hold: the matrix-product
+/// kernels sum each value over the whole batch before scaling and adding it. The
+/// geometries take each path: taps along the lanes (more than 64 output channels) with a
+/// last block of 5 taps and of 5 pixels (fewer than a vector), and with 522 output channels
+/// (two blocks of sums, a last run of 2 rows); output channels along the lanes on a map of
+/// one panel and of several; F(2×2, 3×3) on 64 tiles.
+#[test]
+fn a_batch_of_weight_gradients_is_the_sum_of_its_samples() {
+    const SAMPLES: usize = 3;
+    let values = layer_values();
+    for geo in [
+        geo((69, 80, 1), (1, 1, 0), (3, 23)), // taps: 64 + 5 taps, 64 + 5 pixels
+        geo((7, 522, 1), (3, 1, 1), (5, 6)),  // taps: two blocks of 512 channels
+        geo((24, 70, 1), (3, 2, 1), (23, 21)), // taps: several panels of pixels
+        geo((12, 40, 1), (3, 1, 1), (7, 7)),  // channels along the lanes, one panel
+        geo((10, 24, 1), (3, 2, 1), (21, 19)), // and several
+        geo((16, 16, 1), (3, 1, 1), (16, 16)), // F(2×2, 3×3)
+        geo((96, 256, 2), (5, 1, 2), (9, 9)), // two groups
+    ] {
+        let draw = |len: usize, from: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| values[(from + 7 * i) % values.len()])
+                .collect()
+        };
+        let (x, g) = (
+            draw(SAMPLES * geo.input_len(), 0),
+            draw(SAMPLES * geo.output_len(), 3),
+        );
+        let (w, b) = (draw(geo.weight_len(), 1), draw(geo.c_out, 2));
+        let mut r = Reference::default();
+        for (x, g) in x.chunks(geo.input_len()).zip(g.chunks(geo.output_len())) {
+            let one = reference(&geo, x, &w, &b, g);
+            for (sum, one) in [
+                (&mut r.gw, &one.gw),
+                (&mut r.gw_abs, &one.gw_abs),
+                (&mut r.gb, &one.gb),
+                (&mut r.gb_abs, &one.gb_abs),
+            ] {
+                sum.resize(one.len(), 0.0);
+                sum.iter_mut().zip(one).for_each(|(s, v)| *s += v);
+            }
+        }
+        let terms = SAMPLES * geo.oh * geo.ow;
+        for kernels in &KERNELS {
+            for isa in available() {
+                with_isa(isa, || {
+                    let what = |part: &str| format!("{} {part} of a batch, {geo:?}", kernels.name);
+                    let (mut gw, mut gb) = (vec![0.0f32; w.len()], vec![0.0f32; b.len()]);
+                    (kernels.weight_grad)(&geo, &x, &g, &mut gw, &mut gb, 1.0);
+                    assert_within(&what("weight grad"), isa, &gw, &r.gw, &r.gw_abs, terms);
+                    assert_within(&what("bias grad"), isa, &gb, &r.gb, &r.gb_abs, terms);
+                    if kernels.name == "gemm" {
+                        let (mut gw2, mut gb2) = (vec![0.5f32; w.len()], vec![0.5f32; b.len()]);
+                        (kernels.weight_grad)(&geo, &x, &g, &mut gw2, &mut gb2, 1.0);
+                        let added = |v: &[f32]| -> Vec<f32> { v.iter().map(|v| 0.5 + v).collect() };
+                        assert_eq!(gw2, added(&gw), "{}", what("weight grad added once"));
+                        assert_eq!(gb2, added(&gb), "{}", what("bias grad added once"));
+                    }
+                });
+            }
+        }
+    }
+}
+
 /// F(2×2, 3×3) (`conv_winograd`, which `conv_gemm::forward` and, at padding 1,
 /// `conv_gemm::input_grad` run where it pays, and `conv_winograd_grad`, which
 /// `conv_gemm::weight_grad` runs on maps of 64 tiles or more) on every instruction set: the
@@ -663,6 +729,26 @@ fn kernels_check_the_slice_lengths() {
     conv_kernel::forward(&geo, &[0.0; 4], &[1.0], &[0.0], &mut [0.0; 3]);
 }
 
+/// A weight gradient's batch has as many inputs as output gradients.
+#[test]
+#[should_panic(expected = "the output gradient has the wrong length")]
+fn a_weight_gradient_batch_needs_an_output_gradient_per_input() {
+    let geo = ConvGeometry {
+        c_in: 1,
+        c_out: 1,
+        groups: 1,
+        k: 1,
+        stride: 1,
+        pad: 0,
+        h: 2,
+        w: 2,
+        oh: 2,
+        ow: 2,
+    };
+    let (mut gw, mut gb) = ([0.0f32; 1], [0.0f32; 1]);
+    conv_gemm::weight_grad(&geo, &[0.0; 8], &[0.0; 4], &mut gw, &mut gb, 1.0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The layers in f32 (the kernels) against themselves in f64.
 // ---------------------------------------------------------------------------------------------
@@ -781,7 +867,9 @@ where
                 cog * kk,
             );
 
-            // A batch of the same sample twice: the same outputs, twice the gradients.
+            // A batch of the same sample twice: the same outputs and input gradients, and
+            // twice the parameter gradients (within the bound of a sum over both samples:
+            // the matrix-product kernels sum each over the batch before adding it).
             let mut xs = zeroed_box::<[L32::Input; 2]>();
             let mut gs = zeroed_box::<[L32::Output; 2]>();
             (xs[0], xs[1], gs[0], gs[1]) = (*x, *x, *g, *g);
@@ -795,9 +883,13 @@ where
                 assert_eq!(ys[n].flat(), y.flat(), "batch forward on {isa:?}");
                 assert_eq!(gis[n].flat(), gi.flat(), "batch input grad on {isa:?}");
             }
-            for i in 0..L32::PARAM_TENSORS {
-                let twice: Vec<f32> = grads.param(i).iter().map(|g| 2.0 * g).collect();
-                assert_eq!(batch_grads.param(i), twice, "batch grads on {isa:?}");
+            for (i, what) in ["batch weight grad", "batch bias grad"]
+                .into_iter()
+                .enumerate()
+            {
+                let twice = |v: &[f64]| -> Vec<f64> { v.iter().map(|v| 2.0 * v).collect() };
+                let (want, scale) = (twice(grads64.param(i)), twice(gradsa.param(i)));
+                assert_within(what, isa, batch_grads.param(i), &want, &scale, 2 * pixels);
             }
 
             // The fused SGD step: the input gradient with the old weights, then the step.
