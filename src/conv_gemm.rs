@@ -7,8 +7,11 @@
 //!
 //! * forward: `Y [c_out × P] = W [c_out × K] · X̂ [K × P] + b`, where `X̂` ("im2col") holds in
 //!   row `(c, i, j)` and column `(y, x)` the input pixel tap `(i, j)` of output `(y, x)` reads;
-//! * weight gradient: `∂W [c_out × K] += G [c_out × P] · X̂ᵀ`, computed transposed
-//!   (`∂Wᵀ = X̂ · Gᵀ`, with the output channels along the vector lanes);
+//! * weight gradient: `∂W [c_out × K] += G [c_out × P] · X̂ᵀ`, over every sample of a batch
+//!   before it is added; for up to 64 output channels computed transposed (`∂Wᵀ = X̂ · Gᵀ`,
+//!   the output channels along the vector lanes), for more as it lies (`G`'s rows as the
+//!   product's, each panel of `X̂` transposed so that the taps run along the lanes: packed
+//!   once for every output channel);
 //! * input gradient: `Ĝ [K × P] = Wᵀ · G`, then each value of `Ĝ` added to the input pixel
 //!   it stands for ("col2im").
 //!
@@ -19,7 +22,8 @@
 //! row and `NV` vector loads of the right one per column block. Blocks past the edge of a
 //! matrix are computed on zero rows or columns and dropped.
 //!
-//! Each kernel keeps at most 60 KB of fixed-size buffers on its stack, whatever the layer's
+//! Each kernel keeps at most 60 KB of fixed-size buffers on its stack (the weight gradient
+//! of more than 64 output channels 160 KB: the sums of 512 channels), whatever the layer's
 //! size, and asks no scratch of the caller. Every sum runs in an order fixed by the geometry
 //! alone, so a result is the same, bit for bit, from one call to the next. The instruction
 //! set is picked at run time by [`simd::dispatch`], as for [`crate::conv_kernel`].
