@@ -58,7 +58,7 @@ const fn geo(
     .checked()
 }
 
-const CASES: [(&str, ConvGeometry); 23] = [
+const CASES: [(&str, ConvGeometry); 24] = [
     ("resnet20_16x16_3x3_32", geo(16, 16, 3, 1, 1, 32)),
     ("resnet20_16x32_3x3s2_32", geo(16, 32, 3, 2, 1, 32)),
     ("resnet20_16x32_1x1s2_32", geo(16, 32, 1, 2, 0, 32)),
@@ -67,6 +67,7 @@ const CASES: [(&str, ConvGeometry); 23] = [
     ("resnet20_32x64_1x1s2_16", geo(32, 64, 1, 2, 0, 16)),
     ("resnet20_64x64_3x3_8", geo(64, 64, 3, 1, 1, 8)),
     ("resnet20_stem_1x16_3x3_32", geo(1, 16, 3, 1, 1, 32)),
+    ("resnet18_stem_3x64_7x7s2_224", geo(3, 64, 7, 2, 3, 224)),
     ("resnet18_64x64_3x3_56", geo(64, 64, 3, 1, 1, 56)),
     ("resnet18_128x128_3x3_28", geo(128, 128, 3, 1, 1, 28)),
     ("resnet18_256x256_3x3_14", geo(256, 256, 3, 1, 1, 14)),

@@ -371,14 +371,7 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
                         for r0 in (0..kb).step_by(MR) {
                             let mr = MR.min(kb - r0);
                             let rows = Rows::new(xcol, (r0, PB), (mr, pw), &ZEROS);
-                            let mut c = [[s.splat(0.0); NV]; MR];
-                            for (r, c) in c.iter_mut().enumerate().take(mr) {
-                                *c = load_row(s, sums, (r0 + r) * nr, nr);
-                            }
-                            micro(s, rows, (&gt[..], nr), pw, &mut c);
-                            for (r, c) in c.into_iter().enumerate().take(mr) {
-                                store_row(s, sums, (r0 + r) * nr, nr, c);
-                            }
+                            add_product::<S, MR, NV>(s, rows, gt, (r0, mr, nr), pw, sums);
                         }
                     }
                 }
@@ -393,6 +386,27 @@ fn weight_grad_with<S: Simd, const MR: usize, const NV: usize>(
                 );
             }
         }
+    }
+}
+
+/// `sums[(r0 + r)·nr ..][..nr] += Σ_d a[r][d] · b[d·nr ..][..nr]` for the `mr` rows of `a`
+/// over `depth` steps: the rows of sums loaded, the microkernel run, the rows stored.
+#[inline(always)]
+fn add_product<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    a: Rows<'_, MR>,
+    b: &[f32],
+    (r0, mr, nr): (usize, usize, usize),
+    depth: usize,
+    sums: &mut [f32],
+) {
+    let mut c = [[s.splat(0.0); NV]; MR];
+    for (r, c) in c.iter_mut().enumerate().take(mr) {
+        *c = load_row(s, sums, (r0 + r) * nr, nr);
+    }
+    micro(s, a, (b, nr), depth, &mut c);
+    for (r, c) in c.into_iter().enumerate().take(mr) {
+        store_row(s, sums, (r0 + r) * nr, nr, c);
     }
 }
 
@@ -449,14 +463,7 @@ fn weight_grad_taps<S: Simd, const MR: usize, const NV: usize>(
                     for r0 in (0..ob).step_by(MR) {
                         let mr = MR.min(ob - r0);
                         let rows = Rows::new(g, (o0 + r0, p_all), (mr, pw), &ZEROS);
-                        let mut c = [[s.splat(0.0); NV]; MR];
-                        for (r, c) in c.iter_mut().enumerate().take(mr) {
-                            *c = load_row(s, sums, (r0 + r) * nr, nr);
-                        }
-                        micro(s, rows, (&xt[..], nr), pw, &mut c);
-                        for (r, c) in c.into_iter().enumerate().take(mr) {
-                            store_row(s, sums, (r0 + r) * nr, nr, c);
-                        }
+                        add_product::<S, MR, NV>(s, rows, xt, (r0, mr, nr), pw, sums);
                     }
                 }
             }

@@ -733,18 +733,7 @@ fn kernels_check_the_slice_lengths() {
 #[test]
 #[should_panic(expected = "the output gradient has the wrong length")]
 fn a_weight_gradient_batch_needs_an_output_gradient_per_input() {
-    let geo = ConvGeometry {
-        c_in: 1,
-        c_out: 1,
-        groups: 1,
-        k: 1,
-        stride: 1,
-        pad: 0,
-        h: 2,
-        w: 2,
-        oh: 2,
-        ow: 2,
-    };
+    let geo = geo((1, 1, 1), (1, 1, 0), (2, 2)); // 4 input values, 4 output values
     let (mut gw, mut gb) = ([0.0f32; 1], [0.0f32; 1]);
     conv_gemm::weight_grad(&geo, &[0.0; 8], &[0.0; 4], &mut gw, &mut gb, 1.0);
 }
