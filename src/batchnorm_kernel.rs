@@ -4,8 +4,9 @@
 //! Each function takes one channel's map of one sample as a slice, its length known only
 //! at run time, so every batch-norm layer of a program, whatever its channels, height and
 //! width, runs the same compiled copies (one per scalar type) instead of its own. The layer
-//! loops over channels and samples and keeps the order of every sum, so the results are bit
-//! for bit those of the loops it had inline.
+//! loops over channels and samples. The sums over a map run in independent partial sums
+//! (vectors in `f32`), in an order fixed by the map's length and the instruction set, so
+//! a result is the same, bit for bit, from one run to the next.
 
 use crate::fusion::Epilogue;
 use crate::scalar::Scalar;
