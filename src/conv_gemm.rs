@@ -9,9 +9,9 @@
 //!   row `(c, i, j)` and column `(y, x)` the input pixel tap `(i, j)` of output `(y, x)` reads;
 //! * weight gradient: `∂W [c_out × K] += G [c_out × P] · X̂ᵀ`, over every sample of a batch
 //!   before it is added; for up to 64 output channels computed transposed (`∂Wᵀ = X̂ · Gᵀ`,
-//!   the output channels along the vector lanes), for more as it lies (`G`'s rows as the
-//!   product's, each panel of `X̂` transposed so that the taps run along the lanes: packed
-//!   once for every output channel);
+//!   the output channels along the vector lanes), for more, with AVX-512, as it lies (`G`'s
+//!   rows as the product's, each panel of `X̂` transposed so that the taps run along the
+//!   lanes: packed once for every output channel);
 //! * input gradient: `Ĝ [K × P] = Wᵀ · G`, then each value of `Ĝ` added to the input pixel
 //!   it stands for ("col2im").
 //!
@@ -485,8 +485,8 @@ fn weight_grad_taps<S: Simd, const MR: usize, const NV: usize>(
 }
 
 /// Whether [`weight_grad_taps`] runs `geo`'s weight gradient rather than
-/// [`weight_grad_with`]: one group of more than 64 output channels (more than one block of
-/// [`weight_grad_with`]'s). Measured (`cargo bench --bench conv_gemm`, a batch of 8):
+/// [`weight_grad_with`] (with AVX-512): one group of more than 64 output channels (more
+/// than one block of [`weight_grad_with`]'s). Measured (`cargo bench --bench conv_gemm`, a batch of 8):
 /// ResNet-18's 512 → 512 channels on 7×7 52 → 90 GFLOP/s, 256 → 512 1×1 at stride 2
 /// 44 → 87; on 64 channels or fewer it is even or slower (ResNet-20's 1×1 layers 0.5–0.7×).
 const fn taps_pay(geo: &ConvGeometry) -> bool {
@@ -804,11 +804,12 @@ impl Kernel for WeightGrad<'_> {
         // Output channels along the lanes: as many vectors as there are channels, up to 4.
         let vectors = geo.out_per_group().div_ceil(S::LANES);
         let args = (geo, x, g);
-        if taps_pay(geo) {
-            return match S::LANES {
-                4 | 8 => weight_grad_taps::<S, 4, 2>(s, args, gw, scale),
-                _ => weight_grad_taps::<S, 4, 4>(s, args, gw, scale),
-            };
+        if taps_pay(geo) && S::LANES == 16 {
+            // Four rows of four vectors, in AVX-512's 32 registers (2 × 4 and 4 × 2 ran
+            // 5–15% slower). One instantiation per instruction set: a `match` on the lanes,
+            // with 4 × 2 for the 16 registers of SSE2 and AVX2, compiled both for each,
+            // 2 s more of the main job's build; those keep `weight_grad_with`.
+            return weight_grad_taps::<S, 4, 4>(s, args, gw, scale);
         }
         match (S::LANES, vectors) {
             (1, _) => weight_grad_with::<S, 4, 4>(s, args, gw, scale),

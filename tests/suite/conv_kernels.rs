@@ -385,10 +385,10 @@ fn kernels_equal_the_reference_on_resnet20_layers() {
 /// after the other) against the reference summed over the samples, on both kernel sets and
 /// every instruction set, and added once to what the buffers hold: the matrix-product
 /// kernels sum each value over the whole batch before scaling and adding it. The
-/// geometries take each path: taps along the lanes (more than 64 output channels) with a
-/// last block of 5 taps and of 5 pixels (fewer than a vector), and with 522 output channels
-/// (two blocks of sums, a last run of 2 rows); output channels along the lanes on a map of
-/// one panel and of several; F(2×2, 3×3) on 64 tiles.
+/// geometries take each path: taps along the lanes (more than 64 output channels, with
+/// AVX-512) with a last block of 5 taps and of 5 pixels (fewer than a vector), and with 522
+/// output channels (two blocks of sums, a last run of 2 rows); output channels along the
+/// lanes on a map of one panel and of several; F(2×2, 3×3) on 64 tiles.
 #[test]
 fn a_batch_of_weight_gradients_is_the_sum_of_its_samples() {
     const SAMPLES: usize = 3;
