@@ -12,21 +12,19 @@ use crate::fusion::Epilogue;
 use crate::scalar::Scalar;
 use crate::simd::{self, Kernel, Simd};
 
-/// Independent partial sums per reduction: as many chains as keep the adders busy (an
-/// add's latency times the adds per cycle), in fixed-size arrays that the compiler turns
-/// into vector adds. One chain, in order, made the batch statistics and the gradient sums
-/// of ResNet-20's training step (batch 64) a tenth of its time: each add waited for the
-/// one before.
+/// Independent partial sums of [`sum_f64`]: as many chains as keep the adders busy (an
+/// add's latency times the adds per cycle), in a fixed-size array that the compiler turns
+/// into vector adds. One chain, in order, made the batch statistics a large part of
+/// ResNet-20's training step (batch 64): each add waited for the one before.
 const PARTS: usize = 16;
 
 /// `Σ parts`, pairwise in a fixed order.
-fn total<T: Scalar>(parts: [T; PARTS]) -> T {
+fn total(mut parts: [f64; PARTS]) -> f64 {
     let mut width = PARTS;
-    let mut parts = parts;
     while width > 1 {
         width /= 2;
         for i in 0..width {
-            parts[i] = parts[i] + parts[i + width];
+            parts[i] += parts[i + width];
         }
     }
     parts[0]
@@ -105,14 +103,11 @@ pub(crate) fn affine<T: Scalar>(x: &[T], y: &mut [T], (mean, scale, bias): (T, T
 
 /// `(Σ g, Σ g·x̂)` over one map, with `x̂ = (x − mean)·inv_std`: the channel's bias and
 /// weight gradients, and (over the batch) the terms of a training pass's input gradient.
-/// In `f32`, summed in vectors ([`GradSums`]); otherwise in [`PARTS`] chains over the map's
-/// whole chunks, then its last values in order.
+/// In `f32`, summed in vectors ([`GradSums`]); otherwise (the `f64` reference) in order.
 pub(crate) fn grad_sums<T: Scalar>(x: &[T], g: &[T], (mean, inv_std): (T, T)) -> (T, T) {
-    if let (Some(x), Some(g), Some(&[mean, inv_std])) = (
-        T::as_f32(x),
-        T::as_f32(g),
-        T::as_f32(&[mean, inv_std]).map(|s| <&[f32; 2]>::try_from(s).expect("two values")),
-    ) {
+    if let (Some(x), Some(g)) = (T::as_f32(x), T::as_f32(g)) {
+        // `T` is `f32`: the conversions are exact.
+        let (mean, inv_std) = (mean.to_f64() as f32, inv_std.to_f64() as f32);
         let (sg, sgx) = simd::dispatch(GradSums {
             x,
             g,
@@ -121,21 +116,8 @@ pub(crate) fn grad_sums<T: Scalar>(x: &[T], g: &[T], (mean, inv_std): (T, T)) ->
         });
         return (T::from_f64(f64::from(sg)), T::from_f64(f64::from(sgx)));
     }
-    let (mut parts_g, mut parts_gx) = ([T::zero(); PARTS], [T::zero(); PARTS]);
-    let pairs = x.chunks_exact(PARTS).zip(g.chunks_exact(PARTS));
-    for (x, g) in pairs {
-        let (x, g): (&[T; PARTS], &[T; PARTS]) = (
-            x.try_into().expect("a whole chunk"),
-            g.try_into().expect("a whole chunk"),
-        );
-        for j in 0..PARTS {
-            parts_g[j] = parts_g[j] + g[j];
-            parts_gx[j] = parts_gx[j] + g[j] * (x[j] - mean) * inv_std;
-        }
-    }
-    let whole = x.len().min(g.len()) / PARTS * PARTS;
-    let (mut sum_g, mut sum_gx) = (total(parts_g), total(parts_gx));
-    for (&x, &g) in x[whole..].iter().zip(&g[whole..]) {
+    let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
+    for (&x, &g) in x.iter().zip(g) {
         sum_g = sum_g + g;
         sum_gx = sum_gx + g * (x - mean) * inv_std;
     }

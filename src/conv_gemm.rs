@@ -467,18 +467,13 @@ fn weight_grad_taps<S: Simd, const MR: usize, const NV: usize>(
                     }
                 }
             }
-            // Each sum scaled and rounded, then added and rounded, as a scalar `+=` would.
-            let sv = s.splat(scale);
             for (o, sums) in sums.chunks_exact(nr).take(ob).enumerate() {
-                let row = &mut gw[(o0 + o) * kdim + kk0..][..kb];
-                for u in (0..kb).step_by(l) {
-                    let m = kb - u;
-                    let v = s.add(
-                        s.load_partial(row, u, m),
-                        s.mul(sv, s.load_partial(sums, u, m)),
-                    );
-                    s.store_partial(row, u, m, v);
-                }
+                add_scaled(
+                    s,
+                    &sums[..kb],
+                    scale,
+                    &mut gw[(o0 + o) * kdim + kk0..][..kb],
+                );
             }
         }
     }
@@ -491,6 +486,21 @@ fn weight_grad_taps<S: Simd, const MR: usize, const NV: usize>(
 /// 44 → 87; on 64 channels or fewer it is even or slower (ResNet-20's 1×1 layers 0.5–0.7×).
 const fn taps_pay(geo: &ConvGeometry) -> bool {
     geo.groups == 1 && geo.c_out > 64
+}
+
+/// `row[u] += scale · t[u]` in vectors: each value `scale · t[u]` rounded, then added and
+/// rounded, as a scalar `+=` would be.
+#[inline(always)]
+fn add_scaled<S: Simd>(s: S, t: &[f32], scale: f32, row: &mut [f32]) {
+    let sv = s.splat(scale);
+    for u in (0..row.len()).step_by(S::LANES) {
+        let m = row.len() - u;
+        let v = s.add(
+            s.load_partial(row, u, m),
+            s.mul(sv, s.load_partial(t, u, m)),
+        );
+        s.store_partial(row, u, m, v);
+    }
 }
 
 /// `gw[o·kdim + r] += scale · sums[r·nr + o]` for `r < kb`, `o < on`: a block of sums
@@ -509,17 +519,8 @@ fn add_scaled_transposed<S: Simd>(
 ) {
     if kb >= S::LANES && on >= S::LANES {
         simd::transpose(s, sums, (kb, on, nr), buf, WKB);
-        let sv = s.splat(scale);
         for o in 0..on {
-            let (row, t) = (&mut gw[o * kdim..][..kb], &buf[o * WKB..][..kb]);
-            for u in (0..kb).step_by(S::LANES) {
-                let m = kb - u;
-                let v = s.add(
-                    s.load_partial(row, u, m),
-                    s.mul(sv, s.load_partial(t, u, m)),
-                );
-                s.store_partial(row, u, m, v);
-            }
+            add_scaled(s, &buf[o * WKB..][..kb], scale, &mut gw[o * kdim..][..kb]);
         }
     } else {
         for (r, sums) in sums.chunks_exact(nr).take(kb).enumerate() {
