@@ -85,7 +85,7 @@ const CASES: [(&str, ConvGeometry); 24] = [
     ("googlenet_480x192_1x1_14", geo(480, 192, 1, 1, 0, 14)),
 ];
 
-/// The samples of `weight_grad/gemm_batch`.
+/// The samples of the `gemm_batch` cases.
 const BATCH: usize = 8;
 
 /// Multiply-adds of one pass.
@@ -134,9 +134,17 @@ fn kernels(c: &mut Criterion) {
                 bench
                     .iter(|| conv_gemm::weight_grad(&g, black_box(&x), &dy, &mut gw, &mut gb, 1e-9))
             });
-            // A batch of 8 samples in one call: each weight's sum over the batch added once.
+            // A batch of 8 samples in one call: each weight's sum over the batch added once;
+            // F(2×2, 3×3)'s tiles of all the samples in the same blocks where it pays for them.
             let (xs, dys) = (x.repeat(BATCH), dy.repeat(BATCH));
+            let (mut ys, mut gis) = (y.repeat(BATCH), gi.repeat(BATCH));
             group.throughput(Throughput::Elements(2 * macs(&g) * BATCH as u64));
+            group.bench_function("forward/gemm_batch", |bench| {
+                bench.iter(|| conv_gemm::forward(&g, black_box(&xs), &w, &b, &mut ys))
+            });
+            group.bench_function("input_grad/gemm_batch", |bench| {
+                bench.iter(|| conv_gemm::input_grad(&g, &w, black_box(&dys), &mut gis))
+            });
             group.bench_function("weight_grad/gemm_batch", |bench| {
                 bench.iter(|| {
                     conv_gemm::weight_grad(&g, black_box(&xs), &dys, &mut gw, &mut gb, 1e-9)

@@ -49,6 +49,15 @@ impl<'a> ColumnsMut<'a> {
     }
 
     /// The columns this value owns, of every row.
+    /// The whole matrix, which must be whole rows (every column).
+    pub(crate) fn into_whole(self) -> &'a mut [f32] {
+        assert!(self.cols == (0..self.stride));
+        // SAFETY: `ptr` and `rows · stride` values are the slice `split` was given, borrowed
+        // for `'a`; with every column, `self` is the only part of it (`split`'s other part
+        // holds no column).
+        unsafe { core::slice::from_raw_parts_mut(self.ptr, self.rows * self.stride) }
+    }
+
     pub(crate) fn cols(&self) -> Range<usize> {
         self.cols.clone()
     }

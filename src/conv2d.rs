@@ -335,6 +335,9 @@ impl<
         ws: &mut Self::BatchWorkspace,
     ) {
         BatchLayer::<N>::prepare_forward(self, ws);
+        if self.forward_batch_any_geometry(input, output, ws) {
+            return;
+        }
         for (x, y) in input.iter().zip(output.iter_mut()) {
             self.forward_packed(x, y, Some(ws));
         }

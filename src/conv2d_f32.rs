@@ -100,11 +100,14 @@ impl<
     /// Whether the `f32` forward pass runs F(2×2, 3×3) (`conv_winograd`), whose transformed
     /// weights a batch keeps in its [`ConvPacked`] (which only LeNet's kernels use else). Not
     /// where F(4×4, 3×3) (`conv_winograd4`) runs instead, with its weights transformed for
-    /// each sample (ResNet-18's batch-8 training step measured the same either way).
+    /// each sample (ResNet-18's batch-8 training step measured the same either way), nor
+    /// where F(2×2, 3×3) with the output channels along the lanes (`conv_winograd_channels`)
+    /// does for one sample (so for any batch), which transforms them block by block.
     pub(crate) const WINOGRAD: bool = Self::APPLIES_MAPS
         && K == 3
         && conv_winograd::pays(&Self::GEOMETRY)
-        && !crate::conv_winograd4::pays(&Self::GEOMETRY);
+        && !crate::conv_winograd4::pays(&Self::GEOMETRY)
+        && !crate::conv_winograd_channels::pays_for(&Self::GEOMETRY, 1);
 
     /// Transforms the weights once for a batch's F(2×2, 3×3) passes, into `packed`.
     pub(crate) fn prepare_winograd(&self, packed: &mut ConvPacked<T, CI, CO, K>) {
@@ -224,6 +227,32 @@ impl<
         }
     }
 
+    /// The forward pass of a batch of the `f32` geometries that are not [`Conv2d::FAST`], in
+    /// one call of their kernels (with the weights a batch transformed in `packed` if
+    /// given), which may run the samples' tiles of F(2×2, 3×3) in the same blocks
+    /// ([`conv_gemm::forward`]). `false`, having done nothing, for other layers.
+    pub(crate) fn forward_batch_any_geometry(
+        &self,
+        input: &[Maps<T, CI, H, W>],
+        output: &mut [Maps<T, CO, OH, OW>],
+        packed: &ConvPacked<T, CI, CO, K>,
+    ) -> bool {
+        let (Some(x), Some(y), Some(w), Some(b), false) = (
+            T::as_f32(Tensor::flat_slice(input)),
+            T::as_f32_mut(Tensor::flat_slice_mut(output)),
+            T::as_f32(self.param(0)),
+            T::as_f32(&self.bias),
+            Self::FAST,
+        ) else {
+            return false;
+        };
+        match Self::prepared(packed) {
+            Some(p) => conv_gemm::forward_prepared(&Self::GEOMETRY, (x, w, b), y, None, p),
+            None => (Self::KERNELS.forward)(&Self::GEOMETRY, x, w, b, y),
+        }
+        true
+    }
+
     /// The input gradient by [`Conv2d::KERNELS`], for the `f32` geometries
     /// that are not [`Conv2d::FAST`], with `self`'s weights.
     pub(crate) fn input_grad_any_geometry(
@@ -243,9 +272,10 @@ impl<
     }
 
     /// The batched backward pass of the `f32` geometries that are not [`Conv2d::FAST`]:
-    /// each sample's input gradient, then the parameter gradients of the whole batch in one
-    /// call of [`Conv2d::KERNELS`], which adds each weight's sum over the batch once (a
-    /// deep layer's gradient is megabytes). `false`, having done nothing, for other layers.
+    /// the input gradients of the whole batch in one call of [`Conv2d::KERNELS`] (as
+    /// [`Conv2d::forward_batch_any_geometry`]), then the parameter gradients in one call,
+    /// which adds each weight's sum over the batch once (a deep layer's gradient is
+    /// megabytes). `false`, having done nothing, for other layers.
     pub(crate) fn backward_batch_any_geometry<const N: usize>(
         &self,
         input: &[Maps<T, CI, H, W>; N],
@@ -256,10 +286,14 @@ impl<
         if Self::FAST || T::as_f32(&self.bias).is_none() {
             return false;
         }
-        if let Some(gi) = grad_input {
-            for (g, gi) in grad_output.iter().zip(gi) {
-                self.input_grad_any_geometry(g, Some(gi));
-            }
+        if let Some(gi) = grad_input
+            && let (Some(w), Some(g), Some(gi)) = (
+                T::as_f32(self.param(0)),
+                T::as_f32(Tensor::flat_slice(grad_output)),
+                T::as_f32_mut(Tensor::flat_slice_mut(gi)),
+            )
+        {
+            (Self::KERNELS.input_grad)(&Self::GEOMETRY, w, g, gi);
         }
         Self::param_grad_any_geometry(input, grad_output, grads, 1.0);
         true

@@ -54,6 +54,7 @@ use crate::conv_gemm_micro::{
 pub use crate::conv_kernel::ConvGeometry;
 use crate::conv_kernel::{self, sum};
 use crate::conv_winograd::{self, Prepared};
+use crate::conv_winograd_channels;
 use crate::conv_winograd_grad;
 use crate::conv_winograd4;
 use crate::fusion::{ChannelAffine, Epilogue};
@@ -630,14 +631,19 @@ enum Path<'a> {
     Winograd,
     WinogradPrepared(Prepared<'a>),
     Winograd4,
+    WinogradChannels,
 }
 
 impl<'a> Path<'a> {
-    /// F(4×4, 3×3) where it [`conv_winograd4::pays`] for `geo`, else F(2×2, 3×3) where
-    /// [`conv_winograd::pays`], else the product on `X̂`.
-    fn for_layer(geo: &ConvGeometry) -> Self {
+    /// F(4×4, 3×3) where it [`conv_winograd4::pays`] for `geo`, else F(2×2, 3×3) with the
+    /// output channels along the lanes where it [`conv_winograd_channels::pays_for`]
+    /// `samples` samples in one call, else F(2×2, 3×3) where [`conv_winograd::pays`], else
+    /// the product on `X̂`.
+    fn for_layer(geo: &ConvGeometry, samples: usize) -> Self {
         if conv_winograd4::pays(geo) {
             Path::Winograd4
+        } else if conv_winograd_channels::pays_for(geo, samples) {
+            Path::WinogradChannels
         } else if conv_winograd::pays(geo) {
             Path::Winograd
         } else {
@@ -649,17 +655,26 @@ impl<'a> Path<'a> {
     #[cfg(feature = "std")]
     fn tile(self) -> Option<usize> {
         match self {
-            Path::Columns => None,
+            Path::Columns | Path::WinogradChannels => None,
             Path::Winograd | Path::WinogradPrepared(_) => Some(2),
             Path::Winograd4 => Some(4),
         }
+    }
+
+    /// Whether the path runs several samples in one call (F(2×2, 3×3), their tiles in the
+    /// same blocks); the others run one sample after the other.
+    fn takes_batches(self) -> bool {
+        matches!(
+            self,
+            Path::Winograd | Path::WinogradPrepared(_) | Path::WinogradChannels
+        )
     }
 
     /// The weights a batch transformed, if any.
     fn prepared(self) -> Option<Prepared<'a>> {
         match self {
             Path::WinogradPrepared(p) => Some(p),
-            Path::Columns | Path::Winograd | Path::Winograd4 => None,
+            Path::Columns | Path::Winograd | Path::Winograd4 | Path::WinogradChannels => None,
         }
     }
 }
@@ -672,6 +687,8 @@ const COLUMNS: u8 = 0;
 const WINOGRAD: u8 = 1;
 /// See [`COLUMNS`].
 const WINOGRAD4: u8 = 2;
+/// See [`COLUMNS`].
+const WINOGRAD_CHANNELS: u8 = 3;
 
 impl<const P: u8> Kernel for Forward<'_, P> {
     type Output = ();
@@ -690,6 +707,14 @@ impl<const P: u8> Kernel for Forward<'_, P> {
         let (parts, out) = ((geo, x, w, Some(b)), (chans, y));
         let prepared = path.prepared();
         match (P, S::LANES) {
+            (WINOGRAD_CHANNELS, 16 | 1) => {
+                let y = (out.0, out.1.into_whole());
+                conv_winograd_channels::forward_with::<S, 4, false>(s, parts, y, after)
+            }
+            (WINOGRAD_CHANNELS, _) => {
+                let y = (out.0, out.1.into_whole());
+                conv_winograd_channels::forward_with::<S, 2, false>(s, parts, y, after)
+            }
             (COLUMNS, 16 | 1) => forward_with::<S, 4, 4>(s, (geo, x, w, b), out, after),
             (COLUMNS, _) => forward_with::<S, 4, 2>(s, (geo, x, w, b), out, after),
             (WINOGRAD4, 16 | 1) => {
@@ -837,6 +862,15 @@ impl<const P: u8> Kernel for InputGrad<'_, P> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let InputGrad { geo, w, g, gi } = self;
+        if P == WINOGRAD_CHANNELS {
+            let t = conv_winograd::input_grad_geometry(geo);
+            let parts = (&t, g, w, None);
+            let gi = (0..t.c_out, gi);
+            return match S::LANES {
+                16 | 1 => conv_winograd_channels::forward_with::<S, 4, true>(s, parts, gi, None),
+                _ => conv_winograd_channels::forward_with::<S, 2, true>(s, parts, gi, None),
+            };
+        }
         if P == COLUMNS {
             return match S::LANES {
                 16 | 1 => input_grad_with::<S, 4, 4>(s, (geo, w, g), gi),
@@ -863,11 +897,17 @@ impl<const P: u8> Kernel for InputGrad<'_, P> {
 /// F(4×4, 3×3), 36 per 4×4 outputs instead of 144 ([`forward_on_columns`] keeps the product
 /// on `X̂`).
 ///
+/// `x` and `y` may hold several samples one after the other: by F(2×2, 3×3), their tiles
+/// run in the same blocks of products (a 7×7 or 8×8 map has 16 tiles, too few to fill a
+/// block alone), with the output channels along the lanes on the small maps where
+/// [`conv_winograd_channels::pays_for`] them; else one sample after the other. Each output
+/// is the same, bit for bit, as in a call for its sample alone on the same path.
+///
 /// Inside [`crate::threads::within_layers`] a layer of at least [`SPLIT_MACS`]
 /// multiply-adds is split between two threads: by pixels on a map of 256 pixels or more
 /// (each thread packs only its own pixels' inputs) unless by Winograd's, else by output
-/// channels (one group only). Each output is computed by one thread, in the one-thread
-/// order.
+/// channels (one group only); several samples by samples, half each. Each output is
+/// computed by one thread, in the one-thread order.
 ///
 /// ```
 /// use constnet::{conv_gemm, conv_kernel::ConvGeometry};
@@ -882,7 +922,13 @@ impl<const P: u8> Kernel for InputGrad<'_, P> {
 /// assert_eq!(y, [0.0, 2.0, 6.0, 8.0, 55.0, 59.0, 67.0, 71.0]); // channel 0; 1 + 2 · channel 3
 /// ```
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    forward_with_after(geo, (x, w, b), y, None, Path::for_layer(geo));
+    forward_with_after(
+        geo,
+        (x, w, b),
+        y,
+        None,
+        Path::for_layer(geo, samples(geo, x)),
+    );
 }
 
 /// [`forward`] as a product on the packed input `X̂` whatever the geometry, never by
@@ -977,7 +1023,13 @@ pub fn forward_then(
         check_affine(geo, a);
     }
     let after = Some(After { affine, epilogue });
-    forward_with_after(geo, (x, w, b), y, after, Path::for_layer(geo));
+    forward_with_after(
+        geo,
+        (x, w, b),
+        y,
+        after,
+        Path::for_layer(geo, samples(geo, x)),
+    );
 }
 
 /// [`forward`] and [`forward_then`]: the kernel of `path`.
@@ -989,6 +1041,13 @@ fn forward_with_after(
     path: Path,
 ) {
     geo.check_forward(x, w, b, y);
+    if !path.takes_batches() && x.len() > geo.input_len() {
+        let each = x.chunks_exact(geo.input_len());
+        for (x, y) in each.zip(y.chunks_exact_mut(geo.output_len())) {
+            forward_with_after(geo, (x, w, b), y, after, path);
+        }
+        return;
+    }
     let parts = (x, w, b);
     match path {
         Path::Columns => forward_on::<COLUMNS>(geo, parts, y, (after, path)),
@@ -996,6 +1055,7 @@ fn forward_with_after(
             forward_on::<WINOGRAD>(geo, parts, y, (after, path))
         }
         Path::Winograd4 => forward_on::<WINOGRAD4>(geo, parts, y, (after, path)),
+        Path::WinogradChannels => forward_on::<WINOGRAD_CHANNELS>(geo, parts, y, (after, path)),
     }
 }
 
@@ -1007,7 +1067,7 @@ fn forward_on<const P: u8>(
     (after, path): (Option<After>, Path),
 ) {
     let (pixels, c_out) = (geo.oh * geo.ow, geo.c_out);
-    let pass = |chans, y| Forward::<P> {
+    let pass = |x, chans, y| Forward::<P> {
         geo,
         x,
         w,
@@ -1018,25 +1078,43 @@ fn forward_on<const P: u8>(
         path,
     };
     #[cfg(feature = "std")]
-    if crate::threads::layer_threads() > 1
-        && let Some(split) = split_at(geo, path.tile())
-    {
+    if crate::threads::layer_threads() > 1 {
         // Each output is one thread's, summed in the same order as on one: the result is
         // the same bit for bit.
-        let (one, two) = match split {
-            Split::Pixels(mid) => {
-                let (y0, y1) = ColumnsMut::split(y, pixels, mid);
-                (pass(0..c_out, y0), pass(0..c_out, y1))
-            }
-            Split::Channels(mid) => {
-                let (y0, y1) = y.split_at_mut(mid * pixels);
-                let (y0, y1) = (ColumnsMut::whole(y0, pixels), ColumnsMut::whole(y1, pixels));
-                (pass(0..mid, y0), pass(mid..c_out, y1))
+        let samples = samples(geo, x);
+        let (one, two) = if samples > 1 {
+            // Several samples: half of them each.
+            let (x0, x1) = x.split_at(samples / 2 * geo.input_len());
+            let (y0, y1) = y.split_at_mut(samples / 2 * geo.output_len());
+            let (y0, y1) = (ColumnsMut::whole(y0, pixels), ColumnsMut::whole(y1, pixels));
+            (pass(x0, 0..c_out, y0), pass(x1, 0..c_out, y1))
+        } else {
+            let split = match P {
+                // Whole samples' outputs: by channels only.
+                WINOGRAD_CHANNELS => split_at(geo, None).map(|_| Split::Channels(c_out / 32 * 16)),
+                _ => split_at(geo, path.tile()),
+            };
+            match split.filter(|&s| s != Split::Channels(0)) {
+                Some(Split::Pixels(mid)) => {
+                    let (y0, y1) = ColumnsMut::split(y, pixels, mid);
+                    (pass(x, 0..c_out, y0), pass(x, 0..c_out, y1))
+                }
+                Some(Split::Channels(mid)) => {
+                    let (y0, y1) = y.split_at_mut(mid * pixels);
+                    let (y0, y1) = (ColumnsMut::whole(y0, pixels), ColumnsMut::whole(y1, pixels));
+                    (pass(x, 0..mid, y0), pass(x, mid..c_out, y1))
+                }
+                None => return simd::dispatch(pass(x, 0..c_out, ColumnsMut::whole(y, pixels))),
             }
         };
         return crate::threads::dispatch_both(one, two);
     }
-    simd::dispatch(pass(0..c_out, ColumnsMut::whole(y, pixels)));
+    simd::dispatch(pass(x, 0..c_out, ColumnsMut::whole(y, pixels)));
+}
+
+/// The samples `x` holds, one after the other, of `geo`'s input (at least 1).
+fn samples(geo: &ConvGeometry, x: &[f32]) -> usize {
+    (x.len() / geo.input_len().max(1)).max(1)
 }
 
 /// The parameter gradients of one sample, scaled and added, as
@@ -1086,7 +1164,8 @@ pub fn weight_grad(
 /// every value written (zero where no tap reads the input). For a 3×3 stride-1 layer with
 /// padding 1 where [`conv_winograd::pays_input_grad`], by F(2×2, 3×3) (F(4×4, 3×3) where
 /// [`conv_winograd4::pays_input_grad`]): the convolution of the output gradient by the
-/// transposed weights, each kernel turned by 180°.
+/// transposed weights, each kernel turned by 180°. `g` and `gi` may hold several samples,
+/// run as [`forward`] runs them ([`conv_winograd_channels::pays_input_grad_for`]).
 ///
 /// ```
 /// use constnet::{conv_gemm, conv_kernel::ConvGeometry};
@@ -1101,6 +1180,23 @@ pub fn weight_grad(
 /// ```
 pub fn input_grad(geo: &ConvGeometry, w: &[f32], g: &[f32], gi: &mut [f32]) {
     geo.check_input_grad(w, g, gi);
+    let samples = (g.len() / geo.output_len().max(1)).max(1);
+    if !conv_winograd4::pays_input_grad(geo)
+        && conv_winograd_channels::pays_input_grad_for(geo, samples)
+    {
+        return simd::dispatch(InputGrad::<WINOGRAD_CHANNELS> { geo, w, g, gi });
+    }
+    if samples > 1 {
+        if !conv_winograd4::pays_input_grad(geo) && conv_winograd::pays_input_grad(geo) {
+            // The samples' tiles in the same blocks.
+            return simd::dispatch(InputGrad::<WINOGRAD> { geo, w, g, gi });
+        }
+        let each = g.chunks_exact(geo.output_len());
+        for (g, gi) in each.zip(gi.chunks_exact_mut(geo.input_len())) {
+            input_grad(geo, w, g, gi);
+        }
+        return;
+    }
     if conv_winograd4::pays_input_grad(geo) {
         simd::dispatch(InputGrad::<WINOGRAD4> { geo, w, g, gi });
     } else if conv_winograd::pays_input_grad(geo) {

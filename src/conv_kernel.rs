@@ -200,11 +200,13 @@ impl ConvGeometry {
     /// [`ConvGeometry::check`] for a forward pass's slices.
     #[track_caller]
     pub(crate) fn check_forward(&self, x: &[f32], w: &[f32], b: &[f32], y: &[f32]) {
+        // One sample or several, as many inputs as outputs.
+        let samples = (x.len() / self.input_len().max(1)).max(1);
         self.check(&[
-            (x.len(), self.input_len(), "the input"),
+            (x.len(), samples * self.input_len(), "the input"),
             (w.len(), self.weight_len(), "the weight"),
             (b.len(), self.c_out, "the bias"),
-            (y.len(), self.output_len(), "the output"),
+            (y.len(), samples * self.output_len(), "the output"),
         ]);
     }
 
@@ -224,10 +226,12 @@ impl ConvGeometry {
     /// [`ConvGeometry::check`] for an input gradient's slices.
     #[track_caller]
     pub(crate) fn check_input_grad(&self, w: &[f32], g: &[f32], gi: &[f32]) {
+        // One sample or several, as many output gradients as input gradients.
+        let samples = (g.len() / self.output_len().max(1)).max(1);
         self.check(&[
             (w.len(), self.weight_len(), "the weight"),
-            (g.len(), self.output_len(), "the output gradient"),
-            (gi.len(), self.input_len(), "the input gradient"),
+            (g.len(), samples * self.output_len(), "the output gradient"),
+            (gi.len(), samples * self.input_len(), "the input gradient"),
         ]);
     }
 }
@@ -597,10 +601,11 @@ impl Kernel for InputGrad<'_> {
 
 /// The forward pass, on the best instruction set this CPU has: every output
 /// `y[o][oy][ox] = b[o] + Σ w[o][c][i][j] · x[g·cig + c][oy·S + i − P][ox·S + j − P]`, the
-/// sum over the input channels `c` of `o`'s group `g` and the taps on the map.
+/// sum over the input channels `c` of `o`'s group `g` and the taps on the map. `x` and `y`
+/// may hold several samples one after the other (as many inputs as outputs).
 ///
 /// Panics if the geometry does not hold ([`ConvGeometry::checked`]) or a slice's length is
-/// not the geometry's.
+/// not the geometry's (or a whole number of samples of it).
 ///
 /// ```
 /// use constnet::conv_kernel::{self, ConvGeometry};
@@ -615,7 +620,10 @@ impl Kernel for InputGrad<'_> {
 /// ```
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
     geo.check_forward(x, w, b, y);
-    simd::dispatch(Forward { geo, x, w, b, y });
+    let samples = x.chunks_exact(geo.input_len());
+    for (x, y) in samples.zip(y.chunks_exact_mut(geo.output_len())) {
+        simd::dispatch(Forward { geo, x, w, b, y });
+    }
 }
 
 /// The parameter gradients of one sample, scaled and added: `gw += scale · ∂E/∂w` and
@@ -663,7 +671,8 @@ pub fn weight_grad(
 }
 
 /// The input gradient: `gi = ∂E/∂x` for the output gradient `g` (`∂E/∂y`) and the weights
-/// `w`. Every value of `gi` is written (zero where no tap reads the input).
+/// `w`. Every value of `gi` is written (zero where no tap reads the input). `g` and `gi`
+/// may hold several samples one after the other.
 ///
 /// Panics as [`forward`] does.
 ///
@@ -680,5 +689,8 @@ pub fn weight_grad(
 /// ```
 pub fn input_grad(geo: &ConvGeometry, w: &[f32], g: &[f32], gi: &mut [f32]) {
     geo.check_input_grad(w, g, gi);
-    simd::dispatch(InputGrad { geo, w, g, gi });
+    let samples = g.chunks_exact(geo.output_len());
+    for (g, gi) in samples.zip(gi.chunks_exact_mut(geo.input_len())) {
+        simd::dispatch(InputGrad { geo, w, g, gi });
+    }
 }

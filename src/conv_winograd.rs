@@ -77,6 +77,10 @@ const WIDE_MIN_TILES: usize = 49;
 /// See [`MIN_TILES`].
 const NARROW: usize = 64;
 
+/// Two channels' padded input rows for [`inputs`] (one copied while the other is read), their
+/// columns left and right of the map the callers' zeros, written once.
+pub(crate) type InputRows = [[[f32; ROW]; 4]; 2];
+
 /// A buffer on a cache line's boundary.
 #[repr(C, align(64))]
 pub(crate) struct Aligned<T>(pub(crate) T);
@@ -104,13 +108,7 @@ static ZEROS: [f32; CB] = [0.0; CB];
 /// assert!(!conv_winograd::pays(&ConvGeometry { h: 7, w: 7, oh: 7, ow: 7, ..wide }));
 /// ```
 pub const fn pays(geo: &ConvGeometry) -> bool {
-    geo.k == 3
-        && geo.stride == 1
-        && geo.pad <= 1
-        && geo.groups == 1
-        && geo.c_in >= 16
-        && geo.c_out >= 16
-        && geo.w <= MAX_W
+    fits(geo)
         && tiles(geo)
             >= if geo.c_out <= NARROW {
                 MIN_TILES
@@ -119,9 +117,26 @@ pub const fn pays(geo: &ConvGeometry) -> bool {
             }
 }
 
+/// Whether this module's kernels can run `geo`, whatever they cost: a 3×3 kernel at stride 1
+/// with padding 0 or 1, one group, at least 16 channels in and out, a map at most 512 wide.
+pub(crate) const fn fits(geo: &ConvGeometry) -> bool {
+    geo.k == 3
+        && geo.stride == 1
+        && geo.pad <= 1
+        && geo.groups == 1
+        && geo.c_in >= 16
+        && geo.c_out >= 16
+        && geo.w <= MAX_W
+}
+
 /// The 2×2 blocks of outputs of `geo` (those at an odd edge half off the map).
 pub(crate) const fn tiles(geo: &ConvGeometry) -> usize {
     geo.oh.div_ceil(2) * geo.ow.div_ceil(2)
+}
+
+/// The tiles of a row of `geo`'s map and the rows of tiles: [`segments`]' grid.
+pub(crate) const fn grid(geo: &ConvGeometry) -> (usize, usize) {
+    (geo.ow.div_ceil(2), geo.oh.div_ceil(2))
 }
 
 /// Whether [`crate::conv_gemm::input_grad`] runs F(2×2, 3×3) for `geo`: the input gradient
@@ -162,22 +177,28 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     after: Option<After>,
     prepared: Option<Prepared>,
 ) {
-    debug_assert!(pays(geo));
+    let samples = x.len() / geo.input_len();
+    debug_assert!(fits(geo));
     let tb = NV * S::LANES;
-    // The tiles of `y`'s columns: whole rows of tiles (2 rows of outputs each).
+    // The tiles of `y`'s columns: whole rows of tiles (2 rows of outputs each); of several
+    // samples, all of their tiles, one sample after the other.
     let (tw, tile_row) = (geo.ow.div_ceil(2), 2 * geo.ow);
     let cols = y.cols();
     debug_assert!(
         cols.start.is_multiple_of(tile_row)
             && (cols.end.is_multiple_of(tile_row) || cols.end == geo.oh * geo.ow)
+            && (samples == 1 || cols == (0..geo.oh * geo.ow))
     );
-    let tiles = cols.start / tile_row * tw..cols.end.div_ceil(tile_row) * tw;
+    let tiles = match samples {
+        1 => cols.start / tile_row * tw..cols.end.div_ceil(tile_row) * tw,
+        _ => 0..samples * tiles(geo),
+    };
     let mut u = Aligned([0.0f32; 16 * MB * CB]);
     let mut v = Aligned([0.0f32; 16 * CB * MAX_TB]);
     // One vector more: the last row's last tiles are read as a whole vector.
     let mut m = Aligned([0.0f32; 16 * MR * MAX_TB + 16]);
     // Padded input rows: zeros left of the map and right of it, written once.
-    let mut rows = Aligned([[0.0f32; ROW]; 4]);
+    let mut rows = Aligned([[[0.0f32; ROW]; 4]; 2]);
     let b = b.map(|b| &b[chans.start..]);
     let after = after.map(|a| a.from(chans.start));
     let weights_of =
@@ -342,22 +363,26 @@ impl crate::simd::Kernel for Prepare<'_> {
     }
 }
 
-/// The tiles of one tile row in a block: row `ty`, `count` tiles from column `tx0` on, at
-/// `at` in the block.
+/// The tiles of one tile row in a block: row `ty` of sample `sample`'s map, `count` tiles
+/// from column `tx0` on, at `at` in the block.
 #[derive(Clone, Copy)]
 pub(crate) struct Segment {
+    pub(crate) sample: usize,
     pub(crate) ty: usize,
     pub(crate) tx0: usize,
     pub(crate) count: usize,
     pub(crate) at: usize,
 }
 
-/// The tile rows that tiles `t0..t0 + n` cross (`tw` tiles to a row), in order: what the
-/// input and output transforms walk, a vector of tiles at a time within each.
+/// The tile rows that tiles `t0..t0 + n` cross (`tw` tiles to a row, `th` rows to a
+/// sample's map: the tiles of several samples are numbered one sample after the other), in
+/// order: what the input and output transforms walk, a vector of tiles at a time within each.
+/// A row never crosses from one sample to the next.
 #[inline(always)]
-pub(crate) fn segments(tw: usize, (t0, n): (usize, usize)) -> Segments {
+pub(crate) fn segments((tw, th): (usize, usize), (t0, n): (usize, usize)) -> Segments {
     Segments {
         tw,
+        th,
         t0,
         t: t0,
         end: t0 + n,
@@ -368,6 +393,7 @@ pub(crate) fn segments(tw: usize, (t0, n): (usize, usize)) -> Segments {
 /// call of its own in the transforms' loops (not inlined, 1.4% of a weight gradient).
 pub(crate) struct Segments {
     tw: usize,
+    th: usize,
     t0: usize,
     t: usize,
     end: usize,
@@ -378,15 +404,16 @@ impl Iterator for Segments {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Segment> {
-        let Segments { tw, t0, t, end } = *self;
+        let Segments { tw, th, t0, t, end } = *self;
         if t >= end {
             return None;
         }
-        let (ty, tx0) = (t / tw, t % tw);
+        let (row, tx0) = (t / tw, t % tw);
         let count = (tw - tx0).min(end - t);
         self.t = t + count;
         Some(Segment {
-            ty,
+            sample: row / th,
+            ty: row % th,
             tx0,
             count,
             at: t - t0,
@@ -426,34 +453,40 @@ fn weights<S: Simd, const FLIPPED: bool>(
 ) {
     let l = S::LANES;
     let mut taps = [0.0f32; 9 * 16];
-    let half = s.splat(0.5);
     for r in 0..ob {
         for c in (0..cb).step_by(l) {
             let n = l.min(cb - c);
             let g = kernels::<S, FLIPPED>(s, geo, w, (o0 + r, c0 + c, n), &mut taps);
-            // G g: rows of 3.
-            let mut t = [[s.splat(0.0); 3]; 4];
-            for j in 0..3 {
-                let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
-                t[0][j] = g0;
-                t[1][j] = s.mul(half, s.add(s.add(g0, g1), g2));
-                t[2][j] = s.mul(half, s.add(s.sub(g0, g1), g2));
-                t[3][j] = g2;
-            }
-            // (G g) Gᵀ.
-            for (a, [t0, t1, t2]) in t.into_iter().enumerate() {
-                let row = [
-                    t0,
-                    s.mul(half, s.add(s.add(t0, t1), t2)),
-                    s.mul(half, s.add(s.sub(t0, t1), t2)),
-                    t2,
-                ];
-                for (bb, value) in row.into_iter().enumerate() {
-                    s.store_partial(u, ((4 * a + bb) * MB + r) * CB + c, n, value);
-                }
+            for (xi, value) in kernel_transform(s, g).into_iter().enumerate() {
+                s.store_partial(u, (xi * MB + r) * CB + c, n, value);
             }
         }
     }
+}
+
+/// `G g Gᵀ` of a vector of 3×3 kernels `g` (tap by tap), position `ξ` at `[ξ]`, with
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
+#[inline(always)]
+pub(crate) fn kernel_transform<S: Simd>(s: S, g: [S::F; 9]) -> [S::F; 16] {
+    let half = s.splat(0.5);
+    // G g: rows of 3.
+    let mut t = [[s.splat(0.0); 3]; 4];
+    for j in 0..3 {
+        let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+        t[0][j] = g0;
+        t[1][j] = s.mul(half, s.add(s.add(g0, g1), g2));
+        t[2][j] = s.mul(half, s.add(s.sub(g0, g1), g2));
+        t[3][j] = g2;
+    }
+    // (G g) Gᵀ.
+    let mut u = [s.splat(0.0); 16];
+    for (a, [t0, t1, t2]) in t.into_iter().enumerate() {
+        u[4 * a] = t0;
+        u[4 * a + 1] = s.mul(half, s.add(s.add(t0, t1), t2));
+        u[4 * a + 2] = s.mul(half, s.add(s.sub(t0, t1), t2));
+        u[4 * a + 3] = t2;
+    }
+    u
 }
 
 /// `v[(ξ·CB + c)·tb + t] = (Bᵀ d B)_ξ` for the 4×4 input patch `d` of tile `t0 + t` in input
@@ -469,13 +502,27 @@ pub(crate) fn inputs<S: Simd>(
     (c0, cb): (usize, usize),
     (t0, n, tb): (usize, usize, usize),
     v: &mut [f32],
-    rows: &mut [[f32; ROW]; 4],
+    rows: &mut InputRows,
 ) {
     let (h, w, l) = (geo.h, geo.w, S::LANES);
-    let tw = geo.ow.div_ceil(2);
-    for Segment { ty, tx0, count, at } in segments(tw, (t0, n)) {
+    for Segment {
+        sample,
+        ty,
+        tx0,
+        count,
+        at,
+    } in segments(grid(geo), (t0, n))
+    {
+        let planes = &x[(sample * geo.c_in + c0) * h * w..][..cb * h * w];
+        padded_rows(s, geo, &planes[..h * w], 2 * ty, &mut rows[0]);
         for c in 0..cb {
-            padded_rows(s, geo, &x[(c0 + c) * h * w..][..h * w], 2 * ty, rows);
+            // The next channel's rows copied before this channel's are read: a load of
+            // values just stored, at another offset, waits until the stores complete.
+            if c + 1 < cb {
+                let next = &planes[(c + 1) * h * w..][..h * w];
+                padded_rows(s, geo, next, 2 * ty, &mut rows[(c + 1) % 2]);
+            }
+            let rows = &rows[c % 2];
             for k in (0..count).step_by(l) {
                 let j = 2 * (tx0 + k);
                 // Bᵀ along each row: columns 2tx, 2tx + 1, 2tx + 2, 2tx + 3 of each tile. (Loops,
@@ -545,11 +592,18 @@ fn outputs<S: Simd>(
     (y, col0): (&mut ColumnsMut, usize),
 ) {
     let (oh, ow, l) = (geo.oh, geo.ow, S::LANES);
-    let tw = ow.div_ceil(2);
     for r in 0..mr {
-        let yr = y.row(y0 + r);
         let bias = s.splat(b.map_or(0.0, |b| b[y0 + r]));
-        for Segment { ty, tx0, count, at } in segments(tw, (t0, n)) {
+        for Segment {
+            sample,
+            ty,
+            tx0,
+            count,
+            at,
+        } in segments(grid(geo), (t0, n))
+        {
+            // Each sample's output channels are rows of `y` one sample after the other.
+            let yr = y.row(sample * geo.c_out + y0 + r);
             for k in (0..count).step_by(l) {
                 let at = |xi: usize| (xi * MR + r) * tb + at + k;
                 // Aᵀ down the columns, then along the rows.

@@ -284,8 +284,12 @@ fn inputs<S: Simd>(
     rows: &mut [[f32; ROW]; 6],
 ) {
     let (h, w, l) = (geo.h, geo.w, S::LANES);
-    let tw = geo.ow.div_ceil(4);
-    for Segment { ty, tx0, count, at } in segments(tw, (t0, n)) {
+    let grid = (geo.ow.div_ceil(4), geo.oh.div_ceil(4));
+    // One sample's tiles: `sample` is 0.
+    for Segment {
+        ty, tx0, count, at, ..
+    } in segments(grid, (t0, n))
+    {
         for c in 0..cb {
             padded_rows(s, geo, &x[(c0 + c) * h * w..][..h * w], 4 * ty, rows);
             for k in (0..count).step_by(l) {
@@ -334,11 +338,14 @@ fn outputs<S: Simd>(
     (y, col0): (&mut ColumnsMut, usize),
 ) {
     let (oh, ow, l) = (geo.oh, geo.ow, S::LANES);
-    let tw = ow.div_ceil(4);
+    let grid = (ow.div_ceil(4), oh.div_ceil(4));
     for r in 0..mr {
         let yr = y.row(y0 + r);
         let bias = s.splat(b.map_or(0.0, |b| b[y0 + r]));
-        for Segment { ty, tx0, count, at } in segments(tw, (t0, n)) {
+        for Segment {
+            ty, tx0, count, at, ..
+        } in segments(grid, (t0, n))
+        {
             for k in (0..count).step_by(l) {
                 let at = |xi: usize| (xi * MR + r) * tb + at + k;
                 // Aᵀ down the columns, then along the rows.

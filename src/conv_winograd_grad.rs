@@ -37,7 +37,7 @@
 
 use crate::conv_gemm_micro::{Rows, blocks, micro};
 use crate::conv_kernel::ConvGeometry;
-use crate::conv_winograd::{Aligned, CB, ROW, Segment, inputs, pays, segments, tiles};
+use crate::conv_winograd::{Aligned, CB, ROW, Segment, grid, inputs, pays, segments, tiles};
 use crate::simd::{Simd, transpose};
 
 /// Output channels of a block of sums.
@@ -77,9 +77,10 @@ pub(crate) fn weight_grad<S: Simd>(
     gw: &mut [f32],
     scale: f32,
 ) {
+    let samples = x.len() / geo.input_len();
     debug_assert!(pays_weight_grad(geo));
-    let tiles = tiles(geo);
-    let (len_in, len_out) = (geo.input_len(), geo.output_len());
+    // The tiles of all the samples, one sample after the other.
+    let tiles = samples * tiles(geo);
     // The sums `[ξ][o][c]`, the transformed inputs `[ξ][c][t]` and transposed `[ξ][t][c]`
     // (a row more: a run of the microkernel from a later vector reads whole rows), the
     // transformed output gradient `[ξ][o][t]`.
@@ -87,28 +88,26 @@ pub(crate) fn weight_grad<S: Simd>(
     let mut v = Aligned([0.0f32; 16 * CB * TB]);
     let mut vt = Aligned([0.0f32; 16 * TB * CB + CB]);
     let mut dm = Aligned([0.0f32; 16 * MB * TB]);
-    let mut rows = Aligned([[0.0f32; ROW]; 4]);
+    let mut rows = Aligned([[[0.0f32; ROW]; 4]; 2]);
     for (o0, ob) in blocks(geo.c_out, MB) {
         for (c0, cb) in blocks(geo.c_in, CB) {
             du.0.fill(0.0);
-            for (x, g) in x.chunks_exact(len_in).zip(g.chunks_exact(len_out)) {
-                for t0 in (0..tiles).step_by(TB) {
-                    let n = TB.min(tiles - t0);
-                    inputs(s, geo, x, (c0, cb), (t0, n, TB), &mut v.0, &mut rows.0);
-                    // The block's channels and tiles, a whole vector of each at least (the
-                    // lanes past them are never read back).
-                    let l = S::LANES;
-                    let (cr, tr) = (cb.max(l), n.max(l));
-                    for xi in 0..16 {
-                        let at = xi * CB * TB;
-                        transpose(s, &v.0[at..], (cr, tr, TB), &mut vt.0[at..], CB);
-                    }
-                    output_grads(s, geo, g, (o0, ob), (t0, n), &mut dm.0);
-                    if cb <= l {
-                        products::<S, 1>(s, &dm.0, &vt.0, (ob, n, cb), &mut du.0);
-                    } else {
-                        products::<S, NV>(s, &dm.0, &vt.0, (ob, n, cb), &mut du.0);
-                    }
+            for t0 in (0..tiles).step_by(TB) {
+                let n = TB.min(tiles - t0);
+                inputs(s, geo, x, (c0, cb), (t0, n, TB), &mut v.0, &mut rows.0);
+                // The block's channels and tiles, a whole vector of each at least (the lanes
+                // past them are never read back).
+                let l = S::LANES;
+                let (cr, tr) = (cb.max(l), n.max(l));
+                for xi in 0..16 {
+                    let at = xi * CB * TB;
+                    transpose(s, &v.0[at..], (cr, tr, TB), &mut vt.0[at..], CB);
+                }
+                output_grads(s, geo, g, (o0, ob), (t0, n), &mut dm.0);
+                if cb <= l {
+                    products::<S, 1>(s, &dm.0, &vt.0, (ob, n, cb), &mut du.0);
+                } else {
+                    products::<S, NV>(s, &dm.0, &vt.0, (ob, n, cb), &mut du.0);
                 }
             }
             add_kernels(s, geo, &du.0, (o0, ob), (c0, cb), scale, gw);
@@ -129,11 +128,17 @@ fn output_grads<S: Simd>(
     dm: &mut [f32],
 ) {
     let (oh, ow, l) = (geo.oh, geo.ow, S::LANES);
-    let tw = ow.div_ceil(2);
     let zero = s.splat(0.0);
     for r in 0..ob {
-        let plane = &g[(o0 + r) * oh * ow..][..oh * ow];
-        for Segment { ty, tx0, count, at } in segments(tw, (t0, n)) {
+        for Segment {
+            sample,
+            ty,
+            tx0,
+            count,
+            at,
+        } in segments(grid(geo), (t0, n))
+        {
+            let plane = &g[(sample * geo.c_out + o0 + r) * oh * ow..][..oh * ow];
             for k in (0..count).step_by(l) {
                 let (x0, tn) = (2 * (tx0 + k), (count - k).min(l));
                 let cols = (2 * tn).min(ow - x0);

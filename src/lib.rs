@@ -88,6 +88,7 @@ mod conv_lanes;
 mod conv_lanes_backward;
 pub mod conv_winograd;
 pub mod conv_winograd4;
+pub mod conv_winograd_channels;
 pub mod conv_winograd_grad;
 pub mod densenet;
 pub mod dropout;

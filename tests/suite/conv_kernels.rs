@@ -447,6 +447,105 @@ fn a_batch_of_weight_gradients_is_the_sum_of_its_samples() {
     }
 }
 
+/// The forward pass and the input gradient of a batch in one call (`x` and `g` holding 3
+/// samples one after the other), on both kernel sets and every instruction set, against
+/// the reference of each sample; where one sample alone takes the same path, the same bits;
+/// with batch norm and a ReLU fused, the bits of the pass then the map; on two threads
+/// (half the samples each), the bits of one. The geometries take each path of a batch: the
+/// output channels along the lanes with 16 tiles per sample (which pays for a batch, not for
+/// one sample), one block of 64 channels (for one sample too), a map of 49 tiles with a
+/// partial block of channels and of input channels, padding 0; F(2×2, 3×3) with the tiles
+/// along the lanes (16 channels); the product on `X̂` one sample after the other.
+#[test]
+fn a_batch_of_forward_passes_and_input_gradients_equals_its_samples() {
+    use constnet::{ChannelAffine, Epilogue, conv_winograd_channels, threads};
+    const SAMPLES: usize = 3;
+    let values = layer_values();
+    for (geo, channels) in [
+        (geo((40, 72, 1), (3, 1, 1), (7, 7)), (true, false)),
+        (geo((16, 64, 1), (3, 1, 1), (8, 8)), (true, true)),
+        (geo((33, 130, 1), (3, 1, 1), (14, 13)), (true, true)),
+        (geo((24, 64, 1), (3, 1, 0), (10, 9)), (true, true)),
+        (geo((16, 16, 1), (3, 1, 1), (16, 16)), (false, false)),
+        (geo((12, 40, 1), (3, 2, 1), (9, 9)), (false, false)),
+    ] {
+        let pays = (
+            conv_winograd_channels::pays_for(&geo, SAMPLES),
+            conv_winograd_channels::pays_for(&geo, 1),
+        );
+        assert_eq!(pays, channels, "{geo:?}");
+        let draw = |len: usize, from: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| values[(from + 7 * i) % values.len()])
+                .collect()
+        };
+        let (x, g) = (
+            draw(SAMPLES * geo.input_len(), 0),
+            draw(SAMPLES * geo.output_len(), 3),
+        );
+        let (w, b) = (draw(geo.weight_len(), 1), draw(geo.c_out, 2));
+        let constants = |k: f32| -> Vec<f32> {
+            (0..geo.c_out)
+                .map(|o| ((o as f32 + k) * 1.3).sin())
+                .collect()
+        };
+        let (mean, scale, shift) = (constants(1.0), constants(2.0), constants(3.0));
+        let affine = ChannelAffine {
+            mean: &mean,
+            scale: &scale,
+            shift: &shift,
+        };
+        let (k, samples) = (geo.k, |v: &[f32], len: usize| {
+            v.chunks(len).map(<[f32]>::to_vec).collect::<Vec<_>>()
+        });
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for kernels in &KERNELS {
+            for isa in available() {
+                with_isa(isa, || {
+                    let what = |part: &str| format!("{} {part} of a batch, {geo:?}", kernels.name);
+                    let mut y = vec![f32::NAN; SAMPLES * geo.output_len()];
+                    (kernels.forward)(&geo, &x, &w, &b, &mut y);
+                    let mut gi = vec![f32::NAN; SAMPLES * geo.input_len()];
+                    (kernels.input_grad)(&geo, &w, &g, &mut gi);
+                    let each = samples(&x, geo.input_len())
+                        .into_iter()
+                        .zip(samples(&g, geo.output_len()));
+                    for (n, (xn, gn)) in each.enumerate() {
+                        let r = reference(&geo, &xn, &w, &b, &gn);
+                        let yn = &y[n * geo.output_len()..][..geo.output_len()];
+                        let gin = &gi[n * geo.input_len()..][..geo.input_len()];
+                        let terms = (geo.c_in * k * k + 1, geo.c_out * k * k);
+                        assert_within(&what("forward"), isa, yn, &r.y, &r.y_abs, terms.0);
+                        assert_within(&what("input grad"), isa, gin, &r.gi, &r.gi_abs, terms.1);
+                        if kernels.name == "direct" || channels.0 == channels.1 {
+                            let mut one = vec![0.0; geo.output_len()];
+                            (kernels.forward)(&geo, &xn, &w, &b, &mut one);
+                            assert!(bits(&one) == bits(yn), "{}", what("forward, alone"));
+                            let mut one = vec![0.0; geo.input_len()];
+                            (kernels.input_grad)(&geo, &w, &gn, &mut one);
+                            assert!(bits(&one) == bits(gin), "{}", what("input grad, alone"));
+                        }
+                    }
+                    if kernels.name == "gemm" {
+                        let (mut fused, mut two) = (vec![0.0; y.len()], vec![0.0; y.len()]);
+                        let e = Epilogue::Relu;
+                        conv_gemm::forward_then(&geo, &x, &w, &b, &mut fused, Some(affine), e);
+                        let mut apart = y.clone();
+                        for y in apart.chunks_mut(geo.output_len()) {
+                            affine.apply(y, e);
+                        }
+                        assert!(bits(&fused) == bits(&apart), "{}", what("fused"));
+                        threads::within_layers(2, || {
+                            conv_gemm::forward(&geo, &x, &w, &b, &mut two);
+                        });
+                        assert!(bits(&two) == bits(&y), "{}", what("forward on two threads"));
+                    }
+                });
+            }
+        }
+    }
+}
+
 /// F(2×2, 3×3) (`conv_winograd`, which `conv_gemm::forward` and, at padding 1,
 /// `conv_gemm::input_grad` run where it pays, and `conv_winograd_grad`, which
 /// `conv_gemm::weight_grad` runs on maps of 64 tiles or more) on every instruction set: the
@@ -663,6 +762,8 @@ fn forward_then_is_forward_and_the_channel_map_bit_for_bit() {
         (geo((64, 64, 1), (3, 1, 1), (56, 56)), 2), // F(2×2, 3×3), split by channels
         (geo((32, 64, 2), (3, 1, 1), (56, 56)), 2), // on `X̂` (two groups), by pixels
         (geo((512, 512, 1), (3, 1, 1), (7, 7)), 2), // split by channels
+        // F(2×2, 3×3) with the output channels along the lanes, split by channels.
+        (geo((256, 256, 1), (3, 1, 1), (14, 14)), 2),
     ];
     for (g, threads) in cases {
         let mut x: Vec<f32> = (0..g.input_len())

@@ -40,6 +40,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "conv_winograd",
             "conv_winograd_grad",
             "conv_winograd4",
+            "conv_winograd_channels",
             "conv_fast",
             "conv_fast_backward",
             "conv_lanes",

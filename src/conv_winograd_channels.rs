@@ -1,0 +1,312 @@
+//! F(2×2, 3×3) ([`crate::conv_winograd`]'s algorithm) for the small maps, at most 64 tiles
+//! (16×16 outputs), with the **output channels along the vector lanes**.
+//!
+//! [`crate::conv_winograd`] runs each position `ξ`'s product `U_ξ [c_out × c_in] ·
+//! V_ξ [c_in × tiles]` with the tiles along the lanes, and adds each block of input channels'
+//! share to the outputs as it is done. On a 7×7 or 8×8 map a row holds 4 tiles: its
+//! transforms fill 4 lanes of 16, and a deep layer's outputs are transformed back and read
+//! and written again for every block of 32 input channels (ResNet-18's 512 → 512 on 7×7
+//! ran at 60–70 GFLOP/s as direct products, no faster than without Winograd's algorithm).
+//! Here the product is `M_ξ [tiles × c_out] = V_ξᵀ · U_ξᵀ`: the microkernel's rows are tiles
+//! (read from the same transformed inputs), its lanes output channels, and the sums of a
+//! block of tiles and of up to 64 output channels run over **all** the input channels
+//! before they are transformed back, once, in vectors of output channels (bias, batch norm
+//! and ReLU as vectors of constants), then transposed into the output's rows.
+//!
+//! A block of tiles holds whole samples (up to 64 tiles: four 7×7 maps, one 16×16), so a
+//! batch's small maps fill the microkernel's rows where one sample's would not. The weights
+//! of a block of channels are transformed for each block of tiles (a 3×3 kernel's nine
+//! taps made a vector of output channels' by a transpose). Every sum runs in an order fixed
+//! by the geometry, so a result is the same, bit for bit, from one call to the next, for any
+//! grouping of the samples into calls and on one thread or two (split by output channels or
+//! samples).
+//!
+//! ```
+//! use constnet::{conv_gemm, conv_winograd_channels};
+//! use constnet::conv_kernel::{self, ConvGeometry};
+//! const GEO: ConvGeometry = ConvGeometry {
+//!     c_in: 32, c_out: 64, groups: 1, k: 3, stride: 1, pad: 1, h: 7, w: 7, oh: 7, ow: 7,
+//! }
+//! .checked();
+//! assert!(conv_winograd_channels::pays_for(&GEO, 2));
+//! let x: Vec<f32> = (0..2 * GEO.input_len()).map(|i| (i % 5) as f32).collect();
+//! let w: Vec<f32> = (0..GEO.weight_len()).map(|i| (i % 3) as f32 - 1.0).collect();
+//! let (mut y, mut direct) = (vec![0.0; 2 * GEO.output_len()], vec![0.0; 2 * GEO.output_len()]);
+//! conv_gemm::forward(&GEO, &x, &w, &[0.5; 64], &mut y); // two samples, by this module
+//! conv_kernel::forward(&GEO, &x, &w, &[0.5; 64], &mut direct);
+//! assert_eq!(y, direct); // small integers (and halves): every sum is exact in any order
+//! ```
+
+use core::ops::Range;
+
+use crate::conv_gemm_micro::{After, Strided, blocks, micro};
+use crate::conv_kernel::ConvGeometry;
+use crate::conv_winograd::{Aligned, CB, MAX_TB, ROW, fits, grid, inputs, kernel_transform};
+use crate::simd::{self, Simd};
+
+/// Tiles of a block: whole samples, at most 64.
+const TB: usize = MAX_TB;
+/// Tiles of one run of the microkernel (its rows).
+const MR: usize = 4;
+/// Output channels of a block, at most (the microkernel's lanes: 4 vectors of 16).
+const MAX_OB: usize = 64;
+
+/// Whether this module's kernel can run `geo`: where [`crate::conv_winograd`]'s can (a 3×3
+/// kernel at stride 1 with padding 0 or 1, one group, at least 16 channels in and out), on
+/// a map of at most 64 tiles (16×16 outputs) and at least 16 outputs.
+pub const fn takes(geo: &ConvGeometry) -> bool {
+    fits(geo) && crate::conv_winograd::tiles(geo) <= TB && geo.oh * geo.ow >= 16
+}
+
+/// Whether [`crate::conv_gemm::forward`] runs this module's kernel for `samples` samples of
+/// `geo` in one call: a map it [`takes`] with at least 64 output channels (a whole block:
+/// with 32, half the lanes would be idle), in one block of them, or with 32 tiles or more
+/// in all (the inputs are transformed again for each block of output channels, the weights
+/// for each block of tiles). Measured (`cargo bench --bench conv_gemm`, one sample /
+/// `gemm_batch`'s 8), as direct products' GFLOP/s: ResNet-20's 64 → 64 on 8×8 55–65 → 72–83
+/// and 86–91 → 105–111 (by [`crate::conv_winograd`] before); ResNet-18's 512 → 512 on 7×7
+/// 66–73 → 63–66 (so not for one sample) and 66–73 → 80–84 for 8; DenseNet-121's
+/// 128 → 32 on 7×7, 32 channels, 33–37 → 30 (so not).
+pub const fn pays_for(geo: &ConvGeometry, samples: usize) -> bool {
+    takes(geo)
+        && geo.c_out >= MAX_OB
+        && (geo.c_out <= MAX_OB || crate::conv_winograd::tiles(geo) * samples >= 32)
+}
+
+/// Whether [`crate::conv_gemm::input_grad`] runs this module's kernel for `samples` samples
+/// of `geo` in one call: the input gradient of a 3×3 convolution at stride 1 with padding
+/// 1 is itself one, run where that convolution [`pays_for`] them.
+pub const fn pays_input_grad_for(geo: &ConvGeometry, samples: usize) -> bool {
+    geo.pad == 1
+        && geo.stride == 1
+        && pays_for(&crate::conv_winograd::input_grad_geometry(geo), samples)
+}
+
+/// The output channels `chans` of the convolution `geo` of the samples `x` by `w` (one
+/// sample's output channels `chans` as rows of `y`, or, for several samples, every output
+/// channel of each sample, one sample after the other), from the biases `b` (zeros
+/// without), `NV` vectors of output channels per block, `after` applied to the final sums.
+/// With `FLIPPED`, `w` holds the weights of the convolution whose input gradient this is
+/// (as in [`crate::conv_winograd`]).
+#[inline(always)]
+pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
+    s: S,
+    (geo, x, w, b): (&ConvGeometry, &[f32], &[f32], Option<&[f32]>),
+    (chans, y): (Range<usize>, &mut [f32]),
+    after: Option<After>,
+) {
+    debug_assert!(takes(geo));
+    let nr = NV * S::LANES;
+    let samples = x.len() / geo.input_len();
+    let (per, pixels) = (crate::conv_winograd::tiles(geo), geo.oh * geo.ow);
+    debug_assert!(samples == 1 || chans == (0..geo.c_out));
+    // `y`'s rows of one sample.
+    let rows_per = chans.len();
+    // Whole samples per block of tiles.
+    let group = TB / per;
+    let mut u = Aligned([0.0f32; 16 * CB * MAX_OB]);
+    // One run of rows more: the last block's last run reads whole runs.
+    let mut v = Aligned([0.0f32; 16 * CB * TB + MR]);
+    let mut m = Aligned([0.0f32; 16 * TB * MAX_OB]);
+    // One sample's outputs `[pixel][channel]` (at most 4 per tile).
+    let mut out = Aligned([0.0f32; 4 * TB * MAX_OB]);
+    let mut rows = Aligned([[[0.0f32; ROW]; 4]; 2]);
+    for (o0, ob) in blocks(rows_per, nr) {
+        let o = chans.start + o0;
+        for n0 in (0..samples).step_by(group) {
+            let ns = group.min(samples - n0);
+            let (t0, n) = (n0 * per, ns * per);
+            for (c0, cb) in blocks(geo.c_in, CB) {
+                weights::<S, NV, FLIPPED>(s, geo, w, (o, ob), (c0, cb), &mut u.0);
+                inputs(s, geo, x, (c0, cb), (t0, n, TB), &mut v.0, &mut rows.0);
+                products::<S, NV>(s, (&u.0, &v.0), (n, cb), c0 == 0, &mut m.0);
+            }
+            for j in 0..ns {
+                let sums = (b, after.as_ref(), (o, ob));
+                outputs::<S, NV>(s, geo, &m.0, j * per, sums, &mut out.0);
+                let at = ((n0 + j) * rows_per + o0) * pixels;
+                let dst = &mut y[at..][..ob * pixels];
+                if pixels >= S::LANES && ob >= S::LANES {
+                    simd::transpose(s, &out.0, (pixels, ob, nr), dst, pixels);
+                } else {
+                    simd::transpose(simd::Scalar, &out.0, (pixels, ob, nr), dst, pixels);
+                }
+            }
+        }
+    }
+}
+
+/// `u[(ξ·CB + c)·nr + r] = (G g Gᵀ)_ξ` for the kernel `g` of output channel `o0 + r` and
+/// input channel `c0 + c` (`r < ob`, `c < cb`; zeros for `r` from `ob` to `nr`), with `G`
+/// as in [`crate::conv_winograd`]. The output channels run along the lanes: a vector's
+/// kernels are gathered tap by tap (each lies 9 values long).
+#[inline(always)]
+fn weights<S: Simd, const NV: usize, const FLIPPED: bool>(
+    s: S,
+    geo: &ConvGeometry,
+    w: &[f32],
+    (o0, ob): (usize, usize),
+    (c0, cb): (usize, usize),
+    u: &mut [f32],
+) {
+    let l = S::LANES;
+    let mut taps = [0.0f32; 9 * 16];
+    // A vector of output channels' kernels for the block's input channels, `[c·9 + tap][lane]`.
+    let mut all = [0.0f32; 9 * CB * 16];
+    for k in 0..NV {
+        let (first, n) = (k * l, ob.saturating_sub(k * l).min(l));
+        let whole = !FLIPPED && n == l && l > 1 && 9 * cb >= l;
+        if whole {
+            let src = &w[((o0 + first) * geo.c_in + c0) * 9..];
+            simd::transpose(s, src, (l, 9 * cb, 9 * geo.c_in), &mut all, l);
+        }
+        for c in 0..cb {
+            let mut g = [s.splat(0.0); 9];
+            if whole {
+                for (tap, g) in g.iter_mut().enumerate() {
+                    *g = s.load(&all, (c * 9 + tap) * l);
+                }
+                transform::<S, NV>(s, g, (c, first), u);
+                continue;
+            }
+            // Lanes past the block's channels: zeros.
+            taps.fill(0.0);
+            for lane in 0..n {
+                let o = o0 + first + lane;
+                if FLIPPED {
+                    let g = &w[((c0 + c) * geo.c_out + o) * 9..][..9];
+                    for (tap, &g) in g.iter().rev().enumerate() {
+                        taps[tap * l + lane] = g;
+                    }
+                } else {
+                    let g = &w[(o * geo.c_in + c0 + c) * 9..][..9];
+                    for (tap, &g) in g.iter().enumerate() {
+                        taps[tap * l + lane] = g;
+                    }
+                }
+            }
+            for (tap, g) in g.iter_mut().enumerate() {
+                *g = s.load(&taps, tap * l);
+            }
+            transform::<S, NV>(s, g, (c, first), u);
+        }
+    }
+}
+
+/// `u[(ξ·CB + c)·nr + first ..] = (G g Gᵀ)_ξ` for a vector of kernels `g` (tap by tap).
+#[inline(always)]
+fn transform<S: Simd, const NV: usize>(
+    s: S,
+    g: [S::F; 9],
+    (c, first): (usize, usize),
+    u: &mut [f32],
+) {
+    let nr = NV * S::LANES;
+    for (xi, value) in kernel_transform(s, g).into_iter().enumerate() {
+        s.store(u, (xi * CB + c) * nr + first, value);
+    }
+}
+
+/// `m[(ξ·TB + t)·nr ..] (+)= Σ_c v[ξ][c][t] · u[ξ][c][..]` for the block's `n` tiles (rows, a
+/// run of [`MR`] at a time) and `NV` vectors of output channels, over its `cb` input
+/// channels: from zero for the first block of input channels, onto the sums so far for
+/// the others.
+#[inline(always)]
+fn products<S: Simd, const NV: usize>(
+    s: S,
+    (u, v): (&[f32], &[f32]),
+    (n, cb): (usize, usize),
+    first: bool,
+    m: &mut [f32],
+) {
+    let nr = NV * S::LANES;
+    for xi in 0..16 {
+        let b = &u[xi * CB * nr..][..cb * nr];
+        for t0 in (0..n).step_by(MR) {
+            let mut c = [[s.splat(0.0); NV]; MR];
+            if !first {
+                for (r, c) in c.iter_mut().enumerate() {
+                    *c = simd::load_vectors(s, m, (xi * TB + t0 + r) * nr, S::LANES);
+                }
+            }
+            micro(s, Strided(&v[xi * CB * TB + t0..], TB), (b, nr), cb, &mut c);
+            for (r, c) in c.into_iter().enumerate() {
+                for (k, c) in c.into_iter().enumerate() {
+                    s.store(m, (xi * TB + t0 + r) * nr + k * S::LANES, c);
+                }
+            }
+        }
+    }
+}
+
+/// One sample's tiles, from tile `t0` of the block on, of the block's sums `m` transformed back
+/// (`Aᵀ M A`, `A` as in [`crate::conv_winograd`]), added to the biases of output channels
+/// `o0..o0 + ob` (`b`, zeros without) and mapped by `after`, into `out[pixel·nr + r]`.
+#[allow(clippy::needless_range_loop)] // constant-trip index loops keep the values in registers
+#[inline(always)]
+fn outputs<S: Simd, const NV: usize>(
+    s: S,
+    geo: &ConvGeometry,
+    m: &[f32],
+    t0: usize,
+    (b, after, (o0, ob)): (Option<&[f32]>, Option<&After>, (usize, usize)),
+    out: &mut [f32],
+) {
+    let (l, nr, oh, ow) = (S::LANES, NV * S::LANES, geo.oh, geo.ow);
+    for k in 0..NV {
+        let (first, n) = (k * l, ob.saturating_sub(k * l).min(l));
+        if n == 0 {
+            break;
+        }
+        let bias = b.map_or(s.splat(0.0), |b| s.load_partial(b, o0 + first, n));
+        let (tw, th) = grid(geo);
+        for ty in 0..th {
+            for tx in 0..tw {
+                let t = t0 + ty * tw + tx;
+                let at = |xi: usize| (xi * TB + t) * nr + first;
+                // Aᵀ down the columns, then along the rows.
+                let mut sums = [[s.splat(0.0); 4]; 2];
+                for bb in 0..4 {
+                    let m0 = s.load(m, at(bb));
+                    let m1 = s.load(m, at(4 + bb));
+                    let m2 = s.load(m, at(8 + bb));
+                    let m3 = s.load(m, at(12 + bb));
+                    sums[0][bb] = s.add(s.add(m0, m1), m2);
+                    sums[1][bb] = s.sub(s.sub(m1, m2), m3);
+                }
+                for (dy, s_) in sums.into_iter().enumerate() {
+                    let left = s.add(s.add(s_[0], s_[1]), s_[2]);
+                    let right = s.sub(s.sub(s_[1], s_[2]), s_[3]);
+                    let (oy, ox) = (2 * ty + dy, 2 * tx);
+                    if oy >= oh {
+                        continue;
+                    }
+                    for (dx, value) in [(0, left), (1, right)] {
+                        if ox + dx < ow {
+                            let mut total = [s.add(bias, value)];
+                            if let Some(after) = after {
+                                apply(s, after, (o0 + first, n), &mut total);
+                            }
+                            s.store(out, (oy * ow + ox + dx) * nr + first, total[0]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `after` on a vector of output channels `o..o + n`: its constants loaded as vectors, each
+/// operation rounded as [`After::apply`] rounds it, so the result is the same bit for bit.
+#[inline(always)]
+fn apply<S: Simd>(s: S, after: &After, (o, n): (usize, usize), v: &mut [S::F; 1]) {
+    if let Some(a) = &after.affine {
+        let mean = s.load_partial(a.mean, o, n);
+        let scale = s.load_partial(a.scale, o, n);
+        let shift = s.load_partial(a.shift, o, n);
+        v[0] = s.add(s.mul(s.sub(v[0], mean), scale), shift);
+    }
+    if after.epilogue == crate::Epilogue::Relu {
+        v[0] = s.relu(v[0]);
+    }
+}
