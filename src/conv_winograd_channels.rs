@@ -7,16 +7,19 @@
 //! transforms fill 4 lanes of 16, and a deep layer's outputs are transformed back and read
 //! and written again for every block of 32 input channels (ResNet-18's 512 → 512 on 7×7
 //! ran at 60–70 GFLOP/s as direct products, no faster than without Winograd's algorithm).
-//! Here the product is `M_ξ [tiles × c_out] = V_ξᵀ · U_ξᵀ`: the microkernel's rows are tiles
-//! (read from the same transformed inputs), its lanes output channels, and the sums of a
-//! block of tiles and of up to 64 output channels run over **all** the input channels
-//! before they are transformed back, once, in vectors of output channels (bias, batch norm
-//! and ReLU as vectors of constants), then transposed into the output's rows.
+//! Here the product is `M_ξ [tiles × c_out] = V_ξᵀ · U_ξᵀ`: the microkernel's rows are tiles,
+//! its lanes output channels, and the sums of a block of tiles and of up to 64 output
+//! channels run over **all** the input channels before they are transformed back, once, in
+//! vectors of output channels (bias, batch norm and ReLU as vectors of constants), then
+//! transposed into the output's rows. The input transform runs along the input channels:
+//! each block of 32 of them is transposed to `[pixel][channel]` first, so a tile's 4×4 patch
+//! is 16 vector loads whatever the map's width.
 //!
 //! A block of tiles holds whole samples (up to 64 tiles: four 7×7 maps, one 16×16), so a
-//! batch's small maps fill the microkernel's rows where one sample's would not. The weights
-//! of a block of channels are transformed for each block of tiles (a 3×3 kernel's nine
-//! taps made a vector of output channels' by a transpose). Every sum runs in an order fixed
+//! batch's small maps fill the microkernel's rows where one sample's would not. The inputs
+//! are transformed again for each block of 64 output channels, the weights of a block of
+//! channels for each block of tiles (a 3×3 kernel's nine taps made a vector of output
+//! channels' by a transpose). Every sum runs in an order fixed
 //! by the geometry, so a result is the same, bit for bit, from one call to the next, for any
 //! grouping of the samples into calls and on one thread or two (split by output channels or
 //! samples).
@@ -39,9 +42,9 @@
 
 use core::ops::Range;
 
-use crate::conv_gemm_micro::{After, Strided, blocks, micro};
+use crate::conv_gemm_micro::{After, Rows, blocks, micro};
 use crate::conv_kernel::ConvGeometry;
-use crate::conv_winograd::{Aligned, CB, MAX_TB, ROW, fits, grid, inputs, kernel_transform};
+use crate::conv_winograd::{Aligned, CB, MAX_TB, fits, grid, kernel_transform};
 use crate::simd::{self, Simd};
 
 /// Tiles of a block: whole samples, at most 64.
@@ -55,22 +58,23 @@ const MAX_OB: usize = 64;
 /// kernel at stride 1 with padding 0 or 1, one group, at least 16 channels in and out), on
 /// a map of at most 64 tiles (16×16 outputs) and at least 16 outputs.
 pub const fn takes(geo: &ConvGeometry) -> bool {
-    fits(geo) && crate::conv_winograd::tiles(geo) <= TB && geo.oh * geo.ow >= 16
+    let tiles = crate::conv_winograd::tiles(geo);
+    fits(geo) && tiles <= TB && geo.oh * geo.ow >= 16 && TB / tiles * geo.h * geo.w <= XT_PIXELS
 }
+
+/// Rows of the transformed inputs past the block's tiles: zeros, a depth long.
+static ZEROS: [f32; CB] = [0.0; CB];
 
 /// Whether [`crate::conv_gemm::forward`] runs this module's kernel for `samples` samples of
 /// `geo` in one call: a map it [`takes`] with at least 64 output channels (a whole block:
-/// with 32, half the lanes would be idle), in one block of them, or with 32 tiles or more
-/// in all (the inputs are transformed again for each block of output channels, the weights
-/// for each block of tiles). Measured (`cargo bench --bench conv_gemm`, one sample /
-/// `gemm_batch`'s 8), as direct products' GFLOP/s: ResNet-20's 64 → 64 on 8×8 55–65 → 72–83
-/// and 86–91 → 105–111 (by [`crate::conv_winograd`] before); ResNet-18's 512 → 512 on 7×7
-/// 66–73 → 63–66 (so not for one sample) and 66–73 → 80–84 for 8; DenseNet-121's
-/// 128 → 32 on 7×7, 32 channels, 33–37 → 30 (so not).
+/// with 32, half the lanes would be idle) and 16 tiles in all. Measured (`cargo bench
+/// --bench conv_gemm`, alternating, GFLOP/s as direct products, one sample and
+/// `gemm_batch`'s 8): ResNet-20's 64 → 64 on 8×8 85–87 → 101–105 and 118 → 171 (by
+/// [`crate::conv_winograd`] with the tiles along the lanes), ResNet-18's 512 → 512 on 7×7
+/// 66–77 → 85–91 (by the product on `X̂`) and 94 → 126–135, 256 → 256 on 14×14 124–132 →
+/// 165–167, VGG-16's 512 → 512 on 14×14 128–131 → 154–156.
 pub const fn pays_for(geo: &ConvGeometry, samples: usize) -> bool {
-    takes(geo)
-        && geo.c_out >= MAX_OB
-        && (geo.c_out <= MAX_OB || crate::conv_winograd::tiles(geo) * samples >= 32)
+    takes(geo) && geo.c_out >= MAX_OB && crate::conv_winograd::tiles(geo) * samples >= 16
 }
 
 /// Whether [`crate::conv_gemm::input_grad`] runs this module's kernel for `samples` samples
@@ -105,20 +109,22 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     // Whole samples per block of tiles.
     let group = TB / per;
     let mut u = Aligned([0.0f32; 16 * CB * MAX_OB]);
-    // One run of rows more: the last block's last run reads whole runs.
-    let mut v = Aligned([0.0f32; 16 * CB * TB + MR]);
+    let mut v = Aligned([0.0f32; 16 * TB * CB]);
     let mut m = Aligned([0.0f32; 16 * TB * MAX_OB]);
     // One sample's outputs `[pixel][channel]` (at most 4 per tile).
     let mut out = Aligned([0.0f32; 4 * TB * MAX_OB]);
-    let mut rows = Aligned([[[0.0f32; ROW]; 4]; 2]);
+    // A block of input channels of the block's samples, `[sample][pixel][channel]`.
+    let mut xt = Aligned([0.0f32; XT_PIXELS * CB]);
     for (o0, ob) in blocks(rows_per, nr) {
         let o = chans.start + o0;
         for n0 in (0..samples).step_by(group) {
             let ns = group.min(samples - n0);
-            let (t0, n) = (n0 * per, ns * per);
+            let n = ns * per;
             for (c0, cb) in blocks(geo.c_in, CB) {
                 weights::<S, NV, FLIPPED>(s, geo, w, (o, ob), (c0, cb), &mut u.0);
-                inputs(s, geo, x, (c0, cb), (t0, n, TB), &mut v.0, &mut rows.0);
+                let xs = &x[n0 * geo.input_len()..][..ns * geo.input_len()];
+                transposed(s, geo, xs, (c0, cb), &mut xt.0);
+                inputs(s, geo, &xt.0, (ns, cb), &mut v.0);
                 products::<S, NV>(s, (&u.0, &v.0), (n, cb), c0 == 0, &mut m.0);
             }
             for j in 0..ns {
@@ -130,6 +136,85 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
                     simd::transpose(s, &out.0, (pixels, ob, nr), dst, pixels);
                 } else {
                     simd::transpose(simd::Scalar, &out.0, (pixels, ob, nr), dst, pixels);
+                }
+            }
+        }
+    }
+}
+
+/// The pixels of the input maps of a block of tiles, at most: whole samples of at most 64
+/// tiles, each of at most `(2·rows + 2) × (2·columns + 2)` pixels, which is at most 1024
+/// (four 8×8 maps take 400, sixteen 4×4 maps 576).
+const XT_PIXELS: usize = 1024;
+
+/// `xt[(j·h·w + p)·CB + c] = x[j][c0 + c][p]` for the samples `j` of `x` and `c < cb`: the
+/// block's input channels along the lanes, one transpose per sample.
+#[inline(always)]
+fn transposed<S: Simd>(
+    s: S,
+    geo: &ConvGeometry,
+    x: &[f32],
+    (c0, cb): (usize, usize),
+    xt: &mut [f32],
+) {
+    let p = geo.h * geo.w;
+    for (j, x) in x.chunks_exact(geo.input_len()).enumerate() {
+        let (src, dst) = (&x[c0 * p..][..cb * p], &mut xt[j * p * CB..][..p * CB]);
+        if cb >= S::LANES && p >= S::LANES {
+            simd::transpose(s, src, (cb, p, p), dst, CB);
+        } else {
+            simd::transpose(simd::Scalar, src, (cb, p, p), dst, CB);
+        }
+    }
+}
+
+/// `v[(ξ·TB + t)·CB + c] = (Bᵀ d B)_ξ` for the 4×4 input patch `d` of tile `t` of the
+/// block's `ns` samples in input channel `c < cb` (zeros off the map), read from `xt`
+/// ([`transposed`]), with `Bᵀ` as in [`crate::conv_winograd`]. The input channels run along
+/// the lanes (the lanes past `cb` hold whatever the row held).
+#[allow(clippy::needless_range_loop)] // constant-trip index loops keep the values in registers
+#[inline(always)]
+fn inputs<S: Simd>(s: S, geo: &ConvGeometry, xt: &[f32], (ns, cb): (usize, usize), v: &mut [f32]) {
+    let (h, w, pad, l) = (geo.h, geo.w, geo.pad, S::LANES);
+    let (tw, th) = grid(geo);
+    let zero = s.splat(0.0);
+    for j in 0..ns {
+        for ty in 0..th {
+            for tx in 0..tw {
+                let t = (j * th + ty) * tw + tx;
+                for c in (0..cb).step_by(l) {
+                    // The patch, rows then Bᵀ along each row.
+                    let mut r = [[zero; 4]; 4];
+                    for i in 0..4 {
+                        let iy = (2 * ty + i).wrapping_sub(pad);
+                        let mut d = [zero; 4];
+                        if iy < h {
+                            for jj in 0..4 {
+                                let ix = (2 * tx + jj).wrapping_sub(pad);
+                                if ix < w {
+                                    d[jj] = s.load(xt, ((j * h + iy) * w + ix) * CB + c);
+                                }
+                            }
+                        }
+                        r[i] = [
+                            s.sub(d[0], d[2]),
+                            s.add(d[1], d[2]),
+                            s.sub(d[2], d[1]),
+                            s.sub(d[1], d[3]),
+                        ];
+                    }
+                    // Then down the columns.
+                    for bb in 0..4 {
+                        let col = [
+                            s.sub(r[0][bb], r[2][bb]),
+                            s.add(r[1][bb], r[2][bb]),
+                            s.sub(r[2][bb], r[1][bb]),
+                            s.sub(r[1][bb], r[3][bb]),
+                        ];
+                        for (a, value) in col.into_iter().enumerate() {
+                            s.store(v, ((4 * a + bb) * TB + t) * CB + c, value);
+                        }
+                    }
                 }
             }
         }
@@ -229,7 +314,8 @@ fn products<S: Simd, const NV: usize>(
                     *c = simd::load_vectors(s, m, (xi * TB + t0 + r) * nr, S::LANES);
                 }
             }
-            micro(s, Strided(&v[xi * CB * TB + t0..], TB), (b, nr), cb, &mut c);
+            let a = Rows::new(&v[xi * TB * CB..], (t0, CB), ((n - t0).min(MR), cb), &ZEROS);
+            micro(s, a, (b, nr), cb, &mut c);
             for (r, c) in c.into_iter().enumerate() {
                 for (k, c) in c.into_iter().enumerate() {
                     s.store(m, (xi * TB + t0 + r) * nr + k * S::LANES, c);
