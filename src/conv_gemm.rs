@@ -707,13 +707,11 @@ impl<const P: u8> Kernel for Forward<'_, P> {
         let (parts, out) = ((geo, x, w, Some(b)), (chans, y));
         let prepared = path.prepared();
         match (P, S::LANES) {
-            (WINOGRAD_CHANNELS, 16 | 1) => {
+            // With AVX-512 only: each instantiation of the kernel costs about a second of
+            // the build; the other instruction sets run `conv_winograd`'s, which they have.
+            (WINOGRAD_CHANNELS, 16) => {
                 let y = (out.0, out.1.into_whole());
                 conv_winograd_channels::forward_with::<S, 4, false>(s, parts, y, after)
-            }
-            (WINOGRAD_CHANNELS, _) => {
-                let y = (out.0, out.1.into_whole());
-                conv_winograd_channels::forward_with::<S, 2, false>(s, parts, y, after)
             }
             (COLUMNS, 16 | 1) => forward_with::<S, 4, 4>(s, (geo, x, w, b), out, after),
             (COLUMNS, _) => forward_with::<S, 4, 2>(s, (geo, x, w, b), out, after),
@@ -862,14 +860,16 @@ impl<const P: u8> Kernel for InputGrad<'_, P> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let InputGrad { geo, w, g, gi } = self;
-        if P == WINOGRAD_CHANNELS {
+        if P == WINOGRAD_CHANNELS && S::LANES == 16 {
+            // With AVX-512 only (see `Forward`).
             let t = conv_winograd::input_grad_geometry(geo);
             let parts = (&t, g, w, None);
-            let gi = (0..t.c_out, gi);
-            return match S::LANES {
-                16 | 1 => conv_winograd_channels::forward_with::<S, 4, true>(s, parts, gi, None),
-                _ => conv_winograd_channels::forward_with::<S, 2, true>(s, parts, gi, None),
-            };
+            return conv_winograd_channels::forward_with::<S, 4, true>(
+                s,
+                parts,
+                (0..t.c_out, gi),
+                None,
+            );
         }
         if P == COLUMNS {
             return match S::LANES {

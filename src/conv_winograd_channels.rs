@@ -15,6 +15,10 @@
 //! each block of 32 of them is transposed to `[pixel][channel]` first, so a tile's 4×4 patch
 //! is 16 vector loads whatever the map's width.
 //!
+//! [`crate::conv_gemm`] runs it with AVX-512 only (four vectors of 16 output channels; each
+//! instantiation of the kernel costs about a second of the build), `conv_winograd`'s kernel
+//! on the other instruction sets.
+//!
 //! A block of tiles holds whole samples (up to 64 tiles: four 7×7 maps, one 16×16), so a
 //! batch's small maps fill the microkernel's rows where one sample's would not. The inputs
 //! are transformed again for each block of 64 output channels, the weights of a block of
