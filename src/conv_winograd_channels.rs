@@ -70,8 +70,9 @@ pub const fn takes(geo: &ConvGeometry) -> bool {
 static ZEROS: [f32; CB] = [0.0; CB];
 
 /// Whether [`crate::conv_gemm::forward`] runs this module's kernel for `samples` samples of
-/// `geo` in one call: a map it [`takes`] with at least 64 output channels (a whole block:
-/// with 32, half the lanes would be idle) and 16 tiles in all. Measured (`cargo bench
+/// `geo` in one call (with AVX-512; [`crate::conv_winograd`]'s on the other instruction
+/// sets): a map it [`takes`] with at least 64 output channels (a whole block: with 32, half
+/// the lanes would be idle) and 16 tiles in all. Measured (`cargo bench
 /// --bench conv_gemm`, alternating, GFLOP/s as direct products, one sample and
 /// `gemm_batch`'s 8): ResNet-20's 64 → 64 on 8×8 85–87 → 101–105 and 118 → 171 (by
 /// [`crate::conv_winograd`] with the tiles along the lanes), ResNet-18's 512 → 512 on 7×7
