@@ -927,7 +927,7 @@ pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32
         (x, w, b),
         y,
         None,
-        Path::for_layer(geo, samples(geo, x)),
+        Path::for_layer(geo, geo.samples_of_inputs(x.len())),
     );
 }
 
@@ -1028,7 +1028,7 @@ pub fn forward_then(
         (x, w, b),
         y,
         after,
-        Path::for_layer(geo, samples(geo, x)),
+        Path::for_layer(geo, geo.samples_of_inputs(x.len())),
     );
 }
 
@@ -1081,7 +1081,7 @@ fn forward_on<const P: u8>(
     if crate::threads::layer_threads() > 1 {
         // Each output is one thread's, summed in the same order as on one: the result is
         // the same bit for bit.
-        let samples = samples(geo, x);
+        let samples = geo.samples_of_inputs(x.len());
         let (one, two) = if samples > 1 {
             // Several samples: half of them each.
             let (x0, x1) = x.split_at(samples / 2 * geo.input_len());
@@ -1110,11 +1110,6 @@ fn forward_on<const P: u8>(
         return crate::threads::dispatch_both(one, two);
     }
     simd::dispatch(pass(x, 0..c_out, ColumnsMut::whole(y, pixels)));
-}
-
-/// The samples `x` holds, one after the other, of `geo`'s input (at least 1).
-fn samples(geo: &ConvGeometry, x: &[f32]) -> usize {
-    (x.len() / geo.input_len().max(1)).max(1)
 }
 
 /// The parameter gradients of one sample, scaled and added, as
@@ -1180,7 +1175,7 @@ pub fn weight_grad(
 /// ```
 pub fn input_grad(geo: &ConvGeometry, w: &[f32], g: &[f32], gi: &mut [f32]) {
     geo.check_input_grad(w, g, gi);
-    let samples = (g.len() / geo.output_len().max(1)).max(1);
+    let samples = geo.samples_of_outputs(g.len());
     if !conv_winograd4::pays_input_grad(geo)
         && conv_winograd_channels::pays_input_grad_for(geo, samples)
     {

@@ -197,11 +197,21 @@ impl ConvGeometry {
         }
     }
 
+    /// How many samples `len` values of inputs hold, one after the other (at least 1).
+    pub(crate) fn samples_of_inputs(&self, len: usize) -> usize {
+        (len / self.input_len().max(1)).max(1)
+    }
+
+    /// How many samples `len` values of outputs (or output gradients) hold (at least 1).
+    pub(crate) fn samples_of_outputs(&self, len: usize) -> usize {
+        (len / self.output_len().max(1)).max(1)
+    }
+
     /// [`ConvGeometry::check`] for a forward pass's slices.
     #[track_caller]
     pub(crate) fn check_forward(&self, x: &[f32], w: &[f32], b: &[f32], y: &[f32]) {
         // One sample or several, as many inputs as outputs.
-        let samples = (x.len() / self.input_len().max(1)).max(1);
+        let samples = self.samples_of_inputs(x.len());
         self.check(&[
             (x.len(), samples * self.input_len(), "the input"),
             (w.len(), self.weight_len(), "the weight"),
@@ -214,7 +224,7 @@ impl ConvGeometry {
     #[track_caller]
     pub(crate) fn check_weight_grad(&self, x: &[f32], g: &[f32], gw: &[f32], gb: &[f32]) {
         // One sample or several, as many inputs as output gradients.
-        let samples = (x.len() / self.input_len().max(1)).max(1);
+        let samples = self.samples_of_inputs(x.len());
         self.check(&[
             (x.len(), samples * self.input_len(), "the input"),
             (g.len(), samples * self.output_len(), "the output gradient"),
@@ -227,7 +237,7 @@ impl ConvGeometry {
     #[track_caller]
     pub(crate) fn check_input_grad(&self, w: &[f32], g: &[f32], gi: &[f32]) {
         // One sample or several, as many output gradients as input gradients.
-        let samples = (g.len() / self.output_len().max(1)).max(1);
+        let samples = self.samples_of_outputs(g.len());
         self.check(&[
             (w.len(), self.weight_len(), "the weight"),
             (g.len(), samples * self.output_len(), "the output gradient"),

@@ -177,7 +177,7 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     after: Option<After>,
     prepared: Option<Prepared>,
 ) {
-    let samples = x.len() / geo.input_len();
+    let samples = geo.samples_of_inputs(x.len());
     debug_assert!(fits(geo));
     let tb = NV * S::LANES;
     // The tiles of `y`'s columns: whole rows of tiles (2 rows of outputs each); of several

@@ -106,7 +106,7 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
 ) {
     debug_assert!(takes(geo));
     let nr = NV * S::LANES;
-    let samples = x.len() / geo.input_len();
+    let samples = geo.samples_of_inputs(x.len());
     let (per, pixels) = (crate::conv_winograd::tiles(geo), geo.oh * geo.ow);
     debug_assert!(samples == 1 || chans == (0..geo.c_out));
     // `y`'s rows of one sample.

@@ -77,7 +77,7 @@ pub(crate) fn weight_grad<S: Simd>(
     gw: &mut [f32],
     scale: f32,
 ) {
-    let samples = x.len() / geo.input_len();
+    let samples = geo.samples_of_inputs(x.len());
     debug_assert!(pays_weight_grad(geo));
     // The tiles of all the samples, one sample after the other.
     let tiles = samples * tiles(geo);
