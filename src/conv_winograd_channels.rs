@@ -228,8 +228,10 @@ fn inputs<S: Simd>(s: S, geo: &ConvGeometry, xt: &[f32], (ns, cb): (usize, usize
 
 /// `u[(ξ·CB + c)·nr + r] = (G g Gᵀ)_ξ` for the kernel `g` of output channel `o0 + r` and
 /// input channel `c0 + c` (`r < ob`, `c < cb`; zeros for `r` from `ob` to `nr`), with `G`
-/// as in [`crate::conv_winograd`]. The output channels run along the lanes: a vector's
-/// kernels are gathered tap by tap (each lies 9 values long).
+/// as in [`crate::conv_winograd`]. The output channels run along the lanes: a whole
+/// vector's kernels (each 9 values long) are gathered by a transpose (for all `cb` input
+/// channels at once where they lie one after the other, else one `LANES × LANES` square per
+/// input channel, read at a stride of 9), a partial one tap by tap.
 #[inline(always)]
 fn weights<S: Simd, const NV: usize, const FLIPPED: bool>(
     s: S,
@@ -240,7 +242,7 @@ fn weights<S: Simd, const NV: usize, const FLIPPED: bool>(
     u: &mut [f32],
 ) {
     let l = S::LANES;
-    let mut taps = [0.0f32; 9 * 16];
+    let mut taps = [0.0f32; 16 * 16];
     // A vector of output channels' kernels for the block's input channels, `[c·9 + tap][lane]`.
     let mut all = [0.0f32; 9 * CB * 16];
     for k in 0..NV {
@@ -258,6 +260,20 @@ fn weights<S: Simd, const NV: usize, const FLIPPED: bool>(
                 }
                 transform::<S, NV>(s, g, (c, first), u);
                 continue;
+            }
+            if FLIPPED && n == l && l > 1 {
+                // The vector's kernels lie one after the other, `[lane][tap]`: a square of
+                // `l` rows of `l` values at a stride of 9 (the last row reads `l − 9` values
+                // past the last kernel, so not at the end of `w`).
+                let at = ((c0 + c) * geo.c_out + o0 + first) * 9;
+                if at + 9 * (l - 1) + l <= w.len() {
+                    simd::transpose(s, &w[at..], (l, l, 9), &mut taps, l);
+                    for (tap, g) in g.iter_mut().enumerate() {
+                        *g = s.load(&taps, (8 - tap) * l);
+                    }
+                    transform::<S, NV>(s, g, (c, first), u);
+                    continue;
+                }
             }
             // Lanes past the block's channels: zeros.
             taps.fill(0.0);
