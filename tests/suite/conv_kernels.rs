@@ -120,6 +120,14 @@ fn reference(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], g: &[f32]) -> 
 /// The direct kernels and the matrix-product ones: each must equal the reference alone.
 const KERNELS: [ConvKernels; 2] = [conv_gemm::DIRECT, conv_gemm::GEMM];
 
+/// `len` values cycled from `values`, starting at `from` and stepping 7 (so that buffers
+/// drawn with different starts differ).
+fn cycle(values: &[f32], len: usize, from: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| values[(from + 7 * i) % values.len()])
+        .collect()
+}
+
 /// [`check_kernels_of`] for the direct kernels and the matrix-product ones.
 fn check_kernels(geo: &ConvGeometry, values: &[f32]) {
     for kernels in &KERNELS {
@@ -130,11 +138,7 @@ fn check_kernels(geo: &ConvGeometry, values: &[f32]) {
 /// Forward, weight and bias gradient (added to a prefilled buffer, and scaled) and input
 /// gradient (written over NaN) of `kernels` on every instruction set, against [`reference`].
 fn check_kernels_of(kernels: &ConvKernels, geo: &ConvGeometry, values: &[f32]) {
-    let draw = |len: usize, from: usize| -> Vec<f32> {
-        (0..len)
-            .map(|i| values[(from + 7 * i) % values.len()])
-            .collect()
-    };
+    let draw = |len, from| cycle(values, len, from);
     let x = draw(geo.input_len(), 0);
     let w = draw(geo.weight_len(), 1);
     let b = draw(geo.c_out, 2);
@@ -402,11 +406,7 @@ fn a_batch_of_weight_gradients_is_the_sum_of_its_samples() {
         geo((16, 16, 1), (3, 1, 1), (16, 16)), // F(2×2, 3×3)
         geo((96, 256, 2), (5, 1, 2), (9, 9)), // two groups
     ] {
-        let draw = |len: usize, from: usize| -> Vec<f32> {
-            (0..len)
-                .map(|i| values[(from + 7 * i) % values.len()])
-                .collect()
-        };
+        let draw = |len, from| cycle(&values, len, from);
         let (x, g) = (
             draw(SAMPLES * geo.input_len(), 0),
             draw(SAMPLES * geo.output_len(), 3),
@@ -476,11 +476,7 @@ fn a_batch_of_forward_passes_and_input_gradients_equals_its_samples() {
             conv_winograd_channels::pays_for(&geo, 1),
         );
         assert_eq!(pays, channels, "{geo:?}");
-        let draw = |len: usize, from: usize| -> Vec<f32> {
-            (0..len)
-                .map(|i| values[(from + 7 * i) % values.len()])
-                .collect()
-        };
+        let draw = |len, from| cycle(&values, len, from);
         let (x, g) = (
             draw(SAMPLES * geo.input_len(), 0),
             draw(SAMPLES * geo.output_len(), 3),
