@@ -56,6 +56,7 @@ use crate::conv_kernel::{self, sum};
 use crate::conv_winograd::{self, Prepared};
 use crate::conv_winograd_channels;
 use crate::conv_winograd_grad;
+use crate::conv_winograd_grad_channels;
 use crate::conv_winograd4;
 use crate::fusion::{ChannelAffine, Epilogue};
 use crate::simd::{self, Kernel, Simd};
@@ -821,6 +822,11 @@ impl Kernel for WeightGrad<'_> {
             let mut maps = g.chunks_exact(len_out).map(|g| &g[o * pixels..][..pixels]);
             let first = maps.next().map_or(0.0, |g| sum(s, g));
             *gb += scale * maps.fold(first, |total, g| total + sum(s, g));
+        }
+        let samples = geo.samples_of_inputs(x.len());
+        if S::LANES == 16 && conv_winograd_grad_channels::pays_weight_grad_for(geo, samples) {
+            // With AVX-512 only (see `Forward`).
+            return conv_winograd_grad_channels::weight_grad(s, (geo, x, g), gw, scale);
         }
         if conv_winograd_grad::pays_weight_grad(geo) {
             return conv_winograd_grad::weight_grad(s, (geo, x, g), gw, scale);

@@ -52,7 +52,7 @@ use crate::conv_winograd::{Aligned, CB, MAX_TB, fits, grid, kernel_transform};
 use crate::simd::{self, Simd};
 
 /// Tiles of a block: whole samples, at most 64.
-const TB: usize = MAX_TB;
+pub(crate) const TB: usize = MAX_TB;
 /// Tiles of one run of the microkernel (its rows).
 const MR: usize = 4;
 /// Output channels of a block, at most (the microkernel's lanes: 4 vectors of 16).
@@ -128,7 +128,7 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
             for (c0, cb) in blocks(geo.c_in, CB) {
                 weights::<S, NV, FLIPPED>(s, geo, w, (o, ob), (c0, cb), &mut u.0);
                 let xs = &x[n0 * geo.input_len()..][..ns * geo.input_len()];
-                transposed(s, geo, xs, (c0, cb), &mut xt.0);
+                to_lanes(s, xs, (geo.c_in, geo.h * geo.w), (c0, cb), CB, &mut xt.0);
                 inputs(s, geo, &xt.0, (ns, cb), &mut v.0);
                 products::<S, NV>(s, (&u.0, &v.0), (n, cb), c0 == 0, &mut m.0);
             }
@@ -150,36 +150,47 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
 /// The pixels of the input maps of a block of tiles, at most: whole samples of at most 64
 /// tiles, each of at most `(2·rows + 2) × (2·columns + 2)` pixels, which is at most 1024
 /// (four 8×8 maps take 400, sixteen 4×4 maps 576).
-const XT_PIXELS: usize = 1024;
+pub(crate) const XT_PIXELS: usize = 1024;
 
-/// `xt[(j·h·w + p)·CB + c] = x[j][c0 + c][p]` for the samples `j` of `x` and `c < cb`: the
-/// block's input channels along the lanes, one transpose per sample.
+/// `dst[(j·pixels + p)·stride + c] = maps[j][c0 + c][p]` for the samples `j` of `maps`
+/// (each `channels` planes of `pixels`) and `c < cb`: a block of channels along the lanes,
+/// one transpose per sample.
 #[inline(always)]
-fn transposed<S: Simd>(
+pub(crate) fn to_lanes<S: Simd>(
     s: S,
-    geo: &ConvGeometry,
-    x: &[f32],
+    maps: &[f32],
+    (channels, pixels): (usize, usize),
     (c0, cb): (usize, usize),
-    xt: &mut [f32],
+    stride: usize,
+    dst: &mut [f32],
 ) {
-    let p = geo.h * geo.w;
-    for (j, x) in x.chunks_exact(geo.input_len()).enumerate() {
-        let (src, dst) = (&x[c0 * p..][..cb * p], &mut xt[j * p * CB..][..p * CB]);
+    let p = pixels;
+    for (j, x) in maps.chunks_exact(channels * p).enumerate() {
+        let (src, dst) = (
+            &x[c0 * p..][..cb * p],
+            &mut dst[j * p * stride..][..p * stride],
+        );
         if cb >= S::LANES && p >= S::LANES {
-            simd::transpose(s, src, (cb, p, p), dst, CB);
+            simd::transpose(s, src, (cb, p, p), dst, stride);
         } else {
-            simd::transpose(simd::Scalar, src, (cb, p, p), dst, CB);
+            simd::transpose(simd::Scalar, src, (cb, p, p), dst, stride);
         }
     }
 }
 
 /// `v[(ξ·TB + t)·CB + c] = (Bᵀ d B)_ξ` for the 4×4 input patch `d` of tile `t` of the
 /// block's `ns` samples in input channel `c < cb` (zeros off the map), read from `xt`
-/// ([`transposed`]), with `Bᵀ` as in [`crate::conv_winograd`]. The input channels run along
+/// ([`to_lanes`]), with `Bᵀ` as in [`crate::conv_winograd`]. The input channels run along
 /// the lanes (the lanes past `cb` hold whatever the row held).
 #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the values in registers
 #[inline(always)]
-fn inputs<S: Simd>(s: S, geo: &ConvGeometry, xt: &[f32], (ns, cb): (usize, usize), v: &mut [f32]) {
+pub(crate) fn inputs<S: Simd>(
+    s: S,
+    geo: &ConvGeometry,
+    xt: &[f32],
+    (ns, cb): (usize, usize),
+    v: &mut [f32],
+) {
     let (h, w, pad, l) = (geo.h, geo.w, geo.pad, S::LANES);
     let (tw, th) = grid(geo);
     let zero = s.splat(0.0);

@@ -41,7 +41,7 @@ use crate::conv_winograd::{Aligned, CB, ROW, Segment, grid, inputs, pays, segmen
 use crate::simd::{Simd, transpose};
 
 /// Output channels of a block of sums.
-const MB: usize = 64;
+pub(crate) const MB: usize = 64;
 /// Output channels of one run of the microkernel (its rows).
 const MR: usize = 8;
 /// Vectors of input channels of one run of the microkernel (one for blocks of one vector).
@@ -218,7 +218,7 @@ fn products<S: Simd, const NV: usize>(
 /// rounded, as a scalar `+=` would.
 #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the values in registers
 #[inline(always)]
-fn add_kernels<S: Simd>(
+pub(crate) fn add_kernels<S: Simd>(
     s: S,
     geo: &ConvGeometry,
     du: &[f32],

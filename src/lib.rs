@@ -90,6 +90,7 @@ pub mod conv_winograd;
 pub mod conv_winograd4;
 pub mod conv_winograd_channels;
 pub mod conv_winograd_grad;
+pub mod conv_winograd_grad_channels;
 pub mod densenet;
 pub mod dropout;
 pub mod flatten;

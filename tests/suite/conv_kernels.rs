@@ -1303,7 +1303,8 @@ fn big_convolutions_run_on_a_small_stack() {
             run::<Conv2d<f32, 64, 64, 1, 1, 0, 56, 56, 56, 56>>(); // ResNet's 1×1
             run::<Conv2d<f32, 32, 32, 3, 1, 1, 56, 56, 56, 56>>(); // VGG's 3×3
             run::<DepthwiseConv2d<f32, 64, 3, 2, 1, 56, 56, 28, 28>>(); // MobileNet's
-            // F(2×2, 3×3) with the output channels along the lanes (its buffers, ~0.7 MB).
+            // F(2×2, 3×3) with the channels along the lanes (its buffers, ~0.7 MB; on
+            // 14×14, the weight gradient too).
             run::<Conv2d<f32, 64, 64, 3, 1, 1, 8, 8, 8, 8>>();
             run::<Conv2d<f32, 256, 256, 3, 1, 1, 14, 14, 14, 14>>();
         })

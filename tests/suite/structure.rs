@@ -39,6 +39,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "conv_gemm_micro",
             "conv_winograd",
             "conv_winograd_grad",
+            "conv_winograd_grad_channels",
             "conv_winograd4",
             "conv_winograd_channels",
             "conv_fast",

@@ -1,0 +1,181 @@
+//! The weight gradient by F(2×2, 3×3) ([`crate::conv_winograd_grad`]'s algorithm) for the
+//! small maps, at most 64 tiles (16×16 outputs), with the **channels along the vector
+//! lanes**: the backward counterpart of [`crate::conv_winograd_channels`].
+//!
+//! [`crate::conv_winograd_grad`] transforms the inputs and the output gradient with the
+//! tiles along the lanes: on a 7×7 or 8×8 map a row holds 4 tiles, so its transforms fill 4
+//! lanes of 16, and the transformed inputs are transposed again before every product (it
+//! ran ResNet-20's 64 → 64 on 8×8 and ResNet-18's 512 → 512 on 7×7 slower than the direct
+//! product, which they took instead). Here both are transformed along their channels: each
+//! block of 32 input channels of the block's samples is transposed to `[pixel][channel]`
+//! (as [`crate::conv_winograd_channels`] does), each block of up to 64 output channels of
+//! the output gradient likewise, so a tile's 4×4 patch is 16 vector loads and its 2×2 block
+//! of the output gradient 4, whatever the map's width. The products
+//! `∂E/∂U_ξ[o][c] = Σ_t ∂E/∂M_ξ[t][o] · V_ξ[t][c]` then run straight from those layouts
+//! through [`crate::conv_gemm`]'s microkernel (output channels as its rows, read at a stride,
+//! input channels along its lanes), over the tiles of every sample before each kernel's
+//! `Gᵀ (∂E/∂U) G` is scaled and added, once.
+//!
+//! A block of tiles holds whole samples (up to 64 tiles), so a batch's small maps fill the
+//! depth of the products. Every sum runs in an order fixed by the geometry and the number of
+//! samples, so a result is the same, bit for bit, from one call to the next.
+//! [`crate::conv_gemm`] runs it with AVX-512 only (one instantiation, two vectors of 16 input
+//! channels), [`crate::conv_winograd_grad`] or the direct product on the other instruction
+//! sets.
+//!
+//! ```
+//! use constnet::{conv_gemm, conv_winograd_grad_channels};
+//! use constnet::conv_kernel::{self, ConvGeometry};
+//! const GEO: ConvGeometry = ConvGeometry {
+//!     c_in: 32, c_out: 64, groups: 1, k: 3, stride: 1, pad: 1, h: 8, w: 8, oh: 8, ow: 8,
+//! }
+//! .checked();
+//! assert!(conv_winograd_grad_channels::pays_weight_grad_for(&GEO, 2));
+//! let x: Vec<f32> = (0..2 * GEO.input_len()).map(|i| (i % 5) as f32).collect();
+//! let g: Vec<f32> = (0..2 * GEO.output_len()).map(|i| (i % 3) as f32 - 1.0).collect();
+//! let (mut gw, mut gb) = (vec![0.0; GEO.weight_len()], vec![0.0; 64]);
+//! conv_gemm::weight_grad(&GEO, &x, &g, &mut gw, &mut gb, 1.0); // two samples, by this module
+//! let (mut direct, mut db) = (vec![0.0; GEO.weight_len()], vec![0.0; 64]);
+//! conv_kernel::weight_grad(&GEO, &x, &g, &mut direct, &mut db, 1.0);
+//! assert_eq!(gw, direct); // small integers (and halves): every sum is exact in any order
+//! ```
+
+use crate::conv_gemm_micro::{Strided, blocks, micro};
+use crate::conv_kernel::ConvGeometry;
+use crate::conv_winograd::{Aligned, CB, grid};
+use crate::conv_winograd_channels::{TB, XT_PIXELS, inputs, takes, to_lanes};
+use crate::conv_winograd_grad::{MB, add_kernels};
+use crate::simd::Simd;
+
+/// Output channels of one run of the microkernel (its rows).
+const MR: usize = 8;
+/// Vectors of input channels of one run of the microkernel (its lanes: a block of 32).
+const NV: usize = 2;
+/// The output gradient's pixels of a block of tiles, at most: 4 per tile.
+const GT_PIXELS: usize = 4 * TB;
+
+/// Whether [`crate::conv_gemm::weight_grad`] runs this module's kernel for `samples` samples
+/// of `geo` in one call (with AVX-512): a map [`crate::conv_winograd_channels`]
+/// [`takes`], with at least 32 tiles in all (the depth of the products: one 7×7 sample's
+/// 16 ran ResNet-18's 512 → 512 at 45 GFLOP/s against 58 by the direct product). Measured
+/// (`cargo bench --bench conv_gemm`, `weight_grad/gemm_batch`, 8 samples, GFLOP/s as
+/// direct products, against the path each took before): ResNet-20's 64 → 64 on 8×8 60 →
+/// 136 and 32 → 32 on 16×16 77 → 135 ([`crate::conv_winograd_grad`]), ResNet-18's
+/// 256 → 256 on 14×14 93 → 141 and 512 → 512 on 7×7 90 → 99, DenseNet-121's 128 → 32 on
+/// 14×14 47 → 100 and on 7×7 36 → 84.
+pub const fn pays_weight_grad_for(geo: &ConvGeometry, samples: usize) -> bool {
+    takes(geo) && crate::conv_winograd::tiles(geo) * samples >= 32
+}
+
+/// `gw += scale · ∂E/∂w` of `geo` (a layer [`takes`]) for the inputs `x` and the output
+/// gradients `g` of one sample or several one after the other, the sums over all of them
+/// complete before they are scaled and added; the biases' gradient is not this function's.
+#[inline(always)]
+pub(crate) fn weight_grad<S: Simd>(
+    s: S,
+    (geo, x, g): (&ConvGeometry, &[f32], &[f32]),
+    gw: &mut [f32],
+    scale: f32,
+) {
+    debug_assert!(takes(geo) && S::LANES * NV == CB);
+    let samples = geo.samples_of_inputs(x.len());
+    let per = crate::conv_winograd::tiles(geo);
+    // Whole samples per block of tiles.
+    let group = TB / per;
+    // The sums `[ξ][o][c]`, the transformed inputs `[ξ][t][c]`, the transformed output
+    // gradient `[ξ][t][o]`, and the block's channels along the lanes, `[pixel][channel]`.
+    let mut du = Aligned([0.0f32; 16 * MB * CB]);
+    let mut v = Aligned([0.0f32; 16 * TB * CB]);
+    let mut dm = Aligned([0.0f32; 16 * TB * MB]);
+    let mut xt = Aligned([0.0f32; XT_PIXELS * CB]);
+    let mut gt = Aligned([0.0f32; GT_PIXELS * MB]);
+    for (o0, ob) in blocks(geo.c_out, MB) {
+        for (c0, cb) in blocks(geo.c_in, CB) {
+            du.0.fill(0.0);
+            for n0 in (0..samples).step_by(group) {
+                let ns = group.min(samples - n0);
+                let xs = &x[n0 * geo.input_len()..][..ns * geo.input_len()];
+                let planes = (geo.c_in, geo.h * geo.w);
+                to_lanes(s, xs, planes, (c0, cb), CB, &mut xt.0);
+                inputs(s, geo, &xt.0, (ns, cb), &mut v.0);
+                let gs = &g[n0 * geo.output_len()..][..ns * geo.output_len()];
+                let planes = (geo.c_out, geo.oh * geo.ow);
+                to_lanes(s, gs, planes, (o0, ob), MB, &mut gt.0);
+                output_grads(s, geo, &gt.0, (ns, ob), &mut dm.0);
+                products(s, (&dm.0, &v.0), (ob, ns * per), &mut du.0);
+            }
+            add_kernels(s, geo, &du.0, (o0, ob), (c0, cb), scale, gw);
+        }
+    }
+}
+
+/// `dm[(ξ·TB + t)·MB + o] = (A γ Aᵀ)_ξ` for the 2×2 block `γ` of the output gradient of tile
+/// `t` of the block's `ns` samples in output channel `o < ob` (zeros past the map), read
+/// from `gt` (`[pixel][channel]`, `MB` apart), with `A = [[1, 0], [1, 1], [1, −1], [0, −1]]`.
+/// The output channels run along the lanes (the lanes past `ob` hold whatever `gt` held).
+#[inline(always)]
+fn output_grads<S: Simd>(
+    s: S,
+    geo: &ConvGeometry,
+    gt: &[f32],
+    (ns, ob): (usize, usize),
+    dm: &mut [f32],
+) {
+    let (oh, ow, l) = (geo.oh, geo.ow, S::LANES);
+    let (tw, th) = grid(geo);
+    let zero = s.splat(0.0);
+    for j in 0..ns {
+        for ty in 0..th {
+            for tx in 0..tw {
+                let t = (j * th + ty) * tw + tx;
+                for o in (0..ob).step_by(l) {
+                    // γ = [[a, b], [c, d]], zeros past the map's last row or column.
+                    let mut gamma = [zero; 4];
+                    for (i, value) in gamma.iter_mut().enumerate() {
+                        let (oy, ox) = (2 * ty + i / 2, 2 * tx + i % 2);
+                        if oy < oh && ox < ow {
+                            *value = s.load(gt, ((j * oh + oy) * ow + ox) * MB + o);
+                        }
+                    }
+                    let [a, b, c, d] = gamma;
+                    // A γ: rows of two; then (A γ) Aᵀ.
+                    let rows = [
+                        (a, b),
+                        (s.add(a, c), s.add(b, d)),
+                        (s.sub(a, c), s.sub(b, d)),
+                        (s.sub(zero, c), s.sub(zero, d)),
+                    ];
+                    for (i, (p, q)) in rows.into_iter().enumerate() {
+                        let row = [p, s.add(p, q), s.sub(p, q), s.sub(zero, q)];
+                        for (jj, value) in row.into_iter().enumerate() {
+                            s.store(dm, ((4 * i + jj) * TB + t) * MB + o, value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `du[(ξ·MB + o)·CB + c] += Σ_t dm[ξ][t][o] · v[ξ][t][c]` over the block's `n` tiles, for
+/// its `ob` output channels (rows, a run of [`MR`] at a time, read `MB` apart) and the
+/// [`CB`] lanes of its input channels.
+#[inline(always)]
+fn products<S: Simd>(s: S, (dm, v): (&[f32], &[f32]), (ob, n): (usize, usize), du: &mut [f32]) {
+    for xi in 0..16 {
+        let (dm, v) = (&dm[xi * TB * MB..], &v[xi * TB * CB..]);
+        let du = &mut du[xi * MB * CB..][..MB * CB];
+        for r0 in (0..ob).step_by(MR) {
+            let mut c = [[s.splat(0.0); NV]; MR];
+            for (r, c) in c.iter_mut().enumerate() {
+                *c = crate::simd::load_vectors(s, du, (r0 + r) * CB, S::LANES);
+            }
+            micro(s, Strided(&dm[r0..], MB), (v, CB), n, &mut c);
+            for (r, c) in c.into_iter().enumerate() {
+                for (k, c) in c.into_iter().enumerate() {
+                    s.store(du, (r0 + r) * CB + k * S::LANES, c);
+                }
+            }
+        }
+    }
+}
