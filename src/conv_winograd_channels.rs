@@ -66,8 +66,80 @@ pub const fn takes(geo: &ConvGeometry) -> bool {
     fits(geo) && tiles <= TB && geo.oh * geo.ow >= 16 && TB / tiles * geo.h * geo.w <= XT_PIXELS
 }
 
+/// The distance between two positions `ξ` of the transformed inputs `v`: a block's `TB × CB`
+/// values and a cache line more. Whole blocks apart (8 KB), the 16 values a tile's
+/// transform stores would fall in one set of the 8-way L1 cache.
+pub(crate) const V_XI: usize = TB * CB + 16;
+
 /// Rows of the transformed inputs past the block's tiles: zeros, a depth long.
 static ZEROS: [f32; CB] = [0.0; CB];
+
+/// A block of at most [`TB`] tiles: the tile rows `ty0..ty0 + rows` of `samples` samples
+/// one after the other (every row of several whole samples, or a band of one sample's
+/// rows), numbered `(j·rows + ty − ty0)·tiles_per_row + tx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Band {
+    pub(crate) samples: usize,
+    pub(crate) ty0: usize,
+    pub(crate) rows: usize,
+}
+
+impl Band {
+    /// The block's tiles.
+    pub(crate) const fn tiles(&self, geo: &ConvGeometry) -> usize {
+        self.samples * self.rows * grid(geo).0
+    }
+
+    /// The input rows its tiles read, `(first, count)` (those on the map).
+    pub(crate) const fn input_rows(&self, geo: &ConvGeometry) -> (usize, usize) {
+        let first = (2 * self.ty0).saturating_sub(geo.pad);
+        let end = 2 * (self.ty0 + self.rows) + 2 - geo.pad;
+        let end = if end < geo.h { end } else { geo.h };
+        (first, end - first)
+    }
+
+    /// The output rows of its tiles, `(first, count)` (those on the map).
+    pub(crate) const fn output_rows(&self, geo: &ConvGeometry) -> (usize, usize) {
+        let (first, end) = (2 * self.ty0, 2 * (self.ty0 + self.rows));
+        (first, if end < geo.oh { end } else { geo.oh } - first)
+    }
+}
+
+/// The blocks of tiles of `samples` samples of `geo`, with the first sample of each:
+/// groups of whole samples where one has at most [`TB`] tiles, else bands of whole tile
+/// rows of one sample (`geo` at most [`TB`] tiles wide).
+pub(crate) fn bands(geo: &ConvGeometry, samples: usize) -> impl Iterator<Item = (usize, Band)> {
+    let (tw, th) = grid(geo);
+    let per = tw * th;
+    let (group, rows) = if per <= TB {
+        (TB / per, th)
+    } else {
+        (1, TB / tw)
+    };
+    (0..samples).step_by(group).flat_map(move |n0| {
+        let ns = group.min(samples - n0);
+        (0..th).step_by(rows).map(move |ty0| {
+            let band = Band {
+                samples: ns,
+                ty0,
+                rows: rows.min(th - ty0),
+            };
+            (n0, band)
+        })
+    })
+}
+
+/// Whether [`Band`]s of `geo`'s tiles fit the buffers: at most [`TB`] tiles to a row and
+/// [`XT_PIXELS`] input pixels to a block.
+pub(crate) const fn bands_fit(geo: &ConvGeometry) -> bool {
+    let (tw, th) = grid(geo);
+    let per = tw * th;
+    if per <= TB {
+        TB / per * geo.h * geo.w <= XT_PIXELS
+    } else {
+        tw <= TB && (2 * (TB / tw) + 2) * geo.w <= XT_PIXELS
+    }
+}
 
 /// Whether [`crate::conv_gemm::forward`] runs this module's kernel for `samples` samples of
 /// `geo` in one call (with AVX-512; [`crate::conv_winograd`]'s on the other instruction
@@ -111,10 +183,8 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     debug_assert!(samples == 1 || chans == (0..geo.c_out));
     // `y`'s rows of one sample.
     let rows_per = chans.len();
-    // Whole samples per block of tiles.
-    let group = TB / per;
     let mut u = Aligned([0.0f32; 16 * CB * MAX_OB]);
-    let mut v = Aligned([0.0f32; 16 * TB * CB]);
+    let mut v = Aligned([0.0f32; 16 * V_XI]);
     let mut m = Aligned([0.0f32; 16 * TB * MAX_OB]);
     // One sample's outputs `[pixel][channel]` (at most 4 per tile).
     let mut out = Aligned([0.0f32; 4 * TB * MAX_OB]);
@@ -122,14 +192,15 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     let mut xt = Aligned([0.0f32; XT_PIXELS * CB]);
     for (o0, ob) in blocks(rows_per, nr) {
         let o = chans.start + o0;
-        for n0 in (0..samples).step_by(group) {
-            let ns = group.min(samples - n0);
-            let n = ns * per;
+        for (n0, band) in bands(geo, samples) {
+            let (ns, n) = (band.samples, band.tiles(geo));
+            debug_assert!(n == ns * per);
             for (c0, cb) in blocks(geo.c_in, CB) {
                 weights::<S, NV, FLIPPED>(s, geo, w, (o, ob), (c0, cb), &mut u.0);
                 let xs = &x[n0 * geo.input_len()..][..ns * geo.input_len()];
-                to_lanes(s, xs, (geo.c_in, geo.h * geo.w), (c0, cb), CB, &mut xt.0);
-                inputs(s, geo, &xt.0, (ns, cb), &mut v.0);
+                let rows = (geo.c_in, geo.h, geo.w, band.input_rows(geo));
+                to_lanes(s, xs, rows, (c0, cb), CB, &mut xt.0);
+                inputs(s, geo, &xt.0, (band, cb), &mut v.0);
                 products::<S, NV>(s, (&u.0, &v.0), (n, cb), c0 == 0, &mut m.0);
             }
             for j in 0..ns {
@@ -152,34 +223,32 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
 /// (four 8×8 maps take 400, sixteen 4×4 maps 576).
 pub(crate) const XT_PIXELS: usize = 1024;
 
-/// `dst[(j·pixels + p)·stride + c] = maps[j][c0 + c][p]` for the samples `j` of `maps`
-/// (each `channels` planes of `pixels`) and `c < cb`: a block of channels along the lanes,
-/// one transpose per sample.
+/// `dst[((j·count + r)·w + x)·stride + c] = maps[j][c0 + c][first + r][x]` for the samples
+/// `j` of `maps` (each `channels` maps of `h × w`), its rows `first..first + count` and
+/// `c < cb`: a block of channels along the lanes, one transpose per sample.
 #[inline(always)]
 pub(crate) fn to_lanes<S: Simd>(
     s: S,
     maps: &[f32],
-    (channels, pixels): (usize, usize),
+    (channels, h, w, (first, count)): (usize, usize, usize, (usize, usize)),
     (c0, cb): (usize, usize),
     stride: usize,
     dst: &mut [f32],
 ) {
-    let p = pixels;
+    let (p, len) = (h * w, count * w);
     for (j, x) in maps.chunks_exact(channels * p).enumerate() {
-        let (src, dst) = (
-            &x[c0 * p..][..cb * p],
-            &mut dst[j * p * stride..][..p * stride],
-        );
-        if cb >= S::LANES && p >= S::LANES {
-            simd::transpose(s, src, (cb, p, p), dst, stride);
+        let src = &x[c0 * p + first * w..][..(cb - 1) * p + len];
+        let dst = &mut dst[j * len * stride..][..len * stride];
+        if cb >= S::LANES && len >= S::LANES {
+            simd::transpose(s, src, (cb, len, p), dst, stride);
         } else {
-            simd::transpose(simd::Scalar, src, (cb, p, p), dst, stride);
+            simd::transpose(simd::Scalar, src, (cb, len, p), dst, stride);
         }
     }
 }
 
-/// `v[(ξ·TB + t)·CB + c] = (Bᵀ d B)_ξ` for the 4×4 input patch `d` of tile `t` of the
-/// block's `ns` samples in input channel `c < cb` (zeros off the map), read from `xt`
+/// `v[ξ·V_XI + t·CB + c] = (Bᵀ d B)_ξ` for the 4×4 input patch `d` of tile `t` of the
+/// block `band` in input channel `c < cb` (zeros off the map), read from `xt` (its input rows)
 /// ([`to_lanes`]), with `Bᵀ` as in [`crate::conv_winograd`]. The input channels run along
 /// the lanes (the lanes past `cb` hold whatever the row held).
 #[allow(clippy::needless_range_loop)] // constant-trip index loops keep the values in registers
@@ -188,16 +257,17 @@ pub(crate) fn inputs<S: Simd>(
     s: S,
     geo: &ConvGeometry,
     xt: &[f32],
-    (ns, cb): (usize, usize),
+    (band, cb): (Band, usize),
     v: &mut [f32],
 ) {
     let (h, w, pad, l) = (geo.h, geo.w, geo.pad, S::LANES);
-    let (tw, th) = grid(geo);
+    let tw = grid(geo).0;
+    let (first, count) = band.input_rows(geo);
     let zero = s.splat(0.0);
-    for j in 0..ns {
-        for ty in 0..th {
+    for j in 0..band.samples {
+        for ty in band.ty0..band.ty0 + band.rows {
             for tx in 0..tw {
-                let t = (j * th + ty) * tw + tx;
+                let t = (j * band.rows + ty - band.ty0) * tw + tx;
                 for c in (0..cb).step_by(l) {
                     // The patch, rows then Bᵀ along each row.
                     let mut r = [[zero; 4]; 4];
@@ -208,7 +278,8 @@ pub(crate) fn inputs<S: Simd>(
                             for jj in 0..4 {
                                 let ix = (2 * tx + jj).wrapping_sub(pad);
                                 if ix < w {
-                                    d[jj] = s.load(xt, ((j * h + iy) * w + ix) * CB + c);
+                                    let row = j * count + iy - first;
+                                    d[jj] = s.load(xt, (row * w + ix) * CB + c);
                                 }
                             }
                         }
@@ -228,7 +299,7 @@ pub(crate) fn inputs<S: Simd>(
                             s.sub(r[1][bb], r[3][bb]),
                         ];
                         for (a, value) in col.into_iter().enumerate() {
-                            s.store(v, ((4 * a + bb) * TB + t) * CB + c, value);
+                            s.store(v, (4 * a + bb) * V_XI + t * CB + c, value);
                         }
                     }
                 }
@@ -346,7 +417,7 @@ fn products<S: Simd, const NV: usize>(
                     *c = simd::load_vectors(s, m, (xi * TB + t0 + r) * nr, S::LANES);
                 }
             }
-            let a = Rows::new(&v[xi * TB * CB..], (t0, CB), ((n - t0).min(MR), cb), &ZEROS);
+            let a = Rows::new(&v[xi * V_XI..], (t0, CB), ((n - t0).min(MR), cb), &ZEROS);
             micro(s, a, (b, nr), cb, &mut c);
             for (r, c) in c.into_iter().enumerate() {
                 for (k, c) in c.into_iter().enumerate() {

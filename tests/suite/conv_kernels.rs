@@ -392,7 +392,9 @@ fn kernels_equal_the_reference_on_resnet20_layers() {
 /// geometries take each path: taps along the lanes (more than 64 output channels, with
 /// AVX-512) with a last block of 5 taps and of 5 pixels (fewer than a vector), and with 522
 /// output channels (two blocks of sums, a last run of 2 rows); output channels along the
-/// lanes on a map of one panel and of several; F(2×2, 3×3) on 64 tiles.
+/// lanes on a map of one panel and of several; F(2×2, 3×3) on 64 tiles (with AVX-512, the
+/// channels along the lanes: one vector of them; several samples' 7×7 maps in one block
+/// with partial blocks of channels; bands of tile rows with a shorter last one).
 #[test]
 fn a_batch_of_weight_gradients_is_the_sum_of_its_samples() {
     const SAMPLES: usize = 3;
@@ -403,7 +405,9 @@ fn a_batch_of_weight_gradients_is_the_sum_of_its_samples() {
         geo((24, 70, 1), (3, 2, 1), (23, 21)), // taps: several panels of pixels
         geo((12, 40, 1), (3, 1, 1), (7, 7)),  // channels along the lanes, one panel
         geo((10, 24, 1), (3, 2, 1), (21, 19)), // and several
-        geo((16, 16, 1), (3, 1, 1), (16, 16)), // F(2×2, 3×3)
+        geo((16, 16, 1), (3, 1, 1), (16, 16)), // F(2×2, 3×3), one vector of channels
+        geo((40, 72, 1), (3, 1, 1), (7, 7)),  // samples in one block, partial channel blocks
+        geo((20, 24, 1), (3, 1, 1), (17, 23)), // bands of 5 tile rows, the last of 4
         geo((96, 256, 2), (5, 1, 2), (9, 9)), // two groups
     ] {
         let draw = |len, from| cycle(&values, len, from);
