@@ -194,7 +194,7 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
         _ => 0..samples * tiles(geo),
     };
     let mut u = Aligned([0.0f32; 16 * MB * CB]);
-    let mut v = Aligned([0.0f32; 16 * CB * MAX_TB]);
+    let mut v = Aligned([0.0f32; 16 * v_xi(MAX_TB)]);
     // One vector more: the last row's last tiles are read as a whole vector.
     let mut m = Aligned([0.0f32; 16 * MR * MAX_TB + 16]);
     // Padded input rows: zeros left of the map and right of it, written once.
@@ -489,7 +489,15 @@ pub(crate) fn kernel_transform<S: Simd>(s: S, g: [S::F; 9]) -> [S::F; 16] {
     u
 }
 
-/// `v[(ξ·CB + c)·tb + t] = (Bᵀ d B)_ξ` for the 4×4 input patch `d` of tile `t0 + t` in input
+/// The distance between two positions `ξ` of the transformed inputs of a block of `tb`
+/// tiles: the block's `CB × tb` values and a cache line more. Whole blocks apart (8 KB for
+/// 64 tiles), the 16 stores of a vector of tiles' transform would fall in one set of the
+/// 8-way L1 cache.
+pub(crate) const fn v_xi(tb: usize) -> usize {
+    CB * tb + 16
+}
+
+/// `v[ξ·v_xi(tb) + c·tb + t] = (Bᵀ d B)_ξ` for the 4×4 input patch `d` of tile `t0 + t` in input
 /// channel `c0 + c` (`t < n`, `c < cb`), with
 /// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`. The tiles run along
 /// the lanes: a tile row's even and odd input columns are two vectors.
@@ -543,7 +551,7 @@ pub(crate) fn inputs<S: Simd>(
                         s.sub(r[1][bb], r[3][bb]),
                     ];
                     for (a, value) in col.into_iter().enumerate() {
-                        let at = ((4 * a + bb) * CB + c) * tb + at + k;
+                        let at = (4 * a + bb) * v_xi(tb) + c * tb + at + k;
                         s.store_partial(v, at, count - k, value);
                     }
                 }
@@ -567,7 +575,7 @@ pub(crate) fn products<S: Simd, const NV: usize, const XI: usize>(
     for xi in 0..XI {
         let a = u.rows(xi, (r0, mr), cb);
         let mut c = [[s.splat(0.0); NV]; MR];
-        micro(s, a, (&v[xi * CB * tb..][..cb * tb], tb), cb, &mut c);
+        micro(s, a, (&v[xi * v_xi(tb)..][..cb * tb], tb), cb, &mut c);
         for (r, c) in c.into_iter().enumerate() {
             for (k, c) in c.into_iter().enumerate() {
                 s.store(m, (xi * MR + r) * tb + k * S::LANES, c);

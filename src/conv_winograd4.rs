@@ -47,7 +47,7 @@ use crate::conv_gemm_micro::{After, blocks};
 use crate::conv_kernel::ConvGeometry;
 use crate::conv_winograd::{
     Aligned, Block, CB, MAX_TB, MB, MR, Segment, Sum, Weights, add_to, kernels, padded_rows,
-    products, segments,
+    products, segments, v_xi,
 };
 use crate::simd::Simd;
 
@@ -118,7 +118,7 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     );
     let tiles = cols.start / tile_row * tw..cols.end.div_ceil(tile_row) * tw;
     let mut u = Aligned([0.0f32; XI * MB * CB]);
-    let mut v = Aligned([0.0f32; XI * CB * MAX_TB]);
+    let mut v = Aligned([0.0f32; XI * v_xi(MAX_TB)]);
     // One vector more: the last row's last tiles are read as a whole vector.
     let mut m = Aligned([0.0f32; XI * MR * MAX_TB + 16]);
     // Padded input rows: zeros left of the map and right of it, written once.
@@ -267,7 +267,7 @@ fn interleave4<S: Simd>(s: S, c: [S::F; 4]) -> [S::F; 4] {
     [o0, o1, o2, o3]
 }
 
-/// `v[(ξ·CB + c)·tb + t] = (Bᵀ d B)_ξ` for the 6×6 input patch `d` of tile `t0 + t` in input
+/// `v[ξ·v_xi(tb) + c·tb + t] = (Bᵀ d B)_ξ` for the 6×6 input patch `d` of tile `t0 + t` in input
 /// channel `c0 + c` (`t < n`, `c < cb`). The tiles run along the lanes: a tile row's input
 /// columns, 4 apart, are six vectors, split from eight loads of each padded input row.
 /// (Splitting each row into its four phases once, then loading the six columns from them,
@@ -314,7 +314,7 @@ fn inputs<S: Simd>(
                         [r[0][bb], r[1][bb], r[2][bb], r[3][bb], r[4][bb], r[5][bb]],
                     );
                     for (a, value) in col.into_iter().enumerate() {
-                        let at = ((6 * a + bb) * CB + c) * tb + at + k;
+                        let at = (6 * a + bb) * v_xi(tb) + c * tb + at + k;
                         s.store_partial(v, at, count - k, value);
                     }
                 }

@@ -71,6 +71,11 @@ pub const fn takes(geo: &ConvGeometry) -> bool {
 /// transform stores would fall in one set of the 8-way L1 cache.
 pub(crate) const V_XI: usize = TB * CB + 16;
 
+/// The distance between two positions `ξ` of the transformed kernels `u` and of the sums
+/// `m`: a block's values and a cache line more (see [`V_XI`]).
+const U_XI: usize = CB * MAX_OB + 16;
+const M_XI: usize = TB * MAX_OB + 16;
+
 /// Rows of the transformed inputs past the block's tiles: zeros, a depth long.
 static ZEROS: [f32; CB] = [0.0; CB];
 
@@ -183,9 +188,9 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     debug_assert!(samples == 1 || chans == (0..geo.c_out));
     // `y`'s rows of one sample.
     let rows_per = chans.len();
-    let mut u = Aligned([0.0f32; 16 * CB * MAX_OB]);
+    let mut u = Aligned([0.0f32; 16 * U_XI]);
     let mut v = Aligned([0.0f32; 16 * V_XI]);
-    let mut m = Aligned([0.0f32; 16 * TB * MAX_OB]);
+    let mut m = Aligned([0.0f32; 16 * M_XI]);
     // One sample's outputs `[pixel][channel]` (at most 4 per tile).
     let mut out = Aligned([0.0f32; 4 * TB * MAX_OB]);
     // A block of input channels of the block's samples, `[sample][pixel][channel]`.
@@ -308,7 +313,7 @@ pub(crate) fn inputs<S: Simd>(
     }
 }
 
-/// `u[(ξ·CB + c)·nr + r] = (G g Gᵀ)_ξ` for the kernel `g` of output channel `o0 + r` and
+/// `u[ξ·U_XI + c·nr + r] = (G g Gᵀ)_ξ` for the kernel `g` of output channel `o0 + r` and
 /// input channel `c0 + c` (`r < ob`, `c < cb`; zeros for `r` from `ob` to `nr`), with `G`
 /// as in [`crate::conv_winograd`]. The output channels run along the lanes: a whole
 /// vector's kernels (each 9 values long) are gathered by a transpose (for all `cb` input
@@ -381,7 +386,7 @@ fn weights<S: Simd, const NV: usize, const FLIPPED: bool>(
     }
 }
 
-/// `u[(ξ·CB + c)·nr + first ..] = (G g Gᵀ)_ξ` for a vector of kernels `g` (tap by tap).
+/// `u[ξ·U_XI + c·nr + first ..] = (G g Gᵀ)_ξ` for a vector of kernels `g` (tap by tap).
 #[inline(always)]
 fn transform<S: Simd, const NV: usize>(
     s: S,
@@ -391,11 +396,11 @@ fn transform<S: Simd, const NV: usize>(
 ) {
     let nr = NV * S::LANES;
     for (xi, value) in kernel_transform(s, g).into_iter().enumerate() {
-        s.store(u, (xi * CB + c) * nr + first, value);
+        s.store(u, xi * U_XI + c * nr + first, value);
     }
 }
 
-/// `m[(ξ·TB + t)·nr ..] (+)= Σ_c v[ξ][c][t] · u[ξ][c][..]` for the block's `n` tiles (rows, a
+/// `m[ξ·M_XI + t·nr ..] (+)= Σ_c v[ξ][c][t] · u[ξ][c][..]` for the block's `n` tiles (rows, a
 /// run of [`MR`] at a time) and `NV` vectors of output channels, over its `cb` input
 /// channels: from zero for the first block of input channels, onto the sums so far for
 /// the others.
@@ -409,19 +414,19 @@ fn products<S: Simd, const NV: usize>(
 ) {
     let nr = NV * S::LANES;
     for xi in 0..16 {
-        let b = &u[xi * CB * nr..][..cb * nr];
+        let b = &u[xi * U_XI..][..cb * nr];
         for t0 in (0..n).step_by(MR) {
             let mut c = [[s.splat(0.0); NV]; MR];
             if !first {
                 for (r, c) in c.iter_mut().enumerate() {
-                    *c = simd::load_vectors(s, m, (xi * TB + t0 + r) * nr, S::LANES);
+                    *c = simd::load_vectors(s, m, xi * M_XI + (t0 + r) * nr, S::LANES);
                 }
             }
             let a = Rows::new(&v[xi * V_XI..], (t0, CB), ((n - t0).min(MR), cb), &ZEROS);
             micro(s, a, (b, nr), cb, &mut c);
             for (r, c) in c.into_iter().enumerate() {
                 for (k, c) in c.into_iter().enumerate() {
-                    s.store(m, (xi * TB + t0 + r) * nr + k * S::LANES, c);
+                    s.store(m, xi * M_XI + (t0 + r) * nr + k * S::LANES, c);
                 }
             }
         }
@@ -452,7 +457,7 @@ fn outputs<S: Simd, const NV: usize>(
         for ty in 0..th {
             for tx in 0..tw {
                 let t = t0 + ty * tw + tx;
-                let at = |xi: usize| (xi * TB + t) * nr + first;
+                let at = |xi: usize| xi * M_XI + t * nr + first;
                 // Aᵀ down the columns, then along the rows.
                 let mut sums = [[s.splat(0.0); 4]; 2];
                 for bb in 0..4 {

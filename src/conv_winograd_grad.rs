@@ -37,7 +37,7 @@
 
 use crate::conv_gemm_micro::{Rows, blocks, micro};
 use crate::conv_kernel::ConvGeometry;
-use crate::conv_winograd::{Aligned, CB, ROW, Segment, grid, inputs, pays, segments, tiles};
+use crate::conv_winograd::{Aligned, CB, ROW, Segment, grid, inputs, pays, segments, tiles, v_xi};
 use crate::simd::{Simd, transpose};
 
 /// Output channels of a block of sums.
@@ -85,7 +85,7 @@ pub(crate) fn weight_grad<S: Simd>(
     // (a row more: a run of the microkernel from a later vector reads whole rows), the
     // transformed output gradient `[ξ][o][t]`.
     let mut du = Aligned([0.0f32; 16 * MB * CB]);
-    let mut v = Aligned([0.0f32; 16 * CB * TB]);
+    let mut v = Aligned([0.0f32; 16 * v_xi(TB)]);
     let mut vt = Aligned([0.0f32; 16 * TB * CB + CB]);
     let mut dm = Aligned([0.0f32; 16 * MB * TB]);
     let mut rows = Aligned([[[0.0f32; ROW]; 4]; 2]);
@@ -100,8 +100,8 @@ pub(crate) fn weight_grad<S: Simd>(
                 let l = S::LANES;
                 let (cr, tr) = (cb.max(l), n.max(l));
                 for xi in 0..16 {
-                    let at = xi * CB * TB;
-                    transpose(s, &v.0[at..], (cr, tr, TB), &mut vt.0[at..], CB);
+                    let (v, vt) = (&v.0[xi * v_xi(TB)..], &mut vt.0[xi * TB * CB..]);
+                    transpose(s, v, (cr, tr, TB), vt, CB);
                 }
                 output_grads(s, geo, g, (o0, ob), (t0, n), &mut dm.0);
                 if cb <= l {
