@@ -313,6 +313,31 @@ fn every_other<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// `dst[2·u] += src[u]`, the values between left as they are: two vectors of `dst`
+/// deinterleaved, the even one added to, interleaved back (see [`every_other`]).
+#[inline(always)]
+fn add_every_other<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
+    let (l, n) = (S::LANES, src.len());
+    for u in (0..n).step_by(l) {
+        let m = (n - u).min(l);
+        // Values `2u ..= 2(u + m − 1)` of `dst`, and no more: the odd ones go back unchanged.
+        let (at, len) = (2 * u, 2 * m - 1);
+        let (first, second) = (len.min(l), len.saturating_sub(l));
+        let a = s.load_partial(dst, at, first);
+        let b = if second > 0 {
+            s.load_partial(dst, at + l, second)
+        } else {
+            s.splat(0.0)
+        };
+        let (even, odd) = s.deinterleave(a, b);
+        let (a, b) = s.interleave(s.add(even, s.load_partial(src, u, m)), odd);
+        s.store_partial(dst, at, first, a);
+        if second > 0 {
+            s.store_partial(dst, at + l, second, b);
+        }
+    }
+}
+
 /// The reverse of [`im2col`]: adds each value of `buf` (laid out as `im2col` packs) to the
 /// input pixel it stands for, where on the map.
 #[inline(always)]
@@ -345,6 +370,8 @@ pub(crate) fn col2im<S: Simd>(
                     );
                     s.store_partial(gi_row, from + u, m, sum);
                 }
+            } else if st == 2 {
+                add_every_other(s, src, &mut gi_row[from..]);
             } else {
                 for (g, &v) in gi_row[from..].iter_mut().step_by(st).zip(src) {
                     *g += v;
