@@ -158,24 +158,34 @@ fn output_grads<S: Simd>(
                     }
                 }
                 let [(a, b), (c, d)] = pair;
-                // A γ: rows of two.
-                let t = [
-                    (a, b),
-                    (s.add(a, c), s.add(b, d)),
-                    (s.sub(a, c), s.sub(b, d)),
-                    (s.sub(zero, c), s.sub(zero, d)),
-                ];
-                // (A γ) Aᵀ.
-                for (i, (p, q)) in t.into_iter().enumerate() {
-                    let row = [p, s.add(p, q), s.sub(p, q), s.sub(zero, q)];
-                    for (j, value) in row.into_iter().enumerate() {
-                        let to = ((4 * i + j) * MB + r) * TB + at + k;
-                        s.store_partial(dm, to, tn, value);
-                    }
+                for (xi, value) in output_grad_transform(s, [a, b, c, d])
+                    .into_iter()
+                    .enumerate()
+                {
+                    s.store_partial(dm, (xi * MB + r) * TB + at + k, tn, value);
                 }
             }
         }
     }
+}
+
+/// `(A γ Aᵀ)_ξ` for `ξ = 4i + j` of the 2×2 block `γ = [[a, b], [c, d]]` of an output
+/// gradient, with `A = [[1, 0], [1, 1], [1, −1], [0, −1]]`.
+#[inline(always)]
+pub(crate) fn output_grad_transform<S: Simd>(s: S, [a, b, c, d]: [S::F; 4]) -> [S::F; 16] {
+    let zero = s.splat(0.0);
+    // A γ: rows of two; then (A γ) Aᵀ.
+    let rows = [
+        (a, b),
+        (s.add(a, c), s.add(b, d)),
+        (s.sub(a, c), s.sub(b, d)),
+        (s.sub(zero, c), s.sub(zero, d)),
+    ];
+    let mut out = [zero; 16];
+    for (i, (p, q)) in rows.into_iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&[p, s.add(p, q), s.sub(p, q), s.sub(zero, q)]);
+    }
+    out
 }
 
 /// `du[(ξ·MB + r)·CB + c] += Σ_t dm[ξ][r][t] · vt[ξ][t][c]` over the block's `n` tiles, for

@@ -49,7 +49,7 @@ use crate::conv_winograd::{Aligned, CB, fits, grid};
 use crate::conv_winograd_channels::{
     Band, TB, V_XI, XT_PIXELS, bands, bands_fit, inputs, to_lanes,
 };
-use crate::conv_winograd_grad::{MB, add_kernels};
+use crate::conv_winograd_grad::{MB, add_kernels, output_grad_transform};
 use crate::simd::Simd;
 
 /// Output channels of one run of the microkernel (its rows).
@@ -157,19 +157,8 @@ fn output_grads<S: Simd>(
                             *value = s.load(gt, (row * ow + ox) * MB + o);
                         }
                     }
-                    let [a, b, c, d] = gamma;
-                    // A γ: rows of two; then (A γ) Aᵀ.
-                    let rows = [
-                        (a, b),
-                        (s.add(a, c), s.add(b, d)),
-                        (s.sub(a, c), s.sub(b, d)),
-                        (s.sub(zero, c), s.sub(zero, d)),
-                    ];
-                    for (i, (p, q)) in rows.into_iter().enumerate() {
-                        let row = [p, s.add(p, q), s.sub(p, q), s.sub(zero, q)];
-                        for (jj, value) in row.into_iter().enumerate() {
-                            s.store(dm, (4 * i + jj) * DM_XI + t * MB + o, value);
-                        }
+                    for (xi, value) in output_grad_transform(s, gamma).into_iter().enumerate() {
+                        s.store(dm, xi * DM_XI + t * MB + o, value);
                     }
                 }
             }
