@@ -128,8 +128,8 @@ pub(crate) fn weight_grad<S: Simd>(
 }
 
 /// `dm[ξ·DM_XI + t·MB + o] = (A γ Aᵀ)_ξ` for the 2×2 block `γ` of the output gradient of tile
-/// `t` of the block's `ns` samples in output channel `o < ob` (zeros past the map), read
-/// from `gt` (`[pixel][channel]`, `MB` apart), with `A = [[1, 0], [1, 1], [1, −1], [0, −1]]`.
+/// `t` of the block `band` in output channel `o < ob` (zeros past the map), read from `gt`
+/// (its output rows, `[pixel][channel]`, `MB` apart), with `A` as in `output_grad_transform`.
 /// The output channels run along the lanes (the lanes past `ob` hold whatever `gt` held).
 #[inline(always)]
 fn output_grads<S: Simd>(
