@@ -15,7 +15,7 @@ use crate::fusion::Fusion;
 use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
-use crate::{conv_fast, conv_fast_backward};
+use crate::{conv_fast, conv_fast_backward, conv_reference};
 
 pub use crate::conv_lanes::{ConvLaneWorkspace, LaneWeights};
 pub use crate::shape::conv_out;
@@ -108,24 +108,14 @@ impl<
     /// The plain loops of [`Layer::forward`]: the definition the fast paths are tested
     /// against, and the path for `f64`.
     pub fn forward_reference(&self, input: &Maps<T, CI, H, W>, output: &mut Maps<T, CO, OH, OW>) {
-        const { Self::SHAPE_OK };
-        for (o, out) in output.iter_mut().enumerate() {
-            for (y, row) in out.iter_mut().enumerate() {
-                for (x, v) in row.iter_mut().enumerate() {
-                    let mut acc = self.bias[o];
-                    for (c, filter) in self.weight[o].iter().enumerate() {
-                        for (i, taps) in filter.iter().enumerate() {
-                            for (j, &w) in taps.iter().enumerate() {
-                                if let Some((r, s)) = Self::source(y, x, i, j) {
-                                    acc = acc + w * input[c][r][s];
-                                }
-                            }
-                        }
-                    }
-                    *v = acc;
-                }
-            }
-        }
+        let geo = &Self::GEOMETRY;
+        conv_reference::forward(
+            geo,
+            input.flat(),
+            self.param(0),
+            &self.bias,
+            output.flat_mut(),
+        );
     }
 
     /// The plain loops of [`Layer::backward`] (see [`Conv2d::forward_reference`]).
@@ -133,34 +123,17 @@ impl<
         &self,
         input: &Maps<T, CI, H, W>,
         grad_output: &Maps<T, CO, OH, OW>,
-        mut grad_input: Option<&mut Maps<T, CI, H, W>>,
+        grad_input: Option<&mut Maps<T, CI, H, W>>,
         grads: &mut Self,
     ) {
-        const { Self::SHAPE_OK };
-        if let Some(gi) = grad_input.as_deref_mut() {
-            // In place: a whole-tensor temporary would be built on the stack.
-            gi.as_flattened_mut().as_flattened_mut().fill(T::zero());
-        }
-        for (o, g_map) in grad_output.iter().enumerate() {
-            for (y, g_row) in g_map.iter().enumerate() {
-                for (x, &g) in g_row.iter().enumerate() {
-                    grads.bias[o] = grads.bias[o] + g;
-                    for c in 0..CI {
-                        for i in 0..K {
-                            for j in 0..K {
-                                if let Some((r, s)) = Self::source(y, x, i, j) {
-                                    let gw = &mut grads.weight[o][c][i][j];
-                                    *gw = *gw + g * input[c][r][s];
-                                    if let Some(gi) = grad_input.as_deref_mut() {
-                                        gi[c][r][s] = gi[c][r][s] + g * self.weight[o][c][i][j];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let gi = grad_input.map(|gi| gi.flat_mut());
+        let (x, w, gy) = (input.flat(), self.param(0), grad_output.flat());
+        let Self { weight, bias } = grads;
+        let gw = weight
+            .as_flattened_mut()
+            .as_flattened_mut()
+            .as_flattened_mut();
+        conv_reference::backward(&Self::GEOMETRY, (x, w, gy), gi, gw, bias);
     }
 }
 

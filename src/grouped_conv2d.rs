@@ -60,6 +60,7 @@ use rand::Rng;
 
 use crate::conv_gemm::{self, ConvKernels};
 use crate::conv_kernel::ConvGeometry;
+use crate::conv_reference;
 use crate::fused::SgdLayer;
 use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
 use crate::scalar::Scalar;
@@ -244,25 +245,14 @@ impl<
     /// The plain loops of [`Layer::forward`]: the definition the `f32` kernels are tested
     /// against, and the `f64` path.
     pub fn forward_reference(&self, input: &Maps<T, CI, H, W>, output: &mut Maps<T, CO, OH, OW>) {
-        const { Self::SHAPE_OK };
-        for (o, out) in output.iter_mut().enumerate() {
-            for (y, row) in out.iter_mut().enumerate() {
-                for (x, v) in row.iter_mut().enumerate() {
-                    let mut acc = self.bias[o];
-                    for (c, filter) in self.weight[o].iter().enumerate() {
-                        let map = &input[Self::input_channel(o, c)];
-                        for (i, taps) in filter.iter().enumerate() {
-                            for (j, &w) in taps.iter().enumerate() {
-                                if let Some((r, s)) = Self::source(y, x, i, j) {
-                                    acc = acc + w * map[r][s];
-                                }
-                            }
-                        }
-                    }
-                    *v = acc;
-                }
-            }
-        }
+        let geo = &Self::GEOMETRY;
+        conv_reference::forward(
+            geo,
+            input.flat(),
+            self.param(0),
+            &self.bias,
+            output.flat_mut(),
+        );
     }
 
     /// The plain loops of [`Layer::backward`] (see [`GroupedConv2d::forward_reference`]),
@@ -274,49 +264,14 @@ impl<
         grad_input: Option<&mut Maps<T, CI, H, W>>,
         grads: &mut Self,
     ) {
-        const { Self::SHAPE_OK };
-        if let Some(gi) = grad_input {
-            self.input_grad_reference(grad_output, gi);
-        }
-        for (o, g_map) in grad_output.iter().enumerate() {
-            for (y, g_row) in g_map.iter().enumerate() {
-                for (x, &g) in g_row.iter().enumerate() {
-                    grads.bias[o] = grads.bias[o] + g;
-                    for c in 0..CIG {
-                        let map = &input[Self::input_channel(o, c)];
-                        for i in 0..K {
-                            for j in 0..K {
-                                if let Some((r, s)) = Self::source(y, x, i, j) {
-                                    let gw = &mut grads.weight[o][c][i][j];
-                                    *gw = *gw + g * map[r][s];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The input gradient of [`GroupedConv2d::backward_reference`], written to `gi`.
-    fn input_grad_reference(&self, grad_output: &Maps<T, CO, OH, OW>, gi: &mut Maps<T, CI, H, W>) {
-        *gi = [[[T::zero(); W]; H]; CI];
-        for (o, g_map) in grad_output.iter().enumerate() {
-            for (y, g_row) in g_map.iter().enumerate() {
-                for (x, &g) in g_row.iter().enumerate() {
-                    for c in 0..CIG {
-                        let map = &mut gi[Self::input_channel(o, c)];
-                        for i in 0..K {
-                            for j in 0..K {
-                                if let Some((r, s)) = Self::source(y, x, i, j) {
-                                    map[r][s] = map[r][s] + g * self.weight[o][c][i][j];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let gi = grad_input.map(|gi| gi.flat_mut());
+        let (x, w, gy) = (input.flat(), self.param(0), grad_output.flat());
+        let Self { weight, bias } = grads;
+        let gw = weight
+            .as_flattened_mut()
+            .as_flattened_mut()
+            .as_flattened_mut();
+        conv_reference::backward(&Self::GEOMETRY, (x, w, gy), gi, gw, bias);
     }
 
     /// The plain-SGD step of the reference loops, one parameter at a time (no gradient
@@ -487,7 +442,8 @@ impl<
         const { Self::SHAPE_OK };
         let Some([x, g]) = f32s([input.flat(), grad_output.flat()]) else {
             if let Some(gi) = grad_input {
-                self.input_grad_reference(grad_output, gi);
+                let (w, gy) = (self.param(0), grad_output.flat());
+                conv_reference::input_grad(&Self::GEOMETRY, w, gy, gi.flat_mut());
             }
             return self.sgd_reference(input, grad_output, lr);
         };

@@ -86,6 +86,7 @@ mod conv_gemm_micro;
 pub mod conv_kernel;
 mod conv_lanes;
 mod conv_lanes_backward;
+pub mod conv_reference;
 pub mod conv_winograd;
 pub mod conv_winograd4;
 pub mod conv_winograd_channels;

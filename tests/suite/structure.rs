@@ -35,6 +35,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "tensor_parts",
             "lane_layout",
             "conv_kernel",
+            "conv_reference",
             "conv_gemm",
             "conv_gemm_micro",
             "conv_winograd",
