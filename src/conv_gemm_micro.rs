@@ -297,17 +297,19 @@ fn every_other<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
     let (l, n) = (S::LANES, dst.len());
     for u in (0..n).step_by(l) {
         let m = (n - u).min(l);
-        // Values `2u ..= 2(u + m − 1)` of `src`; those past its end are never kept.
-        let (at, len) = (2 * u, (2 * m - 1).min(src.len() - 2 * u));
+        // Values `2u ..= 2(u + m − 1)` of `src`: two whole vectors where `src` has them.
+        let at = 2 * u;
         let (a, b) = if at + 2 * l <= src.len() {
             (s.load(src, at), s.load(src, at + l))
         } else {
-            let b = if len > l {
-                s.load_partial(src, at + l, len - l)
+            let len = 2 * m - 1;
+            let (first, second) = (len.min(l), len.saturating_sub(l));
+            let b = if second > 0 {
+                s.load_partial(src, at + l, second)
             } else {
                 s.splat(0.0)
             };
-            (s.load_partial(src, at, len.min(l)), b)
+            (s.load_partial(src, at, first), b)
         };
         s.store_partial(dst, u, m, s.deinterleave(a, b).0);
     }
