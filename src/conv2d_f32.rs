@@ -135,13 +135,19 @@ impl<
 
     /// The weights [`Conv2d::prepare_winograd`] transformed into `packed`, if the layer runs
     /// F(2×2, 3×3) in `f32`.
-    fn prepared(packed: &ConvPacked<T, CI, CO, K>) -> Option<conv_winograd::Prepared<'_>> {
+    fn prepared(
+        packed: &ConvPacked<T, CI, CO, K>,
+    ) -> Option<crate::conv_winograd_tiles::Prepared<'_>> {
         if !Self::WINOGRAD {
             return None;
         }
         let lo = T::as_f32(packed.0.as_flattened().as_flattened().as_flattened())?;
         let hi = T::as_f32(packed.1.as_flattened().as_flattened().as_flattened())?;
-        Some(conv_winograd::Prepared::new(&Self::GEOMETRY, lo, hi))
+        Some(crate::conv_winograd_tiles::Prepared::new(
+            &Self::GEOMETRY,
+            lo,
+            hi,
+        ))
     }
 
     /// [`Layer::infer_fused`] (with or without `affine`) on the matrix product's `f32` path

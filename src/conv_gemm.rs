@@ -53,10 +53,11 @@ use crate::conv_gemm_micro::{
 };
 pub use crate::conv_kernel::ConvGeometry;
 use crate::conv_kernel::{self, sum};
-use crate::conv_winograd::{self, Prepared};
+use crate::conv_winograd;
 use crate::conv_winograd_channels;
 use crate::conv_winograd_grad;
 use crate::conv_winograd_grad_channels;
+use crate::conv_winograd_tiles::Prepared;
 use crate::conv_winograd4;
 use crate::fusion::{ChannelAffine, Epilogue};
 use crate::simd::{self, Kernel, Simd};

@@ -45,7 +45,7 @@ use core::ops::Range;
 use crate::columns::ColumnsMut;
 use crate::conv_gemm_micro::{After, blocks};
 use crate::conv_kernel::ConvGeometry;
-use crate::conv_winograd::{
+use crate::conv_winograd_tiles::{
     Aligned, Block, CB, MAX_TB, MB, MR, Segment, Sum, Weights, add_to, kernels, padded_rows,
     products, segments, v_xi,
 };

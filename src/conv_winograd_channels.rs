@@ -48,7 +48,8 @@ use core::ops::Range;
 
 use crate::conv_gemm_micro::{After, Rows, blocks, micro};
 use crate::conv_kernel::ConvGeometry;
-use crate::conv_winograd::{Aligned, CB, MAX_TB, fits, grid, kernel_transform};
+use crate::conv_winograd::fits;
+use crate::conv_winograd_tiles::{Aligned, CB, MAX_TB, grid, kernel_transform};
 use crate::simd::{self, Simd};
 
 /// Tiles of a block: whole samples, at most 64.
@@ -62,7 +63,7 @@ const MAX_OB: usize = 64;
 /// kernel at stride 1 with padding 0 or 1, one group, at least 16 channels in and out), on
 /// a map of at most 64 tiles (16×16 outputs) and at least 16 outputs.
 pub const fn takes(geo: &ConvGeometry) -> bool {
-    let tiles = crate::conv_winograd::tiles(geo);
+    let tiles = crate::conv_winograd_tiles::tiles(geo);
     fits(geo) && tiles <= TB && geo.oh * geo.ow >= 16 && TB / tiles * geo.h * geo.w <= XT_PIXELS
 }
 
@@ -107,6 +108,23 @@ impl Band {
     pub(crate) const fn output_rows(&self, geo: &ConvGeometry) -> (usize, usize) {
         let (first, end) = (2 * self.ty0, 2 * (self.ty0 + self.rows));
         (first, if end < geo.oh { end } else { geo.oh } - first)
+    }
+
+    /// Its rows of tiles, `ty0..ty0 + rows`.
+    #[inline(always)]
+    pub(crate) const fn tile_rows(&self) -> Range<usize> {
+        self.ty0..self.ty0 + self.rows
+    }
+
+    /// The number in the block of tile `(ty, tx)` of its sample `j` (`tw` tiles to a row).
+    /// The kernels walk the tiles in this order, `j`, then `ty`, then `tx`, as nested loops:
+    /// an iterator of all three cost the weight gradient of 16 channels 12% (one vector of
+    /// channels per tile leaves little to hide its branches behind), a method taking a
+    /// closure most of the forward pass (the closure's body lacks the kernel's instruction
+    /// set, so its SIMD calls are not inlined).
+    #[inline(always)]
+    pub(crate) const fn tile(&self, tw: usize, (j, ty, tx): (usize, usize, usize)) -> usize {
+        (j * self.rows + ty - self.ty0) * tw + tx
     }
 }
 
@@ -156,7 +174,7 @@ pub(crate) const fn bands_fit(geo: &ConvGeometry) -> bool {
 /// 66–77 → 85–91 (by the product on `X̂`) and 94 → 126–135, 256 → 256 on 14×14 124–132 →
 /// 165–167, VGG-16's 512 → 512 on 14×14 128–131 → 154–156.
 pub const fn pays_for(geo: &ConvGeometry, samples: usize) -> bool {
-    takes(geo) && geo.c_out >= MAX_OB && crate::conv_winograd::tiles(geo) * samples >= 16
+    takes(geo) && geo.c_out >= MAX_OB && crate::conv_winograd_tiles::tiles(geo) * samples >= 16
 }
 
 /// Whether [`crate::conv_gemm::input_grad`] runs this module's kernel for `samples` samples
@@ -184,7 +202,7 @@ pub(crate) fn forward_with<S: Simd, const NV: usize, const FLIPPED: bool>(
     debug_assert!(takes(geo));
     let nr = NV * S::LANES;
     let samples = geo.samples_of_inputs(x.len());
-    let (per, pixels) = (crate::conv_winograd::tiles(geo), geo.oh * geo.ow);
+    let (per, pixels) = (crate::conv_winograd_tiles::tiles(geo), geo.oh * geo.ow);
     debug_assert!(samples == 1 || chans == (0..geo.c_out));
     // `y`'s rows of one sample.
     let rows_per = chans.len();
@@ -270,9 +288,9 @@ pub(crate) fn inputs<S: Simd>(
     let (first, count) = band.input_rows(geo);
     let zero = s.splat(0.0);
     for j in 0..band.samples {
-        for ty in band.ty0..band.ty0 + band.rows {
+        for ty in band.tile_rows() {
             for tx in 0..tw {
-                let t = (j * band.rows + ty - band.ty0) * tw + tx;
+                let t = band.tile(tw, (j, ty, tx));
                 for c in (0..cb).step_by(l) {
                     // The patch, rows then Bᵀ along each row.
                     let mut r = [[zero; 4]; 4];

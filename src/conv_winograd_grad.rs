@@ -37,7 +37,8 @@
 
 use crate::conv_gemm_micro::{Rows, blocks, micro};
 use crate::conv_kernel::ConvGeometry;
-use crate::conv_winograd::{Aligned, CB, ROW, Segment, grid, inputs, pays, segments, tiles, v_xi};
+use crate::conv_winograd::pays;
+use crate::conv_winograd_tiles::{Aligned, CB, ROW, Segment, grid, inputs, segments, tiles, v_xi};
 use crate::simd::{Simd, transpose};
 
 /// Output channels of a block of sums.

@@ -45,11 +45,12 @@
 
 use crate::conv_gemm_micro::{Strided, blocks, micro};
 use crate::conv_kernel::ConvGeometry;
-use crate::conv_winograd::{Aligned, CB, fits, grid};
+use crate::conv_winograd::fits;
 use crate::conv_winograd_channels::{
     Band, TB, V_XI, XT_PIXELS, bands, bands_fit, inputs, to_lanes,
 };
 use crate::conv_winograd_grad::{MB, add_kernels, output_grad_transform};
+use crate::conv_winograd_tiles::{Aligned, CB, grid};
 use crate::simd::Simd;
 
 /// Output channels of one run of the microkernel (its rows).
@@ -80,7 +81,7 @@ pub const fn takes(geo: &ConvGeometry) -> bool {
 /// → 145, 256 → 256 on 14×14 93 → 141 and 512 → 512 on 7×7 90 → 109; DenseNet-121's
 /// 128 → 32 on 14×14 47 → 100 and on 7×7 36 → 84.
 pub const fn pays_weight_grad_for(geo: &ConvGeometry, samples: usize) -> bool {
-    takes(geo) && crate::conv_winograd::tiles(geo) * samples >= 32
+    takes(geo) && crate::conv_winograd_tiles::tiles(geo) * samples >= 32
 }
 
 /// `gw += scale · ∂E/∂w` of `geo` (a layer [`takes`]) for the inputs `x` and the output
@@ -144,9 +145,9 @@ fn output_grads<S: Simd>(
     let (first, count) = band.output_rows(geo);
     let zero = s.splat(0.0);
     for j in 0..band.samples {
-        for ty in band.ty0..band.ty0 + band.rows {
+        for ty in band.tile_rows() {
             for tx in 0..tw {
-                let t = (j * band.rows + ty - band.ty0) * tw + tx;
+                let t = band.tile(tw, (j, ty, tx));
                 for o in (0..ob).step_by(l) {
                     // γ = [[a, b], [c, d]], zeros past the map's last row or column.
                     let mut gamma = [zero; 4];

@@ -92,6 +92,7 @@ pub mod conv_winograd4;
 pub mod conv_winograd_channels;
 pub mod conv_winograd_grad;
 pub mod conv_winograd_grad_channels;
+mod conv_winograd_tiles;
 pub mod densenet;
 pub mod dropout;
 pub mod flatten;

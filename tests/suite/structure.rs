@@ -43,6 +43,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "conv_winograd_grad_channels",
             "conv_winograd4",
             "conv_winograd_channels",
+            "conv_winograd_tiles",
             "conv_fast",
             "conv_fast_backward",
             "conv_lanes",
