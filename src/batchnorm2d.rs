@@ -5,7 +5,6 @@ use core::marker::PhantomData;
 
 use rand::Rng;
 
-use crate::batch::BatchLayer;
 use crate::batchnorm_kernel as kernel;
 use crate::fusion::{ChannelAffine, Epilogue, Fusion};
 use crate::layer::{Layer, no_such_param, no_such_tensor};
@@ -15,11 +14,11 @@ use crate::tensor::{Maps, Tensor};
 
 /// `y = (x − m) / √(v + eps) · weight + bias` per channel of `C` maps of `H`×`W`.
 ///
-/// * **Training** ([`BatchLayer::forward_batch_in`] with a [`Pass<Train>`]): `m` and `v` are
+/// * **Training** ([`BatchLayer::forward_batch_in`](crate::BatchLayer::forward_batch_in) with a [`Pass<Train>`]): `m` and `v` are
 ///   the mean and the biased variance of the channel's `N·H·W` values in the batch, and the
 ///   gradient flows through them. This needs the whole batch, and a batch of at least 2: a
 ///   training pass over one sample does not compile.
-/// * **Evaluation** ([`Layer::infer`], [`BatchLayer::infer_batch`], or any pass with a
+/// * **Evaluation** ([`Layer::infer`], [`BatchLayer::infer_batch`](crate::BatchLayer::infer_batch), or any pass with a
 ///   [`Pass<Eval>`](crate::Pass::eval)): `m` and `v` are the running statistics, and the
 ///   layer is a per-channel affine map (which a backward pass may follow).
 ///
@@ -163,10 +162,10 @@ pub struct BatchNormWorkspace<T, const C: usize> {
 
 /// Evaluated when a training pass over `N` samples is compiled: batch statistics need
 /// `N ≥ 2`.
-struct TrainingBatch<L, M, const N: usize>(PhantomData<(L, M)>);
+pub(crate) struct TrainingBatch<L, M, const N: usize>(PhantomData<(L, M)>);
 
 impl<L, M: Mode, const N: usize> TrainingBatch<L, M, N> {
-    const OK: () = assert!(
+    pub(crate) const OK: () = assert!(
         !M::TRAIN || N >= 2,
         "BatchNorm2d: a training pass needs a batch of N ≥ 2 samples (the statistics of one sample are the sample itself); evaluate single samples with `infer` or `Pass::eval()`"
     );
@@ -195,13 +194,13 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps>
     }
 
     /// The evaluation-mode affine map of channel `c`: `y = x·scale + shift`.
-    fn eval_affine(&self, c: usize) -> (T, T, T) {
+    pub(crate) fn eval_affine(&self, c: usize) -> (T, T, T) {
         let inv_std = T::one() / (self.running_var[c] + self.eps).sqrt();
         (self.running_mean[c], inv_std, self.weight[c] * inv_std)
     }
 
     /// Channel `c` of one sample, normalised with `mean` and `inv_std`, then `e`.
-    fn affine(
+    pub(crate) fn affine(
         &self,
         c: usize,
         (mean, inv_std): (T, T),
@@ -389,188 +388,6 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps>
     }
 }
 
-impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps, const N: usize>
-    BatchLayer<N> for BatchNorm2d<T, C, H, W, E>
-{
-    type BatchWorkspace = BatchNormWorkspace<T, C>;
-
-    /// Batch statistics need every sample before any output.
-    const WHOLE_BATCH: bool = true;
-
-    fn forward_batch(
-        &self,
-        x: &[Self::Input; N],
-        y: &mut [Self::Output; N],
-        ws: &mut Self::BatchWorkspace,
-    ) {
-        self.forward_batch_in(&Pass::<Train>::DEFAULT, x, y, ws);
-    }
-
-    fn forward_batch_in<M: Mode>(
-        &self,
-        _pass: &Pass<M>,
-        x: &[Self::Input; N],
-        y: &mut [Self::Output; N],
-        ws: &mut Self::BatchWorkspace,
-    ) {
-        let () = TrainingBatch::<Self, M, N>::OK;
-        ws.train = M::TRAIN;
-        let n = (N * H * W) as f64;
-        for c in 0..C {
-            if M::TRAIN {
-                let (mean, var) = kernel::batch_stats(x.iter().map(|x| x[c].as_flattened()), n);
-                ws.mean[c] = T::from_f64(mean);
-                ws.var[c] = T::from_f64(var);
-                ws.inv_std[c] = T::one() / (T::from_f64(var) + self.eps).sqrt();
-            } else {
-                (ws.mean[c], ws.inv_std[c], _) = self.eval_affine(c);
-            }
-            for (x, y) in x.iter().zip(y.iter_mut()) {
-                self.affine(
-                    c,
-                    (ws.mean[c], ws.inv_std[c]),
-                    (&x[c], &mut y[c]),
-                    Epilogue::Identity,
-                );
-            }
-        }
-    }
-
-    fn infer_batch(
-        &self,
-        x: &[Self::Input; N],
-        y: &mut [Self::Output; N],
-        _ws: &mut Self::BatchWorkspace,
-    ) {
-        for (x, y) in x.iter().zip(y.iter_mut()) {
-            self.infer(x, y, &mut ());
-        }
-    }
-
-    fn backward_batch(
-        &self,
-        x: &[Self::Input; N],
-        ws: &mut Self::BatchWorkspace,
-        g: &[Self::Output; N],
-        mut grad_input: Option<&mut [Self::Input; N]>,
-        grads: &mut Self,
-    ) {
-        let n = T::from_f64((N * H * W) as f64);
-        for c in 0..C {
-            // The batch's sums once: they are the parameter gradients, and a training pass's
-            // input gradient needs their means.
-            let stats = (ws.mean[c], ws.inv_std[c]);
-            let maps = x
-                .iter()
-                .zip(g)
-                .map(|(x, g)| (x[c].as_flattened(), g[c].as_flattened()));
-            let sums = (&mut grads.bias[c], &mut grads.weight[c]);
-            let (sum_g, sum_gx) = kernel::batch_grad_sums(maps, stats, sums);
-            if let Some(gi) = grad_input.as_deref_mut() {
-                let terms = ws.train.then(|| (sum_g / n, sum_gx / n));
-                let (mean, inv_std) = stats;
-                let scale = self.weight[c] * inv_std;
-                for s in 0..N {
-                    let maps = (
-                        x[s][c].as_flattened(),
-                        g[s][c].as_flattened(),
-                        gi[s][c].as_flattened_mut(),
-                    );
-                    kernel::input_grad(maps, (mean, inv_std, scale), terms);
-                }
-            }
-            if ws.train {
-                let unbiased = ws.var[c] * n / (n - T::one());
-                grads.running_mean[c] = grads.running_mean[c] + ws.mean[c];
-                grads.running_var[c] = grads.running_var[c] + unbiased;
-            }
-        }
-        if ws.train {
-            grads.num_batches_tracked += 1;
-        }
-    }
-
-    /// Evaluation passes only: a chain runs batch normalisation on the whole batch
-    /// (`WHOLE_BATCH`), and in training one sample alone has no batch statistics.
-    ///
-    /// # Panics
-    /// In training mode.
-    fn forward_sample_in<M: Mode>(
-        &self,
-        _pass: &Pass<M>,
-        n: usize,
-        x: &Self::Input,
-        y: &mut Self::Output,
-        ws: &mut Self::BatchWorkspace,
-    ) {
-        assert!(
-            !M::TRAIN,
-            "BatchNorm2d: a training pass runs on the whole batch, not sample by sample"
-        );
-        let _ = n;
-        ws.train = false;
-        for c in 0..C {
-            (ws.mean[c], ws.inv_std[c], _) = self.eval_affine(c);
-        }
-        self.infer(x, y, &mut ());
-    }
-
-    /// See [`BatchLayer::forward_sample_in`]: evaluation only.
-    fn forward_sample(
-        &self,
-        n: usize,
-        x: &Self::Input,
-        y: &mut Self::Output,
-        ws: &mut Self::BatchWorkspace,
-    ) {
-        BatchLayer::<N>::forward_sample_in(self, &Pass::<crate::mode::Eval>::DEFAULT, n, x, y, ws);
-    }
-
-    fn infer_sample(
-        &self,
-        _n: usize,
-        x: &Self::Input,
-        y: &mut Self::Output,
-        _ws: &mut Self::BatchWorkspace,
-    ) {
-        self.infer(x, y, &mut ());
-    }
-
-    /// Inference needs no batch statistics.
-    const INFER_WHOLE_BATCH: bool = false;
-
-    fn infer_sample_fused(
-        &self,
-        _n: usize,
-        x: &Self::Input,
-        y: &mut Self::Output,
-        _ws: &mut Self::BatchWorkspace,
-        f: Fusion<'_, T>,
-    ) {
-        self.infer_fused(x, y, &mut (), f);
-    }
-
-    /// The backward pass of one sample after an evaluation pass.
-    ///
-    /// # Panics
-    /// After a training pass, whose gradient needs the whole batch.
-    fn backward_sample(
-        &self,
-        _n: usize,
-        x: &Self::Input,
-        ws: &mut Self::BatchWorkspace,
-        g: &Self::Output,
-        grad_input: Option<&mut Self::Input>,
-        grads: &mut Self,
-    ) {
-        assert!(
-            !ws.train,
-            "BatchNorm2d: the backward pass of a training pass runs on the whole batch"
-        );
-        self.backward(x, &mut (), g, grad_input, grads);
-    }
-}
-
 crate::zeroable!(impl [T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps]
     for BatchNorm2d [T, C, H, W, E] { weight, bias, running_mean, running_var, num_batches_tracked, eps, momentum, maps });
 crate::zeroable!(impl [T: Scalar, const C: usize] for BatchNormWorkspace [T, C] { train, mean, inv_std, var });
@@ -578,6 +395,7 @@ crate::zeroable!(impl [T: Scalar, const C: usize] for BatchNormWorkspace [T, C] 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::BatchLayer;
     use crate::mode::Eval;
     use crate::zeroed_box;
 

@@ -71,6 +71,7 @@ mod avgpool2d_f32;
 pub mod batch;
 mod batch_by_sample;
 pub mod batchnorm2d;
+mod batchnorm2d_batch;
 mod batchnorm_kernel;
 pub mod chain;
 pub mod classifier;

@@ -84,6 +84,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "maxpool2d",
             "dropout",
             "batchnorm2d",
+            "batchnorm2d_batch",
             "avgpool2d",
             "global_avgpool2d",
             "adaptive_avgpool2d",
