@@ -28,9 +28,10 @@ use crate::conv_kernel::ConvGeometry;
 use crate::scalar::Scalar;
 
 /// The output columns whose tap `j` of a kernel row reads the input row (not the padding):
-/// `lo..hi` with `x·stride + j − pad` in `0..w`.
+/// `lo..hi` with `x·stride + j − pad` in `0..w`, or `None` if there are none (a map
+/// narrower than the padding can leave a tap nothing to read).
 #[inline]
-fn columns(geo: &ConvGeometry, j: usize) -> (usize, usize) {
+fn columns(geo: &ConvGeometry, j: usize) -> Option<(usize, usize)> {
     let (s, p) = (geo.stride, geo.pad);
     let (lo, hi) = if s == 1 {
         (p.saturating_sub(j), (geo.w + p).saturating_sub(j))
@@ -41,7 +42,7 @@ fn columns(geo: &ConvGeometry, j: usize) -> (usize, usize) {
         )
     };
     let hi = hi.min(geo.ow);
-    (lo, hi.max(lo))
+    (lo < hi).then_some((lo, hi))
 }
 
 /// The input row that kernel row `i` reads for output row `y`, or `None` in the padding.
@@ -55,10 +56,9 @@ fn source_row(geo: &ConvGeometry, y: usize, i: usize) -> Option<usize> {
 /// `dst[x] += w · src[x·stride + j − pad]` over the columns `j` reads, `x` ascending.
 #[inline(always)]
 fn add_scaled<T: Scalar>(geo: &ConvGeometry, j: usize, dst: &mut [T], w: T, src: &[T]) {
-    let (lo, hi) = columns(geo, j);
-    if lo == hi {
+    let Some((lo, hi)) = columns(geo, j) else {
         return;
-    }
+    };
     let (start, n) = (lo * geo.stride + j - geo.pad, hi - lo);
     let dst = &mut dst[lo..hi];
     if geo.stride == 1 {
@@ -141,7 +141,9 @@ pub fn input_grad<T: Scalar>(geo: &ConvGeometry, w: &[T], gy: &[T], gi: &mut [T]
                     // come in ascending output column, as in the definition's loop over
                     // the output pixels.
                     for j in (0..k).rev() {
-                        let (lo, hi) = columns(geo, j);
+                        let Some((lo, hi)) = columns(geo, j) else {
+                            continue;
+                        };
                         let tap = wo[(c * k + i) * k + j];
                         let (start, g_row) = (lo * geo.stride + j - geo.pad, &g_row[lo..hi]);
                         if geo.stride == 1 {
@@ -278,6 +280,8 @@ mod tests {
             (1, 2, 1, 11, 4, 2, 23, 19),
             (2, 2, 1, 3, 3, 2, 4, 4),
             (2, 2, 1, 4, 1, 3, 2, 3),
+            (2, 3, 1, 5, 1, 2, 1, 1),
+            (1, 2, 1, 5, 4, 2, 2, 1),
         ];
         for (c_in, c_out, groups, k, stride, pad, h, w) in shapes {
             let oh = (h + 2 * pad - k) / stride + 1;
