@@ -36,6 +36,7 @@
 
 use crate::chain::Chain;
 use crate::fusion::Fusion;
+use crate::infer_at::{self, InferAt};
 use crate::layer::Layer;
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
@@ -135,6 +136,23 @@ pub trait BatchLayer<const N: usize>: Layer {
     ) {
         self.infer_sample(n, input, output, ws);
         fusion.apply(output.flat_mut());
+    }
+
+    /// [`BatchLayer::infer_batch`], then `fusion`'s maps on every sample's output: what
+    /// [`Layer::infer_fused`] is for one sample, for the whole batch at once. Layers that
+    /// apply them as they write do (a convolution on its sums, batch norm, residual adds,
+    /// chains); the default runs them as a pass after.
+    fn infer_batch_fused(
+        &self,
+        input: &[Self::Input; N],
+        output: &mut [Self::Output; N],
+        ws: &mut Self::BatchWorkspace,
+        fusion: Fusion<'_, Self::Scalar>,
+    ) {
+        self.infer_batch(input, output, ws);
+        for y in output {
+            fusion.apply(y.flat_mut());
+        }
     }
 
     /// The forward pass of one sample, keeping what it computes in slot `n` of the batch
@@ -263,13 +281,36 @@ where
         output: &mut [B::Output; N],
         ws: &mut Self::BatchWorkspace,
     ) {
+        self.infer_batch_fused(input, output, ws, Fusion::NONE);
+    }
+
+    /// Layer by layer if some layer's inference gains from the whole batch, with the
+    /// fusions of [`Layer::infer_fused`] on the whole batch; else sample by sample in the
+    /// first sample's buffers.
+    fn infer_batch_fused(
+        &self,
+        input: &[A::Input; N],
+        output: &mut [B::Output; N],
+        ws: &mut Self::BatchWorkspace,
+        fusion: Fusion<'_, A::Scalar>,
+    ) {
         if Self::INFER_WHOLE_BATCH {
-            self.first.infer_batch(input, &mut ws.mid, &mut ws.first);
-            self.then.infer_batch(&ws.mid, output, &mut ws.then);
+            let BatchChainWorkspace {
+                first, mid, then, ..
+            } = ws;
+            let parts = (&self.first, &self.then);
+            infer_at::chain(
+                &Whole::<N>,
+                parts,
+                input,
+                output,
+                (first, mid, then),
+                fusion,
+            );
         } else {
             self.prepare_forward(ws);
             for (x, y) in input.iter().zip(output.iter_mut()) {
-                self.infer_sample(0, x, y, ws);
+                self.infer_sample_fused(0, x, y, ws, fusion);
             }
         }
     }
@@ -318,47 +359,12 @@ where
         ws: &mut Self::BatchWorkspace,
         fusion: Fusion<'_, A::Scalar>,
     ) {
-        if fusion.affine.is_some() {
-            if const { B::APPLIES_CHANNEL_AFFINE } {
-                let mid = &mut ws.mid[n];
-                self.first.infer_sample(n, input, mid, &mut ws.first);
-                (self.then).infer_sample_fused(n, &ws.mid[n], output, &mut ws.then, fusion);
-            } else {
-                self.infer_sample(n, input, output, ws);
-                fusion.apply(output.flat_mut());
-            }
-            return;
-        }
-        let epilogue = fusion.epilogue;
-        if const { A::APPLIES_CHANNEL_AFFINE }
-            && let Some(out) = <A::Output as Tensor>::from_flat_mut(output.flat_mut())
-        {
-            let (first, ws) = (&self.first, &mut ws.first);
-            let fused = self.then.channel_affine(|affine| {
-                let fusion = Fusion {
-                    affine: Some(affine),
-                    epilogue,
-                };
-                first.infer_sample_fused(n, input, out, ws, fusion);
-            });
-            if fused.is_some() {
-                return;
-            }
-        }
-        if const { B::EPILOGUE.is_some() && A::APPLIES_EPILOGUES } {
-            let fused = B::EPILOGUE.and_then(|own| epilogue.after(own));
-            let out = <A::Output as Tensor>::from_flat_mut(output.flat_mut());
-            if let (Some(fused), Some(out)) = (fused, out) {
-                let fusion = Fusion::epilogue(fused);
-                return self
-                    .first
-                    .infer_sample_fused(n, input, out, &mut ws.first, fusion);
-            }
-        }
-        self.first
-            .infer_sample(n, input, &mut ws.mid[n], &mut ws.first);
-        self.then
-            .infer_sample_fused(n, &ws.mid[n], output, &mut ws.then, fusion);
+        let BatchChainWorkspace {
+            first, mid, then, ..
+        } = ws;
+        let parts = (&self.first, &self.then);
+        let buffers = (first, &mut mid[n], then);
+        infer_at::chain(&Slot::<N>(n), parts, input, output, buffers, fusion);
     }
 
     fn backward_batch(
@@ -424,6 +430,98 @@ where
         );
         self.first
             .backward_sample(n, input, first, mid_grad, grad_input, &mut grads.first);
+    }
+}
+
+/// One sample in slot `n` of a batch's workspace ([`BatchLayer::infer_sample_fused`]).
+pub(crate) struct Slot<const N: usize>(pub(crate) usize);
+
+impl<L: BatchLayer<N>, const N: usize> InferAt<L> for Slot<N> {
+    type Ws = L::BatchWorkspace;
+    type In = L::Input;
+    type Out = L::Output;
+
+    #[inline(always)]
+    fn infer(&self, layer: &L, x: &L::Input, y: &mut L::Output, ws: &mut L::BatchWorkspace) {
+        layer.infer_sample(self.0, x, y, ws);
+    }
+
+    #[inline(always)]
+    fn infer_fused(
+        &self,
+        layer: &L,
+        x: &L::Input,
+        y: &mut L::Output,
+        ws: &mut L::BatchWorkspace,
+        f: Fusion<'_, L::Scalar>,
+    ) {
+        layer.infer_sample_fused(self.0, x, y, ws, f);
+    }
+
+    fn apply(y: &mut L::Output, f: Fusion<'_, L::Scalar>) {
+        f.apply(y.flat_mut());
+    }
+
+    #[inline(always)]
+    fn flat_in(x: &L::Input) -> &[L::Scalar] {
+        x.flat()
+    }
+
+    #[inline(always)]
+    fn flat_out(y: &L::Output) -> &[L::Scalar] {
+        y.flat()
+    }
+
+    #[inline(always)]
+    fn flat_out_mut(y: &mut L::Output) -> &mut [L::Scalar] {
+        y.flat_mut()
+    }
+}
+
+/// A whole batch of `N` samples at once ([`BatchLayer::infer_batch_fused`]).
+pub(crate) struct Whole<const N: usize>;
+
+impl<L: BatchLayer<N>, const N: usize> InferAt<L> for Whole<N> {
+    type Ws = L::BatchWorkspace;
+    type In = [L::Input; N];
+    type Out = [L::Output; N];
+
+    #[inline(always)]
+    fn infer(&self, layer: &L, x: &Self::In, y: &mut Self::Out, ws: &mut L::BatchWorkspace) {
+        layer.infer_batch(x, y, ws);
+    }
+
+    #[inline(always)]
+    fn infer_fused(
+        &self,
+        layer: &L,
+        x: &Self::In,
+        y: &mut Self::Out,
+        ws: &mut L::BatchWorkspace,
+        f: Fusion<'_, L::Scalar>,
+    ) {
+        layer.infer_batch_fused(x, y, ws, f);
+    }
+
+    fn apply(y: &mut Self::Out, f: Fusion<'_, L::Scalar>) {
+        for y in y {
+            f.apply(y.flat_mut());
+        }
+    }
+
+    #[inline(always)]
+    fn flat_in(x: &Self::In) -> &[L::Scalar] {
+        Tensor::flat_slice(x)
+    }
+
+    #[inline(always)]
+    fn flat_out(y: &Self::Out) -> &[L::Scalar] {
+        Tensor::flat_slice(y)
+    }
+
+    #[inline(always)]
+    fn flat_out_mut(y: &mut Self::Out) -> &mut [L::Scalar] {
+        Tensor::flat_slice_mut(y)
     }
 }
 

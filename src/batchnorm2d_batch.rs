@@ -171,6 +171,18 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps,
         self.infer_fused(x, y, &mut (), f);
     }
 
+    fn infer_batch_fused(
+        &self,
+        x: &[Self::Input; N],
+        y: &mut [Self::Output; N],
+        _ws: &mut Self::BatchWorkspace,
+        f: Fusion<'_, T>,
+    ) {
+        for (x, y) in x.iter().zip(y.iter_mut()) {
+            self.infer_fused(x, y, &mut (), f);
+        }
+    }
+
     /// The backward pass of one sample after an evaluation pass.
     ///
     /// # Panics

@@ -5,9 +5,9 @@ use rand::Rng;
 use core::fmt;
 
 use crate::fusion::Fusion;
+use crate::infer_at::{self, Alone};
 use crate::layer::{Activation, Layer, Shape, TensorKind, count};
 use crate::mode::{Mode, Pass, Train};
-use crate::tensor::Tensor;
 
 /// Two layers in sequence, `first` then `then`. It compiles only if `then` reads exactly the
 /// tensor `first` writes (same element type, channels and sizes).
@@ -99,42 +99,11 @@ where
         ws: &mut Self::Workspace,
         fusion: Fusion<'_, A::Scalar>,
     ) {
-        if fusion.affine.is_some() {
-            if const { B::APPLIES_CHANNEL_AFFINE } {
-                self.first.infer(input, &mut ws.mid, &mut ws.first);
-                self.then.infer_fused(&ws.mid, output, &mut ws.then, fusion);
-            } else {
-                self.infer(input, output, ws);
-                fusion.apply(output.flat_mut());
-            }
-            return;
-        }
-        let epilogue = fusion.epilogue;
-        if const { A::APPLIES_CHANNEL_AFFINE }
-            && let Some(out) = <A::Output as Tensor>::from_flat_mut(output.flat_mut())
-        {
-            let (first, ws) = (&self.first, &mut ws.first);
-            let fused = self.then.channel_affine(|affine| {
-                let fusion = Fusion {
-                    affine: Some(affine),
-                    epilogue,
-                };
-                first.infer_fused(input, out, ws, fusion);
-            });
-            if fused.is_some() {
-                return;
-            }
-        }
-        if const { B::EPILOGUE.is_some() && A::APPLIES_EPILOGUES } {
-            let fused = B::EPILOGUE.and_then(|own| epilogue.after(own));
-            let out = <A::Output as Tensor>::from_flat_mut(output.flat_mut());
-            if let (Some(fused), Some(out)) = (fused, out) {
-                let fusion = Fusion::epilogue(fused);
-                return self.first.infer_fused(input, out, &mut ws.first, fusion);
-            }
-        }
-        self.first.infer(input, &mut ws.mid, &mut ws.first);
-        self.then.infer_fused(&ws.mid, output, &mut ws.then, fusion);
+        let ChainWorkspace {
+            first, mid, then, ..
+        } = ws;
+        let parts = (&self.first, &self.then);
+        infer_at::chain(&Alone, parts, input, output, (first, mid, then), fusion);
     }
 
     fn backward(

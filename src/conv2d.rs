@@ -7,6 +7,8 @@
 //! geometry's in [`crate::conv_gemm`] (or [`crate::conv_kernel`], where a matrix product
 //! does not pay).
 
+use core::slice;
+
 use rand::Rng;
 
 use crate::batch::BatchLayer;
@@ -177,7 +179,8 @@ impl<
         ws: &mut (),
         f: Fusion<'_, T>,
     ) {
-        if !self.infer_then_f32(input, output, (f.affine, f.epilogue), None) {
+        let (x, y) = (slice::from_ref(input), slice::from_mut(output));
+        if !self.infer_then_f32(x, y, (f.affine, f.epilogue), None) {
             self.infer(input, output, ws);
             f.apply(output.flat_mut());
         }
@@ -266,9 +269,27 @@ impl<
         ws: &mut Self::BatchWorkspace,
         f: Fusion<'_, T>,
     ) {
-        if !self.infer_then_f32(x, y, (f.affine, f.epilogue), Some(ws)) {
+        let maps = (f.affine, f.epilogue);
+        if !self.infer_then_f32(slice::from_ref(x), slice::from_mut(y), maps, Some(ws)) {
             BatchLayer::<N>::infer_sample(self, n, x, y, ws);
             f.apply(y.flat_mut());
+        }
+    }
+
+    /// The whole batch in one call of the matrix product's kernels, the maps applied to its
+    /// sums (F(2×2, 3×3)'s tiles of all samples in the same blocks); elsewhere
+    /// [`BatchLayer::infer_batch`], then the maps.
+    fn infer_batch_fused(
+        &self,
+        x: &[Self::Input; N],
+        y: &mut [Self::Output; N],
+        ws: &mut Self::BatchWorkspace,
+        f: Fusion<'_, T>,
+    ) {
+        self.prepare_winograd(ws);
+        if !self.infer_then_f32(x, y, (f.affine, f.epilogue), Some(ws)) {
+            BatchLayer::<N>::infer_batch(self, x, y, ws);
+            y.iter_mut().for_each(|y| f.apply(y.flat_mut()));
         }
     }
 

@@ -150,14 +150,16 @@ impl<
         ))
     }
 
-    /// [`Layer::infer_fused`] (with or without `affine`) on the matrix product's `f32` path
+    /// [`Layer::infer_fused`] (with or without `affine`) of the samples `input` (one or a
+    /// batch, whose tiles may share blocks of products as in [`conv_gemm::forward`]) on the
+    /// matrix product's `f32` path
     /// ([`conv_gemm::forward_then`]: the maps applied to the sums as they are stored), with the
     /// weights a batch transformed in `packed` for F(2×2, 3×3) if given; `false`, with nothing
     /// written, where the layer takes another path.
     pub(crate) fn infer_then_f32(
         &self,
-        input: &Maps<T, CI, H, W>,
-        output: &mut Maps<T, CO, OH, OW>,
+        input: &[Maps<T, CI, H, W>],
+        output: &mut [Maps<T, CO, OH, OW>],
         (affine, e): (Option<ChannelAffine<'_, T>>, Epilogue),
         packed: Option<&ConvPacked<T, CI, CO, K>>,
     ) -> bool {
@@ -165,8 +167,8 @@ impl<
             return false;
         }
         let (Some(x), Some(y), Some(w), Some(b)) = (
-            T::as_f32(input.flat()),
-            T::as_f32_mut(output.flat_mut()),
+            T::as_f32(Tensor::flat_slice(input)),
+            T::as_f32_mut(Tensor::flat_slice_mut(output)),
             T::as_f32(self.param(0)),
             T::as_f32(&self.bias),
         ) else {

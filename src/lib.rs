@@ -102,6 +102,7 @@ pub mod fusion;
 pub mod global_avgpool2d;
 pub mod googlenet;
 pub mod grouped_conv2d;
+mod infer_at;
 mod lane_chain;
 mod lane_layer;
 mod lane_layout;

@@ -279,6 +279,16 @@ impl<N: Label, L: BatchLayer<B>, const B: usize> BatchLayer<B> for Named<N, L> {
         self.layer.infer_sample_fused(n, x, y, ws, fusion);
     }
 
+    fn infer_batch_fused(
+        &self,
+        x: &[L::Input; B],
+        y: &mut [L::Output; B],
+        ws: &mut Self::BatchWorkspace,
+        fusion: Fusion<'_, L::Scalar>,
+    ) {
+        self.layer.infer_batch_fused(x, y, ws, fusion);
+    }
+
     fn forward_batch(
         &self,
         x: &[L::Input; B],

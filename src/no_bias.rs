@@ -171,6 +171,16 @@ impl<L: BatchLayer<N>, const N: usize> BatchLayer<N> for NoBias<L> {
         self.0.infer_sample_fused(n, x, y, ws, fusion);
     }
 
+    fn infer_batch_fused(
+        &self,
+        x: &[L::Input; N],
+        y: &mut [L::Output; N],
+        ws: &mut Self::BatchWorkspace,
+        fusion: Fusion<'_, L::Scalar>,
+    ) {
+        self.0.infer_batch_fused(x, y, ws, fusion);
+    }
+
     fn forward_batch(
         &self,
         x: &[L::Input; N],

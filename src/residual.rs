@@ -5,7 +5,8 @@ use core::marker::PhantomData;
 
 use rand::Rng;
 
-use crate::batch::BatchLayer;
+use crate::batch::{BatchLayer, Slot, Whole};
+use crate::infer_at::{self, Alone};
 use core::fmt;
 
 use crate::fusion::{Epilogue, Fusion};
@@ -191,24 +192,14 @@ where
         ws: &mut Self::Workspace,
         f: Fusion<'_, F::Scalar>,
     ) {
-        if f.affine.is_some() {
-            self.infer(x, y, ws);
-            return f.apply(y.flat_mut());
-        }
-        let e = f.epilogue;
-        self.body.infer(x, y, &mut ws.body);
-        if const { S::EPILOGUE.is_some() && F::Input::LEN == F::Output::LEN }
-            && let Some(s) = S::EPILOGUE
-        {
-            for (y, &x) in y.flat_mut().iter_mut().zip(x.flat()) {
-                *y = e.of(*y + s.of(x));
-            }
-            return;
-        }
-        self.shortcut.infer(x, &mut ws.skip, &mut ws.shortcut);
-        for (y, &s) in y.flat_mut().iter_mut().zip(ws.skip.flat()) {
-            *y = e.of(*y + s);
-        }
+        let ResidualWorkspace {
+            body,
+            shortcut,
+            skip,
+            ..
+        } = ws;
+        let parts = (&self.body, &self.shortcut);
+        infer_at::residual(&Alone, parts, x, y, (body, skip, shortcut), f);
     }
 
     fn backward(
@@ -398,9 +389,25 @@ where
         y: &mut [F::Output; N],
         ws: &mut Self::BatchWorkspace,
     ) {
-        self.body.infer_batch(x, y, &mut ws.body);
-        self.shortcut.infer_batch(x, &mut ws.skip, &mut ws.shortcut);
-        y.iter_mut().zip(&ws.skip).for_each(|(y, s)| add_to(y, s));
+        self.infer_batch_fused(x, y, ws, Fusion::NONE);
+    }
+
+    /// `e(F(x) + S(x))` for the whole batch, as [`Layer::infer_fused`].
+    fn infer_batch_fused(
+        &self,
+        x: &[F::Input; N],
+        y: &mut [F::Output; N],
+        ws: &mut Self::BatchWorkspace,
+        f: Fusion<'_, F::Scalar>,
+    ) {
+        let ResidualBatchWorkspace {
+            body,
+            shortcut,
+            skip,
+            ..
+        } = ws;
+        let parts = (&self.body, &self.shortcut);
+        infer_at::residual(&Whole::<N>, parts, x, y, (body, skip, shortcut), f);
     }
 
     fn backward_batch(
@@ -489,25 +496,15 @@ where
         ws: &mut Self::BatchWorkspace,
         f: Fusion<'_, F::Scalar>,
     ) {
-        if f.affine.is_some() {
-            self.infer_sample(n, x, y, ws);
-            return f.apply(y.flat_mut());
-        }
-        let e = f.epilogue;
-        self.body.infer_sample(n, x, y, &mut ws.body);
-        if const { S::EPILOGUE.is_some() && F::Input::LEN == F::Output::LEN }
-            && let Some(s) = S::EPILOGUE
-        {
-            for (y, &x) in y.flat_mut().iter_mut().zip(x.flat()) {
-                *y = e.of(*y + s.of(x));
-            }
-            return;
-        }
-        self.shortcut
-            .infer_sample(n, x, &mut ws.skip[n], &mut ws.shortcut);
-        for (y, &s) in y.flat_mut().iter_mut().zip(ws.skip[n].flat()) {
-            *y = e.of(*y + s);
-        }
+        let ResidualBatchWorkspace {
+            body,
+            shortcut,
+            skip,
+            ..
+        } = ws;
+        let parts = (&self.body, &self.shortcut);
+        let buffers = (body, &mut skip[n], shortcut);
+        infer_at::residual(&Slot::<N>(n), parts, x, y, buffers, f);
     }
 
     fn backward_sample(

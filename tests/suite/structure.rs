@@ -61,6 +61,7 @@ const LEVELS: &[(&str, &[&str])] = &[
         "execution",
         &[
             "chain",
+            "infer_at",
             "batch",
             "batch_by_sample",
             "lane_layer",
