@@ -259,6 +259,10 @@ impl<
 {
     type BatchWorkspace = ConvPacked<T, CI, CO, K>;
 
+    /// Where one sample's tiles fill a fraction of the matrix product's blocks (ResNet-20's
+    /// 64 → 64 on 8×8), inference runs the whole batch in one call.
+    const INFER_WHOLE_BATCH: bool = Self::infers_whole_batch(N);
+
     /// [`Layer::infer_fused`] on the matrix product's path (the maps applied to its sums);
     /// elsewhere the sample's pass (with the weights a batch packed), then the maps.
     fn infer_sample_fused(

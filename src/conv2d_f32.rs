@@ -97,6 +97,14 @@ impl<
     /// convolution to its sums ([`Conv2d::infer_then_f32`]).
     pub(crate) const APPLIES_MAPS: bool = !Self::FAST && conv_gemm::pays(&Self::GEOMETRY);
 
+    /// Whether inference of a batch of `samples` runs faster on the whole batch in one call
+    /// than sample by sample: where the samples' tiles share the blocks of F(2×2, 3×3) with
+    /// the output channels along the lanes (`conv_winograd_channels::fills_more_with`).
+    pub(crate) const fn infers_whole_batch(samples: usize) -> bool {
+        Self::APPLIES_MAPS
+            && crate::conv_winograd_channels::fills_more_with(&Self::GEOMETRY, samples)
+    }
+
     /// Whether the `f32` forward pass runs F(2×2, 3×3) (`conv_winograd`), whose transformed
     /// weights a batch keeps in its [`ConvPacked`] (which only LeNet's kernels use else). Not
     /// where F(4×4, 3×3) (`conv_winograd4`) runs instead, with its weights transformed for

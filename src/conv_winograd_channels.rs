@@ -177,6 +177,14 @@ pub const fn pays_for(geo: &ConvGeometry, samples: usize) -> bool {
     takes(geo) && geo.c_out >= MAX_OB && crate::conv_winograd_tiles::tiles(geo) * samples >= 16
 }
 
+/// Whether `samples` samples of `geo` in one call fill this module's blocks better than one
+/// at a time: it [`pays_for`] them and one sample's tiles fill less than a block (16 tiles of
+/// 64 on ResNet-20's 8×8 maps and ResNet-18's 7×7). A batch's inference then runs the layer
+/// on the whole batch ([`crate::BatchLayer::INFER_WHOLE_BATCH`]) rather than sample by sample.
+pub(crate) const fn fills_more_with(geo: &ConvGeometry, samples: usize) -> bool {
+    samples > 1 && pays_for(geo, samples) && crate::conv_winograd_tiles::tiles(geo) < TB
+}
+
 /// Whether [`crate::conv_gemm::input_grad`] runs this module's kernel for `samples` samples
 /// of `geo` in one call: the input gradient of a 3×3 convolution at stride 1 with padding
 /// 1 is itself one, run where that convolution [`pays_for`] them.

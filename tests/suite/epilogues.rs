@@ -138,11 +138,12 @@ fn a_forward_pass_keeps_the_concatenations_branches_and_infer_gives_the_same_out
     assert_eq!(branch4.flat(), &kept.flat()[7 * 5 * 5..]);
 }
 
-/// A network with batch norm infers a batch sample by sample (batch norm needs the batch
-/// only to train), with the fusions of `infer`: the same bits as `infer` on each image and
-/// as the layer-by-layer evaluation pass over the batch, on every instruction set. ResNet-20's
-/// 3×3 layers run F(2×2, 3×3): with the weights transformed once per batch there, on each
-/// call in `infer`.
+/// A network with batch norm infers a batch with the fusions of `infer`: its first stages
+/// sample by sample (batch norm needs the batch only to train), its last stage, whose 8×8
+/// maps fill a fraction of F(2×2, 3×3)'s blocks alone, layer by layer on the whole batch.
+/// Both give the same bits as `infer` on each image and as the layer-by-layer evaluation
+/// pass over the batch, on every instruction set. ResNet-20's 3×3 layers run F(2×2, 3×3):
+/// with the weights transformed once per batch there, on each call in `infer`.
 #[test]
 fn batched_inference_with_batch_norm_is_per_sample_inference_bit_for_bit() {
     use constnet::resnet::ResNet20Logits;
@@ -150,8 +151,15 @@ fn batched_inference_with_batch_norm_is_per_sample_inference_bit_for_bit() {
     type Net = ResNet20Logits<f32, 1, 10>;
     type Body = constnet::resnet::BasicBlock<f32, 16, 32>;
     const N: usize = 3;
+    type Last = constnet::resnet::BasicBlock<f32, 64, 8>;
     const {
-        assert!(<Body as BatchLayer<N>>::WHOLE_BATCH && !<Body as BatchLayer<N>>::INFER_WHOLE_BATCH)
+        assert!(
+            <Body as BatchLayer<N>>::WHOLE_BATCH && !<Body as BatchLayer<N>>::INFER_WHOLE_BATCH
+        );
+        assert!(
+            <Last as BatchLayer<N>>::INFER_WHOLE_BATCH
+                && !<Last as BatchLayer<1>>::INFER_WHOLE_BATCH
+        );
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let net = random::<Net>(&mut rng);
