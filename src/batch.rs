@@ -34,11 +34,11 @@
 //! assert!(net.classify_batch(&images, &mut ws).iter().all(|&class| class < Some(10)));
 //! ```
 
-use crate::chain::Chain;
+use crate::chain::{Chain, backward_at, forward_at, infer_at};
 use crate::fusion::Fusion;
-use crate::infer_at::{self, InferAt};
 use crate::layer::Layer;
 use crate::mode::{Mode, Pass, Train};
+use crate::place::Place;
 use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
 
@@ -247,10 +247,11 @@ where
         ws: &mut Self::BatchWorkspace,
     ) {
         if Self::WHOLE_BATCH {
-            self.first
-                .forward_batch_in(pass, input, &mut ws.mid, &mut ws.first);
-            self.then
-                .forward_batch_in(pass, &ws.mid, output, &mut ws.then);
+            let BatchChainWorkspace {
+                first, mid, then, ..
+            } = ws;
+            let parts = (&self.first, &self.then);
+            forward_at(&Whole::<N>, pass, parts, input, output, (first, mid, then));
         } else {
             self.prepare_forward(ws);
             for (n, (x, y)) in input.iter().zip(output.iter_mut()).enumerate() {
@@ -299,7 +300,7 @@ where
                 first, mid, then, ..
             } = ws;
             let parts = (&self.first, &self.then);
-            infer_at::chain(
+            infer_at(
                 &Whole::<N>,
                 parts,
                 input,
@@ -333,10 +334,11 @@ where
         output: &mut B::Output,
         ws: &mut Self::BatchWorkspace,
     ) {
-        self.first
-            .forward_sample_in(pass, n, input, &mut ws.mid[n], &mut ws.first);
-        self.then
-            .forward_sample_in(pass, n, &ws.mid[n], output, &mut ws.then);
+        let BatchChainWorkspace {
+            first, mid, then, ..
+        } = ws;
+        let (parts, buffers) = ((&self.first, &self.then), (first, &mut mid[n], then));
+        forward_at(&Slot::<N>(n), pass, parts, input, output, buffers);
     }
 
     fn infer_sample(
@@ -364,7 +366,7 @@ where
         } = ws;
         let parts = (&self.first, &self.then);
         let buffers = (first, &mut mid[n], then);
-        infer_at::chain(&Slot::<N>(n), parts, input, output, buffers, fusion);
+        infer_at(&Slot::<N>(n), parts, input, output, buffers, fusion);
     }
 
     fn backward_batch(
@@ -398,10 +400,16 @@ where
             mid_grad,
             then,
         } = ws;
-        self.then
-            .backward_batch(mid, then, grad_output, Some(mid_grad), &mut grads.then);
-        self.first
-            .backward_batch(input, first, mid_grad, grad_input, &mut grads.first);
+        let (parts, buffers) = ((&self.first, &self.then), (first, &*mid, mid_grad, then));
+        backward_at(
+            &Whole::<N>,
+            parts,
+            input,
+            buffers,
+            grad_output,
+            grad_input,
+            grads,
+        );
     }
 
     fn backward_sample(
@@ -419,27 +427,53 @@ where
             mid_grad,
             then,
         } = ws;
-        let mid_grad = &mut mid_grad[0];
-        self.then.backward_sample(
-            n,
-            &mid[n],
-            then,
+        // The gradient between the parts in slot 0, which stays in cache.
+        let buffers = (first, &mid[n], &mut mid_grad[0], then);
+        let parts = (&self.first, &self.then);
+        backward_at(
+            &Slot::<N>(n),
+            parts,
+            input,
+            buffers,
             grad_output,
-            Some(mid_grad),
-            &mut grads.then,
+            grad_input,
+            grads,
         );
-        self.first
-            .backward_sample(n, input, first, mid_grad, grad_input, &mut grads.first);
     }
 }
 
 /// One sample in slot `n` of a batch's workspace ([`BatchLayer::infer_sample_fused`]).
 pub(crate) struct Slot<const N: usize>(pub(crate) usize);
 
-impl<L: BatchLayer<N>, const N: usize> InferAt<L> for Slot<N> {
+impl<L: BatchLayer<N>, const N: usize> Place<L> for Slot<N> {
     type Ws = L::BatchWorkspace;
     type In = L::Input;
     type Out = L::Output;
+
+    #[inline(always)]
+    fn forward_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        layer: &L,
+        x: &L::Input,
+        y: &mut L::Output,
+        ws: &mut L::BatchWorkspace,
+    ) {
+        layer.forward_sample_in(pass, self.0, x, y, ws);
+    }
+
+    #[inline(always)]
+    fn backward(
+        &self,
+        layer: &L,
+        x: &L::Input,
+        ws: &mut L::BatchWorkspace,
+        g: &L::Output,
+        gi: Option<&mut L::Input>,
+        grads: &mut L,
+    ) {
+        layer.backward_sample(self.0, x, ws, g, gi, grads);
+    }
 
     #[inline(always)]
     fn infer(&self, layer: &L, x: &L::Input, y: &mut L::Output, ws: &mut L::BatchWorkspace) {
@@ -468,6 +502,11 @@ impl<L: BatchLayer<N>, const N: usize> InferAt<L> for Slot<N> {
     }
 
     #[inline(always)]
+    fn flat_in_mut(x: &mut L::Input) -> &mut [L::Scalar] {
+        x.flat_mut()
+    }
+
+    #[inline(always)]
     fn flat_out(y: &L::Output) -> &[L::Scalar] {
         y.flat()
     }
@@ -481,10 +520,35 @@ impl<L: BatchLayer<N>, const N: usize> InferAt<L> for Slot<N> {
 /// A whole batch of `N` samples at once ([`BatchLayer::infer_batch_fused`]).
 pub(crate) struct Whole<const N: usize>;
 
-impl<L: BatchLayer<N>, const N: usize> InferAt<L> for Whole<N> {
+impl<L: BatchLayer<N>, const N: usize> Place<L> for Whole<N> {
     type Ws = L::BatchWorkspace;
     type In = [L::Input; N];
     type Out = [L::Output; N];
+
+    #[inline(always)]
+    fn forward_in<M: Mode>(
+        &self,
+        pass: &Pass<M>,
+        layer: &L,
+        x: &Self::In,
+        y: &mut Self::Out,
+        ws: &mut L::BatchWorkspace,
+    ) {
+        layer.forward_batch_in(pass, x, y, ws);
+    }
+
+    #[inline(always)]
+    fn backward(
+        &self,
+        layer: &L,
+        x: &Self::In,
+        ws: &mut L::BatchWorkspace,
+        g: &Self::Out,
+        gi: Option<&mut Self::In>,
+        grads: &mut L,
+    ) {
+        layer.backward_batch(x, ws, g, gi, grads);
+    }
 
     #[inline(always)]
     fn infer(&self, layer: &L, x: &Self::In, y: &mut Self::Out, ws: &mut L::BatchWorkspace) {
@@ -512,6 +576,11 @@ impl<L: BatchLayer<N>, const N: usize> InferAt<L> for Whole<N> {
     #[inline(always)]
     fn flat_in(x: &Self::In) -> &[L::Scalar] {
         Tensor::flat_slice(x)
+    }
+
+    #[inline(always)]
+    fn flat_in_mut(x: &mut Self::In) -> &mut [L::Scalar] {
+        Tensor::flat_slice_mut(x)
     }
 
     #[inline(always)]

@@ -5,9 +5,9 @@ use rand::Rng;
 use core::fmt;
 
 use crate::fusion::Fusion;
-use crate::infer_at::{self, Alone};
 use crate::layer::{Activation, Layer, Shape, TensorKind, count};
 use crate::mode::{Mode, Pass, Train};
+use crate::place::{self, Alone, Place};
 
 /// Two layers in sequence, `first` then `then`. It compiles only if `then` reads exactly the
 /// tensor `first` writes (same element type, channels and sizes).
@@ -72,9 +72,11 @@ where
         output: &mut B::Output,
         ws: &mut Self::Workspace,
     ) {
-        self.first
-            .forward_in(pass, input, &mut ws.mid, &mut ws.first);
-        self.then.forward_in(pass, &ws.mid, output, &mut ws.then);
+        let ChainWorkspace {
+            first, mid, then, ..
+        } = ws;
+        let parts = (&self.first, &self.then);
+        forward_at(&Alone, pass, parts, input, output, (first, mid, then));
     }
 
     const APPLIES_EPILOGUES: bool =
@@ -103,7 +105,7 @@ where
             first, mid, then, ..
         } = ws;
         let parts = (&self.first, &self.then);
-        infer_at::chain(&Alone, parts, input, output, (first, mid, then), fusion);
+        infer_at(&Alone, parts, input, output, (first, mid, then), fusion);
     }
 
     fn backward(
@@ -120,10 +122,16 @@ where
             mid_grad,
             then,
         } = ws;
-        self.then
-            .backward(mid, then, grad_output, Some(mid_grad), &mut grads.then);
-        self.first
-            .backward(input, first, mid_grad, grad_input, &mut grads.first);
+        let (parts, buffers) = ((&self.first, &self.then), (first, &*mid, mid_grad, then));
+        backward_at(
+            &Alone,
+            parts,
+            input,
+            buffers,
+            grad_output,
+            grad_input,
+            grads,
+        );
     }
 
     fn param(&self, i: usize) -> &[A::Scalar] {
@@ -248,6 +256,115 @@ where
         self.first.visit_layers_mut(visit);
         self.then.visit_layers_mut(visit);
     }
+}
+
+/// [`Layer::forward_in`] of the chain `first` then `then` in place `at` (see
+/// [`crate::place`]), `first`'s output kept in `mid`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn forward_at<P, A, B, M: Mode>(
+    at: &P,
+    pass: &Pass<M>,
+    (first, then): (&A, &B),
+    x: &<P as Place<A>>::In,
+    y: &mut <P as Place<B>>::Out,
+    (ws_first, mid, ws_then): (
+        &mut <P as Place<A>>::Ws,
+        &mut <P as Place<A>>::Out,
+        &mut <P as Place<B>>::Ws,
+    ),
+) where
+    A: Layer,
+    B: Layer<Scalar = A::Scalar, Input = A::Output>,
+    P: Place<A> + Place<B, In = <P as Place<A>>::Out>,
+{
+    at.forward_in(pass, first, x, mid, ws_first);
+    at.forward_in(pass, then, mid, y, ws_then);
+}
+
+/// [`Layer::backward`] of the chain `first` then `then` in place `at`, after a forward pass
+/// that kept `first`'s output in `mid`; the gradient between the two passes through
+/// `mid_grad`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn backward_at<P, A, B>(
+    at: &P,
+    (first, then): (&A, &B),
+    x: &<P as Place<A>>::In,
+    (ws_first, mid, mid_grad, ws_then): (
+        &mut <P as Place<A>>::Ws,
+        &<P as Place<A>>::Out,
+        &mut <P as Place<A>>::Out,
+        &mut <P as Place<B>>::Ws,
+    ),
+    g: &<P as Place<B>>::Out,
+    gi: Option<&mut <P as Place<A>>::In>,
+    grads: &mut Chain<A, B>,
+) where
+    A: Layer,
+    B: Layer<Scalar = A::Scalar, Input = A::Output>,
+    P: Place<A> + Place<B, In = <P as Place<A>>::Out>,
+{
+    at.backward(then, mid, ws_then, g, Some(mid_grad), &mut grads.then);
+    at.backward(first, x, ws_first, mid_grad, gi, &mut grads.first);
+}
+
+/// [`Layer::infer_fused`] of the chain `first` then `then` in place `at`, given its parts'
+/// workspaces and the buffer between them (`mid`). When `then` is a map that `first` applies
+/// as it writes (batch norm after a convolution, a ReLU after a layer that
+/// [`Layer::APPLIES_EPILOGUES`]), `first` applies it, with the maps offered to the chain
+/// after it, straight into `y`, and `mid` is not written; a fusion with an affine map goes to
+/// `then` if it applies one, else runs as a pass after the chain.
+#[allow(clippy::type_complexity)]
+pub(crate) fn infer_at<P, A, B>(
+    at: &P,
+    (first, then): (&A, &B),
+    x: &<P as Place<A>>::In,
+    y: &mut <P as Place<B>>::Out,
+    (ws_first, mid, ws_then): (
+        &mut <P as Place<A>>::Ws,
+        &mut <P as Place<A>>::Out,
+        &mut <P as Place<B>>::Ws,
+    ),
+    f: Fusion<'_, A::Scalar>,
+) where
+    A: Layer,
+    B: Layer<Scalar = A::Scalar, Input = A::Output>,
+    P: Place<A> + Place<B, In = <P as Place<A>>::Out>,
+{
+    if f.affine.is_some() {
+        if const { B::APPLIES_CHANNEL_AFFINE } {
+            at.infer(first, x, mid, ws_first);
+            at.infer_fused(then, mid, y, ws_then, f);
+        } else {
+            let parts = (&mut *ws_first, &mut *mid, &mut *ws_then);
+            infer_at(at, (first, then), x, y, parts, Fusion::NONE);
+            <P as Place<B>>::apply(y, f);
+        }
+        return;
+    }
+    let epilogue = f.epilogue;
+    if const { A::APPLIES_CHANNEL_AFFINE }
+        && let Some(out) = place::same::<<P as Place<A>>::Out, _>(y)
+    {
+        let fused = then.channel_affine(|affine| {
+            let f = Fusion {
+                affine: Some(affine),
+                epilogue,
+            };
+            at.infer_fused(first, x, out, ws_first, f);
+        });
+        if fused.is_some() {
+            return;
+        }
+    }
+    if const { B::EPILOGUE.is_some() && A::APPLIES_EPILOGUES } {
+        let fused = B::EPILOGUE.and_then(|own| epilogue.after(own));
+        let out = place::same::<<P as Place<A>>::Out, _>(y);
+        if let (Some(fused), Some(out)) = (fused, out) {
+            return at.infer_fused(first, x, out, ws_first, Fusion::epilogue(fused));
+        }
+    }
+    at.infer(first, x, mid, ws_first);
+    at.infer_fused(then, mid, y, ws_then, f);
 }
 
 /// The type of layers applied in sequence: `sequential![A, B, C]` is

@@ -102,7 +102,7 @@ pub mod fusion;
 pub mod global_avgpool2d;
 pub mod googlenet;
 pub mod grouped_conv2d;
-mod infer_at;
+mod identity;
 mod lane_chain;
 mod lane_layer;
 mod lane_layout;
@@ -128,6 +128,7 @@ pub mod optim;
 mod pairs;
 #[cfg(feature = "viz")]
 pub mod photo;
+mod place;
 #[cfg(feature = "std")]
 #[allow(unsafe_code)]
 mod pool;

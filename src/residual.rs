@@ -1,78 +1,17 @@
 //! Residual connections (He et al. 2015): `y = F(x) + S(x)`, where the shortcut `S` is the
 //! identity or a projection.
 
-use core::marker::PhantomData;
-
 use rand::Rng;
 
 use crate::batch::{BatchLayer, Slot, Whole};
-use crate::infer_at::{self, Alone};
+pub use crate::identity::Identity;
+use crate::place::{Alone, Place};
 use core::fmt;
 
-use crate::fusion::{Epilogue, Fusion};
-use crate::layer::{Activation, Layer, Shape, TensorKind, count, no_such_param};
+use crate::fusion::Fusion;
+use crate::layer::{Activation, Layer, Shape, TensorKind, count};
 use crate::mode::{Mode, Pass, Train};
 use crate::tensor::Tensor;
-
-/// The identity map `y = x` over any tensor type: the shortcut of a residual block whose body
-/// keeps the shape, and the first branch of a DenseNet layer's concatenation.
-///
-/// ```
-/// use constnet::{Identity, Layer};
-/// let mut y = [0.0f32; 3];
-/// Identity::<[f32; 3]>::new().forward(&[1.0, -2.0, 3.0], &mut y, &mut ());
-/// assert_eq!(y, [1.0, -2.0, 3.0]);
-/// ```
-#[derive(Debug, Default, PartialEq)]
-pub struct Identity<X>(PhantomData<X>);
-
-impl<X> Identity<X> {
-    /// The identity (it has no parameters).
-    pub const fn new() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<X> Clone for Identity<X> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<X> Copy for Identity<X> {}
-
-impl<X: Tensor> Layer for Identity<X> {
-    type Scalar = X::Scalar;
-    type Input = X;
-    type Output = X;
-    type Workspace = ();
-    const CHECK: () = ();
-    const PARAM_TENSORS: usize = 0;
-    const EPILOGUE: Option<Epilogue> = Some(Epilogue::Identity);
-
-    fn forward(&self, input: &X, output: &mut X, _ws: &mut ()) {
-        *output = *input;
-    }
-
-    fn backward(&self, _x: &X, _ws: &mut (), g: &X, grad_input: Option<&mut X>, _: &mut Self) {
-        if let Some(gi) = grad_input {
-            *gi = *g;
-        }
-    }
-
-    fn param(&self, i: usize) -> &[X::Scalar] {
-        no_such_param("Identity", i)
-    }
-
-    fn param_mut(&mut self, i: usize) -> &mut [X::Scalar] {
-        no_such_param("Identity", i)
-    }
-
-    fn init<R: Rng + ?Sized>(&mut self, _rng: &mut R) {}
-}
-
-crate::zeroable!(impl [X] for Identity [X] (_0));
-crate::batch_by_sample::per_sample!(impl<X: Tensor> for Identity<X>);
-crate::fused::no_params!(impl<X: Tensor> for Identity<X>);
 
 /// `y = body(x) + shortcut(x)`: a residual block. Both read the same input and must write the
 /// same tensor type, or the block does not compile; with an [`Identity`] shortcut the body
@@ -172,10 +111,14 @@ where
         y: &mut F::Output,
         ws: &mut Self::Workspace,
     ) {
-        self.body.forward_in(pass, x, y, &mut ws.body);
-        self.shortcut
-            .forward_in(pass, x, &mut ws.skip, &mut ws.shortcut);
-        add_to(y, &ws.skip);
+        let ResidualWorkspace {
+            body,
+            shortcut,
+            skip,
+            ..
+        } = ws;
+        let parts = (&self.body, &self.shortcut);
+        forward_at(&Alone, pass, parts, x, y, (body, skip, shortcut));
     }
 
     fn infer(&self, x: &F::Input, y: &mut F::Output, ws: &mut Self::Workspace) {
@@ -183,8 +126,8 @@ where
     }
 
     /// `e(F(x) + S(x))` in one pass over the sum, for an epilogue `e`; an identity shortcut
-    /// (or any that is an [`Epilogue`] of its input) is read from `x` with no copy of its
-    /// own. An affine map after the sum runs as a pass of its own.
+    /// (or any that is an [`Epilogue`](crate::Epilogue) of its input) is read from `x` with
+    /// no copy of its own. An affine map after the sum runs as a pass of its own.
     fn infer_fused(
         &self,
         x: &F::Input,
@@ -199,7 +142,7 @@ where
             ..
         } = ws;
         let parts = (&self.body, &self.shortcut);
-        infer_at::residual(&Alone, parts, x, y, (body, skip, shortcut), f);
+        infer_at(&Alone, parts, x, y, (body, skip, shortcut), f);
     }
 
     fn backward(
@@ -210,22 +153,14 @@ where
         grad_input: Option<&mut F::Input>,
         grads: &mut Self,
     ) {
-        match grad_input {
-            Some(gi) => {
-                self.body
-                    .backward(x, &mut ws.body, g, Some(gi), &mut grads.body);
-                let skip_grad = Some(&mut ws.skip_grad);
-                self.shortcut
-                    .backward(x, &mut ws.shortcut, g, skip_grad, &mut grads.shortcut);
-                add_to(gi, &ws.skip_grad);
-            }
-            None => {
-                self.body
-                    .backward(x, &mut ws.body, g, None, &mut grads.body);
-                self.shortcut
-                    .backward(x, &mut ws.shortcut, g, None, &mut grads.shortcut);
-            }
-        }
+        let ResidualWorkspace {
+            body,
+            shortcut,
+            skip_grad,
+            ..
+        } = ws;
+        let (parts, buffers) = ((&self.body, &self.shortcut), (body, skip_grad, shortcut));
+        backward_at(&Alone, parts, x, buffers, g, grad_input, grads);
     }
 
     fn param(&self, i: usize) -> &[F::Scalar] {
@@ -377,10 +312,14 @@ where
         y: &mut [F::Output; N],
         ws: &mut Self::BatchWorkspace,
     ) {
-        self.body.forward_batch_in(pass, x, y, &mut ws.body);
-        self.shortcut
-            .forward_batch_in(pass, x, &mut ws.skip, &mut ws.shortcut);
-        y.iter_mut().zip(&ws.skip).for_each(|(y, s)| add_to(y, s));
+        let ResidualBatchWorkspace {
+            body,
+            shortcut,
+            skip,
+            ..
+        } = ws;
+        let parts = (&self.body, &self.shortcut);
+        forward_at(&Whole::<N>, pass, parts, x, y, (body, skip, shortcut));
     }
 
     fn infer_batch(
@@ -407,7 +346,7 @@ where
             ..
         } = ws;
         let parts = (&self.body, &self.shortcut);
-        infer_at::residual(&Whole::<N>, parts, x, y, (body, skip, shortcut), f);
+        infer_at(&Whole::<N>, parts, x, y, (body, skip, shortcut), f);
     }
 
     fn backward_batch(
@@ -418,29 +357,14 @@ where
         grad_input: Option<&mut [F::Input; N]>,
         grads: &mut Self,
     ) {
-        match grad_input {
-            Some(gi) => {
-                self.body
-                    .backward_batch(x, &mut ws.body, g, Some(gi), &mut grads.body);
-                let skip_grad = Some(&mut ws.skip_grad);
-                self.shortcut.backward_batch(
-                    x,
-                    &mut ws.shortcut,
-                    g,
-                    skip_grad,
-                    &mut grads.shortcut,
-                );
-                gi.iter_mut()
-                    .zip(&ws.skip_grad)
-                    .for_each(|(gi, s)| add_to(gi, s));
-            }
-            None => {
-                self.body
-                    .backward_batch(x, &mut ws.body, g, None, &mut grads.body);
-                self.shortcut
-                    .backward_batch(x, &mut ws.shortcut, g, None, &mut grads.shortcut);
-            }
-        }
+        let ResidualBatchWorkspace {
+            body,
+            shortcut,
+            skip_grad,
+            ..
+        } = ws;
+        let (parts, buffers) = ((&self.body, &self.shortcut), (body, skip_grad, shortcut));
+        backward_at(&Whole::<N>, parts, x, buffers, g, grad_input, grads);
     }
 
     fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
@@ -471,10 +395,14 @@ where
         y: &mut F::Output,
         ws: &mut Self::BatchWorkspace,
     ) {
-        self.body.forward_sample_in(pass, n, x, y, &mut ws.body);
-        self.shortcut
-            .forward_sample_in(pass, n, x, &mut ws.skip[n], &mut ws.shortcut);
-        add_to(y, &ws.skip[n]);
+        let ResidualBatchWorkspace {
+            body,
+            shortcut,
+            skip,
+            ..
+        } = ws;
+        let (parts, buffers) = ((&self.body, &self.shortcut), (body, &mut skip[n], shortcut));
+        forward_at(&Slot::<N>(n), pass, parts, x, y, buffers);
     }
 
     fn infer_sample(
@@ -504,7 +432,7 @@ where
         } = ws;
         let parts = (&self.body, &self.shortcut);
         let buffers = (body, &mut skip[n], shortcut);
-        infer_at::residual(&Slot::<N>(n), parts, x, y, buffers, f);
+        infer_at(&Slot::<N>(n), parts, x, y, buffers, f);
     }
 
     fn backward_sample(
@@ -516,28 +444,131 @@ where
         grad_input: Option<&mut F::Input>,
         grads: &mut Self,
     ) {
-        match grad_input {
-            Some(gi) => {
-                self.body
-                    .backward_sample(n, x, &mut ws.body, g, Some(gi), &mut grads.body);
-                let skip_grad = &mut ws.skip_grad[0];
-                self.shortcut.backward_sample(
-                    n,
-                    x,
-                    &mut ws.shortcut,
-                    g,
-                    Some(skip_grad),
-                    &mut grads.shortcut,
-                );
-                add_to(gi, skip_grad);
-            }
-            None => {
-                self.body
-                    .backward_sample(n, x, &mut ws.body, g, None, &mut grads.body);
-                self.shortcut
-                    .backward_sample(n, x, &mut ws.shortcut, g, None, &mut grads.shortcut);
-            }
+        let ResidualBatchWorkspace {
+            body,
+            shortcut,
+            skip_grad,
+            ..
+        } = ws;
+        // The shortcut's input gradient in slot 0, which stays in cache.
+        let buffers = (body, &mut skip_grad[0], shortcut);
+        let parts = (&self.body, &self.shortcut);
+        backward_at(&Slot::<N>(n), parts, x, buffers, g, grad_input, grads);
+    }
+}
+
+/// [`Layer::forward_in`] of the residual block `body`, `shortcut` in place `at` (see
+/// [`crate::place`]), the shortcut's output kept in `skip`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn forward_at<P, F, S, M: Mode>(
+    at: &P,
+    pass: &Pass<M>,
+    (body, shortcut): (&F, &S),
+    x: &<P as Place<F>>::In,
+    y: &mut <P as Place<F>>::Out,
+    (ws_body, skip, ws_shortcut): (
+        &mut <P as Place<F>>::Ws,
+        &mut <P as Place<F>>::Out,
+        &mut <P as Place<S>>::Ws,
+    ),
+) where
+    F: Layer,
+    S: Layer<Scalar = F::Scalar, Input = F::Input, Output = F::Output>,
+    P: Place<F> + Place<S, In = <P as Place<F>>::In, Out = <P as Place<F>>::Out>,
+{
+    at.forward_in(pass, body, x, y, ws_body);
+    at.forward_in(pass, shortcut, x, skip, ws_shortcut);
+    add_flat(
+        <P as Place<F>>::flat_out_mut(y),
+        <P as Place<F>>::flat_out(skip),
+    );
+}
+
+/// [`Layer::backward`] of the residual block `body`, `shortcut` in place `at`: both parts
+/// read the output's gradient, and the input's is the sum of theirs (the shortcut's through
+/// `skip_grad`).
+#[allow(clippy::type_complexity)]
+pub(crate) fn backward_at<P, F, S>(
+    at: &P,
+    (body, shortcut): (&F, &S),
+    x: &<P as Place<F>>::In,
+    (ws_body, skip_grad, ws_shortcut): (
+        &mut <P as Place<F>>::Ws,
+        &mut <P as Place<F>>::In,
+        &mut <P as Place<S>>::Ws,
+    ),
+    g: &<P as Place<F>>::Out,
+    grad_input: Option<&mut <P as Place<F>>::In>,
+    grads: &mut Residual<F, S>,
+) where
+    F: Layer,
+    S: Layer<Scalar = F::Scalar, Input = F::Input, Output = F::Output>,
+    P: Place<F> + Place<S, In = <P as Place<F>>::In, Out = <P as Place<F>>::Out>,
+{
+    match grad_input {
+        Some(gi) => {
+            at.backward(body, x, ws_body, g, Some(gi), &mut grads.body);
+            let skip = Some(&mut *skip_grad);
+            at.backward(shortcut, x, ws_shortcut, g, skip, &mut grads.shortcut);
+            let gi = <P as Place<F>>::flat_in_mut(gi);
+            add_flat(gi, <P as Place<F>>::flat_in(skip_grad));
         }
+        None => {
+            at.backward(body, x, ws_body, g, None, &mut grads.body);
+            at.backward(shortcut, x, ws_shortcut, g, None, &mut grads.shortcut);
+        }
+    }
+}
+
+/// `sum += other`, element by element.
+fn add_flat<T: crate::scalar::Scalar>(sum: &mut [T], other: &[T]) {
+    for (s, &o) in sum.iter_mut().zip(other) {
+        *s = *s + o;
+    }
+}
+
+/// [`Layer::infer_fused`] of a residual block `y = body(x) + shortcut(x)` in place `at`,
+/// given its parts' workspaces and the buffer for the shortcut's output (`skip`):
+/// `e(F(x) + S(x))` in one pass over the sum for an epilogue `e`; a shortcut that is an
+/// [`Epilogue`](crate::Epilogue) of its input (the identity) is read from `x` with no copy
+/// of its own. An affine map after the sum runs as a pass of its own.
+#[allow(clippy::type_complexity)]
+pub(crate) fn infer_at<P, F, S>(
+    at: &P,
+    (body, shortcut): (&F, &S),
+    x: &<P as Place<F>>::In,
+    y: &mut <P as Place<F>>::Out,
+    (ws_body, skip, ws_shortcut): (
+        &mut <P as Place<F>>::Ws,
+        &mut <P as Place<F>>::Out,
+        &mut <P as Place<S>>::Ws,
+    ),
+    f: Fusion<'_, F::Scalar>,
+) where
+    F: Layer,
+    S: Layer<Scalar = F::Scalar, Input = F::Input, Output = F::Output>,
+    P: Place<F> + Place<S, In = <P as Place<F>>::In, Out = <P as Place<F>>::Out>,
+{
+    if f.affine.is_some() {
+        let parts = (&mut *ws_body, &mut *skip, &mut *ws_shortcut);
+        infer_at(at, (body, shortcut), x, y, parts, Fusion::NONE);
+        return <P as Place<F>>::apply(y, f);
+    }
+    let e = f.epilogue;
+    at.infer(body, x, y, ws_body);
+    if const { S::EPILOGUE.is_some() && F::Input::LEN == F::Output::LEN }
+        && let Some(s) = S::EPILOGUE
+    {
+        let x = <P as Place<F>>::flat_in(x);
+        for (y, &x) in <P as Place<F>>::flat_out_mut(y).iter_mut().zip(x) {
+            *y = e.of(*y + s.of(x));
+        }
+        return;
+    }
+    at.infer(shortcut, x, skip, ws_shortcut);
+    let skip = <P as Place<F>>::flat_out(skip);
+    for (y, &s) in <P as Place<F>>::flat_out_mut(y).iter_mut().zip(skip) {
+        *y = e.of(*y + s);
     }
 }
 
