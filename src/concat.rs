@@ -5,7 +5,8 @@ use core::marker::PhantomData;
 
 use rand::Rng;
 
-use crate::batch::BatchLayer;
+use crate::batch::{BatchLayer, Slot, Whole};
+use crate::place::{self, Alone, Place};
 use core::fmt;
 
 use crate::layer::{Activation, Layer, Shape, TensorKind, count, no_such_param, no_such_tensor};
@@ -90,6 +91,124 @@ fn add_to<T: crate::Scalar>(sum: &mut [T], other: &[T]) {
     }
 }
 
+/// Where a branch's maps are in the concatenation: `len` values from `offset` in each
+/// sample's `whole` values.
+#[derive(Clone, Copy)]
+struct Part {
+    offset: usize,
+    len: usize,
+    whole: usize,
+}
+
+impl Part {
+    /// Copies each sample's branch output (`from`, `len` values a sample) into its part of
+    /// each sample of `to`.
+    fn scatter<T: Copy>(self, from: &[T], to: &mut [T]) {
+        for (to, from) in to
+            .chunks_exact_mut(self.whole)
+            .zip(from.chunks_exact(self.len))
+        {
+            to[self.offset..self.offset + self.len].copy_from_slice(from);
+        }
+    }
+
+    /// Copies the part of each sample of `from` into `to` (`len` values a sample).
+    fn gather<T: Copy>(self, from: &[T], to: &mut [T]) {
+        for (to, from) in to
+            .chunks_exact_mut(self.len)
+            .zip(from.chunks_exact(self.whole))
+        {
+            to.copy_from_slice(&from[self.offset..self.offset + self.len]);
+        }
+    }
+
+    /// The part of `y` if `y` is one sample.
+    fn of_one<T>(self, y: &[T]) -> Option<&[T]> {
+        (y.len() == self.whole).then(|| &y[self.offset..self.offset + self.len])
+    }
+
+    /// The part of `y`, mutable, if `y` is one sample.
+    fn of_one_mut<T>(self, y: &mut [T]) -> Option<&mut [T]> {
+        (y.len() == self.whole).then(|| &mut y[self.offset..self.offset + self.len])
+    }
+}
+
+/// A branch's forward pass in place `at` (see [`crate::place`]): its output kept in `out`,
+/// where [`Layer::activation`] finds a named branch's, then copied into its channels of `y`
+/// (flat, every sample of the place).
+fn forward_branch<P: Place<L>, L: Layer, M: Mode>(
+    at: &P,
+    pass: &Pass<M>,
+    layer: &L,
+    x: &<P as Place<L>>::In,
+    (out, ws): (&mut <P as Place<L>>::Out, &mut <P as Place<L>>::Ws),
+    (y, part): (&mut [L::Scalar], Part),
+) {
+    at.forward_in(pass, layer, x, out, ws);
+    part.scatter(<P as Place<L>>::flat_out(out), y);
+}
+
+/// A branch's inference in place `at`: written straight into its channels of `y` where they
+/// are its output's type (one sample), else through `out` and copied.
+fn infer_branch<P: Place<L>, L: Layer>(
+    at: &P,
+    layer: &L,
+    x: &<P as Place<L>>::In,
+    (out, ws): (&mut <P as Place<L>>::Out, &mut <P as Place<L>>::Ws),
+    (y, part): (&mut [L::Scalar], Part),
+) {
+    let direct = part
+        .of_one_mut(&mut *y)
+        .and_then(<L::Output as Tensor>::from_flat_mut)
+        .and_then(place::same::<<P as Place<L>>::Out, _>);
+    match direct {
+        Some(o) => at.infer(layer, x, o, ws),
+        None => {
+            at.infer(layer, x, out, ws);
+            part.scatter(<P as Place<L>>::flat_out(out), y);
+        }
+    }
+}
+
+/// A branch's backward pass in place `at`: its share of the output gradient `g` read in
+/// place (one sample) or copied into `out`; its input gradient written to `grad_input` if it
+/// is the first branch, else added to it through `scratch`.
+#[allow(clippy::too_many_arguments)]
+fn backward_branch<P: Place<L>, L: Layer>(
+    at: &P,
+    layer: &L,
+    x: &<P as Place<L>>::In,
+    (out, ws): (&mut <P as Place<L>>::Out, &mut <P as Place<L>>::Ws),
+    (g, part): (&[L::Scalar], Part),
+    (grad_input, scratch, first): (
+        Option<&mut <P as Place<L>>::In>,
+        &mut <P as Place<L>>::In,
+        bool,
+    ),
+    grads: &mut L,
+) {
+    let view = part
+        .of_one(g)
+        .and_then(<L::Output as Tensor>::from_flat)
+        .and_then(place::same_ref::<<P as Place<L>>::Out, _>);
+    let g_b: &<P as Place<L>>::Out = match view {
+        Some(g_b) => g_b,
+        None => {
+            part.gather(g, <P as Place<L>>::flat_out_mut(out));
+            out
+        }
+    };
+    match grad_input {
+        None => at.backward(layer, x, ws, g_b, None, grads),
+        Some(gi) if first => at.backward(layer, x, ws, g_b, Some(gi), grads),
+        Some(gi) => {
+            at.backward(layer, x, ws, g_b, Some(&mut *scratch), grads);
+            let gi = <P as Place<L>>::flat_in_mut(gi);
+            add_to(gi, <P as Place<L>>::flat_in(scratch));
+        }
+    }
+}
+
 /// Branch `layer`'s output for `x`, written to `part` (its channels of the concatenation): in
 /// place where `part` can be viewed as the branch's output type, else through `out`.
 fn infer_into<L: Layer>(
@@ -142,15 +261,15 @@ macro_rules! concat {
             // A forward pass keeps each branch's output in its workspace (`Layer::activation`
             // finds a named branch's there), then copies it into the output.
             fn forward_in<M: Mode>(&self, pass: &Pass<M>, x: &X, y: &mut Out, ws: &mut Self::Workspace) {
-                let mut at = 0;
+                let (y, mut offset) = (y.flat_mut(), 0);
                 $(
                     let b = &mut ws.branches.$i;
-                    self.branches.$i.forward_in(pass, x, &mut b.out, &mut b.ws);
-                    let len = <$b::Output as Tensor>::LEN;
-                    y.flat_mut()[at..at + len].copy_from_slice(b.out.flat());
-                    at += len;
+                    let part = Part { offset, len: <$b::Output as Tensor>::LEN, whole: <Out as Tensor>::LEN };
+                    let buffers = (&mut b.out, &mut b.ws);
+                    forward_branch(&Alone, pass, &self.branches.$i, x, buffers, (&mut *y, part));
+                    offset += part.len;
                 )+
-                let _ = at;
+                let _ = offset;
             }
 
             // Inference writes each branch's maps straight into their channels of the output
@@ -187,32 +306,16 @@ macro_rules! concat {
                 mut grad_input: Option<&mut X>,
                 grads: &mut Self,
             ) {
-                let mut at = 0;
+                let (g, mut offset) = (g.flat(), 0);
                 $(
                     let b = &mut ws.branches.$i;
-                    let len = <$b::Output as Tensor>::LEN;
-                    // The branch's share of the output gradient, read in place.
-                    let part = &g.flat()[at..at + len];
-                    let g_b = match <$b::Output as Tensor>::from_flat(part) {
-                        Some(g_b) => g_b,
-                        None => {
-                            b.out.flat_mut().copy_from_slice(part);
-                            &b.out
-                        }
-                    };
-                    at += len;
-                    let layer = &self.branches.$i;
-                    let branch_grads = &mut grads.branches.$i;
-                    match grad_input.as_deref_mut() {
-                        None => layer.backward(x, &mut b.ws, g_b, None, branch_grads),
-                        Some(gi) if $i == 0 => layer.backward(x, &mut b.ws, g_b, Some(gi), branch_grads),
-                        Some(gi) => {
-                            layer.backward(x, &mut b.ws, g_b, Some(&mut ws.grad), branch_grads);
-                            add_to(gi.flat_mut(), ws.grad.flat());
-                        }
-                    }
+                    let part = Part { offset, len: <$b::Output as Tensor>::LEN, whole: <Out as Tensor>::LEN };
+                    let input_grads = (grad_input.as_deref_mut(), &mut ws.grad, $i == 0);
+                    let (layer, buffers) = (&self.branches.$i, (&mut b.out, &mut b.ws));
+                    backward_branch(&Alone, layer, x, buffers, (g, part), input_grads, &mut grads.branches.$i);
+                    offset += part.len;
                 )+
-                let _ = at;
+                let _ = offset;
             }
 
             fn param(&self, i: usize) -> &[X::Scalar] {
@@ -365,31 +468,27 @@ macro_rules! concat {
                 y: &mut [Out; N],
                 ws: &mut Self::BatchWorkspace,
             ) {
-                let mut at = 0;
+                let (y, mut offset) = (Out::flat_slice_mut(y), 0);
                 $(
                     let b = &mut ws.branches.$i;
-                    self.branches.$i.forward_batch_in(pass, x, &mut b.out, &mut b.ws);
-                    let len = <$b::Output as Tensor>::LEN;
-                    for (y, o) in y.iter_mut().zip(&b.out) {
-                        y.flat_mut()[at..at + len].copy_from_slice(o.flat());
-                    }
-                    at += len;
+                    let part = Part { offset, len: <$b::Output as Tensor>::LEN, whole: <Out as Tensor>::LEN };
+                    let buffers = (&mut b.out, &mut b.ws);
+                    forward_branch(&Whole::<N>, pass, &self.branches.$i, x, buffers, (&mut *y, part));
+                    offset += part.len;
                 )+
-                let _ = at;
+                let _ = offset;
             }
 
             fn infer_batch(&self, x: &[X; N], y: &mut [Out; N], ws: &mut Self::BatchWorkspace) {
-                let mut at = 0;
+                let (y, mut offset) = (Out::flat_slice_mut(y), 0);
                 $(
                     let b = &mut ws.branches.$i;
-                    self.branches.$i.infer_batch(x, &mut b.out, &mut b.ws);
-                    let len = <$b::Output as Tensor>::LEN;
-                    for (y, o) in y.iter_mut().zip(&b.out) {
-                        y.flat_mut()[at..at + len].copy_from_slice(o.flat());
-                    }
-                    at += len;
+                    let part = Part { offset, len: <$b::Output as Tensor>::LEN, whole: <Out as Tensor>::LEN };
+                    let buffers = (&mut b.out, &mut b.ws);
+                    infer_branch(&Whole::<N>, &self.branches.$i, x, buffers, (&mut *y, part));
+                    offset += part.len;
                 )+
-                let _ = at;
+                let _ = offset;
             }
 
             fn backward_batch(
@@ -400,26 +499,16 @@ macro_rules! concat {
                 mut grad_input: Option<&mut [X; N]>,
                 grads: &mut Self,
             ) {
-                let mut at = 0;
+                let (g, mut offset) = (Out::flat_slice(g), 0);
                 $(
                     let b = &mut ws.branches.$i;
-                    let len = <$b::Output as Tensor>::LEN;
-                    for (o, g) in b.out.iter_mut().zip(g) {
-                        o.flat_mut().copy_from_slice(&g.flat()[at..at + len]);
-                    }
-                    at += len;
-                    let layer = &self.branches.$i;
-                    let branch_grads = &mut grads.branches.$i;
-                    match grad_input.as_deref_mut() {
-                        None => layer.backward_batch(x, &mut b.ws, &b.out, None, branch_grads),
-                        Some(gi) if $i == 0 => layer.backward_batch(x, &mut b.ws, &b.out, Some(gi), branch_grads),
-                        Some(gi) => {
-                            layer.backward_batch(x, &mut b.ws, &b.out, Some(&mut ws.grad), branch_grads);
-                            add_to(X::flat_slice_mut(gi), X::flat_slice(&ws.grad));
-                        }
-                    }
+                    let part = Part { offset, len: <$b::Output as Tensor>::LEN, whole: <Out as Tensor>::LEN };
+                    let input_grads = (grad_input.as_deref_mut(), &mut ws.grad, $i == 0);
+                    let (layer, buffers) = (&self.branches.$i, (&mut b.out, &mut b.ws));
+                    backward_branch(&Whole::<N>, layer, x, buffers, (g, part), input_grads, &mut grads.branches.$i);
+                    offset += part.len;
                 )+
-                let _ = at;
+                let _ = offset;
             }
 
             fn prepare_forward(&self, ws: &mut Self::BatchWorkspace) {
@@ -442,33 +531,27 @@ macro_rules! concat {
                 y: &mut Out,
                 ws: &mut Self::BatchWorkspace,
             ) {
-                let mut at = 0;
+                let (y, mut offset) = (y.flat_mut(), 0);
                 $(
                     let b = &mut ws.branches.$i;
-                    self.branches.$i.forward_sample_in(pass, n, x, &mut b.out[n], &mut b.ws);
-                    let len = <$b::Output as Tensor>::LEN;
-                    y.flat_mut()[at..at + len].copy_from_slice(b.out[n].flat());
-                    at += len;
+                    let part = Part { offset, len: <$b::Output as Tensor>::LEN, whole: <Out as Tensor>::LEN };
+                    let buffers = (&mut b.out[n], &mut b.ws);
+                    forward_branch(&Slot::<N>(n), pass, &self.branches.$i, x, buffers, (&mut *y, part));
+                    offset += part.len;
                 )+
-                let _ = at;
+                let _ = offset;
             }
 
             fn infer_sample(&self, n: usize, x: &X, y: &mut Out, ws: &mut Self::BatchWorkspace) {
-                let mut at = 0;
+                let (y, mut offset) = (y.flat_mut(), 0);
                 $(
                     let b = &mut ws.branches.$i;
-                    let len = <$b::Output as Tensor>::LEN;
-                    let part = &mut y.flat_mut()[at..at + len];
-                    match <$b::Output as Tensor>::from_flat_mut(part) {
-                        Some(out) => self.branches.$i.infer_sample(n, x, out, &mut b.ws),
-                        None => {
-                            self.branches.$i.infer_sample(n, x, &mut b.out[n], &mut b.ws);
-                            part.copy_from_slice(b.out[n].flat());
-                        }
-                    }
-                    at += len;
+                    let part = Part { offset, len: <$b::Output as Tensor>::LEN, whole: <Out as Tensor>::LEN };
+                    let buffers = (&mut b.out[n], &mut b.ws);
+                    infer_branch(&Slot::<N>(n), &self.branches.$i, x, buffers, (&mut *y, part));
+                    offset += part.len;
                 )+
-                let _ = at;
+                let _ = offset;
             }
 
             fn backward_sample(
@@ -480,24 +563,17 @@ macro_rules! concat {
                 mut grad_input: Option<&mut X>,
                 grads: &mut Self,
             ) {
-                let mut at = 0;
+                let (g, mut offset) = (g.flat(), 0);
                 $(
                     let b = &mut ws.branches.$i;
-                    let len = <$b::Output as Tensor>::LEN;
-                    b.out[n].flat_mut().copy_from_slice(&g.flat()[at..at + len]);
-                    at += len;
-                    let layer = &self.branches.$i;
-                    let branch_grads = &mut grads.branches.$i;
-                    match grad_input.as_deref_mut() {
-                        None => layer.backward_sample(n, x, &mut b.ws, &b.out[n], None, branch_grads),
-                        Some(gi) if $i == 0 => layer.backward_sample(n, x, &mut b.ws, &b.out[n], Some(gi), branch_grads),
-                        Some(gi) => {
-                            layer.backward_sample(n, x, &mut b.ws, &b.out[n], Some(&mut ws.grad[0]), branch_grads);
-                            add_to(gi.flat_mut(), ws.grad[0].flat());
-                        }
-                    }
+                    let part = Part { offset, len: <$b::Output as Tensor>::LEN, whole: <Out as Tensor>::LEN };
+                    // The branches' input gradients in slot 0, which stays in cache.
+                    let input_grads = (grad_input.as_deref_mut(), &mut ws.grad[0], $i == 0);
+                    let (layer, buffers) = (&self.branches.$i, (&mut b.out[n], &mut b.ws));
+                    backward_branch(&Slot::<N>(n), layer, x, buffers, (g, part), input_grads, &mut grads.branches.$i);
+                    offset += part.len;
                 )+
-                let _ = at;
+                let _ = offset;
             }
         }
     };

@@ -158,3 +158,9 @@ impl<L: Layer> Place<L> for Alone {
 pub(crate) fn same<Y: 'static, X: 'static>(y: &mut X) -> Option<&mut Y> {
     (y as &mut dyn Any).downcast_mut()
 }
+
+/// `y` as a `Y`, if it is one (see [`same`]).
+#[inline(always)]
+pub(crate) fn same_ref<Y: 'static, X: 'static>(y: &X) -> Option<&Y> {
+    (y as &dyn Any).downcast_ref()
+}
