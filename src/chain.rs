@@ -258,20 +258,23 @@ where
     }
 }
 
+/// A chain's buffers in place `P`: `A`'s workspace, the activation between the parts, `B`'s
+/// workspace.
+pub(crate) type Between<'a, P, A, B> = (
+    &'a mut <P as Place<A>>::Ws,
+    &'a mut <P as Place<A>>::Out,
+    &'a mut <P as Place<B>>::Ws,
+);
+
 /// [`Layer::forward_in`] of the chain `first` then `then` in place `at` (see
 /// [`crate::place`]), `first`'s output kept in `mid`.
-#[allow(clippy::type_complexity)]
 pub(crate) fn forward_at<P, A, B, M: Mode>(
     at: &P,
     pass: &Pass<M>,
     (first, then): (&A, &B),
     x: &<P as Place<A>>::In,
     y: &mut <P as Place<B>>::Out,
-    (ws_first, mid, ws_then): (
-        &mut <P as Place<A>>::Ws,
-        &mut <P as Place<A>>::Out,
-        &mut <P as Place<B>>::Ws,
-    ),
+    (ws_first, mid, ws_then): Between<'_, P, A, B>,
 ) where
     A: Layer,
     B: Layer<Scalar = A::Scalar, Input = A::Output>,
@@ -313,17 +316,12 @@ pub(crate) fn backward_at<P, A, B>(
 /// [`Layer::APPLIES_EPILOGUES`]), `first` applies it, with the maps offered to the chain
 /// after it, straight into `y`, and `mid` is not written; a fusion with an affine map goes to
 /// `then` if it applies one, else runs as a pass after the chain.
-#[allow(clippy::type_complexity)]
 pub(crate) fn infer_at<P, A, B>(
     at: &P,
     (first, then): (&A, &B),
     x: &<P as Place<A>>::In,
     y: &mut <P as Place<B>>::Out,
-    (ws_first, mid, ws_then): (
-        &mut <P as Place<A>>::Ws,
-        &mut <P as Place<A>>::Out,
-        &mut <P as Place<B>>::Ws,
-    ),
+    (ws_first, mid, ws_then): Between<'_, P, A, B>,
     f: Fusion<'_, A::Scalar>,
 ) where
     A: Layer,

@@ -457,20 +457,23 @@ where
     }
 }
 
+/// A residual block's buffers in place `P`: the body's workspace, the shortcut's output, the
+/// shortcut's workspace.
+pub(crate) type Sides<'a, P, F, S> = (
+    &'a mut <P as Place<F>>::Ws,
+    &'a mut <P as Place<F>>::Out,
+    &'a mut <P as Place<S>>::Ws,
+);
+
 /// [`Layer::forward_in`] of the residual block `body`, `shortcut` in place `at` (see
 /// [`crate::place`]), the shortcut's output kept in `skip`.
-#[allow(clippy::type_complexity)]
 pub(crate) fn forward_at<P, F, S, M: Mode>(
     at: &P,
     pass: &Pass<M>,
     (body, shortcut): (&F, &S),
     x: &<P as Place<F>>::In,
     y: &mut <P as Place<F>>::Out,
-    (ws_body, skip, ws_shortcut): (
-        &mut <P as Place<F>>::Ws,
-        &mut <P as Place<F>>::Out,
-        &mut <P as Place<S>>::Ws,
-    ),
+    (ws_body, skip, ws_shortcut): Sides<'_, P, F, S>,
 ) where
     F: Layer,
     S: Layer<Scalar = F::Scalar, Input = F::Input, Output = F::Output>,
@@ -532,17 +535,12 @@ fn add_flat<T: crate::scalar::Scalar>(sum: &mut [T], other: &[T]) {
 /// `e(F(x) + S(x))` in one pass over the sum for an epilogue `e`; a shortcut that is an
 /// [`Epilogue`](crate::Epilogue) of its input (the identity) is read from `x` with no copy
 /// of its own. An affine map after the sum runs as a pass of its own.
-#[allow(clippy::type_complexity)]
 pub(crate) fn infer_at<P, F, S>(
     at: &P,
     (body, shortcut): (&F, &S),
     x: &<P as Place<F>>::In,
     y: &mut <P as Place<F>>::Out,
-    (ws_body, skip, ws_shortcut): (
-        &mut <P as Place<F>>::Ws,
-        &mut <P as Place<F>>::Out,
-        &mut <P as Place<S>>::Ws,
-    ),
+    (ws_body, skip, ws_shortcut): Sides<'_, P, F, S>,
     f: Fusion<'_, F::Scalar>,
 ) where
     F: Layer,
