@@ -6,7 +6,7 @@ use core::marker::PhantomData;
 use rand::Rng;
 
 use crate::batch::{BatchLayer, Slot, Whole};
-use crate::place::{self, Alone, Place};
+use crate::place::{self, Alone, Place, add_flat};
 use core::fmt;
 
 use crate::layer::{Activation, Layer, Shape, TensorKind, count, no_such_param, no_such_tensor};
@@ -83,12 +83,6 @@ pub struct ConcatWorkspace<B, G> {
     pub branches: B,
     /// A branch's input gradient before it is added to the others'.
     pub grad: G,
-}
-
-fn add_to<T: crate::Scalar>(sum: &mut [T], other: &[T]) {
-    for (s, &o) in sum.iter_mut().zip(other) {
-        *s = *s + o;
-    }
 }
 
 /// Where a branch's maps are in the concatenation: `len` values from `offset` in each
@@ -204,7 +198,7 @@ fn backward_branch<P: Place<L>, L: Layer>(
         Some(gi) => {
             at.backward(layer, x, ws, g_b, Some(&mut *scratch), grads);
             let gi = <P as Place<L>>::flat_in_mut(gi);
-            add_to(gi, <P as Place<L>>::flat_in(scratch));
+            add_flat(gi, <P as Place<L>>::flat_in(scratch));
         }
     }
 }

@@ -164,3 +164,12 @@ pub(crate) fn same<Y: 'static, X: 'static>(y: &mut X) -> Option<&mut Y> {
 pub(crate) fn same_ref<Y: 'static, X: 'static>(y: &X) -> Option<&Y> {
     (y as &dyn Any).downcast_ref()
 }
+
+/// `sum += other`, element by element: a gradient that two parts of a combinator share (a
+/// residual block's input, a concatenation's), or a residual add.
+#[inline]
+pub(crate) fn add_flat<T: crate::scalar::Scalar>(sum: &mut [T], other: &[T]) {
+    for (s, &o) in sum.iter_mut().zip(other) {
+        *s = *s + o;
+    }
+}

@@ -5,7 +5,7 @@ use rand::Rng;
 
 use crate::batch::{BatchLayer, Slot, Whole};
 pub use crate::identity::Identity;
-use crate::place::{Alone, Place};
+use crate::place::{Alone, Place, add_flat};
 use core::fmt;
 
 use crate::fusion::Fusion;
@@ -78,9 +78,7 @@ pub struct ResidualWorkspace<F: Layer, S: Layer> {
 
 /// `sum += other`, element by element (shared with [`crate::tap`]).
 pub(crate) fn add_to<X: Tensor>(sum: &mut X, other: &X) {
-    for (s, &o) in sum.flat_mut().iter_mut().zip(other.flat()) {
-        *s = *s + o;
-    }
+    add_flat(sum.flat_mut(), other.flat());
 }
 
 impl<F, S> Layer for Residual<F, S>
@@ -520,13 +518,6 @@ pub(crate) fn backward_at<P, F, S>(
             at.backward(body, x, ws_body, g, None, &mut grads.body);
             at.backward(shortcut, x, ws_shortcut, g, None, &mut grads.shortcut);
         }
-    }
-}
-
-/// `sum += other`, element by element.
-fn add_flat<T: crate::scalar::Scalar>(sum: &mut [T], other: &[T]) {
-    for (s, &o) in sum.iter_mut().zip(other) {
-        *s = *s + o;
     }
 }
 
