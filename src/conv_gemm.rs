@@ -730,11 +730,13 @@ impl<const P: u8> Kernel for Forward<'_, P> {
 }
 
 /// Multiply-adds of a layer from which [`forward`] splits it between two threads, when
-/// [`crate::threads::within_layers`] asks for them (about 100 µs of one core's work). With
-/// the channel split alone, a lower bound (2²¹) measured the same on the six networks; for
-/// the pixel split, 2²⁰ made ResNet-20's batches 1.18× slower and 2²² was not clearly better
-/// (BENCHMARKS.md, fourteenth session).
-pub const SPLIT_MACS: usize = 1 << 24;
+/// [`crate::threads::within_layers`] asks for them (about 70 µs of one core's work). 2²⁴ left
+/// most of DenseNet-121's layers after its first block on one thread (1×1 convolutions of
+/// 128 outputs on 14×14 maps: 2²²·⁶); 2²² made its two-thread inference 9% faster, the other
+/// networks unchanged; 2²¹ also splits ResNet-20's 16-channel layers, sample by sample,
+/// which made its batch inference on two threads erratic (BENCHMARKS.md, twenty-ninth
+/// session).
+pub const SPLIT_MACS: usize = 1 << 22;
 
 /// Pixels of a map from which [`forward`] splits a layer by pixels rather than by output
 /// channels.
