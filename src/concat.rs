@@ -271,9 +271,10 @@ macro_rules! concat {
             // channel so far once (the identity branch), not twice. The branches' outputs are
             // then not kept in the workspace.
             //
-            // Inside `threads::within_layers(2, ..)`, three or more branches (an Inception
-            // module) run at once on the two threads, each writing its own channels: every
-            // branch's result is the one it has alone.
+            // Inside `threads::within_layers(2, ..)`, the branches (an Inception module's
+            // four, a DenseNet step's copy and new layer) run at once on the two threads,
+            // each writing its own channels, and each may split its own layers between
+            // them: every branch's result is the one it has alone.
             fn infer(&self, x: &X, y: &mut Out, ws: &mut Self::Workspace) {
                 let mut rest = y.flat_mut();
                 let mut jobs = ($({
@@ -286,7 +287,7 @@ macro_rules! concat {
                 debug_assert!(rest.is_empty(), "Concat: the branches fill the output");
                 let jobs: &mut [&mut (dyn FnMut() + Send)] = &mut [$(&mut jobs.$i),+];
                 #[cfg(feature = "std")]
-                if jobs.len() >= 3 && crate::threads::layer_threads() > 1 {
+                if jobs.len() >= 2 && crate::threads::layer_threads() > 1 {
                     return crate::threads::run_all(jobs);
                 }
                 jobs.iter_mut().for_each(|job| job());

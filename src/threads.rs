@@ -7,8 +7,9 @@
 //! own pixels' inputs) or half of its output channels (a smaller map of one group) when the
 //! layer has at least [`crate::conv_gemm::SPLIT_MACS`] multiply-adds, and a fully connected
 //! layer's one-sample forward pass (from 2²⁰ multiply-adds: AlexNet's and VGG-16's) half of
-//! its outputs, and a concatenation of three or more branches (GoogLeNet's Inception modules)
-//! runs its branches at once, each writing its own channels. Every output is computed by one
+//! its outputs, a batch norm's evaluation pass over a large sample half of its channels,
+//! and a concatenation (GoogLeNet's Inception modules, DenseNet's steps) runs its branches
+//! at once, each writing its own channels. Every output is computed by one
 //! thread in the order one thread would use, so results are the same, bit for bit, with one
 //! thread or two.
 //!
@@ -79,21 +80,24 @@ pub(crate) fn dispatch_both<K: Kernel<Output = ()> + Send>(a: K, b: K) {
     }
 }
 
-/// Runs every job, each with the instruction set this thread uses: with the `threads`
-/// feature on rayon's threads (the list cut in halves, recursively, for `rayon::join`), else
-/// one after the other here. A concatenation's branches run this way ([`within_layers`]).
+/// Runs every job, each with the instruction set and the [`layer_threads`] this thread uses
+/// (so that a job's layers split as its caller's would: the other thread takes their halves
+/// when it is free): with the `threads` feature on rayon's threads (the list cut in halves,
+/// recursively, for `rayon::join`), else one after the other here. A concatenation's
+/// branches run this way ([`within_layers`]).
 pub(crate) fn run_all(jobs: &mut [&mut (dyn FnMut() + Send)]) {
-    run_all_on(simd::current(), jobs);
+    run_all_on((simd::current(), layer_threads()), jobs);
 }
 
-fn run_all_on(isa: simd::Isa, jobs: &mut [&mut (dyn FnMut() + Send)]) {
+fn run_all_on(at: (simd::Isa, usize), jobs: &mut [&mut (dyn FnMut() + Send)]) {
+    let isa = at.0;
     match jobs {
         [] => {}
-        [job] => simd::with_isa(isa, job),
+        [job] => within_layers(at.1, || simd::with_isa(isa, job)),
         #[cfg(feature = "threads")]
         _ => {
             let (a, b) = jobs.split_at_mut(jobs.len() / 2);
-            rayon::join(|| run_all_on(isa, a), || run_all_on(isa, b));
+            rayon::join(|| run_all_on(at, a), || run_all_on(at, b));
         }
         #[cfg(not(feature = "threads"))]
         _ => {
@@ -239,5 +243,67 @@ mod tests {
             module.infer(&x, y, &mut zeroed_box());
             assert!(y.flat().iter().any(|&v| v != 0.0));
         });
+    }
+
+    /// A DenseNet step on two threads: the identity's copy and the new layer at once, the
+    /// layer's batch norm split by channels and its convolutions split inside the job that
+    /// runs it; the output is the one-thread output, bit for bit.
+    #[test]
+    fn a_dense_step_on_two_threads_gives_the_one_thread_output() {
+        use crate::densenet::{DenseLayer, DenseStep};
+        use crate::layer::Layer;
+        use crate::tensor::Tensor;
+        use crate::zeroed::zeroed_box;
+        use rand::{RngExt, SeedableRng};
+        type Step = DenseStep<f32, DenseLayer<f32, 64, 32>, 64, 96, 32>;
+        type Out = <Step as Layer>::Output;
+        // The first batch norm is split (64 × 32 × 32 values), as are both convolutions.
+        const { assert!(64 * 32 * 32 >= crate::batchnorm2d::SPLIT_VALUES) };
+        const { assert!(128 * 64 * 32 * 32 >= SPLIT_MACS && 32 * 128 * 9 * 32 * 32 >= SPLIT_MACS) };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let mut step = zeroed_box::<Step>();
+        step.init(&mut rng);
+        // Batch norm's running statistics (means, then variances) and affine parameters
+        // away from 0 and 1.
+        for i in 0..Step::BUFFER_TENSORS {
+            let range = if i % 2 == 0 { -0.2..0.2 } else { 0.5..1.5 };
+            for v in step.buffer_mut(i) {
+                *v = rng.random_range(range.clone());
+            }
+        }
+        for i in 0..Step::PARAM_TENSORS {
+            for v in step.param_mut(i) {
+                *v += rng.random_range(-0.1..0.1);
+            }
+        }
+        let mut x = zeroed_box::<<Step as Layer>::Input>();
+        for (i, v) in x.flat_mut().iter_mut().enumerate() {
+            *v = (i as f32 * 0.37).sin();
+        }
+        same_on_one_thread_and_two(Out::LEN, |y| {
+            let y = Out::from_flat_mut(y).unwrap();
+            step.infer(&x, y, &mut zeroed_box());
+            assert!(y.flat()[64 * 32 * 32..].iter().any(|&v| v != 0.0));
+        });
+    }
+
+    /// A job of [`run_all`] may use as many threads inside its layers as its caller.
+    #[test]
+    fn run_all_gives_its_jobs_the_callers_setting() {
+        let seen = [0, 1, 2].map(|_| std::sync::atomic::AtomicUsize::new(0));
+        let [a, b, c] = seen
+            .each_ref()
+            .map(|s| move || s.store(layer_threads(), std::sync::atomic::Ordering::Relaxed));
+        let (mut a, mut b, mut c) = (a, b, c);
+        within_layers(2, || run_all(&mut [&mut a, &mut b, &mut c]));
+        assert!(
+            seen.iter()
+                .all(|s| s.load(std::sync::atomic::Ordering::Relaxed) == 2)
+        );
+        run_all(&mut [&mut a, &mut b, &mut c]);
+        assert!(
+            seen.iter()
+                .all(|s| s.load(std::sync::atomic::Ordering::Relaxed) == 1)
+        );
     }
 }
