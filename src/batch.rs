@@ -287,7 +287,10 @@ where
 
     /// Layer by layer if some layer's inference gains from the whole batch, with the
     /// fusions of [`Layer::infer_fused`] on the whole batch; else sample by sample in the
-    /// first sample's buffers.
+    /// first sample's buffers. Inside [`crate::threads::within_layers`]`(2, ..)` layer by
+    /// layer always, so that each convolution gives each thread half the samples (ResNet-20's
+    /// batch of 64: 1.7–1.8× one thread's speed, against 1.07× with its first stages sample
+    /// by sample); the same bits as one thread.
     fn infer_batch_fused(
         &self,
         input: &[A::Input; N],
@@ -295,7 +298,11 @@ where
         ws: &mut Self::BatchWorkspace,
         fusion: Fusion<'_, A::Scalar>,
     ) {
-        if Self::INFER_WHOLE_BATCH {
+        #[cfg(feature = "std")]
+        let whole = Self::INFER_WHOLE_BATCH || crate::threads::layer_threads() > 1;
+        #[cfg(not(feature = "std"))]
+        let whole = Self::INFER_WHOLE_BATCH;
+        if whole {
             let BatchChainWorkspace {
                 first, mid, then, ..
             } = ws;

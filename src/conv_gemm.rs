@@ -1051,6 +1051,23 @@ fn forward_with_after(
 ) {
     geo.check_forward(x, w, b, y);
     if !path.takes_batches() && x.len() > geo.input_len() {
+        #[cfg(feature = "std")]
+        if crate::threads::layer_threads() > 1 {
+            // Half the samples each, one after the other on each thread.
+            let half = geo.samples_of_inputs(x.len()) / 2;
+            let (x0, x1) = x.split_at(half * geo.input_len());
+            let (y0, y1) = y.split_at_mut(half * geo.output_len());
+            let (mut y0, mut y1) = (Some(y0), Some(y1));
+            let half = |x: &[f32], y: &mut Option<&mut [f32]>| {
+                if let Some(y) = y.take() {
+                    let one = || forward_with_after(geo, (x, w, b), y, after, path);
+                    crate::threads::within_layers(1, one);
+                }
+            };
+            let mut a = || half(x0, &mut y0);
+            let mut b = || half(x1, &mut y1);
+            return crate::threads::run_all(&mut [&mut a, &mut b]);
+        }
         let each = x.chunks_exact(geo.input_len());
         for (x, y) in each.zip(y.chunks_exact_mut(geo.output_len())) {
             forward_with_after(geo, (x, w, b), y, after, path);

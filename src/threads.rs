@@ -9,7 +9,9 @@
 //! layer's one-sample forward pass (from 2²⁰ multiply-adds: AlexNet's and VGG-16's) half of
 //! its outputs, a batch norm's evaluation pass over a large sample half of its channels,
 //! and a concatenation (GoogLeNet's Inception modules, DenseNet's steps) runs its branches
-//! at once, each writing its own channels. Every output is computed by one
+//! at once, each writing its own channels. A batch's inference (`BatchLayer::infer_batch`)
+//! runs layer by layer there, each convolution on half the samples per thread. Every output
+//! is computed by one
 //! thread in the order one thread would use, so results are the same, bit for bit, with one
 //! thread or two.
 //!

@@ -197,6 +197,45 @@ fn batched_inference_with_batch_norm_is_per_sample_inference_bit_for_bit() {
     }
 }
 
+/// Inside `threads::within_layers(2, ..)` a batch runs layer by layer on the whole batch, each
+/// convolution giving each thread half the samples (ResNet-20's first stages too, which one
+/// thread runs sample by sample): the same bits as one thread, on every instruction set, at
+/// the batch of the `nets` bench (its 16- and 32-channel layers then see 32 samples a call).
+#[test]
+fn batched_inference_on_two_threads_is_one_threads_bit_for_bit() {
+    use constnet::resnet::ResNet20Logits;
+    use constnet::{BatchLayer, Maps};
+    type Net = ResNet20Logits<f32, 1, 10>;
+    const N: usize = 64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let net = random::<Net>(&mut rng);
+    let mut x = zeroed_box::<[Maps<f32, 1, 32, 32>; N]>();
+    for image in x.iter_mut() {
+        image
+            .flat_mut()
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0));
+    }
+    let (mut one, mut two) = (
+        zeroed_box::<[[f32; 10]; N]>(),
+        zeroed_box::<[[f32; 10]; N]>(),
+    );
+    let mut ws = zeroed_box::<<Net as BatchLayer<N>>::BatchWorkspace>();
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+        with_isa(isa, || {
+            net.infer_batch(&x, &mut one, &mut ws);
+            constnet::threads::within_layers(2, || net.infer_batch(&x, &mut two, &mut ws));
+            for n in 0..N {
+                assert_eq!(
+                    one[n].map(f32::to_bits),
+                    two[n].map(f32::to_bits),
+                    "sample {n} on {isa:?}"
+                );
+            }
+        });
+    }
+}
+
 /// A convolution on the matrix-product path applies the ReLU after it to its sums in `infer`
 /// (VGG's and AlexNet's conv → ReLU), leaving its own output unwritten; LeNet-5's tuned
 /// convolutions do not, so their outputs stay where `LeNet5::activations` reads them.
