@@ -107,7 +107,9 @@ pub trait BatchLayer<const N: usize>: Layer {
     /// [`BatchLayer::forward_batch`], but `ws` is left unfit for a backward pass. A chain of
     /// layers that do not gain from the whole batch (LeNet-5's convolutions and poolings) runs
     /// it sample by sample in the buffers of the first sample, which stay in cache, instead
-    /// of writing every sample's activations to memory.
+    /// of writing every sample's activations to memory; inside
+    /// [`crate::threads::within_layers`]`(2, ..)` layer by layer, each layer's call shared
+    /// out between the threads by samples.
     fn infer_batch(
         &self,
         input: &[Self::Input; N],
@@ -274,8 +276,9 @@ where
 
     const INFER_WHOLE_BATCH: bool = A::INFER_WHOLE_BATCH || B::INFER_WHOLE_BATCH;
 
-    /// Layer by layer if some layer's inference gains from the whole batch, else sample by
-    /// sample in the first sample's buffers.
+    /// Layer by layer if some layer's inference gains from the whole batch (or inside
+    /// [`crate::threads::within_layers`]`(2, ..)`), else sample by sample in the first
+    /// sample's buffers.
     fn infer_batch(
         &self,
         input: &[A::Input; N],

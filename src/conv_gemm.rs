@@ -912,11 +912,11 @@ impl<const P: u8> Kernel for InputGrad<'_, P> {
 /// [`conv_winograd_channels::pays_for`] them; else one sample after the other. Each output
 /// is the same, bit for bit, as in a call for its sample alone on the same path.
 ///
-/// Inside [`crate::threads::within_layers`] a layer of at least [`SPLIT_MACS`]
-/// multiply-adds is split between two threads: by pixels on a map of 256 pixels or more
-/// (each thread packs only its own pixels' inputs) unless by Winograd's, else by output
-/// channels (one group only); several samples by samples, half each. Each output is
-/// computed by one thread, in the one-thread order.
+/// Inside [`crate::threads::within_layers`] several samples are split between two threads,
+/// half each, whatever the layer's size; one sample of a layer of at least [`SPLIT_MACS`]
+/// multiply-adds by pixels on a map of 256 pixels or more (each thread packs only its own
+/// pixels' inputs) unless by Winograd's, else by output channels (one group only). Each
+/// output is computed by one thread, in the one-thread order.
 ///
 /// ```
 /// use constnet::{conv_gemm, conv_kernel::ConvGeometry};
@@ -1258,7 +1258,7 @@ mod tests {
             // 14×14 and 7×7: by channels, 16-channel blocks.
             (layer(256, 256, 1, 3, 14), Some(Split::Channels(128))),
             (layer(512, 512, 1, 3, 7), Some(Split::Channels(256))),
-            // Below 2²⁴ multiply-adds: one thread (ResNet-20's 16-channel layers).
+            // Below 2²² multiply-adds: one thread (ResNet-20's 16-channel layers).
             (layer(16, 16, 1, 3, 32), None),
             // A small grouped map cannot be split by channels.
             (layer(1024, 1024, 2, 3, 7), None),

@@ -22,7 +22,14 @@
 //! halves run one after the other on the caller's thread: nothing is spawned.
 //!
 //! The setting belongs to the calling thread and to the closure given to [`within_layers`]:
-//! the threads of constnet's trainer already share the work by sample, and stay at one.
+//! the threads of constnet's trainer already share the work by sample, and stay at one. A
+//! concatenation's branch, run on another of the pool's threads, takes its caller's setting
+//! for as long as it runs, so give constnet a pool of its own (`ThreadPool::install`, as the
+//! `nets` bench does) if other jobs share rayon's: a job of yours that a constnet thread
+//! steals while it waits would see the setting too. Inside `install`, rayon hands work to
+//! the other thread through the caller's own queue; from a thread outside the pool, through
+//! a shared queue that allocates a block every 63 hand-overs, so the passes are free of
+//! allocation only inside the pool.
 //!
 //! ```
 //! use constnet::{conv_gemm, conv_kernel::ConvGeometry, threads};
@@ -54,8 +61,9 @@ pub fn layer_threads() -> usize {
 }
 
 /// Runs `f` with the layers it calls on this thread using up to `threads` threads each (at
-/// least 1; two is the most any layer uses today), then restores the setting, also if `f`
-/// panics.
+/// least 1; a layer splits its own work in two at most, but a concatenation's branches run
+/// at once and each may split its layers, so a pool of more threads may run more than two),
+/// then restores the setting, also if `f` panics.
 pub fn within_layers<R>(threads: usize, f: impl FnOnce() -> R) -> R {
     struct Restore(usize);
     impl Drop for Restore {
@@ -187,6 +195,33 @@ mod tests {
                 .collect();
             let b: Vec<f32> = (0..geo.c_out).map(|o| o as f32 * 0.01).collect();
             same_on_one_thread_and_two(geo.output_len(), |y| {
+                conv_gemm::forward(&geo, &x, &w, &b, y)
+            });
+        }
+    }
+
+    /// Three samples in one call, split between the threads by samples (one and two) on the
+    /// paths that run one sample per call: the product on `X̂` (a stride-2 layer) and
+    /// F(4×4, 3×3); and on F(2×2, 3×3), whose samples share blocks of products.
+    #[test]
+    fn samples_split_between_the_threads_give_the_one_thread_result_bit_for_bit() {
+        let stride2 = ConvGeometry {
+            stride: 2,
+            oh: 8,
+            ow: 8,
+            ..geometry(16, 32, 1, 16, 16)
+        }
+        .checked();
+        for geo in [stride2, SPLIT[0].0, geometry(16, 16, 1, 16, 16)] {
+            const SAMPLES: usize = 3;
+            let x: Vec<f32> = (0..SAMPLES * geo.input_len())
+                .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
+                .collect();
+            let w: Vec<f32> = (0..geo.weight_len())
+                .map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5)
+                .collect();
+            let b: Vec<f32> = (0..geo.c_out).map(|o| o as f32 * 0.01).collect();
+            same_on_one_thread_and_two(SAMPLES * geo.output_len(), |y| {
                 conv_gemm::forward(&geo, &x, &w, &b, y)
             });
         }

@@ -138,6 +138,27 @@ fn a_forward_pass_keeps_the_concatenations_branches_and_infer_gives_the_same_out
     assert_eq!(branch4.flat(), &kept.flat()[7 * 5 * 5..]);
 }
 
+/// A ResNet-20 for 1×32×32 images and 10 classes with random parameters and buffers, and `N`
+/// random images, from `seed`.
+#[allow(clippy::type_complexity)]
+fn resnet20_and_images<const N: usize>(
+    seed: u64,
+) -> (
+    Box<constnet::resnet::ResNet20Logits<f32, 1, 10>>,
+    Box<[constnet::Maps<f32, 1, 32, 32>; N]>,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let net = random(&mut rng);
+    let mut x = zeroed_box::<[constnet::Maps<f32, 1, 32, 32>; N]>();
+    for image in x.iter_mut() {
+        image
+            .flat_mut()
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-1.0..1.0));
+    }
+    (net, x)
+}
+
 /// A network with batch norm infers a batch with the fusions of `infer`: its first stages
 /// sample by sample (batch norm needs the batch only to train), its last stage, whose 8×8
 /// maps fill a fraction of F(2×2, 3×3)'s blocks alone, layer by layer on the whole batch.
@@ -146,8 +167,8 @@ fn a_forward_pass_keeps_the_concatenations_branches_and_infer_gives_the_same_out
 /// with the weights transformed once per batch there, on each call in `infer`.
 #[test]
 fn batched_inference_with_batch_norm_is_per_sample_inference_bit_for_bit() {
+    use constnet::BatchLayer;
     use constnet::resnet::ResNet20Logits;
-    use constnet::{BatchLayer, Maps};
     type Net = ResNet20Logits<f32, 1, 10>;
     type Body = constnet::resnet::BasicBlock<f32, 16, 32>;
     const N: usize = 3;
@@ -161,15 +182,7 @@ fn batched_inference_with_batch_norm_is_per_sample_inference_bit_for_bit() {
                 && !<Last as BatchLayer<1>>::INFER_WHOLE_BATCH
         );
     };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let net = random::<Net>(&mut rng);
-    let mut x = zeroed_box::<[Maps<f32, 1, 32, 32>; N]>();
-    for image in x.iter_mut() {
-        image
-            .flat_mut()
-            .iter_mut()
-            .for_each(|v| *v = rng.random_range(-1.0..1.0));
-    }
+    let (net, x) = resnet20_and_images::<N>(11);
     let (mut batched, mut layered) = (
         zeroed_box::<[[f32; 10]; N]>(),
         zeroed_box::<[[f32; 10]; N]>(),
@@ -203,19 +216,11 @@ fn batched_inference_with_batch_norm_is_per_sample_inference_bit_for_bit() {
 /// the batch of the `nets` bench (its 16- and 32-channel layers then see 32 samples a call).
 #[test]
 fn batched_inference_on_two_threads_is_one_threads_bit_for_bit() {
+    use constnet::BatchLayer;
     use constnet::resnet::ResNet20Logits;
-    use constnet::{BatchLayer, Maps};
     type Net = ResNet20Logits<f32, 1, 10>;
     const N: usize = 64;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
-    let net = random::<Net>(&mut rng);
-    let mut x = zeroed_box::<[Maps<f32, 1, 32, 32>; N]>();
-    for image in x.iter_mut() {
-        image
-            .flat_mut()
-            .iter_mut()
-            .for_each(|v| *v = rng.random_range(-1.0..1.0));
-    }
+    let (net, x) = resnet20_and_images::<N>(12);
     let (mut one, mut two) = (
         zeroed_box::<[[f32; 10]; N]>(),
         zeroed_box::<[[f32; 10]; N]>(),
