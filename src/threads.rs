@@ -176,6 +176,18 @@ mod tests {
         }
     }
 
+    /// Inputs of `samples` samples, weights and biases of `geo`: fixed values of both signs.
+    fn values(geo: &ConvGeometry, samples: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = (0..samples * geo.input_len())
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
+            .collect();
+        let w = (0..geo.weight_len())
+            .map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        let b = (0..geo.c_out).map(|o| o as f32 * 0.01).collect();
+        (x, w, b)
+    }
+
     #[test]
     fn a_split_layer_gives_the_one_thread_result_bit_for_bit_on_every_instruction_set() {
         for (geo, split) in SPLIT {
@@ -187,13 +199,7 @@ mod tests {
                 crate::conv_winograd::pays(&geo).then_some(2)
             };
             assert_eq!(split_at(&geo, tile), Some(split), "{geo:?}");
-            let x: Vec<f32> = (0..geo.input_len())
-                .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
-                .collect();
-            let w: Vec<f32> = (0..geo.weight_len())
-                .map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5)
-                .collect();
-            let b: Vec<f32> = (0..geo.c_out).map(|o| o as f32 * 0.01).collect();
+            let (x, w, b) = values(&geo, 1);
             same_on_one_thread_and_two(geo.output_len(), |y| {
                 conv_gemm::forward(&geo, &x, &w, &b, y)
             });
@@ -214,13 +220,7 @@ mod tests {
         .checked();
         for geo in [stride2, SPLIT[0].0, geometry(16, 16, 1, 16, 16)] {
             const SAMPLES: usize = 3;
-            let x: Vec<f32> = (0..SAMPLES * geo.input_len())
-                .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)
-                .collect();
-            let w: Vec<f32> = (0..geo.weight_len())
-                .map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5)
-                .collect();
-            let b: Vec<f32> = (0..geo.c_out).map(|o| o as f32 * 0.01).collect();
+            let (x, w, b) = values(&geo, SAMPLES);
             same_on_one_thread_and_two(SAMPLES * geo.output_len(), |y| {
                 conv_gemm::forward(&geo, &x, &w, &b, y)
             });
