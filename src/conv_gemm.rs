@@ -1057,15 +1057,12 @@ fn forward_with_after(
             let half = geo.samples_of_inputs(x.len()) / 2;
             let (x0, x1) = x.split_at(half * geo.input_len());
             let (y0, y1) = y.split_at_mut(half * geo.output_len());
-            let (mut y0, mut y1) = (Some(y0), Some(y1));
-            let half = |x: &[f32], y: &mut Option<&mut [f32]>| {
-                if let Some(y) = y.take() {
-                    let one = || forward_with_after(geo, (x, w, b), y, after, path);
-                    crate::threads::within_layers(1, one);
-                }
+            let half = |x: &[f32], y: &mut [f32]| {
+                let one = || forward_with_after(geo, (x, w, b), y, after, path);
+                crate::threads::within_layers(1, one);
             };
-            let mut a = || half(x0, &mut y0);
-            let mut b = || half(x1, &mut y1);
+            let mut a = || half(x0, &mut *y0);
+            let mut b = || half(x1, &mut *y1);
             return crate::threads::run_all(&mut [&mut a, &mut b]);
         }
         let each = x.chunks_exact(geo.input_len());
