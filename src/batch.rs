@@ -107,9 +107,8 @@ pub trait BatchLayer<const N: usize>: Layer {
     /// [`BatchLayer::forward_batch`], but `ws` is left unfit for a backward pass. A chain of
     /// layers that do not gain from the whole batch (LeNet-5's convolutions and poolings) runs
     /// it sample by sample in the buffers of the first sample, which stay in cache, instead
-    /// of writing every sample's activations to memory; inside
-    /// [`crate::threads::within_layers`]`(2, ..)` layer by layer, each layer's call shared
-    /// out between the threads by samples.
+    /// of writing every sample's activations to memory (inside two threads' `within_layers`,
+    /// layer by layer, each call shared out by samples).
     fn infer_batch(
         &self,
         input: &[Self::Input; N],
@@ -276,9 +275,7 @@ where
 
     const INFER_WHOLE_BATCH: bool = A::INFER_WHOLE_BATCH || B::INFER_WHOLE_BATCH;
 
-    /// Layer by layer if some layer's inference gains from the whole batch (or inside
-    /// [`crate::threads::within_layers`]`(2, ..)`), else sample by sample in the first
-    /// sample's buffers.
+    /// See [`BatchLayer::infer_batch_fused`].
     fn infer_batch(
         &self,
         input: &[A::Input; N],
@@ -291,9 +288,8 @@ where
     /// Layer by layer if some layer's inference gains from the whole batch, with the
     /// fusions of [`Layer::infer_fused`] on the whole batch; else sample by sample in the
     /// first sample's buffers. Inside [`crate::threads::within_layers`]`(2, ..)` layer by
-    /// layer always, so that each convolution gives each thread half the samples (ResNet-20's
-    /// batch of 64: 1.7–1.8× one thread's speed, against 1.07× with its first stages sample
-    /// by sample); the same bits as one thread.
+    /// layer, each convolution giving each thread half the samples (ResNet-20's batch of 64:
+    /// 1.7–1.8× one thread, 1.07× sample by sample); the same bits as one thread.
     fn infer_batch_fused(
         &self,
         input: &[A::Input; N],
