@@ -16,6 +16,8 @@ pub(crate) trait Panel<const MR: usize>: Copy {
     /// lengths tell the compiler that [`Panel::col`] of a `d < depth` needs no bound check.
     fn cut(self, depth: usize) -> Self;
     fn col(&self, d: usize) -> [f32; MR];
+    /// The panel from column `d` on.
+    fn skip(self, d: usize) -> Self;
 }
 
 /// `MR` rows, each a slice of the depth.
@@ -53,6 +55,10 @@ impl<const MR: usize> Panel<MR> for Rows<'_, MR> {
         }
         col
     }
+    #[inline(always)]
+    fn skip(self, d: usize) -> Self {
+        Rows(self.0.map(|row| &row[d..]))
+    }
 }
 
 /// Columns of `MR` values at a stride: value `(r, d)` at `d·stride + r`.
@@ -69,6 +75,10 @@ impl<const MR: usize> Panel<MR> for Strided<'_> {
     fn col(&self, d: usize) -> [f32; MR] {
         let col: &[f32; MR] = self.0[d * self.1..][..MR].try_into().unwrap();
         *col
+    }
+    #[inline(always)]
+    fn skip(self, d: usize) -> Self {
+        Strided(&self.0[d * self.1..], self.1)
     }
 }
 

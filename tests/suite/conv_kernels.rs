@@ -255,7 +255,8 @@ proptest! {
 }
 
 /// Kernel-level cases the random geometries above do not reach: more than 16 channels on
-/// either side (several blocks of channels per gathered row), and a group of 17.
+/// either side (several blocks of channels per gathered row), a group of 17, and 1×1
+/// convolutions read in place over several panels.
 #[test]
 fn kernels_equal_the_reference_with_many_channels() {
     let values: Vec<f32> = (0..997)
@@ -266,6 +267,10 @@ fn kernels_equal_the_reference_with_many_channels() {
         (34, 34, 2, 2, 2, 0, 6, 5),
         (20, 20, 20, 3, 2, 1, 9, 9),
         (3, 40, 1, 1, 1, 0, 3, 70),
+        // 1×1 at stride 1, whose whole panels of 64 pixels are read in place: more channels
+        // than one block of taps (the last block's last row ends the input), and groups.
+        (200, 8, 1, 1, 1, 0, 8, 17),
+        (8, 8, 2, 1, 1, 0, 8, 9),
     ] {
         let geo = ConvGeometry {
             c_in,
