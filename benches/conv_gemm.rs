@@ -1,5 +1,5 @@
 //! The matrix-product convolution kernels (`conv_gemm`) against the direct ones
-//! (`conv_kernel`), pass by pass, on ResNet-20's, ResNet-18's and VGG's geometries, in the same
+//! (`conv_kernel`), pass by pass, on the geometries of the article's networks, in the same
 //! binary: `<case>/<pass>/direct` and `<case>/<pass>/gemm` run one after the other, and for the
 //! forward pass `forward/columns`, the product on the packed input even where `forward/gemm`
 //! runs F(2×2, 3×3) (`conv_winograd`), and `weight_grad/gemm_batch`, the weight gradient of
@@ -58,7 +58,9 @@ const fn geo(
     .checked()
 }
 
-const CASES: [(&str, ConvGeometry); 24] = [
+const CASES: [(&str, ConvGeometry); 26] = [
+    ("alexnet_conv1_3x64_11x11s4_224", geo(3, 64, 11, 4, 2, 224)),
+    ("alexnet_conv2_64x192_5x5_27", geo(64, 192, 5, 1, 2, 27)),
     ("resnet20_16x16_3x3_32", geo(16, 16, 3, 1, 1, 32)),
     ("resnet20_16x32_3x3s2_32", geo(16, 32, 3, 2, 1, 32)),
     ("resnet20_16x32_1x1s2_32", geo(16, 32, 1, 2, 0, 32)),

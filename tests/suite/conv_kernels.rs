@@ -255,8 +255,8 @@ proptest! {
 }
 
 /// Kernel-level cases the random geometries above do not reach: more than 16 channels on
-/// either side (several blocks of channels per gathered row), a group of 17, and 1×1
-/// convolutions read in place over several panels.
+/// either side (several blocks of channels per gathered row), a group of 17, 1×1
+/// convolutions read in place over several panels, and stride 4 on long rows.
 #[test]
 fn kernels_equal_the_reference_with_many_channels() {
     let values: Vec<f32> = (0..997)
@@ -271,6 +271,8 @@ fn kernels_equal_the_reference_with_many_channels() {
         // than one block of taps (the last block's last row ends the input), and groups.
         (200, 8, 1, 1, 1, 0, 8, 17),
         (8, 8, 2, 1, 1, 0, 8, 9),
+        // Stride 4 (AlexNet's first layer), rows of several vectors.
+        (3, 8, 1, 5, 4, 2, 9, 150),
     ] {
         let geo = ConvGeometry {
             c_in,
