@@ -45,6 +45,7 @@ use crate::layer::{Activation, Layer, Shape, TensorKind};
 use crate::mode::{Mode, Pass, Train};
 use crate::scalar::Scalar;
 use crate::simd;
+use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
 
 pub use crate::lane_chain::LaneChainWorkspace;
@@ -215,6 +216,23 @@ pub struct LanesWorkspace<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> {
     pub grad_input: CacheLines<[Net::Input; N]>,
     /// Whether the latest forward pass ran in lanes (its backward pass follows it).
     pub in_lanes: bool,
+    /// The second thread's half of an inference in lanes (the `threads` feature).
+    #[cfg(feature = "threads")]
+    pub second: LanesHalf<Net, N>,
+}
+
+/// What the second of two threads uses to infer its half of a batch in lanes
+/// ([`BatchLayer::infer_batch`] of [`Lanes`] inside
+/// [`within_layers`](crate::threads::within_layers)`(2, ..)`): a lane workspace and the
+/// input and output in lanes of its own, so that neither thread writes what the other reads.
+#[cfg(feature = "threads")]
+pub struct LanesHalf<Net: LaneLayer<N>, const N: usize> {
+    /// The layers' lane workspace.
+    pub lanes: Net::LaneWorkspace,
+    /// The half's input, in lanes.
+    pub input: CacheLines<[Net::Input; N]>,
+    /// The half's output, in lanes.
+    pub output: CacheLines<[Net::Output; N]>,
 }
 
 impl<Net: Layer> Lanes<Net> {
@@ -229,6 +247,33 @@ impl<Net: Layer> Lanes<Net> {
         N.is_multiple_of(LANES)
             && Net::Scalar::as_f32(&[]).is_some()
             && simd::current() == simd::Isa::Avx512
+    }
+}
+
+/// `net`'s inference of `blocks` in lanes, in the workspace and lane buffers given; their
+/// samples' outputs to `out`, which holds the samples from the first block's on.
+#[allow(clippy::type_complexity)]
+fn infer_blocks<Net: LaneLayer<N>, const N: usize>(
+    net: &Net,
+    input: &[Net::Input; N],
+    blocks: core::ops::Range<usize>,
+    (lanes, x, y): (
+        &mut Net::LaneWorkspace,
+        &mut [Net::Input; N],
+        &mut [Net::Output; N],
+    ),
+    out: &mut [Net::Output],
+) {
+    let first = blocks.start;
+    for b in blocks {
+        block_to_lanes(input, x, b);
+        net.infer_lanes(b, x, y, lanes);
+        let samples = &mut out[(b - first) * LANES..][..LANES];
+        transpose_blocks(
+            Net::Output::flat_slice(block_of(y, b)),
+            Net::Output::flat_slice_mut(samples),
+            (Net::Output::LEN, LANES),
+        );
     }
 }
 
@@ -270,22 +315,37 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
         }
     }
 
+    /// Block by block. Inside [`within_layers`](crate::threads::within_layers)`(2, ..)` (the
+    /// `threads` feature) two threads take half the blocks each, with a workspace each: a
+    /// block's inference reads nothing of another's, so the results are one thread's, bit
+    /// for bit.
     fn infer_batch(
         &self,
         input: &[Net::Input; N],
         output: &mut [Net::Output; N],
         ws: &mut Self::BatchWorkspace,
     ) {
-        if Self::runs_in_lanes::<N>() {
-            for b in 0..N / LANES {
-                block_to_lanes(input, &mut ws.input.0, b);
-                self.0
-                    .infer_lanes(b, &ws.input.0, &mut ws.output.0, &mut ws.lanes);
-                block_from_lanes(&ws.output.0, output, b);
-            }
-        } else {
-            self.0.infer_batch(input, output, &mut ws.samples);
+        if !Self::runs_in_lanes::<N>() {
+            return self.0.infer_batch(input, output, &mut ws.samples);
         }
+        let blocks = N / LANES;
+        #[cfg(feature = "threads")]
+        if blocks >= 2 && crate::threads::layer_threads() > 1 {
+            let half = blocks / 2;
+            let (first, second) = output.split_at_mut(half * LANES);
+            let (lanes, x, y) = (&mut ws.lanes, &mut ws.input.0, &mut ws.output.0);
+            let mut a = || infer_blocks(&self.0, input, 0..half, (lanes, x, y), first);
+            let LanesHalf {
+                lanes,
+                input: x,
+                output: y,
+            } = &mut ws.second;
+            let (x, y) = (&mut x.0, &mut y.0);
+            let mut b = || infer_blocks(&self.0, input, half..blocks, (lanes, x, y), second);
+            return crate::threads::run_all(&mut [&mut a, &mut b]);
+        }
+        let (lanes, x, y) = (&mut ws.lanes, &mut ws.input.0, &mut ws.output.0);
+        infer_blocks(&self.0, input, 0..blocks, (lanes, x, y), output);
     }
 
     fn backward_batch(
@@ -388,5 +448,14 @@ impl<Net: BatchLayer<N> + LaneLayer<N>, const N: usize> BatchLayer<N> for Lanes<
 }
 
 crate::zeroable!(impl [Net: Zeroable] for Lanes [Net] (_0));
+#[cfg(not(feature = "threads"))]
 crate::zeroable!(impl [Net: BatchLayer<N> + LaneLayer<N>, const N: usize]
     for LanesWorkspace [Net, N] { samples, lanes, input, output, grad_output, grad_input, in_lanes });
+#[cfg(feature = "threads")]
+crate::zeroable!(impl [Net: BatchLayer<N> + LaneLayer<N>, const N: usize]
+for LanesWorkspace [Net, N] {
+    samples, lanes, input, output, grad_output, grad_input, in_lanes, second
+});
+#[cfg(feature = "threads")]
+crate::zeroable!(impl [Net: LaneLayer<N>, const N: usize]
+    for LanesHalf [Net, N] { lanes, input, output });

@@ -10,10 +10,10 @@
 //! its outputs, a batch norm's evaluation pass over a large sample half of its channels,
 //! and a concatenation (GoogLeNet's Inception modules, DenseNet's steps) runs its branches
 //! at once, each writing its own channels. A batch's inference (`BatchLayer::infer_batch`)
-//! runs layer by layer there, each convolution on half the samples per thread. Every output
-//! is computed by one
-//! thread in the order one thread would use, so results are the same, bit for bit, with one
-//! thread or two.
+//! runs layer by layer there, each convolution on half the samples per thread; a batch in
+//! lanes ([`crate::Lanes`]) gives each thread half its blocks of 16 samples. Every output
+//! is computed by one thread in the order one thread would use, so results are the same,
+//! bit for bit, with one thread or two.
 //!
 //! The threads are rayon's, with the `threads` feature: the pool the caller runs in
 //! (`rayon::ThreadPool::install`), else rayon's global pool. Its workers persist, so a split
@@ -322,6 +322,47 @@ mod tests {
             step.infer(&x, y, &mut zeroed_box());
             assert!(y.flat()[64 * 32 * 32..].iter().any(|&v| v != 0.0));
         });
+    }
+
+    /// A batch in lanes (LeNet-5's way) on two threads, half the blocks each in a workspace
+    /// of its own: the one-thread output, bit for bit, for an even and an odd number of
+    /// blocks.
+    #[test]
+    fn a_batch_in_lanes_on_two_threads_gives_the_one_thread_output() {
+        use crate::batch::BatchLayer;
+        use crate::layer::Layer;
+        use crate::tensor::Tensor;
+        use crate::zeroed::zeroed_box;
+        use crate::{Conv2d, Flatten, Lanes, Linear, MaxPool2d, Relu, sequential};
+        use rand::SeedableRng;
+        type Stack = Lanes<
+            sequential![
+                Conv2d<f32, 1, 4, 3, 1, 0, 10, 10, 8, 8>,
+                Relu<[[[f32; 8]; 8]; 4]>,
+                MaxPool2d<f32, 4, 8, 8, 2, 2, 4, 4>,
+                Flatten<f32, 4, 4, 4, 64>,
+                Linear<f32, 64, 10>,
+            ],
+        >;
+        fn check<const N: usize>(stack: &Stack)
+        where
+            Stack: BatchLayer<N>,
+        {
+            let mut x = zeroed_box::<[<Stack as Layer>::Input; N]>();
+            let flat = <<Stack as Layer>::Input as Tensor>::flat_slice_mut(&mut x[..]);
+            for (i, v) in flat.iter_mut().enumerate() {
+                *v = (i as f32 * 0.37).sin();
+            }
+            same_on_one_thread_and_two(N * 10, |y| {
+                let y: &mut [[f32; 10]; N] = y.as_chunks_mut().0.try_into().unwrap();
+                stack.infer_batch(&x, y, &mut zeroed_box());
+                assert!(y[N - 1].iter().any(|&v| v != 0.0));
+            });
+        }
+        let mut stack = zeroed_box::<Stack>();
+        stack.init(&mut rand::rngs::StdRng::seed_from_u64(7));
+        check::<64>(&stack);
+        check::<48>(&stack);
     }
 
     /// A job of [`run_all`] may use as many threads inside its layers as its caller.
