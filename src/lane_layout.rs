@@ -67,9 +67,18 @@ pub(crate) fn block_from_lanes<X: Tensor, const N: usize>(
     samples: &mut [X; N],
     b: usize,
 ) {
+    block_from_lanes_to(lanes, b, block_of_mut(samples, b));
+}
+
+/// Block `b` of `lanes` to `samples`, its [`LANES`] samples wherever they are.
+pub(crate) fn block_from_lanes_to<X: Tensor, const N: usize>(
+    lanes: &[X; N],
+    b: usize,
+    samples: &mut [X],
+) {
     transpose_blocks(
         X::flat_slice(block_of(lanes, b)),
-        X::flat_slice_mut(block_of_mut(samples, b)),
+        X::flat_slice_mut(samples),
         (X::LEN, LANES),
     );
 }

@@ -40,12 +40,11 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
-use crate::lane_layout::block_to_lanes;
+use crate::lane_layout::{block_from_lanes_to, block_to_lanes};
 use crate::layer::{Activation, Layer, Shape, TensorKind};
 use crate::mode::{Mode, Pass, Train};
 use crate::scalar::Scalar;
 use crate::simd;
-use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
 
 pub use crate::lane_chain::LaneChainWorkspace;
@@ -268,12 +267,7 @@ fn infer_blocks<Net: LaneLayer<N>, const N: usize>(
     for b in blocks {
         block_to_lanes(input, x, b);
         net.infer_lanes(b, x, y, lanes);
-        let samples = &mut out[(b - first) * LANES..][..LANES];
-        transpose_blocks(
-            Net::Output::flat_slice(block_of(y, b)),
-            Net::Output::flat_slice_mut(samples),
-            (Net::Output::LEN, LANES),
-        );
+        block_from_lanes_to(y, b, &mut out[(b - first) * LANES..][..LANES]);
     }
 }
 
