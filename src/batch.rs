@@ -38,7 +38,7 @@ use crate::chain::{Chain, backward_at, forward_at, infer_at};
 use crate::fusion::Fusion;
 use crate::layer::Layer;
 use crate::mode::{Mode, Pass, Train};
-use crate::place::Place;
+use crate::place::{self, Place};
 use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
 
@@ -411,6 +411,7 @@ where
             &Whole::<N>,
             parts,
             input,
+            None,
             buffers,
             grad_output,
             grad_input,
@@ -440,6 +441,7 @@ where
             &Slot::<N>(n),
             parts,
             input,
+            None,
             buffers,
             grad_output,
             grad_input,
@@ -473,6 +475,7 @@ impl<L: BatchLayer<N>, const N: usize> Place<L> for Slot<N> {
         &self,
         layer: &L,
         x: &L::Input,
+        _: Option<&L::Output>,
         ws: &mut L::BatchWorkspace,
         g: &L::Output,
         gi: Option<&mut L::Input>,
@@ -498,8 +501,26 @@ impl<L: BatchLayer<N>, const N: usize> Place<L> for Slot<N> {
         layer.infer_sample_fused(self.0, x, y, ws, f);
     }
 
-    fn apply(y: &mut L::Output, f: Fusion<'_, L::Scalar>) {
+    fn apply(&self, y: &mut L::Output, f: Fusion<'_, L::Scalar>) {
         f.apply(y.flat_mut());
+    }
+
+    fn forward_fused(
+        &self,
+        layer: &L,
+        x: &L::Input,
+        y: &mut [L::Scalar],
+        ws: &mut L::BatchWorkspace,
+        f: Fusion<'_, L::Scalar>,
+        infer: bool,
+    ) -> bool {
+        match L::Output::from_flat_mut(y) {
+            Some(y) if infer && place::sample_fuses::<L>(f, false) => {
+                layer.infer_sample_fused(self.0, x, y, ws, f);
+                true
+            }
+            _ => false,
+        }
     }
 
     #[inline(always)]
@@ -548,6 +569,7 @@ impl<L: BatchLayer<N>, const N: usize> Place<L> for Whole<N> {
         &self,
         layer: &L,
         x: &Self::In,
+        _: Option<&Self::Out>,
         ws: &mut L::BatchWorkspace,
         g: &Self::Out,
         gi: Option<&mut Self::In>,
@@ -573,9 +595,27 @@ impl<L: BatchLayer<N>, const N: usize> Place<L> for Whole<N> {
         layer.infer_batch_fused(x, y, ws, f);
     }
 
-    fn apply(y: &mut Self::Out, f: Fusion<'_, L::Scalar>) {
+    fn apply(&self, y: &mut Self::Out, f: Fusion<'_, L::Scalar>) {
         for y in y {
             f.apply(y.flat_mut());
+        }
+    }
+
+    fn forward_fused(
+        &self,
+        layer: &L,
+        x: &Self::In,
+        y: &mut [L::Scalar],
+        ws: &mut L::BatchWorkspace,
+        f: Fusion<'_, L::Scalar>,
+        infer: bool,
+    ) -> bool {
+        match L::Output::batch_from_flat_mut::<N>(y) {
+            Some(y) if infer && place::sample_fuses::<L>(f, false) => {
+                layer.infer_batch_fused(x, y, ws, f);
+                true
+            }
+            _ => false,
         }
     }
 

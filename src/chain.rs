@@ -4,7 +4,7 @@ use rand::Rng;
 
 use core::fmt;
 
-use crate::fusion::Fusion;
+use crate::fusion::{Epilogue, Fusion};
 use crate::layer::{Activation, Layer, Shape, TensorKind, count};
 use crate::mode::{Mode, Pass, Train};
 use crate::place::{self, Alone, Place};
@@ -84,7 +84,7 @@ where
 
     const APPLIES_CHANNEL_AFFINE: bool = B::APPLIES_CHANNEL_AFFINE;
 
-    /// The two layers in turn; when the second is an [`Epilogue`](crate::Epilogue) (a ReLU) or a
+    /// The two layers in turn; when the second is an [`Epilogue`] (a ReLU) or a
     /// [`ChannelAffine`](crate::ChannelAffine) map (batch norm) that the first
     /// [applies as it writes](Layer::APPLIES_EPILOGUES), the first does
     /// ([`Layer::infer_fused`]), and the workspace's copy of its output is not written.
@@ -127,6 +127,7 @@ where
             &Alone,
             parts,
             input,
+            None,
             buffers,
             grad_output,
             grad_input,
@@ -266,8 +267,27 @@ pub(crate) type Between<'a, P, A, B> = (
     &'a mut <P as Place<B>>::Ws,
 );
 
+/// The map `then` is in place `P`, with `f` after it, if `first` applies both as it writes
+/// there (in a training pass too if `train`): what `first` is offered when `then` is a ReLU
+/// after it, or in lanes a pooling after a ReLU.
+#[inline(always)]
+fn taken_over<'f, P, A, B>(
+    first: &A,
+    f: Fusion<'f, A::Scalar>,
+    train: bool,
+) -> Option<Fusion<'f, A::Scalar>>
+where
+    A: Layer,
+    B: Layer<Scalar = A::Scalar, Input = A::Output>,
+    P: Place<A> + Place<B>,
+{
+    let both = f.after(<P as Place<B>>::AS_FUSION?)?;
+    <P as Place<A>>::fuses(first, both, train).then_some(both)
+}
+
 /// [`Layer::forward_in`] of the chain `first` then `then` in place `at` (see
-/// [`crate::place`]), `first`'s output kept in `mid`.
+/// [`crate::place`]), `first`'s output kept in `mid`; where the place trains fused and `then`
+/// is a ReLU that `first` applies as it writes, `first` writes `y` and `mid` is not written.
 pub(crate) fn forward_at<P, A, B, M: Mode>(
     at: &P,
     pass: &Pass<M>,
@@ -280,18 +300,30 @@ pub(crate) fn forward_at<P, A, B, M: Mode>(
     B: Layer<Scalar = A::Scalar, Input = A::Output>,
     P: Place<A> + Place<B, In = <P as Place<A>>::Out>,
 {
+    if const { <P as Place<A>>::TRAINS_FUSED }
+        && let Some(f) = taken_over::<P, A, B>(first, Fusion::NONE, true)
+    {
+        let y = <P as Place<B>>::flat_out_mut(y);
+        let fused = at.forward_fused(first, x, y, ws_first, f, false);
+        debug_assert!(fused, "fuses promised a fused forward pass");
+        return;
+    }
     at.forward_in(pass, first, x, mid, ws_first);
     at.forward_in(pass, then, mid, y, ws_then);
 }
 
-/// [`Layer::backward`] of the chain `first` then `then` in place `at`, after a forward pass
-/// that kept `first`'s output in `mid`; the gradient between the two passes through
-/// `mid_grad`.
-#[allow(clippy::type_complexity)]
+/// [`Layer::backward`] of the chain `first` then `then` in place `at`, after
+/// [`forward_at`], which kept `first`'s output in `mid`; the gradient between the two passes
+/// through `mid_grad`. `y` is the chain's output, if the caller has it (in lanes it does).
+/// Where the forward pass was fused, from its output; where `then` masks for free (a max
+/// pooling) after a ReLU that `first` applied, `then` hands back the gradient with respect to
+/// that ReLU's input, which `first` starts from.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub(crate) fn backward_at<P, A, B>(
     at: &P,
     (first, then): (&A, &B),
     x: &<P as Place<A>>::In,
+    y: Option<&<P as Place<B>>::Out>,
     (ws_first, mid, mid_grad, ws_then): (
         &mut <P as Place<A>>::Ws,
         &<P as Place<A>>::Out,
@@ -306,16 +338,40 @@ pub(crate) fn backward_at<P, A, B>(
     B: Layer<Scalar = A::Scalar, Input = A::Output>,
     P: Place<A> + Place<B, In = <P as Place<A>>::Out>,
 {
-    at.backward(then, mid, ws_then, g, Some(mid_grad), &mut grads.then);
-    at.backward(first, x, ws_first, mid_grad, gi, &mut grads.first);
+    if const { <P as Place<A>>::TRAINS_FUSED } {
+        if let Some(f) = taken_over::<P, A, B>(first, Fusion::NONE, true) {
+            let y = y.map(<P as Place<B>>::flat_out);
+            let g = <P as Place<B>>::flat_out(g);
+            let fused = at.backward_fused(first, x, y, ws_first, g, f, gi, &mut grads.first);
+            debug_assert!(fused, "fuses promised a fused backward pass");
+            return;
+        }
+        let relu = Fusion::epilogue(Epilogue::Relu);
+        if <P as Place<B>>::MASKS_FOR_FREE
+            && <P as Place<A>>::ENDS_IN_RELU
+            && <P as Place<A>>::fuses(first, relu, true)
+        {
+            at.backward_masked(then, mid, y, ws_then, g, mid_grad, &mut grads.then);
+            let g = <P as Place<A>>::flat_out(mid_grad);
+            let grads = &mut grads.first;
+            let fused = at.backward_fused(first, x, None, ws_first, g, relu, gi, grads);
+            debug_assert!(fused, "fuses promised a fused backward pass");
+            return;
+        }
+    }
+    let g_mid = Some(&mut *mid_grad);
+    at.backward(then, mid, y, ws_then, g, g_mid, &mut grads.then);
+    let grads = &mut grads.first;
+    at.backward(first, x, Some(mid), ws_first, mid_grad, gi, grads);
 }
 
 /// [`Layer::infer_fused`] of the chain `first` then `then` in place `at`, given its parts'
 /// workspaces and the buffer between them (`mid`). When `then` is a map that `first` applies
 /// as it writes (batch norm after a convolution, a ReLU after a layer that
-/// [`Layer::APPLIES_EPILOGUES`]), `first` applies it, with the maps offered to the chain
-/// after it, straight into `y`, and `mid` is not written; a fusion with an affine map goes to
-/// `then` if it applies one, else runs as a pass after the chain.
+/// [`Layer::APPLIES_EPILOGUES`]; in lanes a pooling after a ReLU), `first` applies it, with
+/// the maps offered to the chain after it, straight into `y`, and `mid` is not written; a
+/// fusion with an affine map goes to `then` if it applies one, else runs as a pass after the
+/// chain.
 pub(crate) fn infer_at<P, A, B>(
     at: &P,
     (first, then): (&A, &B),
@@ -335,7 +391,7 @@ pub(crate) fn infer_at<P, A, B>(
         } else {
             let parts = (&mut *ws_first, &mut *mid, &mut *ws_then);
             infer_at(at, (first, then), x, y, parts, Fusion::NONE);
-            <P as Place<B>>::apply(y, f);
+            <P as Place<B>>::apply(at, y, f);
         }
         return;
     }
@@ -347,6 +403,7 @@ pub(crate) fn infer_at<P, A, B>(
             let f = Fusion {
                 affine: Some(affine),
                 epilogue,
+                pool: false,
             };
             at.infer_fused(first, x, out, ws_first, f);
         });
@@ -354,15 +411,108 @@ pub(crate) fn infer_at<P, A, B>(
             return;
         }
     }
-    if const { B::EPILOGUE.is_some() && A::APPLIES_EPILOGUES } {
-        let fused = B::EPILOGUE.and_then(|own| epilogue.after(own));
-        let out = place::same::<<P as Place<A>>::Out, _>(y);
-        if let (Some(fused), Some(out)) = (fused, out) {
-            return at.infer_fused(first, x, out, ws_first, Fusion::epilogue(fused));
-        }
+    if let Some(both) = taken_over::<P, A, B>(first, f, false)
+        && at.forward_fused(
+            first,
+            x,
+            <P as Place<B>>::flat_out_mut(y),
+            ws_first,
+            both,
+            true,
+        )
+    {
+        return;
     }
     at.infer(first, x, mid, ws_first);
     at.infer_fused(then, mid, y, ws_then, f);
+}
+
+/// Whether the chain `first` then `then` applies `f` as it writes in place `P` (see
+/// [`Place::fuses`]): `first` applies `then` and `f` (`then` a map too), or `then` applies
+/// `f`.
+pub(crate) fn fuses_at<P, A, B>(
+    (first, then): (&A, &B),
+    f: Fusion<'_, A::Scalar>,
+    train: bool,
+) -> bool
+where
+    A: Layer,
+    B: Layer<Scalar = A::Scalar, Input = A::Output>,
+    P: Place<A> + Place<B, In = <P as Place<A>>::Out>,
+{
+    taken_over::<P, A, B>(first, f, train).is_some() || <P as Place<B>>::fuses(then, f, train)
+}
+
+/// [`Place::forward_fused`] of the chain `first` then `then` in place `at`: `first` applies
+/// `then` and `f`, or the parts run apart and `then` applies `f`. Returns `false`, having done
+/// nothing, unless [`fuses_at`] says the chain does `f`.
+pub(crate) fn forward_fused_at<P, A, B>(
+    at: &P,
+    (first, then): (&A, &B),
+    x: &<P as Place<A>>::In,
+    y: &mut [A::Scalar],
+    (ws_first, mid, ws_then): Between<'_, P, A, B>,
+    f: Fusion<'_, A::Scalar>,
+    infer: bool,
+) -> bool
+where
+    A: Layer,
+    B: Layer<Scalar = A::Scalar, Input = A::Output>,
+    P: Place<A> + Place<B, In = <P as Place<A>>::Out>,
+{
+    if let Some(both) = taken_over::<P, A, B>(first, f, !infer) {
+        return at.forward_fused(first, x, y, ws_first, both, infer);
+    }
+    // Asked first, with nothing computed: whether the last part fuses does not depend on its
+    // input.
+    if !<P as Place<B>>::fuses(then, f, !infer) {
+        return false;
+    }
+    if infer {
+        at.infer(first, x, mid, ws_first);
+    } else {
+        at.forward_in(&Pass::<Train>::DEFAULT, first, x, mid, ws_first);
+    }
+    at.forward_fused(then, mid, y, ws_then, f, infer)
+}
+
+/// [`Place::backward_fused`] of the chain `first` then `then` in place `at`, after
+/// [`forward_fused_at`] in training. Returns `false`, having done nothing, unless
+/// [`fuses_at`] says the chain does `f` in training.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(crate) fn backward_fused_at<P, A, B>(
+    at: &P,
+    (first, then): (&A, &B),
+    x: &<P as Place<A>>::In,
+    y: Option<&[A::Scalar]>,
+    (ws_first, mid, mid_grad, ws_then): (
+        &mut <P as Place<A>>::Ws,
+        &<P as Place<A>>::Out,
+        &mut <P as Place<A>>::Out,
+        &mut <P as Place<B>>::Ws,
+    ),
+    g: &[A::Scalar],
+    f: Fusion<'_, A::Scalar>,
+    gi: Option<&mut <P as Place<A>>::In>,
+    grads: &mut Chain<A, B>,
+) -> bool
+where
+    A: Layer,
+    B: Layer<Scalar = A::Scalar, Input = A::Output>,
+    P: Place<A> + Place<B, In = <P as Place<A>>::Out>,
+{
+    if let Some(both) = taken_over::<P, A, B>(first, f, true) {
+        return at.backward_fused(first, x, y, ws_first, g, both, gi, &mut grads.first);
+    }
+    if !<P as Place<B>>::fuses(then, f, true) {
+        return false;
+    }
+    let g_mid = Some(&mut *mid_grad);
+    let fused = at.backward_fused(then, mid, y, ws_then, g, f, g_mid, &mut grads.then);
+    debug_assert!(fused, "fuses promised a fused backward pass");
+    let grads = &mut grads.first;
+    at.backward(first, x, Some(mid), ws_first, mid_grad, gi, grads);
+    true
 }
 
 /// The type of layers applied in sequence: `sequential![A, B, C]` is

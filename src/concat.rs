@@ -193,10 +193,10 @@ fn backward_branch<P: Place<L>, L: Layer>(
         }
     };
     match grad_input {
-        None => at.backward(layer, x, ws, g_b, None, grads),
-        Some(gi) if first => at.backward(layer, x, ws, g_b, Some(gi), grads),
+        None => at.backward(layer, x, None, ws, g_b, None, grads),
+        Some(gi) if first => at.backward(layer, x, None, ws, g_b, Some(gi), grads),
         Some(gi) => {
-            at.backward(layer, x, ws, g_b, Some(&mut *scratch), grads);
+            at.backward(layer, x, None, ws, g_b, Some(&mut *scratch), grads);
             let gi = <P as Place<L>>::flat_in_mut(gi);
             add_flat(gi, <P as Place<L>>::flat_in(scratch));
         }

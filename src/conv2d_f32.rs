@@ -8,10 +8,8 @@
 use crate::conv_gemm::{self, ConvKernels};
 use crate::conv_kernel::ConvGeometry;
 use crate::conv2d::{Conv2d, ConvLaneWorkspace, ConvPacked};
-use crate::fusion::{ChannelAffine, Epilogue};
-use crate::lanes::{
-    LANES, LaneEpilogue, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put,
-};
+use crate::fusion::{ChannelAffine, Epilogue, Fusion};
+use crate::lanes::{LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put};
 use crate::layer::Layer;
 use crate::scalar::Scalar;
 use crate::tensor::{Maps, Tensor};
@@ -472,12 +470,12 @@ impl<
 
     /// A ReLU when the SIMD kernels run this geometry; in inference, also a 2×2 pooling
     /// after it when the maps' sides are even.
-    fn fuses(&self, epilogue: LaneEpilogue) -> bool {
+    fn fuses(&self, epilogue: Fusion<'_, T>) -> bool {
         let relu = Self::LANES_FAST && T::as_f32(&self.bias).is_some();
-        match epilogue {
-            LaneEpilogue::Relu => relu,
-            LaneEpilogue::ReluPool => relu && OH.is_multiple_of(2) && OW.is_multiple_of(2),
-            LaneEpilogue::Pool => false,
+        if epilogue.is_relu() {
+            relu
+        } else {
+            epilogue.is_relu_pool() && relu && OH.is_multiple_of(2) && OW.is_multiple_of(2)
         }
     }
 
@@ -490,7 +488,7 @@ impl<
         input: &[Self::Input; N],
         output: &mut [T],
         ws: &mut Self::LaneWorkspace,
-        epilogue: LaneEpilogue,
+        epilogue: Fusion<'_, T>,
         infer: bool,
     ) -> bool {
         check_lanes(N);
@@ -498,7 +496,7 @@ impl<
             return false;
         }
         let x = Maps::flat_slice(block_of(input, block));
-        if epilogue == LaneEpilogue::Relu {
+        if epilogue.is_relu() {
             let len = CO * OH * OW * LANES;
             return self.forward_lanes_fast(x, &mut output[block * len..][..len], true, None);
         }
@@ -521,7 +519,7 @@ impl<
         output: Option<&[T]>,
         ws: &mut Self::LaneWorkspace,
         grad_output: &[T],
-        epilogue: LaneEpilogue,
+        epilogue: Fusion<'_, T>,
         grad_input: Option<&mut [Self::Input; N]>,
         grads: &mut Self,
     ) -> bool {

@@ -5,11 +5,11 @@
 //! [`Layer::channel_affine`](crate::Layer::channel_affine),
 //! [`LaneLayer::LANE_EPILOGUE`](crate::LaneLayer::LANE_EPILOGUE)); a
 //! [`Chain`](crate::Chain) composes it with what it was offered itself and passes the result
-//! down to the layer before it as one value: a [`Fusion`] to
-//! [`Layer::infer_fused`](crate::Layer::infer_fused) and
-//! [`BatchLayer::infer_sample_fused`](crate::BatchLayer::infer_sample_fused), a
-//! [`LaneEpilogue`] to [`LaneLayer::forward_lanes_then`](crate::LaneLayer::forward_lanes_then)
-//! and [`LaneLayer::backward_lanes_then`](crate::LaneLayer::backward_lanes_then). A layer
+//! down to the layer before it as one value, a [`Fusion`]: to
+//! [`Layer::infer_fused`](crate::Layer::infer_fused),
+//! [`BatchLayer::infer_sample_fused`](crate::BatchLayer::infer_sample_fused) and, in lanes,
+//! [`LaneLayer::forward_lanes_then`](crate::LaneLayer::forward_lanes_then) and
+//! [`LaneLayer::backward_lanes_then`](crate::LaneLayer::backward_lanes_then). A layer
 //! that cannot apply a map as it writes runs it as a pass after its own, with the same
 //! result bit for bit.
 
@@ -101,17 +101,37 @@ impl<T: Scalar> ChannelAffine<'_, T> {
     }
 }
 
-/// The maps a layer applies to its output as it writes it in inference, passed down a chain as
-/// a value ([`Layer::infer_fused`](crate::Layer::infer_fused),
-/// [`BatchLayer::infer_sample_fused`](crate::BatchLayer::infer_sample_fused)): the maps of the
+/// The maps a layer applies to its output as it writes it, passed down a chain as a value
+/// ([`Layer::infer_fused`](crate::Layer::infer_fused),
+/// [`BatchLayer::infer_sample_fused`](crate::BatchLayer::infer_sample_fused),
+/// [`LaneLayer::forward_lanes_then`](crate::LaneLayer::forward_lanes_then)): the maps of the
 /// layers after it that it takes over, a per-channel affine map first (batch norm in
-/// evaluation), then an element-wise [`Epilogue`] (a ReLU).
+/// evaluation), then an element-wise [`Epilogue`] (a ReLU), then, in lanes only, a 2×2
+/// stride-2 max pooling.
+///
+/// ```
+/// use constnet::{Epilogue, Fusion};
+/// let relu = Fusion::<f32>::epilogue(Epilogue::Relu);
+/// let pool = Fusion::<f32>::POOL;
+/// // A pooling after a ReLU is one fusion, a ReLU after a ReLU is a ReLU ...
+/// assert!(pool.after(relu).is_some_and(|f| f.is_relu_pool()));
+/// assert!(relu.after(relu).is_some_and(|f| f.is_relu() && !f.pool));
+/// // ... but nothing comes after a pooling, and only a ReLU trains fused.
+/// assert!(relu.after(pool).is_none());
+/// assert!(Fusion::NONE.after(pool).is_some_and(|f| f.pool));
+/// assert!(relu.trains() && !pool.after(relu).unwrap().trains());
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Fusion<'a, T> {
     /// The per-channel affine map, if any.
     pub affine: Option<ChannelAffine<'a, T>>,
     /// The element-wise map after it.
     pub epilogue: Epilogue,
+    /// A 2×2, stride-2 [`MaxPool2d`](crate::MaxPool2d) that covers its input, last: its output
+    /// has another type than the layer's. Only a layer that says it applies one as it writes
+    /// ([`LaneLayer::fuses`](crate::LaneLayer::fuses)) is offered one, and only in inference
+    /// (its winners are not kept for a backward pass).
+    pub pool: bool,
 }
 
 impl<'a, T: Scalar> Fusion<'a, T> {
@@ -119,6 +139,15 @@ impl<'a, T: Scalar> Fusion<'a, T> {
     pub const NONE: Self = Fusion {
         affine: None,
         epilogue: Epilogue::Identity,
+        pool: false,
+    };
+
+    /// A 2×2, stride-2 max pooling alone: what a [`MaxPool2d`](crate::MaxPool2d) of that
+    /// geometry is as a map in lanes.
+    pub const POOL: Self = Fusion {
+        affine: None,
+        epilogue: Epilogue::Identity,
+        pool: true,
     };
 
     /// `epilogue` alone.
@@ -126,58 +155,59 @@ impl<'a, T: Scalar> Fusion<'a, T> {
         Fusion {
             affine: None,
             epilogue,
+            pool: false,
         }
     }
 
+    /// Whether there is no map at all.
+    pub const fn is_none(&self) -> bool {
+        self.affine.is_none() && matches!(self.epilogue, Epilogue::Identity) && !self.pool
+    }
+
+    /// Whether the maps are a ReLU and nothing else.
+    pub const fn is_relu(&self) -> bool {
+        self.affine.is_none() && matches!(self.epilogue, Epilogue::Relu) && !self.pool
+    }
+
+    /// Whether the maps are a ReLU, then a pooling.
+    pub const fn is_relu_pool(&self) -> bool {
+        self.affine.is_none() && matches!(self.epilogue, Epilogue::Relu) && self.pool
+    }
+
+    /// Whether a training pass may fuse these maps: a ReLU alone (or nothing), whose backward
+    /// pass needs nothing but its output. An affine map's input and a pooling's winners would
+    /// be lost with the maps before them.
+    pub const fn trains(&self) -> bool {
+        self.affine.is_none() && !self.pool
+    }
+
+    /// These maps after `first` (`self ∘ first`), if that is one fusion: element-wise maps
+    /// after element-wise maps ([`Epilogue::after`]), with this pooling last. Nothing comes
+    /// after a pooling, and affine maps do not compose here.
+    pub fn after(self, first: Self) -> Option<Self> {
+        if self.is_none() {
+            return Some(first);
+        }
+        if first.is_none() {
+            return Some(self);
+        }
+        if first.pool || first.affine.is_some() || self.affine.is_some() {
+            return None;
+        }
+        Some(Fusion {
+            affine: None,
+            epilogue: self.epilogue.after(first.epilogue)?,
+            pool: self.pool,
+        })
+    }
+
     /// The maps applied in place to `y` (a layer's whole output), as a pass of their own.
+    /// A pooling cannot be: it is applied only by a layer that says it applies it.
     pub fn apply(&self, y: &mut [T]) {
+        debug_assert!(!self.pool, "a pooling is no pass in place");
         match self.affine {
             Some(affine) => affine.apply(y, self.epilogue),
             None => self.epilogue.apply(y),
         }
-    }
-}
-
-/// A map that a layer applies to its output as it writes it in lanes: the layers after it that
-/// it takes over, passed down a chain as a value
-/// ([`LaneLayer::forward_lanes_then`](crate::LaneLayer::forward_lanes_then)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LaneEpilogue {
-    /// A [`Relu`](crate::Relu).
-    Relu,
-    /// A 2×2, stride-2 [`MaxPool2d`](crate::MaxPool2d) that covers its input. No layer
-    /// applies it alone; after a ReLU it is [`LaneEpilogue::ReluPool`].
-    Pool,
-    /// A ReLU, then a 2×2, stride-2 max pooling (inference only).
-    ReluPool,
-}
-
-impl LaneEpilogue {
-    /// This map after `first` (`self ∘ first`), if it is one of the maps: a pooling after a
-    /// ReLU is [`LaneEpilogue::ReluPool`], a ReLU after a ReLU is a ReLU.
-    ///
-    /// ```
-    /// use constnet::LaneEpilogue::{Pool, Relu, ReluPool};
-    /// assert_eq!(Pool.after(Relu), Some(ReluPool));
-    /// assert_eq!(Relu.after(Relu), Some(Relu));
-    /// assert_eq!(Relu.after(Pool), None); // the ReLU must come first
-    /// ```
-    pub const fn after(self, first: LaneEpilogue) -> Option<LaneEpilogue> {
-        match (first, self) {
-            (LaneEpilogue::Relu, LaneEpilogue::Relu) => Some(LaneEpilogue::Relu),
-            (LaneEpilogue::Relu, LaneEpilogue::Pool) => Some(LaneEpilogue::ReluPool),
-            _ => None,
-        }
-    }
-
-    /// Whether the map is a ReLU, its output unchanged by another.
-    pub const fn is_relu(self) -> bool {
-        matches!(self, LaneEpilogue::Relu)
-    }
-
-    /// Whether a training pass may fuse it: only a ReLU, whose backward pass needs nothing
-    /// but its output. A pooling's winners would be lost with the maps before it.
-    pub const fn trains(self) -> bool {
-        self.is_relu()
     }
 }

@@ -30,9 +30,10 @@
 //! ```
 //!
 //! The parts live apart: the layout and its conversions (`lane_layout`, with the kernels), the
-//! [`LaneLayer`] interface (`lane_layer`), a [`Chain`](crate::Chain)'s lane passes
-//! (`lane_chain`), each layer's lane kernels beside its other kernels, and here the [`Lanes`]
-//! wrapper; this module names them all.
+//! [`LaneLayer`] interface and the place of a block in lanes, through which a
+//! [`Chain`](crate::Chain)'s lane passes are its generic passes (`lane_layer`), each layer's
+//! lane kernels beside its other kernels, and here the [`Lanes`] wrapper; this module names
+//! them all.
 
 use core::fmt;
 
@@ -47,8 +48,8 @@ use crate::scalar::Scalar;
 use crate::simd;
 use crate::zeroed::Zeroable;
 
-pub use crate::lane_chain::LaneChainWorkspace;
-pub use crate::lane_layer::{LaneEpilogue, LaneLayer};
+pub use crate::lane_layer::LaneChainWorkspace;
+pub use crate::lane_layer::LaneLayer;
 pub(crate) use crate::lane_layer::{backward_slots, forward_slots};
 pub use crate::lane_layout::{BlockOrder, CacheLines, LANES, from_lanes, to_lanes};
 pub(crate) use crate::lane_layout::{

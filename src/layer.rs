@@ -122,7 +122,7 @@ pub trait Layer: Zeroable + Send + Sync + 'static {
     /// let mut y = [0.0; 4];
     /// // Two channels of two values: (x − 1)·2 + 0.5 and (x − 0)·(−1) + 0, then ReLU.
     /// let affine = ChannelAffine { mean: &[1.0, 0.0], scale: &[2.0, -1.0], shift: &[0.5, 0.0] };
-    /// let fusion = Fusion { affine: Some(affine), epilogue: Epilogue::Relu };
+    /// let fusion = Fusion { affine: Some(affine), ..Fusion::epilogue(Epilogue::Relu) };
     /// Relu::<[f32; 4]>::new().infer_fused(&x, &mut y, &mut (), fusion);
     /// assert_eq!(y, [0.0, 2.5, 0.0, 0.0]);
     /// ```

@@ -7,9 +7,10 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
+use crate::fusion::Fusion;
 use crate::lanes::{
-    BlockOrder, CacheLines, LANES, LaneEpilogue, LaneLayer, block_from_lanes, block_of,
-    block_of_mut, check_lanes, lane_get, lane_put, relu_mask, transpose_blocks,
+    BlockOrder, CacheLines, LANES, LaneLayer, block_from_lanes, block_of, block_of_mut,
+    check_lanes, lane_get, lane_put, relu_mask, transpose_blocks,
 };
 use crate::layer::{Layer, Shape, TensorKind, no_such_param, torch_default_uniform};
 use crate::scalar::Scalar;
@@ -339,7 +340,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> LaneLayer<N>
     }
 
     /// A ReLU, in `f32`.
-    fn fuses(&self, epilogue: LaneEpilogue) -> bool {
+    fn fuses(&self, epilogue: Fusion<'_, T>) -> bool {
         epilogue.is_relu() && T::as_f32(&self.bias).is_some()
     }
 
@@ -350,7 +351,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> LaneLayer<N>
         input: &[[T; IN]; N],
         output: &mut [T],
         _ws: &mut Self::LaneWorkspace,
-        epilogue: LaneEpilogue,
+        epilogue: Fusion<'_, T>,
         _infer: bool,
     ) -> bool {
         check_lanes(N);
@@ -389,7 +390,7 @@ impl<T: Scalar, const IN: usize, const OUT: usize, const N: usize> LaneLayer<N>
         output: Option<&[T]>,
         ws: &mut Self::LaneWorkspace,
         grad_output: &[T],
-        epilogue: LaneEpilogue,
+        epilogue: Fusion<'_, T>,
         grad_input: Option<&mut [[T; IN]; N]>,
         grads: &mut Self,
     ) -> bool {

@@ -4,9 +4,9 @@ use core::marker::PhantomData;
 
 use rand::Rng;
 
+use crate::fusion::Fusion;
 use crate::lanes::{
-    LANES, LaneEpilogue, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put,
-    relu_mask,
+    LANES, LaneLayer, block_of, block_of_mut, check_lanes, lane_get, lane_put, relu_mask,
 };
 use crate::layer::{Layer, no_such_param};
 use crate::pool_kernel::{self, PoolGeometry};
@@ -408,8 +408,8 @@ impl<
     }
 
     const MASKS_FOR_FREE: bool = true;
-    const LANE_EPILOGUE: Option<LaneEpilogue> = if K == 2 && S == 2 && Self::COVERS {
-        Some(LaneEpilogue::Pool)
+    const LANE_EPILOGUE: Option<Fusion<'static, T>> = if K == 2 && S == 2 && Self::COVERS {
+        Some(Fusion::POOL)
     } else {
         None
     };

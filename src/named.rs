@@ -47,7 +47,7 @@ use rand::Rng;
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
 use crate::fusion::{ChannelAffine, Epilogue, Fusion};
-use crate::lanes::{LaneEpilogue, LaneLayer};
+use crate::lanes::LaneLayer;
 use crate::layer::{Activation, Layer, Shape, TensorKind};
 use crate::mode::{Mode, Pass};
 
@@ -398,7 +398,7 @@ impl<N: Label, L: SgdLayer> SgdLayer for Named<N, L> {
 /// LeNet-5's stack runs.
 impl<N: Label, L: LaneLayer<B>, const B: usize> LaneLayer<B> for Named<N, L> {
     type LaneWorkspace = L::LaneWorkspace;
-    const LANE_EPILOGUE: Option<LaneEpilogue> = L::LANE_EPILOGUE;
+    const LANE_EPILOGUE: Option<Fusion<'static, L::Scalar>> = L::LANE_EPILOGUE;
     const ENDS_IN_RELU: bool = L::ENDS_IN_RELU;
     const MASKS_FOR_FREE: bool = L::MASKS_FOR_FREE;
 
@@ -436,7 +436,7 @@ impl<N: Label, L: LaneLayer<B>, const B: usize> LaneLayer<B> for Named<N, L> {
             .backward_lanes(block, x, y, ws, g, gi, &mut grads.layer);
     }
 
-    fn fuses(&self, epilogue: LaneEpilogue) -> bool {
+    fn fuses(&self, epilogue: Fusion<'_, L::Scalar>) -> bool {
         self.layer.fuses(epilogue)
     }
 
@@ -446,7 +446,7 @@ impl<N: Label, L: LaneLayer<B>, const B: usize> LaneLayer<B> for Named<N, L> {
         x: &[L::Input; B],
         y: &mut [L::Scalar],
         ws: &mut L::LaneWorkspace,
-        epilogue: LaneEpilogue,
+        epilogue: Fusion<'_, L::Scalar>,
         infer: bool,
     ) -> bool {
         self.layer
@@ -460,7 +460,7 @@ impl<N: Label, L: LaneLayer<B>, const B: usize> LaneLayer<B> for Named<N, L> {
         y: Option<&[L::Scalar]>,
         ws: &mut L::LaneWorkspace,
         g: &[L::Scalar],
-        epilogue: LaneEpilogue,
+        epilogue: Fusion<'_, L::Scalar>,
         gi: Option<&mut [L::Input; B]>,
         grads: &mut Self,
     ) -> bool {

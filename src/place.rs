@@ -1,17 +1,27 @@
 //! Where a pass runs, as a type: one sample alone ([`Alone`]: [`Layer`]'s methods), one sample
-//! in slot `n` of a batch's workspace (`Slot`: [`BatchLayer`]'s `…_sample` methods), or a
-//! whole batch at once (`Whole`: [`BatchLayer`]'s `…_batch` methods). A combinator's passes
-//! (a chain's, a residual add's) are written once, generic over the place, and each trait
-//! method is a call of them: only the calls into the parts and the buffers between them
-//! differ from place to place.
+//! in slot `n` of a batch's workspace (`Slot`: [`BatchLayer`]'s `…_sample` methods), a
+//! whole batch at once (`Whole`: [`BatchLayer`]'s `…_batch` methods), or block `b` of a batch
+//! in lanes (`Block`: [`LaneLayer`]'s methods). A combinator's passes (a chain's, a residual
+//! add's, a concatenation's) are written once, generic over the place, and each trait method
+//! is a call of them: only the calls into the parts and the buffers between them differ from
+//! place to place.
 //!
-//! `Slot` and `Whole` are implemented in [`crate::batch`], where [`BatchLayer`] is.
+//! What a place can do beyond the plain passes it says as data the generic code reads, most
+//! of it at compile time: whether a layer applies a fusion as it writes
+//! ([`Place::fuses`]), in a training pass too ([`Place::TRAINS_FUSED`]: only in lanes, where
+//! a convolution's backward pass reads the ReLU output it wrote), into the output of a later
+//! layer of another type (a pooling's, in lanes; [`Place::forward_fused`] writes flat values).
+//!
+//! `Slot` and `Whole` are implemented in [`crate::batch`], where [`BatchLayer`] is, and
+//! `Block` in [`crate::lane_layer`], where [`LaneLayer`] is.
 //!
 //! [`BatchLayer`]: crate::BatchLayer
+//! [`LaneLayer`]: crate::LaneLayer
 
 use core::any::Any;
 
 use crate::fusion::Fusion;
+use crate::lane_layout::relu_mask;
 use crate::layer::Layer;
 use crate::mode::{Mode, Pass};
 use crate::tensor::Tensor;
@@ -37,11 +47,14 @@ pub(crate) trait Place<L: Layer> {
         ws: &mut Self::Ws,
     );
 
-    /// The layer's backward pass ([`Layer::backward`]).
+    /// The layer's backward pass ([`Layer::backward`]); `y` is its output, if the caller has
+    /// it (a chain has its parts' outputs; in lanes every pass is given its output).
+    #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
         layer: &L,
         x: &Self::In,
+        y: Option<&Self::Out>,
         ws: &mut Self::Ws,
         g: &Self::Out,
         gi: Option<&mut Self::In>,
@@ -51,7 +64,8 @@ pub(crate) trait Place<L: Layer> {
     /// The layer's inference, no map after it.
     fn infer(&self, layer: &L, x: &Self::In, y: &mut Self::Out, ws: &mut Self::Ws);
 
-    /// The layer's inference followed by `f`'s maps ([`Layer::infer_fused`]).
+    /// The layer's inference followed by `f`'s maps ([`Layer::infer_fused`]), as a pass after
+    /// it where the layer does not apply them itself. `f` has no pooling.
     fn infer_fused(
         &self,
         layer: &L,
@@ -61,8 +75,88 @@ pub(crate) trait Place<L: Layer> {
         f: Fusion<'_, L::Scalar>,
     );
 
-    /// `f`'s maps as a pass of their own over each sample of `y`.
-    fn apply(y: &mut Self::Out, f: Fusion<'_, L::Scalar>);
+    /// `f`'s maps as a pass of their own over the place's part of `y`.
+    fn apply(&self, y: &mut Self::Out, f: Fusion<'_, L::Scalar>);
+
+    /// What the layer is as a map that the layer before it may apply as it writes (a ReLU;
+    /// in lanes a 2×2 max pooling too), if it is one. By default its [`Layer::EPILOGUE`].
+    const AS_FUSION: Option<Fusion<'static, L::Scalar>> = sample_fusion::<L>();
+
+    /// Whether a layer may apply a fusion here in a training pass too (its backward pass then
+    /// starts from what it wrote, [`Place::backward_fused`]). A compile-time "no" for the
+    /// sample and batch places.
+    const TRAINS_FUSED: bool = false;
+
+    /// Whether [`Place::backward_masked`] costs nothing over the plain backward pass.
+    const MASKS_FOR_FREE: bool = false;
+
+    /// Whether the layer's output has passed through a ReLU at its end, so that masking its
+    /// gradient by its output's sign is that ReLU's backward pass.
+    const ENDS_IN_RELU: bool = false;
+
+    /// Whether `layer` applies `f` as it writes here ([`Place::forward_fused`] does the work),
+    /// in a training pass too if `train`. Asked before anything is computed: the answer does
+    /// not depend on the input. By default the sample and batch places' answer: in
+    /// inference, an element-wise map by a layer that
+    /// [applies epilogues](Layer::APPLIES_EPILOGUES) (an affine map is offered through
+    /// [`Layer::channel_affine`] instead); never a pooling, never in training.
+    #[inline(always)]
+    fn fuses(layer: &L, f: Fusion<'_, L::Scalar>, train: bool) -> bool {
+        let _ = layer;
+        sample_fuses::<L>(f, train)
+    }
+
+    /// `layer`'s pass (its inference if `infer`) followed by `f`'s maps, written to `y`: the
+    /// flat values of the output of the layers those maps stand for (another type than the
+    /// layer's own after a pooling). Returns `false`, having done nothing, unless
+    /// [`Place::fuses`] says it does `f`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_fused(
+        &self,
+        layer: &L,
+        x: &Self::In,
+        y: &mut [L::Scalar],
+        ws: &mut Self::Ws,
+        f: Fusion<'_, L::Scalar>,
+        infer: bool,
+    ) -> bool;
+
+    /// The backward pass of a training [`Place::forward_fused`] (a ReLU): `y` is what it
+    /// wrote and `g` the gradient with respect to it; or, with `y` `None`, `g` is already the
+    /// gradient with respect to the ReLU's input. Returns `false`, having done nothing, where
+    /// the place does not train fused.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_fused(
+        &self,
+        layer: &L,
+        x: &Self::In,
+        y: Option<&[L::Scalar]>,
+        ws: &mut Self::Ws,
+        g: &[L::Scalar],
+        f: Fusion<'_, L::Scalar>,
+        gi: Option<&mut Self::In>,
+        grads: &mut L,
+    ) -> bool {
+        let _ = (layer, x, y, ws, g, f, gi, grads);
+        false
+    }
+
+    /// [`Place::backward`] writing the gradient with respect to the input of the ReLU whose
+    /// output `x` is: the input gradient, zero where `x` is not positive.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_masked(
+        &self,
+        layer: &L,
+        x: &Self::In,
+        y: Option<&Self::Out>,
+        ws: &mut Self::Ws,
+        g: &Self::Out,
+        gi: &mut Self::In,
+        grads: &mut L,
+    ) {
+        self.backward(layer, x, y, ws, g, Some(&mut *gi), grads);
+        relu_mask(Self::flat_in_mut(gi), Self::flat_in(x));
+    }
 
     /// The values of `x`, flat (the samples one after the other).
     fn flat_in(x: &Self::In) -> &[L::Scalar];
@@ -102,6 +196,7 @@ impl<L: Layer> Place<L> for Alone {
         &self,
         layer: &L,
         x: &L::Input,
+        _: Option<&L::Output>,
         ws: &mut L::Workspace,
         g: &L::Output,
         gi: Option<&mut L::Input>,
@@ -127,8 +222,27 @@ impl<L: Layer> Place<L> for Alone {
         layer.infer_fused(x, y, ws, f);
     }
 
-    fn apply(y: &mut L::Output, f: Fusion<'_, L::Scalar>) {
+    fn apply(&self, y: &mut L::Output, f: Fusion<'_, L::Scalar>) {
         f.apply(y.flat_mut());
+    }
+
+    fn forward_fused(
+        &self,
+        layer: &L,
+        x: &L::Input,
+        y: &mut [L::Scalar],
+        ws: &mut L::Workspace,
+        f: Fusion<'_, L::Scalar>,
+        infer: bool,
+    ) -> bool {
+        let out = L::Output::from_flat_mut(y);
+        match out {
+            Some(y) if infer && sample_fuses::<L>(f, false) => {
+                layer.infer_fused(x, y, ws, f);
+                true
+            }
+            _ => false,
+        }
     }
 
     #[inline(always)]
@@ -150,6 +264,20 @@ impl<L: Layer> Place<L> for Alone {
     fn flat_out_mut(y: &mut L::Output) -> &mut [L::Scalar] {
         y.flat_mut()
     }
+}
+
+/// [`Place::AS_FUSION`] in the sample and batch places: a layer's [`Layer::EPILOGUE`].
+const fn sample_fusion<L: Layer>() -> Option<Fusion<'static, L::Scalar>> {
+    match L::EPILOGUE {
+        Some(e) => Some(Fusion::epilogue(e)),
+        None => None,
+    }
+}
+
+/// [`Place::fuses`] in the sample and batch places.
+#[inline(always)]
+pub(crate) fn sample_fuses<L: Layer>(f: Fusion<'_, L::Scalar>, train: bool) -> bool {
+    !train && f.affine.is_none() && !f.pool && L::APPLIES_EPILOGUES
 }
 
 /// `y` as a `Y`, if it is one: a chain's output seen as its first part's, where the second

@@ -6,8 +6,8 @@ use rand::Rng;
 
 use crate::batch::BatchLayer;
 use crate::fused::SgdLayer;
-use crate::fusion::Epilogue;
-use crate::lanes::{LaneEpilogue, LaneLayer, backward_slots, forward_slots};
+use crate::fusion::{Epilogue, Fusion};
+use crate::lanes::{LaneLayer, backward_slots, forward_slots};
 use crate::layer::{Layer, no_such_param};
 use crate::tensor::Tensor;
 
@@ -134,7 +134,8 @@ impl<X: Tensor, const N: usize> BatchLayer<N> for Relu<X> {
 /// Element-wise, so the layout does not matter: the per-sample pass over the block's slots.
 impl<X: Tensor, const N: usize> LaneLayer<N> for Relu<X> {
     type LaneWorkspace = ();
-    const LANE_EPILOGUE: Option<LaneEpilogue> = Some(LaneEpilogue::Relu);
+    const LANE_EPILOGUE: Option<Fusion<'static, X::Scalar>> =
+        Some(Fusion::epilogue(Epilogue::Relu));
 
     fn forward_lanes(&self, block: usize, input: &[X; N], output: &mut [X; N], _ws: &mut ()) {
         forward_slots(self, block, input, output);

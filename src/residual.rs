@@ -508,15 +508,15 @@ pub(crate) fn backward_at<P, F, S>(
 {
     match grad_input {
         Some(gi) => {
-            at.backward(body, x, ws_body, g, Some(gi), &mut grads.body);
+            at.backward(body, x, None, ws_body, g, Some(gi), &mut grads.body);
             let skip = Some(&mut *skip_grad);
-            at.backward(shortcut, x, ws_shortcut, g, skip, &mut grads.shortcut);
+            at.backward(shortcut, x, None, ws_shortcut, g, skip, &mut grads.shortcut);
             let gi = <P as Place<F>>::flat_in_mut(gi);
             add_flat(gi, <P as Place<F>>::flat_in(skip_grad));
         }
         None => {
-            at.backward(body, x, ws_body, g, None, &mut grads.body);
-            at.backward(shortcut, x, ws_shortcut, g, None, &mut grads.shortcut);
+            at.backward(body, x, None, ws_body, g, None, &mut grads.body);
+            at.backward(shortcut, x, None, ws_shortcut, g, None, &mut grads.shortcut);
         }
     }
 }
@@ -541,7 +541,7 @@ pub(crate) fn infer_at<P, F, S>(
     if f.affine.is_some() {
         let parts = (&mut *ws_body, &mut *skip, &mut *ws_shortcut);
         infer_at(at, (body, shortcut), x, y, parts, Fusion::NONE);
-        return <P as Place<F>>::apply(y, f);
+        return <P as Place<F>>::apply(at, y, f);
     }
     let e = f.epilogue;
     at.infer(body, x, y, ws_body);

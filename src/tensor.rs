@@ -43,6 +43,19 @@ pub trait Tensor: Copy + Zeroable + Send + Sync + 'static {
     fn from_flat(flat: &[Self::Scalar]) -> Option<&Self>;
     /// Mutable version of [`Tensor::from_flat`].
     fn from_flat_mut(flat: &mut [Self::Scalar]) -> Option<&mut Self>;
+    /// `flat` seen as `N` of these tensors one after the other (the inverse of
+    /// [`Tensor::flat_slice_mut`]), with no copy: `None` unless it holds exactly `N ·`
+    /// [`Tensor::LEN`] elements.
+    ///
+    /// ```
+    /// use constnet::Tensor;
+    /// let mut values = [0.0f32; 6];
+    /// let batch = <[f32; 3]>::batch_from_flat_mut::<2>(&mut values).unwrap();
+    /// batch[1][0] = 7.0;
+    /// assert_eq!(values[3], 7.0);
+    /// assert!(<[f32; 3]>::batch_from_flat_mut::<3>(&mut values).is_none());
+    /// ```
+    fn batch_from_flat_mut<const N: usize>(flat: &mut [Self::Scalar]) -> Option<&mut [Self; N]>;
 }
 
 impl<T: Scalar, const N: usize> Tensor for [T; N] {
@@ -65,6 +78,9 @@ impl<T: Scalar, const N: usize> Tensor for [T; N] {
     }
     fn from_flat_mut(flat: &mut [T]) -> Option<&mut Self> {
         flat.try_into().ok()
+    }
+    fn batch_from_flat_mut<const B: usize>(flat: &mut [T]) -> Option<&mut [Self; B]> {
+        exact_chunks_mut::<_, N>(flat)?.try_into().ok()
     }
 }
 
@@ -89,6 +105,11 @@ impl<T: Scalar, const W: usize, const H: usize> Tensor for [[T; W]; H] {
     }
     fn from_flat_mut(flat: &mut [T]) -> Option<&mut Self> {
         exact_chunks_mut::<_, W>(flat)?.try_into().ok()
+    }
+    fn batch_from_flat_mut<const B: usize>(flat: &mut [T]) -> Option<&mut [Self; B]> {
+        exact_chunks_mut::<_, H>(exact_chunks_mut::<_, W>(flat)?)?
+            .try_into()
+            .ok()
     }
 }
 
@@ -117,6 +138,10 @@ impl<T: Scalar, const W: usize, const H: usize, const C: usize> Tensor for [[[T;
         exact_chunks_mut::<_, H>(exact_chunks_mut::<_, W>(flat)?)?
             .try_into()
             .ok()
+    }
+    fn batch_from_flat_mut<const B: usize>(flat: &mut [T]) -> Option<&mut [Self; B]> {
+        let maps = exact_chunks_mut::<_, H>(exact_chunks_mut::<_, W>(flat)?)?;
+        exact_chunks_mut::<_, C>(maps)?.try_into().ok()
     }
 }
 

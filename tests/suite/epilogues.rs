@@ -301,7 +301,7 @@ fn fused_affine_is_the_maps_after<L: Layer<Scalar = f32>, const C: usize>() {
             let mut ws = zeroed_box::<L::Workspace>();
             let fusion = Fusion {
                 affine: Some(affine),
-                epilogue: Epilogue::Relu,
+                ..Fusion::epilogue(Epilogue::Relu)
             };
             net.infer_fused(&x, &mut fused, &mut ws, fusion);
             net.infer(&x, &mut apart, &mut ws);

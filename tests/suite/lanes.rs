@@ -664,6 +664,80 @@ fn pooled_inference_equals_relu_then_pooling_with_nans() {
     }
 }
 
+/// In lanes a chain's fusions are taken, not only correct: a convolution applies the ReLU
+/// after it in a training pass (its output before the ReLU is never written), and in
+/// inference the 2×2 pooling after that ReLU too (nothing between the convolution and the
+/// pooling's output is written); a fully connected layer applies its ReLU. The buffers between
+/// the layers hold a sentinel that a pass run apart would overwrite. Fails if the chain's
+/// generic passes stop asking the lane layers what they fuse.
+#[test]
+fn lane_chains_fuse_and_leave_the_maps_between_unwritten() {
+    type ConvReluPool = constnet::sequential![
+        Conv2d<f32, 1, 2, 3, 1, 0, 10, 10, 8, 8>,
+        constnet::Relu<[[[f32; 8]; 8]; 2]>,
+        MaxPool2d<f32, 2, 8, 8, 2, 2, 4, 4>,
+    ];
+    type Ws = <ConvReluPool as LaneLayer<16>>::LaneWorkspace;
+    let mut net = zeroed_box::<ConvReluPool>();
+    net.init(&mut rand::rngs::StdRng::seed_from_u64(3));
+    let mut xl = zeroed_box::<[[[[f32; 10]; 10]; 1]; 16]>();
+    for (i, v) in <[[[f32; 10]; 10]; 1]>::flat_slice_mut(&mut *xl)
+        .iter_mut()
+        .enumerate()
+    {
+        *v = ((i * 7) % 11) as f32 / 5.0 - 1.0;
+    }
+    const SENTINEL: f32 = 12345.0;
+    let untouched = |maps: &[[[[f32; 8]; 8]; 2]; 16]| {
+        <[[[f32; 8]; 8]; 2]>::flat_slice(maps)
+            .iter()
+            .all(|&v| v == SENTINEL)
+    };
+    let mark = |ws: &mut Ws| {
+        <[[[f32; 8]; 8]; 2]>::flat_slice_mut(&mut ws.first.mid.0).fill(SENTINEL);
+        <[[[f32; 8]; 8]; 2]>::flat_slice_mut(&mut ws.mid.0).fill(SENTINEL);
+        <[[[f32; 8]; 8]; 2]>::flat_slice_mut(&mut ws.first.mid_grad.0).fill(SENTINEL);
+    };
+    for isa in available() {
+        with_isa(isa, || {
+            let mut lws = zeroed_box::<Ws>();
+            let mut y = zeroed_box::<[[[[f32; 4]; 4]; 2]; 16]>();
+            mark(&mut lws);
+            net.forward_lanes(0, &xl, &mut y, &mut lws);
+            assert!(untouched(&lws.first.mid.0), "{isa:?}: conv output written");
+            assert!(
+                !untouched(&lws.mid.0),
+                "{isa:?}: training keeps the ReLU's output"
+            );
+            let mut g = zeroed_box::<[[[[f32; 4]; 4]; 2]; 16]>();
+            <[[[f32; 4]; 4]; 2]>::flat_slice_mut(&mut *g).fill(1.0);
+            let mut grads = zeroed_box::<ConvReluPool>();
+            net.backward_lanes(0, &xl, &y, &mut lws, &g, None, &mut grads);
+            assert!(
+                untouched(&lws.first.mid_grad.0),
+                "{isa:?}: the gradient before the ReLU went through the buffer"
+            );
+            mark(&mut lws);
+            net.infer_lanes(0, &xl, &mut y, &mut lws);
+            assert!(untouched(&lws.first.mid.0), "{isa:?}: conv output written");
+            assert!(untouched(&lws.mid.0), "{isa:?}: ReLU output written");
+        });
+    }
+    type LinearRelu = constnet::sequential![Linear<f32, 3, 2>, constnet::Relu<[f32; 2]>];
+    let mut net = zeroed_box::<LinearRelu>();
+    net.init(&mut rand::rngs::StdRng::seed_from_u64(4));
+    let xl = Box::new([[0.5f32, -1.0, 2.0]; 16]);
+    for isa in available() {
+        with_isa(isa, || {
+            let mut lws = zeroed_box::<<LinearRelu as LaneLayer<16>>::LaneWorkspace>();
+            lws.mid.0 = [[SENTINEL; 2]; 16];
+            let mut y = zeroed_box::<[[f32; 2]; 16]>();
+            net.forward_lanes(0, &xl, &mut y, &mut lws);
+            assert_eq!(lws.mid.0, [[SENTINEL; 2]; 16], "{isa:?}");
+        });
+    }
+}
+
 /// A layer that gathers parameter gradients over the blocks refuses blocks out of order,
 /// repeated or skipped, naming the block it expected, instead of summing wrong gradients;
 /// in order, one batch after another, it runs and its gradients are the per-sample ones.

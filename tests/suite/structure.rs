@@ -65,7 +65,6 @@ const LEVELS: &[(&str, &[&str])] = &[
             "batch",
             "batch_by_sample",
             "lane_layer",
-            "lane_chain",
             "lanes",
             "fused",
             "identity",
