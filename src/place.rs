@@ -158,7 +158,10 @@ pub(crate) trait Place<L: Layer> {
         relu_mask(Self::flat_in_mut(gi), Self::flat_in(x));
     }
 
-    /// The values of `x`, flat (the samples one after the other).
+    /// The values of `x`, flat (the samples one after the other). In lanes, the whole
+    /// batch's, as the lane kernels take them (they find their block themselves): an
+    /// element-wise pass of a combinator over them would touch every block, so a combinator
+    /// whose passes do one (a residual add, a concatenation's copies) does not run in lanes.
     fn flat_in(x: &Self::In) -> &[L::Scalar];
 
     /// The values of `x`, flat and mutable.
