@@ -411,7 +411,8 @@ pub(crate) fn infer_at<P, A, B>(
             return;
         }
     }
-    if let Some(both) = taken_over::<P, A, B>(first, f, false)
+    if const { <P as Place<B>>::AS_FUSION.is_some() && <P as Place<A>>::CAN_FUSE }
+        && let Some(both) = taken_over::<P, A, B>(first, f, false)
         && at.forward_fused(
             first,
             x,

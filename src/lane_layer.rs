@@ -237,6 +237,7 @@ impl<L: LaneLayer<N>, const N: usize> Place<L> for Block<N> {
     }
 
     const AS_FUSION: Option<Fusion<'static, L::Scalar>> = L::LANE_EPILOGUE;
+    const CAN_FUSE: bool = true;
     const TRAINS_FUSED: bool = true;
     const MASKS_FOR_FREE: bool = L::MASKS_FOR_FREE;
     const ENDS_IN_RELU: bool = L::ENDS_IN_RELU;

@@ -82,6 +82,12 @@ pub(crate) trait Place<L: Layer> {
     /// in lanes a 2×2 max pooling too), if it is one. By default its [`Layer::EPILOGUE`].
     const AS_FUSION: Option<Fusion<'static, L::Scalar>> = sample_fusion::<L>();
 
+    /// Whether the layer may apply some fusion as it writes here at all: by default whether
+    /// it [applies epilogues](Layer::APPLIES_EPILOGUES). Read at compile time, so that a
+    /// chain compiles no fused pass for parts that have none (a third of the test build's
+    /// time when it did).
+    const CAN_FUSE: bool = L::APPLIES_EPILOGUES;
+
     /// Whether a layer may apply a fusion here in a training pass too (its backward pass then
     /// starts from what it wrote, [`Place::backward_fused`]). A compile-time "no" for the
     /// sample and batch places.
