@@ -38,7 +38,7 @@ use crate::chain::{Chain, backward_at, forward_at, infer_at};
 use crate::fusion::Fusion;
 use crate::layer::Layer;
 use crate::mode::{Mode, Pass, Train};
-use crate::place::{self, Place};
+use crate::place::Place;
 use crate::tensor::Tensor;
 use crate::zeroed::Zeroable;
 
@@ -505,22 +505,9 @@ impl<L: BatchLayer<N>, const N: usize> Place<L> for Slot<N> {
         f.apply(y.flat_mut());
     }
 
-    fn forward_fused(
-        &self,
-        layer: &L,
-        x: &L::Input,
-        y: &mut [L::Scalar],
-        ws: &mut L::BatchWorkspace,
-        f: Fusion<'_, L::Scalar>,
-        infer: bool,
-    ) -> bool {
-        match L::Output::from_flat_mut(y) {
-            Some(y) if infer && place::sample_fuses::<L>(f, false) => {
-                layer.infer_sample_fused(self.0, x, y, ws, f);
-                true
-            }
-            _ => false,
-        }
+    #[inline(always)]
+    fn out_from_flat_mut(y: &mut [L::Scalar]) -> Option<&mut L::Output> {
+        L::Output::from_flat_mut(y)
     }
 
     #[inline(always)]
@@ -601,22 +588,9 @@ impl<L: BatchLayer<N>, const N: usize> Place<L> for Whole<N> {
         }
     }
 
-    fn forward_fused(
-        &self,
-        layer: &L,
-        x: &Self::In,
-        y: &mut [L::Scalar],
-        ws: &mut L::BatchWorkspace,
-        f: Fusion<'_, L::Scalar>,
-        infer: bool,
-    ) -> bool {
-        match L::Output::batch_from_flat_mut::<N>(y) {
-            Some(y) if infer && place::sample_fuses::<L>(f, false) => {
-                layer.infer_batch_fused(x, y, ws, f);
-                true
-            }
-            _ => false,
-        }
+    #[inline(always)]
+    fn out_from_flat_mut(y: &mut [L::Scalar]) -> Option<&mut Self::Out> {
+        L::Output::batch_from_flat_mut::<N>(y)
     }
 
     #[inline(always)]

@@ -214,17 +214,8 @@ impl<L: LaneLayer<N>, const N: usize> Place<L> for Block<N> {
         ws: &mut Self::Ws,
         f: Fusion<'_, L::Scalar>,
     ) {
-        if f.is_none()
-            || !<Self as Place<L>>::forward_fused(
-                self,
-                layer,
-                x,
-                L::Output::flat_slice_mut(y),
-                ws,
-                f,
-                true,
-            )
-        {
+        let flat = L::Output::flat_slice_mut(y);
+        if f.is_none() || !layer.forward_lanes_then(self.0, x, flat, ws, f, true) {
             layer.infer_lanes(self.0, x, y, ws);
             <Self as Place<L>>::apply(self, y, f);
         }
@@ -304,6 +295,11 @@ impl<L: LaneLayer<N>, const N: usize> Place<L> for Block<N> {
     #[inline(always)]
     fn flat_out(y: &Self::Out) -> &[L::Scalar] {
         Tensor::flat_slice(y)
+    }
+
+    #[inline(always)]
+    fn out_from_flat_mut(y: &mut [L::Scalar]) -> Option<&mut Self::Out> {
+        L::Output::batch_from_flat_mut::<N>(y)
     }
 
     #[inline(always)]

@@ -48,8 +48,7 @@ use crate::scalar::Scalar;
 use crate::simd;
 use crate::zeroed::Zeroable;
 
-pub use crate::lane_layer::LaneChainWorkspace;
-pub use crate::lane_layer::LaneLayer;
+pub use crate::lane_layer::{LaneChainWorkspace, LaneLayer};
 pub(crate) use crate::lane_layer::{backward_slots, forward_slots};
 pub use crate::lane_layout::{BlockOrder, CacheLines, LANES, from_lanes, to_lanes};
 pub(crate) use crate::lane_layout::{

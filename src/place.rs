@@ -115,7 +115,8 @@ pub(crate) trait Place<L: Layer> {
     /// `layer`'s pass (its inference if `infer`) followed by `f`'s maps, written to `y`: the
     /// flat values of the output of the layers those maps stand for (another type than the
     /// layer's own after a pooling). Returns `false`, having done nothing, unless
-    /// [`Place::fuses`] says it does `f`.
+    /// [`Place::fuses`] says it does `f`. By default (the sample and batch places, whose
+    /// fusions keep the layer's type): [`Place::infer_fused`] on `y` seen as the output.
     #[allow(clippy::too_many_arguments)]
     fn forward_fused(
         &self,
@@ -125,7 +126,15 @@ pub(crate) trait Place<L: Layer> {
         ws: &mut Self::Ws,
         f: Fusion<'_, L::Scalar>,
         infer: bool,
-    ) -> bool;
+    ) -> bool {
+        match Self::out_from_flat_mut(y) {
+            Some(y) if infer && Self::fuses(layer, f, false) => {
+                self.infer_fused(layer, x, y, ws, f);
+                true
+            }
+            _ => false,
+        }
+    }
 
     /// The backward pass of a training [`Place::forward_fused`] (a ReLU): `y` is what it
     /// wrote and `g` the gradient with respect to it; or, with `y` `None`, `g` is already the
@@ -172,6 +181,9 @@ pub(crate) trait Place<L: Layer> {
 
     /// The values of `x`, flat and mutable.
     fn flat_in_mut(x: &mut Self::In) -> &mut [L::Scalar];
+
+    /// `y` (flat values) seen as the layer's output here, if it has their number.
+    fn out_from_flat_mut(y: &mut [L::Scalar]) -> Option<&mut Self::Out>;
 
     /// The values of `y`, flat.
     fn flat_out(y: &Self::Out) -> &[L::Scalar];
@@ -235,23 +247,9 @@ impl<L: Layer> Place<L> for Alone {
         f.apply(y.flat_mut());
     }
 
-    fn forward_fused(
-        &self,
-        layer: &L,
-        x: &L::Input,
-        y: &mut [L::Scalar],
-        ws: &mut L::Workspace,
-        f: Fusion<'_, L::Scalar>,
-        infer: bool,
-    ) -> bool {
-        let out = L::Output::from_flat_mut(y);
-        match out {
-            Some(y) if infer && sample_fuses::<L>(f, false) => {
-                layer.infer_fused(x, y, ws, f);
-                true
-            }
-            _ => false,
-        }
+    #[inline(always)]
+    fn out_from_flat_mut(y: &mut [L::Scalar]) -> Option<&mut L::Output> {
+        L::Output::from_flat_mut(y)
     }
 
     #[inline(always)]
@@ -285,7 +283,7 @@ const fn sample_fusion<L: Layer>() -> Option<Fusion<'static, L::Scalar>> {
 
 /// [`Place::fuses`] in the sample and batch places.
 #[inline(always)]
-pub(crate) fn sample_fuses<L: Layer>(f: Fusion<'_, L::Scalar>, train: bool) -> bool {
+fn sample_fuses<L: Layer>(f: Fusion<'_, L::Scalar>, train: bool) -> bool {
     !train && f.affine.is_none() && !f.pool && L::APPLIES_EPILOGUES
 }
 
