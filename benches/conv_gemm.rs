@@ -58,7 +58,7 @@ const fn geo(
     .checked()
 }
 
-const CASES: [(&str, ConvGeometry); 26] = [
+const CASES: [(&str, ConvGeometry); 28] = [
     ("alexnet_conv1_3x64_11x11s4_224", geo(3, 64, 11, 4, 2, 224)),
     ("alexnet_conv2_64x192_5x5_27", geo(64, 192, 5, 1, 2, 27)),
     ("resnet20_16x16_3x3_32", geo(16, 16, 3, 1, 1, 32)),
@@ -75,6 +75,8 @@ const CASES: [(&str, ConvGeometry); 26] = [
     ("resnet18_256x256_3x3_14", geo(256, 256, 3, 1, 1, 14)),
     ("resnet18_512x512_3x3_7", geo(512, 512, 3, 1, 1, 7)),
     ("resnet18_64x128_3x3s2_56", geo(64, 128, 3, 2, 1, 56)),
+    ("resnet18_128x256_3x3s2_28", geo(128, 256, 3, 2, 1, 28)),
+    ("resnet18_256x512_3x3s2_14", geo(256, 512, 3, 2, 1, 14)),
     ("resnet18_256x512_1x1s2_14", geo(256, 512, 1, 2, 0, 14)),
     ("vgg16_64x64_3x3_224", geo(64, 64, 3, 1, 1, 224)),
     ("vgg16_256x256_3x3_56", geo(256, 256, 3, 1, 1, 56)),
