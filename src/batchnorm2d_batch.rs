@@ -39,7 +39,13 @@ impl<T: Scalar, const C: usize, const H: usize, const W: usize, E: BatchNormEps,
         let n = (N * H * W) as f64;
         for c in 0..C {
             if M::TRAIN {
-                let (mean, var) = kernel::batch_stats(x.iter().map(|x| x[c].as_flattened()), n);
+                let maps = kernel::Maps {
+                    all: x.as_flattened().as_flattened().as_flattened(),
+                    at: c * H * W,
+                    len: H * W,
+                    stride: C * H * W,
+                };
+                let (mean, var) = kernel::batch_stats(maps, n);
                 ws.mean[c] = T::from_f64(mean);
                 ws.var[c] = T::from_f64(var);
                 ws.inv_std[c] = T::one() / (T::from_f64(var) + self.eps).sqrt();

@@ -65,25 +65,33 @@ pub(crate) fn sum_f64<T: Scalar>(acc: f64, x: &[T], mean: Option<f64>) -> f64 {
 /// in the same order whatever the set (IEEE `f64` adds, no fused multiply-add), so the same
 /// bits; compiled for the baseline alone, the conversions and adds ran two lanes at a time
 /// (4% of ResNet-20's training step at batch 64).
-pub(crate) fn batch_stats<'a, T: Scalar, I: Iterator<Item = &'a [T]> + Clone>(
-    maps: I,
-    n: f64,
-) -> (f64, f64) {
+pub(crate) fn batch_stats<T: Scalar>(maps: Maps<'_, T>, n: f64) -> (f64, f64) {
     simd::dispatch(BatchStats { maps, n })
 }
 
+/// One channel's maps in a batch: `len` values from `at`, then every `stride` values, to
+/// the end of `all`. A slice and three numbers rather than an iterator, so that
+/// [`batch_stats`] compiles once per scalar type and instruction set, not once per layer.
+#[derive(Clone, Copy)]
+pub(crate) struct Maps<'a, T> {
+    pub(crate) all: &'a [T],
+    pub(crate) at: usize,
+    pub(crate) len: usize,
+    pub(crate) stride: usize,
+}
+
 /// [`batch_stats`] as a [`Kernel`].
-struct BatchStats<I> {
-    maps: I,
+struct BatchStats<'a, T> {
+    maps: Maps<'a, T>,
     n: f64,
 }
 
-impl<'a, T: Scalar, I: Iterator<Item = &'a [T]> + Clone> Kernel for BatchStats<I> {
+impl<T: Scalar> Kernel for BatchStats<'_, T> {
     type Output = (f64, f64);
     #[inline(always)]
     fn run<S: Simd>(self, _: S) -> (f64, f64) {
         let BatchStats { maps, n } = self;
-        let mean = sum_maps(maps.clone(), None) / n;
+        let mean = sum_maps(maps, None) / n;
         (mean, sum_maps(maps, Some(mean)) / n)
     }
 }
@@ -92,10 +100,16 @@ impl<'a, T: Scalar, I: Iterator<Item = &'a [T]> + Clone> Kernel for BatchStats<I
 /// `fold` or a closure: those are functions of their own, compiled without the kernel's
 /// instruction set.
 #[inline(always)]
-fn sum_maps<'a, T: Scalar>(maps: impl Iterator<Item = &'a [T]>, mean: Option<f64>) -> f64 {
+fn sum_maps<T: Scalar>(maps: Maps<'_, T>, mean: Option<f64>) -> f64 {
+    let Maps {
+        all,
+        at,
+        len,
+        stride,
+    } = maps;
     let mut acc = -0.0;
-    for x in maps {
-        acc = sum_f64(acc, x, mean);
+    for sample in all.chunks_exact(stride) {
+        acc = sum_f64(acc, &sample[at..at + len], mean);
     }
     acc
 }
@@ -250,8 +264,15 @@ mod tests {
         // Over a batch of two maps: the statistics of all eight values, and the sums added
         // to the gradients sample by sample.
         let y = [3.0f64, 5.0, 0.0, 0.0];
-        let maps = [&x[..], &y[..]];
-        assert_eq!(batch_stats(maps.iter().copied(), 8.0), (3.0, 8.0));
+        // Two samples of two channels, the first channel `x` then `y`.
+        let all = [[9.0; 4], x, [9.0; 4], y].concat();
+        let maps = Maps {
+            all: &all,
+            at: 4,
+            len: 4,
+            stride: 8,
+        };
+        assert_eq!(batch_stats(maps, 8.0), (3.0, 8.0));
         let (mut bias, mut weight) = (1.0, 0.0);
         let pairs = [(&x[..], &g[..]), (&y[..], &g[..])];
         let (sg, sgx) =
@@ -288,23 +309,31 @@ mod tests {
     #[test]
     fn batch_statistics_are_the_same_bits_on_every_instruction_set() {
         // Sums whose order shows: each map leads with ±2⁵⁴ (where `f64`'s values are 4
-        // apart) and goes on with small values (maps of 141 and 37: whole chunks and
-        // tails), so an instruction set that summed in another order, or fused a multiply
+        // apart) and goes on with small values (maps of 141: whole chunks and a
+        // tail), so an instruction set that summed in another order, or fused a multiply
         // and an add, would give other bits.
         let map = |n: usize, big: f32, k: usize| -> Vec<f32> {
             (0..n)
                 .map(|i| if i == 0 { big } else { (i % k) as f32 + 0.25 })
                 .collect()
         };
-        let (a, b) = (map(141, 2f32.powi(54), 5), map(37, -(2f32.powi(54)), 3));
-        let maps = [&a[..], &b[..], &a[..]];
-        let n = (2 * 141 + 37) as f64;
-        let first = crate::simd::with_isa(crate::simd::Isa::Scalar, || {
-            batch_stats(maps.iter().copied(), n)
-        });
+        // Three samples of two channels of 141 values, the second channel's maps read.
+        let (a, b) = (map(141, 2f32.powi(54), 5), map(141, -(2f32.powi(54)), 3));
+        let other = vec![7.0f32; 141];
+        let all = [&other[..], &a, &other, &b, &other, &a].concat();
+        let maps = Maps {
+            all: &all,
+            at: 141,
+            len: 141,
+            stride: 282,
+        };
+        let n = (3 * 141) as f64;
+        let first = crate::simd::with_isa(crate::simd::Isa::Scalar, || batch_stats(maps, n));
         // The two-pass definition summed in order, to the roundings of the two orders
         // (a few units of 4 at 2⁵⁴ in the sum).
-        let values = maps.iter().flat_map(|m| m.iter().map(|&v| f64::from(v)));
+        let values = [&a, &b, &a]
+            .into_iter()
+            .flat_map(|m| m.iter().map(|&v| f64::from(v)));
         let mean = values.clone().sum::<f64>() / n;
         let var = values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
         assert!(
@@ -321,7 +350,7 @@ mod tests {
             .into_iter()
             .filter(|isa| isa.available())
         {
-            let got = crate::simd::with_isa(isa, || batch_stats(maps.iter().copied(), n));
+            let got = crate::simd::with_isa(isa, || batch_stats(maps, n));
             assert_eq!(
                 (got.0.to_bits(), got.1.to_bits()),
                 (first.0.to_bits(), first.1.to_bits()),
