@@ -238,7 +238,8 @@ impl<
 /// pass, `[i][o][j][c]` for the input gradient. A batch packs them once for all its samples
 /// (the batch workspace of [`Conv2d`]); a single pass packs them on the stack. A 3×3 layer
 /// that runs Winograd's F(2×2, 3×3) in `f32` (`conv_winograd`) keeps its transformed
-/// weights here instead, 16 matrices of `c_out × c_in` across the two arrays.
+/// weights here instead, 16 matrices of `c_out × c_in` across the two arrays; a strided
+/// layer that runs `conv_channels` its `[c][i][j][o]` weights in the first.
 pub type ConvPacked<T, const CI: usize, const CO: usize, const K: usize> =
     ([[[[T; CO]; K]; K]; CI], [[[[T; CI]; K]; CO]; K]);
 
@@ -290,7 +291,7 @@ impl<
         ws: &mut Self::BatchWorkspace,
         f: Fusion<'_, T>,
     ) {
-        self.prepare_winograd(ws);
+        self.prepare_weights(ws);
         if !self.infer_then_f32(x, y, (f.affine, f.epilogue), Some(ws)) {
             BatchLayer::<N>::infer_batch(self, x, y, ws);
             y.iter_mut().for_each(|y| f.apply(y.flat_mut()));
@@ -309,7 +310,7 @@ impl<
         ) {
             conv_fast::pack_channel_lanes::<CI, CO, K>(w, wt);
         }
-        self.prepare_winograd(ws);
+        self.prepare_weights(ws);
     }
 
     fn prepare_backward(&self, ws: &mut Self::BatchWorkspace) {

@@ -115,8 +115,16 @@ impl<
         && !crate::conv_winograd4::pays(&Self::GEOMETRY)
         && !crate::conv_winograd_channels::pays_for(&Self::GEOMETRY, 1);
 
-    /// Transforms the weights once for a batch's F(2×2, 3×3) passes, into `packed`.
-    pub(crate) fn prepare_winograd(&self, packed: &mut ConvPacked<T, CI, CO, K>) {
+    /// Whether the `f32` forward pass runs the direct kernel with the output channels along
+    /// the lanes (`conv_channels`), whose transposed weights a batch keeps in its
+    /// [`ConvPacked`].
+    pub(crate) const CHANNELS: bool =
+        Self::APPLIES_MAPS && crate::conv_channels::pays(&Self::GEOMETRY);
+
+    /// Rearranges the weights once for a batch's passes, into `packed`: transformed for
+    /// F(2×2, 3×3) where the layer runs it ([`Conv2d::WINOGRAD`]), transposed for the
+    /// channels along the lanes where it runs that ([`Conv2d::CHANNELS`]).
+    pub(crate) fn prepare_weights(&self, packed: &mut ConvPacked<T, CI, CO, K>) {
         let (lo, hi) = (
             packed
                 .0
@@ -129,30 +137,33 @@ impl<
                 .as_flattened_mut()
                 .as_flattened_mut(),
         );
-        if let (true, Some(w), Some(lo), Some(hi)) = (
-            Self::WINOGRAD,
+        let (Some(w), Some(lo), Some(hi)) = (
             T::as_f32(self.param(0)),
             T::as_f32_mut(lo),
             T::as_f32_mut(hi),
-        ) {
+        ) else {
+            return;
+        };
+        if Self::WINOGRAD {
             conv_winograd::prepare(&Self::GEOMETRY, w, lo, hi);
+        } else if Self::CHANNELS {
+            conv_gemm::prepare_channels(&Self::GEOMETRY, w, lo);
         }
     }
 
-    /// The weights [`Conv2d::prepare_winograd`] transformed into `packed`, if the layer runs
-    /// F(2×2, 3×3) in `f32`.
-    fn prepared(
-        packed: &ConvPacked<T, CI, CO, K>,
-    ) -> Option<crate::conv_winograd_tiles::Prepared<'_>> {
-        if !Self::WINOGRAD {
+    /// The weights [`Conv2d::prepare_weights`] rearranged into `packed`, if the layer runs
+    /// F(2×2, 3×3) or the channels along the lanes in `f32`.
+    fn prepared(packed: &ConvPacked<T, CI, CO, K>) -> Option<conv_gemm::Ready<'_>> {
+        if !Self::WINOGRAD && !Self::CHANNELS {
             return None;
         }
         let lo = T::as_f32(packed.0.as_flattened().as_flattened().as_flattened())?;
+        if Self::CHANNELS {
+            return Some(conv_gemm::Ready::Channels(lo));
+        }
         let hi = T::as_f32(packed.1.as_flattened().as_flattened().as_flattened())?;
-        Some(crate::conv_winograd_tiles::Prepared::new(
-            &Self::GEOMETRY,
-            lo,
-            hi,
+        Some(conv_gemm::Ready::Winograd(
+            crate::conv_winograd_tiles::Prepared::new(&Self::GEOMETRY, lo, hi),
         ))
     }
 

@@ -46,6 +46,7 @@
 //! ```
 
 use crate::columns::ColumnsMut;
+use crate::conv_channels;
 use crate::conv_gemm_micro::Panel;
 use crate::conv_gemm_micro::{
     After, PB, Rows, Segment, Strided, blocks, col2im, copy, im2col, load_row, micro, segments,
@@ -656,13 +657,15 @@ enum Path<'a> {
     WinogradPrepared(Prepared<'a>),
     Winograd4,
     WinogradChannels,
+    Channels(Option<&'a [f32]>),
 }
 
 impl<'a> Path<'a> {
     /// F(4×4, 3×3) where it [`conv_winograd4::pays`] for `geo`, else F(2×2, 3×3) with the
     /// output channels along the lanes where it [`conv_winograd_channels::pays_for`]
     /// `samples` samples in one call, else F(2×2, 3×3) where [`conv_winograd::pays`], else
-    /// the product on `X̂`.
+    /// the direct products with the output channels along the lanes where
+    /// [`conv_channels::pays`] (weights transposed on the stack), else the product on `X̂`.
     fn for_layer(geo: &ConvGeometry, samples: usize) -> Self {
         if conv_winograd4::pays(geo) {
             Path::Winograd4
@@ -670,6 +673,8 @@ impl<'a> Path<'a> {
             Path::WinogradChannels
         } else if conv_winograd::pays(geo) {
             Path::Winograd
+        } else if conv_channels::pays(geo) {
+            Path::Channels(None)
         } else {
             Path::Columns
         }
@@ -679,7 +684,7 @@ impl<'a> Path<'a> {
     #[cfg(feature = "std")]
     fn tile(self) -> Option<usize> {
         match self {
-            Path::Columns | Path::WinogradChannels => None,
+            Path::Columns | Path::WinogradChannels | Path::Channels(_) => None,
             Path::Winograd | Path::WinogradPrepared(_) => Some(2),
             Path::Winograd4 => Some(4),
         }
@@ -690,7 +695,7 @@ impl<'a> Path<'a> {
     fn takes_batches(self) -> bool {
         matches!(
             self,
-            Path::Winograd | Path::WinogradPrepared(_) | Path::WinogradChannels
+            Path::Winograd | Path::WinogradPrepared(_) | Path::WinogradChannels | Path::Channels(_)
         )
     }
 
@@ -698,7 +703,11 @@ impl<'a> Path<'a> {
     fn prepared(self) -> Option<Prepared<'a>> {
         match self {
             Path::WinogradPrepared(p) => Some(p),
-            Path::Columns | Path::Winograd | Path::Winograd4 | Path::WinogradChannels => None,
+            Path::Columns
+            | Path::Winograd
+            | Path::Winograd4
+            | Path::WinogradChannels
+            | Path::Channels(_) => None,
         }
     }
 }
@@ -713,6 +722,8 @@ const WINOGRAD: u8 = 1;
 const WINOGRAD4: u8 = 2;
 /// See [`COLUMNS`].
 const WINOGRAD_CHANNELS: u8 = 3;
+/// See [`COLUMNS`].
+const CHANNELS: u8 = 4;
 
 impl<const P: u8> Kernel for Forward<'_, P> {
     type Output = ();
@@ -730,6 +741,10 @@ impl<const P: u8> Kernel for Forward<'_, P> {
         } = self;
         let (parts, out) = ((geo, x, w, Some(b)), (chans, y));
         let prepared = path.prepared();
+        let wt = match path {
+            Path::Channels(wt) => wt,
+            _ => None,
+        };
         match (P, S::LANES) {
             // With AVX-512 only: each instantiation of the kernel costs about a second of
             // the build; the other instruction sets run `conv_winograd`'s, which they have.
@@ -737,6 +752,27 @@ impl<const P: u8> Kernel for Forward<'_, P> {
                 let y = (out.0, out.1.into_whole());
                 conv_winograd_channels::forward_with::<S, 4, false>(s, parts, y, after)
             }
+            (CHANNELS, 16) if geo.c_out <= 32 => conv_channels::forward_with::<S, 2, 8>(
+                s,
+                parts,
+                (out.0, out.1.into_whole()),
+                after,
+                wt,
+            ),
+            (CHANNELS, 16) => conv_channels::forward_with::<S, 4, 4>(
+                s,
+                parts,
+                (out.0, out.1.into_whole()),
+                after,
+                wt,
+            ),
+            (CHANNELS, _) => conv_channels::forward_with::<S, 2, 8>(
+                s,
+                parts,
+                (out.0, out.1.into_whole()),
+                after,
+                wt,
+            ),
             (COLUMNS, 16 | 1) => forward_with::<S, 4, 4>(s, (geo, x, w, b), out, after),
             (COLUMNS, _) => forward_with::<S, 4, 2>(s, (geo, x, w, b), out, after),
             (WINOGRAD4, 16 | 1) => {
@@ -983,22 +1019,52 @@ pub fn forward_on_columns(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y
     forward_with_after(geo, (x, w, b), y, None, Path::Columns);
 }
 
-/// [`forward_then`] (`after` given) or [`forward`] (without) for a layer F(2×2, 3×3) pays
-/// for, with its weights transformed once for a batch ([`conv_winograd::prepare`]): the
-/// same result, bit for bit.
+/// Weights a batch rearranged once for its layer's path ([`forward_prepared`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Ready<'a> {
+    /// Transformed for F(2×2, 3×3) ([`conv_winograd::prepare`]).
+    Winograd(Prepared<'a>),
+    /// Transposed to `[c][i][j][o]` for [`conv_channels`] ([`prepare_channels`]).
+    Channels(&'a [f32]),
+}
+
+/// Transposes `w` into `wt` (`[c][i][j][o]`) once for a batch of a layer
+/// [`conv_channels::pays`] for: the weights [`Ready::Channels`] holds.
+pub(crate) fn prepare_channels(geo: &ConvGeometry, w: &[f32], wt: &mut [f32]) {
+    assert!(conv_channels::pays(geo) && w.len() == geo.weight_len());
+    simd::dispatch(simd::Transposed {
+        src: w,
+        rows: geo.c_out,
+        cols: geo.c_in * geo.k * geo.k,
+        dst: &mut wt[..geo.weight_len()],
+    });
+}
+
+/// [`forward_then`] (`after` given) or [`forward`] (without) for a layer F(2×2, 3×3) or
+/// [`conv_channels`] pays for, with its weights rearranged once for a batch
+/// ([`conv_winograd::prepare`], [`prepare_channels`]): the same result, bit for bit.
 pub(crate) fn forward_prepared(
     geo: &ConvGeometry,
     (x, w, b): (&[f32], &[f32], &[f32]),
     y: &mut [f32],
     after: Option<(Option<ChannelAffine<'_, f32>>, Epilogue)>,
-    prepared: Prepared,
+    ready: Ready,
 ) {
-    assert!(conv_winograd::pays(geo));
+    let path = match ready {
+        Ready::Winograd(p) => {
+            assert!(conv_winograd::pays(geo));
+            Path::WinogradPrepared(p)
+        }
+        Ready::Channels(wt) => {
+            assert!(conv_channels::pays(geo) && wt.len() >= geo.weight_len());
+            Path::Channels(Some(wt))
+        }
+    };
     if let Some((Some(a), _)) = &after {
         check_affine(geo, a);
     }
     let after = after.map(|(affine, epilogue)| After { affine, epilogue });
-    forward_with_after(geo, (x, w, b), y, after, Path::WinogradPrepared(prepared));
+    forward_with_after(geo, (x, w, b), y, after, path);
 }
 
 /// Panics unless `a` has one constant of each kind per output channel of `geo`.
@@ -1101,6 +1167,7 @@ fn forward_with_after(
         }
         Path::Winograd4 => forward_on::<WINOGRAD4>(geo, parts, y, (after, path)),
         Path::WinogradChannels => forward_on::<WINOGRAD_CHANNELS>(geo, parts, y, (after, path)),
+        Path::Channels(_) => forward_on::<CHANNELS>(geo, parts, y, (after, path)),
     }
 }
 
@@ -1136,7 +1203,9 @@ fn forward_on<const P: u8>(
         } else {
             let split = match P {
                 // Whole samples' outputs: by channels only.
-                WINOGRAD_CHANNELS => split_at(geo, None).map(|_| Split::Channels(c_out / 32 * 16)),
+                WINOGRAD_CHANNELS | CHANNELS => {
+                    split_at(geo, None).map(|_| Split::Channels(c_out / 32 * 16))
+                }
                 _ => split_at(geo, path.tile()),
             };
             match split.filter(|&s| s != Split::Channels(0)) {

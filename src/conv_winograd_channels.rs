@@ -519,7 +519,7 @@ fn outputs<S: Simd, const NV: usize>(
 /// `after` on a vector of output channels `o..o + n`: its constants loaded as vectors, each
 /// operation rounded as [`After::apply`] rounds it, so the result is the same bit for bit.
 #[inline(always)]
-fn apply<S: Simd>(s: S, after: &After, (o, n): (usize, usize), v: &mut [S::F; 1]) {
+pub(crate) fn apply<S: Simd>(s: S, after: &After, (o, n): (usize, usize), v: &mut [S::F; 1]) {
     if let Some(a) = &after.affine {
         let mean = s.load_partial(a.mean, o, n);
         let scale = s.load_partial(a.scale, o, n);

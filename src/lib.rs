@@ -80,6 +80,7 @@ mod columns;
 pub mod concat;
 pub mod conv2d;
 mod conv2d_f32;
+pub mod conv_channels;
 mod conv_fast;
 mod conv_fast_backward;
 pub mod conv_gemm;

@@ -392,6 +392,79 @@ fn kernels_equal_the_reference_on_resnet20_layers() {
     }
 }
 
+/// The direct kernel with the output channels along the lanes (`conv_channels`, which
+/// `conv_gemm::forward` runs for strided layers of few output channels) on every
+/// instruction set, against the reference: ResNet-20's two 3×3/2 layers (one and several
+/// blocks of input channels), 48 channels (a block of 32 and one of 16 with AVX-512), odd
+/// maps (partial blocks of pixels, taps off the right edge), padding 0, a 5×5 kernel at
+/// stride 3 and a 7×7 at stride 4 with the padding wider than the stride. Several samples in
+/// one call give each sample's bits alone, and two threads give one thread's (split by
+/// samples, then by channels); the fused map gives the pass then the map, bit for bit.
+#[test]
+fn channels_along_the_lanes_equal_the_reference() {
+    use constnet::{ChannelAffine, Epilogue, conv_channels, threads};
+    const SAMPLES: usize = 3;
+    let values = layer_values();
+    for geo in [
+        geo((16, 32, 1), (3, 2, 1), (32, 32)),
+        geo((32, 64, 1), (3, 2, 1), (16, 16)),
+        geo((16, 48, 1), (3, 2, 1), (13, 11)),
+        geo((32, 16, 1), (3, 2, 0), (9, 15)),
+        geo((8, 32, 1), (5, 3, 2), (20, 17)),
+        geo((4, 64, 1), (7, 4, 3), (30, 29)),
+    ] {
+        assert!(conv_channels::pays(&geo), "{geo:?}");
+        check_kernels_of(&KERNELS[1], &geo, &values);
+        let draw = |len, from| cycle(&values, len, from);
+        let x = draw(SAMPLES * geo.input_len(), 5);
+        let (w, b) = (draw(geo.weight_len(), 6), draw(geo.c_out, 7));
+        let constants = |k: f32| -> Vec<f32> {
+            (0..geo.c_out)
+                .map(|o| ((o as f32 + k) * 1.3).sin())
+                .collect()
+        };
+        let (mean, scale, shift) = (constants(1.0), constants(2.0), constants(3.0));
+        let affine = ChannelAffine {
+            mean: &mean,
+            scale: &scale,
+            shift: &shift,
+        };
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for isa in available() {
+            with_isa(isa, || {
+                let mut y = vec![f32::NAN; x.len() / geo.input_len() * geo.output_len()];
+                conv_gemm::forward(&geo, &x, &w, &b, &mut y);
+                let each = x.chunks(geo.input_len()).zip(y.chunks(geo.output_len()));
+                for (n, (xn, yn)) in each.enumerate() {
+                    let mut one = vec![f32::NAN; geo.output_len()];
+                    conv_gemm::forward(&geo, xn, &w, &b, &mut one);
+                    assert!(
+                        bits(&one) == bits(yn),
+                        "sample {n} alone, {geo:?} on {isa:?}"
+                    );
+                    let mut two = vec![f32::NAN; geo.output_len()];
+                    threads::within_layers(2, || conv_gemm::forward(&geo, xn, &w, &b, &mut two));
+                    assert!(bits(&two) == bits(yn), "two threads, {geo:?} on {isa:?}");
+                }
+                let mut two = vec![f32::NAN; y.len()];
+                threads::within_layers(2, || conv_gemm::forward(&geo, &x, &w, &b, &mut two));
+                assert!(
+                    bits(&two) == bits(&y),
+                    "a batch on two threads, {geo:?} on {isa:?}"
+                );
+                let mut fused = vec![f32::NAN; y.len()];
+                let e = Epilogue::Relu;
+                conv_gemm::forward_then(&geo, &x, &w, &b, &mut fused, Some(affine), e);
+                let mut apart = y.clone();
+                for y in apart.chunks_mut(geo.output_len()) {
+                    affine.apply(y, e);
+                }
+                assert!(bits(&fused) == bits(&apart), "fused, {geo:?} on {isa:?}");
+            });
+        }
+    }
+}
+
 /// The weight and bias gradients of a batch in one call (`x` and `g` holding 3 samples one
 /// after the other) against the reference summed over the samples, on both kernel sets and
 /// every instruction set, and added once to what the buffers hold: the matrix-product

@@ -44,6 +44,7 @@ const LEVELS: &[(&str, &[&str])] = &[
             "conv_winograd4",
             "conv_winograd_channels",
             "conv_winograd_tiles",
+            "conv_channels",
             "conv_fast",
             "conv_fast_backward",
             "conv_lanes",
