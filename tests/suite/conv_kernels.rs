@@ -392,6 +392,11 @@ fn kernels_equal_the_reference_on_resnet20_layers() {
     }
 }
 
+/// Batch norm's constants (mean, scale, shift) for `c_out` channels, varied by channel.
+fn affine_constants(c_out: usize) -> [Vec<f32>; 3] {
+    [1.0f32, 2.0, 3.0].map(|k| (0..c_out).map(|o| ((o as f32 + k) * 1.3).sin()).collect())
+}
+
 /// The direct kernel with the output channels along the lanes (`conv_channels`, which
 /// `conv_gemm::forward` runs for strided layers of few output channels) on every
 /// instruction set, against the reference: ResNet-20's two 3×3/2 layers (one and several
@@ -418,12 +423,7 @@ fn channels_along_the_lanes_equal_the_reference() {
         let draw = |len, from| cycle(&values, len, from);
         let x = draw(SAMPLES * geo.input_len(), 5);
         let (w, b) = (draw(geo.weight_len(), 6), draw(geo.c_out, 7));
-        let constants = |k: f32| -> Vec<f32> {
-            (0..geo.c_out)
-                .map(|o| ((o as f32 + k) * 1.3).sin())
-                .collect()
-        };
-        let (mean, scale, shift) = (constants(1.0), constants(2.0), constants(3.0));
+        let [mean, scale, shift] = affine_constants(geo.c_out);
         let affine = ChannelAffine {
             mean: &mean,
             scale: &scale,
@@ -566,12 +566,7 @@ fn a_batch_of_forward_passes_and_input_gradients_equals_its_samples() {
             draw(SAMPLES * geo.output_len(), 3),
         );
         let (w, b) = (draw(geo.weight_len(), 1), draw(geo.c_out, 2));
-        let constants = |k: f32| -> Vec<f32> {
-            (0..geo.c_out)
-                .map(|o| ((o as f32 + k) * 1.3).sin())
-                .collect()
-        };
-        let (mean, scale, shift) = (constants(1.0), constants(2.0), constants(3.0));
+        let [mean, scale, shift] = affine_constants(geo.c_out);
         let affine = ChannelAffine {
             mean: &mean,
             scale: &scale,
