@@ -147,7 +147,7 @@ impl<
         if Self::WINOGRAD {
             conv_winograd::prepare(&Self::GEOMETRY, w, lo, hi);
         } else if Self::CHANNELS {
-            conv_gemm::prepare_channels(&Self::GEOMETRY, w, lo);
+            crate::conv_channels::prepare(&Self::GEOMETRY, w, lo);
         }
     }
 

@@ -1,5 +1,6 @@
 //! A direct convolution with the **output channels along the vector lanes**, for the strided
-//! layers of few output channels (ResNet-20's downsampling 3×3/2 and 1×1/2 layers).
+//! layers of few output channels (ResNet-20's downsampling 3×3/2 layers; its 1×1/2
+//! projections stay on the packed product, which ran them as fast).
 //!
 //! The product on the packed input ([`crate::conv_gemm`]) shares each packed panel among the
 //! layer's output channels; with 32 or 64 of them, at stride 2, packing the panel (each tap
@@ -15,8 +16,9 @@
 //! The weights are transposed to `[c][tap][channel]`, once for a batch (kept in the layer's
 //! batch workspace) or once per call on the stack (72 KiB, with 16 KiB of sums: the only
 //! buffers). The input channels run in blocks whose weights stay in L1 (24 KiB), the sums
-//! of a block of pixels kept between blocks with the outputs that wait to be transposed. Every sum runs over the taps in the order
-//! `(c, i, j)`, one fused multiply-add each, from zero, then adds the bias: the result is
+//! of a block of pixels kept between blocks with the outputs that wait to be transposed.
+//! Every sum runs over the taps in the order `(c, i, j)`, one fused multiply-add each, from
+//! zero, then adds the bias: the result is
 //! the same, bit for bit, for any grouping of the samples into calls and on one thread or
 //! two (split by samples or by blocks of 16 channels).
 
@@ -65,13 +67,27 @@ pub const fn pays(geo: &ConvGeometry) -> bool {
         && geo.ow <= OUT_PIXELS
 }
 
-/// `wt[t · c_out + o] = w[o][t]` for the `c_in · k · k` taps `t` of `geo`: the layout
-/// [`forward_with`] reads, which a batch makes once ([`crate::conv_gemm`]'s prepared
-/// weights, in the layer's batch workspace).
+/// `wt[t · c_out + o] = w[o][t]` for the `c_in · k · k` taps `t` of `geo` (`[c][i][j][o]`):
+/// the layout [`forward_with`] reads, made on its stack where the caller has not.
 #[inline(always)]
-pub(crate) fn transpose_weights<S: Simd>(s: S, geo: &ConvGeometry, w: &[f32], wt: &mut [f32]) {
+fn transpose_weights<S: Simd>(s: S, geo: &ConvGeometry, w: &[f32], wt: &mut [f32]) {
     let taps = geo.c_in * geo.k * geo.k;
     simd::transpose_matrix(s, w, (geo.c_out, taps), &mut wt[..taps * geo.c_out]);
+}
+
+/// [`transpose_weights`] once for a batch of a layer [`pays`] for, into its batch workspace:
+/// the weights `conv_gemm`'s prepared path hands to [`forward_with`].
+pub(crate) fn prepare(geo: &ConvGeometry, w: &[f32], wt: &mut [f32]) {
+    struct Prepare<'a>(&'a ConvGeometry, &'a [f32], &'a mut [f32]);
+    impl simd::Kernel for Prepare<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            transpose_weights(s, self.0, self.1, self.2);
+        }
+    }
+    assert!(pays(geo) && w.len() == geo.weight_len());
+    simd::dispatch(Prepare(geo, w, wt));
 }
 
 /// The output channels `chans` of the convolution `geo` of the samples `x` by `w`, from the
@@ -237,7 +253,7 @@ mod tests {
     use crate::conv_kernel::ConvGeometry;
     use crate::simd::{Isa, with_isa};
 
-    /// The weights transposed once for a batch ([`conv_gemm::prepare_channels`]) give the
+    /// The weights transposed once for a batch ([`super::prepare`]) give the
     /// bits of the pass that transposes them on its stack, with and without the map after
     /// the sums, on every instruction set; the transposed layout is `[c][i][j][o]`.
     #[test]
@@ -261,7 +277,7 @@ mod tests {
         let w: Vec<f32> = (0..geo.weight_len()).map(|i| value(i, 89)).collect();
         let b: Vec<f32> = (0..geo.c_out).map(|i| value(i, 7)).collect();
         let mut wt = vec![f32::NAN; geo.weight_len()];
-        conv_gemm::prepare_channels(&geo, &w, &mut wt);
+        super::prepare(&geo, &w, &mut wt);
         let taps = geo.c_in * 9;
         assert_eq!(wt[5 * geo.c_out + 40], w[40 * taps + 5]);
         let shift: Vec<f32> = (0..geo.c_out).map(|i| value(i, 5)).collect();

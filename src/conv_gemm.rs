@@ -752,27 +752,15 @@ impl<const P: u8> Kernel for Forward<'_, P> {
                 let y = (out.0, out.1.into_whole());
                 conv_winograd_channels::forward_with::<S, 4, false>(s, parts, y, after)
             }
-            (CHANNELS, 16) if geo.c_out <= 32 => conv_channels::forward_with::<S, 2, 8>(
-                s,
-                parts,
-                (out.0, out.1.into_whole()),
-                after,
-                wt,
-            ),
-            (CHANNELS, 16) => conv_channels::forward_with::<S, 4, 4>(
-                s,
-                parts,
-                (out.0, out.1.into_whole()),
-                after,
-                wt,
-            ),
-            (CHANNELS, _) => conv_channels::forward_with::<S, 2, 8>(
-                s,
-                parts,
-                (out.0, out.1.into_whole()),
-                after,
-                wt,
-            ),
+            // 64 channels: four vectors of them × 4 pixels with AVX-512; else two × 8.
+            (CHANNELS, 16) if geo.c_out > 32 => {
+                let y = (out.0, out.1.into_whole());
+                conv_channels::forward_with::<S, 4, 4>(s, parts, y, after, wt)
+            }
+            (CHANNELS, _) => {
+                let y = (out.0, out.1.into_whole());
+                conv_channels::forward_with::<S, 2, 8>(s, parts, y, after, wt)
+            }
             (COLUMNS, 16 | 1) => forward_with::<S, 4, 4>(s, (geo, x, w, b), out, after),
             (COLUMNS, _) => forward_with::<S, 4, 2>(s, (geo, x, w, b), out, after),
             (WINOGRAD4, 16 | 1) => {
@@ -1024,25 +1012,13 @@ pub fn forward_on_columns(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y
 pub(crate) enum Ready<'a> {
     /// Transformed for F(2×2, 3×3) ([`conv_winograd::prepare`]).
     Winograd(Prepared<'a>),
-    /// Transposed to `[c][i][j][o]` for [`conv_channels`] ([`prepare_channels`]).
+    /// Transposed to `[c][i][j][o]` for [`conv_channels`] (`conv_channels::prepare`).
     Channels(&'a [f32]),
-}
-
-/// Transposes `w` into `wt` (`[c][i][j][o]`) once for a batch of a layer
-/// [`conv_channels::pays`] for: the weights [`Ready::Channels`] holds.
-pub(crate) fn prepare_channels(geo: &ConvGeometry, w: &[f32], wt: &mut [f32]) {
-    assert!(conv_channels::pays(geo) && w.len() == geo.weight_len());
-    simd::dispatch(simd::Transposed {
-        src: w,
-        rows: geo.c_out,
-        cols: geo.c_in * geo.k * geo.k,
-        dst: &mut wt[..geo.weight_len()],
-    });
 }
 
 /// [`forward_then`] (`after` given) or [`forward`] (without) for a layer F(2×2, 3×3) or
 /// [`conv_channels`] pays for, with its weights rearranged once for a batch
-/// ([`conv_winograd::prepare`], [`prepare_channels`]): the same result, bit for bit.
+/// ([`conv_winograd::prepare`], `conv_channels::prepare`): the same result, bit for bit.
 pub(crate) fn forward_prepared(
     geo: &ConvGeometry,
     (x, w, b): (&[f32], &[f32], &[f32]),
