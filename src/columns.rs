@@ -29,12 +29,14 @@ unsafe impl Send for ColumnsMut<'_> {}
 
 impl<'a> ColumnsMut<'a> {
     /// All of `m`, rows of `stride` values.
+    #[inline]
     pub(crate) fn whole(m: &'a mut [f32], stride: usize) -> Self {
         Self::split(m, stride, stride).0
     }
 
     /// Columns `..mid` and `mid..` of `m`, rows of `stride` values. Panics unless
     /// `stride > 0`, `m` holds whole rows and `mid ≤ stride`.
+    #[inline]
     pub(crate) fn split(m: &'a mut [f32], stride: usize, mid: usize) -> (Self, Self) {
         assert!(stride > 0 && m.len().is_multiple_of(stride) && mid <= stride);
         let (ptr, rows) = (m.as_mut_ptr(), m.len() / stride);
@@ -50,6 +52,7 @@ impl<'a> ColumnsMut<'a> {
 
     /// The columns this value owns, of every row.
     /// The whole matrix, which must be whole rows (every column).
+    #[inline]
     pub(crate) fn into_whole(self) -> &'a mut [f32] {
         assert!(self.cols == (0..self.stride));
         // SAFETY: `ptr` and `rows · stride` values are the slice `split` was given, borrowed
@@ -58,6 +61,7 @@ impl<'a> ColumnsMut<'a> {
         unsafe { core::slice::from_raw_parts_mut(self.ptr, self.rows * self.stride) }
     }
 
+    #[inline]
     pub(crate) fn cols(&self) -> Range<usize> {
         self.cols.clone()
     }

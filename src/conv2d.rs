@@ -419,7 +419,7 @@ impl<
         grad_input: Option<&mut Self::Input>,
         lr: T,
     ) {
-        if !Self::FAST && T::as_f32(&self.bias).is_some() {
+        if const { !Self::FAST } && T::as_f32(&self.bias).is_some() {
             // The input gradient first, with the weights from before the step.
             self.input_grad_any_geometry(grad_output, grad_input);
             let scale = -(lr.to_f64() as f32);

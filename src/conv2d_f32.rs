@@ -79,7 +79,9 @@ impl<
         ) else {
             return self.forward_reference(input, output);
         };
-        if Self::FAST {
+        // `if const`: a shape's build compiles only the branch it takes (LeNet-5's does not
+        // compile the other networks' kernels).
+        if const { Self::FAST } {
             let wt =
                 packed.and_then(|p| T::as_f32(p.0.as_flattened().as_flattened().as_flattened()));
             conv_fast::forward::<CI, CO, K, H, W, OH, OW>(x, (w, wt), b, y);
@@ -144,9 +146,9 @@ impl<
         ) else {
             return;
         };
-        if Self::WINOGRAD {
+        if const { Self::WINOGRAD } {
             conv_winograd::prepare(&Self::GEOMETRY, w, lo, hi);
-        } else if Self::CHANNELS {
+        } else if const { Self::CHANNELS } {
             crate::conv_channels::prepare(&Self::GEOMETRY, w, lo);
         }
     }
@@ -154,7 +156,7 @@ impl<
     /// The weights [`Conv2d::prepare_weights`] rearranged into `packed`, if the layer runs
     /// F(2×2, 3×3) or the channels along the lanes in `f32`.
     fn prepared(packed: &ConvPacked<T, CI, CO, K>) -> Option<conv_gemm::Ready<'_>> {
-        if !Self::WINOGRAD && !Self::CHANNELS {
+        if const { !Self::WINOGRAD && !Self::CHANNELS } {
             return None;
         }
         let lo = T::as_f32(packed.0.as_flattened().as_flattened().as_flattened())?;
@@ -180,7 +182,7 @@ impl<
         (affine, e): (Option<ChannelAffine<'_, T>>, Epilogue),
         packed: Option<&ConvPacked<T, CI, CO, K>>,
     ) -> bool {
-        if !Self::APPLIES_MAPS {
+        if const { !Self::APPLIES_MAPS } {
             return false;
         }
         let (Some(x), Some(y), Some(w), Some(b)) = (
@@ -222,7 +224,7 @@ impl<
         if T::as_f32(&self.bias).is_none() {
             return self.backward_reference(input, grad_output, grad_input, grads);
         }
-        if !Self::FAST {
+        if const { !Self::FAST } {
             // Any other geometry: the input gradient, then the parameter gradients.
             self.input_grad_any_geometry(grad_output, grad_input);
             let (x, g) = (slice::from_ref(input), slice::from_ref(grad_output));
@@ -262,12 +264,14 @@ impl<
         output: &mut [Maps<T, CO, OH, OW>],
         packed: &ConvPacked<T, CI, CO, K>,
     ) -> bool {
-        let (Some(x), Some(y), Some(w), Some(b), false) = (
+        if const { Self::FAST } {
+            return false;
+        }
+        let (Some(x), Some(y), Some(w), Some(b)) = (
             T::as_f32(Tensor::flat_slice(input)),
             T::as_f32_mut(Tensor::flat_slice_mut(output)),
             T::as_f32(self.param(0)),
             T::as_f32(&self.bias),
-            Self::FAST,
         ) else {
             return false;
         };
@@ -285,6 +289,9 @@ impl<
         grad_output: &Maps<T, CO, OH, OW>,
         grad_input: Option<&mut Maps<T, CI, H, W>>,
     ) {
+        if const { Self::FAST } {
+            unreachable!("LeNet's kernels take this shape");
+        }
         if let Some(gi) = grad_input
             && let (Some(w), Some(g), Some(gi)) = (
                 T::as_f32(self.param(0)),
@@ -308,7 +315,7 @@ impl<
         grad_input: Option<&mut [Maps<T, CI, H, W>; N]>,
         grads: &mut Self,
     ) -> bool {
-        if Self::FAST || T::as_f32(&self.bias).is_none() {
+        if const { Self::FAST } || T::as_f32(&self.bias).is_none() {
             return false;
         }
         if let Some(gi) = grad_input
@@ -332,6 +339,9 @@ impl<
         grads: &mut Self,
         scale: f32,
     ) {
+        if const { Self::FAST } {
+            unreachable!("LeNet's kernels take this shape");
+        }
         let Conv2d { weight, bias } = grads;
         let weight = weight
             .as_flattened_mut()

@@ -77,6 +77,7 @@ fn transpose_weights<S: Simd>(s: S, geo: &ConvGeometry, w: &[f32], wt: &mut [f32
 
 /// [`transpose_weights`] once for a batch of a layer [`pays`] for, into its batch workspace:
 /// the weights `conv_gemm`'s prepared path hands to [`forward_with`].
+#[inline]
 pub(crate) fn prepare(geo: &ConvGeometry, w: &[f32], wt: &mut [f32]) {
     struct Prepare<'a>(&'a ConvGeometry, &'a [f32], &'a mut [f32]);
     impl simd::Kernel for Prepare<'_> {

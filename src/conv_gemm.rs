@@ -666,6 +666,7 @@ impl<'a> Path<'a> {
     /// `samples` samples in one call, else F(2×2, 3×3) where [`conv_winograd::pays`], else
     /// the direct products with the output channels along the lanes where
     /// [`conv_channels::pays`] (weights transposed on the stack), else the product on `X̂`.
+    #[inline]
     fn for_layer(geo: &ConvGeometry, samples: usize) -> Self {
         if conv_winograd4::pays(geo) {
             Path::Winograd4
@@ -682,6 +683,7 @@ impl<'a> Path<'a> {
 
     /// The rows of outputs of a tile of Winograd's algorithm, if the path is one.
     #[cfg(feature = "std")]
+    #[inline]
     fn tile(self) -> Option<usize> {
         match self {
             Path::Columns | Path::WinogradChannels | Path::Channels(_) => None,
@@ -692,6 +694,7 @@ impl<'a> Path<'a> {
 
     /// Whether the path runs several samples in one call (F(2×2, 3×3), their tiles in the
     /// same blocks); the others run one sample after the other.
+    #[inline]
     fn takes_batches(self) -> bool {
         matches!(
             self,
@@ -700,6 +703,7 @@ impl<'a> Path<'a> {
     }
 
     /// The weights a batch transformed, if any.
+    #[inline]
     fn prepared(self) -> Option<Prepared<'a>> {
         match self {
             Path::WinogradPrepared(p) => Some(p),
@@ -813,6 +817,7 @@ pub(crate) enum Split {
 /// 1%; splitting wider layers by rows of tiles too made VGG-16 8% slower (each thread
 /// transforms all the weights).
 #[cfg(feature = "std")]
+#[inline]
 pub(crate) fn split_at(geo: &ConvGeometry, tile: Option<usize>) -> Option<Split> {
     let (pixels, macs) = (geo.oh * geo.ow, geo.out_per_group() * geo.in_per_group());
     if macs * geo.groups * geo.k * geo.k * pixels < SPLIT_MACS {
@@ -976,6 +981,7 @@ impl<const P: u8> Kernel for InputGrad<'_, P> {
 /// conv_gemm::forward(&GEO, &x, &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0], &[0.0, 1.0], &mut y);
 /// assert_eq!(y, [0.0, 2.0, 6.0, 8.0, 55.0, 59.0, 67.0, 71.0]); // channel 0; 1 + 2 · channel 3
 /// ```
+#[inline]
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
     forward_with_after(
         geo,
@@ -1003,6 +1009,7 @@ pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32
 /// conv_gemm::forward(&GEO, &x, &w, &[0.5; 16], &mut winograd);
 /// assert_eq!(y, winograd); // small integers: exact in any order
 /// ```
+#[inline]
 pub fn forward_on_columns(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
     forward_with_after(geo, (x, w, b), y, None, Path::Columns);
 }
@@ -1019,6 +1026,7 @@ pub(crate) enum Ready<'a> {
 /// [`forward_then`] (`after` given) or [`forward`] (without) for a layer F(2×2, 3×3) or
 /// [`conv_channels`] pays for, with its weights rearranged once for a batch
 /// ([`conv_winograd::prepare`], `conv_channels::prepare`): the same result, bit for bit.
+#[inline]
 pub(crate) fn forward_prepared(
     geo: &ConvGeometry,
     (x, w, b): (&[f32], &[f32], &[f32]),
@@ -1044,6 +1052,7 @@ pub(crate) fn forward_prepared(
 }
 
 /// Panics unless `a` has one constant of each kind per output channel of `geo`.
+#[inline]
 fn check_affine(geo: &ConvGeometry, a: &ChannelAffine<'_, f32>) {
     let c_out = geo.c_out;
     assert!(
@@ -1083,6 +1092,7 @@ fn check_affine(geo: &ConvGeometry, a: &ChannelAffine<'_, f32>) {
 /// Epilogue::Relu.apply(&mut apart);
 /// assert_eq!(fused, apart);
 /// ```
+#[inline]
 pub fn forward_then(
     geo: &ConvGeometry,
     x: &[f32],
@@ -1106,6 +1116,7 @@ pub fn forward_then(
 }
 
 /// [`forward`] and [`forward_then`]: the kernel of `path`.
+#[inline]
 fn forward_with_after(
     geo: &ConvGeometry,
     (x, w, b): (&[f32], &[f32], &[f32]),
@@ -1226,6 +1237,7 @@ fn forward_on<const P: u8>(
 /// assert_eq!(gw, [21.0, 32.0, 54.0, 65.0]); // x[i][j] + 10·x[i][j + 1]
 /// assert_eq!(gb, [11.0]);
 /// ```
+#[inline]
 pub fn weight_grad(
     geo: &ConvGeometry,
     x: &[f32],
@@ -1263,6 +1275,7 @@ pub fn weight_grad(
 /// conv_gemm::input_grad(&GEO, &[1.0, 2.0, 3.0, 4.0], &[1.0, -1.0], &mut gi);
 /// assert_eq!(gi, [1.0, 2.0, -1.0, -2.0, 0.0, 3.0, 4.0, -3.0, -4.0, 0.0]);
 /// ```
+#[inline]
 pub fn input_grad(geo: &ConvGeometry, w: &[f32], g: &[f32], gi: &mut [f32]) {
     geo.check_input_grad(w, g, gi);
     let samples = geo.samples_of_outputs(g.len());

@@ -438,6 +438,7 @@ pub(crate) struct After<'a> {
 
 impl<'a> After<'a> {
     /// The map from output channel `first` on (channel `first` becomes row 0).
+    #[inline]
     pub(crate) fn from(self, first: usize) -> After<'a> {
         After {
             affine: self

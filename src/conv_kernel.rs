@@ -187,6 +187,7 @@ impl ConvGeometry {
 
     /// Panics unless the geometry holds and the slices have its lengths.
     #[track_caller]
+    #[inline]
     pub(crate) fn check(&self, lens: &[(usize, usize, &str)]) {
         let _ = self.checked();
         for &(got, want, what) in lens {
@@ -198,17 +199,20 @@ impl ConvGeometry {
     }
 
     /// How many samples `len` values of inputs hold, one after the other (at least 1).
+    #[inline]
     pub(crate) fn samples_of_inputs(&self, len: usize) -> usize {
         (len / self.input_len().max(1)).max(1)
     }
 
     /// How many samples `len` values of outputs (or output gradients) hold (at least 1).
+    #[inline]
     pub(crate) fn samples_of_outputs(&self, len: usize) -> usize {
         (len / self.output_len().max(1)).max(1)
     }
 
     /// [`ConvGeometry::check`] for a forward pass's slices.
     #[track_caller]
+    #[inline]
     pub(crate) fn check_forward(&self, x: &[f32], w: &[f32], b: &[f32], y: &[f32]) {
         // One sample or several, as many inputs as outputs.
         let samples = self.samples_of_inputs(x.len());
@@ -222,6 +226,7 @@ impl ConvGeometry {
 
     /// [`ConvGeometry::check`] for a weight gradient's slices.
     #[track_caller]
+    #[inline]
     pub(crate) fn check_weight_grad(&self, x: &[f32], g: &[f32], gw: &[f32], gb: &[f32]) {
         // One sample or several, as many inputs as output gradients.
         let samples = self.samples_of_inputs(x.len());
@@ -235,6 +240,7 @@ impl ConvGeometry {
 
     /// [`ConvGeometry::check`] for an input gradient's slices.
     #[track_caller]
+    #[inline]
     pub(crate) fn check_input_grad(&self, w: &[f32], g: &[f32], gi: &[f32]) {
         // One sample or several, as many output gradients as input gradients.
         let samples = self.samples_of_outputs(g.len());
@@ -628,6 +634,7 @@ impl Kernel for InputGrad<'_> {
 /// conv_kernel::forward(&GEO, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[10.0, -1.0], &[0.0, 0.5], &mut y);
 /// assert_eq!(y, [10.0, 20.0, 30.0, -3.5, -4.5, -5.5]);
 /// ```
+#[inline]
 pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
     geo.check_forward(x, w, b, y);
     let samples = x.chunks_exact(geo.input_len());
@@ -657,6 +664,7 @@ pub fn forward(geo: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32
 /// assert_eq!(gw, [21.0, 32.0, 54.0, 65.0]); // x[i][j] + 10·x[i][j + 1]
 /// assert_eq!(gb, [11.0]);
 /// ```
+#[inline]
 pub fn weight_grad(
     geo: &ConvGeometry,
     x: &[f32],
@@ -697,6 +705,7 @@ pub fn weight_grad(
 /// conv_kernel::input_grad(&GEO, &[1.0, 2.0, 3.0, 4.0], &[1.0, -1.0], &mut gi);
 /// assert_eq!(gi, [1.0, 2.0, -1.0, -2.0, 0.0, 3.0, 4.0, -3.0, -4.0, 0.0]);
 /// ```
+#[inline]
 pub fn input_grad(geo: &ConvGeometry, w: &[f32], g: &[f32], gi: &mut [f32]) {
     geo.check_input_grad(w, g, gi);
     let samples = g.chunks_exact(geo.output_len());

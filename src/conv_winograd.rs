@@ -253,6 +253,7 @@ fn block_of<S: Simd, const NV: usize>(
 /// Transforms the weights `w` of `geo` (a layer F(2×2, 3×3) [`pays`] for) once, into `lo`
 /// and `hi` as [`Prepared`] reads them: the same values, bit for bit, as each pass would
 /// compute, so a pass on them gives the same result.
+#[inline]
 pub(crate) fn prepare(geo: &ConvGeometry, w: &[f32], lo: &mut [f32], hi: &mut [f32]) {
     assert!(pays(geo) && w.len() == geo.weight_len());
     let len = geo.c_out * geo.c_in;

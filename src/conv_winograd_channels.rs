@@ -131,6 +131,7 @@ impl Band {
 /// The blocks of tiles of `samples` samples of `geo`, with the first sample of each:
 /// groups of whole samples where one has at most [`TB`] tiles, else bands of whole tile
 /// rows of one sample (`geo` at most [`TB`] tiles wide).
+#[inline]
 pub(crate) fn bands(geo: &ConvGeometry, samples: usize) -> impl Iterator<Item = (usize, Band)> {
     let (tw, th) = grid(geo);
     let per = tw * th;

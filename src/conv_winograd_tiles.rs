@@ -80,6 +80,7 @@ pub(crate) struct Prepared<'a> {
 impl<'a> Prepared<'a> {
     /// The weights of `geo` transformed in `lo` and `hi` by [`prepare`]. Panics unless they
     /// hold 9 and 7 of `geo`'s matrices.
+    #[inline]
     pub(crate) fn new(geo: &ConvGeometry, lo: &'a [f32], hi: &'a [f32]) -> Self {
         let len = geo.c_out * geo.c_in;
         assert!(lo.len() >= 9 * len && hi.len() >= 7 * len);

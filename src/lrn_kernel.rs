@@ -89,6 +89,7 @@ impl LrnGeometry {
 
     /// Panics unless the geometry holds and the slices have its length.
     #[track_caller]
+    #[inline]
     fn check(&self, lens: &[(usize, &str)]) {
         let _ = self.checked();
         for &(got, what) in lens {
@@ -254,6 +255,7 @@ impl Kernel for Backward<'_> {
 /// `constants` is `(alpha, beta, k)`.
 ///
 /// Panics if a slice's length is not the geometry's.
+#[inline]
 pub fn forward(
     geo: &LrnGeometry,
     constants: (f32, f32, f32),
@@ -296,6 +298,7 @@ pub fn forward(
 /// ```
 ///
 /// Panics if a slice's length is not the geometry's.
+#[inline]
 pub fn backward(
     geo: &LrnGeometry,
     coef: f32,

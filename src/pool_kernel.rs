@@ -198,6 +198,7 @@ impl PoolGeometry {
 
     /// Panics unless the geometry holds and the slices have its lengths.
     #[track_caller]
+    #[inline]
     fn check(&self, lens: &[(usize, usize, &str)]) {
         let _ = self.checked();
         for &(got, want, what) in lens {
@@ -621,6 +622,7 @@ fn edge<S: Simd>(
 ///
 /// Panics if the geometry does not hold ([`PoolGeometry::checked`]) or a slice's length is
 /// not the geometry's.
+#[inline]
 pub fn forward(geo: &PoolGeometry, x: &[f32], y: &mut [f32], at: &mut [u32]) {
     geo.check(&[
         (x.len(), geo.input_len(), "the input"),
@@ -650,6 +652,7 @@ pub fn forward(geo: &PoolGeometry, x: &[f32], y: &mut [f32], at: &mut [u32]) {
 /// ```
 ///
 /// Panics as [`forward`] does.
+#[inline]
 pub fn max(geo: &PoolGeometry, x: &[f32], y: &mut [f32]) {
     geo.check(&[
         (x.len(), geo.input_len(), "the input"),
@@ -684,6 +687,7 @@ pub fn max(geo: &PoolGeometry, x: &[f32], y: &mut [f32]) {
 /// ```
 ///
 /// Panics as [`forward`] does.
+#[inline]
 pub fn backward(geo: &PoolGeometry, at: &[u32], g: &[f32], gi: &mut [f32]) {
     geo.check(&[
         (at.len(), geo.output_len(), "the winners"),
@@ -854,6 +858,7 @@ impl Kernel for BackwardLanes<'_> {
 /// values of [`forward`], sample by sample, bit for bit).
 ///
 /// Panics as [`forward`] does (`x` holds `BLOCK` inputs, `y` `BLOCK` outputs).
+#[inline]
 pub fn forward_lanes(geo: &PoolGeometry, x: &[f32], y: &mut [f32]) {
     geo.check(&[
         (x.len(), geo.input_len() * BLOCK, "the input block"),
@@ -868,6 +873,7 @@ pub fn forward_lanes(geo: &PoolGeometry, x: &[f32], y: &mut [f32]) {
 /// bit [`backward`], sample by sample.
 ///
 /// Panics as [`forward_lanes`] does.
+#[inline]
 pub fn backward_lanes(geo: &PoolGeometry, x: &[f32], g: &[f32], gi: &mut [f32], relu: bool) {
     geo.check(&[
         (x.len(), geo.input_len() * BLOCK, "the input block"),
