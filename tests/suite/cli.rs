@@ -1001,17 +1001,32 @@ fn idx_subset(dir: &Path, prefix: &str, n: usize) {
     std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
 }
 
-/// `--model resnet20` trains with batch norm on whole micro-batches, saves weights that
-/// `--eval --model resnet20` reloads to the same test accuracy (constnet's format and a
-/// PyTorch state dict), and refuses what it cannot do with a message.
+/// `train-resnet20` (`--model resnet20`) trains with batch norm on whole micro-batches, saves
+/// weights that `--eval --model resnet20` reloads to the same test accuracy (constnet's
+/// format and a PyTorch state dict), and refuses what it cannot do with a message; `train`,
+/// which leaves ResNet-20 out, names the command that has it.
 #[test]
 fn the_trainer_trains_resnet20_and_its_weights_reload_with_eval() {
     use rand::SeedableRng;
-    let train = env!("CARGO_BIN_EXE_train");
+    let train = env!("CARGO_BIN_EXE_train-resnet20");
     let dir = scratch("resnet20");
     idx_subset(&dir, "train", 40);
     idx_subset(&dir, "t10k", 24);
     let data = dir.to_str().unwrap();
+
+    let lenet_only = env!("CARGO_BIN_EXE_train");
+    for args in [
+        &["--model", "resnet20"][..],
+        &["--model", "resnet20", "--eval", "x.cnet"],
+    ] {
+        let mut all = vec!["--data", data];
+        all.extend_from_slice(args);
+        let (ok, out, err) = run(lenet_only, &dir, &all);
+        assert!(
+            !ok && out.is_empty() && err.contains("--bin train-resnet20"),
+            "{args:?}: {err}"
+        );
+    }
 
     for (args, expected) in [
         (&["--batch", "24"][..], "multiple of 16"),
@@ -1027,9 +1042,8 @@ fn the_trainer_trains_resnet20_and_its_weights_reload_with_eval() {
     let (ok, out, err) = run(
         train,
         &dir,
-        &[
-            "--model", "resnet20", "--data", data, "--epochs", "1", "--batch", "32",
-        ],
+        // ResNet-20 is this command's default network
+        &["--data", data, "--epochs", "1", "--batch", "32"],
     );
     assert!(ok, "{err}");
     assert!(out.starts_with("training ResNet-20"), "{out}");
